@@ -1,0 +1,147 @@
+"""The embedded concept provider: EfficientNet-Lite0 + a WordNet roll-up.
+
+ImageNet's 1000 classes are narrow leaves ("tabby", "Egyptian cat",
+"espresso").  A caller wants what Clarifai's general model gives: "cat",
+"animal", "drink".  Every ImageNet class is a WordNet synset, so each
+hypernym's confidence is the probability mass of the classes beneath it
+(computed as one matrix product), and the strongest informative synsets, leaves
+and ancestors alike, are the concepts.  Synsets too abstract to say anything
+about a picture ("entity", "whole", "artifact") are excluded by config.
+
+The classifier was exported to ONNX by ``make models``; onnxruntime runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+from PIL import Image
+
+from ..config import LocalConceptsConfig
+from ..errors import ModelsMissingError
+from ..imaging import DecodedImage
+from .base import Concept, ConceptResult
+
+__all__ = ["CLASSIFIER_FILE", "HIERARCHY_FILE", "LocalConceptSource", "WordNetRollup"]
+
+logger = logging.getLogger(__name__)
+
+CLASSIFIER_FILE = "efficientnet_lite0.onnx"
+HIERARCHY_FILE = "imagenet_hierarchy.json"
+INPUT_SIDE = 224  # EfficientNet-Lite0 input resolution
+RESIZE_SIDE = 256  # short side before the centre crop (crop ratio 0.875, as in training)
+# EfficientNet-Lite was trained on TF-style inputs: (x - 127) / 128.
+PIXEL_MEAN = 127.0
+PIXEL_STD = 128.0
+# Confidences are rounded so that float noise between CPUs cannot change them
+# (the same image must give the same SDR on every machine).
+CONFIDENCE_DECIMALS = 4
+MAX_SAME_MASS = 2  # concepts allowed to share one exact confidence (see WordNetRollup.concepts)
+
+
+@dataclass(frozen=True)
+class WordNetRollup:
+    """ImageNet class probabilities -> probability mass under each WordNet synset."""
+
+    matrix: npt.NDArray[np.float32]  # [1000 classes, S synsets], 1 where the synset is above the class
+    names: tuple[str, ...]  # display name per synset column ("cat", "coffee mug")
+
+    @classmethod
+    def load(cls, path: Path, excluded: Sequence[str]) -> WordNetRollup:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        skip = set(excluded)
+        keep = sorted(key for key, synset in doc["synsets"].items() if synset["lemma"] not in skip)
+        column = {key: i for i, key in enumerate(keep)}
+        matrix = np.zeros((len(doc["classes"]), len(keep)), dtype=np.float32)
+        for entry in doc["classes"]:
+            for key in entry["synsets"]:
+                if key in column:
+                    matrix[entry["index"], column[key]] = 1.0
+        names = tuple(doc["synsets"][key]["name"].lower() for key in keep)
+        return cls(matrix=matrix, names=names)
+
+    def concepts(self, probabilities: npt.NDArray[np.float32], top: int, floor: float) -> list[Concept]:
+        mass = np.round((probabilities @ self.matrix).astype(np.float64), CONFIDENCE_DECIMALS)
+        best: dict[str, float] = {}
+        same_mass: dict[float, int] = {}
+        # Most confident first; a name shared by two synsets keeps its best score.
+        for column in np.argsort(-mass, kind="stable")[: top * 8]:
+            score = float(mass[column])
+            if score < floor or score <= 0.0 or len(best) == top:
+                break
+            # Synsets with exactly the same mass cover the same likely classes
+            # (a chain like "drill rig" < "drilling platform" < "rig"): two names
+            # say it, more would crowd out concepts that add information.
+            if same_mass.get(score, 0) >= MAX_SAME_MASS or self.names[column] in best:
+                continue
+            same_mass[score] = same_mass.get(score, 0) + 1
+            best[self.names[column]] = score
+        ranked = sorted(best.items(), key=lambda item: (-item[1], item[0]))
+        return [Concept(name, min(score, 1.0)) for name, score in ranked[:top]]
+
+
+class LocalConceptSource:
+    """ImageNet classifier run with onnxruntime; concepts from the WordNet roll-up."""
+
+    name = "local"
+
+    def __init__(self, models_dir: Path, config: LocalConceptsConfig) -> None:
+        model_path = models_dir / CLASSIFIER_FILE
+        hierarchy_path = models_dir / HIERARCHY_FILE
+        for path in (model_path, hierarchy_path):
+            if not path.is_file():
+                raise ModelsMissingError(f"{path} is missing: run `make models` first")
+        self._session = _session(model_path, config.threads)
+        self._rollup = WordNetRollup.load(hierarchy_path, config.excluded)
+        self._batch = config.batch_size
+        self.model = "efficientnet-lite0 (ImageNet-1k) + WordNet 3.0 roll-up"
+
+    @property
+    def input_side(self) -> int:
+        return RESIZE_SIDE
+
+    @property
+    def max_batch(self) -> int:
+        return self._batch
+
+    def concepts(self, images: Sequence[DecodedImage], max_concepts: int, min_confidence: float) -> list[ConceptResult]:
+        results: list[ConceptResult] = []
+        for start in range(0, len(images), self._batch):
+            chunk = images[start : start + self._batch]
+            probabilities = self.classify(np.stack([preprocess(image.image) for image in chunk]))
+            results.extend(self._rollup.concepts(row, max_concepts, min_confidence) for row in probabilities)
+        return results
+
+    def classify(self, pixels: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """Class probabilities [batch, 1000] for preprocessed pixels [batch, 3, 224, 224]."""
+        (probabilities,) = self._session.run(None, {"pixels": pixels})
+        return np.asarray(probabilities, dtype=np.float32)
+
+
+def preprocess(image: Image.Image) -> npt.NDArray[np.float32]:
+    """RGB image -> [3, 224, 224] float32: short side to 256, centre crop, TF scaling."""
+    width, height = image.size
+    scale = RESIZE_SIDE / min(width, height)
+    size = (max(INPUT_SIDE, round(width * scale)), max(INPUT_SIDE, round(height * scale)))
+    # reducing_gap lets Pillow shrink large images in cheap integer steps first.
+    resized = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+    left = (size[0] - INPUT_SIDE) // 2
+    top = (size[1] - INPUT_SIDE) // 2
+    crop = resized.crop((left, top, left + INPUT_SIDE, top + INPUT_SIDE))
+    pixels = (np.asarray(crop, dtype=np.float32) - PIXEL_MEAN) / PIXEL_STD
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+
+
+def _session(path: Path, threads: int) -> ort.InferenceSession:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])

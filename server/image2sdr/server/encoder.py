@@ -1,0 +1,287 @@
+"""The encoder: image bytes -> concepts -> term SDRs -> one merged SDR.
+
+``Encoder`` ties the stages together and knows nothing of gRPC.  Its
+providers are injected (``ConceptSource``, ``TermSource``), so a remote
+service can replace either stage; ``Encoder.from_config`` builds the embedded
+offline defaults.  Batches are the unit of work: images decode on a thread
+pool, the classifier sees the whole batch in one call, every distinct term of
+the batch is looked up once, and each image then merges on its own.
+A bad image fails only its own slot in a batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from .concepts.base import Concept, ConceptSource
+from .concepts.local import LocalConceptSource
+from .config import Config
+from .errors import Image2SdrError, InvalidInputError, InvalidTermError, UpstreamError
+from .imaging import DecodedImage, decode_image
+from .merge import MergeResult, Merger, WeightedSdr
+from .sdr import Sdr
+from .terms.base import TermSource, normalize_term
+from .terms.cache import CachedTermSource, TermCache
+
+__all__ = ["ConceptUse", "EncodeOptions", "Encoder", "Encoding", "StageTimings"]
+
+logger = logging.getLogger(__name__)
+
+# "no person", "no people": Clarifai's way of saying what is absent.
+_NEGATIVE = re.compile(r"^no\s+(?P<term>\S.*)$")
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """Per-request overrides; None takes the configured value."""
+
+    max_concepts: int | None = None
+    min_confidence: float | None = None
+    sparsity: float | None = None
+
+
+@dataclass(frozen=True)
+class ConceptUse:
+    name: str
+    confidence: float
+    used: bool
+    reason: str = ""  # why a concept was skipped; empty when used
+
+
+@dataclass(frozen=True)
+class StageTimings:
+    """Milliseconds per stage; batch-wide stages are shared out evenly per image."""
+
+    decode_ms: float = 0.0
+    concepts_ms: float = 0.0
+    terms_ms: float = 0.0
+    merge_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class Encoding:
+    sdr: Sdr
+    concepts: tuple[ConceptUse, ...]  # as found, strongest first
+    short: bool  # the term SDRs' union held fewer than w bits
+    timings: StageTimings = field(default_factory=StageTimings)
+
+    @property
+    def used(self) -> tuple[ConceptUse, ...]:
+        return tuple(c for c in self.concepts if c.used)
+
+    @property
+    def skipped(self) -> tuple[ConceptUse, ...]:
+        return tuple(c for c in self.concepts if not c.used)
+
+
+@dataclass(frozen=True)
+class _Settings:
+    max_concepts: int
+    min_confidence: float
+    active_bits: int
+
+
+@dataclass
+class _Plan:
+    """How one image's concepts map to terms, before the lookup."""
+
+    uses: list[ConceptUse]
+    terms: list[tuple[int, str, float]]  # (index into uses, term, signed weight)
+
+
+class Encoder:
+    def __init__(self, config: Config, concepts: ConceptSource, terms: TermSource) -> None:
+        if terms.size != config.sdr.size:
+            raise InvalidInputError(f"term provider gives {terms.size}-bit SDRs, config.sdr.size is {config.sdr.size}")
+        self.config = config
+        self.concept_source = concepts
+        self.term_source = terms
+        self.merger = Merger(config.sdr.size, config.sdr.dimensions, config.sdr.tie_break_seed, config.sdr.normalization)
+        self._decoders = ThreadPoolExecutor(config.image.decode_threads, thread_name_prefix="decode")
+
+    @classmethod
+    def from_config(cls, config: Config) -> Encoder:
+        """The offline default: local classifier, local term SDRs, disk term cache."""
+        from .terms.local import LocalTermSource  # noqa: PLC0415  (loads a model)
+
+        concepts = LocalConceptSource(config.models_dir, config.concepts.local)
+        local_terms = LocalTermSource(config.models_dir, config.terms.local, config.sdr)
+        cache = TermCache(config.data_dir / "terms", config.terms.cache)
+        return cls(config, concepts, CachedTermSource(local_terms, cache))
+
+    def close(self) -> None:
+        self._decoders.shutdown(wait=True)
+        cache = getattr(self.term_source, "cache", None)
+        if isinstance(cache, TermCache):
+            cache.close()
+
+    # -- public API --------------------------------------------------------
+
+    def encode(self, image: bytes, options: EncodeOptions | None = None) -> Encoding:
+        (result,) = self.encode_batch([image], options)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+    def encode_batch(self, images: Sequence[bytes], options: EncodeOptions | None = None) -> list[Encoding | Image2SdrError]:
+        """One result per image, in order: its Encoding or the error for that image alone."""
+        settings = self._settings(options)
+        results: list[Encoding | Image2SdrError | None] = [None] * len(images)
+        decoded, decode_ms = self._decode_all(images, results)
+        if decoded:
+            self._encode_decoded(decoded, decode_ms, settings, results)
+        return [_filled(result) for result in results]
+
+    def encode_concepts(self, concepts: Sequence[Concept], options: EncodeOptions | None = None) -> Encoding:
+        """Merge given concepts (e.g. from a caller that ran its own classifier)."""
+        settings = self._settings(options)
+        kept = [c for c in concepts if c.confidence >= settings.min_confidence][: settings.max_concepts]
+        plans = [self._plan(kept, settings)]
+        started = time.perf_counter()
+        looked_up = self._lookup(plans)
+        terms_ms = (time.perf_counter() - started) * 1000
+        return self._merge(plans[0], looked_up, settings, StageTimings(terms_ms=terms_ms))
+
+    def term_sdr(self, term: str) -> Sdr | None:
+        """The SDR of one term or phrase, None if the provider does not know it."""
+        (sdr,) = self.term_source.term_sdrs([normalize_term(term)])
+        return sdr
+
+    # -- stages --------------------------------------------------------------
+
+    def _settings(self, options: EncodeOptions | None) -> _Settings:
+        options = options or EncodeOptions()
+        configured = self.config.concepts
+        max_concepts = configured.max_concepts if options.max_concepts is None else options.max_concepts
+        min_confidence = configured.min_confidence if options.min_confidence is None else options.min_confidence
+        sparsity = self.config.sdr.sparsity if options.sparsity is None else options.sparsity
+        if not 1 <= max_concepts <= 200:
+            raise InvalidInputError(f"max_concepts must be in [1, 200], got {max_concepts}", field="max_concepts")
+        if not 0.0 <= min_confidence <= 1.0:
+            raise InvalidInputError(f"min_confidence must be in [0, 1], got {min_confidence}", field="min_confidence")
+        if not 0.0 < sparsity <= 0.5:
+            raise InvalidInputError(f"sparsity must be in (0, 0.5], got {sparsity}", field="sparsity")
+        active_bits = max(1, round(self.config.sdr.size * sparsity))
+        return _Settings(max_concepts, min_confidence, active_bits)
+
+    def _decode_all(
+        self, images: Sequence[bytes], results: list[Encoding | Image2SdrError | None]
+    ) -> tuple[list[tuple[int, DecodedImage]], list[float]]:
+        side = self.concept_source.input_side
+        outcomes = list(self._decoders.map(lambda data: _timed_decode(data, self.config, side), images))
+        decoded: list[tuple[int, DecodedImage]] = []
+        decode_ms: list[float] = []
+        for slot, (outcome, elapsed) in enumerate(outcomes):
+            if isinstance(outcome, Image2SdrError):
+                results[slot] = outcome
+            else:
+                decoded.append((slot, outcome))
+                decode_ms.append(elapsed)
+        return decoded, decode_ms
+
+    def _encode_decoded(
+        self,
+        decoded: list[tuple[int, DecodedImage]],
+        decode_ms: list[float],
+        settings: _Settings,
+        results: list[Encoding | Image2SdrError | None],
+    ) -> None:
+        started = time.perf_counter()
+        found = self.concept_source.concepts([image for _, image in decoded], settings.max_concepts, settings.min_confidence)
+        concepts_ms = (time.perf_counter() - started) * 1000 / len(decoded)
+        plans: dict[int, _Plan] = {}
+        for (slot, _), outcome in zip(decoded, found, strict=True):
+            if isinstance(outcome, Exception):
+                results[slot] = _as_core_error(outcome)
+            else:
+                plans[slot] = self._plan(outcome, settings)
+        started = time.perf_counter()
+        try:
+            looked_up = self._lookup(list(plans.values()))
+        except Image2SdrError as exc:  # an upstream term provider is down: every image waits on it
+            for slot in plans:
+                results[slot] = exc
+            return
+        terms_ms = (time.perf_counter() - started) * 1000 / max(len(plans), 1)
+        for (slot, _), elapsed in zip(decoded, decode_ms, strict=True):
+            if slot in plans:
+                timings = StageTimings(decode_ms=elapsed, concepts_ms=concepts_ms, terms_ms=terms_ms)
+                results[slot] = self._merge(plans[slot], looked_up, settings, timings)
+
+    def _plan(self, concepts: Sequence[Concept], settings: _Settings) -> _Plan:
+        plan = _Plan(uses=[], terms=[])
+        seen: dict[str, str] = {}
+        for concept in concepts:
+            reason, term, sign = _term_of(concept, settings.min_confidence)
+            if not reason and term in seen:
+                reason = f"same term as {seen[term]!r}"
+            if reason:
+                plan.uses.append(ConceptUse(concept.name, concept.confidence, used=False, reason=reason))
+                continue
+            seen[term] = concept.name
+            plan.terms.append((len(plan.uses), term, sign * concept.confidence))
+            plan.uses.append(ConceptUse(concept.name, concept.confidence, used=True))
+        return plan
+
+    def _lookup(self, plans: Sequence[_Plan]) -> dict[str, Sdr | None]:
+        distinct = list(dict.fromkeys(term for plan in plans for _, term, _ in plan.terms))
+        if not distinct:
+            return {}
+        return dict(zip(distinct, self.term_source.term_sdrs(distinct), strict=True))
+
+    def _merge(self, plan: _Plan, looked_up: dict[str, Sdr | None], settings: _Settings, timings: StageTimings) -> Encoding:
+        started = time.perf_counter()
+        weighted: list[WeightedSdr] = []
+        uses = list(plan.uses)
+        for slot, term, weight in plan.terms:
+            sdr = looked_up[term]
+            if sdr is None or sdr.active == 0:
+                uses[slot] = ConceptUse(uses[slot].name, uses[slot].confidence, False, f"term {term!r} is unknown to the {self.term_source.name} term provider")
+            else:
+                weighted.append(WeightedSdr(sdr, weight))
+        merged: MergeResult = self.merger.merge(weighted, settings.active_bits)
+        merge_ms = (time.perf_counter() - started) * 1000
+        timings = StageTimings(timings.decode_ms, timings.concepts_ms, timings.terms_ms, merge_ms)
+        return Encoding(sdr=merged.sdr, concepts=tuple(uses), short=merged.short, timings=timings)
+
+
+def _term_of(concept: Concept, min_confidence: float) -> tuple[str, str, float]:
+    """(skip reason or "", normalised term, +1 or -1 for a negative concept)."""
+    if not 0.0 <= concept.confidence <= 1.0:
+        return f"confidence {concept.confidence} is outside [0, 1]", "", 0.0
+    if concept.confidence < min_confidence:
+        return f"confidence below min_confidence {min_confidence}", "", 0.0
+    try:
+        term = normalize_term(concept.name)
+    except InvalidTermError as exc:
+        return f"not a usable term: {exc}", "", 0.0
+    negative = _NEGATIVE.match(term)
+    if negative:
+        return "", negative.group("term"), -1.0
+    return "", term, 1.0
+
+
+def _timed_decode(data: bytes, config: Config, side: int | None) -> tuple[DecodedImage | Image2SdrError, float]:
+    started = time.perf_counter()
+    try:
+        image: DecodedImage | Image2SdrError = decode_image(data, config.image, side)
+    except Image2SdrError as exc:
+        image = exc
+    return image, (time.perf_counter() - started) * 1000
+
+
+def _filled(result: Encoding | Image2SdrError | None) -> Encoding | Image2SdrError:
+    if result is None:  # every path above fills its slot; an empty one is a bug here
+        raise RuntimeError("encoder left a batch slot without a result")
+    return result
+
+
+def _as_core_error(exc: Exception) -> Image2SdrError:
+    if isinstance(exc, Image2SdrError):
+        return exc
+    return UpstreamError(f"concept provider failed: {exc}")

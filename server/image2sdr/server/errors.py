@@ -1,0 +1,93 @@
+"""Errors raised by the image2sdr core (no gRPC here; the service maps them).
+
+    Image2SdrError
+    ├── ConfigError            the configuration cannot be used
+    ├── ModelsMissingError     `make models` has not been run (or its output is damaged)
+    ├── InvalidInputError      the caller sent something unusable  -> INVALID_ARGUMENT
+    │   ├── ImageDecodeError       not an image, truncated, unsupported, zero-sized
+    │   ├── ImageTooSmallError     below image.min_side
+    │   ├── InvalidSdrError        positions out of range, unsorted, duplicated, wrong size
+    │   └── InvalidTermError       an empty or over-long term
+    ├── LimitExceededError     over a configured size limit        -> RESOURCE_EXHAUSTED
+    │   ├── ImageTooLargeError     more bytes than image.max_bytes
+    │   └── PixelLimitError        more pixels than image.max_pixels (decompression bomb)
+    ├── NotFoundError          an unknown id                       -> NOT_FOUND
+    └── UpstreamError          a provider failed                   -> UNAVAILABLE
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "Image2SdrError",
+    "ImageDecodeError",
+    "ImageTooLargeError",
+    "ImageTooSmallError",
+    "InvalidInputError",
+    "InvalidSdrError",
+    "InvalidTermError",
+    "LimitExceededError",
+    "ModelsMissingError",
+    "NotFoundError",
+    "PixelLimitError",
+    "UpstreamError",
+]
+
+
+class Image2SdrError(Exception):
+    """Base of every error the core raises on purpose."""
+
+
+class ConfigError(Image2SdrError):
+    pass
+
+
+class ModelsMissingError(Image2SdrError):
+    pass
+
+
+class InvalidInputError(Image2SdrError):
+    """The request itself is wrong; retrying it unchanged cannot succeed."""
+
+    def __init__(self, message: str, *, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field  # which request field is at fault, for BadRequest details
+
+
+class ImageDecodeError(InvalidInputError):
+    pass
+
+
+class ImageTooSmallError(InvalidInputError):
+    pass
+
+
+class InvalidSdrError(InvalidInputError):
+    pass
+
+
+class InvalidTermError(InvalidInputError):
+    pass
+
+
+class LimitExceededError(Image2SdrError):
+    def __init__(self, message: str, *, limit: int, actual: int) -> None:
+        super().__init__(message)
+        self.limit = limit
+        self.actual = actual
+
+
+class ImageTooLargeError(LimitExceededError):
+    pass
+
+
+class PixelLimitError(LimitExceededError):
+    pass
+
+
+class NotFoundError(Image2SdrError):
+    pass
+
+
+class UpstreamError(Image2SdrError):
+    """A remote provider failed after its retries; the caller may try later."""

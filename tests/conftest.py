@@ -1,0 +1,56 @@
+"""Shared fixtures: the real exported models, real photos, real files under tmp_path."""
+
+from __future__ import annotations
+
+import io
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data as skdata
+
+from image2sdr.server.config import Config
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _restore_environ() -> Iterator[None]:
+    saved = dict(os.environ)
+    yield
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    path = Path(os.environ.get("IMAGE2SDR_MODELS_DIR", REPO / "models"))
+    if not (path / "manifest.json").is_file():
+        pytest.fail(f"no exported models in {path}: run `make models` (make test does it)")
+    return path
+
+
+@pytest.fixture
+def config(tmp_path: Path, models_dir: Path) -> Config:
+    return Config(data_dir=tmp_path / "data", models_dir=models_dir)
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def encode_jpeg(pixels: np.ndarray, quality: int = 92) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="session")
+def photos() -> dict[str, bytes]:
+    """Real photos shipped inside scikit-image, as JPEG files a caller would send."""
+    return {name: encode_jpeg(getattr(skdata, name)()) for name in ("chelsea", "coffee", "astronaut", "rocket")}

@@ -1,0 +1,98 @@
+"""The embedded concept provider on real photos (EfficientNet-Lite0 + WordNet roll-up)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from image2sdr.server.concepts.base import ConceptSource
+from image2sdr.server.concepts.local import LocalConceptSource, WordNetRollup, preprocess
+from image2sdr.server.config import Config, LocalConceptsConfig
+from image2sdr.server.errors import ModelsMissingError
+from image2sdr.server.imaging import decode_image
+
+
+@pytest.fixture(scope="module")
+def source(models_dir: Path) -> LocalConceptSource:
+    return LocalConceptSource(models_dir, LocalConceptsConfig())
+
+
+def names_for(source: LocalConceptSource, photo: bytes, top: int = 10) -> dict[str, float]:
+    decoded = decode_image(photo, Config().image, source.input_side)
+    (concepts,) = source.concepts([decoded], top, 0.0)
+    assert not isinstance(concepts, Exception)
+    return {c.name: c.confidence for c in concepts}
+
+
+def test_is_a_concept_source(source: LocalConceptSource) -> None:
+    assert isinstance(source, ConceptSource)
+
+
+def test_cat_photo_gives_cat_and_animal(source: LocalConceptSource, photos: dict[str, bytes]) -> None:
+    found = names_for(source, photos["chelsea"])
+    assert found["cat"] > 0.8
+    assert found["animal"] > 0.8
+    assert found["animal"] >= found["cat"]  # an ancestor holds at least its descendants' mass
+
+
+def test_coffee_photo_gives_coffee_drink_and_cup(source: LocalConceptSource, photos: dict[str, bytes]) -> None:
+    found = names_for(source, photos["coffee"])
+    assert found["coffee"] > 0.8
+    assert found["drink"] > 0.8  # WordNet's "beverage", named by its most used lemma
+    assert "cup" in found
+
+
+def test_concepts_are_general_phrases_ranked_and_bounded(source: LocalConceptSource, photos: dict[str, bytes]) -> None:
+    for photo in photos.values():
+        found = names_for(source, photo, top=10)
+        assert 1 <= len(found) <= 10
+        confidences = list(found.values())
+        assert confidences == sorted(confidences, reverse=True)
+        assert all(0.0 < c <= 1.0 for c in confidences)
+        assert not {"entity", "physical entity", "object", "whole", "artifact"} & set(found)
+        assert all(name == name.lower() and "_" not in name for name in found)
+
+
+def test_multi_word_names_stay_phrases(source: LocalConceptSource, photos: dict[str, bytes]) -> None:
+    found = names_for(source, photos["chelsea"])
+    assert "domestic cat" in found or "tiger cat" in found
+
+
+def test_max_concepts_and_min_confidence(source: LocalConceptSource, photos: dict[str, bytes]) -> None:
+    decoded = decode_image(photos["chelsea"], Config().image)
+    (three,) = source.concepts([decoded], 3, 0.0)
+    (confident,) = source.concepts([decoded], 50, 0.5)
+    assert not isinstance(three, Exception) and not isinstance(confident, Exception)
+    assert len(three) == 3
+    assert confident and all(c.confidence >= 0.5 for c in confident)
+
+
+def test_batch_equals_one_by_one(source: LocalConceptSource, photos: dict[str, bytes]) -> None:
+    decoded = [decode_image(p, Config().image, source.input_side) for p in photos.values()]
+    batched = source.concepts(decoded, 10, 0.0)
+    single = [source.concepts([d], 10, 0.0)[0] for d in decoded]
+    for a, b in zip(batched, single, strict=True):
+        assert not isinstance(a, Exception) and not isinstance(b, Exception)
+        assert [c.name for c in a] == [c.name for c in b]
+        assert np.allclose([c.confidence for c in a], [c.confidence for c in b], atol=2e-4)
+
+
+def test_preprocess_shape_and_scale(photos: dict[str, bytes]) -> None:
+    pixels = preprocess(decode_image(photos["coffee"], Config().image).image)
+    assert pixels.shape == (3, 224, 224) and pixels.dtype == np.float32
+    assert -1.0 <= pixels.min() and pixels.max() <= 1.0
+
+
+def test_rollup_mass_is_the_sum_beneath(models_dir: Path) -> None:
+    rollup = WordNetRollup.load(models_dir / "imagenet_hierarchy.json", excluded=())
+    uniform = np.full(1000, 1 / 1000, dtype=np.float32)
+    mass = dict(zip(rollup.names, (uniform @ rollup.matrix).tolist(), strict=True))
+    assert mass["entity"] == pytest.approx(1.0, abs=1e-4)  # every class is an entity
+    assert 0.05 < mass["dog"] < 0.2  # ImageNet holds ~120 dog breeds
+
+
+def test_missing_models_say_how_to_fix(tmp_path: Path) -> None:
+    with pytest.raises(ModelsMissingError, match="make models"):
+        LocalConceptSource(tmp_path, LocalConceptsConfig())

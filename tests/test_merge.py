@@ -1,0 +1,137 @@
+"""The weighted merge: weights, deterministic ties, negatives, short unions, density."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from image2sdr.server.merge import Merger, WeightedSdr
+from image2sdr.server.sdr import Sdr
+
+SIZE = 16384
+W = 328
+
+
+def sdr(positions: np.ndarray | range | list[int]) -> Sdr:
+    return Sdr.trusted(np.unique(np.asarray(list(positions))), SIZE)
+
+
+def random_sdr(rng: np.random.Generator, bits: int = W) -> Sdr:
+    return sdr(rng.choice(SIZE, bits, replace=False))
+
+
+def reference_merge(terms: list[WeightedSdr], active: int, merger: Merger) -> set[int]:
+    """Straightforward rule: per-bit sums, positive only, sort by (score, tie key)."""
+    scores: dict[int, float] = {}
+    for term in terms:
+        weight = term.weight * (active / term.sdr.active if merger.normalization == "density" else 1.0)
+        for bit in term.sdr.positions.tolist():
+            scores[bit] = scores.get(bit, 0.0) + weight
+    positive = [bit for bit, score in scores.items() if round(score * 1e6) > 0]
+    ranked = sorted(positive, key=lambda bit: (-round(scores[bit] * 1e6), -int(merger._tie_key[bit])))
+    return set(ranked[:active])
+
+
+def test_higher_confidence_wins_and_overlaps_add_up() -> None:
+    merger = Merger(SIZE, (128, 128), seed=1, normalization="none")
+    strong, weak = sdr(range(0, W)), sdr(range(1000, 1000 + W))
+    shared = sdr(range(5000, 5000 + 50))
+    both_weak = sdr(list(range(2000, 2000 + W - 50)) + list(range(5000, 5050)))
+    result = merger.merge([WeightedSdr(strong, 0.9), WeightedSdr(weak, 0.1)], W)
+    assert result.sdr == strong and not result.short
+    # .3 + .3 on the shared bits beats .5 on a third term's bits.
+    result = merger.merge(
+        [WeightedSdr(shared, 0.3), WeightedSdr(both_weak, 0.3), WeightedSdr(weak, 0.5)], W
+    )
+    assert set(range(5000, 5050)) <= set(result.sdr.positions.tolist())
+
+
+def test_matches_the_reference_rule_on_random_inputs() -> None:
+    rng = np.random.default_rng(7)
+    for normalization in ("none", "density"):
+        merger = Merger(SIZE, (128, 128), seed=3, normalization=normalization)
+        for _ in range(30):
+            terms = [
+                WeightedSdr(random_sdr(rng, int(rng.integers(50, 600))), round(float(rng.uniform(-0.3, 1.0)), 2))
+                for _ in range(int(rng.integers(1, 12)))
+            ]
+            result = merger.merge(terms, W)
+            assert set(result.sdr.positions.tolist()) == reference_merge(terms, W, merger)
+
+
+def test_ties_are_deterministic_and_seeded() -> None:
+    a, b = sdr(range(0, W)), sdr(range(W, 2 * W))  # 656 bits, all scoring 0.5
+    terms = [WeightedSdr(a, 0.5), WeightedSdr(b, 0.5)]
+    first = Merger(SIZE, (128, 128), seed=11).merge(terms, W).sdr
+    again = Merger(SIZE, (128, 128), seed=11).merge(terms, W).sdr
+    other = Merger(SIZE, (128, 128), seed=12).merge(terms, W).sdr
+    assert first == again
+    assert first.active == W
+    assert first != other
+    # Both terms get a share: the tie-break is a permutation, not "lowest index".
+    chosen = first.positions
+    assert 100 < int((chosen < W).sum()) < W - 100
+
+
+def test_order_of_terms_does_not_matter() -> None:
+    rng = np.random.default_rng(5)
+    terms = [WeightedSdr(random_sdr(rng), w) for w in (0.9, 0.5, 0.5, 0.25, 0.25)]
+    merger = Merger(SIZE, (128, 128), seed=2)
+    assert merger.merge(terms, W).sdr == merger.merge(terms[::-1], W).sdr
+
+
+def test_negative_concept_subtracts_from_its_terms_bits() -> None:
+    merger = Merger(SIZE, (128, 128), seed=1, normalization="none")
+    animal = sdr(range(0, W))
+    person = sdr(range(200, 200 + W))  # shares bits 200..327 with animal
+    outdoor = sdr(range(4000, 4000 + W))
+    result = merger.merge([WeightedSdr(animal, 0.9), WeightedSdr(outdoor, 0.4), WeightedSdr(person, -0.8)], W)
+    bits = set(result.sdr.positions.tolist())
+    assert not bits & set(range(200, 328))  # 0.9 - 0.8 = 0.1 loses to outdoor's 0.4
+    assert set(range(0, 200)) <= bits
+    assert not bits & set(range(328, 200 + W))  # person-only bits score below zero
+
+
+def test_negative_alone_gives_an_empty_short_sdr() -> None:
+    merger = Merger(SIZE, (128, 128), seed=1)
+    result = merger.merge([WeightedSdr(sdr(range(W)), -0.9)], W)
+    assert result.sdr.active == 0 and result.short
+
+
+def test_cancelled_bits_do_not_win() -> None:
+    merger = Merger(SIZE, (128, 128), seed=1, normalization="none")
+    term = sdr(range(W))
+    result = merger.merge([WeightedSdr(term, 0.3), WeightedSdr(term, 0.1), WeightedSdr(term, -0.4)], W)
+    assert result.sdr.active == 0 and result.short
+
+
+def test_short_union_is_returned_as_is_and_flagged() -> None:
+    merger = Merger(SIZE, (128, 128), seed=1)
+    a, b = sdr(range(0, 100)), sdr(range(50, 150))
+    result = merger.merge([WeightedSdr(a, 0.9), WeightedSdr(b, 0.2)], W)
+    assert result.short
+    assert result.sdr.positions.tolist() == list(range(150))  # never padded
+
+
+def test_no_terms_gives_an_empty_short_sdr() -> None:
+    result = Merger(SIZE, (128, 128), seed=1).merge([], W)
+    assert result.sdr.active == 0 and result.short
+    assert result.sdr.dimensions == (128, 128)
+
+
+@pytest.mark.parametrize(("normalization", "winner"), [("none", "dense"), ("density", "sparse")])
+def test_density_normalisation(normalization: str, winner: str) -> None:
+    # A common word from a remote retina can carry 3x the bits of a rare one.
+    dense, sparse = sdr(range(0, 1000)), sdr(range(2000, 2100))
+    merger = Merger(SIZE, (128, 128), seed=1, normalization=normalization)  # type: ignore[arg-type]
+    bits = set(merger.merge([WeightedSdr(dense, 0.6), WeightedSdr(sparse, 0.5)], W).sdr.positions.tolist())
+    assert (set(range(2000, 2100)) <= bits) == (winner == "sparse")
+
+
+def test_output_is_sorted_with_dimensions() -> None:
+    rng = np.random.default_rng(9)
+    result = Merger(SIZE, (128, 128), seed=1).merge([WeightedSdr(random_sdr(rng), 0.5) for _ in range(10)], W)
+    positions = result.sdr.positions
+    assert positions.size == W
+    assert (np.diff(positions.astype(int)) > 0).all()
+    assert result.sdr.dimensions == (128, 128)
