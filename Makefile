@@ -5,14 +5,14 @@ XVENV := .venv-export
 PY := $(VENV)/bin/python
 MODELS := models
 
-.PHONY: setup models test bench bench-quality bench-index lint clean
+.PHONY: setup models test bench bench-quality bench-index lint clean proto proto-check stubs node-client
 
 ## setup: the serving virtualenv (no torch in it)
 setup: $(VENV)/.installed
-$(VENV)/.installed: server/pyproject.toml
+$(VENV)/.installed: server/pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e 'server[dev]'
+	$(PY) -m pip install -q -e client -e 'server[dev]'
 	touch $@
 
 ## models: export the embedded models to ONNX once, in a separate venv with torch
@@ -44,3 +44,44 @@ lint: setup
 
 clean:
 	rm -rf $(VENV) $(XVENV) $(MODELS)
+
+# -- client side: stubs and the Node client ---------------------------------------
+PROTO := protos/image2sdr/v1/image2sdr.proto
+# The google/rpc/*.proto files that googleapis-common-protos ships next to its modules.
+GOOGLEAPIS = $$($(PY) -c 'import pathlib, google.rpc.status_pb2 as m; print(pathlib.Path(m.__file__).parents[2])')
+# google/protobuf/*.proto as grpcio-tools ships them.
+WELL_KNOWN = $$($(PY) -c 'import pathlib, grpc_tools; print(pathlib.Path(grpc_tools.__file__).parent / "_proto")')
+GEN := gen
+APT ?= apt-get
+NPM ?= npm
+
+## proto: regenerate the committed Python stubs in client/image2sdr/v1 (grpcio-tools pinned by server[dev])
+proto: setup
+	$(PY) -m grpc_tools.protoc -I protos -I $(GOOGLEAPIS) --python_out=client --grpc_python_out=client --pyi_out=client $(PROTO)
+
+## proto-check: fail when the committed stubs are not what `make proto` makes of the contract
+proto-check: proto
+	git diff --exit-code -- client/image2sdr/v1
+
+## stubs: Node (TypeScript types for grpc-js), Go and Java stubs in gen/ (not committed)
+# Go and Java use Debian's protoc and plugins (grpcio-tools' protoc has no Java generator);
+# the well-known types come from grpcio-tools, google/rpc from googleapis-common-protos.
+stubs: setup node-client
+	@missing=; for tool in protoc:protobuf-compiler protoc-gen-go:protoc-gen-go protoc-gen-go-grpc:protoc-gen-go-grpc \
+		grpc_java_plugin:protobuf-compiler-grpc-java-plugin; do \
+		command -v $${tool%%:*} >/dev/null || missing="$$missing $${tool#*:}"; done; \
+	if [ -n "$$missing" ]; then echo "installing$$missing"; $(APT) update -qq && $(APT) install -y -qq $$missing >/dev/null; fi
+	rm -rf $(GEN) && mkdir -p $(GEN)/node $(GEN)/go $(GEN)/java
+	cd client/node && npx proto-loader-gen-types --grpcLib=@grpc/grpc-js --keepCase --longs=String --enums=String \
+		--defaults --oneofs --includeDirs=../../protos --includeDirs=protos --outDir=../../$(GEN)/node image2sdr/v1/image2sdr.proto
+	protoc -I protos -I $(GOOGLEAPIS) -I $(WELL_KNOWN) \
+		--go_out=$(GEN)/go --go_opt=paths=source_relative \
+		--go-grpc_out=$(GEN)/go --go-grpc_opt=paths=source_relative \
+		--plugin=protoc-gen-grpc-java=$$(command -v grpc_java_plugin) --java_out=$(GEN)/java --grpc-java_out=$(GEN)/java \
+		$(PROTO)
+
+## node-client: install the Node client's dependencies (client/node/package-lock.json)
+node-client: client/node/node_modules/.installed
+client/node/node_modules/.installed: client/node/package.json client/node/package-lock.json
+	cd client/node && $(NPM) ci --no-audit --no-fund
+	touch $@

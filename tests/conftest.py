@@ -54,3 +54,19 @@ def encode_jpeg(pixels: np.ndarray, quality: int = 92) -> bytes:
 def photos() -> dict[str, bytes]:
     """Real photos shipped inside scikit-image, as JPEG files a caller would send."""
     return {name: encode_jpeg(getattr(skdata, name)()) for name in ("chelsea", "coffee", "astronaut", "rocket")}
+
+
+@pytest.fixture(scope="session")
+def service(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[object]:
+    """A real gRPC server on a free loopback port, shared by the service tests."""
+    from image2sdr.server.config import ServiceConfig
+    from image2sdr.server.service import create_server
+
+    config = Config(
+        data_dir=tmp_path_factory.mktemp("service-data"),
+        models_dir=models_dir,
+        service=ServiceConfig(port=0, max_message_bytes=4 * 1024 * 1024, shutdown_grace_s=1.0),
+    )
+    server = create_server(config)
+    yield server
+    server.stop()

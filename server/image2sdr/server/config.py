@@ -26,7 +26,9 @@ __all__ = [
     "LocalConceptsConfig",
     "LocalTermsConfig",
     "SdrConfig",
+    "ServiceConfig",
     "TermsConfig",
+    "TlsConfig",
     "load_config",
 ]
 
@@ -71,7 +73,7 @@ class ImageConfig(_Section):
 class LocalConceptsConfig(_Section):
     batch_size: int = Field(16, ge=1, le=256)  # images per onnxruntime call
     threads: int = Field(0, ge=0)  # onnxruntime intra-op threads; 0 = one per core
-    # WordNet synsets too abstract to describe an image (by lemma name).
+    # WordNet synsets too abstract (or too technical) to describe a picture.
     excluded: tuple[str, ...] = (
         "entity.n.01",
         "physical_entity.n.01",
@@ -83,36 +85,24 @@ class LocalConceptsConfig(_Section):
         "living_thing.n.01",
         "organism.n.01",
         "causal_agent.n.01",
+        "agent.n.03",
         "matter.n.03",
-        "substance.n.07",
         "substance.n.01",
+        "substance.n.07",
         "part.n.01",
         "part.n.02",
+        "piece.n.01",
         "relation.n.01",
-        "unit.n.03",
-        "group.n.01",
-        "measure.n.02",
         "attribute.n.02",
-        "psychological_feature.n.01",
-        "thing.n.12",
+        "communication.n.02",
+        "location.n.01",
+        "point.n.02",
         "commodity.n.01",
-        "artefact.n.01",
-        "device.n.01",
-        "container.n.01",
-        "structure.n.01",
-        "covering.n.02",
-        "implement.n.01",
-        "equipment.n.01",
-        "conveyance.n.03",
-        "vertebrate.n.01",
         "chordate.n.01",
+        "vertebrate.n.01",
         "placental.n.01",
         "solid.n.01",
         "fluid.n.01",
-        "foodstuff.n.02",
-        "nutriment.n.01",
-        "food.n.02",
-        "geological_formation.n.01",
         "natural_object.n.01",
     )
 
@@ -142,7 +132,72 @@ class TermsConfig(_Section):
 
 
 class IndexConfig(_Section):
-    kind: Literal["exact", "hnsw", "ivf"] = "exact"
+    # "exact": FAISS IndexBinaryFlat, every answer exact. "ivf": FAISS IndexBinaryIVF
+    # over SDR k-means centroids, approximate, for large collections. (HNSW was
+    # measured on 100k clustered SDRs and dropped: recall@10 0.64 at efSearch 256,
+    # M 32, and ~43 s per 100k to build on 2 cores, i.e. ~7 min per million.)
+    kind: Literal["exact", "ivf"] = "exact"
+    max_k: int = Field(1000, ge=1, le=10_000)  # results per query, at most
+    max_id_length: int = Field(256, ge=1, le=4096)  # characters in an item id
+    max_metadata_bytes: int = Field(4096, ge=0)  # UTF-8 bytes of keys + values per item
+    max_concepts: int = Field(200, ge=0)  # (term, confidence) pairs kept per item
+    # Extra code bits set so that every SDR with up to this many active bits looks
+    # equally heavy to FAISS; then its Hamming order is the overlap order. Set it
+    # >= the largest active count you store (sdr.size * sparsity = 328 by default);
+    # heavier SDRs stay exact but make exact searches scan further. Multiple of 64.
+    equalize_bits: int = Field(512, ge=0, le=1 << 16, multiple_of=64)  # bits; 64 bytes per item
+    candidate_factor: int = Field(2, ge=1, le=64)  # candidates fetched = max(k * factor, k + margin)
+    candidate_margin: int = Field(32, ge=0, le=10_000)  # extra candidates, so overlap ties settle
+    ivf_nlist: int = Field(4096, ge=1, le=1 << 20)  # IVF lists (k-means centroids)
+    ivf_nprobe: int = Field(256, ge=1, le=1 << 20)  # lists scanned per query: the search breadth
+    ivf_train_min: int = Field(100_000, ge=1)  # items before IVF is trained; exact search below
+    ivf_train_sample: int = Field(131_072, ge=1)  # items sampled for k-means (~32 per list)
+    ivf_train_iterations: int = Field(6, ge=1, le=100)  # k-means rounds
+    ivf_retrain_growth: float = Field(4.0, gt=1.0)  # retrain once the collection grows this much
+    compact_ratio: float = Field(0.2, gt=0.0, le=1.0)  # rebuild when removed-but-indexed > this share
+    compact_min: int = Field(1024, ge=1)  # ... and at least this many of them
+    snapshot_every: int = Field(100_000, ge=0)  # changes between automatic snapshots; 0 = only on close
+    sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"  # FULL: an ack survives power loss too
+    sqlite_cache_mib: int = Field(64, ge=1)  # MiB of SQLite page cache per connection
+    sqlite_busy_timeout_ms: int = Field(5000, ge=0)  # wait this long for a locked database
+
+    @model_validator(mode="after")
+    def _nprobe_fits(self) -> IndexConfig:
+        if self.ivf_nprobe > self.ivf_nlist:
+            raise ValueError(f"ivf_nprobe {self.ivf_nprobe} exceeds ivf_nlist {self.ivf_nlist}")
+        if self.ivf_train_min < self.ivf_nlist:
+            raise ValueError(f"ivf_train_min {self.ivf_train_min} is below ivf_nlist {self.ivf_nlist}")
+        return self
+
+
+class TlsConfig(_Section):
+    # Both set: the service speaks TLS only.  Paths come from here, never from a request.
+    cert_file: Path | None = None  # PEM certificate chain of the server
+    key_file: Path | None = None  # PEM private key of the server
+    client_ca_file: Path | None = None  # PEM CA bundle; set: clients must present a cert it signed (mutual TLS)
+
+    @model_validator(mode="after")
+    def _pair(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("tls.cert_file and tls.key_file go together")
+        if self.client_ca_file is not None and self.cert_file is None:
+            raise ValueError("mutual TLS (tls.client_ca_file) needs tls.cert_file and tls.key_file")
+        return self
+
+
+class ServiceConfig(_Section):
+    host: str = "127.0.0.1"  # listen address; 0.0.0.0 to serve other machines
+    port: int = Field(50051, ge=0, le=65535)  # 0 picks a free port
+    workers: int = Field(16, ge=1, le=1024)  # threads serving RPCs (and so concurrent calls)
+    max_message_bytes: int = Field(32 * 1024 * 1024, ge=1024)  # larger requests get RESOURCE_EXHAUSTED
+    stream_in_flight: int = Field(32, ge=1, le=4096)  # EncodeStream requests read ahead per stream
+    stream_batch: int = Field(16, ge=1, le=256)  # EncodeStream images encoded together
+    shutdown_grace_s: float = Field(10.0, ge=0)  # seconds in-flight calls get on SIGTERM
+    # Name of the environment variable holding the bearer token; when it is set
+    # and non-empty every RPC but health checks must carry "authorization: Bearer <token>".
+    token_env: str = "IMAGE2SDR_TOKEN"
+    vocabulary_file: Path | None = None  # one term per line for SimilarTerms; unset: WordNet names of the concepts
+    tls: TlsConfig = TlsConfig()
 
 
 class Config(_Section):
@@ -153,12 +208,16 @@ class Config(_Section):
     concepts: ConceptsConfig = ConceptsConfig()
     terms: TermsConfig = TermsConfig()
     index: IndexConfig = IndexConfig()
+    service: ServiceConfig = ServiceConfig()
 
 
 # Environment variables that override the file (deployment concerns, not tuning).
+# Secrets are not here: they are read from the variables the config names.
 _ENV_OVERRIDES = {
-    "IMAGE2SDR_DATA_DIR": "data_dir",
-    "IMAGE2SDR_MODELS_DIR": "models_dir",
+    "IMAGE2SDR_DATA_DIR": ("data_dir",),
+    "IMAGE2SDR_MODELS_DIR": ("models_dir",),
+    "IMAGE2SDR_HOST": ("service", "host"),
+    "IMAGE2SDR_PORT": ("service", "port"),
 }
 
 
@@ -173,10 +232,21 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config {path} must be a mapping at the top level")
         raw = dict(loaded or {})
-    for variable, field in _ENV_OVERRIDES.items():
+    for variable, path in _ENV_OVERRIDES.items():
         if os.environ.get(variable):
-            raw[field] = os.environ[variable]
+            _set_path(raw, path, os.environ[variable])
     try:
         return Config.model_validate(raw)
     except ValueError as exc:
         raise ConfigError(f"invalid config: {exc}") from exc
+
+
+def _set_path(raw: dict[str, object], path: tuple[str, ...], value: str) -> None:
+    node = raw
+    for key in path[:-1]:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[path[-1]] = value

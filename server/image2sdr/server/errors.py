@@ -86,7 +86,9 @@ class PixelLimitError(LimitExceededError):
 
 
 class NotFoundError(Image2SdrError):
-    pass
+    def __init__(self, message: str, *, resource: str = "") -> None:
+        super().__init__(message)
+        self.resource = resource  # the id that was not found
 
 
 class UpstreamError(Image2SdrError):

@@ -1,0 +1,188 @@
+"""`make bench`: encoder speed on this machine, every figure measured in this run.
+
+Prints
+- images/s for ``Encoder.encode_batch`` end to end with a warm term cache
+  (real photos from scikit-image as JPEG, and the same photos as 12 MP JPEGs),
+- the per-image time of each stage and its share (decode, inference, term
+  lookup, merge),
+- ms per cold term SDR (a fresh cache: one term per call, and batched),
+- merges/s for 10 terms x 328 bits in 16384, beside a straight Python port of
+  the 2018 prototype's insertion algorithm, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from skimage import data as skdata
+
+from image2sdr.server.config import Config, load_config
+from image2sdr.server.encoder import Encoder, Encoding
+from image2sdr.server.merge import Merger, WeightedSdr
+from image2sdr.server.sdr import Sdr
+
+sys.path.insert(0, str(Path(__file__).parent))
+from prototype_merge import prototype_merge  # noqa: E402
+
+PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "motorcycle_left", "hubble_deep_field", "immunohistochemistry")
+
+
+def photo_pixels() -> list[np.ndarray]:
+    pixels = []
+    for name in PHOTOS:
+        if name == "motorcycle_left":
+            pixels.append(skdata.stereo_motorcycle()[0])
+        else:
+            pixels.append(getattr(skdata, name)())
+    return pixels
+
+
+def jpeg(pixels: np.ndarray, size: tuple[int, int] | None = None) -> bytes:
+    image = Image.fromarray(pixels).convert("RGB")
+    if size:
+        image = image.resize(size, Image.Resampling.BICUBIC)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def median_rate(run: Callable[[], int], repeats: int) -> float:
+    rates = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        count = run()
+        rates.append(count / (time.perf_counter() - started))
+    return statistics.median(rates)
+
+
+def bench_encode(encoder: Encoder, images: list[bytes], total: int, batch: int, repeats: int) -> tuple[float, list[Encoding]]:
+    stream = [images[i % len(images)] for i in range(total)]
+    encoder.encode_batch(images)  # warm the term cache and the thread pools
+    kept: list[Encoding] = []
+
+    def run() -> int:
+        kept.clear()
+        for start in range(0, total, batch):
+            for result in encoder.encode_batch(stream[start : start + batch]):
+                if isinstance(result, Exception):
+                    raise result
+                kept.append(result)
+        return total
+
+    return median_rate(run, repeats), kept
+
+
+def print_stage_shares(encodings: list[Encoding]) -> None:
+    stages = {
+        "decode": [e.timings.decode_ms for e in encodings],
+        "inference": [e.timings.concepts_ms for e in encodings],
+        "term lookup": [e.timings.terms_ms for e in encodings],
+        "merge": [e.timings.merge_ms for e in encodings],
+    }
+    total = sum(sum(values) for values in stages.values())
+    print("  stage         ms/image (median)   share of summed stage time")
+    for name, values in stages.items():
+        print(f"  {name:<13} {statistics.median(values):>8.3f}            {100 * sum(values) / total:5.1f} %")
+    print("  (decode runs on image.decode_threads threads and inference on all cores,")
+    print("   so their wall-clock cost per image is lower than the per-image figures)")
+
+
+def bench_cold_terms(config: Config, words: list[str]) -> tuple[float, float]:
+    with tempfile.TemporaryDirectory() as scratch:
+        cold = Encoder.from_config(config.model_copy(update={"data_dir": Path(scratch)}))
+        half = len(words) // 2
+        started = time.perf_counter()
+        for word in words[:half]:
+            cold.term_sdr(word)
+        single_ms = (time.perf_counter() - started) * 1000 / half
+        started = time.perf_counter()
+        cold.term_source.term_sdrs(words[half:])
+        batched_ms = (time.perf_counter() - started) * 1000 / (len(words) - half)
+        cold.close()
+    return single_ms, batched_ms
+
+
+def bench_merge(repeats: int) -> tuple[float, float]:
+    rng = np.random.default_rng(2018)
+    terms = [
+        WeightedSdr(Sdr.trusted(np.sort(rng.choice(16384, 328, replace=False)), 16384), float(rng.uniform(0.5, 1.0)))
+        for _ in range(10)
+    ]
+    merger = Merger(16384, (128, 128), seed=42, normalization="none")
+    ours = median_rate(lambda: _repeat(lambda: merger.merge(terms, 328), 20_000), repeats)
+    plain = [(t.sdr.positions.tolist(), t.weight) for t in terms]
+    seeded = random.Random(42)
+    theirs = median_rate(lambda: _repeat(lambda: prototype_merge(plain, 16384, 0.02, seeded), 5), repeats)
+    return ours, theirs
+
+
+def _repeat(call: Callable[[], object], times: int) -> int:
+    for _ in range(times):
+        call()
+    return times
+
+
+def vocabulary() -> list[str]:
+    path = Path(__file__).resolve().parents[2] / "shared" / "data" / "wordsim353.tsv"
+    words: list[str] = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            parts = line.split("\t")
+            if len(parts) >= 3 and parts[0] and not parts[0].startswith("#") and parts[0].lower() != "word 1":
+                words.extend(parts[:2])
+    words = list(dict.fromkeys(w.lower() for w in words))
+    return words[:300] if len(words) >= 100 else [f"term {i}" for i in range(300)]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="YAML config (default: built-in defaults)")
+    parser.add_argument("--images", type=int, default=480, help="images per timed run")
+    parser.add_argument("--batch", type=int, default=16, help="images per encode_batch call")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs; the median is printed")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as scratch:
+        config = load_config(args.config)
+        config = config.model_copy(update={"data_dir": Path(scratch)})
+        print(f"image2sdr encoder benchmark  ({config.sdr.size} bits, w = {config.sdr.active_bits})")
+        encoder = Encoder.from_config(config)
+        pixels = photo_pixels()
+        small = [jpeg(p) for p in pixels]
+        large = [jpeg(p, (4000, 3000)) for p in pixels]
+
+        rate, encodings = bench_encode(encoder, small, args.images, args.batch, args.repeats)
+        print(f"\nencode, warm term cache, scikit-image photos (~0.3 MP JPEG), batch {args.batch}:")
+        print(f"  {rate:8.1f} images/s  (median of {args.repeats} runs of {args.images} images)")
+        print_stage_shares(encodings)
+
+        rate_large, _ = bench_encode(encoder, large, max(args.images // 4, args.batch), args.batch, args.repeats)
+        print(f"\nencode, warm term cache, the same photos as 12 MP JPEGs (4000x3000), batch {args.batch}:")
+        print(f"  {rate_large:8.1f} images/s")
+        encoder.close()
+
+    single_ms, batched_ms = bench_cold_terms(config, vocabulary())
+    print("\ncold term SDR (empty cache, local provider):")
+    print(f"  {single_ms:8.2f} ms per term, one term per call")
+    print(f"  {batched_ms:8.2f} ms per term, batched")
+
+    ours, theirs = bench_merge(args.repeats)
+    print("\nmerge, 10 terms x 328 bits in 16384 (one core):")
+    print(f"  {ours:10.0f} merges/s  image2sdr (numpy, seeded tie-break)")
+    print(f"  {theirs:10.1f} merges/s  2018 prototype's insertion algorithm, Python port")
+    print(f"  {ours / theirs:10.0f} x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

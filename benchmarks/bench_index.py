@@ -1,0 +1,209 @@
+"""Benchmark of the SDR index (``make bench-index``): figures printed, nothing asserted.
+
+On N synthetic SDRs (default 1,000,000 of 16384 bits at 2 %, clustered: mixtures
+of a few thousand term-like prototypes, see ``synthetic_sdrs.py``):
+bulk add rate, RAM per stored SDR, exact top-10 latency (single, batched)
+beside a plain IndexBinaryFlat Hamming search on the same SDRs, IVF p50 and
+recall@10 against the exact overlap answer, reopen and rebuild times.
+
+    python benchmarks/bench_index.py            # 1M, several minutes, ~8 GB RAM peak
+    python benchmarks/bench_index.py --n 20000  # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import faiss
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "server"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from image2sdr.server.config import IndexConfig
+from image2sdr.server.index import Item, SdrIndex
+from image2sdr.server.index.codes import pack_codes
+from image2sdr.server.index.sdr_index import SNAPSHOT_FILE
+from image2sdr.server.sdr import Sdr
+from synthetic_sdrs import SdrBatch, SyntheticSdrs
+
+SIZE = 16384
+CHUNK = 20_000
+K = 10
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=1_000_000, help="stored SDRs (default 1,000,000)")
+    parser.add_argument("--queries", type=int, default=100, help="queries per latency figure")
+    parser.add_argument("--dir", type=Path, default=None, help="index directory (default: a temp dir, deleted)")
+    parser.add_argument("--skip-ivf", action="store_true", help="leave out the approximate index")
+    parser.add_argument("--child", choices=["reopen", "rebuild"], help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.dir)
+        return
+    directory = args.dir or Path(tempfile.mkdtemp(prefix="bench-index-"))
+    try:
+        run(args, directory)
+    finally:
+        if args.dir is None:
+            shutil.rmtree(directory, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, directory: Path) -> None:
+    print(
+        f"SDR index benchmark: N={args.n:,} SDRs of {SIZE} bits, ~2 % active, clustered; "
+        f"{args.queries} queries, top-{K}; FAISS {faiss.__version__}, {faiss.omp_get_max_threads()} threads"
+    )
+    generator = SyntheticSdrs(size=SIZE)
+    queries = batch_sdrs(generator.batch(args.queries, np.random.default_rng(999)))
+    exact_config = IndexConfig(snapshot_every=0)
+
+    plain = faiss.IndexBinaryFlat(SIZE)
+    rng = np.random.default_rng(1)
+    add_seconds = 0.0
+    with SdrIndex(directory, exact_config, SIZE) as index:
+        for start in range(0, args.n, CHUNK):
+            batch = generator.batch(min(CHUNK, args.n - start), rng)
+            items = [Item(f"img-{start + n:07d}", sdr) for n, sdr in enumerate(batch_sdrs(batch))]
+            began = time.perf_counter()
+            index.add_many(items)
+            add_seconds += time.perf_counter() - began
+            plain.add(pack_codes(batch.positions, batch.lengths, SIZE, 0, pad=False)[:, : SIZE // 8])
+        print(
+            f"bulk add (exact, SQLite store included): {args.n / add_seconds:,.0f} SDRs/s "
+            f"({add_seconds:.1f} s for {args.n:,})"
+        )
+        exact_answers = measure_exact(index, plain, queries)
+        del plain
+        began = time.perf_counter()
+    # close() writes the snapshot
+    print(
+        f"snapshot write on close: {time.perf_counter() - began:.1f} s "
+        f"({(directory / SNAPSHOT_FILE).stat().st_size / 2**30:.2f} GiB)"
+    )
+    reopened = run_child("reopen", directory)
+    print(
+        f"reopen (snapshot load): {reopened['seconds']:.1f} s; RAM per stored SDR "
+        f"{reopened['rss_bytes'] / args.n / 1000:.2f} KB ({reopened['rss_bytes'] / 2**20:,.0f} MiB RSS growth)"
+    )
+    rebuilt = run_child("rebuild", directory)
+    print(
+        f"rebuild from the store (exact, no snapshot): {rebuilt['build_seconds']:.1f} s "
+        f"(+ {rebuilt['seconds'] - rebuilt['build_seconds']:.1f} s writing the new snapshot)"
+    )
+    if not args.skip_ivf:
+        measure_ivf(directory, queries, exact_answers)
+
+
+def measure_exact(index: SdrIndex, plain: faiss.IndexBinaryFlat, queries: list[Sdr]) -> list[list[tuple[str, int]]]:
+    single = []
+    answers = []
+    for query in queries:
+        began = time.perf_counter()
+        answers.append([(m.id, m.overlap) for m in index.search(query, K)])
+        single.append(time.perf_counter() - began)
+    began = time.perf_counter()
+    index.search_many(queries, K)
+    batched = len(queries) / (time.perf_counter() - began)
+    print(
+        f"exact top-{K} by overlap: single p50 {ms(np.median(single))} p99 {ms(np.percentile(single, 99))}; "
+        f"batched {batched:,.1f} queries/s"
+    )
+    codes = [query.to_bits() for query in queries]
+    plain_single = []
+    for code in codes:
+        began = time.perf_counter()
+        plain.search(code[None, :], K)
+        plain_single.append(time.perf_counter() - began)
+    began = time.perf_counter()
+    plain.search(np.stack(codes), K)
+    plain_batched = len(codes) / (time.perf_counter() - began)
+    print(
+        f"plain IndexBinaryFlat top-{K} by Hamming (baseline, same run): single p50 {ms(np.median(plain_single))} "
+        f"p99 {ms(np.percentile(plain_single, 99))}; batched {plain_batched:,.1f} queries/s"
+    )
+    return answers
+
+
+def measure_ivf(directory: Path, queries: list[Sdr], exact: list[list[tuple[str, int]]]) -> None:
+    config = IndexConfig(kind="ivf", snapshot_every=0)
+    began = time.perf_counter()
+    with SdrIndex(directory, config, SIZE) as index:
+        print(
+            f"IVF build from the store (k-means nlist={config.ivf_nlist}, then add): "
+            f"{time.perf_counter() - began:.1f} s incl. its snapshot"
+        )
+        for nprobe in sorted(
+            {config.ivf_nprobe // 4, config.ivf_nprobe // 2, config.ivf_nprobe, config.ivf_nprobe * 2}
+        ):
+            # Benchmark only: vary the search breadth without retraining.
+            index._faiss.config = config.model_copy(update={"ivf_nprobe": min(nprobe, config.ivf_nlist)})
+            latencies, recalls = [], []
+            for query, truth in zip(queries, exact, strict=True):
+                began = time.perf_counter()
+                got = index.search(query, K)
+                latencies.append(time.perf_counter() - began)
+                kth = truth[-1][1] if truth else 0
+                recalls.append(sum(m.overlap >= kth for m in got) / max(len(truth), 1))
+            marker = "  <- configured" if nprobe == config.ivf_nprobe else ""
+            print(
+                f"IVF top-{K} nprobe={nprobe}: p50 {ms(np.median(latencies))} p99 {ms(np.percentile(latencies, 99))}, "
+                f"recall@{K} {np.mean(recalls):.3f} (vs exact overlap, ties counted){marker}"
+            )
+
+
+def child(mode: str, directory: Path) -> None:
+    """Run in a fresh process, so RSS growth is the index's alone."""
+    if mode == "rebuild":
+        (directory / SNAPSHOT_FILE).unlink()
+    messages: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: messages.append(record.getMessage())  # type: ignore[method-assign]
+    logging.getLogger("image2sdr").addHandler(handler)
+    logging.getLogger("image2sdr").setLevel(logging.INFO)
+    before = rss()
+    began = time.perf_counter()
+    index = SdrIndex(directory, IndexConfig(snapshot_every=0), SIZE)
+    seconds = time.perf_counter() - began
+    grown = rss() - before
+    index.close()
+    build = next(
+        (float(m) for line in messages for m in re.findall(r"rebuilt from the store: \d+ items in ([\d.]+) s", line)),
+        0.0,
+    )
+    print(json.dumps({"seconds": seconds, "rss_bytes": grown, "build_seconds": build}))
+
+
+def run_child(mode: str, directory: Path) -> dict[str, float]:
+    result = subprocess.run(
+        [sys.executable, __file__, "--child", mode, "--dir", str(directory)], capture_output=True, text=True, check=True
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def rss() -> int:
+    status = Path("/proc/self/status").read_text()
+    return int(re.search(r"VmRSS:\s+(\d+) kB", status).group(1)) * 1024  # type: ignore[union-attr]
+
+
+def batch_sdrs(batch: SdrBatch) -> list[Sdr]:
+    return [Sdr.trusted(positions, SIZE) for positions in batch.split()]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""Typed Python client for the image2sdr gRPC service (contract: protos/image2sdr/v1/image2sdr.proto).
+
+Example::
+
+    from image2sdr.client import Image2SdrClient
+
+    with Image2SdrClient("localhost:50051") as client:
+        encoding = client.encode("cat.jpg")
+        print(encoding.sdr.active, [c.name for c in encoding.concepts if c.used])
+"""
+
+from ._client import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TIMEOUT_S, Image2SdrClient, read_image
+from ._exceptions import (
+    AlreadyExists,
+    Cancelled,
+    DeadlineExceeded,
+    FailedPrecondition,
+    FieldViolation,
+    Image2SdrError,
+    Internal,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    QuotaViolation,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+    Unimplemented,
+)
+from ._types import (
+    Concept,
+    EncodeItem,
+    Encoding,
+    ImageSource,
+    Info,
+    Item,
+    ItemError,
+    Limits,
+    Match,
+    Provider,
+    Sdr,
+    StageTimings,
+    TermMatch,
+)
+
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "DEFAULT_TIMEOUT_S",
+    "AlreadyExists",
+    "Cancelled",
+    "Concept",
+    "DeadlineExceeded",
+    "EncodeItem",
+    "Encoding",
+    "FailedPrecondition",
+    "FieldViolation",
+    "Image2SdrClient",
+    "Image2SdrError",
+    "ImageSource",
+    "Info",
+    "Internal",
+    "InvalidArgument",
+    "Item",
+    "ItemError",
+    "Limits",
+    "Match",
+    "NotFound",
+    "PermissionDenied",
+    "Provider",
+    "QuotaViolation",
+    "ResourceExhausted",
+    "Sdr",
+    "StageTimings",
+    "TermMatch",
+    "Unauthenticated",
+    "Unavailable",
+    "Unimplemented",
+    "read_image",
+]

@@ -1,0 +1,273 @@
+"""``Image2SdrClient``: the image2sdr.v1 service as typed Python calls."""
+
+from __future__ import annotations
+
+import os
+import queue
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from image2sdr.v1 import image2sdr_pb2 as pb
+from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
+
+from ._convert import (
+    add_to_index_message,
+    encode_options_message,
+    encoding_from_pb,
+    info_from_pb,
+    item_from_pb,
+    match_from_pb,
+    result_from_pb,
+    sdr_from_pb,
+    sdr_to_pb,
+    term_match_from_pb,
+)
+from ._exceptions import Image2SdrError, Internal, InvalidArgument, ResourceExhausted, error_from_rpc_error
+from ._types import EncodeItem, Encoding, ImageSource, Info, Item, ItemError, Match, Sdr, TermMatch
+
+__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "DEFAULT_TIMEOUT_S", "Image2SdrClient"]
+
+DEFAULT_TIMEOUT_S = 30.0  # per unary call; streams have no deadline unless given one
+DEFAULT_MAX_MESSAGE_BYTES = 32 * 1024 * 1024  # the server's default limit, both directions
+
+
+class Image2SdrClient:
+    """A connection to an image2sdr server.
+
+    ``token`` is sent as ``authorization: Bearer <token>`` on every call.  Any of
+    ``root_certificates`` (PEM CA bundle), ``certificate_chain`` and ``private_key``
+    (PEM, for mutual TLS) or ``tls=True`` (system roots) makes the channel TLS.
+    ``channel`` hands in a channel made elsewhere; the client then leaves closing it to you.
+    Failed calls raise the ``Image2SdrError`` family.
+    """
+
+    def __init__(
+        self,
+        target: str,
+        *,
+        token: str | None = None,
+        root_certificates: bytes | None = None,
+        certificate_chain: bytes | None = None,
+        private_key: bytes | None = None,
+        tls: bool = False,
+        timeout: float | None = DEFAULT_TIMEOUT_S,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        channel: grpc.Channel | None = None,
+    ) -> None:
+        if (certificate_chain is None) != (private_key is None):
+            raise ValueError("certificate_chain and private_key go together (mutual TLS)")
+        self.target = target
+        self.timeout = timeout
+        self.max_message_bytes = max_message_bytes
+        self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
+        self._owns_channel = channel is None
+        if channel is None:
+            secure = tls or any(x is not None for x in (root_certificates, certificate_chain, private_key))
+            credentials = (
+                grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain) if secure else None
+            )
+            channel = _channel(target, credentials, max_message_bytes)
+        self._channel = channel
+        self._stub = pb_grpc.Image2SdrStub(channel)  # type: ignore[no-untyped-call]  # generated, no .pyi
+        self._health = health_pb2_grpc.HealthStub(channel)
+
+    def __enter__(self) -> Image2SdrClient:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._owns_channel:
+            self._channel.close()
+
+    # -- encoding ----------------------------------------------------------------
+
+    def encode(
+        self,
+        image: ImageSource,
+        *,
+        max_concepts: int | None = None,
+        min_confidence: float | None = None,
+        sparsity: float | None = None,
+        add_to_index: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        request_id: str = "",
+        timeout: float | None = None,
+    ) -> Encoding:
+        """One image (bytes, or the path of a file) to its SDR; ``add_to_index`` stores it under that id."""
+        request = pb.EncodeRequest(
+            image=read_image(image),
+            options=encode_options_message(max_concepts, min_confidence, sparsity),
+            request_id=request_id,
+            add_to_index=add_to_index_message(add_to_index, metadata),
+        )
+        return encoding_from_pb(self._call(self._stub.Encode, request, timeout))
+
+    def encode_stream(
+        self,
+        items: Iterable[ImageSource | EncodeItem],
+        *,
+        max_concepts: int | None = None,
+        min_confidence: float | None = None,
+        sparsity: float | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[Encoding | ItemError]:
+        """Many images over one stream, answered in the order given.
+
+        A bad item (not an image, unreadable, too large) comes back as an ``ItemError``
+        in its place and the stream goes on.  Files are read lazily, as the stream
+        sends them.  ``timeout`` bounds the whole stream; by default there is none.
+        """
+        options = encode_options_message(max_concepts, min_confidence, sparsity)
+        # What the answers must line up with: the request id of each request sent,
+        # or, in its place, the ItemError of an item that could not be sent.
+        expected: queue.SimpleQueue[str | ItemError] = queue.SimpleQueue()
+        requests = self._stream_requests(items, options, expected)
+        responses = self._stub.EncodeStream(requests, timeout=timeout, metadata=self._metadata)
+        try:
+            for response in responses:
+                yield from _local_errors_then(expected, response.request_id)
+                yield result_from_pb(response)
+            yield from _remaining_local_errors(expected)
+        except grpc.RpcError as exc:
+            raise error_from_rpc_error(exc) from exc
+        finally:
+            responses.cancel()  # a no-op once the stream is done; stops it if the caller stopped early
+
+    def _stream_requests(
+        self,
+        items: Iterable[ImageSource | EncodeItem],
+        options: pb.EncodeOptions | None,
+        expected: queue.SimpleQueue[str | ItemError],
+    ) -> Iterator[pb.EncodeRequest]:
+        for position, entry in enumerate(items):
+            item = entry if isinstance(entry, EncodeItem) else EncodeItem(entry)
+            request_id = item.request_id or str(position)
+            try:
+                image = read_image(item.image)
+            except OSError as exc:
+                expected.put(ItemError(request_id, _unreadable(item.image, exc)))
+                continue
+            request = pb.EncodeRequest(
+                image=image,
+                options=options,
+                request_id=request_id,
+                add_to_index=add_to_index_message(item.add_to_index, item.metadata),
+            )
+            if request.ByteSize() > self.max_message_bytes:
+                expected.put(ItemError(request_id, _too_large(request.ByteSize(), self.max_message_bytes)))
+                continue
+            expected.put(request_id)  # before the request leaves, so its answer always finds it
+            yield request
+
+    def encode_text(self, text: str, *, timeout: float | None = None) -> Sdr:
+        """A term or phrase to its term SDR."""
+        response = self._call(self._stub.EncodeText, pb.EncodeTextRequest(text=text), timeout)
+        return sdr_from_pb(response.sdr)
+
+    # -- search and the index ------------------------------------------------------
+
+    def find_similar(
+        self,
+        *,
+        image: ImageSource | None = None,
+        sdr: Sdr | None = None,
+        id: str | None = None,
+        k: int = 10,
+        min_overlap: int = 0,
+        timeout: float | None = None,
+    ) -> list[Match]:
+        """Stored items nearest to exactly one of an image, an SDR or a stored item's id."""
+        if sum(query is not None for query in (image, sdr, id)) != 1:
+            raise ValueError("find_similar takes exactly one of image=, sdr=, id=")
+        request = pb.FindSimilarRequest(k=k, min_overlap=min_overlap)
+        if image is not None:
+            request.image = read_image(image)
+        elif sdr is not None:
+            request.sdr.CopyFrom(sdr_to_pb(sdr))
+        else:
+            request.id = str(id)
+        response = self._call(self._stub.FindSimilar, request, timeout)
+        return [match_from_pb(match) for match in response.matches]
+
+    def similar_terms(self, sdr: Sdr, *, k: int = 10, timeout: float | None = None) -> list[TermMatch]:
+        """The vocabulary terms whose SDRs overlap ``sdr`` most: an SDR back into words."""
+        request = pb.SimilarTermsRequest(sdr=sdr_to_pb(sdr), k=k)
+        response = self._call(self._stub.SimilarTerms, request, timeout)
+        return [term_match_from_pb(term) for term in response.terms]
+
+    def get_item(self, id: str, *, timeout: float | None = None) -> Item:
+        return item_from_pb(self._call(self._stub.GetItem, pb.GetItemRequest(id=id), timeout))
+
+    def remove_item(self, id: str, *, timeout: float | None = None) -> None:
+        self._call(self._stub.RemoveItem, pb.RemoveItemRequest(id=id), timeout)
+
+    # -- the service ---------------------------------------------------------------
+
+    def info(self, *, timeout: float | None = None) -> Info:
+        return info_from_pb(self._call(self._stub.Info, pb.InfoRequest(), timeout))
+
+    def health(self, service: str = "", *, timeout: float | None = None) -> str:
+        """The grpc.health.v1 status name: "SERVING", "NOT_SERVING", ... ("" asks about the server)."""
+        response = self._call(self._health.Check, health_pb2.HealthCheckRequest(service=service), timeout)
+        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+
+    def _call(self, method: Callable[..., Any], request: Any, timeout: float | None) -> Any:
+        try:
+            return method(request, timeout=self.timeout if timeout is None else timeout, metadata=self._metadata)
+        except grpc.RpcError as exc:
+            raise error_from_rpc_error(exc) from exc
+
+
+def read_image(image: ImageSource) -> bytes:
+    """The encoded image: ``bytes`` as they are, a ``str`` or path-like read from that file."""
+    if isinstance(image, bytes | bytearray | memoryview):
+        return bytes(image)
+    return Path(os.fspath(image)).read_bytes()
+
+
+def _channel(target: str, credentials: grpc.ChannelCredentials | None, max_message_bytes: int) -> grpc.Channel:
+    options = [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+    ]
+    if credentials is None:
+        return grpc.insecure_channel(target, options=options)
+    return grpc.secure_channel(target, credentials, options=options)
+
+
+def _local_errors_then(expected: queue.SimpleQueue[str | ItemError], request_id: str) -> Iterator[ItemError]:
+    """The items that failed before the request ``request_id`` answers; checks the order."""
+    while True:
+        try:
+            entry = expected.get_nowait()
+        except queue.Empty:
+            raise Internal(f"the server answered request {request_id!r}, which was never sent") from None
+        if isinstance(entry, ItemError):
+            yield entry
+            continue
+        if entry != request_id:
+            raise Internal(f"answers out of order: expected request {entry!r}, got {request_id!r}")
+        return
+
+
+def _remaining_local_errors(expected: queue.SimpleQueue[str | ItemError]) -> Iterator[ItemError]:
+    while not expected.empty():
+        entry = expected.get_nowait()
+        if not isinstance(entry, ItemError):
+            raise Internal(f"the stream ended without an answer to request {entry!r}")
+        yield entry
+
+
+def _unreadable(image: ImageSource, exc: OSError) -> Image2SdrError:
+    return InvalidArgument(f"cannot read {os.fspath(image)!s}: {exc.strerror or exc}")
+
+
+def _too_large(size: int, limit: int) -> Image2SdrError:
+    return ResourceExhausted(f"request of {size} bytes exceeds the {limit}-byte message limit")

@@ -1,0 +1,488 @@
+"""The ``image2sdr`` command: run the server, encode images and terms, index folders, search.
+
+Exit codes: 0 ok; 1 the server refused or failed (the typed error's message is
+printed, never a traceback); 2 usage: bad arguments, unreadable files, a missing extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from ._client import DEFAULT_TIMEOUT_S, Image2SdrClient
+from ._exceptions import Image2SdrError, InvalidArgument, NotFound, ResourceExhausted
+from ._types import EncodeItem, Encoding, ItemError, Match, Sdr, TermMatch
+
+__all__ = ["build_parser", "main", "png_paths", "sdr_from_json"]
+
+DEFAULT_SERVER = "localhost:50051"
+EXIT_OK, EXIT_SERVER, EXIT_USAGE = 0, 1, 2
+CLI_EXTRA = "pip install 'image2sdr-client[cli]'"
+_SERVER_MODULES = ("image2sdr.server", "image2sdr.server.serve")  # missing: the distribution is not installed
+
+
+class UsageError(Exception):
+    """Arguments that parse but cannot be acted on; exit code 2."""
+
+
+# -- arguments ---------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="image2sdr", description="Images to semantic SDRs, over the image2sdr gRPC service."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # Parsed by the server's own `main`; listed here for --help only (see main()).
+    commands.add_parser("serve", add_help=False, help="run the server (needs image2sdr-server); serve --help")
+    connection = _connection_options()
+    _add_encode(commands, connection)
+    _add_text(commands, connection)
+    _add_index(commands, connection)
+    _add_similar(commands, connection)
+    _add_terms(commands, connection)
+    info = commands.add_parser("info", parents=[connection], help="the server's geometry, models, index and limits")
+    info.add_argument("--json", action="store_true", help="machine-readable output")
+    info.set_defaults(run=_run_info)
+    return parser
+
+
+def _connection_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("connection")
+    group.add_argument(
+        "--server",
+        default=os.environ.get("IMAGE2SDR_SERVER") or DEFAULT_SERVER,
+        help=f"HOST:PORT (default: $IMAGE2SDR_SERVER or {DEFAULT_SERVER})",
+    )
+    group.add_argument("--token", default=os.environ.get("IMAGE2SDR_TOKEN"), help="bearer token ($IMAGE2SDR_TOKEN)")
+    group.add_argument("--tls", action="store_true", help="TLS with the system's CA certificates")
+    group.add_argument("--tls-ca", type=Path, metavar="FILE", help="PEM CA bundle to verify the server (implies TLS)")
+    group.add_argument("--tls-cert", type=Path, metavar="FILE", help="PEM client certificate chain (mutual TLS)")
+    group.add_argument("--tls-key", type=Path, metavar="FILE", help="PEM client private key (mutual TLS)")
+    group.add_argument(
+        "--timeout", type=_positive_float, default=DEFAULT_TIMEOUT_S, metavar="S", help="seconds per call (default 30)"
+    )
+    return parent
+
+
+def _add_encode(commands: Any, connection: argparse.ArgumentParser) -> None:
+    encode = commands.add_parser(
+        "encode",
+        parents=[connection],
+        help="images to SDRs",
+        description="Encode images to SDRs.  --png draws each SDR as a picture, active bits dark on light: "
+        "with one image to FILE; with several to FILE-1.png, FILE-2.png, ... in argument order; "
+        "or, when FILE is an existing directory, to DIR/<image name>.png.",
+    )
+    encode.add_argument("images", nargs="+", type=Path, metavar="IMG")
+    _add_output(encode)
+    encode.add_argument("--max-concepts", type=_positive_int, metavar="N", help="concepts to merge (server default)")
+    encode.add_argument("--min-confidence", type=float, metavar="F", help="skip concepts below this confidence")
+    encode.add_argument("--sparsity", type=float, metavar="F", help="share of active bits (server default 0.02)")
+    encode.set_defaults(run=_run_encode)
+
+
+def _add_text(commands: Any, connection: argparse.ArgumentParser) -> None:
+    text = commands.add_parser("text", parents=[connection], help="a term or phrase to its term SDR")
+    text.add_argument("term", metavar="TERM")
+    _add_output(text)
+    text.set_defaults(run=_run_text)
+
+
+def _add_index(commands: Any, connection: argparse.ArgumentParser) -> None:
+    index = commands.add_parser(
+        "index",
+        parents=[connection],
+        help="stream a folder of images into the index",
+        description="Store every image of DIR in the index under its path relative to DIR.  Files already "
+        "indexed are skipped, so an interrupted run can simply be started again; files that are not "
+        "images are reported and skipped.  Hidden files (.name) are left out.",
+    )
+    index.add_argument("directory", type=Path, metavar="DIR")
+    index.add_argument("-r", "--recursive", action="store_true", help="descend into subfolders")
+    index.add_argument("--json", action="store_true", help="machine-readable summary")
+    index.set_defaults(run=_run_index)
+
+
+def _add_similar(commands: Any, connection: argparse.ArgumentParser) -> None:
+    similar = commands.add_parser("similar", parents=[connection], help="stored items nearest to an image or item")
+    similar.add_argument("image", nargs="?", type=Path, metavar="IMG")
+    similar.add_argument("--id", help="a stored item instead of an image")
+    similar.add_argument("-k", type=_positive_int, default=10, help="matches to return (default 10)")
+    similar.add_argument("--min-overlap", type=int, default=0, metavar="N", help="only matches sharing N bits")
+    similar.add_argument("--json", action="store_true", help="machine-readable output")
+    similar.set_defaults(run=_run_similar)
+
+
+def _add_terms(commands: Any, connection: argparse.ArgumentParser) -> None:
+    terms = commands.add_parser(
+        "terms",
+        parents=[connection],
+        help="decode an SDR into its nearest vocabulary terms",
+        description="The vocabulary terms whose SDRs overlap an SDR most.  The SDR comes from an image, "
+        "a text, or a JSON file ('-' for stdin) holding {size, dimensions, active} or `encode --json` output.",
+    )
+    terms.add_argument("image", nargs="?", type=Path, metavar="IMG")
+    terms.add_argument("--text", metavar="T", help="a term or phrase instead of an image")
+    terms.add_argument("--sdr-json", metavar="FILE", help="an SDR as JSON instead of an image")
+    terms.add_argument("-k", type=_positive_int, default=10, help="terms to return (default 10)")
+    terms.add_argument("--json", action="store_true", help="machine-readable output")
+    terms.set_defaults(run=_run_terms)
+
+
+def _add_output(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument("--png", type=Path, metavar="FILE", help="draw the SDR as a PNG picture")
+    parser.add_argument("--scale", type=_positive_int, default=4, metavar="N", help="pixels per bit (default 4)")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+# -- entry point -------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args_list = list(sys.argv[1:] if argv is None else argv)
+    if args_list[:1] == ["serve"]:
+        return _serve(args_list[1:])
+    args = build_parser().parse_args(args_list)  # exits 2 on bad usage
+    try:
+        return int(args.run(args))
+    except UsageError as exc:
+        print(f"image2sdr {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except OSError as exc:
+        print(f"image2sdr {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Image2SdrError as exc:
+        print(f"image2sdr {args.command}: {describe_error(exc)}", file=sys.stderr)
+        return EXIT_SERVER
+    except KeyboardInterrupt:
+        return 130
+
+
+def _serve(argv: list[str]) -> int:
+    try:
+        from image2sdr.server.serve import main as serve_main  # noqa: PLC0415 - the server is optional
+    except ImportError as exc:
+        if isinstance(exc, ModuleNotFoundError) and exc.name in _SERVER_MODULES:
+            problem = "the server is not installed: install image2sdr-server next to this client (make setup does)"
+        else:
+            problem = f"the server is installed but cannot be loaded: {exc}"
+        print(f"image2sdr serve: error: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    return int(serve_main(argv))
+
+
+def describe_error(exc: Image2SdrError) -> str:
+    """One line for the error, then one per field or quota violation."""
+    lines = [f"{type(exc).__name__} ({exc.code.name}): {exc.message}"]
+    lines += [f"  {v.field}: {v.description}" for v in exc.field_violations]
+    lines += [f"  {v.subject}: {v.description}" for v in exc.quota_violations]
+    if exc.retry_delay is not None:
+        lines.append(f"  retry in {exc.retry_delay:g} s")
+    return "\n".join(lines)
+
+
+def connect(args: argparse.Namespace) -> Image2SdrClient:
+    if (args.tls_cert is None) != (args.tls_key is None):
+        raise UsageError("--tls-cert and --tls-key go together")
+    return Image2SdrClient(
+        args.server,
+        token=args.token or None,
+        root_certificates=args.tls_ca.read_bytes() if args.tls_ca else None,
+        certificate_chain=args.tls_cert.read_bytes() if args.tls_cert else None,
+        private_key=args.tls_key.read_bytes() if args.tls_key else None,
+        tls=args.tls,
+        timeout=args.timeout,
+    )
+
+
+# -- commands ----------------------------------------------------------------------
+
+
+def _run_encode(args: argparse.Namespace) -> int:
+    missing = [str(image) for image in args.images if not image.is_file()]
+    if missing:
+        raise UsageError(f"no such file: {', '.join(missing)}")
+    targets = png_paths(args.images, args.png) if args.png else None
+    options = {"max_concepts": args.max_concepts, "min_confidence": args.min_confidence, "sparsity": args.sparsity}
+    with connect(args) as client:
+        results = list(_encode_all(client, args.images, options))
+    if targets:
+        _draw_all([(result, path) for result, path in zip(results, targets, strict=True)], args.scale)
+    if args.json:
+        _print_json([_result_json(image, result) for image, result in zip(args.images, results, strict=True)])
+    else:
+        _print_table(
+            ["IMAGE", "BITS", "CONCEPTS"], [_result_row(i, r) for i, r in zip(args.images, results, strict=True)]
+        )
+    return EXIT_SERVER if any(isinstance(result, ItemError) for result in results) else EXIT_OK
+
+
+def _encode_all(client: Image2SdrClient, images: list[Path], options: dict[str, Any]) -> Iterator[Encoding | ItemError]:
+    """One image: a plain Encode call.  Several: one EncodeStream, failed items in place."""
+    if len(images) == 1:
+        yield client.encode(images[0], **options)
+        return
+    items = (EncodeItem(image, request_id=str(i)) for i, image in enumerate(images))
+    yield from client.encode_stream(items, **options)
+
+
+def _draw_all(pairs: list[tuple[Encoding | ItemError, Path]], scale: int) -> None:
+    save_png = _import_draw()
+    for result, path in pairs:
+        if isinstance(result, Encoding):
+            save_png(result.sdr, path, scale=scale)
+
+
+def _run_text(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        sdr = client.encode_text(args.term)
+    if args.png:
+        _import_draw()(sdr, args.png, scale=args.scale)
+    if args.json:
+        _print_json({"text": args.term, "sdr": sdr})
+    else:
+        _print_table(["TERM", "BITS"], [[args.term, _bits(sdr)]])
+    return EXIT_OK
+
+
+def _run_index(args: argparse.Namespace) -> int:
+    directory: Path = args.directory
+    if not directory.is_dir():
+        raise UsageError(f"{directory} is not a directory")
+    files = index_candidates(directory, recursive=args.recursive)
+    tqdm = _import_tqdm()
+    counts = {"indexed": 0, "already_indexed": 0, "skipped": 0, "failed": 0}
+    with connect(args) as client:
+        todo = [(path, item_id) for path, item_id in files if not _is_indexed(client, item_id)]
+        counts["already_indexed"] = len(files) - len(todo)
+        items = (EncodeItem(path, request_id=item_id, add_to_index=item_id) for path, item_id in todo)
+        with tqdm(total=len(todo), unit="img", disable=None, file=sys.stderr) as bar:
+            for result in client.encode_stream(items):
+                outcome = _index_outcome(result)
+                counts[outcome] += 1
+                if isinstance(result, ItemError):
+                    bar.write(f"{outcome}: {result.request_id}: {result.error.message}", file=sys.stderr)
+                bar.update(1)
+    if args.json:
+        _print_json(counts)
+    else:
+        print(", ".join(f"{name.replace('_', ' ')} {count}" for name, count in counts.items()))
+    return EXIT_SERVER if counts["failed"] else EXIT_OK
+
+
+def index_candidates(directory: Path, *, recursive: bool) -> list[tuple[Path, str]]:
+    """The files to index under ``directory`` and their ids (POSIX paths relative to it), sorted."""
+    found = directory.rglob("*") if recursive else directory.iterdir()
+    files = [path for path in found if path.is_file() and not _hidden(path.relative_to(directory))]
+    return sorted((path, path.relative_to(directory).as_posix()) for path in files)
+
+
+def _hidden(relative: Path) -> bool:
+    return any(part.startswith(".") for part in relative.parts)
+
+
+def _is_indexed(client: Image2SdrClient, item_id: str) -> bool:
+    try:
+        client.get_item(item_id)
+    except NotFound:
+        return False
+    return True
+
+
+def _index_outcome(result: Encoding | ItemError) -> str:
+    if isinstance(result, Encoding):
+        return "indexed"
+    # Not an image, or too large to be one we accept: the folder's problem, not the run's.
+    return "skipped" if isinstance(result.error, InvalidArgument | ResourceExhausted) else "failed"
+
+
+def _run_similar(args: argparse.Namespace) -> int:
+    if (args.image is None) == (args.id is None):
+        raise UsageError("give either IMG or --id ID")
+    with connect(args) as client:
+        if args.id is not None:
+            matches = client.find_similar(id=args.id, k=args.k, min_overlap=args.min_overlap)
+        else:
+            matches = client.find_similar(image=args.image, k=args.k, min_overlap=args.min_overlap)
+    if args.json:
+        _print_json(matches)
+    else:
+        _print_table(["OVERLAP", "ID", "CONCEPTS"], [_match_row(match) for match in matches])
+    return EXIT_OK
+
+
+def _run_terms(args: argparse.Namespace) -> int:
+    if sum(source is not None for source in (args.image, args.text, args.sdr_json)) != 1:
+        raise UsageError("give exactly one of IMG, --text T, --sdr-json FILE")
+    sdr = _read_sdr_json(args.sdr_json) if args.sdr_json is not None else None
+    with connect(args) as client:
+        if sdr is None and args.text is not None:
+            sdr = client.encode_text(args.text)
+        elif sdr is None:
+            sdr = client.encode(args.image).sdr
+        terms = client.similar_terms(sdr, k=args.k)
+    if args.json:
+        _print_json(terms)
+    else:
+        _print_table(["OVERLAP", "TERM"], [_term_row(term) for term in terms])
+    return EXIT_OK
+
+
+def _run_info(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        info = client.info()
+        health = client.health()
+    if args.json:
+        _print_json({"health": health, **dataclasses.asdict(info)})
+        return EXIT_OK
+    rows = [
+        ["health", health],
+        ["server", info.server_version],
+        ["sdr", f"{info.size} bits {'x'.join(map(str, info.dimensions))}, {info.active_bits} active"],
+        ["concepts", f"{info.concepts.name} {info.concepts.model} {info.concepts.version}".strip()],
+        ["terms", f"{info.terms.name} {info.terms.model} {info.terms.version}".strip()],
+        ["index", f"{info.index_kind}, {info.index_size} items"],
+        ["vocabulary", f"{info.vocabulary_size} terms"],
+    ]
+    _print_table(["", ""], rows)
+    return EXIT_OK
+
+
+# -- input and output ----------------------------------------------------------------
+
+
+def png_paths(images: Sequence[Path], target: Path) -> list[Path]:
+    """Where each image's SDR picture goes (see the ``encode`` help)."""
+    if target.is_dir():
+        seen: dict[str, int] = {}
+        paths = []
+        for image in images:
+            seen[image.stem] = seen.get(image.stem, 0) + 1
+            suffix = "" if seen[image.stem] == 1 else f"-{seen[image.stem]}"
+            paths.append(target / f"{image.stem}{suffix}.png")
+        return paths
+    if len(images) == 1:
+        return [target]
+    suffix = target.suffix or ".png"
+    return [target.with_name(f"{target.stem}-{i}{suffix}") for i in range(1, len(images) + 1)]
+
+
+def sdr_from_json(document: Any) -> Sdr:
+    """An SDR from {size, dimensions, active}, from {"sdr": {...}}, or from a list holding one."""
+    if isinstance(document, list) and document:
+        document = document[0]
+    if isinstance(document, dict) and isinstance(document.get("sdr"), dict):
+        document = document["sdr"]
+    try:
+        return Sdr(
+            size=int(document["size"]),
+            dimensions=tuple(int(d) for d in document.get("dimensions", ())),
+            active=tuple(int(a) for a in document["active"]),
+        )
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UsageError(f"not an SDR ({{size, dimensions, active}}): {exc}") from exc
+
+
+def _read_sdr_json(source: str) -> Sdr:
+    text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    try:
+        return sdr_from_json(json.loads(text))
+    except json.JSONDecodeError as exc:
+        raise UsageError(f"{source} is not JSON: {exc}") from exc
+
+
+def _import_draw() -> Callable[..., None]:
+    try:
+        from ._draw import save_png  # noqa: PLC0415 - Pillow is the optional `cli` extra
+    except ImportError as exc:
+        raise UsageError(f"--png needs Pillow: {CLI_EXTRA}") from exc
+    return save_png
+
+
+def _import_tqdm() -> Any:
+    try:
+        from tqdm import tqdm  # noqa: PLC0415 - the optional `cli` extra
+    except ImportError as exc:
+        raise UsageError(f"index needs tqdm: {CLI_EXTRA}") from exc
+    return tqdm
+
+
+def _plain(value: Any) -> Any:
+    """Dataclasses, tuples and float32 noise made into tidy JSON values."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, float):
+        return round(value, 6)
+    return value
+
+
+def _print_json(value: Any, out: TextIO | None = None) -> None:
+    json.dump(_plain(value), out or sys.stdout, indent=2)
+    print(file=out or sys.stdout)
+
+
+def _result_json(image: Path, result: Encoding | ItemError) -> dict[str, Any]:
+    if isinstance(result, Encoding):
+        return {"image": str(image), **_plain(result)}
+    error = result.error
+    violations = [{"field": v.field, "description": v.description} for v in error.field_violations]
+    detail = {"code": error.code.name, "message": error.message, "field_violations": violations}
+    return {"image": str(image), "request_id": result.request_id, "error": detail}
+
+
+def _print_table(header: list[str], rows: list[list[str]], out: TextIO | None = None) -> None:
+    """Left-aligned columns; the last one is left unpadded."""
+    table = [header, *rows] if any(header) else rows
+    widths = [max(len(row[i]) for row in table) for i in range(len(header) - 1)]
+    for row in table:
+        cells = [cell.ljust(width) for cell, width in zip(row, widths, strict=False)] + row[len(widths) :]
+        print("  ".join(cells).rstrip(), file=out or sys.stdout)
+
+
+def _bits(sdr: Sdr) -> str:
+    return f"{len(sdr.active)}/{sdr.size}"
+
+
+def _result_row(image: Path, result: Encoding | ItemError) -> list[str]:
+    if isinstance(result, ItemError):
+        return [str(image), "-", f"error {result.error.code.name}: {result.error.message}"]
+    used = ", ".join(f"{c.name} {c.confidence:.2f}" for c in result.concepts if c.used)
+    return [str(image), _bits(result.sdr) + (" short" if result.short else ""), used]
+
+
+def _match_row(match: Match) -> list[str]:
+    return [str(match.overlap), match.id, ", ".join(c.name for c in match.concepts if c.used)]
+
+
+def _term_row(term: TermMatch) -> list[str]:
+    return [str(term.overlap), term.term]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,267 @@
+from google.rpc import status_pb2 as _status_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Sdr(_message.Message):
+    __slots__ = ("size", "dimensions", "active")
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    DIMENSIONS_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_FIELD_NUMBER: _ClassVar[int]
+    size: int
+    dimensions: _containers.RepeatedScalarFieldContainer[int]
+    active: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, size: _Optional[int] = ..., dimensions: _Optional[_Iterable[int]] = ..., active: _Optional[_Iterable[int]] = ...) -> None: ...
+
+class EncodeOptions(_message.Message):
+    __slots__ = ("max_concepts", "min_confidence", "sparsity")
+    MAX_CONCEPTS_FIELD_NUMBER: _ClassVar[int]
+    MIN_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    SPARSITY_FIELD_NUMBER: _ClassVar[int]
+    max_concepts: int
+    min_confidence: float
+    sparsity: float
+    def __init__(self, max_concepts: _Optional[int] = ..., min_confidence: _Optional[float] = ..., sparsity: _Optional[float] = ...) -> None: ...
+
+class AddToIndex(_message.Message):
+    __slots__ = ("id", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class EncodeRequest(_message.Message):
+    __slots__ = ("image", "options", "request_id", "add_to_index")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    ADD_TO_INDEX_FIELD_NUMBER: _ClassVar[int]
+    image: bytes
+    options: EncodeOptions
+    request_id: str
+    add_to_index: AddToIndex
+    def __init__(self, image: _Optional[bytes] = ..., options: _Optional[_Union[EncodeOptions, _Mapping]] = ..., request_id: _Optional[str] = ..., add_to_index: _Optional[_Union[AddToIndex, _Mapping]] = ...) -> None: ...
+
+class Concept(_message.Message):
+    __slots__ = ("name", "confidence", "used", "skip_reason")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    USED_FIELD_NUMBER: _ClassVar[int]
+    SKIP_REASON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    confidence: float
+    used: bool
+    skip_reason: str
+    def __init__(self, name: _Optional[str] = ..., confidence: _Optional[float] = ..., used: _Optional[bool] = ..., skip_reason: _Optional[str] = ...) -> None: ...
+
+class StageTimings(_message.Message):
+    __slots__ = ("decode_ms", "concepts_ms", "terms_ms", "merge_ms", "total_ms")
+    DECODE_MS_FIELD_NUMBER: _ClassVar[int]
+    CONCEPTS_MS_FIELD_NUMBER: _ClassVar[int]
+    TERMS_MS_FIELD_NUMBER: _ClassVar[int]
+    MERGE_MS_FIELD_NUMBER: _ClassVar[int]
+    TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
+    decode_ms: float
+    concepts_ms: float
+    terms_ms: float
+    merge_ms: float
+    total_ms: float
+    def __init__(self, decode_ms: _Optional[float] = ..., concepts_ms: _Optional[float] = ..., terms_ms: _Optional[float] = ..., merge_ms: _Optional[float] = ..., total_ms: _Optional[float] = ...) -> None: ...
+
+class EncodeResponse(_message.Message):
+    __slots__ = ("request_id", "sdr", "concepts", "short", "timings", "indexed", "error")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SDR_FIELD_NUMBER: _ClassVar[int]
+    CONCEPTS_FIELD_NUMBER: _ClassVar[int]
+    SHORT_FIELD_NUMBER: _ClassVar[int]
+    TIMINGS_FIELD_NUMBER: _ClassVar[int]
+    INDEXED_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    sdr: Sdr
+    concepts: _containers.RepeatedCompositeFieldContainer[Concept]
+    short: bool
+    timings: StageTimings
+    indexed: bool
+    error: _status_pb2.Status
+    def __init__(self, request_id: _Optional[str] = ..., sdr: _Optional[_Union[Sdr, _Mapping]] = ..., concepts: _Optional[_Iterable[_Union[Concept, _Mapping]]] = ..., short: _Optional[bool] = ..., timings: _Optional[_Union[StageTimings, _Mapping]] = ..., indexed: _Optional[bool] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
+
+class EncodeTextRequest(_message.Message):
+    __slots__ = ("text",)
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    text: str
+    def __init__(self, text: _Optional[str] = ...) -> None: ...
+
+class EncodeTextResponse(_message.Message):
+    __slots__ = ("term", "sdr")
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    SDR_FIELD_NUMBER: _ClassVar[int]
+    term: str
+    sdr: Sdr
+    def __init__(self, term: _Optional[str] = ..., sdr: _Optional[_Union[Sdr, _Mapping]] = ...) -> None: ...
+
+class FindSimilarRequest(_message.Message):
+    __slots__ = ("image", "sdr", "id", "k", "min_overlap", "options")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    SDR_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    MIN_OVERLAP_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    image: bytes
+    sdr: Sdr
+    id: str
+    k: int
+    min_overlap: int
+    options: EncodeOptions
+    def __init__(self, image: _Optional[bytes] = ..., sdr: _Optional[_Union[Sdr, _Mapping]] = ..., id: _Optional[str] = ..., k: _Optional[int] = ..., min_overlap: _Optional[int] = ..., options: _Optional[_Union[EncodeOptions, _Mapping]] = ...) -> None: ...
+
+class Match(_message.Message):
+    __slots__ = ("id", "overlap", "concepts", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    OVERLAP_FIELD_NUMBER: _ClassVar[int]
+    CONCEPTS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    overlap: int
+    concepts: _containers.RepeatedCompositeFieldContainer[Concept]
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, id: _Optional[str] = ..., overlap: _Optional[int] = ..., concepts: _Optional[_Iterable[_Union[Concept, _Mapping]]] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class FindSimilarResponse(_message.Message):
+    __slots__ = ("matches", "query")
+    MATCHES_FIELD_NUMBER: _ClassVar[int]
+    QUERY_FIELD_NUMBER: _ClassVar[int]
+    matches: _containers.RepeatedCompositeFieldContainer[Match]
+    query: Sdr
+    def __init__(self, matches: _Optional[_Iterable[_Union[Match, _Mapping]]] = ..., query: _Optional[_Union[Sdr, _Mapping]] = ...) -> None: ...
+
+class SimilarTermsRequest(_message.Message):
+    __slots__ = ("sdr", "k")
+    SDR_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    sdr: Sdr
+    k: int
+    def __init__(self, sdr: _Optional[_Union[Sdr, _Mapping]] = ..., k: _Optional[int] = ...) -> None: ...
+
+class TermMatch(_message.Message):
+    __slots__ = ("term", "overlap")
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    OVERLAP_FIELD_NUMBER: _ClassVar[int]
+    term: str
+    overlap: int
+    def __init__(self, term: _Optional[str] = ..., overlap: _Optional[int] = ...) -> None: ...
+
+class SimilarTermsResponse(_message.Message):
+    __slots__ = ("terms",)
+    TERMS_FIELD_NUMBER: _ClassVar[int]
+    terms: _containers.RepeatedCompositeFieldContainer[TermMatch]
+    def __init__(self, terms: _Optional[_Iterable[_Union[TermMatch, _Mapping]]] = ...) -> None: ...
+
+class GetItemRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class Item(_message.Message):
+    __slots__ = ("id", "sdr", "concepts", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    SDR_FIELD_NUMBER: _ClassVar[int]
+    CONCEPTS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    sdr: Sdr
+    concepts: _containers.RepeatedCompositeFieldContainer[Concept]
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, id: _Optional[str] = ..., sdr: _Optional[_Union[Sdr, _Mapping]] = ..., concepts: _Optional[_Iterable[_Union[Concept, _Mapping]]] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class RemoveItemRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class RemoveItemResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class InfoRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class Provider(_message.Message):
+    __slots__ = ("name", "model", "version")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    model: str
+    version: str
+    def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
+
+class Limits(_message.Message):
+    __slots__ = ("max_message_bytes", "max_image_bytes", "max_pixels", "min_image_side", "max_k", "stream_in_flight")
+    MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_IMAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
+    MAX_PIXELS_FIELD_NUMBER: _ClassVar[int]
+    MIN_IMAGE_SIDE_FIELD_NUMBER: _ClassVar[int]
+    MAX_K_FIELD_NUMBER: _ClassVar[int]
+    STREAM_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    max_message_bytes: int
+    max_image_bytes: int
+    max_pixels: int
+    min_image_side: int
+    max_k: int
+    stream_in_flight: int
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_image_bytes: _Optional[int] = ..., max_pixels: _Optional[int] = ..., min_image_side: _Optional[int] = ..., max_k: _Optional[int] = ..., stream_in_flight: _Optional[int] = ...) -> None: ...
+
+class InfoResponse(_message.Message):
+    __slots__ = ("server_version", "geometry", "sparsity", "active_bits", "concepts", "terms", "index_kind", "index_size", "limits", "vocabulary_size")
+    SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
+    GEOMETRY_FIELD_NUMBER: _ClassVar[int]
+    SPARSITY_FIELD_NUMBER: _ClassVar[int]
+    ACTIVE_BITS_FIELD_NUMBER: _ClassVar[int]
+    CONCEPTS_FIELD_NUMBER: _ClassVar[int]
+    TERMS_FIELD_NUMBER: _ClassVar[int]
+    INDEX_KIND_FIELD_NUMBER: _ClassVar[int]
+    INDEX_SIZE_FIELD_NUMBER: _ClassVar[int]
+    LIMITS_FIELD_NUMBER: _ClassVar[int]
+    VOCABULARY_SIZE_FIELD_NUMBER: _ClassVar[int]
+    server_version: str
+    geometry: Sdr
+    sparsity: float
+    active_bits: int
+    concepts: Provider
+    terms: Provider
+    index_kind: str
+    index_size: int
+    limits: Limits
+    vocabulary_size: int
+    def __init__(self, server_version: _Optional[str] = ..., geometry: _Optional[_Union[Sdr, _Mapping]] = ..., sparsity: _Optional[float] = ..., active_bits: _Optional[int] = ..., concepts: _Optional[_Union[Provider, _Mapping]] = ..., terms: _Optional[_Union[Provider, _Mapping]] = ..., index_kind: _Optional[str] = ..., index_size: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., vocabulary_size: _Optional[int] = ...) -> None: ...

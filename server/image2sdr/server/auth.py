@@ -1,0 +1,60 @@
+"""Bearer-token check on every RPC except health checks, as a server interceptor.
+
+The token is compared in constant time (``hmac.compare_digest``) so response
+timing does not leak how much of a guess was right.  A refused call gets
+UNAUTHENTICATED with a message that never echoes what was sent.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health
+
+__all__ = ["BearerTokenInterceptor"]
+
+_EXEMPT_PREFIX = f"/{health.SERVICE_NAME}/"  # orchestrators probe health without secrets
+_SCHEME = "bearer "
+
+
+class BearerTokenInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
+    def __init__(self, token: str) -> None:
+        if not token:
+            raise ValueError("an empty token would let everyone in")
+        self._expected = token.encode("utf-8")
+
+    def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler], details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler:
+        handler = continuation(details)
+        if handler is None or details.method.startswith(_EXEMPT_PREFIX) or self._allowed(details):
+            return handler
+        return _denial_like(handler)
+
+    def _allowed(self, details: grpc.HandlerCallDetails) -> bool:
+        for key, value in details.invocation_metadata or ():
+            if key == "authorization" and isinstance(value, str) and value[: len(_SCHEME)].lower() == _SCHEME:
+                return hmac.compare_digest(value[len(_SCHEME) :].strip().encode("utf-8"), self._expected)
+        return False
+
+
+def _deny(request_or_iterator: Any, context: grpc.ServicerContext) -> Any:
+    context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token (metadata 'authorization: Bearer ...')")
+
+
+def _denial_like(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
+    """A handler of the same streaming shape as ``handler`` that refuses the call."""
+    kwargs = {
+        "request_deserializer": handler.request_deserializer,
+        "response_serializer": handler.response_serializer,
+    }
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(_deny, **kwargs)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(_deny, **kwargs)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(_deny, **kwargs)
+    return grpc.unary_unary_rpc_method_handler(_deny, **kwargs)

@@ -1,0 +1,31 @@
+"""The SDR similarity index: SQLite as the source of truth, FAISS to find candidates fast.
+
+Start at ``sdr_index.SdrIndex``; ``store.py`` is where SDRs are stored,
+``faiss_index.py`` ranks by exact overlap, ``snapshot.py`` saves FAISS safely.
+"""
+
+from .faiss_index import Layout
+from .sdr_index import (
+    IdTooLongError,
+    IndexClosedError,
+    IndexLockedError,
+    InvalidIdError,
+    Item,
+    Match,
+    MetadataTooLargeError,
+    SdrIndex,
+    TooManyConceptsError,
+)
+
+__all__ = [
+    "IdTooLongError",
+    "IndexClosedError",
+    "IndexLockedError",
+    "InvalidIdError",
+    "Item",
+    "Layout",
+    "Match",
+    "MetadataTooLargeError",
+    "SdrIndex",
+    "TooManyConceptsError",
+]

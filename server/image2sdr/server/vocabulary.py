@@ -1,0 +1,82 @@
+"""Where an SDR turns back into words: the vocabulary SimilarTerms searches.
+
+People decoded image SDRs with Cortical.io's similar_terms; here the
+vocabulary is a word list (by default the names of every concept the local
+classifier can report: the ImageNet classes and their WordNet ancestors), each
+term's SDR comes from the configured term provider (and its cache), and the
+nearest terms are found by exact overlap, a popcount over packed bits.
+The vocabulary is built on first use, so start-up stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from .errors import InvalidInputError
+from .sdr import Sdr
+from .terms.base import TermSource, normalize_term
+
+__all__ = ["Vocabulary", "default_terms"]
+
+logger = logging.getLogger(__name__)
+
+_BATCH = 256  # terms per provider call while building
+
+
+def default_terms(models_dir: Path) -> list[str]:
+    """Every synset name in the exported ImageNet hierarchy, sorted."""
+    doc = json.loads((models_dir / "imagenet_hierarchy.json").read_text(encoding="utf-8"))
+    return sorted({synset["name"].lower() for synset in doc["synsets"].values()})
+
+
+def read_terms(path: Path) -> list[str]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return sorted({normalize_term(line) for line in lines if line.strip() and not line.startswith("#")})
+
+
+class Vocabulary:
+    def __init__(self, terms: Sequence[str], source: TermSource) -> None:
+        self._wanted = list(terms)
+        self._source = source
+        self._lock = threading.Lock()
+        self._terms: list[str] = []
+        self._codes: npt.NDArray[np.uint8] | None = None
+
+    def __len__(self) -> int:
+        return len(self._wanted)
+
+    def nearest(self, query: Sdr, k: int) -> list[tuple[str, int]]:
+        """The k terms sharing most bits with ``query``: overlap desc, then term asc."""
+        if query.size != self._source.size:
+            raise InvalidInputError(f"SDR has size {query.size}, the terms have {self._source.size}", field="sdr.size")
+        codes = self._built()
+        overlaps = np.bitwise_count(codes & query.to_bits()).sum(axis=1, dtype=np.int64)
+        # Sort key: overlap descending, then term ascending (terms are stored sorted).
+        order = np.lexsort((np.arange(overlaps.size), -overlaps))[:k]
+        return [(self._terms[i], int(overlaps[i])) for i in order]
+
+    def _built(self) -> npt.NDArray[np.uint8]:
+        with self._lock:
+            if self._codes is None:
+                self._codes = self._build()
+            return self._codes
+
+    def _build(self) -> npt.NDArray[np.uint8]:
+        rows: list[npt.NDArray[np.uint8]] = []
+        for start in range(0, len(self._wanted), _BATCH):
+            chunk = self._wanted[start : start + _BATCH]
+            for term, sdr in zip(chunk, self._source.term_sdrs(chunk), strict=True):
+                if sdr is not None and sdr.active:
+                    self._terms.append(term)
+                    rows.append(sdr.to_bits())
+        logger.info("vocabulary ready: %d terms", len(self._terms))
+        if not rows:
+            return np.zeros((0, self._source.size // 8), np.uint8)
+        return np.stack(rows)

@@ -1,0 +1,181 @@
+"""The encoder end to end on real photos with the real embedded models."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from image2sdr.server.concepts.base import Concept
+from image2sdr.server.config import Config
+from image2sdr.server.encoder import EncodeOptions, Encoder
+from image2sdr.server.errors import (
+    ImageDecodeError,
+    ImageTooSmallError,
+    InvalidInputError,
+    InvalidTermError,
+    PixelLimitError,
+)
+from tests.test_imaging import png_with_header
+
+
+@pytest.fixture(scope="module")
+def encoder(models_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Encoder]:
+    config = Config(data_dir=tmp_path_factory.mktemp("data"), models_dir=models_dir)
+    encoder = Encoder.from_config(config)
+    yield encoder
+    encoder.close()
+
+
+def test_cat_photo(encoder: Encoder, photos: dict[str, bytes]) -> None:
+    encoding = encoder.encode(photos["chelsea"])
+    assert encoding.sdr.size == 16384
+    assert encoding.sdr.dimensions == (128, 128)
+    assert encoding.sdr.active == 328 and not encoding.short
+    names = {c.name for c in encoding.used}
+    assert {"cat", "animal"} <= names
+    assert encoding.timings.concepts_ms > 0 and encoding.timings.merge_ms > 0
+
+
+def test_same_image_same_sdr(encoder: Encoder, photos: dict[str, bytes]) -> None:
+    first = encoder.encode(photos["coffee"])
+    again = encoder.encode(photos["coffee"])
+    batched = encoder.encode_batch([photos["chelsea"], photos["coffee"]])[1]
+    assert first.sdr == again.sdr
+    assert not isinstance(batched, Exception) and batched.sdr == first.sdr
+
+
+def test_similar_images_overlap_more_than_different_ones(encoder: Encoder, photos: dict[str, bytes]) -> None:
+    from PIL import Image
+    import io
+
+    cat = encoder.encode(photos["chelsea"]).sdr
+    flipped_buffer = io.BytesIO()
+    Image.open(io.BytesIO(photos["chelsea"])).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(flipped_buffer, "PNG")
+    mirrored = encoder.encode(flipped_buffer.getvalue()).sdr
+    coffee = encoder.encode(photos["coffee"]).sdr
+    assert cat.overlap(mirrored) > 3 * cat.overlap(coffee)
+
+
+_OTHER_PROCESS = textwrap.dedent(
+    """
+    import json, sys
+    from pathlib import Path
+    from image2sdr.server.config import Config
+    from image2sdr.server.encoder import Encoder
+    encoder = Encoder.from_config(Config(data_dir=Path(sys.argv[1]), models_dir=Path(sys.argv[2])))
+    print(json.dumps(encoder.encode(Path(sys.argv[3]).read_bytes()).sdr.positions.tolist()))
+    """
+)
+
+
+def test_same_sdr_in_another_process_with_a_cold_cache(
+    encoder: Encoder, photos: dict[str, bytes], models_dir: Path, tmp_path: Path
+) -> None:
+    image = tmp_path / "chelsea.jpg"
+    image.write_bytes(photos["chelsea"])
+    output = subprocess.run(
+        [sys.executable, "-c", _OTHER_PROCESS, str(tmp_path / "fresh"), str(models_dir), str(image)],
+        capture_output=True, text=True, timeout=300, check=True,
+    ).stdout
+    assert json.loads(output) == encoder.encode(photos["chelsea"]).sdr.positions.tolist()
+
+
+def test_options_change_the_result(encoder: Encoder, photos: dict[str, bytes]) -> None:
+    few = encoder.encode(photos["chelsea"], EncodeOptions(max_concepts=3))
+    assert len(few.concepts) == 3
+    denser = encoder.encode(photos["chelsea"], EncodeOptions(sparsity=0.04))
+    assert denser.sdr.active == round(16384 * 0.04)
+    confident = encoder.encode(photos["chelsea"], EncodeOptions(min_confidence=0.5))
+    assert all(c.confidence >= 0.5 for c in confident.concepts)
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        (EncodeOptions(max_concepts=0), "max_concepts"),
+        (EncodeOptions(max_concepts=201), "max_concepts"),
+        (EncodeOptions(min_confidence=1.5), "min_confidence"),
+        (EncodeOptions(sparsity=0.0), "sparsity"),
+        (EncodeOptions(sparsity=0.9), "sparsity"),
+    ],
+)
+def test_bad_options(encoder: Encoder, photos: dict[str, bytes], options: EncodeOptions, field: str) -> None:
+    with pytest.raises(InvalidInputError) as info:
+        encoder.encode(photos["chelsea"], options)
+    assert info.value.field == field
+
+
+def test_multi_word_and_negative_concepts(encoder: Encoder) -> None:
+    concepts = [Concept("hard hat", 0.9), Concept("Construction  Worker", 0.8), Concept("no people", 0.7)]
+    encoding = encoder.encode_concepts(concepts)
+    assert [c.used for c in encoding.concepts] == [True, True, True]
+    people = encoder.term_sdr("people")
+    assert people is not None
+    with_people = encoder.encode_concepts([*concepts[:2], Concept("people", 0.7)])
+    # The negative concept pushes the merge away from "people"'s bits.
+    assert encoding.sdr.overlap(people) < with_people.sdr.overlap(people)
+
+
+def test_duplicate_terms_and_bad_concepts_are_skipped_with_reasons(encoder: Encoder) -> None:
+    encoding = encoder.encode_concepts(
+        [Concept("Cat", 0.9), Concept("cat ", 0.5), Concept("   ", 0.4), Concept("dog", 0.01)],
+        EncodeOptions(min_confidence=0.05),
+    )
+    used = [c.name for c in encoding.used]
+    reasons = {c.name: c.reason for c in encoding.skipped}
+    assert used == ["Cat"]
+    assert "same term" in reasons["cat "]
+    assert len(encoding.concepts) == 3  # "dog" is below min_confidence: left out entirely
+    assert "usable term" in reasons["   "]
+
+
+def test_short_union_is_reported(encoder: Encoder) -> None:
+    # One term has exactly w = 328 bits; asking for 2 x w cannot be filled.
+    encoding = encoder.encode_concepts([Concept("cat", 0.9)], EncodeOptions(sparsity=0.04))
+    assert encoding.short and encoding.sdr.active == 328
+
+
+def test_no_usable_concept_gives_an_empty_short_sdr(encoder: Encoder) -> None:
+    encoding = encoder.encode_concepts([])
+    assert encoding.sdr.active == 0 and encoding.short
+
+
+def test_term_sdr(encoder: Encoder) -> None:
+    sdr = encoder.term_sdr("  Coffee   Mug ")
+    assert sdr is not None and sdr == encoder.term_sdr("coffee mug")
+    with pytest.raises(InvalidTermError):
+        encoder.term_sdr("   ")
+
+
+def test_bad_images_fail_alone_and_the_encoder_keeps_working(encoder: Encoder, photos: dict[str, bytes]) -> None:
+    from tests.conftest import encode_png
+    import numpy as np
+
+    bad = {
+        b"not an image at all": ImageDecodeError,
+        b"": ImageDecodeError,
+        photos["coffee"][:2000]: ImageDecodeError,
+        png_with_header(0, 5): ImageDecodeError,
+        png_with_header(90_000, 90_000): PixelLimitError,
+        encode_png(np.zeros((1, 1, 3), np.uint8)): ImageTooSmallError,
+    }
+    expected = encoder.encode(photos["chelsea"]).sdr
+    batch = [photos["chelsea"]]
+    for image in bad:
+        batch += [image, photos["chelsea"]]
+    results = encoder.encode_batch(batch)
+    assert len(results) == len(batch)
+    for image, error in bad.items():
+        with pytest.raises(error):
+            encoder.encode(image)
+    for result in results[::2]:
+        assert not isinstance(result, Exception) and result.sdr == expected
+    for result, error in zip(results[1::2], bad.values(), strict=True):
+        assert isinstance(result, error)
+    assert encoder.encode(photos["chelsea"]).sdr == expected

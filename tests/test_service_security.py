@@ -1,0 +1,147 @@
+"""Bearer token, TLS and mutual TLS, and graceful shutdown of the real process."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from image2sdr.server.config import Config, ServiceConfig, TlsConfig
+from image2sdr.server.service import Server, create_server
+from image2sdr.v1 import image2sdr_pb2 as pb
+from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
+
+TOKEN = "s3cret-token-for-tests-only"
+
+
+def _certificate(name: str, issuer_key: ec.EllipticCurvePrivateKey | None = None, issuer: x509.Name | None = None, ca: bool = False) -> tuple[bytes, bytes, ec.EllipticCurvePrivateKey, x509.Name]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer or subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+    certificate = builder.sign(issuer_key or key, hashes.SHA256())
+    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return certificate.public_bytes(serialization.Encoding.PEM), key_pem, key, subject
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A throwaway CA, a server certificate for localhost and a client certificate."""
+    directory = tmp_path_factory.mktemp("pki")
+    ca_cert, _, ca_key, ca_name = _certificate("test CA", ca=True)
+    server_cert, server_key, _, _ = _certificate("localhost", ca_key, ca_name)
+    client_cert, client_key, _, _ = _certificate("client", ca_key, ca_name)
+    files = {"ca": ca_cert, "server.crt": server_cert, "server.key": server_key, "client.crt": client_cert, "client.key": client_key}
+    paths = {}
+    for name, content in files.items():
+        paths[name] = directory / name
+        paths[name].write_bytes(content)
+    return paths
+
+
+def _start(tmp_path: Path, models_dir: Path, **service: object) -> Server:
+    config = Config(data_dir=tmp_path / "data", models_dir=models_dir, service=ServiceConfig(port=0, shutdown_grace_s=0.5, **service))  # type: ignore[arg-type]
+    return create_server(config)
+
+
+@pytest.fixture
+def token_server(tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
+    monkeypatch.setenv("IMAGE2SDR_TOKEN", TOKEN)
+    server = _start(tmp_path, models_dir)
+    yield server
+    server.stop()
+
+
+def test_token_is_required_except_for_health(token_server: Server) -> None:
+    with grpc.insecure_channel(token_server.address) as channel:
+        stub = pb_grpc.Image2SdrStub(channel)
+        for metadata in ((), (("authorization", "Bearer wrong-token"),), (("authorization", TOKEN),)):
+            with pytest.raises(grpc.RpcError) as info:
+                stub.Info(pb.InfoRequest(), metadata=metadata, timeout=30)
+            assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert TOKEN not in (info.value.details() or "")
+        # Streams are guarded the same way.
+        with pytest.raises(grpc.RpcError) as info:
+            list(stub.EncodeStream(iter([pb.EncodeRequest(image=b"x")]), timeout=30))
+        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        info_response = stub.Info(pb.InfoRequest(), metadata=(("authorization", f"Bearer {TOKEN}"),), timeout=30)
+        assert info_response.geometry.size == 16384
+        health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=30)
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_tls(tmp_path: Path, models_dir: Path, pki: dict[str, Path]) -> None:
+    server = _start(tmp_path, models_dir, tls=TlsConfig(cert_file=pki["server.crt"], key_file=pki["server.key"]))
+    try:
+        address = f"localhost:{server.port}"
+        credentials = grpc.ssl_channel_credentials(root_certificates=pki["ca"].read_bytes())
+        with grpc.secure_channel(address, credentials) as channel:
+            assert pb_grpc.Image2SdrStub(channel).Info(pb.InfoRequest(), timeout=30).active_bits == 328
+        with grpc.insecure_channel(address) as channel, pytest.raises(grpc.RpcError) as info:
+            pb_grpc.Image2SdrStub(channel).Info(pb.InfoRequest(), timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE  # plaintext is not served
+    finally:
+        server.stop()
+
+
+def test_mutual_tls(tmp_path: Path, models_dir: Path, pki: dict[str, Path]) -> None:
+    tls = TlsConfig(cert_file=pki["server.crt"], key_file=pki["server.key"], client_ca_file=pki["ca"])
+    server = _start(tmp_path, models_dir, tls=tls)
+    try:
+        address = f"localhost:{server.port}"
+        with_cert = grpc.ssl_channel_credentials(
+            root_certificates=pki["ca"].read_bytes(),
+            private_key=pki["client.key"].read_bytes(),
+            certificate_chain=pki["client.crt"].read_bytes(),
+        )
+        with grpc.secure_channel(address, with_cert) as channel:
+            assert pb_grpc.Image2SdrStub(channel).Info(pb.InfoRequest(), timeout=30).active_bits == 328
+        without = grpc.ssl_channel_credentials(root_certificates=pki["ca"].read_bytes())
+        with grpc.secure_channel(address, without) as channel, pytest.raises(grpc.RpcError) as info:
+            pb_grpc.Image2SdrStub(channel).Info(pb.InfoRequest(), timeout=5)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        server.stop()
+
+
+def test_sigterm_shuts_down_gracefully(tmp_path: Path, models_dir: Path) -> None:
+    env = {**os.environ, "IMAGE2SDR_MODELS_DIR": str(models_dir)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "image2sdr.server.serve", "--port", "0", "--data-dir", str(tmp_path / "data")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        line = process.stdout.readline()  # type: ignore[union-attr]
+        assert "listening on" in line, process.stderr.read()  # type: ignore[union-attr]
+        port = int(line.rsplit(":", 1)[1])
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            assert pb_grpc.Image2SdrStub(channel).Info(pb.InfoRequest(), timeout=30).active_bits == 328
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+        assert "shutting down" in process.stderr.read()  # type: ignore[union-attr]
+    finally:
+        if process.poll() is None:
+            process.kill()
