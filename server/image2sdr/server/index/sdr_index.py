@@ -200,7 +200,7 @@ class SdrIndex:
             self._check_open()
             label = self._store.remove(item_id)
             if label is None:
-                raise NotFoundError(f"no item with id {item_id!r}")
+                raise NotFoundError(f"no item with id {item_id!r}", resource=item_id)
             self._apply(lambda: self._faiss.remove(np.array([label], dtype=np.int64)))
         self._maybe_snapshot()
 
@@ -230,7 +230,7 @@ class SdrIndex:
             self._check_open()
             row = self._store.get(item_id)
         if row is None:
-            raise NotFoundError(f"no item with id {item_id!r}")
+            raise NotFoundError(f"no item with id {item_id!r}", resource=item_id)
         return self._item(row)
 
     def count(self) -> int:
@@ -264,7 +264,7 @@ class SdrIndex:
             self._check_open()
             row = self._store.get(item_id)
             if row is None:
-                raise NotFoundError(f"no item with id {item_id!r}")
+                raise NotFoundError(f"no item with id {item_id!r}", resource=item_id)
             lengths = np.array([row.positions.size], dtype=np.int64)
             exclude = np.array([row.label], dtype=np.int64)
             return self._answer(self._faiss.search(row.positions, lengths, k, min_overlap, exclude))[0]
