@@ -5,7 +5,7 @@ XVENV := .venv-export
 PY := $(VENV)/bin/python
 MODELS := models
 
-.PHONY: setup models test bench bench-quality bench-index lint clean proto proto-check stubs node-client
+.PHONY: setup models serve test bench bench-quality bench-index bench-service lint clean proto proto-check stubs node-client
 
 ## setup: the serving virtualenv (no torch in it)
 setup: $(VENV)/.installed
@@ -22,6 +22,11 @@ $(MODELS)/manifest.json: server/tools/export_models.py requirements-export.txt
 	$(XVENV)/bin/python -m pip install -q -r requirements-export.txt
 	$(XVENV)/bin/python -W ignore server/tools/export_models.py $(MODELS)
 
+## serve: the service on localhost:50051 with the embedded defaults (CONFIG=file.yml to change them)
+CONFIG ?=
+serve: setup models
+	$(VENV)/bin/image2sdr serve $(if $(CONFIG),--config $(CONFIG))
+
 ## test: the whole suite, real models, real files
 test: setup models
 	$(PY) -m pytest
@@ -37,6 +42,10 @@ bench-quality: setup models
 ## bench-index: the SDR index on 1M synthetic SDRs
 bench-index: setup
 	$(PY) benchmarks/bench_index.py
+
+## bench-service: EncodeStream vs the in-process encoder, Encode p50, FindSimilar p50 at 100k items
+bench-service: setup models
+	$(PY) benchmarks/bench_service.py
 
 lint: setup
 	$(PY) -m ruff check server tests benchmarks

@@ -17,6 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 
+from image2sdr.server.config import ServiceConfig
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 from tests.test_imaging import png_with_header
@@ -266,20 +267,23 @@ def test_cancelled_stream_stops_and_server_stays_healthy(
 
 
 def test_back_pressure_bounds_read_ahead(stub: pb_grpc.Image2SdrStub, photos: dict[str, bytes]) -> None:
-    pulled = []
+    """A sender faster than the encoder is held back: it is never far ahead of the answers."""
+    pulled = 0
 
     def requests() -> Iterator[pb.EncodeRequest]:
-        for i in range(400):
-            pulled.append(i)
+        nonlocal pulled
+        for i in range(240):
+            pulled += 1
             yield pb.EncodeRequest(image=photos["chelsea"], request_id=str(i))
 
-    call = stub.EncodeStream(requests(), timeout=TIMEOUT * 2)
-    next(call)  # take one answer, then stop reading
-    time.sleep(2.0)
-    # The server reads ahead only stream_in_flight (+ one batch); HTTP/2 flow
-    # control windows hold a little more, but nowhere near all 400 (~10 MB).
-    assert len(pulled) < 300
-    call.cancel()
+    ahead = []
+    for answered, _ in enumerate(stub.EncodeStream(requests(), timeout=TIMEOUT * 4), start=1):
+        ahead.append(pulled - answered)
+    service = ServiceConfig()
+    # Queued (in_flight) + one batch being encoded + one batch of answers on the
+    # way back + a 64 KiB transport window (one or two 39 KB photos).
+    bound = service.stream_in_flight + 2 * service.stream_batch + 4
+    assert max(ahead) <= bound, f"read {max(ahead)} requests ahead of the answers; bound {bound}"
 
 
 # -- load --------------------------------------------------------------------------------

@@ -129,19 +129,19 @@ def test_mutual_tls(tmp_path: Path, models_dir: Path, pki: dict[str, Path]) -> N
 
 def test_sigterm_shuts_down_gracefully(tmp_path: Path, models_dir: Path) -> None:
     env = {**os.environ, "IMAGE2SDR_MODELS_DIR": str(models_dir)}
-    process = subprocess.Popen(
+    with subprocess.Popen(
         [sys.executable, "-m", "image2sdr.server.serve", "--port", "0", "--data-dir", str(tmp_path / "data")],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-    )
-    try:
-        line = process.stdout.readline()  # type: ignore[union-attr]
-        assert "listening on" in line, process.stderr.read()  # type: ignore[union-attr]
-        port = int(line.rsplit(":", 1)[1])
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            assert pb_grpc.Image2SdrStub(channel).Info(pb.InfoRequest(), timeout=30).active_bits == 328
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=60) == 0
-        assert "shutting down" in process.stderr.read()  # type: ignore[union-attr]
-    finally:
-        if process.poll() is None:
-            process.kill()
+    ) as process:  # the with block closes the pipes
+        try:
+            line = process.stdout.readline()  # type: ignore[union-attr]
+            assert "listening on" in line, process.stderr.read()  # type: ignore[union-attr]
+            port = int(line.rsplit(":", 1)[1])
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                assert pb_grpc.Image2SdrStub(channel).Info(pb.InfoRequest(), timeout=30).active_bits == 328
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=60) == 0
+            assert "shutting down" in process.stderr.read()  # type: ignore[union-attr]
+        finally:
+            if process.poll() is None:
+                process.kill()

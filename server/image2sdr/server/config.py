@@ -192,6 +192,11 @@ class ServiceConfig(_Section):
     max_message_bytes: int = Field(32 * 1024 * 1024, ge=1024)  # larger requests get RESOURCE_EXHAUSTED
     stream_in_flight: int = Field(32, ge=1, le=4096)  # EncodeStream requests read ahead per stream
     stream_batch: int = Field(16, ge=1, le=256)  # EncodeStream images encoded together
+    # HTTP/2 BDP probing grows each stream's receive window to megabytes, which
+    # lets a fast sender park ~100 images in transport buffers beyond
+    # stream_in_flight.  Off (the default) keeps the window at 64 KiB so the
+    # in-flight bound is what holds a sender back; turn on for high-latency links.
+    http2_bdp_probe: bool = False
     shutdown_grace_s: float = Field(10.0, ge=0)  # seconds in-flight calls get on SIGTERM
     # Name of the environment variable holding the bearer token; when it is set
     # and non-empty every RPC but health checks must carry "authorization: Bearer <token>".

@@ -183,7 +183,12 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
             groups.setdefault((options.max_concepts, options.min_confidence, options.sparsity), []).append(slot)
         for key, slots in groups.items():
             options = EncodeOptions(*key)
-            results = self.encoder.encode_batch([requests[s].image for s in slots], options)
+            try:
+                results: Sequence[Encoding | Image2SdrError] = self.encoder.encode_batch(
+                    [requests[s].image for s in slots], options
+                )
+            except InvalidInputError as exc:  # the options themselves are bad: only these items fail
+                results = [exc] * len(slots)
             for slot, result in zip(slots, results, strict=True):
                 responses[slot] = self._respond_or_error(requests[slot], result, started)
         return [r for r in responses if r is not None]
@@ -327,6 +332,7 @@ def create_server(config: Config, *, encoder: Encoder | None = None, index: SdrI
         ("grpc.max_receive_message_length", service.max_message_bytes),
         ("grpc.max_send_message_length", service.max_message_bytes),
         ("grpc.so_reuseport", 0),
+        ("grpc.http2.bdp_probe", int(service.http2_bdp_probe)),
     ]
     interceptors = _interceptors(config)
     server = grpc.server(

@@ -1,0 +1,169 @@
+"""`make bench-service`: the gRPC service against the encoder core, measured in one run.
+
+Prints
+- EncodeStream images/s through a real server (its own process, on loopback)
+  beside ``Encoder.encode_batch`` called in this process on the same images
+  with the same batch size, and the ratio (goal: the service keeps >= 0.9);
+- unary Encode latency p50/p99, one call at a time;
+- FindSimilar latency p50/p99 over gRPC with 100,000 items indexed (synthetic
+  SDRs clustered like merged image SDRs, added to the index directory before
+  the server opens it), by SDR and by stored id.
+
+The server runs in a child process, as it would in production, so client and
+server do not share one GIL.  Medians of repeated runs; the machine is noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import yaml
+
+from image2sdr.server.config import Config, load_config
+from image2sdr.server.encoder import Encoder
+from image2sdr.server.index import Item, SdrIndex
+from image2sdr.server.sdr import Sdr
+from image2sdr.v1 import image2sdr_pb2 as pb
+from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_encoder import jpeg, photo_pixels  # noqa: E402
+from synthetic_sdrs import SyntheticSdrs  # noqa: E402
+
+
+def fill_index(config: Config, count: int) -> list[Sdr]:
+    """Add ``count`` synthetic items; returns a few of their SDRs to query with."""
+    synthetic = SyntheticSdrs(size=config.sdr.size, sparsity=config.sdr.sparsity)
+    rng = np.random.default_rng(11)
+    queries: list[Sdr] = []
+    with SdrIndex(config.data_dir / "index", config.index, config.sdr.size) as index:
+        for start in range(0, count, 10_000):
+            batch = synthetic.batch(min(10_000, count - start), rng).split()
+            items = [Item(f"synthetic/{start + i}", Sdr.trusted(p.astype(np.int64), config.sdr.size)) for i, p in enumerate(batch)]
+            index.add_many(items)
+            queries.extend(item.sdr for item in items[:20])
+    return queries
+
+
+def start_server(config_path: Path) -> tuple[subprocess.Popen[str], str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "image2sdr.server.serve", "--config", str(config_path), "--port", "0",
+         "--log-level", "WARNING"],
+        stdout=subprocess.PIPE, text=True,
+    )
+    line = process.stdout.readline() if process.stdout else ""
+    if "listening on" not in line:
+        process.kill()
+        raise SystemExit(f"the server did not start: {line!r}")
+    return process, f"127.0.0.1:{int(line.rsplit(':', 1)[1])}"
+
+
+def in_process_rate(encoder: Encoder, stream: list[bytes], batch: int, repeats: int) -> float:
+    encoder.encode_batch(stream[:batch])  # warm the term cache
+    rates = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        for start in range(0, len(stream), batch):
+            for result in encoder.encode_batch(stream[start : start + batch]):
+                if isinstance(result, Exception):
+                    raise result
+        rates.append(len(stream) / (time.perf_counter() - started))
+    return statistics.median(rates)
+
+
+def stream_rate(stub: pb_grpc.Image2SdrStub, stream: list[bytes], repeats: int) -> float:
+    def requests() -> Iterator[pb.EncodeRequest]:
+        for i, image in enumerate(stream):
+            yield pb.EncodeRequest(image=image, request_id=str(i))
+
+    list(stub.EncodeStream(requests()))  # warm up: term cache, threads, connections
+    rates = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        answered = sum(1 for r in stub.EncodeStream(requests()) if not r.HasField("error"))
+        rates.append(answered / (time.perf_counter() - started))
+        if answered != len(stream):
+            raise SystemExit(f"EncodeStream answered {answered} of {len(stream)} without error")
+    return statistics.median(rates)
+
+
+def latencies_ms(call: object, requests: list[object]) -> tuple[float, float]:
+    times = []
+    for request in requests:
+        started = time.perf_counter()
+        call(request)  # type: ignore[operator]
+        times.append((time.perf_counter() - started) * 1000)
+    times.sort()
+    return statistics.median(times), times[int(0.99 * (len(times) - 1))]
+
+
+def sdr_message(sdr: Sdr) -> pb.Sdr:
+    return pb.Sdr(size=sdr.size, dimensions=list(sdr.dimensions), active=sdr.positions.tolist())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", help="YAML config (default: built-in defaults)")
+    parser.add_argument("--images", type=int, default=480, help="images per timed stream")
+    parser.add_argument("--items", type=int, default=100_000, help="items in the index for FindSimilar")
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs; the median is printed")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as scratch:
+        config = load_config(args.config).model_copy(update={"data_dir": Path(scratch) / "data"})
+        config_path = Path(scratch) / "config.yml"
+        config = config.model_copy(update={"models_dir": Path(config.models_dir).resolve()})
+        # The server gets exactly this config (its data directory is the one filled below).
+        config_path.write_text(yaml.safe_dump(config.model_dump(mode="json")), encoding="utf-8")
+        images = [jpeg(p) for p in photo_pixels()]
+        stream = [images[i % len(images)] for i in range(args.images)]
+        batch = config.service.stream_batch
+        print(f"image2sdr service benchmark  ({len(images)} scikit-image photos as JPEG, stream batch {batch})")
+
+        started = time.perf_counter()
+        queries = fill_index(config, args.items)
+        print(f"  indexed {args.items:,} synthetic SDRs in {time.perf_counter() - started:.1f} s")
+
+        encoder = Encoder.from_config(config.model_copy(update={"data_dir": Path(scratch) / "in-process"}))
+        local = in_process_rate(encoder, stream, batch, args.repeats)
+        encoder.close()
+
+        process, address = start_server(config_path)
+        try:
+            with grpc.insecure_channel(address) as channel:
+                stub = pb_grpc.Image2SdrStub(channel)
+                served = stream_rate(stub, stream, args.repeats)
+                print(f"\nEncodeStream, {args.images} images, median of {args.repeats} runs:")
+                print(f"  {served:8.1f} images/s  over gRPC (server in its own process)")
+                print(f"  {local:8.1f} images/s  Encoder.encode_batch in process, batch {batch}")
+                print(f"  {served / local:8.2f}   ratio service / in-process")
+
+                encode_requests = [pb.EncodeRequest(image=images[i % len(images)]) for i in range(100)]
+                p50, p99 = latencies_ms(stub.Encode, encode_requests)
+                print(f"\nEncode (unary, one at a time, {len(encode_requests)} calls): p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+
+                count = stub.Info(pb.InfoRequest()).index_size
+                by_sdr = [pb.FindSimilarRequest(sdr=sdr_message(q), k=10) for q in queries[:200]]
+                p50, p99 = latencies_ms(stub.FindSimilar, by_sdr)
+                print(f"\nFindSimilar top-10 over gRPC, {count:,} items ({config.index.kind} index):")
+                print(f"  by SDR: p50 {p50:.1f} ms, p99 {p99:.1f} ms  ({len(by_sdr)} queries)")
+                by_id = [pb.FindSimilarRequest(id=f"synthetic/{i * 499}", k=10) for i in range(200)]
+                p50, p99 = latencies_ms(stub.FindSimilar, by_id)
+                print(f"  by id:  p50 {p50:.1f} ms, p99 {p99:.1f} ms  ({len(by_id)} queries)")
+        finally:
+            process.terminate()
+            process.wait(timeout=60)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
