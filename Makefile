@@ -48,7 +48,8 @@ bench-service: setup models
 	$(PY) benchmarks/bench_service.py
 
 lint: setup
-	$(PY) -m ruff check server tests benchmarks
+	$(PY) -m ruff check server tests benchmarks client/image2sdr/client
+	$(PY) -m ruff format --check server tests benchmarks client/image2sdr/client
 	$(PY) -m mypy
 
 clean:

@@ -32,7 +32,7 @@ from image2sdr.server.merge import Merger, WeightedSdr
 from image2sdr.server.sdr import Sdr
 
 sys.path.insert(0, str(Path(__file__).parent))
-from prototype_merge import prototype_merge  # noqa: E402
+from prototype_merge import prototype_merge
 
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket", "motorcycle_left", "hubble_deep_field", "immunohistochemistry")
 
@@ -65,7 +65,9 @@ def median_rate(run: Callable[[], int], repeats: int) -> float:
     return statistics.median(rates)
 
 
-def bench_encode(encoder: Encoder, images: list[bytes], total: int, batch: int, repeats: int) -> tuple[float, list[Encoding]]:
+def bench_encode(
+    encoder: Encoder, images: list[bytes], total: int, batch: int, repeats: int
+) -> tuple[float, list[Encoding]]:
     stream = [images[i % len(images)] for i in range(total)]
     encoder.encode_batch(images)  # warm the term cache and the thread pools
     kept: list[Encoding] = []

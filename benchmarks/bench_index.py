@@ -29,12 +29,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "server"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from synthetic_sdrs import SdrBatch, SyntheticSdrs
+
 from image2sdr.server.config import IndexConfig
 from image2sdr.server.index import Item, SdrIndex
 from image2sdr.server.index.codes import pack_codes
 from image2sdr.server.index.sdr_index import SNAPSHOT_FILE
 from image2sdr.server.sdr import Sdr
-from synthetic_sdrs import SdrBatch, SyntheticSdrs
 
 SIZE = 16384
 CHUNK = 20_000

@@ -36,8 +36,8 @@ from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_encoder import jpeg, photo_pixels  # noqa: E402
-from synthetic_sdrs import SyntheticSdrs  # noqa: E402
+from bench_encoder import jpeg, photo_pixels
+from synthetic_sdrs import SyntheticSdrs
 
 
 def fill_index(config: Config, count: int) -> list[Sdr]:
@@ -48,7 +48,10 @@ def fill_index(config: Config, count: int) -> list[Sdr]:
     with SdrIndex(config.data_dir / "index", config.index, config.sdr.size) as index:
         for start in range(0, count, 10_000):
             batch = synthetic.batch(min(10_000, count - start), rng).split()
-            items = [Item(f"synthetic/{start + i}", Sdr.trusted(p.astype(np.int64), config.sdr.size)) for i, p in enumerate(batch)]
+            items = [
+                Item(f"synthetic/{start + i}", Sdr.trusted(p.astype(np.int64), config.sdr.size))
+                for i, p in enumerate(batch)
+            ]
             index.add_many(items)
             queries.extend(item.sdr for item in items[:20])
     return queries
@@ -56,9 +59,19 @@ def fill_index(config: Config, count: int) -> list[Sdr]:
 
 def start_server(config_path: Path) -> tuple[subprocess.Popen[str], str]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "image2sdr.server.serve", "--config", str(config_path), "--port", "0",
-         "--log-level", "WARNING"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "image2sdr.server.serve",
+            "--config",
+            str(config_path),
+            "--port",
+            "0",
+            "--log-level",
+            "WARNING",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     line = process.stdout.readline() if process.stdout else ""
     if "listening on" not in line:
@@ -149,7 +162,9 @@ def main() -> int:
 
                 encode_requests = [pb.EncodeRequest(image=images[i % len(images)]) for i in range(100)]
                 p50, p99 = latencies_ms(stub.Encode, encode_requests)
-                print(f"\nEncode (unary, one at a time, {len(encode_requests)} calls): p50 {p50:.1f} ms, p99 {p99:.1f} ms")
+                print(
+                    f"\nEncode (unary, one at a time, {len(encode_requests)} calls): p50 {p50:.1f} ms, p99 {p99:.1f} ms"
+                )
 
                 count = stub.Info(pb.InfoRequest()).index_size
                 by_sdr = [pb.FindSimilarRequest(sdr=sdr_message(q), k=10) for q in queries[:200]]

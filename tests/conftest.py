@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
-from image2sdr.server.config import Config
+from image2sdr.server.config import Config, ServiceConfig
+from image2sdr.server.service import create_server
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -59,9 +60,6 @@ def photos() -> dict[str, bytes]:
 @pytest.fixture(scope="session")
 def service(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[object]:
     """A real gRPC server on a free loopback port, shared by the service tests."""
-    from image2sdr.server.config import ServiceConfig
-    from image2sdr.server.service import create_server
-
     config = Config(
         data_dir=tmp_path_factory.mktemp("service-data"),
         models_dir=models_dir,

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
 from image2sdr.server.config import IndexConfig
 from image2sdr.server.index import SdrIndex
 from image2sdr.server.sdr import Sdr

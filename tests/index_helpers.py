@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
 from image2sdr.server.index import Item, Match
 from image2sdr.server.sdr import Sdr
 

@@ -82,7 +82,7 @@ def test_batch_equals_one_by_one(source: LocalConceptSource, photos: dict[str, b
 def test_preprocess_shape_and_scale(photos: dict[str, bytes]) -> None:
     pixels = preprocess(decode_image(photos["coffee"], Config().image).image)
     assert pixels.shape == (3, 224, 224) and pixels.dtype == np.float32
-    assert -1.0 <= pixels.min() and pixels.max() <= 1.0
+    assert pixels.min() >= -1.0 and pixels.max() <= 1.0
 
 
 def test_rollup_mass_is_the_sum_beneath(models_dir: Path) -> None:

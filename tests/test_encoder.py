@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -9,7 +10,9 @@ import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from image2sdr.server.concepts.base import Concept
 from image2sdr.server.config import Config
@@ -21,6 +24,7 @@ from image2sdr.server.errors import (
     InvalidTermError,
     PixelLimitError,
 )
+from tests.conftest import encode_png
 from tests.test_imaging import png_with_header
 
 
@@ -51,9 +55,6 @@ def test_same_image_same_sdr(encoder: Encoder, photos: dict[str, bytes]) -> None
 
 
 def test_similar_images_overlap_more_than_different_ones(encoder: Encoder, photos: dict[str, bytes]) -> None:
-    from PIL import Image
-    import io
-
     cat = encoder.encode(photos["chelsea"]).sdr
     flipped_buffer = io.BytesIO()
     Image.open(io.BytesIO(photos["chelsea"])).transpose(Image.Transpose.FLIP_LEFT_RIGHT).save(flipped_buffer, "PNG")
@@ -81,7 +82,10 @@ def test_same_sdr_in_another_process_with_a_cold_cache(
     image.write_bytes(photos["chelsea"])
     output = subprocess.run(
         [sys.executable, "-c", _OTHER_PROCESS, str(tmp_path / "fresh"), str(models_dir), str(image)],
-        capture_output=True, text=True, timeout=300, check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
     ).stdout
     assert json.loads(output) == encoder.encode(photos["chelsea"]).sdr.positions.tolist()
 
@@ -154,9 +158,6 @@ def test_term_sdr(encoder: Encoder) -> None:
 
 
 def test_bad_images_fail_alone_and_the_encoder_keeps_working(encoder: Encoder, photos: dict[str, bytes]) -> None:
-    from tests.conftest import encode_png
-    import numpy as np
-
     bad = {
         b"not an image at all": ImageDecodeError,
         b"": ImageDecodeError,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from image2sdr.server import index as index_package
 from image2sdr.server.config import IndexConfig
 from image2sdr.server.errors import InvalidInputError, InvalidSdrError, LimitExceededError, NotFoundError

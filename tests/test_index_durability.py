@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from image2sdr.server.config import IndexConfig
 from image2sdr.server.index import Item, SdrIndex
 from image2sdr.server.index import snapshot as snapshot_module

@@ -40,9 +40,7 @@ def test_higher_confidence_wins_and_overlaps_add_up() -> None:
     result = merger.merge([WeightedSdr(strong, 0.9), WeightedSdr(weak, 0.1)], W)
     assert result.sdr == strong and not result.short
     # .3 + .3 on the shared bits beats .5 on a third term's bits.
-    result = merger.merge(
-        [WeightedSdr(shared, 0.3), WeightedSdr(both_weak, 0.3), WeightedSdr(weak, 0.5)], W
-    )
+    result = merger.merge([WeightedSdr(shared, 0.3), WeightedSdr(both_weak, 0.3), WeightedSdr(weak, 0.5)], W)
     assert set(range(5000, 5050)) <= set(result.sdr.positions.tolist())
 
 

@@ -152,7 +152,9 @@ def test_oversized_message(stub: pb_grpc.Image2SdrStub, channel: grpc.Channel) -
 
 
 def test_pixel_bomb(stub: pb_grpc.Image2SdrStub) -> None:
-    error = expect(grpc.StatusCode.RESOURCE_EXHAUSTED, stub.Encode, pb.EncodeRequest(image=png_with_header(90_000, 90_000)))
+    error = expect(
+        grpc.StatusCode.RESOURCE_EXHAUSTED, stub.Encode, pb.EncodeRequest(image=png_with_header(90_000, 90_000))
+    )
     quota = error_details_pb2.QuotaFailure()
     assert details_of(error).details[0].Unpack(quota)
     assert "pixels" in error.details()
@@ -176,7 +178,11 @@ def test_bad_sdr(stub: pb_grpc.Image2SdrStub, sdr: pb.Sdr) -> None:
 
 
 def test_bad_options_and_k(stub: pb_grpc.Image2SdrStub, photos: dict[str, bytes]) -> None:
-    expect(grpc.StatusCode.INVALID_ARGUMENT, stub.Encode, pb.EncodeRequest(image=photos["chelsea"], options=pb.EncodeOptions(sparsity=0.9)))
+    expect(
+        grpc.StatusCode.INVALID_ARGUMENT,
+        stub.Encode,
+        pb.EncodeRequest(image=photos["chelsea"], options=pb.EncodeOptions(sparsity=0.9)),
+    )
     expect(grpc.StatusCode.INVALID_ARGUMENT, stub.FindSimilar, pb.FindSimilarRequest(id="x", k=1001))
     expect(grpc.StatusCode.INVALID_ARGUMENT, stub.FindSimilar, pb.FindSimilarRequest(k=3))  # no query
     expect(grpc.StatusCode.INVALID_ARGUMENT, stub.EncodeText, pb.EncodeTextRequest(text="   "))
@@ -211,7 +217,9 @@ def test_stream_keeps_order_and_answers_bad_items_in_band(
         requests.append(pb.EncodeRequest(image=image, request_id=f"r{i}"))
     responses = list(stub.EncodeStream(iter(requests), timeout=TIMEOUT * 2))
     assert [r.request_id for r in responses] == [f"r{i}" for i in range(40)]
-    expected = {name: list(stub.Encode(pb.EncodeRequest(image=img), timeout=TIMEOUT).sdr.active) for name, img in photos.items()}
+    expected = {
+        name: list(stub.Encode(pb.EncodeRequest(image=img), timeout=TIMEOUT).sdr.active) for name, img in photos.items()
+    }
     names = list(photos)
     for i, response in enumerate(responses):
         if i % 5:

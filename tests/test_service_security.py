@@ -26,10 +26,12 @@ from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 TOKEN = "s3cret-token-for-tests-only"
 
 
-def _certificate(name: str, issuer_key: ec.EllipticCurvePrivateKey | None = None, issuer: x509.Name | None = None, ca: bool = False) -> tuple[bytes, bytes, ec.EllipticCurvePrivateKey, x509.Name]:
+def _certificate(
+    name: str, issuer_key: ec.EllipticCurvePrivateKey | None = None, issuer: x509.Name | None = None, ca: bool = False
+) -> tuple[bytes, bytes, ec.EllipticCurvePrivateKey, x509.Name]:
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
@@ -43,7 +45,9 @@ def _certificate(name: str, issuer_key: ec.EllipticCurvePrivateKey | None = None
     if not ca:
         builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
     certificate = builder.sign(issuer_key or key, hashes.SHA256())
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     return certificate.public_bytes(serialization.Encoding.PEM), key_pem, key, subject
 
 
@@ -54,7 +58,13 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     ca_cert, _, ca_key, ca_name = _certificate("test CA", ca=True)
     server_cert, server_key, _, _ = _certificate("localhost", ca_key, ca_name)
     client_cert, client_key, _, _ = _certificate("client", ca_key, ca_name)
-    files = {"ca": ca_cert, "server.crt": server_cert, "server.key": server_key, "client.crt": client_cert, "client.key": client_key}
+    files = {
+        "ca": ca_cert,
+        "server.crt": server_cert,
+        "server.key": server_key,
+        "client.crt": client_cert,
+        "client.key": client_key,
+    }
     paths = {}
     for name, content in files.items():
         paths[name] = directory / name
@@ -63,7 +73,11 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def _start(tmp_path: Path, models_dir: Path, **service: object) -> Server:
-    config = Config(data_dir=tmp_path / "data", models_dir=models_dir, service=ServiceConfig(port=0, shutdown_grace_s=0.5, **service))  # type: ignore[arg-type]
+    config = Config(
+        data_dir=tmp_path / "data",
+        models_dir=models_dir,
+        service=ServiceConfig(port=0, shutdown_grace_s=0.5, **service),
+    )  # type: ignore[arg-type]
     return create_server(config)
 
 
@@ -131,7 +145,10 @@ def test_sigterm_shuts_down_gracefully(tmp_path: Path, models_dir: Path) -> None
     env = {**os.environ, "IMAGE2SDR_MODELS_DIR": str(models_dir)}
     with subprocess.Popen(
         [sys.executable, "-m", "image2sdr.server.serve", "--port", "0", "--data-dir", str(tmp_path / "data")],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
     ) as process:  # the with block closes the pipes
         try:
             line = process.stdout.readline()  # type: ignore[union-attr]

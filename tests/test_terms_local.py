@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from image2sdr.server.config import LocalTermsConfig, SdrConfig
 from image2sdr.server.errors import InvalidTermError, ModelsMissingError
 from image2sdr.server.sdr import Sdr

@@ -42,7 +42,9 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
 
 
 def _deny(request_or_iterator: Any, context: grpc.ServicerContext) -> Any:
-    context.abort(grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token (metadata 'authorization: Bearer ...')")
+    context.abort(
+        grpc.StatusCode.UNAUTHENTICATED, "missing or invalid bearer token (metadata 'authorization: Bearer ...')"
+    )
 
 
 def _denial_like(handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:

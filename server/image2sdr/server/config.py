@@ -237,9 +237,9 @@ def load_config(path: str | os.PathLike[str] | None = None) -> Config:
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config {path} must be a mapping at the top level")
         raw = dict(loaded or {})
-    for variable, path in _ENV_OVERRIDES.items():
+    for variable, keys in _ENV_OVERRIDES.items():
         if os.environ.get(variable):
-            _set_path(raw, path, os.environ[variable])
+            _set_path(raw, keys, os.environ[variable])
     try:
         return Config.model_validate(raw)
     except ValueError as exc:

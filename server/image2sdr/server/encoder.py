@@ -23,7 +23,7 @@ from .concepts.local import LocalConceptSource
 from .config import Config
 from .errors import Image2SdrError, InvalidInputError, InvalidTermError, UpstreamError
 from .imaging import DecodedImage, decode_image
-from .merge import MergeResult, Merger, WeightedSdr
+from .merge import Merger, MergeResult, WeightedSdr
 from .sdr import Sdr
 from .terms.base import TermSource, normalize_term
 from .terms.cache import CachedTermSource, TermCache
@@ -101,7 +101,9 @@ class Encoder:
         self.config = config
         self.concept_source = concepts
         self.term_source = terms
-        self.merger = Merger(config.sdr.size, config.sdr.dimensions, config.sdr.tie_break_seed, config.sdr.normalization)
+        self.merger = Merger(
+            config.sdr.size, config.sdr.dimensions, config.sdr.tie_break_seed, config.sdr.normalization
+        )
         self._decoders = ThreadPoolExecutor(config.image.decode_threads, thread_name_prefix="decode")
 
     @classmethod
@@ -128,7 +130,9 @@ class Encoder:
             raise result
         return result
 
-    def encode_batch(self, images: Sequence[bytes], options: EncodeOptions | None = None) -> list[Encoding | Image2SdrError]:
+    def encode_batch(
+        self, images: Sequence[bytes], options: EncodeOptions | None = None
+    ) -> list[Encoding | Image2SdrError]:
         """One result per image, in order: its Encoding or the error for that image alone."""
         settings = self._settings(options)
         results: list[Encoding | Image2SdrError | None] = [None] * len(images)
@@ -192,7 +196,9 @@ class Encoder:
         results: list[Encoding | Image2SdrError | None],
     ) -> None:
         started = time.perf_counter()
-        found = self.concept_source.concepts([image for _, image in decoded], settings.max_concepts, settings.min_confidence)
+        found = self.concept_source.concepts(
+            [image for _, image in decoded], settings.max_concepts, settings.min_confidence
+        )
         concepts_ms = (time.perf_counter() - started) * 1000 / len(decoded)
         plans: dict[int, _Plan] = {}
         for (slot, _), outcome in zip(decoded, found, strict=True):
@@ -234,14 +240,21 @@ class Encoder:
             return {}
         return dict(zip(distinct, self.term_source.term_sdrs(distinct), strict=True))
 
-    def _merge(self, plan: _Plan, looked_up: dict[str, Sdr | None], settings: _Settings, timings: StageTimings) -> Encoding:
+    def _merge(
+        self, plan: _Plan, looked_up: dict[str, Sdr | None], settings: _Settings, timings: StageTimings
+    ) -> Encoding:
         started = time.perf_counter()
         weighted: list[WeightedSdr] = []
         uses = list(plan.uses)
         for slot, term, weight in plan.terms:
             sdr = looked_up[term]
             if sdr is None or sdr.active == 0:
-                uses[slot] = ConceptUse(uses[slot].name, uses[slot].confidence, False, f"term {term!r} is unknown to the {self.term_source.name} term provider")
+                uses[slot] = ConceptUse(
+                    uses[slot].name,
+                    uses[slot].confidence,
+                    False,
+                    f"term {term!r} is unknown to the {self.term_source.name} term provider",
+                )
             else:
                 weighted.append(WeightedSdr(sdr, weight))
         merged: MergeResult = self.merger.merge(weighted, settings.active_bits)

@@ -1,18 +1,18 @@
 """Errors raised by the image2sdr core (no gRPC here; the service maps them).
 
-    Image2SdrError
-    ├── ConfigError            the configuration cannot be used
-    ├── ModelsMissingError     `make models` has not been run (or its output is damaged)
-    ├── InvalidInputError      the caller sent something unusable  -> INVALID_ARGUMENT
-    │   ├── ImageDecodeError       not an image, truncated, unsupported, zero-sized
-    │   ├── ImageTooSmallError     below image.min_side
-    │   ├── InvalidSdrError        positions out of range, unsorted, duplicated, wrong size
-    │   └── InvalidTermError       an empty or over-long term
-    ├── LimitExceededError     over a configured size limit        -> RESOURCE_EXHAUSTED
-    │   ├── ImageTooLargeError     more bytes than image.max_bytes
-    │   └── PixelLimitError        more pixels than image.max_pixels (decompression bomb)
-    ├── NotFoundError          an unknown id                       -> NOT_FOUND
-    └── UpstreamError          a provider failed                   -> UNAVAILABLE
+Image2SdrError
+├── ConfigError            the configuration cannot be used
+├── ModelsMissingError     `make models` has not been run (or its output is damaged)
+├── InvalidInputError      the caller sent something unusable  -> INVALID_ARGUMENT
+│   ├── ImageDecodeError       not an image, truncated, unsupported, zero-sized
+│   ├── ImageTooSmallError     below image.min_side
+│   ├── InvalidSdrError        positions out of range, unsorted, duplicated, wrong size
+│   └── InvalidTermError       an empty or over-long term
+├── LimitExceededError     over a configured size limit        -> RESOURCE_EXHAUSTED
+│   ├── ImageTooLargeError     more bytes than image.max_bytes
+│   └── PixelLimitError        more pixels than image.max_pixels (decompression bomb)
+├── NotFoundError          an unknown id                       -> NOT_FOUND
+└── UpstreamError          a provider failed                   -> UNAVAILABLE
 """
 
 from __future__ import annotations

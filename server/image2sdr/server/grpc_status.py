@@ -52,6 +52,6 @@ def _status(code: int, message: str, *details: object) -> status_pb2.Status:
     packed = []
     for detail in details:
         holder = any_pb2.Any()
-        holder.Pack(detail)  # type: ignore[arg-type]
+        holder.Pack(detail)
         packed.append(holder)
     return status_pb2.Status(code=code, message=message, details=packed)

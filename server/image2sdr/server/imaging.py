@@ -82,9 +82,7 @@ def _open(data: bytes) -> Image.Image:
             warnings.simplefilter("ignore")  # Pillow warns on odd EXIF; the decode below decides
             image = Image.open(io.BytesIO(data), formats=FORMATS)
     except UnidentifiedImageError as exc:
-        raise ImageDecodeError(
-            f"not an image in a supported format ({', '.join(FORMATS)})", field="image"
-        ) from exc
+        raise ImageDecodeError(f"not an image in a supported format ({', '.join(FORMATS)})", field="image") from exc
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ImageDecodeError(f"cannot read the image header: {exc}", field="image") from exc
     return image

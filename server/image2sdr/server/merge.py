@@ -65,7 +65,7 @@ class Merger:
 
     def merge(self, terms: Sequence[WeightedSdr], active_bits: int) -> MergeResult:
         positions, weights = self._flatten(terms, active_bits)
-        scores = np.bincount(positions, weights=weights, minlength=self.size)
+        scores = np.bincount(positions, weights=weights, minlength=self.size).astype(np.float64, copy=False)
         candidates = np.flatnonzero(scores >= 0.5 / _SCALE)
         if candidates.size <= active_bits:
             return MergeResult(Sdr.trusted(candidates, self.size, self.dimensions), candidates.size < active_bits)

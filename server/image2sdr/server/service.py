@@ -105,7 +105,9 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
         term = normalize_term(request.text)
         sdr = self.encoder.term_sdr(term)
         if sdr is None:
-            raise InvalidInputError(f"the {self.encoder.term_source.name} term provider does not know {term!r}", field="text")
+            raise InvalidInputError(
+                f"the {self.encoder.term_source.name} term provider does not know {term!r}", field="text"
+            )
         return pb.EncodeTextResponse(term=term, sdr=_sdr_message(sdr))
 
     @_unary
@@ -341,7 +343,8 @@ def create_server(config: Config, *, encoder: Encoder | None = None, index: SdrI
         options=options,
         maximum_concurrent_rpcs=service.workers * 4,
     )
-    pb_grpc.add_Image2SdrServicer_to_server(Image2SdrServicer(config, encoder, index, vocabulary), server)
+    servicer = Image2SdrServicer(config, encoder, index, vocabulary)
+    pb_grpc.add_Image2SdrServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health_servicer = health.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -369,14 +372,14 @@ def _bind(server: grpc.Server, config: Config) -> int:
     address = f"{service.host}:{service.port}"
     tls = service.tls
     if tls.cert_file is None or tls.key_file is None:
-        port = server.add_insecure_port(address)
+        port = int(server.add_insecure_port(address))
     else:
         credentials = grpc.ssl_server_credentials(
             [(_read(tls.key_file), _read(tls.cert_file))],
             root_certificates=_read(tls.client_ca_file) if tls.client_ca_file else None,
             require_client_auth=tls.client_ca_file is not None,
         )
-        port = server.add_secure_port(address, credentials)
+        port = int(server.add_secure_port(address, credentials))
     if port == 0:
         raise ConfigError(f"cannot listen on {address}")
     return port
@@ -387,4 +390,3 @@ def _read(path: Path) -> bytes:
         return path.read_bytes()
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from exc
-

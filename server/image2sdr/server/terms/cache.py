@@ -63,7 +63,7 @@ def encode_record(sdr: Sdr | None, size: int) -> bytes:
     return body + _CRC.pack(zlib.crc32(body))
 
 
-def decode_record(record: object, size: int) -> Sdr | None | object:
+def decode_record(record: object, size: int) -> Sdr | object | None:
     """The SDR (or None for a known-unknown term), or ``_MISS`` if the record is unusable."""
     if not isinstance(record, bytes) or len(record) < _HEADER.size + _CRC.size:
         return _MISS
@@ -104,7 +104,7 @@ class TermCache:
         # \x1f (unit separator) cannot occur in a normalised term.
         return "\x1f".join(("term", source.name, source.model, source.version, str(source.size), term))
 
-    def get(self, key: str, size: int) -> Sdr | None | object:
+    def get(self, key: str, size: int) -> Sdr | object | None:
         """The cached SDR, None for a known-unknown term, or ``TermCache.MISS``."""
         with self._lock:
             if key in self._memory:
