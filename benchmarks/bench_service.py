@@ -49,7 +49,7 @@ def fill_index(config: Config, count: int) -> list[Sdr]:
         for start in range(0, count, 10_000):
             batch = synthetic.batch(min(10_000, count - start), rng).split()
             items = [
-                Item(f"synthetic/{start + i}", Sdr.trusted(p.astype(np.int64), config.sdr.size))
+                Item(f"synthetic/{start + i}", Sdr.trusted(p.astype(np.int64), config.sdr.size, config.sdr.dimensions))
                 for i, p in enumerate(batch)
             ]
             index.add_many(items)
@@ -80,33 +80,43 @@ def start_server(config_path: Path) -> tuple[subprocess.Popen[str], str]:
     return process, f"127.0.0.1:{int(line.rsplit(':', 1)[1])}"
 
 
-def in_process_rate(encoder: Encoder, stream: list[bytes], batch: int, repeats: int) -> float:
-    encoder.encode_batch(stream[:batch])  # warm the term cache
-    rates = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        for start in range(0, len(stream), batch):
-            for result in encoder.encode_batch(stream[start : start + batch]):
-                if isinstance(result, Exception):
-                    raise result
-        rates.append(len(stream) / (time.perf_counter() - started))
-    return statistics.median(rates)
+def in_process_once(encoder: Encoder, stream: list[bytes], batch: int) -> float:
+    started = time.perf_counter()
+    for start in range(0, len(stream), batch):
+        for result in encoder.encode_batch(stream[start : start + batch]):
+            if isinstance(result, Exception):
+                raise result
+    return len(stream) / (time.perf_counter() - started)
 
 
-def stream_rate(stub: pb_grpc.Image2SdrStub, stream: list[bytes], repeats: int) -> float:
+def stream_once(stub: pb_grpc.Image2SdrStub, stream: list[bytes]) -> float:
     def requests() -> Iterator[pb.EncodeRequest]:
         for i, image in enumerate(stream):
             yield pb.EncodeRequest(image=image, request_id=str(i))
 
-    list(stub.EncodeStream(requests()))  # warm up: term cache, threads, connections
-    rates = []
+    started = time.perf_counter()
+    answered = sum(1 for r in stub.EncodeStream(requests()) if not r.HasField("error"))
+    if answered != len(stream):
+        raise SystemExit(f"EncodeStream answered {answered} of {len(stream)} without error")
+    return answered / (time.perf_counter() - started)
+
+
+def compare_stream(
+    encoder: Encoder, stub: pb_grpc.Image2SdrStub, stream: list[bytes], batch: int, repeats: int
+) -> tuple[float, float, float]:
+    """Median images/s of each, and the median ratio of back-to-back pairs.
+
+    The two alternate, so a noisy neighbour on the machine slows both sides of
+    a pair alike instead of one whole series.
+    """
+    in_process_once(encoder, stream[: batch * 2], batch)  # warm up both sides
+    stream_once(stub, stream[: batch * 2])
+    local, served = [], []
     for _ in range(repeats):
-        started = time.perf_counter()
-        answered = sum(1 for r in stub.EncodeStream(requests()) if not r.HasField("error"))
-        rates.append(answered / (time.perf_counter() - started))
-        if answered != len(stream):
-            raise SystemExit(f"EncodeStream answered {answered} of {len(stream)} without error")
-    return statistics.median(rates)
+        local.append(in_process_once(encoder, stream, batch))
+        served.append(stream_once(stub, stream))
+    ratios = [s / lo for s, lo in zip(served, local, strict=True)]
+    return statistics.median(served), statistics.median(local), statistics.median(ratios)
 
 
 def latencies_ms(call: object, requests: list[object]) -> tuple[float, float]:
@@ -128,7 +138,7 @@ def main() -> int:
     parser.add_argument("--config", help="YAML config (default: built-in defaults)")
     parser.add_argument("--images", type=int, default=480, help="images per timed stream")
     parser.add_argument("--items", type=int, default=100_000, help="items in the index for FindSimilar")
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs; the median is printed")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs; the median is printed")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -147,18 +157,16 @@ def main() -> int:
         print(f"  indexed {args.items:,} synthetic SDRs in {time.perf_counter() - started:.1f} s")
 
         encoder = Encoder.from_config(config.model_copy(update={"data_dir": Path(scratch) / "in-process"}))
-        local = in_process_rate(encoder, stream, batch, args.repeats)
-        encoder.close()
-
         process, address = start_server(config_path)
         try:
             with grpc.insecure_channel(address) as channel:
                 stub = pb_grpc.Image2SdrStub(channel)
-                served = stream_rate(stub, stream, args.repeats)
-                print(f"\nEncodeStream, {args.images} images, median of {args.repeats} runs:")
+                served, local, ratio = compare_stream(encoder, stub, stream, batch, args.repeats)
+                encoder.close()
+                print(f"\nEncodeStream, {args.images} images, {args.repeats} alternating runs (medians):")
                 print(f"  {served:8.1f} images/s  over gRPC (server in its own process)")
                 print(f"  {local:8.1f} images/s  Encoder.encode_batch in process, batch {batch}")
-                print(f"  {served / local:8.2f}   ratio service / in-process")
+                print(f"  {ratio:8.2f}   ratio service / in-process (median of the pairs)")
 
                 encode_requests = [pb.EncodeRequest(image=images[i % len(images)]) for i in range(100)]
                 p50, p99 = latencies_ms(stub.Encode, encode_requests)
