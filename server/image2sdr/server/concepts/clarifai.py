@@ -232,13 +232,15 @@ class ClarifaiConceptSource:
             if output.status.code in _IMAGE_STATUSES:
                 return ImageDecodeError(f"{PROVIDER} could not read this image ({said})", field="image")
             return UpstreamError(f"{PROVIDER} failed on this image ({said})")
-        concepts = [
-            Concept(" ".join((concept.name or concept.id).split()).lower(), round(float(concept.value), CONFIDENCE_DECIMALS))
-            for concept in output.data.concepts
-            if concept.value >= min_confidence
-        ]
+        concepts = [_concept(concept) for concept in output.data.concepts]
+        concepts = [concept for concept in concepts if concept.confidence >= min_confidence]
         concepts.sort(key=lambda concept: -concept.confidence)  # stable: Clarifai's order among equals
         return concepts[:max_concepts]
+
+
+def _concept(concept: resources_pb2.Concept) -> Concept:
+    name = " ".join((concept.name or concept.id).split()).lower()  # "Hard  Hat" -> "hard hat"
+    return Concept(name, round(float(concept.value), CONFIDENCE_DECIMALS))
 
 
 def _input(slot: int, image: DecodedImage) -> resources_pb2.Input:
