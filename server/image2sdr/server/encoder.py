@@ -122,7 +122,8 @@ class Encoder:
         if isinstance(cache, TermCache):
             cache.close()
         _close(self.concept_source)
-        _close(getattr(self.term_source, "source", self.term_source))
+        terms = self.term_source
+        _close(terms.source if isinstance(terms, CachedTermSource) else terms)
 
     # -- public API --------------------------------------------------------
 

@@ -34,6 +34,7 @@ from .index import Item, Match, SdrIndex
 from .sdr import Sdr
 from .streaming import OrderedBatcher
 from .terms.base import SimilarTermsSource, TermSource, normalize_term
+from .terms.cache import CachedTermSource
 from .vocabulary import Vocabulary, default_terms, read_terms
 
 __all__ = ["SERVICE_NAME", "Image2SdrServicer", "Server", "create_server"]
@@ -352,7 +353,7 @@ def create_server(config: Config, *, encoder: Encoder | None = None, index: SdrI
 
 
 def _similar_terms_source(terms: TermSource) -> SimilarTermsSource | None:
-    source = getattr(terms, "source", terms)  # under the term cache
+    source = terms.source if isinstance(terms, CachedTermSource) else terms
     return source if isinstance(source, SimilarTermsSource) else None
 
 
