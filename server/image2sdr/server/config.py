@@ -19,8 +19,10 @@ from .errors import ConfigError
 
 __all__ = [
     "CacheConfig",
+    "ClarifaiConceptsConfig",
     "ConceptsConfig",
     "Config",
+    "CorticalTermsConfig",
     "ImageConfig",
     "IndexConfig",
     "LocalConceptsConfig",
@@ -33,9 +35,15 @@ __all__ = [
 ]
 
 
+# What an environment variable name looks like (also keeps a pasted key out of it, mostly).
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+
+
 class _Section(BaseModel):
     # A typo in a YAML key must fail loudly, not silently fall back to a default.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Errors name the field but do not quote the refused value: a key pasted
+    # into the wrong field must not reach a log that way.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 class SdrConfig(_Section):
@@ -107,11 +115,30 @@ class LocalConceptsConfig(_Section):
     )
 
 
+class ClarifaiConceptsConfig(_Section):
+    endpoint: str = Field("api.clarifai.com:443", min_length=1)  # gRPC host:port
+    tls: bool = True  # false only for a plaintext endpoint on a trusted network (a local test server)
+    user_id: str = Field("clarifai", min_length=1)  # owner of the model; public models live in clarifai/main
+    app_id: str = Field("main", min_length=1)  # the owner's app holding the model
+    model_id: str = Field("general-image-recognition", min_length=1)  # the general image model
+    # Pinned, so that an upstream model update cannot silently change every SDR; "" = latest.
+    model_version: str = "aa7f35c01e0642fda5cf400f543e7c40"
+    api_key_env: str = Field("CLARIFAI_PAT", pattern=_ENV_NAME)  # variable holding the PAT or API key
+    timeout_s: float = Field(10.0, gt=0.0, le=600.0)  # seconds one request may take
+    rate_per_s: float = Field(15.0, gt=0.0, le=10_000.0)  # requests per second at most; callers queue
+    max_batch: int = Field(128, ge=1, le=128)  # images per request (Clarifai takes 128 at most)
+    retry_total_s: float = Field(30.0, ge=0.0, le=3600.0)  # seconds one call may take, queue and retries included
+    backoff_s: float = Field(0.5, ge=0.0, le=60.0)  # first retry delay; doubles per retry, full jitter
+    # http://host:port of an HTTP CONNECT proxy; unset: grpc_proxy / https_proxy / no_proxy apply.
+    proxy: str | None = None
+
+
 class ConceptsConfig(_Section):
-    provider: Literal["local"] = "local"
+    provider: Literal["local", "clarifai"] = "local"
     max_concepts: int = Field(10, ge=1, le=200)  # concepts kept per image
     min_confidence: float = Field(0.0, ge=0.0, le=1.0)  # concepts below are left out
     local: LocalConceptsConfig = LocalConceptsConfig()
+    clarifai: ClarifaiConceptsConfig = ClarifaiConceptsConfig()
 
 
 class LocalTermsConfig(_Section):
@@ -125,9 +152,24 @@ class CacheConfig(_Section):
     memory_items: int = Field(20_000, ge=0)  # term SDRs also kept in RAM (LRU); 0 = none
 
 
+class CorticalTermsConfig(_Section):
+    base_url: str = Field("https://api.cortical.io/rest", pattern=r"^https?://")  # Retina REST API root
+    retina: str = Field("en_associative", min_length=1)  # part of every cache key
+    size: int = Field(16384, gt=0, le=1 << 20)  # positions in the retina (128 x 128); must equal sdr.size
+    api_key_env: str = Field("CORTICAL_API_KEY", pattern=_ENV_NAME)  # variable holding the API key
+    timeout_s: float = Field(10.0, gt=0.0, le=600.0)  # seconds one request may take
+    rate_per_s: float = Field(2.0, gt=0.0, le=10_000.0)  # requests per second at most (the free plan's); callers queue
+    max_bulk: int = Field(50, ge=1, le=1000)  # expressions per /expressions/bulk request
+    retry_total_s: float = Field(30.0, ge=0.0, le=3600.0)  # seconds one call may take, queue and retries included
+    backoff_s: float = Field(0.5, ge=0.0, le=60.0)  # first retry delay; doubles per retry, full jitter
+    # http(s)://host:port of a proxy for every request; unset: https_proxy / http_proxy / no_proxy apply.
+    proxy: str | None = None
+
+
 class TermsConfig(_Section):
-    provider: Literal["local"] = "local"
+    provider: Literal["local", "cortical"] = "local"
     local: LocalTermsConfig = LocalTermsConfig()
+    cortical: CorticalTermsConfig = CorticalTermsConfig()
     cache: CacheConfig = CacheConfig()
 
 
@@ -214,6 +256,12 @@ class Config(_Section):
     terms: TermsConfig = TermsConfig()
     index: IndexConfig = IndexConfig()
     service: ServiceConfig = ServiceConfig()
+
+    @model_validator(mode="after")
+    def _retina_fits(self) -> Config:
+        if self.terms.provider == "cortical" and self.terms.cortical.size != self.sdr.size:
+            raise ValueError(f"terms.cortical.size {self.terms.cortical.size} differs from sdr.size {self.sdr.size}")
+        return self
 
 
 # Environment variables that override the file (deployment concerns, not tuning).

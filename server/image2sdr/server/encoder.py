@@ -108,19 +108,24 @@ class Encoder:
 
     @classmethod
     def from_config(cls, config: Config) -> Encoder:
-        """The offline default: local classifier, local term SDRs, disk term cache."""
-        from .terms.local import LocalTermSource  # noqa: PLC0415  (loads a model)
-
-        concepts = LocalConceptSource(config.models_dir, config.concepts.local)
-        local_terms = LocalTermSource(config.models_dir, config.terms.local, config.sdr)
+        """The providers the config selects (default: the offline local ones), with the disk term cache."""
+        concepts = _concept_source(config)
+        try:
+            terms = _term_source(config)
+        except BaseException:
+            _close(concepts)
+            raise
         cache = TermCache(config.data_dir / "terms", config.terms.cache)
-        return cls(config, concepts, CachedTermSource(local_terms, cache))
+        return cls(config, concepts, CachedTermSource(terms, cache))
 
     def close(self) -> None:
         self._decoders.shutdown(wait=True)
         cache = getattr(self.term_source, "cache", None)
         if isinstance(cache, TermCache):
             cache.close()
+        _close(self.concept_source)
+        terms = self.term_source
+        _close(terms.source if isinstance(terms, CachedTermSource) else terms)
 
     # -- public API --------------------------------------------------------
 
@@ -261,6 +266,33 @@ class Encoder:
         merge_ms = (time.perf_counter() - started) * 1000
         timings = StageTimings(timings.decode_ms, timings.concepts_ms, timings.terms_ms, merge_ms)
         return Encoding(sdr=merged.sdr, concepts=tuple(uses), short=merged.short, timings=timings)
+
+
+# Remote providers are imported only when selected: their client libraries are
+# large, and an offline deployment need not load them.
+def _concept_source(config: Config) -> ConceptSource:
+    if config.concepts.provider == "clarifai":
+        from .concepts.clarifai import ClarifaiConceptSource  # noqa: PLC0415
+
+        return ClarifaiConceptSource.from_config(config.concepts.clarifai)
+    return LocalConceptSource(config.models_dir, config.concepts.local)
+
+
+def _term_source(config: Config) -> TermSource:
+    if config.terms.provider == "cortical":
+        from .terms.cortical import CorticalTermSource  # noqa: PLC0415
+
+        return CorticalTermSource.from_config(config.terms.cortical, config.sdr)
+    from .terms.local import LocalTermSource  # noqa: PLC0415  (loads a model)
+
+    return LocalTermSource(config.models_dir, config.terms.local, config.sdr)
+
+
+def _close(provider: object) -> None:
+    """Release what a provider holds (a channel, an HTTP client); local ones hold nothing to close."""
+    close = getattr(provider, "close", None)
+    if callable(close):
+        close()
 
 
 def _term_of(concept: Concept, min_confidence: float) -> tuple[str, str, float]:

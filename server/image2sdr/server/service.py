@@ -33,7 +33,8 @@ from .grpc_status import status_for
 from .index import Item, Match, SdrIndex
 from .sdr import Sdr
 from .streaming import OrderedBatcher
-from .terms.base import normalize_term
+from .terms.base import SimilarTermsSource, TermSource, normalize_term
+from .terms.cache import CachedTermSource
 from .vocabulary import Vocabulary, default_terms, read_terms
 
 __all__ = ["SERVICE_NAME", "Image2SdrServicer", "Server", "create_server"]
@@ -133,7 +134,11 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
         if not request.HasField("sdr"):
             raise InvalidInputError("sdr is required", field="sdr")
         query = self._sdr_from_message(request.sdr, "sdr")
-        nearest = self.vocabulary.nearest(query, _k(request.k))
+        remote = None if self.config.service.vocabulary_file else _similar_terms_source(self.encoder.term_source)
+        if remote is not None:  # Cortical.io: its whole retina, unless a word list is configured
+            nearest = remote.similar_terms(query, _k(request.k))
+        else:
+            nearest = self.vocabulary.nearest(query, _k(request.k))
         return pb.SimilarTermsResponse(terms=[pb.TermMatch(term=t, overlap=o) for t, o in nearest])
 
     @_unary
@@ -328,7 +333,7 @@ def create_server(config: Config, *, encoder: Encoder | None = None, index: SdrI
     """Build, bind and start the service; ``config.service.port = 0`` picks a free port."""
     encoder = encoder or Encoder.from_config(config)
     index = index or SdrIndex(config.data_dir / "index", config.index, config.sdr.size)
-    vocabulary = Vocabulary(_vocabulary_terms(config), encoder.term_source)
+    vocabulary = Vocabulary(_vocabulary_terms(config, encoder.term_source), encoder.term_source)
     service = config.service
     options = [
         ("grpc.max_receive_message_length", service.max_message_bytes),
@@ -356,9 +361,16 @@ def create_server(config: Config, *, encoder: Encoder | None = None, index: SdrI
     return Server(server, port, health_servicer, encoder, index, service.shutdown_grace_s)
 
 
-def _vocabulary_terms(config: Config) -> list[str]:
+def _similar_terms_source(terms: TermSource) -> SimilarTermsSource | None:
+    source = terms.source if isinstance(terms, CachedTermSource) else terms
+    return source if isinstance(source, SimilarTermsSource) else None
+
+
+def _vocabulary_terms(config: Config, terms: TermSource) -> list[str]:
     if config.service.vocabulary_file is not None:
         return read_terms(config.service.vocabulary_file)
+    if _similar_terms_source(terms) is not None:
+        return []  # SimilarTerms asks the provider; no word list to fingerprint
     return default_terms(config.models_dir)
 
 

@@ -14,7 +14,7 @@ from typing import Protocol, runtime_checkable
 from ..errors import InvalidTermError
 from ..sdr import Sdr
 
-__all__ = ["MAX_TERM_CHARS", "TermSource", "normalize_term"]
+__all__ = ["MAX_TERM_CHARS", "SimilarTermsSource", "TermSource", "normalize_term"]
 
 MAX_TERM_CHARS = 200  # longer than any concept name or phrase a caller means as a term
 
@@ -49,3 +49,11 @@ class TermSource(Protocol):
 
     def term_sdrs(self, terms: Sequence[str]) -> list[Sdr | None]:
         """One SDR per term, in order; ``None`` where the provider does not know a term."""
+
+
+@runtime_checkable
+class SimilarTermsSource(Protocol):
+    """A term provider that can also decode an SDR back into its nearest terms itself."""
+
+    def similar_terms(self, sdr: Sdr, k: int) -> list[tuple[str, int]]:
+        """The k nearest terms with their overlap with ``sdr``: overlap descending, then term ascending."""

@@ -1,0 +1,534 @@
+"""The Cortical.io term provider against a real HTTP server on loopback that answers with
+Cortical.io's JSON shapes, and the image2sdr service configured to use it, end to end."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from image2sdr.server.config import (
+    CacheConfig,
+    ClarifaiConceptsConfig,
+    ConceptsConfig,
+    Config,
+    CorticalTermsConfig,
+    ServiceConfig,
+    TermsConfig,
+)
+from image2sdr.server.errors import ConfigError, UpstreamError
+from image2sdr.server.merge import Merger, WeightedSdr
+from image2sdr.server.sdr import Sdr
+from image2sdr.server.service import Server, create_server
+from image2sdr.server.terms.base import SimilarTermsSource, TermSource
+from image2sdr.server.terms.cache import CachedTermSource, TermCache
+from image2sdr.server.terms.cortical import CorticalTermSource
+from image2sdr.server.upstream import Secret
+from image2sdr.v1 import image2sdr_pb2 as pb
+from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
+
+from tests.fake_upstreams import (
+    RETINA_SIZE,
+    FakeClarifai,
+    FakeCortical,
+    FakeProxy,
+    digest,
+    fingerprint,
+    start_clarifai,
+    start_cortical,
+)
+
+TIMEOUT = 60
+KEY_ENV = "IMAGE2SDR_TEST_CORTICAL_KEY"
+CLARIFAI_KEY_ENV = "IMAGE2SDR_TEST_CLARIFAI_KEY"
+PROXY_VARIABLES = (
+    "http_proxy",
+    "https_proxy",
+    "all_proxy",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "ALL_PROXY",
+    "no_proxy",
+    "NO_PROXY",
+)
+
+
+@pytest.fixture(scope="module")
+def key() -> str:
+    return secrets.token_hex(16)  # obviously fake, made for this run
+
+
+@pytest.fixture(scope="module")
+def fake(key: str) -> Iterator[FakeCortical]:
+    fake = FakeCortical(key)
+    server = start_cortical(fake)
+    fake.url = f"http://127.0.0.1:{server.server_address[1]}/rest"  # type: ignore[attr-defined]
+    yield fake
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(autouse=True)
+def _fresh(fake: FakeCortical, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake.reset()
+    for variable in PROXY_VARIABLES:
+        monkeypatch.delenv(variable, raising=False)
+
+
+def settings(fake: FakeCortical, **overrides: object) -> CorticalTermsConfig:
+    values: dict[str, object] = {
+        "base_url": fake.url,  # type: ignore[attr-defined]
+        "api_key_env": KEY_ENV,
+        "rate_per_s": 1000.0,
+        "timeout_s": 2.0,
+        "retry_total_s": 1.0,
+        "backoff_s": 0.01,
+    }
+    values.update(overrides)
+    return CorticalTermsConfig.model_validate(values)
+
+
+@pytest.fixture
+def source(fake: FakeCortical, key: str) -> Iterator[CorticalTermSource]:
+    source = CorticalTermSource(settings(fake), Secret(key), dimensions=(128, 128))
+    yield source
+    source.close()
+
+
+def sdr_of(text: str) -> Sdr:
+    return Sdr.from_positions(fingerprint(text), RETINA_SIZE, (128, 128))
+
+
+# -- the provider --------------------------------------------------------------------------
+
+
+def test_a_single_word_uses_terms(source: CorticalTermSource, fake: FakeCortical, key: str) -> None:
+    assert isinstance(source, TermSource) and isinstance(source, SimilarTermsSource)
+    (cat,) = source.term_sdrs(["  Cat "])
+    assert cat == sdr_of("cat") and cat.dimensions == (128, 128)
+    (request,) = fake.requests
+    assert (request.method, request.path) == ("GET", "/rest/terms")
+    assert request.query == {
+        "retina_name": ["en_associative"],
+        "term": ["cat"],
+        "start_index": ["0"],
+        "max_results": ["1"],
+        "get_fingerprint": ["true"],
+    }
+    assert request.headers["api-key"] == key
+
+
+def test_a_phrase_uses_expressions(source: CorticalTermSource, fake: FakeCortical) -> None:
+    (hat,) = source.term_sdrs(["hard hat"])
+    assert hat == sdr_of("hard hat")
+    (request,) = fake.requests
+    assert (request.method, request.path, request.body) == ("POST", "/rest/expressions", {"text": "hard hat"})
+    assert request.query == {"retina_name": ["en_associative"]}
+
+
+def test_several_terms_go_in_one_bulk_request(source: CorticalTermSource, fake: FakeCortical) -> None:
+    found = source.term_sdrs(["cat", "hard hat", "coffee", "cat"])
+    assert found == [sdr_of("cat"), sdr_of("hard hat"), sdr_of("coffee"), sdr_of("cat")]
+    (request,) = fake.requests  # each distinct term asked once, all together
+    assert request.path == "/rest/expressions/bulk"
+    assert request.body == [{"term": "cat"}, {"text": "hard hat"}, {"term": "coffee"}]
+
+
+def test_bulk_requests_hold_at_most_max_bulk(fake: FakeCortical, key: str) -> None:
+    source = CorticalTermSource(settings(fake, max_bulk=2), Secret(key))
+    try:
+        found = source.term_sdrs(["a", "b", "c", "d", "e"])
+    finally:
+        source.close()
+    assert found == [Sdr.from_positions(fingerprint(t), RETINA_SIZE) for t in "abcde"]
+    assert [len(r.body) for r in fake.requests] == [2, 2, 1]
+
+
+def test_unknown_terms_are_none_never_empty(source: CorticalTermSource, fake: FakeCortical) -> None:
+    fake.unknown |= {"xyzzy", "plugh twisty"}
+    assert source.term_sdrs(["xyzzy"]) == [None]  # /terms answers []
+    assert source.term_sdrs(["plugh twisty"]) == [None]  # /expressions answers no positions
+    # The strict fake refuses a bulk naming an unknown word (400): asked again term by term.
+    fake.requests.clear()
+    found = source.term_sdrs(["cat", "xyzzy", "plugh twisty", "dog"])
+    assert found == [sdr_of("cat"), None, None, sdr_of("dog")]
+    bulk, cat, xyzzy, plugh, dog = (
+        "/rest/expressions/bulk",
+        "/rest/terms",
+        "/rest/terms",
+        "/rest/expressions",
+        "/rest/terms",
+    )
+    assert [r.path for r in fake.requests] == [bulk, cat, xyzzy, plugh, dog]
+
+
+def test_positions_are_sorted_deduplicated_and_checked(source: CorticalTermSource, fake: FakeCortical) -> None:
+    # The fake sends every fingerprint reversed with a duplicate: it arrives sorted and unique.
+    (cat,) = source.term_sdrs(["cat"])
+    assert cat is not None and np.all(np.diff(cat.positions.astype(np.int64)) > 0)
+    fake.script.append("out-of-range")
+    with pytest.raises(UpstreamError, match=r"position 16389 outside \[0, 16384\).*terms.cortical.size"):
+        source.term_sdrs(["dog"])
+
+
+@pytest.mark.parametrize("positions", [[1, "2"], [1.5], None, [True, 3]])
+def test_malformed_fingerprints_are_refused(source: CorticalTermSource, positions: object) -> None:
+    with pytest.raises(UpstreamError, match="malformed fingerprint"):
+        source._sdr(positions, "term 'x'")
+
+
+def test_malformed_json(source: CorticalTermSource, fake: FakeCortical) -> None:
+    fake.script.append("malformed")
+    with pytest.raises(UpstreamError, match="malformed JSON"):
+        source.term_sdrs(["cat"])
+    assert len(fake.requests) == 1
+
+
+def test_unauthorized_is_not_retried_and_hides_the_key(fake: FakeCortical, caplog: pytest.LogCaptureFixture) -> None:
+    wrong = secrets.token_hex(16)
+    source = CorticalTermSource(settings(fake), Secret(wrong))
+    try:
+        with caplog.at_level(logging.DEBUG), pytest.raises(UpstreamError) as refused:
+            source.term_sdrs(["cat"])
+    finally:
+        source.close()
+    assert "refused the API key (HTTP 401)" in str(refused.value)
+    assert len(fake.requests) == 1
+    assert wrong not in str(refused.value) and wrong not in repr(refused.value) and wrong not in caplog.text
+    assert wrong not in repr(source)
+
+
+def test_429_and_503_are_retried(
+    source: CorticalTermSource, fake: FakeCortical, caplog: pytest.LogCaptureFixture
+) -> None:
+    fake.script.extend(["429", "503", "429"])
+    with caplog.at_level(logging.WARNING):
+        assert source.term_sdrs(["cat"]) == [sdr_of("cat")]
+    assert len(fake.requests) == 4
+    assert "HTTP 429" in caplog.text and "HTTP 503" in caplog.text
+
+
+def test_retries_stop_within_the_budget(fake: FakeCortical, key: str) -> None:
+    fake.always = "503"
+    source = CorticalTermSource(settings(fake, retry_total_s=0.4, backoff_s=0.05), Secret(key))
+    try:
+        started = time.monotonic()
+        with pytest.raises(UpstreamError) as failed:
+            source.term_sdrs(["cat", "dog"])
+        elapsed = time.monotonic() - started
+    finally:
+        source.close()
+    assert elapsed < 0.4 + 0.5
+    assert "Cortical.io unavailable: HTTP 503" in str(failed.value) and "gave up after" in str(failed.value)
+    assert len(fake.requests) >= 2
+
+
+def test_timeouts_are_retried(fake: FakeCortical, key: str) -> None:
+    fake.slow_s = 0.6
+    fake.script.append("slow")
+    source = CorticalTermSource(settings(fake, timeout_s=0.2, retry_total_s=3.0), Secret(key))
+    try:
+        started = time.monotonic()
+        assert source.term_sdrs(["cat"]) == [sdr_of("cat")]
+    finally:
+        source.close()
+    assert len(fake.requests) == 2 and time.monotonic() - started < 0.6 + 1.0
+
+
+def test_nothing_listening(key: str) -> None:
+    config = CorticalTermsConfig(base_url="http://127.0.0.1:9/rest", retry_total_s=0.3, backoff_s=0.01, rate_per_s=1000)
+    source = CorticalTermSource(config, Secret(key))
+    try:
+        with pytest.raises(UpstreamError, match=r"cannot reach http://127.0.0.1:9/rest \(ConnectError\)"):
+            source.term_sdrs(["cat"])
+    finally:
+        source.close()
+
+
+def test_rate_limit_spaces_requests(fake: FakeCortical, key: str) -> None:
+    source = CorticalTermSource(settings(fake, rate_per_s=10.0), Secret(key))
+    try:
+        started = time.monotonic()
+        for term in ("a", "b", "c", "d"):
+            source.term_sdrs([term])
+    finally:
+        source.close()
+    assert len(fake.requests) == 4 and time.monotonic() - started >= 3 / 10 - 0.01
+
+
+def test_similar_terms(source: CorticalTermSource, fake: FakeCortical) -> None:
+    query = sdr_of("cat")
+    nearest = source.similar_terms(query, 3)
+    assert nearest[0] == ("cat", query.active)
+    assert [overlap for _, overlap in nearest] == sorted((o for _, o in nearest), reverse=True)
+    (request,) = fake.requests
+    assert request.path == "/rest/expressions/similar_terms" and request.query["max_results"] == ["3"]
+    assert request.body == {"positions": query.positions.tolist()}
+
+
+def test_the_cache_fetches_a_term_once_per_retina(fake: FakeCortical, key: str, tmp_path: Path) -> None:
+    fake.unknown.add("xyzzy")
+    for _ in range(2):  # a second process on the same cache directory
+        source = CorticalTermSource(settings(fake), Secret(key))
+        cache = TermCache(tmp_path / "terms", CacheConfig())
+        try:
+            cached = CachedTermSource(source, cache)
+            assert cached.term_sdrs(["cat", "xyzzy", "hard hat"]) == [sdr_of("cat"), None, sdr_of("hard hat")]
+        finally:
+            cache.close()
+            source.close()
+    assert len(fake.requests) == 1 + 3  # the bulk (refused: xyzzy), then one per term; nothing the second time
+    other = CorticalTermSource(settings(fake, retina="en_synonymous"), Secret(key))
+    cache = TermCache(tmp_path / "terms", CacheConfig())
+    try:
+        CachedTermSource(other, cache).term_sdrs(["cat"])
+    finally:
+        cache.close()
+        other.close()
+    assert fake.requests[-1].query["retina_name"] == ["en_synonymous"]  # another retina: fetched again
+
+
+def test_explicit_proxy_setting(fake: FakeCortical, key: str) -> None:
+    proxy = FakeProxy()
+    try:
+        source = CorticalTermSource(settings(fake, proxy=proxy.url), Secret(key))
+        try:
+            assert source.term_sdrs(["cat"]) == [sdr_of("cat")]
+        finally:
+            source.close()
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+    assert len(proxy.seen) == 1 and proxy.seen[0].startswith(f"GET {fake.url}/terms?")  # type: ignore[attr-defined]
+
+
+def test_proxy_from_the_environment_and_no_proxy(fake: FakeCortical, key: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    proxy = FakeProxy()
+    try:
+        monkeypatch.setenv("http_proxy", proxy.url)
+        source = CorticalTermSource(settings(fake), Secret(key))
+        try:
+            assert source.term_sdrs(["cat"]) == [sdr_of("cat")]
+        finally:
+            source.close()
+        assert len(proxy.seen) == 1
+        monkeypatch.setenv("no_proxy", "127.0.0.1")
+        source = CorticalTermSource(settings(fake), Secret(key))
+        try:
+            assert source.term_sdrs(["dog"]) == [sdr_of("dog")]
+        finally:
+            source.close()
+        assert len(proxy.seen) == 1  # no_proxy: straight to the server
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
+
+
+def test_config_refuses_a_retina_of_another_size() -> None:
+    with pytest.raises(ValueError, match=r"terms.cortical.size 1024 differs from sdr.size 16384"):
+        Config(terms=TermsConfig(provider="cortical", cortical=CorticalTermsConfig(size=1024)))
+
+
+def test_missing_key(fake: FakeCortical, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(KEY_ENV, raising=False)
+    with pytest.raises(ConfigError, match=f"terms.cortical.api_key_env names {KEY_ENV}, which is not set"):
+        CorticalTermSource.from_config(settings(fake), Config().sdr)
+
+
+# -- end to end: the image2sdr service with terms.provider = cortical -----------------------
+
+
+def start_service(config: Config, keys: dict[str, str]) -> Server:
+    with pytest.MonkeyPatch.context() as patch:
+        for variable, value in keys.items():
+            patch.setenv(variable, value)
+        return create_server(config)
+
+
+@pytest.fixture(scope="module")
+def local_concepts(
+    tmp_path_factory: pytest.TempPathFactory, models_dir: Path, fake: FakeCortical, key: str
+) -> Iterator[Server]:
+    """Local classifier + Cortical.io fingerprints."""
+    config = Config(
+        data_dir=tmp_path_factory.mktemp("cortical-service"),
+        models_dir=models_dir,
+        terms=TermsConfig(provider="cortical", cortical=settings(fake)),
+        service=ServiceConfig(port=0, shutdown_grace_s=1.0),
+    )
+    server = start_service(config, {KEY_ENV: key})
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def clarifai(key: str) -> Iterator[FakeClarifai]:
+    fake = FakeClarifai(secrets.token_hex(16))
+    server, fake.port = start_clarifai(fake)  # type: ignore[attr-defined]
+    yield fake
+    server.stop(None)
+
+
+@pytest.fixture(scope="module")
+def both_remote(
+    tmp_path_factory: pytest.TempPathFactory, fake: FakeCortical, clarifai: FakeClarifai, key: str
+) -> Iterator[Server]:
+    """Clarifai concepts + Cortical.io fingerprints: no local model at all."""
+    clarifai_settings = ClarifaiConceptsConfig(
+        endpoint=f"127.0.0.1:{clarifai.port}",  # type: ignore[attr-defined]
+        tls=False,
+        api_key_env=CLARIFAI_KEY_ENV,
+        rate_per_s=1000.0,
+        retry_total_s=1.0,
+        backoff_s=0.01,
+    )
+    config = Config(
+        data_dir=tmp_path_factory.mktemp("remote-service"),
+        models_dir=tmp_path_factory.mktemp("no-models"),
+        concepts=ConceptsConfig(provider="clarifai", clarifai=clarifai_settings),
+        terms=TermsConfig(provider="cortical", cortical=settings(fake)),
+        service=ServiceConfig(port=0, shutdown_grace_s=1.0),
+    )
+    server = start_service(config, {KEY_ENV: key, CLARIFAI_KEY_ENV: clarifai.key})
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def local_stub(local_concepts: Server) -> Iterator[pb_grpc.Image2SdrStub]:
+    with grpc.insecure_channel(local_concepts.address) as channel:
+        yield pb_grpc.Image2SdrStub(channel)
+
+
+@pytest.fixture(scope="module")
+def remote_stub(both_remote: Server) -> Iterator[pb_grpc.Image2SdrStub]:
+    with grpc.insecure_channel(both_remote.address) as channel:
+        yield pb_grpc.Image2SdrStub(channel)
+
+
+def healthy(server: Server) -> bool:
+    with grpc.insecure_channel(server.address) as channel:
+        response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    return response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def predicted(server: Server, concepts: list[tuple[str, float]], unknown: set[str]) -> list[int]:
+    """The merge of the fake retina's fingerprints, weighted by the concepts' confidences."""
+    sdr = server.encoder.config.sdr
+    weighted = []
+    for name, confidence in concepts:
+        term, weight = (name[3:], -confidence) if name.startswith("no ") else (name, confidence)
+        if term not in unknown:
+            weighted.append(WeightedSdr(Sdr.from_positions(fingerprint(term), sdr.size, sdr.dimensions), weight))
+    merger = Merger(sdr.size, sdr.dimensions, sdr.tie_break_seed, sdr.normalization)
+    return merger.merge(weighted, sdr.active_bits).sdr.positions.tolist()
+
+
+def test_local_concepts_with_cortical_fingerprints(
+    local_concepts: Server, local_stub: pb_grpc.Image2SdrStub, fake: FakeCortical, photos: dict[str, bytes]
+) -> None:
+    fake.unknown.add("animal")
+    response = local_stub.Encode(pb.EncodeRequest(image=photos["chelsea"]), timeout=TIMEOUT)
+    names = [c.name for c in response.concepts]
+    assert "cat" in names and "animal" in names
+    animal = next(c for c in response.concepts if c.name == "animal")
+    assert not animal.used and animal.skip_reason == "term 'animal' is unknown to the cortical term provider"
+    assert all(c.used for c in response.concepts if c.name != "animal")
+    concepts = [(c.name, c.confidence) for c in response.concepts]
+    assert list(response.sdr.active) == predicted(local_concepts, concepts, {"animal"})
+    # One bulk request, refused for naming an unknown word, then one request per term.
+    singles = ["/rest/expressions" if " " in name else "/rest/terms" for name in names]
+    assert [r.path for r in fake.requests] == ["/rest/expressions/bulk", *singles]
+    # Cached: the same photo again costs Cortical.io nothing.
+    fake.requests.clear()
+    again = local_stub.Encode(pb.EncodeRequest(image=photos["chelsea"]), timeout=TIMEOUT)
+    assert list(again.sdr.active) == list(response.sdr.active) and not fake.requests
+
+
+def test_clarifai_and_cortical_together(
+    both_remote: Server,
+    remote_stub: pb_grpc.Image2SdrStub,
+    fake: FakeCortical,
+    clarifai: FakeClarifai,
+    photos: dict[str, bytes],
+) -> None:
+    answer = [("cat", 0.96875), ("no person", 0.9375), ("hard hat", 0.5), ("whiskers", 0.25)]
+    clarifai.answers[digest(photos["chelsea"])] = answer
+    fake.unknown.add("whiskers")
+    stub = remote_stub
+    response = stub.Encode(pb.EncodeRequest(image=photos["chelsea"]), timeout=TIMEOUT)
+    assert list(response.sdr.active) == predicted(both_remote, answer, {"whiskers"})
+    assert [(c.name, c.used) for c in response.concepts] == [
+        ("cat", True),
+        ("no person", True),
+        ("hard hat", True),
+        ("whiskers", False),
+    ]
+    (bulk, *_) = fake.requests
+    assert bulk.body == [{"term": "cat"}, {"term": "person"}, {"text": "hard hat"}, {"term": "whiskers"}]
+    info = stub.Info(pb.InfoRequest(), timeout=TIMEOUT)
+    assert (info.concepts.name, info.terms.name, info.terms.model, info.terms.version) == (
+        "clarifai",
+        "cortical",
+        "en_associative",
+        "rest-1",
+    )
+    assert fake.key.encode() not in info.SerializeToString() and clarifai.key.encode() not in info.SerializeToString()
+
+
+def test_encode_text_and_similar_terms_ask_the_retina(remote_stub: pb_grpc.Image2SdrStub, fake: FakeCortical) -> None:
+    stub = remote_stub
+    text = stub.EncodeText(pb.EncodeTextRequest(text="Kitten"), timeout=TIMEOUT)
+    assert list(text.sdr.active) == fingerprint("kitten")
+    fake.unknown.add("xyzzy")
+    with pytest.raises(grpc.RpcError) as unknown:
+        stub.EncodeText(pb.EncodeTextRequest(text="xyzzy"), timeout=TIMEOUT)
+    assert unknown.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    words = stub.SimilarTerms(pb.SimilarTermsRequest(sdr=text.sdr, k=3), timeout=TIMEOUT)
+    assert words.terms[0].term == "kitten" and words.terms[0].overlap == len(fingerprint("kitten"))
+    assert fake.requests[-1].path == "/rest/expressions/similar_terms"
+
+
+@pytest.mark.parametrize(
+    ("fault", "message"), [("503", "Cortical.io unavailable: HTTP 503"), ("401", "refused the API key")]
+)
+def test_faults_give_unavailable_and_the_service_recovers(
+    both_remote: Server,
+    remote_stub: pb_grpc.Image2SdrStub,
+    fake: FakeCortical,
+    clarifai: FakeClarifai,
+    *,
+    photos: dict[str, bytes],
+    fault: str,
+    message: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fresh = [(f"{fault}-word-{i}", 0.5) for i in range(3)]  # not in the term cache yet
+    clarifai.answers[digest(photos["coffee"])] = fresh
+    fake.always = fault
+    stub = remote_stub
+    with caplog.at_level(logging.DEBUG):
+        for call, request in (
+            (stub.Encode, pb.EncodeRequest(image=photos["coffee"])),
+            (stub.EncodeText, pb.EncodeTextRequest(text=f"{fault}-text")),
+        ):
+            with pytest.raises(grpc.RpcError) as failed:
+                call(request, timeout=TIMEOUT)
+            assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert message in failed.value.details()
+            assert fake.key not in failed.value.details()
+        stream = list(
+            stub.EncodeStream(iter([pb.EncodeRequest(image=photos["coffee"], request_id="x")]), timeout=TIMEOUT)
+        )
+        assert stream[0].error.code == grpc.StatusCode.UNAVAILABLE.value[0]
+    assert fake.key not in caplog.text and clarifai.key not in caplog.text
+    assert healthy(both_remote)
+    fake.always = "ok"
+    response = stub.Encode(pb.EncodeRequest(image=photos["coffee"]), timeout=TIMEOUT)
+    assert list(response.sdr.active) == predicted(both_remote, fresh, set())
