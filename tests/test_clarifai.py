@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from image2sdr.server.concepts.base import ConceptSource
 from image2sdr.server.concepts.clarifai import ClarifaiConceptSource, clarifai_channel_for
 from image2sdr.server.config import ClarifaiConceptsConfig, ConceptsConfig, Config, ImageConfig, ServiceConfig
@@ -24,7 +25,6 @@ from image2sdr.server.service import Server, create_server
 from image2sdr.server.upstream import RateLimiter, Secret, read_key
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
-
 from tests.fake_upstreams import FakeClarifai, FakeProxy, digest, start_clarifai
 
 TIMEOUT = 60

@@ -13,6 +13,7 @@ import grpc
 import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from image2sdr.server.config import (
     CacheConfig,
     ClarifaiConceptsConfig,
@@ -32,7 +33,6 @@ from image2sdr.server.terms.cortical import CorticalTermSource
 from image2sdr.server.upstream import Secret
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
-
 from tests.fake_upstreams import (
     RETINA_SIZE,
     FakeClarifai,
