@@ -17,7 +17,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 
-from image2sdr.server.config import ServiceConfig
+from image2sdr.server.config import LocalConceptsConfig, ServiceConfig
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 from tests.test_imaging import png_with_header
@@ -288,9 +288,10 @@ def test_back_pressure_bounds_read_ahead(stub: pb_grpc.Image2SdrStub, photos: di
     for answered, _ in enumerate(stub.EncodeStream(requests(), timeout=TIMEOUT * 4), start=1):
         ahead.append(pulled - answered)
     service = ServiceConfig()
+    batch = min(LocalConceptsConfig().batch_size, service.stream_in_flight)  # stream_batch 0: the provider's
     # Queued (in_flight) + one batch being encoded + one batch of answers on the
     # way back + a 64 KiB transport window (one or two 39 KB photos).
-    bound = service.stream_in_flight + 2 * service.stream_batch + 4
+    bound = service.stream_in_flight + 2 * batch + 4
     assert max(ahead) <= bound, f"read {max(ahead)} requests ahead of the answers; bound {bound}"
 
 

@@ -233,7 +233,9 @@ class ServiceConfig(_Section):
     workers: int = Field(16, ge=1, le=1024)  # threads serving RPCs (and so concurrent calls)
     max_message_bytes: int = Field(32 * 1024 * 1024, ge=1024)  # larger requests get RESOURCE_EXHAUSTED
     stream_in_flight: int = Field(32, ge=1, le=4096)  # EncodeStream requests read ahead per stream
-    stream_batch: int = Field(16, ge=1, le=256)  # EncodeStream images encoded together
+    # EncodeStream images encoded together (one concept-provider call); 0 = the provider's own
+    # batch (concepts.local.batch_size, or concepts.clarifai.max_batch), at most stream_in_flight.
+    stream_batch: int = Field(0, ge=0, le=1024)
     # HTTP/2 BDP probing grows each stream's receive window to megabytes, which
     # lets a fast sender park ~100 images in transport buffers beyond
     # stream_in_flight.  Off (the default) keeps the window at 64 KiB so the

@@ -75,6 +75,9 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
         self.encoder = encoder
         self.index = index
         self.vocabulary = vocabulary
+        service = config.service
+        # One concept-provider call per batch: the provider's own size unless configured.
+        self.stream_batch = min(service.stream_batch or encoder.concept_source.max_batch, service.stream_in_flight)
 
     @_unary
     def Encode(self, request: pb.EncodeRequest, context: grpc.ServicerContext) -> pb.EncodeResponse:
@@ -91,7 +94,7 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
             requests,
             self._encode_batch,
             in_flight=service.stream_in_flight,
-            batch=service.stream_batch,
+            batch=self.stream_batch,
             is_active=context.is_active,
         )
         try:
