@@ -167,6 +167,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(args_list)  # exits 2 on bad usage
     try:
         return int(args.run(args))
+    except BrokenPipeError:
+        # The reader went away (`image2sdr encode ... | head`): stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except UsageError as exc:
         print(f"image2sdr {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
