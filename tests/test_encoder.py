@@ -121,9 +121,20 @@ def test_multi_word_and_negative_concepts(encoder: Encoder) -> None:
     assert [c.used for c in encoding.concepts] == [True, True, True]
     people = encoder.term_sdr("people")
     assert people is not None
-    with_people = encoder.encode_concepts([*concepts[:2], Concept("people", 0.7)])
-    # The negative concept pushes the merge away from "people"'s bits.
-    assert encoding.sdr.overlap(people) < with_people.sdr.overlap(people)
+    without = encoder.encode_concepts(concepts[:2])
+    # The negative concept subtracts: fewer of "people"'s bits than with no mention at all.
+    assert encoding.sdr.overlap(people) < without.sdr.overlap(people)
+
+
+def test_a_negative_concept_subtracts_from_its_positive_term(encoder: Encoder) -> None:
+    people = encoder.term_sdr("people")
+    assert people is not None
+    base = [Concept("car", 0.5)]
+    positive = encoder.encode_concepts([*base, Concept("people", 0.9)])
+    # people nets 0.9 - 0.6 = 0.3 < car's 0.5: car's bits now win where people's won before.
+    both = encoder.encode_concepts([*base, Concept("people", 0.9), Concept("no people", 0.6)])
+    assert [c.used for c in both.concepts] == [True, True, True]  # neither is dropped
+    assert both.sdr.overlap(people) < positive.sdr.overlap(people)
 
 
 def test_duplicate_terms_and_bad_concepts_are_skipped_with_reasons(encoder: Encoder) -> None:

@@ -96,6 +96,10 @@ def test_index_find_get_remove(stub: pb_grpc.Image2SdrStub, photos: dict[str, by
     assert [m.id for m in by_sdr.matches] == ["photo/chelsea"]
     item = stub.GetItem(pb.GetItemRequest(id="photo/coffee"), timeout=TIMEOUT)
     assert item.id == "photo/coffee" and len(item.sdr.active) == 328
+    # Read back from the store, every SDR still carries the geometry htm.core needs.
+    assert list(item.sdr.dimensions) == list(by_id.query.dimensions) == [128, 128]
+    again = stub.FindSimilar(pb.FindSimilarRequest(sdr=item.sdr, k=1), timeout=TIMEOUT)
+    assert again.matches[0].id == "photo/coffee"
     stub.RemoveItem(pb.RemoveItemRequest(id="photo/coffee"), timeout=TIMEOUT)
     expect(grpc.StatusCode.NOT_FOUND, stub.GetItem, pb.GetItemRequest(id="photo/coffee"))
 
@@ -103,6 +107,8 @@ def test_index_find_get_remove(stub: pb_grpc.Image2SdrStub, photos: dict[str, by
 def test_encode_text_and_similar_terms(stub: pb_grpc.Image2SdrStub, photos: dict[str, bytes]) -> None:
     text = stub.EncodeText(pb.EncodeTextRequest(text="  Coffee Mug "), timeout=TIMEOUT)
     assert text.term == "coffee mug" and len(text.sdr.active) == 328
+    cached = stub.EncodeText(pb.EncodeTextRequest(text="coffee mug"), timeout=TIMEOUT)  # from the term cache
+    assert list(cached.sdr.dimensions) == [128, 128] and cached.sdr.active == text.sdr.active
     cat = stub.Encode(pb.EncodeRequest(image=photos["chelsea"]), timeout=TIMEOUT)
     words = stub.SimilarTerms(pb.SimilarTermsRequest(sdr=cat.sdr, k=10), timeout=TIMEOUT)
     assert len(words.terms) == 10

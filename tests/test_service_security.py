@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from image2sdr.server.config import Config, ServiceConfig, TlsConfig
+from image2sdr.server.errors import ConfigError
 from image2sdr.server.service import Server, create_server
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
@@ -162,3 +164,51 @@ def test_sigterm_shuts_down_gracefully(tmp_path: Path, models_dir: Path) -> None
         finally:
             if process.poll() is None:
                 process.kill()
+
+
+def test_streams_beyond_the_limit_are_refused_and_health_stays_up(
+    tmp_path: Path, models_dir: Path, photos: dict[str, bytes]
+) -> None:
+    server = _start(tmp_path, models_dir, workers=2, max_streams=1)
+    release = threading.Event()
+
+    def held_open() -> Iterator[pb.EncodeRequest]:
+        yield pb.EncodeRequest(image=photos["chelsea"], request_id="first")
+        release.wait(30)  # a caller that keeps its stream open and idle
+
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = pb_grpc.Image2SdrStub(channel)
+            first = stub.EncodeStream(held_open(), timeout=60)
+            assert next(first).request_id == "first"
+            with pytest.raises(grpc.RpcError) as info:
+                list(stub.EncodeStream(iter([pb.EncodeRequest(image=photos["coffee"])]), timeout=30))
+            assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "max_streams" in (info.value.details() or "")
+            health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
+            assert stub.Info(pb.InfoRequest(), timeout=10).active_bits == 328  # unary calls still served
+            release.set()
+            assert list(first) == []
+            again = list(stub.EncodeStream(iter([pb.EncodeRequest(image=photos["coffee"])]), timeout=30))
+            assert len(again) == 1 and not again[0].HasField("error")  # the slot was given back
+    finally:
+        release.set()
+        server.stop()
+
+
+def test_a_busy_port_is_a_clear_error_and_nothing_stays_locked(tmp_path: Path, models_dir: Path) -> None:
+    first = _start(tmp_path / "a", models_dir)
+    try:
+        busy = Config(
+            data_dir=tmp_path / "b" / "data",
+            models_dir=models_dir,
+            service=ServiceConfig(host="127.0.0.1", port=first.port),
+        )
+        with pytest.raises(ConfigError, match="cannot listen"):
+            create_server(busy)
+        # The index directory it opened was released: the same config on a free port starts.
+        second = create_server(busy.model_copy(update={"service": ServiceConfig(port=0)}))
+        second.stop()
+    finally:
+        first.stop()

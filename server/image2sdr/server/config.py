@@ -230,7 +230,10 @@ class TlsConfig(_Section):
 class ServiceConfig(_Section):
     host: str = "127.0.0.1"  # listen address; 0.0.0.0 to serve other machines
     port: int = Field(50051, ge=0, le=65535)  # 0 picks a free port
-    workers: int = Field(16, ge=1, le=1024)  # threads serving RPCs (and so concurrent calls)
+    workers: int = Field(16, ge=2, le=1024)  # threads serving RPCs (and so concurrent calls)
+    # An open EncodeStream holds a worker thread for its whole life; more streams than this
+    # get RESOURCE_EXHAUSTED, so the other workers stay free for unary calls and health checks.
+    max_streams: int = Field(8, ge=1, le=1023)
     max_message_bytes: int = Field(32 * 1024 * 1024, ge=1024)  # larger requests get RESOURCE_EXHAUSTED
     stream_in_flight: int = Field(32, ge=1, le=4096)  # EncodeStream requests read ahead per stream
     # EncodeStream images encoded together (one concept-provider call); 0 = the provider's own
@@ -247,6 +250,12 @@ class ServiceConfig(_Section):
     token_env: str = "IMAGE2SDR_TOKEN"
     vocabulary_file: Path | None = None  # one term per line for SimilarTerms; unset: WordNet names of the concepts
     tls: TlsConfig = TlsConfig()
+
+    @model_validator(mode="after")
+    def _streams_leave_workers(self) -> ServiceConfig:
+        if self.max_streams >= self.workers:
+            raise ValueError(f"max_streams {self.max_streams} must be below workers {self.workers}")
+        return self
 
 
 class Config(_Section):

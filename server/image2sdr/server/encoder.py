@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from .concepts.base import Concept, ConceptSource
 from .concepts.local import LocalConceptSource
 from .config import Config
-from .errors import Image2SdrError, InvalidInputError, InvalidTermError, UpstreamError
+from .errors import ConfigError, Image2SdrError, InvalidInputError, InvalidTermError, UpstreamError
 from .imaging import DecodedImage, decode_image
 from .merge import Merger, MergeResult, WeightedSdr
 from .sdr import Sdr
@@ -97,7 +97,7 @@ class _Plan:
 class Encoder:
     def __init__(self, config: Config, concepts: ConceptSource, terms: TermSource) -> None:
         if terms.size != config.sdr.size:
-            raise InvalidInputError(f"term provider gives {terms.size}-bit SDRs, config.sdr.size is {config.sdr.size}")
+            raise ConfigError(f"term provider gives {terms.size}-bit SDRs, config.sdr.size is {config.sdr.size}")
         self.config = config
         self.concept_source = concepts
         self.term_source = terms
@@ -226,15 +226,16 @@ class Encoder:
 
     def _plan(self, concepts: Sequence[Concept], settings: _Settings) -> _Plan:
         plan = _Plan(uses=[], terms=[])
-        seen: dict[str, str] = {}
+        # Keyed by sign too: "person" adds its bits and "no person" then subtracts from them.
+        seen: dict[tuple[str, float], str] = {}
         for concept in concepts:
             reason, term, sign = _term_of(concept, settings.min_confidence)
-            if not reason and term in seen:
-                reason = f"same term as {seen[term]!r}"
+            if not reason and (term, sign) in seen:
+                reason = f"same term as {seen[term, sign]!r}"
             if reason:
                 plan.uses.append(ConceptUse(concept.name, concept.confidence, used=False, reason=reason))
                 continue
-            seen[term] = concept.name
+            seen[term, sign] = concept.name
             plan.terms.append((len(plan.uses), term, sign * concept.confidence))
             plan.uses.append(ConceptUse(concept.name, concept.confidence, used=True))
         return plan

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,7 +29,7 @@ from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 from .auth import BearerTokenInterceptor
 from .config import Config
 from .encoder import ConceptUse, EncodeOptions, Encoder, Encoding
-from .errors import ConfigError, Image2SdrError, InvalidInputError
+from .errors import ConfigError, Image2SdrError, InvalidInputError, LimitExceededError
 from .grpc_status import status_for
 from .index import Item, Match, SdrIndex
 from .sdr import Sdr
@@ -44,7 +45,6 @@ logger = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["Image2Sdr"].full_name
 SERVER_VERSION = "0.1.0"
 DEFAULT_K = 10
-MAX_K = 1000
 
 _Handler = TypeVar("_Handler", bound=Callable[..., Any])
 
@@ -76,6 +76,7 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
         self.index = index
         self.vocabulary = vocabulary
         service = config.service
+        self._streams = threading.BoundedSemaphore(service.max_streams)
         # One concept-provider call per batch: the provider's own size unless configured.
         self.stream_batch = min(service.stream_batch or encoder.concept_source.max_batch, service.stream_in_flight)
 
@@ -90,6 +91,13 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
         self, requests: Iterator[pb.EncodeRequest], context: grpc.ServicerContext
     ) -> Iterator[pb.EncodeResponse]:
         service = self.config.service
+        if not self._streams.acquire(blocking=False):
+            busy = LimitExceededError(
+                f"{service.max_streams} streams are open, the limit (service.max_streams); retry later",
+                limit=service.max_streams,
+                actual=service.max_streams + 1,
+            )
+            context.abort_with_status(rpc_status.to_status(status_for(busy)))
         batcher: OrderedBatcher[pb.EncodeRequest, pb.EncodeResponse] = OrderedBatcher(
             requests,
             self._encode_batch,
@@ -103,6 +111,8 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
             return  # the caller cancelled; nothing is left to answer
         except Exception as exc:
             context.abort_with_status(rpc_status.to_status(status_for(exc)))
+        finally:
+            self._streams.release()
 
     @_unary
     def EncodeText(self, request: pb.EncodeTextRequest, context: grpc.ServicerContext) -> pb.EncodeTextResponse:
@@ -112,11 +122,11 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
             raise InvalidInputError(
                 f"the {self.encoder.term_source.name} term provider does not know {term!r}", field="text"
             )
-        return pb.EncodeTextResponse(term=term, sdr=_sdr_message(sdr))
+        return pb.EncodeTextResponse(term=term, sdr=_sdr_message(sdr, self.config.sdr.dimensions))
 
     @_unary
     def FindSimilar(self, request: pb.FindSimilarRequest, context: grpc.ServicerContext) -> pb.FindSimilarResponse:
-        k = _k(request.k)
+        k = _k(request.k, self.config.index.max_k)
         query = request.WhichOneof("query")
         if query == "id":
             matches = self.index.search_by_id(request.id, k, request.min_overlap)
@@ -130,7 +140,9 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
             else:
                 raise InvalidInputError("set one of image, sdr or id", field="query")
             matches = self.index.search(searched, k, request.min_overlap)
-        return pb.FindSimilarResponse(matches=[_match_message(m) for m in matches], query=_sdr_message(searched))
+        return pb.FindSimilarResponse(
+            matches=[_match_message(m) for m in matches], query=_sdr_message(searched, self.config.sdr.dimensions)
+        )
 
     @_unary
     def SimilarTerms(self, request: pb.SimilarTermsRequest, context: grpc.ServicerContext) -> pb.SimilarTermsResponse:
@@ -139,14 +151,14 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
         query = self._sdr_from_message(request.sdr, "sdr")
         remote = None if self.config.service.vocabulary_file else _similar_terms_source(self.encoder.term_source)
         if remote is not None:  # Cortical.io: its whole retina, unless a word list is configured
-            nearest = remote.similar_terms(query, _k(request.k))
+            nearest = remote.similar_terms(query, _k(request.k, self.config.index.max_k))
         else:
-            nearest = self.vocabulary.nearest(query, _k(request.k))
+            nearest = self.vocabulary.nearest(query, _k(request.k, self.config.index.max_k))
         return pb.SimilarTermsResponse(terms=[pb.TermMatch(term=t, overlap=o) for t, o in nearest])
 
     @_unary
     def GetItem(self, request: pb.GetItemRequest, context: grpc.ServicerContext) -> pb.Item:
-        return _item_message(self.index.get(request.id))
+        return _item_message(self.index.get(request.id), self.config.sdr.dimensions)
 
     @_unary
     def RemoveItem(self, request: pb.RemoveItemRequest, context: grpc.ServicerContext) -> pb.RemoveItemResponse:
@@ -171,7 +183,7 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
                 max_image_bytes=config.image.max_bytes,
                 max_pixels=config.image.max_pixels,
                 min_image_side=config.image.min_side,
-                max_k=MAX_K,
+                max_k=self.config.index.max_k,
                 stream_in_flight=config.service.stream_in_flight,
             ),
             vocabulary_size=len(self.vocabulary),
@@ -223,7 +235,7 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
         timings = encoding.timings
         return pb.EncodeResponse(
             request_id=request.request_id,
-            sdr=_sdr_message(encoding.sdr),
+            sdr=_sdr_message(encoding.sdr, self.config.sdr.dimensions),
             concepts=[_concept_message(c) for c in encoding.concepts],
             short=encoding.short,
             timings=pb.StageTimings(
@@ -263,16 +275,18 @@ def _options(message: pb.EncodeOptions) -> EncodeOptions:
     )
 
 
-def _k(k: int) -> int:
+def _k(k: int, max_k: int) -> int:
     if k == 0:
-        return DEFAULT_K
-    if k > MAX_K:
-        raise InvalidInputError(f"k must be in [1, {MAX_K}], got {k}", field="k")
+        return min(DEFAULT_K, max_k)
+    if k > max_k:
+        raise InvalidInputError(f"k must be in [1, {max_k}], got {k}", field="k")
     return k
 
 
-def _sdr_message(sdr: Sdr) -> pb.Sdr:
-    return pb.Sdr(size=sdr.size, dimensions=list(sdr.dimensions), active=sdr.positions.tolist())
+def _sdr_message(sdr: Sdr, dimensions: Sequence[int]) -> pb.Sdr:
+    # Every SDR of this service has the configured geometry; the stores (term cache,
+    # index) keep only positions, so the dimensions are stamped here, not trusted.
+    return pb.Sdr(size=sdr.size, dimensions=list(dimensions), active=sdr.positions.tolist())
 
 
 def _concept_message(use: ConceptUse) -> pb.Concept:
@@ -292,9 +306,12 @@ def _match_message(match: Match) -> pb.Match:
     )
 
 
-def _item_message(item: Item) -> pb.Item:
+def _item_message(item: Item, dimensions: Sequence[int]) -> pb.Item:
     return pb.Item(
-        id=item.id, sdr=_sdr_message(item.sdr), concepts=_stored_concepts(item.concepts), metadata=dict(item.metadata)
+        id=item.id,
+        sdr=_sdr_message(item.sdr, dimensions),
+        concepts=_stored_concepts(item.concepts),
+        metadata=dict(item.metadata),
     )
 
 
@@ -333,9 +350,27 @@ class Server:
 
 
 def create_server(config: Config, *, encoder: Encoder | None = None, index: SdrIndex | None = None) -> Server:
-    """Build, bind and start the service; ``config.service.port = 0`` picks a free port."""
-    encoder = encoder or Encoder.from_config(config)
-    index = index or SdrIndex(config.data_dir / "index", config.index, config.sdr.size)
+    """Build, bind and start the service; ``config.service.port = 0`` picks a free port.
+
+    If anything fails on the way, what this call opened is closed again (the index
+    holds a lock on its directory), so a caller may fix the config and retry.
+    """
+    opened: list[Encoder | SdrIndex] = []
+    try:
+        if encoder is None:
+            encoder = Encoder.from_config(config)
+            opened.append(encoder)
+        if index is None:
+            index = SdrIndex(config.data_dir / "index", config.index, config.sdr.size)
+            opened.append(index)
+        return _start(config, encoder, index)
+    except BaseException:
+        for resource in reversed(opened):
+            resource.close()
+        raise
+
+
+def _start(config: Config, encoder: Encoder, index: SdrIndex) -> Server:
     vocabulary = Vocabulary(_vocabulary_terms(config, encoder.term_source), encoder.term_source)
     service = config.service
     options = [
@@ -386,15 +421,18 @@ def _bind(server: grpc.Server, config: Config) -> int:
     service = config.service
     address = f"{service.host}:{service.port}"
     tls = service.tls
-    if tls.cert_file is None or tls.key_file is None:
-        port = int(server.add_insecure_port(address))
-    else:
-        credentials = grpc.ssl_server_credentials(
-            [(_read(tls.key_file), _read(tls.cert_file))],
-            root_certificates=_read(tls.client_ca_file) if tls.client_ca_file else None,
-            require_client_auth=tls.client_ca_file is not None,
-        )
-        port = int(server.add_secure_port(address, credentials))
+    try:
+        if tls.cert_file is None or tls.key_file is None:
+            port = int(server.add_insecure_port(address))
+        else:
+            credentials = grpc.ssl_server_credentials(
+                [(_read(tls.key_file), _read(tls.cert_file))],
+                root_certificates=_read(tls.client_ca_file) if tls.client_ca_file else None,
+                require_client_auth=tls.client_ca_file is not None,
+            )
+            port = int(server.add_secure_port(address, credentials))
+    except RuntimeError as exc:  # grpc >= 1.6x raises "Failed to bind" instead of returning 0
+        raise ConfigError(f"cannot listen on {address}: is another process using the port?") from exc
     if port == 0:
         raise ConfigError(f"cannot listen on {address}")
     return port
