@@ -12,7 +12,7 @@ setup: $(VENV)/.installed
 $(VENV)/.installed: server/pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e client -e 'server[dev]'
+	$(PY) -m pip install -q -e 'client[cli]' -e 'server[dev]'
 	touch $@
 
 ## models: export the embedded models to ONNX once, in a separate venv with torch

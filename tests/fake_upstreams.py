@@ -113,10 +113,15 @@ class FakeClarifai(service_pb2_grpc.V2Servicer):  # type: ignore[misc]
                     data=resources_pb2.Data(concepts=concepts),
                 )
             )
-        failed = any(output.status.code != status_code_pb2.SUCCESS for output in outputs)
-        code = status_code_pb2.MIXED_STATUS if failed else status_code_pb2.SUCCESS
+        failed = [output.status.code != status_code_pb2.SUCCESS for output in outputs]
+        if all(failed):  # as Clarifai does: every input failed -> FAILURE, still one output each
+            code, description = status_code_pb2.FAILURE, "Failure"
+        elif any(failed):
+            code, description = status_code_pb2.MIXED_STATUS, "Mixed Success"
+        else:
+            code, description = status_code_pb2.SUCCESS, "Ok"
         return service_pb2.MultiOutputResponse(
-            status=status_pb2.Status(code=code, description="Mixed Success" if failed else "Ok"), outputs=outputs
+            status=status_pb2.Status(code=code, description=description), outputs=outputs
         )
 
 

@@ -147,6 +147,15 @@ def test_mixed_status_fails_only_its_own_item(
     assert len(fake.calls) == 1  # an in-band failure is not retried
 
 
+def test_every_input_failing_is_answered_per_image_not_as_an_outage(
+    source: ClarifaiConceptSource, fake: FakeClarifai, images: dict[str, DecodedImage], photos: dict[str, bytes]
+) -> None:
+    fake.failing.add(digest(photos["coffee"]))
+    (coffee,) = source.concepts([images["coffee"]], 10, 0.0)  # top-level FAILURE, one failed output
+    assert isinstance(coffee, ImageDecodeError)  # INVALID_ARGUMENT for the caller, not UNAVAILABLE
+    assert len(fake.calls) == 1
+
+
 def test_multi_word_and_negative_concepts_pass_through(
     source: ClarifaiConceptSource, fake: FakeClarifai, images: dict[str, DecodedImage], photos: dict[str, bytes]
 ) -> None:

@@ -16,9 +16,9 @@ import pytest
 from image2sdr.server.config import LocalTermsConfig, SdrConfig
 from image2sdr.server.errors import InvalidTermError, ModelsMissingError
 from image2sdr.server.sdr import Sdr
-from image2sdr.server.terms.base import TermSource
+from image2sdr.server.terms.base import TermSource, normalize_term
 from image2sdr.server.terms.embedding import TextEmbedder
-from image2sdr.server.terms.local import LocalTermSource, normalize_term
+from image2sdr.server.terms.local import LocalTermSource
 from image2sdr.server.terms.projection import SdrProjection, k_winners
 
 ROOT = Path(__file__).resolve().parent.parent

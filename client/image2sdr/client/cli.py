@@ -161,16 +161,21 @@ def _positive_float(text: str) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # The reader went away (`image2sdr encode ... | head`): stop quietly, as Unix tools do.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["serve"]:
         return _serve(args_list[1:])
     args = build_parser().parse_args(args_list)  # exits 2 on bad usage
     try:
         return int(args.run(args))
-    except BrokenPipeError:
-        # The reader went away (`image2sdr encode ... | head`): stop quietly, as Unix tools do.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 0
     except UsageError as exc:
         print(f"image2sdr {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

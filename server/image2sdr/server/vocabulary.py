@@ -46,8 +46,9 @@ class Vocabulary:
         self._wanted = list(terms)
         self._source = source
         self._lock = threading.Lock()
-        self._terms: list[str] = []
-        self._codes: npt.NDArray[np.uint8] | None = None
+        # Built together on first use, or not at all: a failed build (an upstream
+        # down) leaves nothing half-made behind, and the next call tries again.
+        self._built_once: tuple[list[str], npt.NDArray[np.uint8]] | None = None
 
     def __len__(self) -> int:
         return len(self._wanted)
@@ -56,27 +57,28 @@ class Vocabulary:
         """The k terms sharing most bits with ``query``: overlap desc, then term asc."""
         if query.size != self._source.size:
             raise InvalidInputError(f"SDR has size {query.size}, the terms have {self._source.size}", field="sdr.size")
-        codes = self._built()
+        terms, codes = self._built()
         overlaps = np.bitwise_count(codes & query.to_bits()).sum(axis=1, dtype=np.int64)
         # Sort key: overlap descending, then term ascending (terms are stored sorted).
         order = np.lexsort((np.arange(overlaps.size), -overlaps))[:k]
-        return [(self._terms[i], int(overlaps[i])) for i in order]
+        return [(terms[i], int(overlaps[i])) for i in order]
 
-    def _built(self) -> npt.NDArray[np.uint8]:
+    def _built(self) -> tuple[list[str], npt.NDArray[np.uint8]]:
         with self._lock:
-            if self._codes is None:
-                self._codes = self._build()
-            return self._codes
+            if self._built_once is None:
+                self._built_once = self._build()
+            return self._built_once
 
-    def _build(self) -> npt.NDArray[np.uint8]:
+    def _build(self) -> tuple[list[str], npt.NDArray[np.uint8]]:
+        terms: list[str] = []
         rows: list[npt.NDArray[np.uint8]] = []
         for start in range(0, len(self._wanted), _BATCH):
             chunk = self._wanted[start : start + _BATCH]
             for term, sdr in zip(chunk, self._source.term_sdrs(chunk), strict=True):
                 if sdr is not None and sdr.active:
-                    self._terms.append(term)
+                    terms.append(term)
                     rows.append(sdr.to_bits())
-        logger.info("vocabulary ready: %d terms", len(self._terms))
+        logger.info("vocabulary ready: %d terms", len(terms))
         if not rows:
-            return np.zeros((0, self._source.size // 8), np.uint8)
-        return np.stack(rows)
+            return terms, np.zeros((0, self._source.size // 8), np.uint8)
+        return terms, np.stack(rows)

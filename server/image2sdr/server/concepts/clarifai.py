@@ -190,6 +190,8 @@ class ClarifaiConceptSource:
         status = response.status
         if status.code in (_S.SUCCESS, _S.MIXED_STATUS):
             return response
+        if status.code == _S.FAILURE and _failed_per_input(response, len(request.inputs)):
+            return response  # every input failed on its own (none decodable): answered per image
         said = self._said(status)
         if status.code in _RETRY_STATUSES:
             raise Retryable(said)
@@ -246,6 +248,11 @@ def _concept(concept: resources_pb2.Concept) -> Concept:
 def _input(slot: int, image: DecodedImage) -> resources_pb2.Input:
     data = resources_pb2.Data(image=resources_pb2.Image(base64=image.data))  # raw bytes: gRPC needs no base64
     return resources_pb2.Input(id=f"i{slot}", data=data)
+
+
+def _failed_per_input(response: service_pb2.MultiOutputResponse, inputs: int) -> bool:
+    outputs = response.outputs
+    return len(outputs) == inputs > 0 and all(output.status.code not in _OK_OUTPUT for output in outputs)
 
 
 def _key_refused(said: str) -> UpstreamError:

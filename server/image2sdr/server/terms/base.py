@@ -19,13 +19,18 @@ __all__ = ["MAX_TERM_CHARS", "SimilarTermsSource", "TermSource", "normalize_term
 MAX_TERM_CHARS = 200  # longer than any concept name or phrase a caller means as a term
 
 
-def normalize_term(term: str) -> str:
-    """The form a term is looked up and cached under: trimmed, single-spaced, lower case."""
+def normalize_term(term: str, field: str = "term") -> str:
+    """The form a term is looked up and cached under: "  Coffee\tMug " -> "coffee mug".
+
+    ``field`` names the request field in the error (BadRequest field violation).
+    """
+    if not isinstance(term, str):
+        raise InvalidTermError(f"a term must be a string, got {type(term).__name__}", field=field)
     normal = " ".join(term.split()).lower()
     if not normal:
-        raise InvalidTermError("term is empty", field="term")
+        raise InvalidTermError("term is empty", field=field)
     if len(normal) > MAX_TERM_CHARS:
-        raise InvalidTermError(f"term is {len(normal)} characters, the limit is {MAX_TERM_CHARS}", field="term")
+        raise InvalidTermError(f"term is {len(normal)} characters, the limit is {MAX_TERM_CHARS}", field=field)
     return normal
 
 

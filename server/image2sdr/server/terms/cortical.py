@@ -146,12 +146,16 @@ class CorticalTermSource:
     def _one(self, term: str) -> Sdr | None:
         if " " in term:
             return self._phrase(term)
-        answer = self._call(
-            "GET",
-            "terms",
-            f"term {term!r}",
-            {**self._retina, "term": term, "start_index": 0, "max_results": 1, "get_fingerprint": "true"},
-        )
+        try:
+            answer = self._call(
+                "GET",
+                "terms",
+                f"term {term!r}",
+                {**self._retina, "term": term, "start_index": 0, "max_results": 1, "get_fingerprint": "true"},
+            )
+        except _Refused as exc:  # HTTP 400 for this word alone: unknown here, not an outage
+            logger.info("%s has no fingerprint for %r: %s", PROVIDER, term, exc)
+            return None
         entries = _list_of_dicts(answer, f"term {term!r}")
         if not entries:
             return None  # the retina does not know the word

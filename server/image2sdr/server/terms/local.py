@@ -20,33 +20,18 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..config import LocalTermsConfig, SdrConfig
-from ..errors import InvalidTermError
 from ..sdr import Sdr
 from . import projection
+from .base import normalize_term
 from .embedding import MODEL_NAME, TextEmbedder
 
-__all__ = ["MAX_TERM_CHARS", "TEMPLATE", "LocalTermSource", "normalize_term"]
+__all__ = ["TEMPLATE", "LocalTermSource"]
 
 logger = logging.getLogger(__name__)
 
-MAX_TERM_CHARS = 200  # after normalisation; concept names are a few words
 # How a term is shown to the model; bump TEMPLATE_VERSION whenever it changes.
 TEMPLATE = 'the term "{}"'
 TEMPLATE_VERSION = 1
-
-
-def normalize_term(term: str) -> str:
-    """The canonical form a term is embedded and cached under: "  Coffee\tMug " -> "coffee mug"."""
-    if not isinstance(term, str):
-        raise InvalidTermError(f"a term must be a string, got {type(term).__name__}", field="terms")
-    text = " ".join(term.split()).lower()
-    if not text:
-        raise InvalidTermError("a term must not be empty", field="terms")
-    if len(text) > MAX_TERM_CHARS:
-        raise InvalidTermError(
-            f"a term may have at most {MAX_TERM_CHARS} characters, this one has {len(text)}", field="terms"
-        )
-    return text
 
 
 class LocalTermSource:
@@ -97,7 +82,7 @@ class LocalTermSource:
 
     def term_sdrs(self, terms: Sequence[str]) -> list[Sdr | None]:
         """One SDR per term, in order; raises InvalidTermError before any work if one is bad."""
-        normalized = [normalize_term(term) for term in terms]
+        normalized = [normalize_term(term, field="terms") for term in terms]
         # Concept lists repeat terms ("cat" from two classes); embed each once.
         unique = list(dict.fromkeys(normalized))
         if not unique:
