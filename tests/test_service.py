@@ -121,6 +121,7 @@ def test_info(stub: pb_grpc.Image2SdrStub) -> None:
     assert info.geometry.size == 16384 and list(info.geometry.dimensions) == [128, 128]
     assert info.active_bits == 328
     assert info.concepts.name == "local" and info.terms.name == "local" and info.terms.version
+    assert info.concepts.version.startswith("onnx=")  # the exported classifier's sha256 prefix
     assert info.index_kind == "exact"
     assert info.limits.max_k == 1000 and info.limits.max_pixels > 0
     assert info.vocabulary_size > 1000

@@ -174,7 +174,7 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
             geometry=pb.Sdr(size=config.sdr.size, dimensions=list(config.sdr.dimensions)),
             sparsity=config.sdr.sparsity,
             active_bits=config.sdr.active_bits,
-            concepts=pb.Provider(name=concepts.name, model=concepts.model),
+            concepts=pb.Provider(name=concepts.name, model=concepts.model, version=concepts.version),
             terms=pb.Provider(name=terms.name, model=terms.model, version=terms.version),
             index_kind=config.index.kind,
             index_size=self.index.count(),

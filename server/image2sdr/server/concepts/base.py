@@ -40,6 +40,10 @@ class ConceptSource(Protocol):
         """Model id and version, reported by Info."""
 
     @property
+    def version(self) -> str:
+        """Changes whenever the same image could get other concepts (reported by Info)."""
+
+    @property
     def input_side(self) -> int | None:
         """Short side the provider needs; JPEGs may be decoded down to it (None: full size)."""
 

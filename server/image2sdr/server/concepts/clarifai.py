@@ -131,8 +131,8 @@ class ClarifaiConceptSource:
         self._key = key
         self._limiter = RateLimiter(config.rate_per_s)
         self._policy = RetryPolicy(PROVIDER, config.timeout_s, config.retry_total_s, config.backoff_s)
-        version = config.model_version or "latest"
-        self.model = f"{config.user_id}/{config.app_id}/{config.model_id}@{version}"
+        self.version = config.model_version or "latest"
+        self.model = f"{config.user_id}/{config.app_id}/{config.model_id}@{self.version}"
 
     @classmethod
     def from_config(cls, config: ClarifaiConceptsConfig) -> ClarifaiConceptSource:

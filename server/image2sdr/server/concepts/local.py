@@ -27,6 +27,7 @@ from PIL import Image
 from ..config import LocalConceptsConfig
 from ..errors import ModelsMissingError
 from ..imaging import DecodedImage
+from ..manifest import file_fingerprint
 from .base import Concept, ConceptResult
 
 __all__ = ["CLASSIFIER_FILE", "HIERARCHY_FILE", "LocalConceptSource", "WordNetRollup"]
@@ -102,6 +103,9 @@ class LocalConceptSource:
         self._rollup = WordNetRollup.load(hierarchy_path, config.excluded)
         self._batch = config.batch_size
         self.model = "efficientnet-lite0 (ImageNet-1k) + WordNet 3.0 roll-up"
+        # Changes whenever the exported classifier or the hierarchy does (reported by Info).
+        classifier, hierarchy = (file_fingerprint(models_dir, name) for name in (CLASSIFIER_FILE, HIERARCHY_FILE))
+        self.version = f"onnx={classifier},hierarchy={hierarchy}"
 
     @property
     def input_side(self) -> int:

@@ -13,8 +13,6 @@ almost never changes an SDR (measured in ``projection.py``).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +23,7 @@ import onnxruntime as ort
 from tokenizers import Encoding, Tokenizer
 
 from ..errors import ModelsMissingError
+from ..manifest import file_fingerprint
 
 __all__ = ["MODEL_FILE", "MODEL_NAME", "TOKENIZER_FILE", "TextEmbedder"]
 
@@ -33,7 +32,6 @@ logger = logging.getLogger(__name__)
 MODEL_NAME = "all-MiniLM-L6-v2"
 MODEL_FILE = "minilm_l6_v2.onnx"
 TOKENIZER_FILE = "tokenizer.json"
-MANIFEST_FILE = "manifest.json"
 # sentence-transformers' max_seq_length for this model; longer input is cut.
 MAX_TOKENS = 256
 
@@ -73,7 +71,7 @@ class TextEmbedder:
         outputs = self._session.get_outputs()
         self._output = outputs[0].name
         self.dimensions = int(outputs[0].shape[-1])
-        self.fingerprint = _fingerprint(models_dir, model_path)
+        self.fingerprint = file_fingerprint(models_dir, MODEL_FILE)
         logger.info("loaded %s from %s (%s)", MODEL_NAME, model_path, self.fingerprint)
 
     def embed(self, texts: Sequence[str]) -> npt.NDArray[np.float32]:
@@ -100,23 +98,3 @@ class TextEmbedder:
         }
         (output,) = self._session.run([self._output], feeds)
         return np.asarray(output, dtype=np.float32)
-
-
-def _fingerprint(models_dir: Path, model_path: Path) -> str:
-    """Short id of the model file, so a re-export with other weights changes cache keys.
-
-    ``make models`` writes each file's sha256 into ``manifest.json``; reading it is
-    free, while hashing 90 MB at every start would cost about a third of a second.
-    """
-    manifest = models_dir / MANIFEST_FILE
-    try:
-        digest = json.loads(manifest.read_text(encoding="utf-8"))["files"][MODEL_FILE]
-        if isinstance(digest, str) and len(digest) >= 12:
-            return digest[:12]
-    except (OSError, ValueError, KeyError, TypeError):
-        logger.warning("no usable %s in %s; hashing %s instead", MANIFEST_FILE, models_dir, model_path)
-    sha = hashlib.sha256()
-    with model_path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            sha.update(block)
-    return sha.hexdigest()[:12]
