@@ -36,6 +36,7 @@ from .sdr import Sdr
 from .streaming import OrderedBatcher
 from .terms.base import SimilarTermsSource, TermSource, normalize_term
 from .terms.cache import CachedTermSource
+from .upstream import caller_deadline
 from .vocabulary import Vocabulary, default_terms, read_terms
 
 __all__ = ["SERVICE_NAME", "Image2SdrServicer", "Server", "create_server"]
@@ -56,7 +57,8 @@ def _unary(method: _Handler) -> _Handler:
     def wrapper(self: Image2SdrServicer, request: Any, context: grpc.ServicerContext) -> Any:
         _check_deadline(context)
         try:
-            return method(self, request, context)
+            with caller_deadline(context.time_remaining()):
+                return method(self, request, context)
         except Exception as exc:
             context.abort_with_status(rpc_status.to_status(status_for(exc)))
 
@@ -106,7 +108,8 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
             is_active=context.is_active,
         )
         try:
-            yield from batcher
+            with caller_deadline(context.time_remaining()):  # the stream's deadline bounds upstream retries
+                yield from batcher
         except grpc.RpcError:
             return  # the caller cancelled; nothing is left to answer
         except Exception as exc:

@@ -13,6 +13,8 @@
   full jitter, so many callers that failed together do not retry together.
   When the budget runs out the caller gets ``UpstreamError`` (UNAVAILABLE),
   whose message says which provider failed, how often and why.
+- ``caller_deadline`` narrows that budget to what the gRPC caller has left, so
+  no upstream work goes on for an answer nobody is waiting for.
 """
 
 from __future__ import annotations
@@ -23,13 +25,15 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import TypeVar
 
 from .errors import ConfigError, UpstreamError
 
-__all__ = ["RateLimiter", "RetryPolicy", "Retryable", "Secret", "call_with_retries", "read_key"]
+__all__ = ["RateLimiter", "RetryPolicy", "Retryable", "Secret", "call_with_retries", "caller_deadline", "read_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -117,6 +121,25 @@ class RetryPolicy:
     backoff_s: float  # first delay; doubles per retry, full jitter
 
 
+# time.monotonic() by which the current caller (an RPC) wants its answer; None: no deadline.
+_caller_deadline: ContextVar[float | None] = ContextVar("caller_deadline", default=None)
+
+
+@contextmanager
+def caller_deadline(remaining_s: float | None) -> Iterator[None]:
+    """Upstream calls made inside this block give up when ``remaining_s`` have passed."""
+    token = _caller_deadline.set(None if remaining_s is None else time.monotonic() + remaining_s)
+    try:
+        yield
+    finally:
+        _caller_deadline.reset(token)
+
+
+def _budget_s(total_s: float) -> float:
+    wanted_by = _caller_deadline.get()
+    return total_s if wanted_by is None else max(0.0, min(total_s, wanted_by - time.monotonic()))
+
+
 def call_with_retries(
     attempt: Callable[[float], T],
     policy: RetryPolicy,
@@ -127,7 +150,7 @@ def call_with_retries(
 ) -> T:
     """``attempt(timeout_s)`` until it returns or raises something other than ``Retryable``."""
     started = clock()
-    deadline = started + policy.total_s
+    deadline = started + _budget_s(policy.total_s)
     tries = 0
     while True:
         if not limiter.acquire(deadline):
