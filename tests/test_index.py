@@ -164,6 +164,26 @@ def test_ivf_is_trained_and_finds_near_items(tmp_path: Path) -> None:
         assert index._faiss.is_ivf and index.count() == 600
 
 
+def test_ivf_probe_table_survives_reopen_and_single_equals_batched(tmp_path: Path) -> None:
+    """The lists a query scans come from the probe table: saved with the snapshot, same answers after reopen.
+
+    A single query is split across threads, a batch is not: both must give the same answer.
+    """
+    config = IVF.model_copy(update={"ivf_nprobe": 3})
+    items = clustered_items(600, seed=8)
+    queries = [item.sdr for item in items[:40]]
+    with SdrIndex(tmp_path, config) as index:
+        index.add_many(items)
+        table = index._faiss.probe_table
+        assert table is not None and table.shape == (SIZE, 8)
+        single = [pairs(index.search(query, k=10)) for query in queries]
+        assert [pairs(matches) for matches in index.search_many(queries, k=10)] == single
+    with SdrIndex(tmp_path, config) as index:
+        assert index._faiss.probe_table is not None
+        assert np.array_equal(index._faiss.probe_table, table)
+        assert [pairs(index.search(query, k=10)) for query in queries] == single
+
+
 def test_bad_input_is_refused_and_changes_nothing(tmp_path: Path) -> None:
     good = Sdr.from_positions([1, 2, 3], SIZE)
     with SdrIndex(tmp_path, IndexConfig(max_id_length=10, max_metadata_bytes=20, max_concepts=2)) as index:

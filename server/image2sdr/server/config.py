@@ -191,7 +191,7 @@ class IndexConfig(_Section):
     candidate_factor: int = Field(2, ge=1, le=64)  # candidates fetched = max(k * factor, k + margin)
     candidate_margin: int = Field(32, ge=0, le=10_000)  # extra candidates, so overlap ties settle
     ivf_nlist: int = Field(4096, ge=1, le=1 << 20)  # IVF lists (k-means centroids)
-    ivf_nprobe: int = Field(256, ge=1, le=1 << 20)  # lists scanned per query: the search breadth
+    ivf_nprobe: int = Field(128, ge=1, le=1 << 20)  # lists scanned per query: the search breadth
     ivf_train_min: int = Field(100_000, ge=1)  # items before IVF is trained; exact search below
     ivf_train_sample: int = Field(131_072, ge=1)  # items sampled for k-means (~32 per list)
     ivf_train_iterations: int = Field(6, ge=1, le=100)  # k-means rounds

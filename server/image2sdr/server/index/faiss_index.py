@@ -12,6 +12,14 @@ return has ``hamming' >= d_last`` (the largest distance returned), hence
 overlap found (or below ``min_overlap``), nothing outside can enter the
 top k. Otherwise more candidates are fetched, finally by a range search.
 
+For the IVF kind the lists to scan are chosen by a probe table, not by FAISS's
+own quantizer: per list, how often each SDR bit is active among its members
+(from the k-means sample). A list's score for a query is the sum of those
+frequencies over the query's active bits, i.e. the expected overlap of the query
+with a member of that list; it ranks lists far better than the overlap with
+the binary centroid, for about the same cost. A single query's lists are split
+across the OpenMP threads (FAISS parallelises IVF search over queries only).
+
 Removal: labels are marked dead in a bitmap, excluded from results at once, and
 physically dropped from FAISS in one pass once they pile up (``compact``).
 """
@@ -35,8 +43,11 @@ logger = logging.getLogger(__name__)
 
 Labels = npt.NDArray[np.int64]
 Codes = npt.NDArray[np.uint8]
+ProbeTable = npt.NDArray[np.uint8]
 _RANGE_AFTER = 16384  # exact search switches from growing k' to one range search past this
 _GROWTH = 4  # k' multiplier between rounds
+PROBE_SCALE = 127  # probe table entries: a bit's frequency within a list, times this (uint8)
+_PROBE_SUM_UINT16 = 65535 // PROBE_SCALE  # query bits whose scores fit a uint16 sum
 
 
 @dataclass(frozen=True)
@@ -82,6 +93,7 @@ class FaissIndex:
         self.index: faiss.IndexBinary = faiss.IndexBinaryIDMap(faiss.IndexBinaryFlat(layout.bits))
         self.ivf_trained_at = 0  # live items when IVF was trained; 0 = flat (exact) structure
         self.nlist = 0  # IVF lists, when IVF
+        self.probe_table: ProbeTable | None = None  # (sdr_size, nlist) uint8, when IVF
         self._weights = np.full(0, -1, dtype=np.int32)  # by label; -1 = not live
         self._live = np.zeros(0, dtype=np.uint8)  # by label, FAISS IDSelectorBitmap layout
         self._histogram = np.zeros(layout.max_weight + 1, dtype=np.int64)  # live items per weight
@@ -156,7 +168,7 @@ class FaissIndex:
         if self.index.ntotal:
             raise ValueError("train an empty index, then add")
         nlist = min(self.config.ivf_nlist, int(lengths.size))
-        centroids = sdr_kmeans(positions, lengths, self.layout, nlist, self.config.ivf_train_iterations)
+        centroids, probe_table = sdr_kmeans(positions, lengths, self.layout, nlist, self.config.ivf_train_iterations)
         quantizer = faiss.IndexBinaryFlat(self.layout.bits)
         quantizer.add(centroids)
         index = faiss.IndexBinaryIVF(quantizer, self.layout.bits, nlist)  # keeps a reference to quantizer
@@ -164,6 +176,7 @@ class FaissIndex:
         index.nprobe = min(self.config.ivf_nprobe, nlist)
         self.index = index
         self.nlist = nlist
+        self.probe_table = probe_table
         self.ivf_trained_at = max(live_total, 1)
 
     def _grow(self, size: int) -> None:
@@ -195,6 +208,7 @@ class FaissIndex:
         """Top-k by overlap for each query; ``exclude[i]`` (or -1) is left out of answer i."""
         codes = pack_codes(positions, lengths, self.layout.sdr_size, self.layout.equalize_bits, pad=False)
         count = int(lengths.size)
+        queries = np.split(positions, np.cumsum(lengths)[:-1])  # per query, for IVF list choice
         answers: list[Hits | None] = [None] * count
         floors = np.full(count, min_overlap, dtype=np.int64)  # best known lower bound on the k-th overlap
         pending = np.arange(count)
@@ -214,7 +228,7 @@ class FaissIndex:
                     )
                 break
             fetch = min(fetch, max(int(self.index.ntotal), 1))
-            distances, labels = self._knn(codes[pending], fetch)
+            distances, labels = self._knn(codes[pending], fetch, [queries[query] for query in pending])
             retry: list[int] = []
             for row, query in enumerate(pending):
                 weight = int(lengths[query])
@@ -230,18 +244,75 @@ class FaissIndex:
             fetch *= _GROWTH
         return [answer if answer is not None else _empty() for answer in answers]
 
-    def _knn(self, codes: Codes, fetch: int) -> tuple[npt.NDArray[np.int32], Labels]:
+    def _knn(
+        self, codes: Codes, fetch: int, queries: list[npt.NDArray[np.uint32]]
+    ) -> tuple[npt.NDArray[np.int64], Labels]:
         if self.is_ivf:
+            nprobe = min(self.config.ivf_nprobe, self.nlist)
+            if self.probe_table is not None:
+                return self._ivf_knn(codes, fetch, queries, nprobe)
             ivf_params = faiss.SearchParametersIVF()
-            ivf_params.nprobe = min(self.config.ivf_nprobe, self.nlist)
+            ivf_params.nprobe = nprobe
             # IndexBinaryIVF takes no IDSelector: dead labels are dropped in _rank.
             return self._call(lambda: self.index.search(codes, fetch, params=ivf_params))
         params = faiss.SearchParameters()
         params.sel = self._selector()
         return self._call(lambda: self.index.search(codes, fetch, params=params))
 
+    def _ivf_knn(
+        self, codes: Codes, fetch: int, queries: list[npt.NDArray[np.uint32]], nprobe: int
+    ) -> tuple[npt.NDArray[np.int64], Labels]:
+        """IVF search over the lists the probe table picks; fewer queries than threads share out lists."""
+        count = int(codes.shape[0])
+        probes = np.stack([self._probes(query, nprobe) for query in queries])
+        parts = max(1, min(faiss.omp_get_max_threads() // count, nprobe))
+        per_part = -(-nprobe // parts)
+        if parts > 1:
+            # Query i becomes rows i*parts .. i*parts+parts-1, each with its own share
+            # of the lists (-1 = nothing; FAISS skips it); their results are merged below.
+            padded = np.full((count, parts * per_part), -1, dtype=np.int64)
+            padded[:, :nprobe] = probes
+            probes = padded.reshape(count * parts, per_part)
+            codes = np.repeat(codes, parts, axis=0)
+        rows = count * parts
+        codes = np.ascontiguousarray(codes)
+        probes = np.ascontiguousarray(probes, dtype=np.int64)
+        coarse = np.zeros(probes.shape, dtype=np.int32)  # not used by binary Hamming scanning
+        distances = np.empty((rows, fetch), dtype=np.int32)
+        labels = np.empty((rows, fetch), dtype=np.int64)
+        params = faiss.SearchParametersIVF()
+        params.nprobe = per_part
+        # IndexBinaryIVF takes no IDSelector: dead labels are dropped in _rank.
+        self.index.search_preassigned_c(  # type: ignore[attr-defined]
+            rows,
+            faiss.swig_ptr(codes),
+            fetch,
+            faiss.swig_ptr(probes),
+            faiss.swig_ptr(coarse),
+            faiss.swig_ptr(distances),
+            faiss.swig_ptr(labels),
+            False,
+            params,
+        )
+        if parts > 1:
+            distances = distances.reshape(count, parts * fetch)
+            labels = labels.reshape(count, parts * fetch)
+            best = np.argsort(distances, axis=1, kind="stable")[:, :fetch]  # empty slots (-1) sort last
+            distances = np.take_along_axis(distances, best, axis=1)
+            labels = np.take_along_axis(labels, best, axis=1)
+        return distances.astype(np.int64), labels
+
+    def _probes(self, query: npt.NDArray[np.uint32], nprobe: int) -> Labels:
+        """The ``nprobe`` lists whose members share the most bits with ``query``, on average."""
+        assert self.probe_table is not None
+        dtype = np.uint16 if query.size <= _PROBE_SUM_UINT16 else np.uint32
+        scores = self.probe_table[query].sum(axis=0, dtype=dtype)
+        if nprobe >= scores.size:
+            return np.arange(scores.size, dtype=np.int64)
+        return np.argpartition(scores, scores.size - nprobe)[scores.size - nprobe :].astype(np.int64)
+
     @staticmethod
-    def _call(search: Callable[[], tuple[npt.NDArray[np.int32], Labels]]) -> tuple[npt.NDArray[np.int32], Labels]:
+    def _call(search: Callable[[], tuple[npt.NDArray[np.int32], Labels]]) -> tuple[npt.NDArray[np.int64], Labels]:
         distances, labels = search()
         return distances.astype(np.int64), labels
 
@@ -311,30 +382,51 @@ def _empty() -> Hits:
 
 def sdr_kmeans(
     positions: npt.NDArray[np.uint32], lengths: npt.NDArray[np.int64], layout: Layout, nlist: int, iterations: int
-) -> Codes:
+) -> tuple[Codes, ProbeTable]:
     """k-means in SDR space: assign by overlap (FAISS), centroid = the cluster's most frequent bits.
 
     FAISS's own IndexBinaryIVF training runs float k-means on the unpacked bits
-    (16k dimensions), far too slow here; a centroid that is itself an SDR of the
+    (16k dimensions), far too slow here, and its centroids binarised at 0.5 are
+    nearly empty for 2 %-sparse data; a centroid that is itself an SDR of the
     typical weight fits the overlap metric and costs one bincount per round.
+
+    Returns the centroids (padded codes, as FAISS assigns items by them) and the
+    probe table: for each SDR bit and list, the share of the list's sample
+    members with that bit active, times ``PROBE_SCALE``, after a last
+    assignment to the final centroids (so it describes the lists FAISS fills).
     """
     rng = np.random.default_rng(20240601)
     codes = pack_codes(positions, lengths, layout.sdr_size, layout.equalize_bits, pad=True)
     weight = max(int(np.median(lengths)), 1)
     rows = np.repeat(np.arange(lengths.size, dtype=np.int64), lengths)
     centroids = codes[rng.choice(lengths.size, nlist, replace=False)]
-    for _ in range(iterations):
+    for round_ in range(iterations + 1):
         quantizer = faiss.IndexBinaryFlat(layout.bits)
         quantizer.add(centroids)
         _, assigned = quantizer.search(codes, 1)
         cluster = assigned[:, 0]
         counts = np.bincount(cluster[rows] * layout.sdr_size + positions, minlength=nlist * layout.sdr_size)
         counts = counts.reshape(nlist, layout.sdr_size)
+        members = np.bincount(cluster, minlength=nlist)
+        if round_ == iterations:
+            return centroids, _probe_table(counts, members)
         top = np.sort(np.argpartition(-counts, weight - 1, axis=1)[:, :weight], axis=1).astype(np.uint32)
         del counts
         widths = np.full(nlist, weight, dtype=np.int64)
         fresh = pack_codes(top.reshape(-1), widths, layout.sdr_size, layout.equalize_bits, pad=True)
-        empty = np.bincount(cluster, minlength=nlist) == 0
+        empty = members == 0
         fresh[empty] = codes[rng.choice(lengths.size, int(empty.sum()), replace=False)]  # reseed empty lists
         centroids = fresh
-    return centroids
+    raise AssertionError("unreachable: the last round returns")
+
+
+def _probe_table(counts: npt.NDArray[np.int64], members: npt.NDArray[np.int64]) -> ProbeTable:
+    """(sdr_size, nlist) uint8: each bit's share of each list's members, times PROBE_SCALE."""
+    nlist, sdr_size = counts.shape
+    table = np.empty((sdr_size, nlist), dtype=np.uint8)
+    scale = PROBE_SCALE / np.maximum(members, 1).astype(np.float64)
+    step = 512  # lists at a time, to bound the float temporaries
+    for first in range(0, nlist, step):
+        part = counts[first : first + step] * scale[first : first + step, None]
+        table[:, first : first + step] = np.rint(part).T
+    return table

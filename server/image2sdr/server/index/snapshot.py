@@ -4,6 +4,7 @@ Layout of one snapshot file (little-endian)::
 
     [FAISS index, as faiss.write_index_binary writes it]
     [weights by label: int32]  [liveness bitmap by label: uint8]
+    [IVF probe table: uint8, sdr_size x nlist; absent (0 bytes) for the exact kind]
     [header: UTF-8 JSON]  [header length: u32]  [CRC-32 of all bytes before it: u32]  [magic: 8 bytes]
 
 The header (store id, change counter, layout, kind, section lengths) sits at
@@ -90,8 +91,16 @@ def write_snapshot(path: Path, key: SnapshotKey, index: FaissIndex) -> None:
             weights, live = index.arrays()
             writer.write(weights.astype("<i4", copy=False).tobytes())
             writer.write(live.tobytes())
+            probe_bytes = 0
+            if index.probe_table is not None:
+                probe_bytes = int(index.probe_table.nbytes)
+                writer.write(index.probe_table.tobytes())
             header = dict(
-                key.header(), faiss_bytes=faiss_length, labels=int(weights.size), ivf_trained_at=index.ivf_trained_at
+                key.header(),
+                faiss_bytes=faiss_length,
+                labels=int(weights.size),
+                probe_bytes=probe_bytes,
+                ivf_trained_at=index.ivf_trained_at,
             )
             encoded = json.dumps(header, sort_keys=True).encode()
             writer.write(encoded)
@@ -158,9 +167,12 @@ def _read_header(file: BinaryIO) -> dict[str, object] | None:
 
 def _sizes_add_up(header: Mapping[str, object], size: int, header_length: int) -> bool:
     faiss_bytes, labels = header.get("faiss_bytes"), header.get("labels")
+    probe_bytes = header.get("probe_bytes", 0)
     if not isinstance(faiss_bytes, int) or not isinstance(labels, int) or labels % 8:
         return False
-    return faiss_bytes + labels * 4 + labels // 8 + header_length + _TRAILER.size == size
+    if not isinstance(probe_bytes, int) or probe_bytes < 0:
+        return False
+    return faiss_bytes + labels * 4 + labels // 8 + probe_bytes + header_length + _TRAILER.size == size
 
 
 def _matches(header: Mapping[str, object], key: SnapshotKey) -> bool:
@@ -208,11 +220,19 @@ def _load(file: BinaryIO, header: Mapping[str, object], layout: Layout, config: 
         raise ValueError("FAISS section does not match its header")
     weights = np.frombuffer(file.read(labels * 4), dtype="<i4")
     live = np.frombuffer(file.read(labels // 8), dtype=np.uint8)
+    probe_bytes = int(header.get("probe_bytes", 0))  # type: ignore[call-overload]
     index = FaissIndex(layout, config)
     index.index = loaded
     index.ivf_trained_at = int(header.get("ivf_trained_at", 0))  # type: ignore[call-overload]
     if index.is_ivf:
         index.nlist = int(loaded.nlist)  # type: ignore[attr-defined]  # an IndexBinaryIVF here
+        if probe_bytes:  # older snapshots have none: FAISS's quantizer picks the lists then
+            if probe_bytes != layout.sdr_size * index.nlist:
+                raise ValueError("probe table does not match the IVF lists")
+            table = np.frombuffer(file.read(probe_bytes), dtype=np.uint8)
+            index.probe_table = table.reshape(layout.sdr_size, index.nlist).copy()
+    elif probe_bytes:
+        raise ValueError("probe table in a snapshot of a flat index")
     index.restore_arrays(weights, live)
     if int(loaded.ntotal) < index.live_count:
         raise ValueError("FAISS section holds fewer items than the live labels")
