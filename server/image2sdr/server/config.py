@@ -175,7 +175,8 @@ class TermsConfig(_Section):
 
 class IndexConfig(_Section):
     # "exact": FAISS IndexBinaryFlat, every answer exact. "ivf": FAISS IndexBinaryIVF
-    # over SDR k-means centroids, approximate, for large collections. (HNSW was
+    # over SDR k-means centroids, approximate, for large collections; the lists a
+    # query scans are those whose members share most bits with it on average. (HNSW was
     # measured on 100k clustered SDRs and dropped: recall@10 0.64 at efSearch 256,
     # M 32, and ~43 s per 100k to build on 2 cores, i.e. ~7 min per million.)
     kind: Literal["exact", "ivf"] = "exact"
