@@ -7,8 +7,10 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+import grpc
 import numpy as np
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 from skimage import data as skdata
 
@@ -68,3 +70,10 @@ def service(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Itera
     server = create_server(config)
     yield server
     server.stop()
+
+
+def serving(address: str) -> bool:
+    """The server at ``address`` answers its health check with SERVING."""
+    with grpc.insecure_channel(address) as channel:
+        response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+    return bool(response.status == health_pb2.HealthCheckResponse.SERVING)

@@ -13,7 +13,6 @@ import grpc
 import numpy as np
 import pytest
 from google.rpc import error_details_pb2, status_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from image2sdr.server.concepts.base import ConceptSource
 from image2sdr.server.concepts.clarifai import ClarifaiConceptSource, clarifai_channel_for
@@ -25,6 +24,7 @@ from image2sdr.server.service import Server, create_server
 from image2sdr.server.upstream import RateLimiter, Secret, read_key
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
+from tests.conftest import serving
 from tests.fake_upstreams import FakeClarifai, FakeProxy, digest, start_clarifai
 
 TIMEOUT = 60
@@ -343,12 +343,6 @@ def stub(service: Server) -> Iterator[pb_grpc.Image2SdrStub]:
         yield pb_grpc.Image2SdrStub(channel)
 
 
-def healthy(service: Server) -> bool:
-    with grpc.insecure_channel(service.address) as channel:
-        response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
-    return response.status == health_pb2.HealthCheckResponse.SERVING
-
-
 def predicted(service: Server, concepts: list[tuple[str, float]], max_concepts: int = 10) -> list[int]:
     """The SDR the merge rules give for these Clarifai concepts, with the service's own term SDRs."""
     encoder = service.encoder
@@ -441,7 +435,7 @@ def test_upstream_down_gives_unavailable_and_the_service_recovers(
     )
     assert [r.error.code for r in responses] == [grpc.StatusCode.UNAVAILABLE.value[0]] * 2
     assert key not in caplog.text
-    assert healthy(service)
+    assert serving(service.address)
     fake.always = "ok"
     response = stub.Encode(pb.EncodeRequest(image=photos["chelsea"]), timeout=TIMEOUT)
     assert list(response.sdr.active) == predicted(service, CHELSEA)

@@ -12,7 +12,6 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from image2sdr.server.config import (
     CacheConfig,
@@ -33,6 +32,7 @@ from image2sdr.server.terms.cortical import CorticalTermSource
 from image2sdr.server.upstream import Secret
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
+from tests.conftest import serving
 from tests.fake_upstreams import (
     RETINA_SIZE,
     FakeClarifai,
@@ -412,12 +412,6 @@ def remote_stub(both_remote: Server) -> Iterator[pb_grpc.Image2SdrStub]:
         yield pb_grpc.Image2SdrStub(channel)
 
 
-def healthy(server: Server) -> bool:
-    with grpc.insecure_channel(server.address) as channel:
-        response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
-    return response.status == health_pb2.HealthCheckResponse.SERVING
-
-
 def predicted(server: Server, concepts: list[tuple[str, float]], unknown: set[str]) -> list[int]:
     """The merge of the fake retina's fingerprints, weighted by the concepts' confidences."""
     sdr = server.encoder.config.sdr
@@ -528,7 +522,7 @@ def test_faults_give_unavailable_and_the_service_recovers(
         )
         assert stream[0].error.code == grpc.StatusCode.UNAVAILABLE.value[0]
     assert fake.key not in caplog.text and clarifai.key not in caplog.text
-    assert healthy(both_remote)
+    assert serving(both_remote.address)
     fake.always = "ok"
     response = stub.Encode(pb.EncodeRequest(image=photos["coffee"]), timeout=TIMEOUT)
     assert list(response.sdr.active) == predicted(both_remote, fresh, set())
