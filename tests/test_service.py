@@ -6,7 +6,7 @@ import io
 import queue
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -18,6 +18,9 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 
 from image2sdr.server.config import LocalConceptsConfig, ServiceConfig
+from image2sdr.server.encoder import EncodeOptions, Encoding
+from image2sdr.server.errors import Image2SdrError
+from image2sdr.server.service import Server
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 from tests.test_imaging import png_with_header
@@ -254,9 +257,22 @@ def test_stream_item_with_pixel_bomb_and_bad_options(stub: pb_grpc.Image2SdrStub
 
 
 def test_cancelled_stream_stops_and_server_stays_healthy(
-    stub: pb_grpc.Image2SdrStub, photos: dict[str, bytes], channel: grpc.Channel
+    stub: pb_grpc.Image2SdrStub,
+    photos: dict[str, bytes],
+    channel: grpc.Channel,
+    service: Server,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     sent = queue.Queue[int]()
+    encoded = queue.Queue[int]()  # images the server encoded, seen from inside it
+    encode_batch = service.encoder.encode_batch
+
+    def counting(images: Sequence[bytes], options: EncodeOptions | None = None) -> list[Encoding | Image2SdrError]:
+        for _ in images:
+            encoded.put(1)
+        return encode_batch(images, options)
+
+    monkeypatch.setattr(service.encoder, "encode_batch", counting)
 
     def endless() -> Iterator[pb.EncodeRequest]:
         i = 0
@@ -274,9 +290,10 @@ def test_cancelled_stream_stops_and_server_stays_healthy(
     assert info.value.code() == grpc.StatusCode.CANCELLED
     assert received == ["0", "1", "2", "3", "4"]
     time.sleep(0.5)
-    count = sent.qsize()
+    count, work = sent.qsize(), encoded.qsize()
     time.sleep(1.0)
     assert sent.qsize() == count  # nothing more is pulled from the caller
+    assert work >= 5 and encoded.qsize() == work  # and the server encodes nothing more: the work stopped
     assert count < 5 + 64 + 32  # back-pressure: read-ahead stayed bounded
     assert healthy(channel)
 
