@@ -53,6 +53,21 @@ def expect(code: grpc.StatusCode, call, *args, **kwargs) -> grpc.RpcError:  # ty
     return info.value
 
 
+@pytest.fixture
+def encoded(service: Server, monkeypatch: pytest.MonkeyPatch) -> queue.Queue[int]:
+    """One entry per image the server encodes, seen from inside it."""
+    seen = queue.Queue[int]()
+    encode_batch = service.encoder.encode_batch
+
+    def counting(images: Sequence[bytes], options: EncodeOptions | None = None) -> list[Encoding | Image2SdrError]:
+        for _ in images:
+            seen.put(1)
+        return encode_batch(images, options)
+
+    monkeypatch.setattr(service.encoder, "encode_batch", counting)
+    return seen
+
+
 def healthy(channel: grpc.Channel) -> bool:
     response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
     return response.status == health_pb2.HealthCheckResponse.SERVING
@@ -214,6 +229,24 @@ def test_expired_deadline(stub: pb_grpc.Image2SdrStub, photos: dict[str, bytes],
     assert healthy(channel)
 
 
+def test_a_stream_past_its_deadline_stops_on_the_server(
+    stub: pb_grpc.Image2SdrStub, photos: dict[str, bytes], encoded: queue.Queue[int]
+) -> None:
+
+    def endless() -> Iterator[pb.EncodeRequest]:
+        while True:
+            yield pb.EncodeRequest(image=photos["chelsea"])
+
+    with pytest.raises(grpc.RpcError) as info:
+        for _ in stub.EncodeStream(endless(), timeout=1.0):
+            pass
+    assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    time.sleep(0.5)  # a batch under way may finish
+    work = encoded.qsize()
+    time.sleep(1.0)
+    assert work > 0 and encoded.qsize() == work  # the server saw the deadline and stopped
+
+
 # -- streams ---------------------------------------------------------------------------
 
 
@@ -260,19 +293,9 @@ def test_cancelled_stream_stops_and_server_stays_healthy(
     stub: pb_grpc.Image2SdrStub,
     photos: dict[str, bytes],
     channel: grpc.Channel,
-    service: Server,
-    monkeypatch: pytest.MonkeyPatch,
+    encoded: queue.Queue[int],
 ) -> None:
     sent = queue.Queue[int]()
-    encoded = queue.Queue[int]()  # images the server encoded, seen from inside it
-    encode_batch = service.encoder.encode_batch
-
-    def counting(images: Sequence[bytes], options: EncodeOptions | None = None) -> list[Encoding | Image2SdrError]:
-        for _ in images:
-            encoded.put(1)
-        return encode_batch(images, options)
-
-    monkeypatch.setattr(service.encoder, "encode_batch", counting)
 
     def endless() -> Iterator[pb.EncodeRequest]:
         i = 0
