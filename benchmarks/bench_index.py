@@ -46,7 +46,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=1_000_000, help="stored SDRs (default 1,000,000)")
     # 1000, not 100: recall@10 is a mean of per-query recalls in steps of 0.1, and a
-    # few queries deep inside a popular cluster score 0.1-0.3 at any breadth, so 100
+    # few queries deep inside a popular cluster score low at any breadth, so 100
     # queries swing the mean by +-0.02 from one draw to the next.
     parser.add_argument("--queries", type=int, default=1000, help="queries per latency and recall figure")
     parser.add_argument("--dir", type=Path, default=None, help="index directory (default: a temp dir, deleted)")

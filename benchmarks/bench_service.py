@@ -149,7 +149,7 @@ def main() -> int:
         config_path.write_text(yaml.safe_dump(config.model_dump(mode="json")), encoding="utf-8")
         images = [jpeg(p) for p in photo_pixels()]
         stream = [images[i % len(images)] for i in range(args.images)]
-        batch = min(config.service.stream_batch or config.concepts.local.batch_size, config.service.stream_in_flight)
+        batch = config.service.stream_batch_for(config.concepts.local.batch_size)
         print(f"image2sdr service benchmark  ({len(images)} scikit-image photos as JPEG, stream batch {batch})")
 
         started = time.perf_counter()

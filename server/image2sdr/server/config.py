@@ -252,6 +252,10 @@ class ServiceConfig(_Section):
     vocabulary_file: Path | None = None  # one term per line for SimilarTerms; unset: WordNet names of the concepts
     tls: TlsConfig = TlsConfig()
 
+    def stream_batch_for(self, provider_batch: int) -> int:
+        """Images EncodeStream encodes together, given the concept provider's own batch size."""
+        return min(self.stream_batch or provider_batch, self.stream_in_flight)
+
     @model_validator(mode="after")
     def _streams_leave_workers(self) -> ServiceConfig:
         if self.max_streams >= self.workers:

@@ -120,12 +120,12 @@ class Encoder:
 
     def close(self) -> None:
         self._decoders.shutdown(wait=True)
-        cache = getattr(self.term_source, "cache", None)
-        if isinstance(cache, TermCache):
-            cache.close()
         _close(self.concept_source)
         terms = self.term_source
-        _close(terms.source if isinstance(terms, CachedTermSource) else terms)
+        if isinstance(terms, CachedTermSource):
+            terms.cache.close()
+            terms = terms.source
+        _close(terms)
 
     # -- public API --------------------------------------------------------
 

@@ -80,7 +80,7 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
         service = config.service
         self._streams = threading.BoundedSemaphore(service.max_streams)
         # One concept-provider call per batch: the provider's own size unless configured.
-        self.stream_batch = min(service.stream_batch or encoder.concept_source.max_batch, service.stream_in_flight)
+        self.stream_batch = service.stream_batch_for(encoder.concept_source.max_batch)
 
     @_unary
     def Encode(self, request: pb.EncodeRequest, context: grpc.ServicerContext) -> pb.EncodeResponse:
