@@ -179,7 +179,7 @@ def main() -> int:
                 p50, p99 = latencies_ms(stub.FindSimilar, by_sdr)
                 print(f"\nFindSimilar top-10 over gRPC, {count:,} items ({config.index.kind} index):")
                 print(f"  by SDR: p50 {p50:.1f} ms, p99 {p99:.1f} ms  ({len(by_sdr)} queries)")
-                by_id = [pb.FindSimilarRequest(id=f"synthetic/{i * 499}", k=10) for i in range(200)]
+                by_id = [pb.FindSimilarRequest(id=f"synthetic/{i * 499 % args.items}", k=10) for i in range(200)]
                 p50, p99 = latencies_ms(stub.FindSimilar, by_id)
                 print(f"  by id:  p50 {p50:.1f} ms, p99 {p99:.1f} ms  ({len(by_id)} queries)")
         finally:
