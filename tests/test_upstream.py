@@ -39,3 +39,21 @@ def test_a_caller_with_no_time_left_gets_one_short_attempt_and_no_retries() -> N
         call_with_retries(_always_down(timeouts), POLICY, RateLimiter(1000.0), sleep=slept.append)  # type: ignore[arg-type]
     assert len(timeouts) >= 1 and max(timeouts) <= 0.2  # each attempt fits in what the caller has left
     assert sum(slept) <= 0.2
+
+
+class _QueueRunsOutAfterOneTurn(RateLimiter):
+    def __init__(self) -> None:
+        super().__init__(1000.0)
+        self.turns = 0
+
+    def acquire(self, deadline: float) -> bool:
+        self.turns += 1
+        return self.turns == 1
+
+
+def test_a_budget_spent_waiting_to_retry_reports_the_outage_not_a_busy_queue() -> None:
+    def down(timeout_s: float) -> str:
+        raise Retryable("HTTP 503")
+
+    with pytest.raises(UpstreamError, match=r"Example unavailable: HTTP 503 \(gave up after 1 attempt"):
+        call_with_retries(down, POLICY, _QueueRunsOutAfterOneTurn(), sleep=lambda s: None)

@@ -152,8 +152,11 @@ def call_with_retries(
     started = clock()
     deadline = started + _budget_s(policy.total_s)
     tries = 0
+    failure: Retryable | None = None
     while True:
         if not limiter.acquire(deadline):
+            if failure is not None:  # the budget ran out while waiting to retry, not in a long queue
+                raise _gave_up(policy, failure, tries, clock() - started) from failure
             raise UpstreamError(
                 f"{policy.provider} is busy: the rate-limit queue is longer than the {policy.total_s:g} s budget"
             )
@@ -161,15 +164,19 @@ def call_with_retries(
         try:
             return attempt(max(min(policy.timeout_s, deadline - clock()), MIN_ATTEMPT_S))
         except Retryable as exc:
+            failure = exc
             delay = _backoff(policy.backoff_s, tries, exc.retry_after_s)
-            elapsed = clock() - started
             if clock() + delay >= deadline:
-                raise UpstreamError(
-                    f"{policy.provider} unavailable: {exc} (gave up after {tries} attempt{'s' if tries > 1 else ''}"
-                    f" in {elapsed:.1f} s)"
-                ) from exc
+                raise _gave_up(policy, exc, tries, clock() - started) from exc
             logger.warning("%s: %s; retry %d in %.2f s", policy.provider, exc, tries, delay)
             sleep(delay)
+
+
+def _gave_up(policy: RetryPolicy, exc: Retryable, tries: int, elapsed_s: float) -> UpstreamError:
+    return UpstreamError(
+        f"{policy.provider} unavailable: {exc} (gave up after {tries} attempt{'s' if tries > 1 else ''}"
+        f" in {elapsed_s:.1f} s)"
+    )
 
 
 def _backoff(first_s: float, tries: int, retry_after_s: float | None) -> float:
