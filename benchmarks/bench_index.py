@@ -3,10 +3,12 @@
 On N synthetic SDRs (default 1,000,000 of 16384 bits at 2 %, clustered: mixtures
 of a few thousand term-like prototypes, see ``synthetic_sdrs.py``):
 bulk add rate, RAM per stored SDR, exact top-10 latency (single, batched)
-beside a plain IndexBinaryFlat Hamming search on the same SDRs, IVF p50 and
-recall@10 against the exact overlap answer, reopen and rebuild times.
+beside a plain IndexBinaryFlat Hamming search on the same SDRs, reopen and
+rebuild times; then IVF latency (p50/p90/p99/mean, batched) and recall@10 against
+the exact overlap answer, at the configured breadth and a few others, with each
+item in two lists (the default) and, for comparison, in one.
 
-    python benchmarks/bench_index.py            # 1M, several minutes, ~8 GB RAM peak
+    python benchmarks/bench_index.py            # 1M, about 25 minutes, several GB of RAM
     python benchmarks/bench_index.py --n 20000  # a quick look
 """
 
@@ -141,31 +143,77 @@ def measure_exact(index: SdrIndex, plain: faiss.IndexBinaryFlat, queries: list[S
 
 
 def measure_ivf(directory: Path, queries: list[Sdr], exact: list[list[tuple[str, int]]]) -> None:
-    config = IndexConfig(kind="ivf", snapshot_every=0)
+    configured = IndexConfig(kind="ivf", snapshot_every=0)
+    # (label, search settings) tried on the configured index without retraining.
+    variants: list[tuple[str, dict[str, object]]] = [
+        ("configured", {}),
+        (f"fixed nprobe={configured.ivf_nprobe}", {"ivf_widen_below": 0.0}),
+        ("fixed nprobe=64", {"ivf_nprobe": 64, "ivf_nprobe_wide": 64, "ivf_widen_below": 0.0}),
+        ("fixed nprobe=128", {"ivf_nprobe": 128, "ivf_nprobe_wide": 128, "ivf_widen_below": 0.0}),
+        (f"widen to {configured.ivf_nprobe_wide // 2}", {"ivf_nprobe_wide": configured.ivf_nprobe_wide // 2}),
+        (f"widen to {configured.ivf_nprobe_wide * 2}", {"ivf_nprobe_wide": configured.ivf_nprobe_wide * 2}),
+    ]
+    measure_ivf_build(directory, configured, queries, exact, variants)
+    # The same without spilling, to show what storing each item twice buys.
+    single = configured.model_copy(update={"ivf_lists_per_item": 1})
+    measure_ivf_build(directory, single, queries, exact, variants[:1] + variants[3:4])
+
+
+def measure_ivf_build(
+    directory: Path,
+    config: IndexConfig,
+    queries: list[Sdr],
+    exact: list[list[tuple[str, int]]],
+    variants: list[tuple[str, dict[str, object]]],
+) -> None:
     began = time.perf_counter()
     with SdrIndex(directory, config, SIZE) as index:
         print(
-            f"IVF build from the store (k-means nlist={config.ivf_nlist}, then add): "
-            f"{time.perf_counter() - began:.1f} s incl. its snapshot"
+            f"IVF, {config.ivf_lists_per_item} list(s) per item: built from the store "
+            f"(k-means nlist={config.ivf_nlist}, then add) in {time.perf_counter() - began:.1f} s incl. its snapshot"
         )
-        for nprobe in sorted(
-            {config.ivf_nprobe // 4, config.ivf_nprobe // 2, config.ivf_nprobe, config.ivf_nprobe * 2}
-        ):
+        for label, update in variants:
             # Benchmark only: vary the search breadth without retraining.
-            index._faiss.config = config.model_copy(update={"ivf_nprobe": min(nprobe, config.ivf_nlist)})
-            latencies, recalls = [], []
-            for query, truth in zip(queries, exact, strict=True):
-                began = time.perf_counter()
-                got = index.search(query, K)
-                latencies.append(time.perf_counter() - began)
-                kth = truth[-1][1] if truth else 0
-                recalls.append(sum(m.overlap >= kth for m in got) / max(len(truth), 1))
-            marker = "  <- configured" if nprobe == config.ivf_nprobe else ""
-            print(
-                f"IVF top-{K} nprobe={nprobe}: p50 {ms(np.median(latencies))} p99 {ms(np.percentile(latencies, 99))}, "
-                f"recall@{K} {np.mean(recalls):.3f} +- {1.96 * np.std(recalls) / np.sqrt(len(recalls)):.3f} "
-                f"(95 % CI; vs exact overlap, ties counted){marker}"
-            )
+            index._faiss.config = config.model_copy(update=update)
+            measure_ivf_search(index, label, queries, exact)
+        index._faiss.config = config
+
+
+def measure_ivf_search(index: SdrIndex, label: str, queries: list[Sdr], exact: list[list[tuple[str, int]]]) -> None:
+    settings = index._faiss.config
+    widened = 0
+    diffuse = index._faiss._diffuse
+
+    def counting(*args: object, **kwargs: object) -> bool:
+        nonlocal widened
+        wide = diffuse(*args, **kwargs)  # type: ignore[arg-type]
+        widened += wide
+        return wide
+
+    index._faiss._diffuse = counting  # type: ignore[method-assign]
+    latencies, recalls = [], []
+    for query, truth in zip(queries, exact, strict=True):
+        began = time.perf_counter()
+        got = index.search(query, K)
+        latencies.append(time.perf_counter() - began)
+        kth = truth[-1][1] if truth else 0
+        recalls.append(sum(m.overlap >= kth for m in got) / max(len(truth), 1))
+    del index._faiss._diffuse
+    began = time.perf_counter()
+    index.search_many(queries, K)
+    batched = len(queries) / (time.perf_counter() - began)
+    breadth = (
+        f"nprobe {settings.ivf_nprobe}, widen below {settings.ivf_widen_below:.2f} to {settings.ivf_nprobe_wide} "
+        f"({widened / len(queries):.0%} widened)"
+        if settings.ivf_widen_below > 0
+        else f"nprobe {settings.ivf_nprobe}"
+    )
+    print(
+        f"  {label:<22} {breadth}: p50 {ms(np.median(latencies))} p90 {ms(np.percentile(latencies, 90))} "
+        f"p99 {ms(np.percentile(latencies, 99))} mean {ms(np.mean(latencies))}; batched {batched:,.0f} queries/s; "
+        f"recall@{K} {np.mean(recalls):.3f} +- {1.96 * np.std(recalls) / np.sqrt(len(recalls)):.3f} "
+        "(95 % CI; vs exact overlap, ties counted)"
+    )
 
 
 def child(mode: str, directory: Path) -> None:

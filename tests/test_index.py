@@ -21,13 +21,16 @@ from image2sdr.server.index import (
     SdrIndex,
     TooManyConceptsError,
 )
+from image2sdr.server.index.faiss_index import FaissIndex
 from image2sdr.server.sdr import Sdr
 
 from .index_helpers import SIZE, brute_force, clustered_items, pairs, random_sdr
 
 EXACT = IndexConfig()
 # IVF trained on tiny collections so the tests exercise the real IVF structure.
-IVF = IndexConfig(kind="ivf", ivf_nlist=8, ivf_nprobe=8, ivf_train_min=200, ivf_train_sample=400, compact_min=16)
+IVF = IndexConfig(
+    kind="ivf", ivf_nlist=8, ivf_nprobe=8, ivf_nprobe_wide=8, ivf_train_min=200, ivf_train_sample=400, compact_min=16
+)
 KINDS = {"exact": EXACT, "ivf": IVF}
 
 
@@ -123,17 +126,21 @@ def test_remove_in_both_kinds(tmp_path: Path, kind: str) -> None:
         assert items[0].id not in [m.id for m in index.search(items[0].sdr, k=20)]
 
 
-def test_compaction_drops_removed_items_from_faiss(tmp_path: Path) -> None:
-    items = clustered_items(200, seed=4)
-    config = IndexConfig(compact_min=10, compact_ratio=0.1)
+@pytest.mark.parametrize("kind", KINDS)
+def test_compaction_drops_removed_items_from_faiss(tmp_path: Path, kind: str) -> None:
+    items = clustered_items(300, seed=4)
+    config = KINDS[kind].model_copy(update={"compact_min": 10, "compact_ratio": 0.1})
     with SdrIndex(tmp_path, config) as index:
         index.add_many(items)
-        for item in items[:30]:
+        for item in items[:40]:
             index.remove(item.id)
-        assert index._faiss.tombstones < 10  # compacted on the way
-        assert index._faiss.index.ntotal == index.count() + index._faiss.tombstones
+        faiss_index = index._faiss
+        assert faiss_index.tombstones < 10  # compacted on the way
+        # IVF stores each item in two lists; compaction drops both copies of a removed one.
+        assert faiss_index.copies == (2 if kind == "ivf" else 1)
+        assert faiss_index.index.ntotal == faiss_index.copies * (index.count() + faiss_index.tombstones)
         query = items[50].sdr
-        assert pairs(index.search(query, k=15)) == brute_force(items[30:], query, 15)
+        assert pairs(index.search(query, k=15)) == brute_force(items[40:], query, 15)
 
 
 def test_search_by_id_excludes_itself(tmp_path: Path) -> None:
@@ -182,6 +189,63 @@ def test_ivf_probe_table_survives_reopen_and_single_equals_batched(tmp_path: Pat
         assert index._faiss.probe_table is not None
         assert np.array_equal(index._faiss.probe_table, table)
         assert [pairs(index.search(query, k=10)) for query in queries] == single
+
+
+def test_ivf_spills_each_item_into_two_lists_and_answers_each_once(tmp_path: Path) -> None:
+    """Spilled items sit in two lists but come back once, at their true overlap, before and after reopen."""
+    config = IVF.model_copy(update={"ivf_nprobe": 4, "ivf_nprobe_wide": 4})
+    items = clustered_items(600, seed=9)
+    with SdrIndex(tmp_path, config) as index:
+        index.add_many(items)
+        faiss_index = index._faiss
+        assert faiss_index.is_ivf and faiss_index.copies == 2 and faiss_index.index.ntotal == 2 * 600
+        lists = [faiss_index.index.invlists.list_size(n) for n in range(faiss_index.nlist)]
+        assert sum(lists) == 1200 and max(lists) < 600  # two different lists per item, not one list twice
+        answers = [pairs(index.search(item.sdr, k=50)) for item in items[:30]]
+        for item, got in zip(items[:30], answers, strict=True):
+            ids = [item_id for item_id, _ in got]
+            assert len(ids) == len(set(ids)) == 50
+            assert all(overlap == item.sdr.overlap(index.get(i).sdr) for i, overlap in got)
+    with SdrIndex(tmp_path, config) as index:
+        assert index._faiss.copies == 2 and index._faiss.index.ntotal == 1200
+        assert [pairs(index.search(item.sdr, k=50)) for item in items[:30]] == answers
+        index.add("late", items[0].sdr)  # added after the reopen: spilled too
+        assert index._faiss.index.ntotal == 1202
+        assert [m.id for m in index.search(items[0].sdr, k=2)] == [items[0].id, "late"]
+
+
+def test_ivf_widens_the_search_for_a_diffuse_query(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A query whose best overlaps are a small share of its bits scans up to ivf_nprobe_wide lists.
+
+    The mixture below takes a slice of every prototype, so its neighbours are spread
+    over all lists: one list cannot hold its top 10, all eight (the wide breadth) do.
+    """
+    items = clustered_items(600, seed=10)
+    rng = np.random.default_rng(11)
+    prototypes = [np.unique(np.concatenate([item.sdr.positions for item in items[n::8][:40]])) for n in range(8)]
+    mixture = Sdr.from_positions(
+        np.unique(np.concatenate([rng.choice(p, 40, replace=False) for p in prototypes])), SIZE
+    )
+    focused = items[3].sdr  # its own cluster's list holds its neighbours: no widening
+    scanned: list[int] = []
+    scan = FaissIndex._scan
+
+    def counting_scan(self: FaissIndex, codes: np.ndarray, fetch: int, probes: np.ndarray) -> object:
+        scanned.append(probes.shape[1])
+        return scan(self, codes, fetch, probes)
+
+    monkeypatch.setattr(FaissIndex, "_scan", counting_scan)
+    narrow = IVF.model_copy(update={"ivf_nprobe": 1, "ivf_nprobe_wide": 8, "ivf_widen_below": 0.0})
+    with SdrIndex(tmp_path, narrow) as index:
+        index.add_many(items)
+        assert pairs(index.search(mixture, k=10)) != brute_force(items, mixture, 10)  # one list is not enough
+    with SdrIndex(tmp_path, narrow.model_copy(update={"ivf_widen_below": 0.5})) as index:
+        scanned.clear()
+        assert pairs(index.search(mixture, k=10)) == brute_force(items, mixture, 10)
+        assert scanned == [1, 7]  # the first list, then the other seven
+        scanned.clear()
+        assert pairs(index.search(focused, k=10)) == brute_force(items, focused, 10)
+        assert scanned == [1]
 
 
 def test_bad_input_is_refused_and_changes_nothing(tmp_path: Path) -> None:

@@ -192,7 +192,16 @@ class IndexConfig(_Section):
     candidate_factor: int = Field(2, ge=1, le=64)  # candidates fetched = max(k * factor, k + margin)
     candidate_margin: int = Field(32, ge=0, le=10_000)  # extra candidates, so overlap ties settle
     ivf_nlist: int = Field(4096, ge=1, le=1 << 20)  # IVF lists (k-means centroids)
-    ivf_nprobe: int = Field(128, ge=1, le=1 << 20)  # lists scanned per query: the search breadth
+    ivf_nprobe: int = Field(32, ge=1, le=1 << 20)  # lists scanned per query first: the search breadth
+    # A query whose k-th best overlap in those lists is below ivf_widen_below of its own
+    # active bits has a diffuse neighbourhood (spread over many lists): it scans up to
+    # ivf_nprobe_wide lists in all. Easy queries stay cheap; hard ones look further.
+    ivf_nprobe_wide: int = Field(256, ge=1, le=1 << 20)  # lists scanned in all by a diffuse query
+    ivf_widen_below: float = Field(0.5, ge=0.0, le=1.0)  # share of the query's bits; 0 = never widen
+    # Each item is stored in its this-many nearest lists ("spilling"), so an item on a
+    # list boundary is found from either side. 2 doubles the IVF codes' memory (~2 KB
+    # more per item) and the work per list; `make bench-index` prints 1 beside 2.
+    ivf_lists_per_item: int = Field(2, ge=1, le=4)
     ivf_train_min: int = Field(100_000, ge=1)  # items before IVF is trained; exact search below
     ivf_train_sample: int = Field(131_072, ge=1)  # items sampled for k-means (~32 per list)
     ivf_train_iterations: int = Field(6, ge=1, le=100)  # k-means rounds
@@ -208,6 +217,11 @@ class IndexConfig(_Section):
     def _nprobe_fits(self) -> IndexConfig:
         if self.ivf_nprobe > self.ivf_nlist:
             raise ValueError(f"ivf_nprobe {self.ivf_nprobe} exceeds ivf_nlist {self.ivf_nlist}")
+        if not self.ivf_nprobe <= self.ivf_nprobe_wide <= self.ivf_nlist:
+            raise ValueError(
+                f"ivf_nprobe_wide {self.ivf_nprobe_wide} must lie between ivf_nprobe {self.ivf_nprobe} "
+                f"and ivf_nlist {self.ivf_nlist}"
+            )
         if self.ivf_train_min < self.ivf_nlist:
             raise ValueError(f"ivf_train_min {self.ivf_train_min} is below ivf_nlist {self.ivf_nlist}")
         return self

@@ -20,6 +20,13 @@ with a member of that list; it ranks lists far better than the overlap with
 the binary centroid, for about the same cost. A single query's lists are split
 across the OpenMP threads (FAISS parallelises IVF search over queries only).
 
+Two measures for the queries IVF finds hard. Merged SDRs are mixtures of terms,
+so an item's neighbours need not share its dominant term, and they spread over
+many lists. Each item is therefore stored in its ``ivf_lists_per_item`` nearest
+lists (spilling; results are de-duplicated), and a query whose k-th best overlap
+in its first ``ivf_nprobe`` lists is a small share of its own active bits (a
+diffuse neighbourhood) goes on to scan up to ``ivf_nprobe_wide`` lists.
+
 Removal: labels are marked dead in a bitmap, excluded from results at once, and
 physically dropped from FAISS in one pass once they pile up (``compact``).
 """
@@ -94,6 +101,7 @@ class FaissIndex:
         self.ivf_trained_at = 0  # live items when IVF was trained; 0 = flat (exact) structure
         self.nlist = 0  # IVF lists, when IVF
         self.probe_table: ProbeTable | None = None  # (sdr_size, nlist) uint8, when IVF
+        self.copies = 1  # IVF lists each item is stored in (spilling); 1 for flat
         self._weights = np.full(0, -1, dtype=np.int32)  # by label; -1 = not live
         self._live = np.zeros(0, dtype=np.uint8)  # by label, FAISS IDSelectorBitmap layout
         self._histogram = np.zeros(layout.max_weight + 1, dtype=np.int64)  # live items per weight
@@ -106,12 +114,17 @@ class FaissIndex:
         return self.ivf_trained_at > 0
 
     @property
+    def indexed(self) -> int:
+        """Items in FAISS, live or dead (each spilled item counted once)."""
+        return int(self.index.ntotal) // self.copies
+
+    @property
     def tombstones(self) -> int:
-        return int(self.index.ntotal) - self.live_count
+        return self.indexed - self.live_count
 
     def needs_compaction(self) -> bool:
         dead = self.tombstones
-        return dead >= self.config.compact_min and dead > self.config.compact_ratio * self.index.ntotal
+        return dead >= self.config.compact_min and dead > self.config.compact_ratio * self.indexed
 
     def needs_training(self) -> bool:
         """IVF wanted and either never trained yet, or trained on a much smaller collection."""
@@ -138,11 +151,26 @@ class FaissIndex:
             return
         self._grow(int(labels.max()) + 1)
         weights = stored_weights(lengths, self.layout.equalize_bits)
-        self.index.add_with_ids(codes, labels)
+        if self.copies > 1:
+            self._add_spilled(labels, codes)
+        else:
+            self.index.add_with_ids(codes, labels)
         self._weights[labels] = weights
         np.bitwise_or.at(self._live, labels >> 3, np.left_shift(1, labels & 7).astype(np.uint8))
         self._histogram += np.bincount(weights, minlength=self._histogram.size)
         self.live_count += int(labels.size)
+
+    def _add_spilled(self, labels: Labels, codes: Codes) -> None:
+        """Store each item in its ``copies`` nearest lists (IndexBinaryIVF.add stores it in one)."""
+        quantizer = self.index.quantizer  # type: ignore[attr-defined]  # an IndexBinaryIVF here
+        codes = np.ascontiguousarray(codes)
+        labels = np.ascontiguousarray(labels, dtype=np.int64)
+        _, lists = quantizer.search(codes, self.copies)
+        for column in range(self.copies):
+            assigned = np.ascontiguousarray(lists[:, column])
+            self.index.add_core(  # type: ignore[attr-defined]
+                int(labels.size), faiss.swig_ptr(codes), faiss.swig_ptr(labels), faiss.swig_ptr(assigned)
+            )
 
     def remove(self, labels: Labels) -> None:
         """Mark labels dead; searches skip them from now on."""
@@ -177,6 +205,7 @@ class FaissIndex:
         self.index = index
         self.nlist = nlist
         self.probe_table = probe_table
+        self.copies = min(self.config.ivf_lists_per_item, nlist)
         self.ivf_trained_at = max(live_total, 1)
 
     def _grow(self, size: int) -> None:
@@ -227,8 +256,10 @@ class FaissIndex:
                         exclude=int(exclude[query]),
                     )
                 break
-            fetch = min(fetch, max(int(self.index.ntotal), 1))
-            distances, labels = self._knn(codes[pending], fetch, [queries[query] for query in pending])
+            fetch = min(fetch, max(self.indexed, 1))
+            distances, labels = self._knn(
+                codes[pending], fetch, [queries[query] for query in pending], k, exclude[pending]
+            )
             retry: list[int] = []
             for row, query in enumerate(pending):
                 weight = int(lengths[query])
@@ -245,26 +276,57 @@ class FaissIndex:
         return [answer if answer is not None else _empty() for answer in answers]
 
     def _knn(
-        self, codes: Codes, fetch: int, queries: list[npt.NDArray[np.uint32]]
+        self, codes: Codes, fetch: int, queries: list[npt.NDArray[np.uint32]], k: int, exclude: Labels
     ) -> tuple[npt.NDArray[np.int64], Labels]:
         if self.is_ivf:
-            nprobe = min(self.config.ivf_nprobe, self.nlist)
             if self.probe_table is not None:
-                return self._ivf_knn(codes, fetch, queries, nprobe)
+                return self._ivf_knn(codes, fetch, queries, k, exclude)
             ivf_params = faiss.SearchParametersIVF()
-            ivf_params.nprobe = nprobe
+            ivf_params.nprobe = min(self.config.ivf_nprobe, self.nlist)
             # IndexBinaryIVF takes no IDSelector: dead labels are dropped in _rank.
-            return self._call(lambda: self.index.search(codes, fetch, params=ivf_params))
+            distances, labels = self.index.search(codes, fetch * self.copies, params=ivf_params)
+            return _unique(distances.astype(np.int64), labels, fetch)
         params = faiss.SearchParameters()
         params.sel = self._selector()
         return self._call(lambda: self.index.search(codes, fetch, params=params))
 
     def _ivf_knn(
-        self, codes: Codes, fetch: int, queries: list[npt.NDArray[np.uint32]], nprobe: int
+        self, codes: Codes, fetch: int, queries: list[npt.NDArray[np.uint32]], k: int, exclude: Labels
     ) -> tuple[npt.NDArray[np.int64], Labels]:
-        """IVF search over the lists the probe table picks; fewer queries than threads share out lists."""
-        count = int(codes.shape[0])
-        probes = np.stack([self._probes(query, nprobe) for query in queries])
+        """Scan each query's best ``ivf_nprobe`` lists; a diffuse query's next ones up to ``ivf_nprobe_wide``."""
+        first = min(self.config.ivf_nprobe, self.nlist)
+        widest = min(self.config.ivf_nprobe_wide, self.nlist) if self.config.ivf_widen_below > 0 else first
+        widest = max(widest, first)
+        probes = np.stack([self._probes(query, widest) for query in queries])  # best list first
+        distances, labels = self._scan(codes, fetch, probes[:, :first])
+        if widest == first:
+            return distances, labels
+        diffuse = [
+            row
+            for row, query in enumerate(queries)
+            if self._diffuse(distances[row], labels[row], int(query.size), k, int(exclude[row]))
+        ]
+        if diffuse:
+            more_distances, more_labels = self._scan(codes[diffuse], fetch, probes[diffuse, first:])
+            merged = _unique(
+                np.concatenate([distances[diffuse], more_distances], axis=1),
+                np.concatenate([labels[diffuse], more_labels], axis=1),
+                fetch,
+            )
+            distances[diffuse], labels[diffuse] = merged
+        return distances, labels
+
+    def _diffuse(
+        self, distances: npt.NDArray[np.int64], labels: Labels, query_weight: int, k: int, exclude: int
+    ) -> bool:
+        """Whether the k-th overlap found is below ``ivf_widen_below`` of the query's active bits."""
+        _, kth = self._rank(distances, labels, query_weight, k, 0, exclude=exclude)
+        return kth < self.config.ivf_widen_below * query_weight
+
+    def _scan(self, codes: Codes, fetch: int, probes: Labels) -> tuple[npt.NDArray[np.int64], Labels]:
+        """IVF search of the given lists per query; fewer queries than threads share out their lists."""
+        count, nprobe = probes.shape
+        found = fetch * self.copies  # a spilled item can come back once per list it is in
         parts = max(1, min(faiss.omp_get_max_threads() // count, nprobe))
         per_part = -(-nprobe // parts)
         if parts > 1:
@@ -278,15 +340,15 @@ class FaissIndex:
         codes = np.ascontiguousarray(codes)
         probes = np.ascontiguousarray(probes, dtype=np.int64)
         coarse = np.zeros(probes.shape, dtype=np.int32)  # not used by binary Hamming scanning
-        distances = np.empty((rows, fetch), dtype=np.int32)
-        labels = np.empty((rows, fetch), dtype=np.int64)
+        distances = np.empty((rows, found), dtype=np.int32)
+        labels = np.empty((rows, found), dtype=np.int64)
         params = faiss.SearchParametersIVF()
         params.nprobe = per_part
         # IndexBinaryIVF takes no IDSelector: dead labels are dropped in _rank.
         self.index.search_preassigned_c(  # type: ignore[attr-defined]
             rows,
             faiss.swig_ptr(codes),
-            fetch,
+            found,
             faiss.swig_ptr(probes),
             faiss.swig_ptr(coarse),
             faiss.swig_ptr(distances),
@@ -294,22 +356,22 @@ class FaissIndex:
             False,
             params,
         )
-        if parts > 1:
-            distances = distances.reshape(count, parts * fetch)
-            labels = labels.reshape(count, parts * fetch)
-            best = np.argsort(distances, axis=1, kind="stable")[:, :fetch]  # empty slots (-1) sort last
-            distances = np.take_along_axis(distances, best, axis=1)
-            labels = np.take_along_axis(labels, best, axis=1)
-        return distances.astype(np.int64), labels
+        if parts == 1 and self.copies == 1:
+            return distances.astype(np.int64), labels
+        return _unique(
+            distances.reshape(count, parts * found).astype(np.int64), labels.reshape(count, parts * found), fetch
+        )
 
     def _probes(self, query: npt.NDArray[np.uint32], nprobe: int) -> Labels:
-        """The ``nprobe`` lists whose members share the most bits with ``query``, on average."""
+        """The ``nprobe`` lists whose members share the most bits with ``query`` on average, best first."""
         assert self.probe_table is not None
         dtype = np.uint16 if query.size <= _PROBE_SUM_UINT16 else np.uint32
         scores = self.probe_table[query].sum(axis=0, dtype=dtype)
-        if nprobe >= scores.size:
-            return np.arange(scores.size, dtype=np.int64)
-        return np.argpartition(scores, scores.size - nprobe)[scores.size - nprobe :].astype(np.int64)
+        if nprobe < scores.size:
+            best = np.argpartition(scores, scores.size - nprobe)[scores.size - nprobe :]
+        else:
+            best = np.arange(scores.size)
+        return best[np.argsort(-scores[best].astype(np.int64), kind="stable")].astype(np.int64)
 
     @staticmethod
     def _call(search: Callable[[], tuple[npt.NDArray[np.int32], Labels]]) -> tuple[npt.NDArray[np.int64], Labels]:
@@ -353,7 +415,7 @@ class FaissIndex:
     ) -> bool:
         """Whether the answer is final: exact (bound below the floor) or, for IVF, complete enough."""
         returned = int((labels >= 0).sum())
-        if returned < fetch or fetch >= self.index.ntotal:
+        if returned < fetch or fetch >= self.indexed:
             return True  # FAISS had nothing more to give (in the probed lists, for IVF)
         bound_twice = query_weight + self._max_weight() - int(distances[returned - 1])
         if self.is_ivf:
@@ -374,6 +436,24 @@ class FaissIndex:
     def _max_weight(self) -> int:
         nonzero = np.flatnonzero(self._histogram)
         return int(nonzero[-1]) if nonzero.size else 0
+
+
+def _unique(distances: npt.NDArray[np.int64], labels: Labels, fetch: int) -> tuple[npt.NDArray[np.int64], Labels]:
+    """Per row, the ``fetch`` nearest distinct labels (-1 pads); a spilled item may come twice.
+
+    Sorting by (distance, label) puts an item's copies side by side: they share
+    their code, hence their distance. Empty slots (-1) carry FAISS's largest
+    distance and so sort last.
+    """
+    order = np.lexsort((labels, distances), axis=-1)
+    distances = np.take_along_axis(distances, order, axis=1)
+    labels = np.take_along_axis(labels, order, axis=1)
+    repeat = np.zeros(labels.shape, dtype=bool)
+    repeat[:, 1:] = (labels[:, 1:] == labels[:, :-1]) & (labels[:, 1:] >= 0)
+    distances[repeat] = np.iinfo(np.int32).max
+    labels[repeat] = -1
+    keep = np.argsort(repeat, axis=1, kind="stable")[:, :fetch]  # distinct ones first, order kept
+    return np.take_along_axis(distances, keep, axis=1), np.take_along_axis(labels, keep, axis=1)
 
 
 def _empty() -> Hits:

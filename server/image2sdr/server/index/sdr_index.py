@@ -328,7 +328,9 @@ class SdrIndex:
 
     def _key(self) -> SnapshotKey:
         store_id, changes = self._store.snapshot_state()
-        return SnapshotKey(store_id, changes, self.layout, self.config.kind, self.config.ivf_nlist)
+        return SnapshotKey(
+            store_id, changes, self.layout, self.config.kind, self.config.ivf_nlist, self.config.ivf_lists_per_item
+        )
 
     def _open_faiss(self) -> tuple[FaissIndex, int]:
         key = self._key()

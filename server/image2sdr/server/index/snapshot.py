@@ -53,6 +53,7 @@ class SnapshotKey:
     layout: Layout
     kind: str
     ivf_nlist: int
+    ivf_lists_per_item: int
 
     def header(self) -> dict[str, object]:
         return {
@@ -62,6 +63,7 @@ class SnapshotKey:
             "equalize_bits": self.layout.equalize_bits,
             "kind": self.kind,
             "ivf_nlist": self.ivf_nlist if self.kind == "ivf" else 0,
+            "ivf_lists_per_item": self.ivf_lists_per_item if self.kind == "ivf" else 0,
         }
 
 
@@ -101,6 +103,7 @@ def write_snapshot(path: Path, key: SnapshotKey, index: FaissIndex) -> None:
                 labels=int(weights.size),
                 probe_bytes=probe_bytes,
                 ivf_trained_at=index.ivf_trained_at,
+                ivf_copies=index.copies,
             )
             encoded = json.dumps(header, sort_keys=True).encode()
             writer.write(encoded)
@@ -226,6 +229,9 @@ def _load(file: BinaryIO, header: Mapping[str, object], layout: Layout, config: 
     index.ivf_trained_at = int(header.get("ivf_trained_at", 0))  # type: ignore[call-overload]
     if index.is_ivf:
         index.nlist = int(loaded.nlist)  # type: ignore[attr-defined]  # an IndexBinaryIVF here
+        index.copies = int(header.get("ivf_copies", 1))  # type: ignore[call-overload]
+        if not 1 <= index.copies <= index.nlist:
+            raise ValueError("IVF copies per item out of range")
         if probe_bytes:  # older snapshots have none: FAISS's quantizer picks the lists then
             if probe_bytes != layout.sdr_size * index.nlist:
                 raise ValueError("probe table does not match the IVF lists")
@@ -234,7 +240,7 @@ def _load(file: BinaryIO, header: Mapping[str, object], layout: Layout, config: 
     elif probe_bytes:
         raise ValueError("probe table in a snapshot of a flat index")
     index.restore_arrays(weights, live)
-    if int(loaded.ntotal) < index.live_count:
+    if index.indexed < index.live_count:
         raise ValueError("FAISS section holds fewer items than the live labels")
     return index
 
