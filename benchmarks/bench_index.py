@@ -181,24 +181,28 @@ def measure_ivf_build(
 
 def measure_ivf_search(index: SdrIndex, label: str, queries: list[Sdr], exact: list[list[tuple[str, int]]]) -> None:
     settings = index._faiss.config
-    widened = 0
     diffuse = index._faiss._diffuse
+    wide = False  # whether the current query widened (in any retry round)
 
-    def counting(*args: object, **kwargs: object) -> bool:
-        nonlocal widened
-        wide = diffuse(*args, **kwargs)  # type: ignore[arg-type]
-        widened += wide
-        return wide
+    def watching(*args: object, **kwargs: object) -> bool:
+        nonlocal wide
+        answer = diffuse(*args, **kwargs)  # type: ignore[arg-type]
+        wide = wide or answer
+        return answer
 
-    index._faiss._diffuse = counting  # type: ignore[method-assign]
-    latencies, recalls = [], []
-    for query, truth in zip(queries, exact, strict=True):
-        began = time.perf_counter()
-        got = index.search(query, K)
-        latencies.append(time.perf_counter() - began)
-        kth = truth[-1][1] if truth else 0
-        recalls.append(sum(m.overlap >= kth for m in got) / max(len(truth), 1))
-    del index._faiss._diffuse
+    index._faiss._diffuse = watching  # type: ignore[method-assign]
+    latencies, recalls, widened = [], [], 0
+    try:
+        for query, truth in zip(queries, exact, strict=True):
+            wide = False
+            began = time.perf_counter()
+            got = index.search(query, K)
+            latencies.append(time.perf_counter() - began)
+            widened += wide
+            kth = truth[-1][1] if truth else 0
+            recalls.append(sum(m.overlap >= kth for m in got) / max(len(truth), 1))
+    finally:
+        del index._faiss._diffuse
     began = time.perf_counter()
     index.search_many(queries, K)
     batched = len(queries) / (time.perf_counter() - began)

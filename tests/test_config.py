@@ -71,6 +71,8 @@ def test_environment_overrides_paths(tmp_path: Path, monkeypatch: pytest.MonkeyP
         "image: {max_pixles: 5}\n",  # a typo must not be silently ignored
         "- just a list\n",
         "sdr: [\n",
+        "index: {ivf_nlist: 64, ivf_nprobe: 128}\n",  # more lists probed than exist
+        "index: {ivf_nlist: 8192, ivf_train_sample: 4096}\n",  # fewer samples than lists
     ],
 )
 def test_bad_config_is_refused_clearly(tmp_path: Path, text: str) -> None:
@@ -78,6 +80,13 @@ def test_bad_config_is_refused_clearly(tmp_path: Path, text: str) -> None:
     path.write_text(text)
     with pytest.raises(ConfigError):
         load_config(path)
+
+
+def test_small_ivf_keeps_the_default_wide_breadth(tmp_path: Path) -> None:
+    """ivf_nprobe_wide is capped at the lists there are, so a small nlist needs no other change."""
+    path = tmp_path / "config.yml"
+    path.write_text("index: {kind: ivf, ivf_nlist: 64, ivf_nprobe: 16}\n")
+    assert load_config(path).index.ivf_nprobe_wide == 256
 
 
 def test_missing_file(tmp_path: Path) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 
@@ -28,9 +29,7 @@ from .index_helpers import SIZE, brute_force, clustered_items, pairs, random_sdr
 
 EXACT = IndexConfig()
 # IVF trained on tiny collections so the tests exercise the real IVF structure.
-IVF = IndexConfig(
-    kind="ivf", ivf_nlist=8, ivf_nprobe=8, ivf_nprobe_wide=8, ivf_train_min=200, ivf_train_sample=400, compact_min=16
-)
+IVF = IndexConfig(kind="ivf", ivf_nlist=8, ivf_nprobe=8, ivf_train_min=200, ivf_train_sample=400, compact_min=16)
 KINDS = {"exact": EXACT, "ivf": IVF}
 
 
@@ -199,8 +198,13 @@ def test_ivf_spills_each_item_into_two_lists_and_answers_each_once(tmp_path: Pat
         index.add_many(items)
         faiss_index = index._faiss
         assert faiss_index.is_ivf and faiss_index.copies == 2 and faiss_index.index.ntotal == 2 * 600
-        lists = [faiss_index.index.invlists.list_size(n) for n in range(faiss_index.nlist)]
-        assert sum(lists) == 1200 and max(lists) < 600  # two different lists per item, not one list twice
+        invlists = faiss_index.index.invlists
+        homes: dict[int, list[int]] = {}  # label -> the lists holding it
+        for list_no in range(faiss_index.nlist):
+            ids = faiss.rev_swig_ptr(invlists.get_ids(list_no), invlists.list_size(list_no))
+            for label in ids.tolist():
+                homes.setdefault(label, []).append(list_no)
+        assert len(homes) == 600 and all(len(set(lists)) == 2 == len(lists) for lists in homes.values())
         answers = [pairs(index.search(item.sdr, k=50)) for item in items[:30]]
         for item, got in zip(items[:30], answers, strict=True):
             ids = [item_id for item_id, _ in got]
@@ -235,7 +239,8 @@ def test_ivf_widens_the_search_for_a_diffuse_query(tmp_path: Path, monkeypatch: 
         return scan(self, codes, fetch, probes)
 
     monkeypatch.setattr(FaissIndex, "_scan", counting_scan)
-    narrow = IVF.model_copy(update={"ivf_nprobe": 1, "ivf_nprobe_wide": 8, "ivf_widen_below": 0.0})
+    # ivf_nprobe_wide keeps its default, 256: capped at the 8 lists there are.
+    narrow = IVF.model_copy(update={"ivf_nprobe": 1, "ivf_widen_below": 0.0})
     with SdrIndex(tmp_path, narrow) as index:
         index.add_many(items)
         assert pairs(index.search(mixture, k=10)) != brute_force(items, mixture, 10)  # one list is not enough
@@ -246,6 +251,12 @@ def test_ivf_widens_the_search_for_a_diffuse_query(tmp_path: Path, monkeypatch: 
         scanned.clear()
         assert pairs(index.search(focused, k=10)) == brute_force(items, focused, 10)
         assert scanned == [1]
+        # By id, the item itself is left out before judging: its own overlap (all its
+        # bits) would otherwise make the best match look close and stop the widening.
+        index.add("mixture", mixture)
+        scanned.clear()
+        assert pairs(index.search_by_id("mixture", k=1)) == brute_force(items, mixture, 1)
+        assert scanned == [1, 7]
 
 
 def test_bad_input_is_refused_and_changes_nothing(tmp_path: Path) -> None:

@@ -196,7 +196,8 @@ class IndexConfig(_Section):
     # A query whose k-th best overlap in those lists is below ivf_widen_below of its own
     # active bits has a diffuse neighbourhood (spread over many lists): it scans up to
     # ivf_nprobe_wide lists in all. Easy queries stay cheap; hard ones look further.
-    ivf_nprobe_wide: int = Field(256, ge=1, le=1 << 20)  # lists scanned in all by a diffuse query
+    # Lists scanned in all by a diffuse query; at most ivf_nlist, and none extra when <= ivf_nprobe.
+    ivf_nprobe_wide: int = Field(256, ge=1, le=1 << 20)
     ivf_widen_below: float = Field(0.5, ge=0.0, le=1.0)  # share of the query's bits; 0 = never widen
     # Each item is stored in its this-many nearest lists ("spilling"), so an item on a
     # list boundary is found from either side. 2 doubles the IVF codes' memory (~2 KB
@@ -217,11 +218,8 @@ class IndexConfig(_Section):
     def _nprobe_fits(self) -> IndexConfig:
         if self.ivf_nprobe > self.ivf_nlist:
             raise ValueError(f"ivf_nprobe {self.ivf_nprobe} exceeds ivf_nlist {self.ivf_nlist}")
-        if not self.ivf_nprobe <= self.ivf_nprobe_wide <= self.ivf_nlist:
-            raise ValueError(
-                f"ivf_nprobe_wide {self.ivf_nprobe_wide} must lie between ivf_nprobe {self.ivf_nprobe} "
-                f"and ivf_nlist {self.ivf_nlist}"
-            )
+        if self.ivf_train_sample < self.ivf_nlist:
+            raise ValueError(f"ivf_train_sample {self.ivf_train_sample} is below ivf_nlist {self.ivf_nlist}")
         if self.ivf_train_min < self.ivf_nlist:
             raise ValueError(f"ivf_train_min {self.ivf_train_min} is below ivf_nlist {self.ivf_nlist}")
         return self

@@ -187,8 +187,8 @@ class FaissIndex:
         """Drop dead labels from FAISS in one pass over the index; how many went."""
         dead = self.tombstones
         if dead:
-            removed = int(self.index.remove_ids(faiss.IDSelectorNot(self._selector())))
-            logger.info("index compacted: %d removed items dropped from FAISS", removed)
+            entries = int(self.index.remove_ids(faiss.IDSelectorNot(self._selector())))
+            logger.info("index compacted: %d removed items dropped from FAISS", entries // self.copies)
         return dead
 
     def train(self, positions: npt.NDArray[np.uint32], lengths: npt.NDArray[np.int64], live_total: int) -> None:
@@ -473,7 +473,9 @@ def sdr_kmeans(
     Returns the centroids (padded codes, as FAISS assigns items by them) and the
     probe table: for each SDR bit and list, the share of the list's sample
     members with that bit active, times ``PROBE_SCALE``, after a last
-    assignment to the final centroids (so it describes the lists FAISS fills).
+    assignment to the final centroids. It counts each member in its nearest
+    list only, though spilling also stores it in the next: the table describes
+    each list's core members.
     """
     rng = np.random.default_rng(20240601)
     codes = pack_codes(positions, lengths, layout.sdr_size, layout.equalize_bits, pad=True)

@@ -56,15 +56,17 @@ class SnapshotKey:
     ivf_lists_per_item: int
 
     def header(self) -> dict[str, object]:
-        return {
+        header: dict[str, object] = {
             "store_id": self.store_id,
             "changes": self.changes,
             "sdr_size": self.layout.sdr_size,
             "equalize_bits": self.layout.equalize_bits,
             "kind": self.kind,
             "ivf_nlist": self.ivf_nlist if self.kind == "ivf" else 0,
-            "ivf_lists_per_item": self.ivf_lists_per_item if self.kind == "ivf" else 0,
         }
+        if self.kind == "ivf":  # absent for exact, so exact snapshots from before it still load
+            header["ivf_lists_per_item"] = self.ivf_lists_per_item
+        return header
 
 
 class _ChecksumWriter:
@@ -230,8 +232,8 @@ def _load(file: BinaryIO, header: Mapping[str, object], layout: Layout, config: 
     if index.is_ivf:
         index.nlist = int(loaded.nlist)  # type: ignore[attr-defined]  # an IndexBinaryIVF here
         index.copies = int(header.get("ivf_copies", 1))  # type: ignore[call-overload]
-        if not 1 <= index.copies <= index.nlist:
-            raise ValueError("IVF copies per item out of range")
+        if not 1 <= index.copies <= index.nlist or loaded.ntotal % index.copies:
+            raise ValueError("IVF copies per item do not match the FAISS section")
         if probe_bytes:  # older snapshots have none: FAISS's quantizer picks the lists then
             if probe_bytes != layout.sdr_size * index.nlist:
                 raise ValueError("probe table does not match the IVF lists")
