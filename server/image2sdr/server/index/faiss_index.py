@@ -279,13 +279,7 @@ class FaissIndex:
         self, codes: Codes, fetch: int, queries: list[npt.NDArray[np.uint32]], k: int, exclude: Labels
     ) -> tuple[npt.NDArray[np.int64], Labels]:
         if self.is_ivf:
-            if self.probe_table is not None:
-                return self._ivf_knn(codes, fetch, queries, k, exclude)
-            ivf_params = faiss.SearchParametersIVF()
-            ivf_params.nprobe = min(self.config.ivf_nprobe, self.nlist)
-            # IndexBinaryIVF takes no IDSelector: dead labels are dropped in _rank.
-            distances, labels = self.index.search(codes, fetch * self.copies, params=ivf_params)
-            return _unique(distances.astype(np.int64), labels, fetch)
+            return self._ivf_knn(codes, fetch, queries, k, exclude)
         params = faiss.SearchParameters()
         params.sel = self._selector()
         return self._call(lambda: self.index.search(codes, fetch, params=params))

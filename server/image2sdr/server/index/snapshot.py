@@ -234,11 +234,10 @@ def _load(file: BinaryIO, header: Mapping[str, object], layout: Layout, config: 
         index.copies = int(header.get("ivf_copies", 1))  # type: ignore[call-overload]
         if not 1 <= index.copies <= index.nlist or loaded.ntotal % index.copies:
             raise ValueError("IVF copies per item do not match the FAISS section")
-        if probe_bytes:  # older snapshots have none: FAISS's quantizer picks the lists then
-            if probe_bytes != layout.sdr_size * index.nlist:
-                raise ValueError("probe table does not match the IVF lists")
-            table = np.frombuffer(file.read(probe_bytes), dtype=np.uint8)
-            index.probe_table = table.reshape(layout.sdr_size, index.nlist).copy()
+        if probe_bytes != layout.sdr_size * index.nlist:  # IVF snapshots all carry one
+            raise ValueError("probe table does not match the IVF lists")
+        table = np.frombuffer(file.read(probe_bytes), dtype=np.uint8)
+        index.probe_table = table.reshape(layout.sdr_size, index.nlist).copy()
     elif probe_bytes:
         raise ValueError("probe table in a snapshot of a flat index")
     index.restore_arrays(weights, live)
