@@ -11,7 +11,7 @@ import pytest
 
 from image2sdr.server import index as index_package
 from image2sdr.server.config import IndexConfig
-from image2sdr.server.errors import InvalidInputError, InvalidSdrError, LimitExceededError, NotFoundError
+from image2sdr.server.errors import InvalidInputError, InvalidSdrError, NotFoundError
 from image2sdr.server.index import (
     IdTooLongError,
     IndexClosedError,
@@ -293,7 +293,7 @@ def test_bad_input_is_refused_and_changes_nothing(tmp_path: Path) -> None:
             index.search(Sdr.from_positions([1], 1024))
         with pytest.raises(NotFoundError):
             index.get("unknown")
-        assert issubclass(IdTooLongError, LimitExceededError)
+        assert issubclass(IdTooLongError, InvalidInputError)  # a malformed argument (INVALID_ARGUMENT)
         assert index.count() == 1 and pairs(index.search(good, k=5)) == [("keep", 3)]  # unchanged, serving
 
 

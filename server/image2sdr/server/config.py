@@ -247,6 +247,12 @@ class ServiceConfig(_Section):
     # An open EncodeStream holds a worker thread for its whole life; more streams than this
     # get RESOURCE_EXHAUSTED, so the other workers stay free for unary calls and health checks.
     max_streams: int = Field(8, ge=1, le=1023)
+    # Streams one peer host may hold of those; 0 = no share, only max_streams. Behind a proxy
+    # or load balancer every caller is the proxy's address: set 0 there.
+    max_streams_per_peer: int = Field(4, ge=0, le=1023)
+    # A stream that sends nothing for this long, with all it sent answered, is closed
+    # (DEADLINE_EXCEEDED) and its slot given back; 0 = wait forever.
+    stream_idle_timeout_s: float = Field(60.0, ge=0.0, le=86_400.0)
     max_message_bytes: int = Field(32 * 1024 * 1024, ge=1024)  # larger requests get RESOURCE_EXHAUSTED
     stream_in_flight: int = Field(32, ge=1, le=4096)  # EncodeStream requests read ahead per stream
     # EncodeStream images encoded together (one concept-provider call); 0 = the provider's own

@@ -6,7 +6,9 @@ service can replace either stage; ``Encoder.from_config`` builds the embedded
 offline defaults.  Batches are the unit of work: images decode on a thread
 pool, the classifier sees the whole batch in one call, every distinct term of
 the batch is looked up once, and each image then merges on its own.
-A bad image fails only its own slot in a batch.
+A bad image fails only its own slot in a batch, whatever goes wrong with it;
+a failure of a whole stage (the classifier, a term provider) fails the images
+waiting on it, each in its own slot, and never the call that carries them.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from .concepts.base import Concept, ConceptSource
+from .concepts.base import Concept, ConceptResult, ConceptSource
 from .concepts.local import LocalConceptSource
 from .config import Config
 from .errors import ConfigError, Image2SdrError, InvalidInputError, InvalidTermError, UpstreamError
@@ -28,7 +30,7 @@ from .sdr import Sdr
 from .terms.base import TermSource, normalize_term
 from .terms.cache import CachedTermSource, TermCache
 
-__all__ = ["ConceptUse", "EncodeOptions", "Encoder", "Encoding", "StageTimings"]
+__all__ = ["ConceptUse", "EncodeOptions", "Encoder", "Encoding", "Outcome", "StageTimings"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +79,11 @@ class Encoding:
     @property
     def skipped(self) -> tuple[ConceptUse, ...]:
         return tuple(c for c in self.concepts if not c.used)
+
+
+# One image's result in a batch: its encoding, or what went wrong with it alone.
+# Core errors say what the caller did wrong; anything else is the server's fault.
+Outcome = Encoding | Exception
 
 
 @dataclass(frozen=True)
@@ -135,12 +142,10 @@ class Encoder:
             raise result
         return result
 
-    def encode_batch(
-        self, images: Sequence[bytes], options: EncodeOptions | None = None
-    ) -> list[Encoding | Image2SdrError]:
+    def encode_batch(self, images: Sequence[bytes], options: EncodeOptions | None = None) -> list[Outcome]:
         """One result per image, in order: its Encoding or the error for that image alone."""
         settings = self._settings(options)
-        results: list[Encoding | Image2SdrError | None] = [None] * len(images)
+        results: list[Outcome | None] = [None] * len(images)
         decoded, decode_ms = self._decode_all(images, results)
         if decoded:
             self._encode_decoded(decoded, decode_ms, settings, results)
@@ -179,14 +184,14 @@ class Encoder:
         return _Settings(max_concepts, min_confidence, active_bits)
 
     def _decode_all(
-        self, images: Sequence[bytes], results: list[Encoding | Image2SdrError | None]
+        self, images: Sequence[bytes], results: list[Outcome | None]
     ) -> tuple[list[tuple[int, DecodedImage]], list[float]]:
         side = self.concept_source.input_side
         outcomes = list(self._decoders.map(lambda data: _timed_decode(data, self.config, side), images))
         decoded: list[tuple[int, DecodedImage]] = []
         decode_ms: list[float] = []
         for slot, (outcome, elapsed) in enumerate(outcomes):
-            if isinstance(outcome, Image2SdrError):
+            if isinstance(outcome, Exception):
                 results[slot] = outcome
             else:
                 decoded.append((slot, outcome))
@@ -198,12 +203,15 @@ class Encoder:
         decoded: list[tuple[int, DecodedImage]],
         decode_ms: list[float],
         settings: _Settings,
-        results: list[Encoding | Image2SdrError | None],
+        results: list[Outcome | None],
     ) -> None:
         started = time.perf_counter()
-        found = self.concept_source.concepts(
-            [image for _, image in decoded], settings.max_concepts, settings.min_confidence
-        )
+        try:
+            found: Sequence[ConceptResult] = self.concept_source.concepts(
+                [image for _, image in decoded], settings.max_concepts, settings.min_confidence
+            )
+        except Exception as exc:  # the provider failed as a whole: each of its images says so
+            found = [exc] * len(decoded)
         concepts_ms = (time.perf_counter() - started) * 1000 / len(decoded)
         plans: dict[int, _Plan] = {}
         for (slot, _), outcome in zip(decoded, found, strict=True):
@@ -214,7 +222,7 @@ class Encoder:
         started = time.perf_counter()
         try:
             looked_up = self._lookup(list(plans.values()))
-        except Image2SdrError as exc:  # an upstream term provider is down: every image waits on it
+        except Exception as exc:  # a term provider is down: every image waits on it
             for slot in plans:
                 results[slot] = exc
             return
@@ -222,7 +230,10 @@ class Encoder:
         for (slot, _), elapsed in zip(decoded, decode_ms, strict=True):
             if slot in plans:
                 timings = StageTimings(decode_ms=elapsed, concepts_ms=concepts_ms, terms_ms=terms_ms)
-                results[slot] = self._merge(plans[slot], looked_up, settings, timings)
+                try:
+                    results[slot] = self._merge(plans[slot], looked_up, settings, timings)
+                except Exception as exc:
+                    results[slot] = exc
 
     def _plan(self, concepts: Sequence[Concept], settings: _Settings) -> _Plan:
         plan = _Plan(uses=[], terms=[])
@@ -312,22 +323,24 @@ def _term_of(concept: Concept, min_confidence: float) -> tuple[str, str, float]:
     return "", term, 1.0
 
 
-def _timed_decode(data: bytes, config: Config, side: int | None) -> tuple[DecodedImage | Image2SdrError, float]:
+def _timed_decode(data: bytes, config: Config, side: int | None) -> tuple[DecodedImage | Exception, float]:
     started = time.perf_counter()
     try:
-        image: DecodedImage | Image2SdrError = decode_image(data, config.image, side)
-    except Image2SdrError as exc:
+        image: DecodedImage | Exception = decode_image(data, config.image, side)
+    except Exception as exc:  # MemoryError included: this image fails, the batch goes on
         image = exc
     return image, (time.perf_counter() - started) * 1000
 
 
-def _filled(result: Encoding | Image2SdrError | None) -> Encoding | Image2SdrError:
+def _filled(result: Outcome | None) -> Outcome:
     if result is None:  # every path above fills its slot; an empty one is a bug here
         raise RuntimeError("encoder left a batch slot without a result")
     return result
 
 
-def _as_core_error(exc: Exception) -> Image2SdrError:
-    if isinstance(exc, Image2SdrError):
+def _as_core_error(exc: Exception) -> Exception:
+    # A remote provider's raw failure is an outage to our caller; running short of
+    # memory is the server's own trouble and is reported as such.
+    if isinstance(exc, (Image2SdrError, MemoryError)):
         return exc
     return UpstreamError(f"concept provider failed: {exc}")

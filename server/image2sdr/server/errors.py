@@ -10,7 +10,9 @@ Image2SdrError
 │   └── InvalidTermError       an empty or over-long term
 ├── LimitExceededError     over a configured size limit        -> RESOURCE_EXHAUSTED
 │   ├── ImageTooLargeError     more bytes than image.max_bytes
-│   └── PixelLimitError        more pixels than image.max_pixels (decompression bomb)
+│   ├── PixelLimitError        more pixels than image.max_pixels (decompression bomb)
+│   └── StreamLimitError       no stream slot left, in all or for this peer
+├── StreamIdleError        a stream sent nothing for too long     -> DEADLINE_EXCEEDED
 ├── NotFoundError          an unknown id                       -> NOT_FOUND
 └── UpstreamError          a provider failed                   -> UNAVAILABLE
 """
@@ -30,6 +32,8 @@ __all__ = [
     "ModelsMissingError",
     "NotFoundError",
     "PixelLimitError",
+    "StreamIdleError",
+    "StreamLimitError",
     "UpstreamError",
 ]
 
@@ -83,6 +87,14 @@ class ImageTooLargeError(LimitExceededError):
 
 class PixelLimitError(LimitExceededError):
     pass
+
+
+class StreamLimitError(LimitExceededError):
+    pass
+
+
+class StreamIdleError(Image2SdrError):
+    """The caller kept a stream open without sending; its slot is given back."""
 
 
 class NotFoundError(Image2SdrError):

@@ -3,7 +3,10 @@
     InvalidInputError   -> INVALID_ARGUMENT    + BadRequest (the field at fault)
     LimitExceededError  -> RESOURCE_EXHAUSTED  + QuotaFailure (limit and actual size)
     NotFoundError       -> NOT_FOUND           + ResourceInfo
+    StreamIdleError     -> DEADLINE_EXCEEDED
     UpstreamError       -> UNAVAILABLE         + RetryInfo
+    other core errors   -> FAILED_PRECONDITION (the server's state, e.g. a closed index)
+    MemoryError         -> RESOURCE_EXHAUSTED  (the server ran short; logged)
     anything else       -> INTERNAL, with a generic message (the detail goes to the log)
 
 A known failure never surfaces as UNKNOWN.  Messages are the core's own,
@@ -13,11 +16,20 @@ which name the problem and never carry a secret.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Any
 
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from .errors import Image2SdrError, InvalidInputError, LimitExceededError, NotFoundError, UpstreamError
+from .errors import (
+    Image2SdrError,
+    InvalidInputError,
+    LimitExceededError,
+    NotFoundError,
+    StreamIdleError,
+    UpstreamError,
+)
 
 __all__ = ["RETRY_DELAY_S", "status_for"]
 
@@ -27,25 +39,48 @@ RETRY_DELAY_S = 1  # what RetryInfo suggests to a caller after UNAVAILABLE
 
 
 def status_for(exc: BaseException) -> status_pb2.Status:
-    """The google.rpc.Status that reports ``exc`` to a caller."""
-    if isinstance(exc, InvalidInputError):
-        violation = error_details_pb2.BadRequest.FieldViolation(field=exc.field, description=str(exc))
-        return _status(code_pb2.INVALID_ARGUMENT, str(exc), error_details_pb2.BadRequest(field_violations=[violation]))
-    if isinstance(exc, LimitExceededError):
-        quota = error_details_pb2.QuotaFailure.Violation(
-            subject=type(exc).__name__, description=f"{exc} (limit {exc.limit}, got {exc.actual})"
-        )
-        return _status(code_pb2.RESOURCE_EXHAUSTED, str(exc), error_details_pb2.QuotaFailure(violations=[quota]))
-    if isinstance(exc, NotFoundError):
-        info = error_details_pb2.ResourceInfo(resource_type="item", resource_name=exc.resource, description=str(exc))
-        return _status(code_pb2.NOT_FOUND, str(exc), info)
-    if isinstance(exc, UpstreamError):
-        retry = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=RETRY_DELAY_S))
-        return _status(code_pb2.UNAVAILABLE, str(exc), retry)
-    if isinstance(exc, Image2SdrError):
-        return _status(code_pb2.FAILED_PRECONDITION, str(exc))
+    """The google.rpc.Status that reports ``exc`` to a caller: the first row of the table it is an instance of."""
+    for kind, report in _TABLE:
+        if isinstance(exc, kind):
+            return report(exc)
+    if isinstance(exc, MemoryError):  # the server ran short, not the caller's fault; it may retry later
+        logger.error("out of memory while serving a call", exc_info=exc)
+        return _status(code_pb2.RESOURCE_EXHAUSTED, "the server is short of memory; retry later")
     logger.error("internal error", exc_info=exc)
     return _status(code_pb2.INTERNAL, "internal error; the server log has the details")
+
+
+def _invalid(exc: Any) -> status_pb2.Status:
+    violation = error_details_pb2.BadRequest.FieldViolation(field=exc.field, description=str(exc))
+    return _status(code_pb2.INVALID_ARGUMENT, str(exc), error_details_pb2.BadRequest(field_violations=[violation]))
+
+
+def _exhausted(exc: Any) -> status_pb2.Status:
+    quota = error_details_pb2.QuotaFailure.Violation(
+        subject=type(exc).__name__, description=f"{exc} (limit {exc.limit}, got {exc.actual})"
+    )
+    return _status(code_pb2.RESOURCE_EXHAUSTED, str(exc), error_details_pb2.QuotaFailure(violations=[quota]))
+
+
+def _not_found(exc: Any) -> status_pb2.Status:
+    info = error_details_pb2.ResourceInfo(resource_type="item", resource_name=exc.resource, description=str(exc))
+    return _status(code_pb2.NOT_FOUND, str(exc), info)
+
+
+def _unavailable(exc: Any) -> status_pb2.Status:
+    retry = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=RETRY_DELAY_S))
+    return _status(code_pb2.UNAVAILABLE, str(exc), retry)
+
+
+# Most specific first: the first row whose type the error is an instance of answers.
+_TABLE: tuple[tuple[type[BaseException], Callable[[Any], status_pb2.Status]], ...] = (
+    (InvalidInputError, _invalid),
+    (LimitExceededError, _exhausted),
+    (NotFoundError, _not_found),
+    (StreamIdleError, lambda exc: _status(code_pb2.DEADLINE_EXCEEDED, str(exc))),
+    (UpstreamError, _unavailable),
+    (Image2SdrError, lambda exc: _status(code_pb2.FAILED_PRECONDITION, str(exc))),
+)
 
 
 def _status(code: int, message: str, *details: object) -> status_pb2.Status:

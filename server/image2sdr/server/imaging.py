@@ -8,6 +8,17 @@ decompression bomb (a few KB of PNG that inflates to gigabytes).
 Supported: JPEG, PNG, GIF (first frame), WebP, BMP, TIFF (first page).  EXIF
 orientation is applied; grey, palette, CMYK, 16-bit and alpha images all come
 out as 8-bit RGB (alpha composited over white, as a viewer shows it).
+
+A damaged file can make Pillow raise almost anything (IndexError from a broken
+colour profile, TypeError from oddly typed TIFF tags, struct.error, ...), so
+every failure while reading one image is that image's ``ImageDecodeError``:
+one bad file never costs more than its own answer.  Only MemoryError passes
+through, because it says something about the server, not about the file.
+
+Memory: decoding holds the decoded pixels and at most two converted copies,
+so it is bounded by ``image.max_pixels`` (about 16 bytes per pixel at worst,
+for alpha or 16-bit images); what happens after decoding (the classifier's
+resize) is bounded by the classifier's input size, whatever the aspect ratio.
 """
 
 from __future__ import annotations
@@ -60,9 +71,19 @@ def decode_image(data: bytes, limits: ImageConfig, draft_side: int | None = None
         image.seek(0)  # GIF / TIFF: the first frame or page
         image.load()
         rgb = _to_rgb(ImageOps.exif_transpose(image) or image)
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
-        raise ImageDecodeError(f"image data is damaged or truncated: {exc}", field="image") from exc
+    except MemoryError:
+        raise
+    except Exception as exc:  # whatever a damaged file makes Pillow raise: see the module docstring
+        raise ImageDecodeError(f"image data is damaged or truncated: {_describe(exc)}", field="image") from exc
     return DecodedImage(data=data, image=rgb, format=image.format or "", width=width, height=height)
+
+
+def _describe(exc: Exception) -> str:
+    # Pillow's messages name the problem ("image file is truncated"); a bare
+    # IndexError says only "index out of range", so its type is kept too.
+    if isinstance(exc, (OSError, ValueError, SyntaxError, EOFError)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
 
 
 def _check_bytes(data: bytes, limits: ImageConfig) -> None:
@@ -83,8 +104,10 @@ def _open(data: bytes) -> Image.Image:
             image = Image.open(io.BytesIO(data), formats=FORMATS)
     except UnidentifiedImageError as exc:
         raise ImageDecodeError(f"not an image in a supported format ({', '.join(FORMATS)})", field="image") from exc
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise ImageDecodeError(f"cannot read the image header: {exc}", field="image") from exc
+    except MemoryError:
+        raise
+    except Exception as exc:  # see the module docstring
+        raise ImageDecodeError(f"cannot read the image header: {_describe(exc)}", field="image") from exc
     return image
 
 
@@ -131,11 +154,17 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 def _high_depth_to_rgb(image: Image.Image) -> Image.Image:
     # Pillow's convert("RGB") clips 16-bit values at 255 (a white image);
     # scale the full range down to 8 bits instead.
-    values = np.asarray(image, dtype=np.float64)
-    peak = 65535.0 if image.mode.startswith("I;16") or values.max(initial=0) > 255 else 255.0
+    values = np.asarray(image)
+    top = float(values.max(initial=0))
+    peak = 65535.0 if image.mode.startswith("I;16") or top > 255 else 255.0
     if image.mode == "F":
-        peak = max(float(values.max(initial=0)), 1.0) if values.max(initial=0) > 1.0 else 1.0
-    grey = np.clip(values / peak * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        peak = max(top, 1.0) if top > 1.0 else 1.0
+    grey = np.empty(values.shape, dtype=np.uint8)
+    # Row blocks of ~1M pixels: float64 of a whole 50 MP image would be 400 MB per temporary.
+    rows = max(1, (1 << 20) // max(1, values.shape[1]))
+    for start in range(0, values.shape[0], rows):
+        block = values[start : start + rows].astype(np.float64)
+        grey[start : start + rows] = np.clip(block / peak * 255.0 + 0.5, 0, 255)
     return Image.fromarray(grey).convert("RGB")
 
 

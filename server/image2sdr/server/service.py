@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -28,12 +27,13 @@ from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 
 from .auth import BearerTokenInterceptor
 from .config import Config
-from .encoder import ConceptUse, EncodeOptions, Encoder, Encoding
-from .errors import ConfigError, Image2SdrError, InvalidInputError, LimitExceededError
+from .encoder import ConceptUse, EncodeOptions, Encoder, Encoding, Outcome
+from .errors import ConfigError, Image2SdrError, InvalidInputError
 from .grpc_status import status_for
 from .index import Item, Match, SdrIndex
+from .malformed import Malformed, MalformedRequestInterceptor
 from .sdr import Sdr
-from .streaming import OrderedBatcher
+from .streaming import OrderedBatcher, StreamSlots, peer_host
 from .terms.base import SimilarTermsSource, TermSource, normalize_term
 from .terms.cache import CachedTermSource
 from .upstream import caller_deadline
@@ -78,34 +78,34 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
         self.index = index
         self.vocabulary = vocabulary
         service = config.service
-        self._streams = threading.BoundedSemaphore(service.max_streams)
+        self._streams = StreamSlots(service.max_streams, service.max_streams_per_peer)
         # One concept-provider call per batch: the provider's own size unless configured.
         self.stream_batch = service.stream_batch_for(encoder.concept_source.max_batch)
 
     @_unary
     def Encode(self, request: pb.EncodeRequest, context: grpc.ServicerContext) -> pb.EncodeResponse:
         options = _options(request.options) if request.HasField("options") else None
+        self._check_target(request)  # a bad id is refused before the encode, not after
         started = time.perf_counter()
         encoding = self.encoder.encode(request.image, options)
         return self._respond(request, encoding, started)
 
     def EncodeStream(
-        self, requests: Iterator[pb.EncodeRequest], context: grpc.ServicerContext
+        self, requests: Iterator[pb.EncodeRequest | Malformed], context: grpc.ServicerContext
     ) -> Iterator[pb.EncodeResponse]:
         service = self.config.service
-        if not self._streams.acquire(blocking=False):
-            busy = LimitExceededError(
-                f"{service.max_streams} streams are open, the limit (service.max_streams); retry later",
-                limit=service.max_streams,
-                actual=service.max_streams + 1,
-            )
+        peer = peer_host(context.peer())
+        try:
+            self._streams.acquire(peer)
+        except Image2SdrError as busy:
             context.abort_with_status(rpc_status.to_status(status_for(busy)))
-        batcher: OrderedBatcher[pb.EncodeRequest, pb.EncodeResponse] = OrderedBatcher(
+        batcher: OrderedBatcher[pb.EncodeRequest | Malformed, pb.EncodeResponse] = OrderedBatcher(
             requests,
             self._encode_batch,
             in_flight=service.stream_in_flight,
             batch=self.stream_batch,
             is_active=context.is_active,
+            idle_timeout_s=service.stream_idle_timeout_s,
         )
         try:
             with caller_deadline(context.time_remaining()):  # the stream's deadline bounds upstream retries
@@ -115,7 +115,7 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
         except Exception as exc:
             context.abort_with_status(rpc_status.to_status(status_for(exc)))
         finally:
-            self._streams.release()
+            self._streams.release(peer)
 
     @_unary
     def EncodeText(self, request: pb.EncodeTextRequest, context: grpc.ServicerContext) -> pb.EncodeTextResponse:
@@ -132,8 +132,8 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
         k = _k(request.k, self.config.index.max_k)
         query = request.WhichOneof("query")
         if query == "id":
-            matches = self.index.search_by_id(request.id, k, request.min_overlap)
-            searched = self.index.get(request.id).sdr
+            item, matches = self.index.neighbours(request.id, k, request.min_overlap)  # one consistent read
+            searched = item.sdr
         else:
             if query == "image":
                 options = _options(request.options) if request.HasField("options") else None
@@ -194,39 +194,60 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
 
     # -- helpers --------------------------------------------------------------
 
-    def _encode_batch(self, requests: Sequence[pb.EncodeRequest]) -> list[pb.EncodeResponse]:
-        """EncodeStream's unit of work: one batch, each item answered on its own."""
+    def _encode_batch(self, requests: Sequence[pb.EncodeRequest | Malformed]) -> list[pb.EncodeResponse]:
+        """EncodeStream's unit of work: one batch, each item answered on its own, in order.
+
+        Whatever goes wrong with one item (it did not parse, its options or target are
+        bad, its image is damaged, the server failed on it) is that item's in-band
+        error; the items around it are encoded and stored as usual.
+        """
         started = time.perf_counter()
         responses: list[pb.EncodeResponse | None] = [None] * len(requests)
-        groups: dict[tuple[int | None, float | None, float | None], list[int]] = {}
+        groups: dict[EncodeOptions, list[tuple[int, pb.EncodeRequest]]] = {}
         for slot, request in enumerate(requests):
+            if isinstance(request, Malformed):
+                responses[slot] = _error_response("", InvalidInputError(request.message, field="request"))
+                continue
             try:
                 options = _options(request.options) if request.HasField("options") else EncodeOptions()
-            except InvalidInputError as exc:
-                responses[slot] = _error_response(request, exc)
+                self._check_target(request)
+            except Image2SdrError as exc:
+                responses[slot] = _error_response(request.request_id, exc)
                 continue
-            groups.setdefault((options.max_concepts, options.min_confidence, options.sparsity), []).append(slot)
-        for key, slots in groups.items():
-            options = EncodeOptions(*key)
-            try:
-                results: Sequence[Encoding | Image2SdrError] = self.encoder.encode_batch(
-                    [requests[s].image for s in slots], options
-                )
-            except InvalidInputError as exc:  # the options themselves are bad: only these items fail
-                results = [exc] * len(slots)
-            for slot, result in zip(slots, results, strict=True):
-                responses[slot] = self._respond_or_error(requests[slot], result, started)
+            groups.setdefault(options, []).append((slot, request))
+        for options, members in groups.items():
+            answers = self._encode_group([request for _, request in members], options, started)
+            for (slot, _), response in zip(members, answers, strict=True):
+                responses[slot] = response
         return [r for r in responses if r is not None]
 
-    def _respond_or_error(
-        self, request: pb.EncodeRequest, result: Encoding | Image2SdrError, started: float
-    ) -> pb.EncodeResponse:
+    def _encode_group(
+        self, requests: Sequence[pb.EncodeRequest], options: EncodeOptions, started: float
+    ) -> list[pb.EncodeResponse]:
+        """Requests that share their options: one encoder batch."""
+        try:
+            results: Sequence[Outcome] = self.encoder.encode_batch([r.image for r in requests], options)
+        except Exception as exc:  # the options themselves are bad, or the batch failed as a whole
+            results = [exc] * len(requests)
+        return [self._respond_or_error(r, result, started) for r, result in zip(requests, results, strict=True)]
+
+    def _respond_or_error(self, request: pb.EncodeRequest, result: Outcome, started: float) -> pb.EncodeResponse:
         if isinstance(result, Exception):
-            return _error_response(request, result)
+            return _error_response(request.request_id, result)
         try:
             return self._respond(request, result, started)
-        except Image2SdrError as exc:  # e.g. a bad id for add_to_index
-            return _error_response(request, exc)
+        except Exception as exc:  # storing failed: this item's error, the stream goes on
+            return _error_response(request.request_id, exc)
+
+    def _check_target(self, request: pb.EncodeRequest) -> None:
+        if not request.HasField("add_to_index"):
+            return
+        target = request.add_to_index
+        try:
+            self.index.check_item(target.id, dict(target.metadata))
+        except InvalidInputError as exc:
+            exc.field = f"add_to_index.{exc.field}"
+            raise
 
     def _respond(self, request: pb.EncodeRequest, encoding: Encoding, started: float) -> pb.EncodeResponse:
         indexed = False
@@ -318,8 +339,8 @@ def _item_message(item: Item, dimensions: Sequence[int]) -> pb.Item:
     )
 
 
-def _error_response(request: pb.EncodeRequest, exc: BaseException) -> pb.EncodeResponse:
-    return pb.EncodeResponse(request_id=request.request_id, error=status_for(exc))
+def _error_response(request_id: str, exc: BaseException) -> pb.EncodeResponse:
+    return pb.EncodeResponse(request_id=request_id, error=status_for(exc))
 
 
 # -- the server -------------------------------------------------------------------
@@ -416,8 +437,12 @@ def _vocabulary_terms(config: Config, terms: TermSource) -> list[str]:
 
 
 def _interceptors(config: Config) -> list[grpc.ServerInterceptor]:
+    # The token is checked first: a caller without it learns nothing, not even that its bytes were bad.
     token = os.environ.get(config.service.token_env, "")
-    return [BearerTokenInterceptor(token)] if token else []
+    interceptors: list[grpc.ServerInterceptor] = [BearerTokenInterceptor(token)] if token else []
+    service = pb.DESCRIPTOR.services_by_name["Image2Sdr"]
+    request_types = {method.name: method.input_type.full_name for method in service.methods}
+    return [*interceptors, MalformedRequestInterceptor(SERVICE_NAME, request_types)]
 
 
 def _bind(server: grpc.Server, config: Config) -> int:

@@ -9,6 +9,11 @@ caller goes away the work stops.
 A reader thread moves requests from the caller's iterator into a bounded
 queue; the consumer (the response generator) takes up to ``batch`` queued
 requests at a time, processes them together and yields their results in order.
+A caller that sends nothing for ``idle_timeout_s`` while the server has nothing
+left to do for it is told so (``StreamIdleError``) and its stream ends.
+
+``StreamSlots`` shares the open streams out: so many in all, and so many per
+peer host, so one caller cannot hold every slot.
 """
 
 from __future__ import annotations
@@ -16,10 +21,14 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from typing import Generic, TypeVar
 
-__all__ = ["OrderedBatcher"]
+from .errors import StreamIdleError, StreamLimitError
+
+__all__ = ["OrderedBatcher", "StreamSlots", "peer_host"]
 
 logger = logging.getLogger(__name__)
 
@@ -43,11 +52,13 @@ class OrderedBatcher(Generic[Request, Result]):
         in_flight: int,
         batch: int,
         is_active: Callable[[], bool] = lambda: True,
+        idle_timeout_s: float = 0.0,
     ) -> None:
         self._requests = requests
         self._process = process
         self._batch = batch
         self._is_active = is_active
+        self._idle_timeout_s = idle_timeout_s  # 0: wait for the caller forever
         self._queue: queue.Queue[Request | _End] = queue.Queue(maxsize=in_flight)
         self._stopped = threading.Event()
         self._reader = threading.Thread(target=self._read, name="stream-reader", daemon=True)
@@ -82,13 +93,24 @@ class OrderedBatcher(Generic[Request, Result]):
         return pending, None
 
     def _take_blocking(self) -> Request | _End:
+        # Only time spent waiting for the caller counts as idle: the clock starts
+        # when everything it sent has been answered.
+        idle_since = time.monotonic()
         while True:
             if not self._is_active():
                 return _End()
             try:
                 return self._queue.get(timeout=_POLL_S)
             except queue.Empty:
-                continue
+                pass
+            idle = time.monotonic() - idle_since
+            if self._idle_timeout_s and idle >= self._idle_timeout_s:
+                return _End(
+                    StreamIdleError(
+                        f"the stream sent nothing for {idle:.0f} s (service.stream_idle_timeout_s); "
+                        "it was closed to free its slot"
+                    )
+                )
 
     def _read(self) -> None:
         end = _End()
@@ -111,3 +133,55 @@ class OrderedBatcher(Generic[Request, Result]):
             except queue.Full:
                 continue
         return False
+
+
+class StreamSlots:
+    """How many streams may be open: ``total`` in all and ``per_peer`` per peer host.
+
+    A peer is the caller's host (its port changes with every connection, so
+    counting per connection would be no limit at all).  Behind a proxy every
+    caller is the proxy: set ``per_peer`` to 0 there.
+    """
+
+    def __init__(self, total: int, per_peer: int) -> None:
+        self.total = total
+        self.per_peer = min(per_peer, total) if per_peer else total
+        self._open: Counter[str] = Counter()
+        self._lock = threading.Lock()
+
+    def acquire(self, peer: str) -> None:
+        """Take a slot for ``peer``, or raise StreamLimitError saying which limit is reached."""
+        with self._lock:
+            if sum(self._open.values()) >= self.total:
+                raise StreamLimitError(
+                    f"{self.total} streams are open, the limit (service.max_streams); retry later",
+                    limit=self.total,
+                    actual=self.total + 1,
+                )
+            if self._open[peer] >= self.per_peer:
+                raise StreamLimitError(
+                    f"this client already has {self.per_peer} streams open, its share "
+                    "(service.max_streams_per_peer); retry later",
+                    limit=self.per_peer,
+                    actual=self.per_peer + 1,
+                )
+            self._open[peer] += 1
+
+    def release(self, peer: str) -> None:
+        with self._lock:
+            self._open[peer] -= 1
+            if self._open[peer] <= 0:
+                del self._open[peer]
+
+    def open_streams(self) -> int:
+        with self._lock:
+            return sum(self._open.values())
+
+
+def peer_host(peer: str) -> str:
+    """The host part of a gRPC peer string: "ipv4:10.0.0.7:51234" -> "ipv4:10.0.0.7"."""
+    kind, _, address = peer.partition(":")
+    if kind in ("ipv4", "ipv6"):
+        host, _, port = address.rpartition(":")
+        return f"{kind}:{host}" if port.isdigit() else peer
+    return peer  # unix sockets and the like: the whole string

@@ -44,6 +44,9 @@ PIXEL_STD = 128.0
 # Confidences are rounded so that float noise between CPUs cannot change them
 # (the same image must give the same SDR on every machine).
 CONFIDENCE_DECIMALS = 4
+# Images whose short side scaled to 256 leaves the long side above 16 x 256 (aspect
+# ratios beyond 16:1) are cropped before they are resized; see _centre_crop.
+MAX_RESIZED_PIXELS = RESIZE_SIDE * RESIZE_SIDE * 16
 MAX_SAME_MASS = 2  # concepts allowed to share one exact confidence (see WordNetRollup.concepts)
 
 
@@ -118,9 +121,23 @@ class LocalConceptSource:
     def concepts(self, images: Sequence[DecodedImage], max_concepts: int, min_confidence: float) -> list[ConceptResult]:
         results: list[ConceptResult] = []
         for start in range(0, len(images), self._batch):
-            chunk = images[start : start + self._batch]
-            probabilities = self.classify(np.stack([preprocess(image.image) for image in chunk]))
-            results.extend(self._rollup.concepts(row, max_concepts, min_confidence) for row in probabilities)
+            results.extend(self._chunk(images[start : start + self._batch], max_concepts, min_confidence))
+        return results
+
+    def _chunk(self, images: Sequence[DecodedImage], max_concepts: int, min_confidence: float) -> list[ConceptResult]:
+        # An image that cannot be prepared fails alone; the rest still share one classifier call.
+        results: list[ConceptResult] = []
+        prepared: list[tuple[int, npt.NDArray[np.float32]]] = []
+        for slot, image in enumerate(images):
+            try:
+                prepared.append((slot, preprocess(image.image)))
+                results.append([])
+            except Exception as exc:
+                results.append(exc)
+        if prepared:
+            probabilities = self.classify(np.stack([pixels for _, pixels in prepared]))
+            for (slot, _), row in zip(prepared, probabilities, strict=True):
+                results[slot] = self._rollup.concepts(row, max_concepts, min_confidence)
         return results
 
     def classify(self, pixels: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
@@ -131,16 +148,29 @@ class LocalConceptSource:
 
 def preprocess(image: Image.Image) -> npt.NDArray[np.float32]:
     """RGB image -> [3, 224, 224] float32: short side to 256, centre crop, TF scaling."""
+    crop = _centre_crop(image)
+    pixels = (np.asarray(crop, dtype=np.float32) - PIXEL_MEAN) / PIXEL_STD
+    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+
+
+def _centre_crop(image: Image.Image) -> Image.Image:
+    """The 224 x 224 centre of the image scaled to a short side of 256."""
     width, height = image.size
     scale = RESIZE_SIDE / min(width, height)
     size = (max(INPUT_SIDE, round(width * scale)), max(INPUT_SIDE, round(height * scale)))
-    # reducing_gap lets Pillow shrink large images in cheap integer steps first.
-    resized = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
     left = (size[0] - INPUT_SIDE) // 2
     top = (size[1] - INPUT_SIDE) // 2
-    crop = resized.crop((left, top, left + INPUT_SIDE, top + INPUT_SIDE))
-    pixels = (np.asarray(crop, dtype=np.float32) - PIXEL_MEAN) / PIXEL_STD
-    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+    if size[0] * size[1] <= MAX_RESIZED_PIXELS:
+        # reducing_gap lets Pillow shrink large images in cheap integer steps first.
+        resized = image.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+        return resized.crop((left, top, left + INPUT_SIDE, top + INPUT_SIDE))
+    # A very thin image (16 x 3,000,000 passes the pixel limit) would be enlarged to
+    # gigabytes before the crop threw nearly all of it away: resample only the part
+    # that is kept, straight to 224 x 224.  Ordinary images keep the path above, so
+    # their SDRs stay what they were bit for bit.
+    sx, sy = width / size[0], height / size[1]
+    box = (left * sx, top * sy, (left + INPUT_SIDE) * sx, (top + INPUT_SIDE) * sy)
+    return image.resize((INPUT_SIDE, INPUT_SIDE), Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
 
 
 def _session(path: Path, threads: int) -> ort.InferenceSession:

@@ -61,8 +61,8 @@ class InvalidIdError(InvalidInputError):
     """An empty item id, or one that is not a string."""
 
 
-class IdTooLongError(LimitExceededError):
-    pass
+class IdTooLongError(InvalidIdError):
+    """An id over ``max_id_length``: a malformed argument, not a quota (INVALID_ARGUMENT)."""
 
 
 class MetadataTooLargeError(LimitExceededError):
@@ -126,9 +126,14 @@ class SdrIndex:
                 cache_mib=config.sqlite_cache_mib,
                 busy_timeout_ms=config.sqlite_busy_timeout_ms,
             )
+        except BaseException:
+            self._lock_file.close()
+            raise
+        try:
             remove_temporaries(self._snapshot_path)
             self._faiss, self._snapshot_changes = self._open_faiss()
         except BaseException:
+            self._store.close()  # what was opened is closed again, so the caller may retry
             self._lock_file.close()
             raise
 
@@ -192,6 +197,14 @@ class SdrIndex:
 
             self._apply(change)
         self._maybe_snapshot()
+
+    def check_item(self, item_id: str, metadata: Mapping[str, str] | None = None) -> None:
+        """Raise what ``add`` would raise for this id and metadata, without storing anything.
+
+        Lets a caller refuse a bad request before the work that produces its SDR.
+        """
+        _check_id(item_id, self.config.max_id_length)
+        _check_metadata(metadata if metadata is not None else _EMPTY_METADATA, self.config.max_metadata_bytes)
 
     def remove(self, item_id: str) -> None:
         """Remove an item; NotFoundError if there is none with this id."""
@@ -258,6 +271,15 @@ class SdrIndex:
 
     def search_by_id(self, item_id: str, k: int = 10, min_overlap: int = 0) -> list[Match]:
         """Nearest neighbours of a stored item, the item itself left out."""
+        return self.neighbours(item_id, k, min_overlap)[1]
+
+    def neighbours(self, item_id: str, k: int = 10, min_overlap: int = 0) -> tuple[Item, list[Match]]:
+        """A stored item and its nearest neighbours, read together under one lock.
+
+        Reading the item and searching with it in two steps would let a replace or
+        remove slip in between: the answer could be NOT_FOUND after a successful
+        search, or name a query SDR that was not the one searched.
+        """
         _check_id(item_id, self.config.max_id_length)
         self._check_search(k, min_overlap)
         with self._lock.read():
@@ -267,7 +289,8 @@ class SdrIndex:
                 raise NotFoundError(f"no item with id {item_id!r}", resource=item_id)
             lengths = np.array([row.positions.size], dtype=np.int64)
             exclude = np.array([row.label], dtype=np.int64)
-            return self._answer(self._faiss.search(row.positions, lengths, k, min_overlap, exclude))[0]
+            matches = self._answer(self._faiss.search(row.positions, lengths, k, min_overlap, exclude))[0]
+        return self._item(row), matches
 
     def _answer(self, hits: Sequence[Hits]) -> list[list[Match]]:
         """Look up the rows of the final labels (only those: ids live in SQLite, not RAM)."""
@@ -393,9 +416,7 @@ def _check_id(item_id: object, max_length: int) -> None:
     if not item_id.strip():
         raise InvalidIdError("an item id must not be empty", field="id")
     if len(item_id) > max_length:
-        raise IdTooLongError(
-            f"item id is {len(item_id)} characters, at most {max_length}", limit=max_length, actual=len(item_id)
-        )
+        raise IdTooLongError(f"item id is {len(item_id)} characters, at most {max_length}", field="id")
     if "\x00" in item_id:
         raise InvalidIdError("an item id must not contain NUL", field="id")
 
