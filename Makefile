@@ -5,7 +5,7 @@ XVENV := .venv-export
 PY := $(VENV)/bin/python
 MODELS := models
 
-.PHONY: setup models serve test bench bench-quality bench-index bench-service lint clean proto proto-check stubs node-client
+.PHONY: setup models serve test bench bench-quality bench-index bench-service bench-hostile lint clean proto proto-check stubs node-client
 
 ## setup: the serving virtualenv (no torch in it)
 setup: $(VENV)/.installed
@@ -46,6 +46,10 @@ bench-index: setup
 ## bench-service: EncodeStream vs the in-process encoder, Encode p50, FindSimilar p50 at 100k items
 bench-service: setup models
 	$(PY) benchmarks/bench_service.py
+
+## bench-hostile: memory and time a hostile image costs a real server (thin images, damaged files)
+bench-hostile: setup models
+	$(PY) benchmarks/bench_hostile.py
 
 lint: setup
 	$(PY) -m ruff check server tests benchmarks client/image2sdr/client

@@ -15,16 +15,13 @@ for comparison.  The server must still answer its health check after each.
 from __future__ import annotations
 
 import argparse
-import io
 import os
 import resource
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
 import time
-import zlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -37,38 +34,8 @@ from PIL import Image
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 
-
-def png(image: Image.Image) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG", optimize=True)
-    return buffer.getvalue()
-
-
-def thin_png(width: int, height: int) -> bytes:
-    """A bilevel stripe: a few KB of PNG for millions of pixels."""
-    return png(Image.new("1", (width, height), 1))
-
-
-def broken_icc_png() -> bytes:
-    """A PNG whose colour-profile chunk (after the pixel data) ends at its name: Pillow raises IndexError."""
-    good = png(Image.new("RGB", (32, 32), (200, 40, 40)))
-    data = b"iCCP" + b"profile\x00"
-    chunk = struct.pack(">I", 8) + data + struct.pack(">I", zlib.crc32(data))
-    end = good.rfind(b"IEND") - 4
-    return good[:end] + chunk + good[end:]
-
-
-def odd_strip_tiff() -> bytes:
-    """A TIFF whose StripOffsets tag is typed RATIONAL: Pillow raises TypeError."""
-    buffer = io.BytesIO()
-    Image.new("RGB", (32, 32), (40, 200, 40)).save(buffer, "TIFF")
-    data = bytearray(buffer.getvalue())
-    ifd = struct.unpack("<I", data[4:8])[0]
-    for entry in range(struct.unpack("<H", data[ifd : ifd + 2])[0]):
-        at = ifd + 2 + 12 * entry
-        if struct.unpack("<H", data[at : at + 2])[0] == 273:  # StripOffsets
-            data[at + 2 : at + 4] = struct.pack("<H", 5)
-    return bytes(data)
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.helpers.hostile import broken_colour_profile_png, odd_strip_offsets_tiff, png, thin_png
 
 
 def big_rgba_png(side: int) -> bytes:
@@ -79,7 +46,7 @@ def status_of(path: str, pid: int) -> dict[str, int]:
     fields = {}
     for line in Path(f"/proc/{pid}/{path}").read_text().splitlines():
         name, _, value = line.partition(":")
-        if name in ("VmHWM", "VmRSS"):
+        if name in ("VmHWM", "VmRSS", "VmPeak"):
             fields[name] = int(value.split()[0]) // 1024  # MiB
     return fields
 
@@ -88,14 +55,16 @@ def reset_peak(pid: int) -> None:
     Path(f"/proc/{pid}/clear_refs").write_text("5")  # 5: reset the peak RSS (VmHWM) to the current RSS
 
 
+QUIET = ("--log-level", "ERROR")
+
+
 def start_server(data_dir: Path, cap_gib: float) -> subprocess.Popen[str]:
     def cap() -> None:
         limit = int(cap_gib * (1 << 30))
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
     process = subprocess.Popen(
-        [sys.executable, "-m", "image2sdr.server.serve", "--port", "0", "--data-dir", str(data_dir)]
-        + ["--log-level", "ERROR"],
+        [sys.executable, "-m", "image2sdr.server.serve", "--port", "0", "--data-dir", str(data_dir), *QUIET],
         stdout=subprocess.PIPE,
         text=True,
         preexec_fn=cap,  # noqa: PLW1509 - the cap must be set in the child before it starts
@@ -149,12 +118,13 @@ def main() -> None:
         ("thin 16x50,000", lambda: [thin_png(16, 50_000)]),
         ("thin 16x50,000, four at once", lambda: [thin_png(16, 50_000)] * 4),
         ("thin 50,000x16", lambda: [thin_png(50_000, 16)]),
-        ("broken colour profile (PNG)", lambda: [broken_icc_png()]),
-        ("RATIONAL strip offsets (TIFF)", lambda: [odd_strip_tiff()]),
-        ("RGBA 7000x7000 (49 MP, allowed)", lambda: [big_rgba_png(7000)]),
+        ("broken colour profile (PNG)", lambda: [broken_colour_profile_png()]),
+        ("RATIONAL strip offsets (TIFF)", lambda: [odd_strip_offsets_tiff()]),
     ]
     if not args.skip_huge:
         cases.append(("thin 16x3,000,000", lambda: [thin_png(16, 3_000_000)]))
+    cases.append(("RGBA 7000x7000 (49 MP, allowed)", lambda: [big_rgba_png(7000)]))
+    cases.append(("photo 512x384 again (after)", cases[0][1]))
     with tempfile.TemporaryDirectory() as directory:
         process = start_server(Path(directory), args.cap_gib)
         try:
@@ -169,6 +139,7 @@ def main() -> None:
                 print(f"  {'case':<32} {'bytes':>12}  {'status':<18} {'median':>12}  memory (VmHWM, VmRSS)")
                 for name, make in cases:
                     run_case(process.pid, stub, health, name, make())
+                print(f"server address space at its peak (VmPeak): {status_of('status', process.pid)['VmPeak']} MiB")
         finally:
             process.terminate()
             process.wait(timeout=60)

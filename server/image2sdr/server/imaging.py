@@ -70,7 +70,8 @@ def decode_image(data: bytes, limits: ImageConfig, draft_side: int | None = None
             image.draft("RGB", _draft_size(width, height, draft_side))
         image.seek(0)  # GIF / TIFF: the first frame or page
         image.load()
-        rgb = _to_rgb(ImageOps.exif_transpose(image) or image)
+        ImageOps.exif_transpose(image, in_place=True)  # not a copy: that would be one more full image
+        rgb = _to_rgb(image)
     except MemoryError:
         raise
     except Exception as exc:  # whatever a damaged file makes Pillow raise: see the module docstring

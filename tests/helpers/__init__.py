@@ -1,0 +1,1 @@
+"""Helpers shared by the tests (and the benchmarks that need the same files)."""
