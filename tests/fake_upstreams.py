@@ -167,7 +167,9 @@ class FakeCortical:
     key: str
     unknown: set[str] = field(default_factory=set)  # terms and phrases the retina does not know
     vocabulary: tuple[str, ...] = ("cat", "dog", "coffee", "cup", "animal", "drink", "kitten", "tea")
-    script: deque[str] = field(default_factory=deque)  # fault per request: "401" "429" "503" "slow" "malformed"
+    script: deque[str] = field(
+        default_factory=deque
+    )  # fault per request: "401" "429" "429-60" "503" "slow" "malformed"
     always: str = "ok"
     slow_s: float = 1.0
     requests: list[SeenRequest] = field(default_factory=list)
@@ -220,6 +222,8 @@ class _CorticalHandler(BaseHTTPRequestHandler):
             self._send(401, {"error": "Invalid API key"})
         elif action == "429":
             self._send(429, {"error": "Too many requests"}, {"Retry-After": "0"})
+        elif action == "429-60":
+            self._send(429, {"error": "Too many requests"}, {"Retry-After": "60"})
         elif action == "503":
             self._send(503, {"error": "Service unavailable"})
         elif action == "malformed":

@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
+from google.rpc import error_details_pb2, status_pb2
 
 from image2sdr.server.config import (
     CacheConfig,
@@ -22,7 +23,7 @@ from image2sdr.server.config import (
     ServiceConfig,
     TermsConfig,
 )
-from image2sdr.server.errors import ConfigError, UpstreamError
+from image2sdr.server.errors import ConfigError, UpstreamError, UpstreamKeyError
 from image2sdr.server.merge import Merger, WeightedSdr
 from image2sdr.server.sdr import Sdr
 from image2sdr.server.service import Server, create_server
@@ -30,6 +31,7 @@ from image2sdr.server.terms.base import SimilarTermsSource, TermSource
 from image2sdr.server.terms.cache import CachedTermSource, TermCache
 from image2sdr.server.terms.cortical import CorticalTermSource
 from image2sdr.server.upstream import Secret
+from image2sdr.server.vocabulary import Vocabulary
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 from tests.conftest import serving
@@ -183,10 +185,23 @@ def test_malformed_fingerprints_are_refused(source: CorticalTermSource, position
         source._sdr(positions, "term 'x'")
 
 
-def test_malformed_json(source: CorticalTermSource, fake: FakeCortical) -> None:
-    fake.script.append("malformed")
+def test_malformed_json_is_retried(source: CorticalTermSource, fake: FakeCortical) -> None:
+    fake.script.append("malformed")  # one answer cut short on the way, then a good one
+    assert source.term_sdrs(["cat"])[0] is not None
+    assert len(fake.requests) == 2
+    fake.always = "malformed"
     with pytest.raises(UpstreamError, match="malformed JSON"):
+        source.term_sdrs(["dog"])
+    assert len(fake.requests) > 3
+
+
+def test_a_retry_after_beyond_the_budget_ends_the_call_and_is_passed_on(
+    source: CorticalTermSource, fake: FakeCortical
+) -> None:
+    fake.script.append("429-60")  # the budget is 1 s: waiting 60 s cannot fit
+    with pytest.raises(UpstreamError) as busy:
         source.term_sdrs(["cat"])
+    assert busy.value.retry_after_s == 60.0 and "asks for 60 s" in str(busy.value)
     assert len(fake.requests) == 1
 
 
@@ -199,6 +214,7 @@ def test_unauthorized_is_not_retried_and_hides_the_key(fake: FakeCortical, caplo
     finally:
         source.close()
     assert "refused the API key (HTTP 401)" in str(refused.value)
+    assert isinstance(refused.value, UpstreamKeyError)
     assert len(fake.requests) == 1
     assert wrong not in str(refused.value) and wrong not in repr(refused.value) and wrong not in caplog.text
     assert wrong not in repr(source)
@@ -489,10 +505,33 @@ def test_encode_text_and_similar_terms_ask_the_retina(remote_stub: pb_grpc.Image
     assert fake.requests[-1].path == "/rest/expressions/similar_terms"
 
 
+def test_the_vocabulary_counts_only_terms_with_an_sdr(source: CorticalTermSource, fake: FakeCortical) -> None:
+    fake.unknown.add("xyzzy")
+    vocabulary = Vocabulary(["cat", "dog", "xyzzy"], source)
+    assert len(vocabulary) == 2  # Info publishes this: what SimilarTerms can answer with
+    assert [term for term, _ in vocabulary.nearest(Sdr.from_positions(fingerprint("cat"), 16384), 3)] == ["cat", "dog"]
+
+
+def test_the_upstream_wait_reaches_the_caller(remote_stub: pb_grpc.Image2SdrStub, fake: FakeCortical) -> None:
+    fake.script.append("429-60")
+    with pytest.raises(grpc.RpcError) as busy:
+        remote_stub.EncodeText(pb.EncodeTextRequest(text="retry-after-word"), timeout=TIMEOUT)
+    assert busy.value.code() == grpc.StatusCode.UNAVAILABLE
+    status = next(value for name, value in busy.value.trailing_metadata() if name == "grpc-status-details-bin")
+    retry = error_details_pb2.RetryInfo()
+    assert status_pb2.Status.FromString(status).details[0].Unpack(retry)
+    assert retry.retry_delay.seconds == 60  # the provider's own wait, not a guess of ours
+
+
 @pytest.mark.parametrize(
-    ("fault", "message"), [("503", "Cortical.io unavailable: HTTP 503"), ("401", "refused the API key")]
+    ("fault", "message", "code"),
+    [
+        ("503", "Cortical.io unavailable: HTTP 503", grpc.StatusCode.UNAVAILABLE),
+        # A refused key is the operator's to fix: no status that invites a retry.
+        ("401", "refused the API key", grpc.StatusCode.FAILED_PRECONDITION),
+    ],
 )
-def test_faults_give_unavailable_and_the_service_recovers(
+def test_faults_give_their_status_and_the_service_recovers(
     both_remote: Server,
     remote_stub: pb_grpc.Image2SdrStub,
     fake: FakeCortical,
@@ -501,6 +540,7 @@ def test_faults_give_unavailable_and_the_service_recovers(
     photos: dict[str, bytes],
     fault: str,
     message: str,
+    code: grpc.StatusCode,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     fresh = [(f"{fault}-word-{i}", 0.5) for i in range(3)]  # not in the term cache yet
@@ -514,13 +554,13 @@ def test_faults_give_unavailable_and_the_service_recovers(
         ):
             with pytest.raises(grpc.RpcError) as failed:
                 call(request, timeout=TIMEOUT)
-            assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert failed.value.code() == code
             assert message in failed.value.details()
             assert fake.key not in failed.value.details()
         stream = list(
             stub.EncodeStream(iter([pb.EncodeRequest(image=photos["coffee"], request_id="x")]), timeout=TIMEOUT)
         )
-        assert stream[0].error.code == grpc.StatusCode.UNAVAILABLE.value[0]
+        assert stream[0].error.code == code.value[0]
     assert fake.key not in caplog.text and clarifai.key not in caplog.text
     assert serving(both_remote.address)
     fake.always = "ok"

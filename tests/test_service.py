@@ -400,3 +400,26 @@ def test_concurrent_adds_and_searches(stub: pb_grpc.Image2SdrStub) -> None:
     assert not errors
     for i in range(20):
         assert stub.GetItem(pb.GetItemRequest(id=f"noise-{i}"), timeout=TIMEOUT).id == f"noise-{i}"
+
+
+def test_a_stream_batch_is_stored_in_one_transaction(
+    stub: pb_grpc.Image2SdrStub, service: Server, photos: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    transactions: list[int] = []
+    add_many = service.index.add_many
+
+    def counting(items: Sequence[object]) -> None:
+        transactions.append(len(items))
+        add_many(items)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(service.index, "add_many", counting)
+    images = list(photos.values())
+    requests = [
+        pb.EncodeRequest(image=images[i % len(images)], request_id=str(i), add_to_index=pb.AddToIndex(id=f"tx-{i}"))
+        for i in range(12)
+    ]
+    answers = list(stub.EncodeStream(iter(requests), timeout=TIMEOUT))
+    assert all(a.indexed for a in answers)
+    assert sum(transactions) == 12 and len(transactions) < 12  # whole batches, not one commit per image
+    for i in range(12):
+        stub.RemoveItem(pb.RemoveItemRequest(id=f"tx-{i}"), timeout=TIMEOUT)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -21,19 +21,27 @@ __all__ = [
     "CacheConfig",
     "ClarifaiConceptsConfig",
     "ConceptsConfig",
+    "Confidence",
     "Config",
     "CorticalTermsConfig",
     "ImageConfig",
     "IndexConfig",
     "LocalConceptsConfig",
     "LocalTermsConfig",
+    "MaxConcepts",
     "SdrConfig",
     "ServiceConfig",
+    "Sparsity",
     "TermsConfig",
     "TlsConfig",
     "load_config",
 ]
 
+
+# Bounds shared by the config and the per-request options that override it (encoder.EncodeOptions).
+MaxConcepts = Annotated[int, Field(ge=1, le=200)]
+Confidence = Annotated[float, Field(ge=0.0, le=1.0)]
+Sparsity = Annotated[float, Field(gt=0.0, le=0.5)]
 
 # What an environment variable name looks like (also keeps a pasted key out of it, mostly).
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
@@ -49,7 +57,7 @@ class _Section(BaseModel):
 class SdrConfig(_Section):
     size: int = Field(16384, gt=0, le=1 << 20)  # bits; 128 x 128
     dimensions: tuple[int, ...] = (128, 128)  # product must equal size
-    sparsity: float = Field(0.02, gt=0.0, le=0.5)  # active share: w = round(size * sparsity)
+    sparsity: Sparsity = 0.02  # active share: w = round(size * sparsity), at least 1
     tie_break_seed: int = Field(42, ge=0)  # fixes which of equally scored bits win a merge
     # How each term SDR's bits are weighted in a merge:
     #   "density": a term with n bits gives each bit confidence * w / n, so a dense
@@ -68,7 +76,11 @@ class SdrConfig(_Section):
 
     @property
     def active_bits(self) -> int:
-        return round(self.size * self.sparsity)
+        return self.active_bits_for(self.sparsity)
+
+    def active_bits_for(self, sparsity: float) -> int:
+        """Active bits of a merged SDR at ``sparsity`` (a per-request override or the configured one)."""
+        return max(1, round(self.size * sparsity))
 
 
 class ImageConfig(_Section):
@@ -135,8 +147,8 @@ class ClarifaiConceptsConfig(_Section):
 
 class ConceptsConfig(_Section):
     provider: Literal["local", "clarifai"] = "local"
-    max_concepts: int = Field(10, ge=1, le=200)  # concepts kept per image
-    min_confidence: float = Field(0.0, ge=0.0, le=1.0)  # concepts below are left out
+    max_concepts: MaxConcepts = 10  # concepts kept per image
+    min_confidence: Confidence = 0.0  # concepts below are left out
     local: LocalConceptsConfig = LocalConceptsConfig()
     clarifai: ClarifaiConceptsConfig = ClarifaiConceptsConfig()
 

@@ -19,10 +19,13 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from pydantic import TypeAdapter, ValidationError
 
 from .concepts.base import Concept, ConceptResult, ConceptSource
 from .concepts.local import LocalConceptSource
-from .config import Config
+from .config import Confidence, Config, MaxConcepts, Sparsity
 from .errors import ConfigError, Image2SdrError, InvalidInputError, InvalidTermError, UpstreamError
 from .imaging import DecodedImage, decode_image
 from .merge import Merger, MergeResult, WeightedSdr
@@ -33,6 +36,8 @@ from .terms.cache import CachedTermSource, TermCache
 __all__ = ["ConceptUse", "EncodeOptions", "Encoder", "Encoding", "Outcome", "StageTimings"]
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # "no person", "no people": Clarifai's way of saying what is absent.
 _NEGATIVE = re.compile(r"^no\s+(?P<term>\S.*)$")
@@ -128,11 +133,7 @@ class Encoder:
     def close(self) -> None:
         self._decoders.shutdown(wait=True)
         _close(self.concept_source)
-        terms = self.term_source
-        if isinstance(terms, CachedTermSource):
-            terms.cache.close()
-            terms = terms.source
-        _close(terms)
+        _close(self.term_source)  # a CachedTermSource closes its cache and its provider
 
     # -- public API --------------------------------------------------------
 
@@ -171,17 +172,10 @@ class Encoder:
     def _settings(self, options: EncodeOptions | None) -> _Settings:
         options = options or EncodeOptions()
         configured = self.config.concepts
-        max_concepts = configured.max_concepts if options.max_concepts is None else options.max_concepts
-        min_confidence = configured.min_confidence if options.min_confidence is None else options.min_confidence
-        sparsity = self.config.sdr.sparsity if options.sparsity is None else options.sparsity
-        if not 1 <= max_concepts <= 200:
-            raise InvalidInputError(f"max_concepts must be in [1, 200], got {max_concepts}", field="max_concepts")
-        if not 0.0 <= min_confidence <= 1.0:
-            raise InvalidInputError(f"min_confidence must be in [0, 1], got {min_confidence}", field="min_confidence")
-        if not 0.0 < sparsity <= 0.5:
-            raise InvalidInputError(f"sparsity must be in (0, 0.5], got {sparsity}", field="sparsity")
-        active_bits = max(1, round(self.config.sdr.size * sparsity))
-        return _Settings(max_concepts, min_confidence, active_bits)
+        max_concepts = _option("max_concepts", options.max_concepts, configured.max_concepts)
+        min_confidence = _option("min_confidence", options.min_confidence, configured.min_confidence)
+        sparsity = _option("sparsity", options.sparsity, self.config.sdr.sparsity)
+        return _Settings(max_concepts, min_confidence, self.config.sdr.active_bits_for(sparsity))
 
     def _decode_all(
         self, images: Sequence[bytes], results: list[Outcome | None]
@@ -330,6 +324,24 @@ def _timed_decode(data: bytes, config: Config, side: int | None) -> tuple[Decode
     except Exception as exc:  # MemoryError included: this image fails, the batch goes on
         image = exc
     return image, (time.perf_counter() - started) * 1000
+
+
+# A per-request option is held to the same bounds as the config field it overrides.
+_OPTION_BOUNDS: dict[str, TypeAdapter[Any]] = {
+    "max_concepts": TypeAdapter(MaxConcepts),
+    "min_confidence": TypeAdapter(Confidence),
+    "sparsity": TypeAdapter(Sparsity),
+}
+
+
+def _option(name: str, value: T | None, configured: T) -> T:
+    if value is None:
+        return configured
+    try:
+        checked: T = _OPTION_BOUNDS[name].validate_python(value)
+    except ValidationError as exc:
+        raise InvalidInputError(f"{name}: {exc.errors()[0]['msg']}, got {value}", field=name) from None
+    return checked
 
 
 def _filled(result: Outcome | None) -> Outcome:

@@ -14,7 +14,8 @@ Image2SdrError
 │   └── StreamLimitError       no stream slot left, in all or for this peer
 ├── StreamIdleError        a stream sent nothing for too long     -> DEADLINE_EXCEEDED
 ├── NotFoundError          an unknown id                       -> NOT_FOUND
-└── UpstreamError          a provider failed                   -> UNAVAILABLE
+└── UpstreamError          a provider failed                   -> UNAVAILABLE (+ its Retry-After, if it sent one)
+    └── UpstreamKeyError       it refused the configured key   -> FAILED_PRECONDITION (no retry can help)
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ __all__ = [
     "StreamIdleError",
     "StreamLimitError",
     "UpstreamError",
+    "UpstreamKeyError",
 ]
 
 
@@ -105,3 +107,11 @@ class NotFoundError(Image2SdrError):
 
 class UpstreamError(Image2SdrError):
     """A remote provider failed after its retries; the caller may try later."""
+
+    def __init__(self, message: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s  # the provider's own word on when to come back, if it said
+
+
+class UpstreamKeyError(UpstreamError):
+    """A provider refused the key this server is configured with: an operator must fix it, a retry cannot."""

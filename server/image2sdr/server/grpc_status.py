@@ -4,7 +4,8 @@
     LimitExceededError  -> RESOURCE_EXHAUSTED  + QuotaFailure (limit and actual size)
     NotFoundError       -> NOT_FOUND           + ResourceInfo
     StreamIdleError     -> DEADLINE_EXCEEDED
-    UpstreamError       -> UNAVAILABLE         + RetryInfo
+    UpstreamKeyError    -> FAILED_PRECONDITION (the server's key was refused: retrying cannot help)
+    UpstreamError       -> UNAVAILABLE         + RetryInfo (the provider's Retry-After when it sent one)
     other core errors   -> FAILED_PRECONDITION (the server's state, e.g. a closed index)
     MemoryError         -> RESOURCE_EXHAUSTED  (the server ran short; logged)
     anything else       -> INTERNAL, with a generic message (the detail goes to the log)
@@ -16,6 +17,7 @@ which name the problem and never carry a secret.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -29,6 +31,7 @@ from .errors import (
     NotFoundError,
     StreamIdleError,
     UpstreamError,
+    UpstreamKeyError,
 )
 
 __all__ = ["RETRY_DELAY_S", "status_for"]
@@ -68,7 +71,8 @@ def _not_found(exc: Any) -> status_pb2.Status:
 
 
 def _unavailable(exc: Any) -> status_pb2.Status:
-    retry = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=RETRY_DELAY_S))
+    wait = RETRY_DELAY_S if exc.retry_after_s is None else max(RETRY_DELAY_S, math.ceil(exc.retry_after_s))
+    retry = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=wait))
     return _status(code_pb2.UNAVAILABLE, str(exc), retry)
 
 
@@ -78,6 +82,7 @@ _TABLE: tuple[tuple[type[BaseException], Callable[[Any], status_pb2.Status]], ..
     (LimitExceededError, _exhausted),
     (NotFoundError, _not_found),
     (StreamIdleError, lambda exc: _status(code_pb2.DEADLINE_EXCEEDED, str(exc))),
+    (UpstreamKeyError, lambda exc: _status(code_pb2.FAILED_PRECONDITION, str(exc))),
     (UpstreamError, _unavailable),
     (Image2SdrError, lambda exc: _status(code_pb2.FAILED_PRECONDITION, str(exc))),
 )

@@ -35,7 +35,6 @@ from .malformed import Malformed, MalformedRequestInterceptor
 from .sdr import Sdr
 from .streaming import OrderedBatcher, StreamSlots, peer_host
 from .terms.base import SimilarTermsSource, TermSource, normalize_term
-from .terms.cache import CachedTermSource
 from .upstream import caller_deadline
 from .vocabulary import Vocabulary, default_terms, read_terms
 
@@ -88,6 +87,7 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
         self._check_target(request)  # a bad id is refused before the encode, not after
         started = time.perf_counter()
         encoding = self.encoder.encode(request.image, options)
+        self._store([(request, encoding)])
         return self._respond(request, encoding, started)
 
     def EncodeStream(
@@ -226,18 +226,37 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
     ) -> list[pb.EncodeResponse]:
         """Requests that share their options: one encoder batch."""
         try:
-            results: Sequence[Outcome] = self.encoder.encode_batch([r.image for r in requests], options)
+            results: list[Outcome] = list(self.encoder.encode_batch([r.image for r in requests], options))
         except Exception as exc:  # the options themselves are bad, or the batch failed as a whole
             results = [exc] * len(requests)
-        return [self._respond_or_error(r, result, started) for r, result in zip(requests, results, strict=True)]
+        encoded = [(i, r, e) for i, (r, e) in enumerate(zip(requests, results, strict=True)) if isinstance(e, Encoding)]
+        try:  # the group's items go into the index in one transaction, not one commit per image
+            self._store([(r, e) for _, r, e in encoded])
+        except Exception as exc:  # storing failed: those items' error, the stream goes on
+            for i, r, _ in encoded:
+                if r.HasField("add_to_index"):
+                    results[i] = exc
+        return [self._answer(r, result, started) for r, result in zip(requests, results, strict=True)]
 
-    def _respond_or_error(self, request: pb.EncodeRequest, result: Outcome, started: float) -> pb.EncodeResponse:
+    def _answer(self, request: pb.EncodeRequest, result: Outcome, started: float) -> pb.EncodeResponse:
         if isinstance(result, Exception):
             return _error_response(request.request_id, result)
-        try:
-            return self._respond(request, result, started)
-        except Exception as exc:  # storing failed: this item's error, the stream goes on
-            return _error_response(request.request_id, exc)
+        return self._respond(request, result, started)
+
+    def _store(self, encoded: Sequence[tuple[pb.EncodeRequest, Encoding]]) -> None:
+        """Add the encodings whose requests ask for it to the index, all in one transaction."""
+        items = [
+            Item(
+                request.add_to_index.id,
+                encoding.sdr,
+                tuple((c.name, c.confidence) for c in encoding.used),
+                dict(request.add_to_index.metadata),
+            )
+            for request, encoding in encoded
+            if request.HasField("add_to_index")
+        ]
+        if items:
+            self.index.add_many(items)
 
     def _check_target(self, request: pb.EncodeRequest) -> None:
         if not request.HasField("add_to_index"):
@@ -250,12 +269,7 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
             raise
 
     def _respond(self, request: pb.EncodeRequest, encoding: Encoding, started: float) -> pb.EncodeResponse:
-        indexed = False
-        if request.HasField("add_to_index"):
-            target = request.add_to_index
-            concepts = [(c.name, c.confidence) for c in encoding.used]
-            self.index.add(target.id, encoding.sdr, concepts, dict(target.metadata))
-            indexed = True
+        """The answer to an encoded request (stored already, when it asked to be)."""
         timings = encoding.timings
         return pb.EncodeResponse(
             request_id=request.request_id,
@@ -269,7 +283,7 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
                 merge_ms=timings.merge_ms,
                 total_ms=(time.perf_counter() - started) * 1000,
             ),
-            indexed=indexed,
+            indexed=request.HasField("add_to_index"),
         )
 
     def _sdr_from_message(self, message: pb.Sdr, field: str) -> Sdr:
@@ -424,8 +438,7 @@ def _start(config: Config, encoder: Encoder, index: SdrIndex) -> Server:
 
 
 def _similar_terms_source(terms: TermSource) -> SimilarTermsSource | None:
-    source = terms.source if isinstance(terms, CachedTermSource) else terms
-    return source if isinstance(source, SimilarTermsSource) else None
+    return terms if isinstance(terms, SimilarTermsSource) else None  # the term cache forwards the capability
 
 
 def _vocabulary_terms(config: Config, terms: TermSource) -> list[str]:

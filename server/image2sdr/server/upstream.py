@@ -11,6 +11,9 @@
   or the time budget is spent.  Transient failures (``Retryable``: throttling,
   an unavailable server, a timeout) are retried with exponential backoff and
   full jitter, so many callers that failed together do not retry together.
+  A server's own Retry-After is honoured as it is, up to the budget; a wait
+  longer than what is left ends the call at once, and the caller is told the
+  server's wait (``UpstreamError.retry_after_s``) instead of a guess.
   When the budget runs out the caller gets ``UpstreamError`` (UNAVAILABLE),
   whose message says which provider failed, how often and why.
 - ``caller_deadline`` narrows that budget to what the gRPC caller has left, so
@@ -39,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-MAX_BACKOFF_S = 8.0  # no single retry delay is longer than this
+MAX_BACKOFF_S = 8.0  # no delay of our own choosing is longer than this (a server's Retry-After may be)
 MIN_ATTEMPT_S = 0.05  # an attempt gets at least this long, even at the end of the budget
 # Only names that look like ordinary variable names are echoed in errors: a
 # key pasted into api_key_env by mistake is not.
@@ -126,18 +129,19 @@ _caller_deadline: ContextVar[float | None] = ContextVar("caller_deadline", defau
 
 
 @contextmanager
-def caller_deadline(remaining_s: float | None) -> Iterator[None]:
-    """Upstream calls made inside this block give up when ``remaining_s`` have passed."""
-    token = _caller_deadline.set(None if remaining_s is None else time.monotonic() + remaining_s)
+def caller_deadline(remaining_s: float | None, *, clock: Callable[[], float] = time.monotonic) -> Iterator[None]:
+    """Upstream calls made inside this block give up when ``remaining_s`` have passed on ``clock``."""
+    token = _caller_deadline.set(None if remaining_s is None else clock() + remaining_s)
     try:
         yield
     finally:
         _caller_deadline.reset(token)
 
 
-def _budget_s(total_s: float) -> float:
+def _deadline(total_s: float, now: float) -> float:
+    """When a call starting at ``now`` must be over: its budget, or the caller's deadline if sooner."""
     wanted_by = _caller_deadline.get()
-    return total_s if wanted_by is None else max(0.0, min(total_s, wanted_by - time.monotonic()))
+    return now + total_s if wanted_by is None else min(now + total_s, wanted_by)
 
 
 def call_with_retries(
@@ -150,7 +154,7 @@ def call_with_retries(
 ) -> T:
     """``attempt(timeout_s)`` until it returns or raises something other than ``Retryable``."""
     started = clock()
-    deadline = started + _budget_s(policy.total_s)
+    deadline = _deadline(policy.total_s, started)
     tries = 0
     failure: Retryable | None = None
     while True:
@@ -173,14 +177,16 @@ def call_with_retries(
 
 
 def _gave_up(policy: RetryPolicy, exc: Retryable, tries: int, elapsed_s: float) -> UpstreamError:
+    wait = f"; it asks for {exc.retry_after_s:g} s before the next try" if exc.retry_after_s else ""
     return UpstreamError(
         f"{policy.provider} unavailable: {exc} (gave up after {tries} attempt{'s' if tries > 1 else ''}"
-        f" in {elapsed_s:.1f} s)"
+        f" in {elapsed_s:.1f} s{wait})",
+        retry_after_s=exc.retry_after_s,
     )
 
 
 def _backoff(first_s: float, tries: int, retry_after_s: float | None) -> float:
     delay = random.uniform(0.0, min(MAX_BACKOFF_S, first_s * 2 ** (tries - 1)))  # jitter, not crypto
-    if retry_after_s is not None:
-        delay = max(delay, min(retry_after_s, MAX_BACKOFF_S))
+    if retry_after_s is not None:  # the server knows its own load: never retry sooner than it asks
+        delay = max(delay, retry_after_s)
     return delay

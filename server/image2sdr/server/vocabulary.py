@@ -23,7 +23,7 @@ from .errors import InvalidInputError
 from .sdr import Sdr
 from .terms.base import TermSource, normalize_term
 
-__all__ = ["Vocabulary", "default_terms"]
+__all__ = ["Vocabulary", "default_terms", "read_terms"]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +37,7 @@ def default_terms(models_dir: Path) -> list[str]:
 
 
 def read_terms(path: Path) -> list[str]:
+    """The distinct normalised terms of a word list: one per line, "#" starts a comment line."""
     lines = path.read_text(encoding="utf-8").splitlines()
     return sorted({normalize_term(line) for line in lines if line.strip() and not line.startswith("#")})
 
@@ -51,7 +52,8 @@ class Vocabulary:
         self._built_once: tuple[list[str], npt.NDArray[np.uint8]] | None = None
 
     def __len__(self) -> int:
-        return len(self._wanted)
+        """Terms that SimilarTerms can answer with: those the provider gave an SDR (builds on first use)."""
+        return len(self._built()[0])
 
     def nearest(self, query: Sdr, k: int) -> list[tuple[str, int]]:
         """The k terms sharing most bits with ``query``: overlap desc, then term asc."""

@@ -27,7 +27,7 @@ from clarifai_grpc.grpc.api import resources_pb2, service_pb2, service_pb2_grpc
 from clarifai_grpc.grpc.api.status import status_code_pb2
 
 from ..config import ClarifaiConceptsConfig
-from ..errors import ImageDecodeError, UpstreamError
+from ..errors import ImageDecodeError, UpstreamError, UpstreamKeyError
 from ..imaging import DecodedImage
 from ..upstream import RateLimiter, Retryable, RetryPolicy, Secret, call_with_retries, read_key
 from .base import Concept, ConceptResult
@@ -255,8 +255,8 @@ def _failed_per_input(response: service_pb2.MultiOutputResponse, inputs: int) ->
     return len(outputs) == inputs > 0 and all(output.status.code not in _OK_OUTPUT for output in outputs)
 
 
-def _key_refused(said: str) -> UpstreamError:
-    return UpstreamError(
+def _key_refused(said: str) -> UpstreamKeyError:
+    return UpstreamKeyError(
         f"{PROVIDER} refused the API key ({said}); check the variable named by concepts.clarifai.api_key_env"
     )
 

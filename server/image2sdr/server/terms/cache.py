@@ -24,6 +24,7 @@ import zlib
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import diskcache
 import numpy as np
@@ -138,12 +139,33 @@ class TermCache:
     MISS = _MISS
 
 
+_FORWARDED = frozenset({"similar_terms"})  # optional provider capabilities (terms.base)
+
+
 class CachedTermSource:
-    """A TermSource that asks the cache first and the wrapped provider only for misses."""
+    """A TermSource that asks the cache first and the wrapped provider only for misses.
+
+    The provider's optional capabilities (``similar_terms``) pass through, so
+    ``isinstance(cached, SimilarTermsSource)`` holds exactly when the provider
+    has them and nobody needs to unwrap the cache to find out.
+    """
 
     def __init__(self, source: TermSource, cache: TermCache) -> None:
         self.source = source
         self.cache = cache
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names this class lacks; only capabilities pass, nothing else leaks through.
+        if name in _FORWARDED:
+            return getattr(self.source, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def close(self) -> None:
+        """Close the cache, then the provider (a remote one holds a connection)."""
+        self.cache.close()
+        close = getattr(self.source, "close", None)
+        if callable(close):
+            close()
 
     @property
     def name(self) -> str:

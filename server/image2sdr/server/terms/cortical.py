@@ -13,8 +13,10 @@ A term the retina does not know (empty list, empty fingerprint, or a 400 for
 one phrase) is ``None``, which the encoder reports as a skipped concept; an
 empty SDR never reaches the merge.  Positions are checked before they become
 an ``Sdr``: integers, inside the retina, and sorted and de-duplicated here
-whatever order they came in.  Everything else that goes wrong (HTTP 401/403,
-malformed JSON, retries spent on 429/5xx/timeouts) is ``UpstreamError``.
+whatever order they came in.  A refused key (HTTP 401/403) is
+``UpstreamKeyError`` at once; 429, 5xx, timeouts and malformed JSON (an answer
+cut short) are retried, and once the retries are spent they are
+``UpstreamError``, carrying the server's Retry-After when it sent one.
 
 Fingerprints are cached by ``CachedTermSource`` under (cortical, retina,
 version, size, term), so a term is fetched once per retina.  Proxies: httpx
@@ -32,7 +34,7 @@ import httpx
 import numpy as np
 
 from ..config import CorticalTermsConfig, SdrConfig
-from ..errors import UpstreamError
+from ..errors import UpstreamError, UpstreamKeyError
 from ..sdr import Sdr
 from ..upstream import RateLimiter, Retryable, RetryPolicy, Secret, call_with_retries, read_key
 from .base import normalize_term
@@ -205,7 +207,7 @@ class CorticalTermSource:
         if status in _RETRY_STATUSES:
             raise Retryable(f"HTTP {status} for {what}", retry_after_s=_retry_after(response))
         if status in _KEY_STATUSES:
-            raise UpstreamError(
+            raise UpstreamKeyError(
                 f"{PROVIDER} refused the API key (HTTP {status}); "
                 "check the variable named by terms.cortical.api_key_env"
             )
@@ -215,8 +217,8 @@ class CorticalTermSource:
             raise UpstreamError(f"{PROVIDER} answered HTTP {status} for {what}: {self._error_text(response)}")
         try:
             return response.json()
-        except ValueError as exc:
-            raise UpstreamError(f"{PROVIDER} sent malformed JSON for {what}") from exc
+        except ValueError as exc:  # usually an answer cut short on the way: worth another try
+            raise Retryable(f"{PROVIDER} sent malformed JSON for {what}") from exc
 
     def _error_text(self, response: httpx.Response) -> str:
         text = " ".join(response.text.split())[:_MAX_ERROR_CHARS]
