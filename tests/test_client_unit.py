@@ -28,6 +28,7 @@ from PIL import Image
 
 import image2sdr.client as client_pkg
 from image2sdr.client import (
+    USE_CLIENT_DEFAULT,
     EncodeItem,
     Encoding,
     Image2SdrClient,
@@ -251,6 +252,7 @@ class FakeServicer(pb_grpc.Image2SdrServicer):  # type: ignore[misc]
 
     items: dict[str, pb.Item] = field(default_factory=dict)
     metadata: list[dict[str, str]] = field(default_factory=list)
+    deadlines: list[float | None] = field(default_factory=list)  # seconds each Encode call had left
 
     def _encode(self, request: pb.EncodeRequest) -> pb.EncodeResponse:
         if not request.image.startswith((b"\x89PNG", b"\xff\xd8")):
@@ -265,6 +267,7 @@ class FakeServicer(pb_grpc.Image2SdrServicer):  # type: ignore[misc]
 
     def Encode(self, request: pb.EncodeRequest, context: grpc.ServicerContext) -> pb.EncodeResponse:
         self.metadata.append(dict(context.invocation_metadata()))
+        self.deadlines.append(context.time_remaining())
         response = self._encode(request)
         if response.HasField("error"):
             _abort(context, response.error)
@@ -530,3 +533,18 @@ def test_node_clients_status_proto_is_the_googleapis_one() -> None:
     shipped = Path(next(iter(google.rpc.__path__))) / "status.proto"
     vendored = Path(__file__).resolve().parent.parent / "client" / "node" / "protos" / "google" / "rpc" / "status.proto"
     assert _definitions(vendored.read_text()) == _definitions(shipped.read_text())
+
+
+def test_one_call_can_drop_or_change_the_client_default_deadline(fake: tuple[FakeServicer, str], png: bytes) -> None:
+    servicer, address = fake
+    with Image2SdrClient(address, timeout=5) as client:
+        client.encode(png)  # the client's own 5 s
+        client.encode(png, timeout=USE_CLIENT_DEFAULT)
+        client.encode(png, timeout=None)  # no deadline for this call
+        client.encode(png, timeout=60)
+    default, explicit_default, none, longer = servicer.deadlines
+    # The server's view of a deadline is rounded a little: compare with margins.
+    assert default is not None and 0 < default < 6
+    assert explicit_default is not None and 0 < explicit_default < 6
+    assert none is None or none > 1e6  # no deadline (grpc reports an unbounded one as huge)
+    assert longer is not None and 30 < longer < 61

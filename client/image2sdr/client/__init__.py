@@ -9,7 +9,14 @@ Example::
         print(encoding.sdr.active, [c.name for c in encoding.concepts if c.used])
 """
 
-from ._client import DEFAULT_MAX_MESSAGE_BYTES, DEFAULT_TIMEOUT_S, Image2SdrClient, read_image
+from ._client import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_TIMEOUT_S,
+    USE_CLIENT_DEFAULT,
+    Image2SdrClient,
+    UseClientDefault,
+    read_image,
+)
 from ._exceptions import (
     AlreadyExists,
     Cancelled,
@@ -46,6 +53,7 @@ from ._types import (
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
     "DEFAULT_TIMEOUT_S",
+    "USE_CLIENT_DEFAULT",
     "AlreadyExists",
     "Cancelled",
     "Concept",
@@ -75,5 +83,6 @@ __all__ = [
     "Unauthenticated",
     "Unavailable",
     "Unimplemented",
+    "UseClientDefault",
     "read_image",
 ]

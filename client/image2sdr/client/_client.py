@@ -30,10 +30,31 @@ from ._convert import (
 from ._exceptions import Image2SdrError, Internal, InvalidArgument, ResourceExhausted, error_from_rpc_error
 from ._types import EncodeItem, Encoding, ImageSource, Info, Item, ItemError, Match, Sdr, TermMatch
 
-__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "DEFAULT_TIMEOUT_S", "Image2SdrClient"]
+__all__ = [
+    "DEFAULT_MAX_MESSAGE_BYTES",
+    "DEFAULT_TIMEOUT_S",
+    "USE_CLIENT_DEFAULT",
+    "Image2SdrClient",
+    "UseClientDefault",
+]
 
 DEFAULT_TIMEOUT_S = 30.0  # per unary call; streams have no deadline unless given one
 DEFAULT_MAX_MESSAGE_BYTES = 32 * 1024 * 1024  # the server's default limit, both directions
+
+
+class UseClientDefault:
+    """The type of ``USE_CLIENT_DEFAULT``: an argument left to the client's own setting.
+
+    As in httpx: ``timeout=USE_CLIENT_DEFAULT`` (the default) takes the client's
+    ``timeout``, while ``timeout=None`` means no deadline for this one call.
+    """
+
+    def __repr__(self) -> str:
+        return "USE_CLIENT_DEFAULT"
+
+
+USE_CLIENT_DEFAULT = UseClientDefault()
+Timeout = float | None | UseClientDefault  # seconds; None: no deadline; USE_CLIENT_DEFAULT: the client's
 
 
 class Image2SdrClient:
@@ -98,7 +119,7 @@ class Image2SdrClient:
         add_to_index: str | None = None,
         metadata: Mapping[str, str] | None = None,
         request_id: str = "",
-        timeout: float | None = None,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> Encoding:
         """One image (bytes, or the path of a file) to its SDR; ``add_to_index`` stores it under that id."""
         request = pb.EncodeRequest(
@@ -166,7 +187,7 @@ class Image2SdrClient:
             expected.put(request_id)  # before the request leaves, so its answer always finds it
             yield request
 
-    def encode_text(self, text: str, *, timeout: float | None = None) -> Sdr:
+    def encode_text(self, text: str, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> Sdr:
         """A term or phrase to its term SDR."""
         response = self._call(self._stub.EncodeText, pb.EncodeTextRequest(text=text), timeout)
         return sdr_from_pb(response.sdr)
@@ -181,7 +202,7 @@ class Image2SdrClient:
         id: str | None = None,
         k: int = 10,
         min_overlap: int = 0,
-        timeout: float | None = None,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> list[Match]:
         """Stored items nearest to exactly one of an image, an SDR or a stored item's id."""
         if sum(query is not None for query in (image, sdr, id)) != 1:
@@ -196,31 +217,32 @@ class Image2SdrClient:
         response = self._call(self._stub.FindSimilar, request, timeout)
         return [match_from_pb(match) for match in response.matches]
 
-    def similar_terms(self, sdr: Sdr, *, k: int = 10, timeout: float | None = None) -> list[TermMatch]:
+    def similar_terms(self, sdr: Sdr, *, k: int = 10, timeout: Timeout = USE_CLIENT_DEFAULT) -> list[TermMatch]:
         """The vocabulary terms whose SDRs overlap ``sdr`` most: an SDR back into words."""
         request = pb.SimilarTermsRequest(sdr=sdr_to_pb(sdr), k=k)
         response = self._call(self._stub.SimilarTerms, request, timeout)
         return [term_match_from_pb(term) for term in response.terms]
 
-    def get_item(self, id: str, *, timeout: float | None = None) -> Item:
+    def get_item(self, id: str, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> Item:
         return item_from_pb(self._call(self._stub.GetItem, pb.GetItemRequest(id=id), timeout))
 
-    def remove_item(self, id: str, *, timeout: float | None = None) -> None:
+    def remove_item(self, id: str, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> None:
         self._call(self._stub.RemoveItem, pb.RemoveItemRequest(id=id), timeout)
 
     # -- the service ---------------------------------------------------------------
 
-    def info(self, *, timeout: float | None = None) -> Info:
+    def info(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> Info:
         return info_from_pb(self._call(self._stub.Info, pb.InfoRequest(), timeout))
 
-    def health(self, service: str = "", *, timeout: float | None = None) -> str:
+    def health(self, service: str = "", *, timeout: Timeout = USE_CLIENT_DEFAULT) -> str:
         """The grpc.health.v1 status name: "SERVING", "NOT_SERVING", ... ("" asks about the server)."""
         response = self._call(self._health.Check, health_pb2.HealthCheckRequest(service=service), timeout)
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
 
-    def _call(self, method: Callable[..., Any], request: Any, timeout: float | None) -> Any:
+    def _call(self, method: Callable[..., Any], request: Any, timeout: Timeout) -> Any:
         try:
-            return method(request, timeout=self.timeout if timeout is None else timeout, metadata=self._metadata)
+            deadline = self.timeout if isinstance(timeout, UseClientDefault) else timeout
+            return method(request, timeout=deadline, metadata=self._metadata)
         except grpc.RpcError as exc:
             raise error_from_rpc_error(exc) from exc
 

@@ -187,7 +187,8 @@ class FaissIndex:
         """Drop dead labels from FAISS in one pass over the index; how many went."""
         dead = self.tombstones
         if dead:
-            entries = int(self.index.remove_ids(faiss.IDSelectorNot(self._selector())))
+            live = self._live_selector()  # held here: IDSelectorNot keeps only a raw pointer to it
+            entries = int(self.index.remove_ids(faiss.IDSelectorNot(live)))
             logger.info("index compacted: %d removed items dropped from FAISS", entries // self.copies)
         return dead
 
@@ -219,10 +220,19 @@ class FaissIndex:
         live[: self._live.size] = self._live
         self._weights, self._live = weights, live
 
-    def _selector(self) -> faiss.IDSelectorBitmap:
-        # FAISS keeps a raw pointer to self._live: callers keep the selector (and
-        # so this array, unchanged) alive for the duration of the call.
-        return faiss.IDSelectorBitmap(self._live.size * 8, faiss.swig_ptr(self._live))
+    def _live_selector(self) -> faiss.IDSelectorBitmap:
+        # FAISS keeps a raw pointer to the liveness bitmap: the selector holds the array.
+        selector = faiss.IDSelectorBitmap(self._live.size * 8, faiss.swig_ptr(self._live))
+        selector.referenced_objects = [self._live]  # type: ignore[attr-defined]  # FAISS's own keep-alive slot
+        return selector
+
+    def _params(self) -> faiss.SearchParameters:
+        """Search parameters that let only live labels through.
+
+        Built with ``sel=``, the form FAISS documents to keep the selector referenced
+        by the parameters for as long as they live.
+        """
+        return faiss.SearchParameters(sel=self._live_selector())  # type: ignore[call-arg]  # kwargs: faiss Python init
 
     # -- search --------------------------------------------------------------
 
@@ -280,8 +290,7 @@ class FaissIndex:
     ) -> tuple[npt.NDArray[np.int64], Labels]:
         if self.is_ivf:
             return self._ivf_knn(codes, fetch, queries, k, exclude)
-        params = faiss.SearchParameters()
-        params.sel = self._selector()
+        params = self._params()
         return self._call(lambda: self.index.search(codes, fetch, params=params))
 
     def _ivf_knn(
@@ -421,8 +430,7 @@ class FaissIndex:
     def _range(self, code: Codes, query_weight: int, k: int, min_overlap: int, *, floor: int, exclude: int) -> Hits:
         """Exact fallback: every item that could reach ``floor``, by one range search."""
         radius = query_weight + self._max_weight() - 2 * max(floor, 0) + 1  # FAISS keeps d < radius
-        params = faiss.SearchParameters()
-        params.sel = self._selector()
+        params = self._params()
         _, distances, labels = self.index.range_search(code[None, :], radius, params=params)
         hits, _ = self._rank(distances.astype(np.int64), labels, query_weight, k, min_overlap, exclude=exclude)
         return hits
