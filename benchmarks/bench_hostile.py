@@ -42,9 +42,9 @@ def big_rgba_png(side: int) -> bytes:
     return png(Image.new("RGBA", (side, side), (10, 120, 200, 128)))
 
 
-def status_of(path: str, pid: int) -> dict[str, int]:
+def status_of(pid: int) -> dict[str, int]:
     fields = {}
-    for line in Path(f"/proc/{pid}/{path}").read_text().splitlines():
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         name, _, value = line.partition(":")
         if name in ("VmHWM", "VmRSS", "VmPeak"):
             fields[name] = int(value.split()[0]) // 1024  # MiB
@@ -84,7 +84,7 @@ def run_case(
     pid: int, stub: pb_grpc.Image2SdrStub, health: health_pb2_grpc.HealthStub, name: str, images: list[bytes]
 ) -> None:
     reset_peak(pid)
-    before = status_of("status", pid)["VmRSS"]
+    before = status_of(pid)["VmRSS"]
     times, outcomes = [], []
     for _ in range(3):
         started = time.perf_counter()
@@ -97,7 +97,7 @@ def run_case(
             alive = False
         if not alive:
             break
-    after = status_of("status", pid) if alive else {"VmHWM": -1, "VmRSS": -1}
+    after = status_of(pid) if alive else {"VmHWM": -1, "VmRSS": -1}
     size = sum(len(image) for image in images)
     print(
         f"  {name:<32} {size / 1024:>8.1f} KiB  {'/'.join(sorted(set(outcomes))):<18}"
@@ -139,7 +139,7 @@ def main() -> None:
                 print(f"  {'case':<32} {'bytes':>12}  {'status':<18} {'median':>12}  memory (VmHWM, VmRSS)")
                 for name, make in cases:
                     run_case(process.pid, stub, health, name, make())
-                print(f"server address space at its peak (VmPeak): {status_of('status', process.pid)['VmPeak']} MiB")
+                print(f"server address space at its peak (VmPeak): {status_of(process.pid)['VmPeak']} MiB")
         finally:
             process.terminate()
             process.wait(timeout=60)

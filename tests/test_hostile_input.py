@@ -21,30 +21,22 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from image2sdr.server.config import Config, IndexConfig, ServiceConfig
+from image2sdr.server.config import IndexConfig
 from image2sdr.server.errors import StreamLimitError
 from image2sdr.server.index import SdrIndex
 from image2sdr.server.sdr import Sdr
-from image2sdr.server.service import Server, create_server
+from image2sdr.server.service import Server
 from image2sdr.server.streaming import StreamSlots, peer_host
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 from tests.helpers.hostile import broken_colour_profile_png, odd_strip_offsets_tiff, thin_png
+from tests.helpers.servers import start_server
 
 TIMEOUT = 60
 ENCODE_STREAM = "/image2sdr.v1.Image2Sdr/EncodeStream"
 # Enough for the server (about 2.8 GiB of address space at its peak), far below the
 # ~37 GB that enlarging a 16 x 3,000,000 image to a short side of 256 would take.
 ADDRESS_SPACE_CAP = 5 << 30
-
-
-def _start(tmp_path: Path, models_dir: Path, **service: object) -> Server:
-    config = Config(
-        data_dir=tmp_path / "data",
-        models_dir=models_dir,
-        service=ServiceConfig(port=0, shutdown_grace_s=0.5, **service),  # type: ignore[arg-type]
-    )
-    return create_server(config)
 
 
 def _healthy(channel: grpc.Channel) -> bool:
@@ -194,7 +186,9 @@ def _idle_stream(stub: pb_grpc.Image2SdrStub, image: bytes, release: threading.E
 def test_idle_streams_are_closed_and_their_slots_given_back(
     tmp_path: Path, models_dir: Path, photos: dict[str, bytes]
 ) -> None:
-    server = _start(tmp_path, models_dir, workers=4, max_streams=2, max_streams_per_peer=0, stream_idle_timeout_s=1.0)
+    server = start_server(
+        tmp_path, models_dir, workers=4, max_streams=2, max_streams_per_peer=0, stream_idle_timeout_s=1.0
+    )
     release = threading.Event()
     try:
         with grpc.insecure_channel(server.address) as channel:
@@ -214,7 +208,7 @@ def test_idle_streams_are_closed_and_their_slots_given_back(
 
 
 def test_a_peer_holds_only_its_share_of_the_streams(tmp_path: Path, models_dir: Path, photos: dict[str, bytes]) -> None:
-    server = _start(tmp_path, models_dir, workers=6, max_streams=4, max_streams_per_peer=2)
+    server = start_server(tmp_path, models_dir, workers=6, max_streams=4, max_streams_per_peer=2)
     release = threading.Event()
     try:
         with grpc.insecure_channel(server.address) as channel:
@@ -256,7 +250,7 @@ def test_stream_slots_share_per_peer_host() -> None:
 
 def test_find_similar_by_id_reads_one_consistent_state(tmp_path: Path, models_dir: Path) -> None:
     """The item is replaced back and forth while it is searched by id; every answer must agree with itself."""
-    server = _start(tmp_path, models_dir)
+    server = start_server(tmp_path, models_dir)
     size = 16384
     rng = np.random.default_rng(5)
     a_bits, b_bits = (np.sort(rng.choice(size, 328, replace=False)) for _ in "ab")

@@ -24,6 +24,7 @@ from image2sdr.server.errors import ConfigError
 from image2sdr.server.service import Server, create_server
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
+from tests.helpers.servers import start_server
 
 TOKEN = "s3cret-token-for-tests-only"
 
@@ -74,19 +75,10 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return paths
 
 
-def _start(tmp_path: Path, models_dir: Path, **service: object) -> Server:
-    config = Config(
-        data_dir=tmp_path / "data",
-        models_dir=models_dir,
-        service=ServiceConfig(port=0, shutdown_grace_s=0.5, **service),
-    )  # type: ignore[arg-type]
-    return create_server(config)
-
-
 @pytest.fixture
 def token_server(tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Server]:
     monkeypatch.setenv("IMAGE2SDR_TOKEN", TOKEN)
-    server = _start(tmp_path, models_dir)
+    server = start_server(tmp_path, models_dir)
     yield server
     server.stop()
 
@@ -110,7 +102,7 @@ def test_token_is_required_except_for_health(token_server: Server) -> None:
 
 
 def test_tls(tmp_path: Path, models_dir: Path, pki: dict[str, Path]) -> None:
-    server = _start(tmp_path, models_dir, tls=TlsConfig(cert_file=pki["server.crt"], key_file=pki["server.key"]))
+    server = start_server(tmp_path, models_dir, tls=TlsConfig(cert_file=pki["server.crt"], key_file=pki["server.key"]))
     try:
         address = f"localhost:{server.port}"
         credentials = grpc.ssl_channel_credentials(root_certificates=pki["ca"].read_bytes())
@@ -125,7 +117,7 @@ def test_tls(tmp_path: Path, models_dir: Path, pki: dict[str, Path]) -> None:
 
 def test_mutual_tls(tmp_path: Path, models_dir: Path, pki: dict[str, Path]) -> None:
     tls = TlsConfig(cert_file=pki["server.crt"], key_file=pki["server.key"], client_ca_file=pki["ca"])
-    server = _start(tmp_path, models_dir, tls=tls)
+    server = start_server(tmp_path, models_dir, tls=tls)
     try:
         address = f"localhost:{server.port}"
         with_cert = grpc.ssl_channel_credentials(
@@ -169,7 +161,7 @@ def test_sigterm_shuts_down_gracefully(tmp_path: Path, models_dir: Path) -> None
 def test_streams_beyond_the_limit_are_refused_and_health_stays_up(
     tmp_path: Path, models_dir: Path, photos: dict[str, bytes]
 ) -> None:
-    server = _start(tmp_path, models_dir, workers=2, max_streams=1)
+    server = start_server(tmp_path, models_dir, workers=2, max_streams=1)
     release = threading.Event()
 
     def held_open() -> Iterator[pb.EncodeRequest]:
@@ -198,7 +190,7 @@ def test_streams_beyond_the_limit_are_refused_and_health_stays_up(
 
 
 def test_a_busy_port_is_a_clear_error_and_nothing_stays_locked(tmp_path: Path, models_dir: Path) -> None:
-    first = _start(tmp_path / "a", models_dir)
+    first = start_server(tmp_path / "a", models_dir)
     try:
         busy = Config(
             data_dir=tmp_path / "b" / "data",

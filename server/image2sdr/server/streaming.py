@@ -147,12 +147,13 @@ class StreamSlots:
         self.total = total
         self.per_peer = min(per_peer, total) if per_peer else total
         self._open: Counter[str] = Counter()
+        self._total = 0
         self._lock = threading.Lock()
 
     def acquire(self, peer: str) -> None:
         """Take a slot for ``peer``, or raise StreamLimitError saying which limit is reached."""
         with self._lock:
-            if sum(self._open.values()) >= self.total:
+            if self._total >= self.total:
                 raise StreamLimitError(
                     f"{self.total} streams are open, the limit (service.max_streams); retry later",
                     limit=self.total,
@@ -166,16 +167,18 @@ class StreamSlots:
                     actual=self.per_peer + 1,
                 )
             self._open[peer] += 1
+            self._total += 1
 
     def release(self, peer: str) -> None:
         with self._lock:
             self._open[peer] -= 1
+            self._total -= 1
             if self._open[peer] <= 0:
                 del self._open[peer]
 
     def open_streams(self) -> int:
         with self._lock:
-            return sum(self._open.values())
+            return self._total
 
 
 def peer_host(peer: str) -> str:
