@@ -7,11 +7,17 @@ Image2SdrError
 │   ├── ImageDecodeError       not an image, truncated, unsupported, zero-sized
 │   ├── ImageTooSmallError     below image.min_side
 │   ├── InvalidSdrError        positions out of range, unsorted, duplicated, wrong size
-│   └── InvalidTermError       an empty or over-long term
+│   ├── InvalidTermError       an empty or over-long term
+│   └── InvalidIdError         an item id that is empty, not a string, or holds NUL
+│       └── IdTooLongError         longer than index.max_id_length
 ├── LimitExceededError     over a configured size limit        -> RESOURCE_EXHAUSTED
 │   ├── ImageTooLargeError     more bytes than image.max_bytes
 │   ├── PixelLimitError        more pixels than image.max_pixels (decompression bomb)
-│   └── StreamLimitError       no stream slot left, in all or for this peer
+│   ├── StreamLimitError       no stream slot left, in all or for this peer
+│   ├── MetadataTooLargeError  an item's metadata over index.max_metadata_bytes
+│   └── TooManyConceptsError   an item with more concepts than index.max_concepts
+├── IndexLockedError       another process has the index directory open  -> FAILED_PRECONDITION
+├── IndexClosedError       the index was closed (the server is stopping)  -> FAILED_PRECONDITION
 ├── StreamIdleError        a stream sent nothing for too long     -> DEADLINE_EXCEEDED
 ├── NotFoundError          an unknown id                       -> NOT_FOUND
 └── UpstreamError          a provider failed                   -> UNAVAILABLE (+ its Retry-After, if it sent one)
@@ -22,19 +28,25 @@ from __future__ import annotations
 
 __all__ = [
     "ConfigError",
+    "IdTooLongError",
     "Image2SdrError",
     "ImageDecodeError",
     "ImageTooLargeError",
     "ImageTooSmallError",
+    "IndexClosedError",
+    "IndexLockedError",
+    "InvalidIdError",
     "InvalidInputError",
     "InvalidSdrError",
     "InvalidTermError",
     "LimitExceededError",
+    "MetadataTooLargeError",
     "ModelsMissingError",
     "NotFoundError",
     "PixelLimitError",
     "StreamIdleError",
     "StreamLimitError",
+    "TooManyConceptsError",
     "UpstreamError",
     "UpstreamKeyError",
 ]
@@ -76,6 +88,14 @@ class InvalidTermError(InvalidInputError):
     pass
 
 
+class InvalidIdError(InvalidInputError):
+    """An empty item id, or one that is not a string."""
+
+
+class IdTooLongError(InvalidIdError):
+    """An id over ``max_id_length``: a malformed argument, not a quota (INVALID_ARGUMENT)."""
+
+
 class LimitExceededError(Image2SdrError):
     def __init__(self, message: str, *, limit: int, actual: int) -> None:
         super().__init__(message)
@@ -93,6 +113,22 @@ class PixelLimitError(LimitExceededError):
 
 class StreamLimitError(LimitExceededError):
     pass
+
+
+class MetadataTooLargeError(LimitExceededError):
+    pass
+
+
+class TooManyConceptsError(LimitExceededError):
+    pass
+
+
+class IndexLockedError(Image2SdrError):
+    """Another process has this index directory open."""
+
+
+class IndexClosedError(Image2SdrError):
+    """The index was closed; open a new one."""
 
 
 class StreamIdleError(Image2SdrError):

@@ -4,18 +4,16 @@ Start at ``sdr_index.SdrIndex``; ``store.py`` is where SDRs are stored,
 ``faiss_index.py`` ranks by exact overlap, ``snapshot.py`` saves FAISS safely.
 """
 
-from .faiss_index import Layout
-from .sdr_index import (
+from ..errors import (  # re-exported: callers of the index meet them here
     IdTooLongError,
     IndexClosedError,
     IndexLockedError,
     InvalidIdError,
-    Item,
-    Match,
     MetadataTooLargeError,
-    SdrIndex,
     TooManyConceptsError,
 )
+from .faiss_index import Layout
+from .sdr_index import Item, Match, SdrIndex
 
 __all__ = [
     "IdTooLongError",

@@ -29,7 +29,17 @@ from typing import IO
 import numpy as np
 
 from ..config import IndexConfig
-from ..errors import Image2SdrError, InvalidInputError, InvalidSdrError, LimitExceededError, NotFoundError
+from ..errors import (
+    IdTooLongError,
+    IndexClosedError,
+    IndexLockedError,
+    InvalidIdError,
+    InvalidInputError,
+    InvalidSdrError,
+    MetadataTooLargeError,
+    NotFoundError,
+    TooManyConceptsError,
+)
 from ..sdr import Sdr
 from .codes import pack_codes
 from .faiss_index import FaissIndex, Hits, Layout
@@ -37,17 +47,7 @@ from .rwlock import ReadWriteLock
 from .snapshot import SnapshotKey, load_snapshot, remove_temporaries, write_snapshot
 from .store import Row, SqliteStore, StoredItem
 
-__all__ = [
-    "IdTooLongError",
-    "IndexClosedError",
-    "IndexLockedError",
-    "InvalidIdError",
-    "Item",
-    "Match",
-    "MetadataTooLargeError",
-    "SdrIndex",
-    "TooManyConceptsError",
-]
+__all__ = ["Item", "Match", "SdrIndex"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,30 +55,6 @@ STORE_FILE = "items.sqlite3"
 SNAPSHOT_FILE = "faiss.snapshot"
 LOCK_FILE = "LOCK"
 _EMPTY_METADATA: Mapping[str, str] = types.MappingProxyType({})
-
-
-class InvalidIdError(InvalidInputError):
-    """An empty item id, or one that is not a string."""
-
-
-class IdTooLongError(InvalidIdError):
-    """An id over ``max_id_length``: a malformed argument, not a quota (INVALID_ARGUMENT)."""
-
-
-class MetadataTooLargeError(LimitExceededError):
-    pass
-
-
-class TooManyConceptsError(LimitExceededError):
-    pass
-
-
-class IndexLockedError(Image2SdrError):
-    """Another process has this index directory open."""
-
-
-class IndexClosedError(Image2SdrError):
-    """The index was closed; open a new ``SdrIndex``."""
 
 
 @dataclass(frozen=True)
