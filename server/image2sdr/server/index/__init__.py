@@ -13,14 +13,17 @@ from ..errors import (  # re-exported: callers of the index meet them here
     TooManyConceptsError,
 )
 from .faiss_index import Layout
-from .sdr_index import Item, Match, SdrIndex
+from .protocol import SEMANTIC, Item, ItemIndex, Match
+from .sdr_index import SdrIndex
 
 __all__ = [
+    "SEMANTIC",
     "IdTooLongError",
     "IndexClosedError",
     "IndexLockedError",
     "InvalidIdError",
     "Item",
+    "ItemIndex",
     "Layout",
     "Match",
     "MetadataTooLargeError",

@@ -22,7 +22,6 @@ import threading
 import time
 import types
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
@@ -43,6 +42,7 @@ from ..errors import (
 from ..sdr import Sdr
 from .codes import pack_codes
 from .faiss_index import FaissIndex, Hits, Layout
+from .protocol import SEMANTIC, Item, Match
 from .rwlock import ReadWriteLock
 from .snapshot import SnapshotKey, load_snapshot, remove_temporaries, write_snapshot
 from .store import Row, SqliteStore, StoredItem
@@ -55,23 +55,6 @@ STORE_FILE = "items.sqlite3"
 SNAPSHOT_FILE = "faiss.snapshot"
 LOCK_FILE = "LOCK"
 _EMPTY_METADATA: Mapping[str, str] = types.MappingProxyType({})
-
-
-@dataclass(frozen=True)
-class Item:
-    id: str
-    sdr: Sdr
-    concepts: tuple[tuple[str, float], ...] = ()
-    metadata: Mapping[str, str] = field(default_factory=lambda: _EMPTY_METADATA)
-
-
-@dataclass(frozen=True)
-class Match:
-    """One search result: the stored item and how many active bits it shares with the query."""
-
-    id: str
-    overlap: int
-    item: Item
 
 
 class SdrIndex:
@@ -222,18 +205,32 @@ class SdrIndex:
             raise NotFoundError(f"no item with id {item_id!r}", resource=item_id)
         return self._item(row)
 
+    def contains(self, item_ids: Sequence[str]) -> list[bool]:
+        for item_id in item_ids:
+            _check_id(item_id, self.config.max_id_length)
+        with self._lock.read():
+            self._check_open()
+            present = self._store.existing(item_ids)
+        return [item_id in present for item_id in item_ids]
+
+    @property
+    def spaces(self) -> tuple[str, ...]:
+        return (SEMANTIC,)
+
     def count(self) -> int:
         with self._lock.read():
             self._check_open()
             return self._faiss.live_count
 
-    def search(self, query: Sdr, k: int = 10, min_overlap: int = 0) -> list[Match]:
+    def search(self, query: Sdr, k: int = 10, min_overlap: int = 0, *, space: str = SEMANTIC) -> list[Match]:
         """The k stored items sharing the most active bits with ``query``."""
-        return self.search_many([query], k, min_overlap)[0]
+        return self.search_many([query], k, min_overlap, space=space)[0]
 
-    def search_many(self, queries: Sequence[Sdr], k: int = 10, min_overlap: int = 0) -> list[list[Match]]:
+    def search_many(
+        self, queries: Sequence[Sdr], k: int = 10, min_overlap: int = 0, *, space: str = SEMANTIC
+    ) -> list[list[Match]]:
         """``search`` for many queries at once (FAISS scans the index once per batch)."""
-        self._check_search(k, min_overlap)
+        self._check_search(k, min_overlap, space)
         for number, query in enumerate(queries):
             self._check_sdr(query, f"queries[{number}]")
         if not queries:
@@ -245,11 +242,13 @@ class SdrIndex:
             self._check_open()
             return self._answer(self._faiss.search(positions, lengths, k, min_overlap, exclude))
 
-    def search_by_id(self, item_id: str, k: int = 10, min_overlap: int = 0) -> list[Match]:
+    def search_by_id(self, item_id: str, k: int = 10, min_overlap: int = 0, *, space: str = SEMANTIC) -> list[Match]:
         """Nearest neighbours of a stored item, the item itself left out."""
-        return self.neighbours(item_id, k, min_overlap)[1]
+        return self.neighbours(item_id, k, min_overlap, space=space)[1]
 
-    def neighbours(self, item_id: str, k: int = 10, min_overlap: int = 0) -> tuple[Item, list[Match]]:
+    def neighbours(
+        self, item_id: str, k: int = 10, min_overlap: int = 0, *, space: str = SEMANTIC
+    ) -> tuple[Item, list[Match]]:
         """A stored item and its nearest neighbours, read together under one lock.
 
         Reading the item and searching with it in two steps would let a replace or
@@ -257,7 +256,7 @@ class SdrIndex:
         search, or name a query SDR that was not the one searched.
         """
         _check_id(item_id, self.config.max_id_length)
-        self._check_search(k, min_overlap)
+        self._check_search(k, min_overlap, space)
         with self._lock.read():
             self._check_open()
             row = self._store.get(item_id)
@@ -313,7 +312,11 @@ class SdrIndex:
         if positions.size > 1 and not bool((np.diff(positions.astype(np.int64)) > 0).all()):
             raise InvalidSdrError(f"{name} positions must be sorted ascending without duplicates", field=name)
 
-    def _check_search(self, k: object, min_overlap: object) -> None:
+    def _check_search(self, k: object, min_overlap: object, space: object) -> None:
+        if space not in self.spaces:
+            raise InvalidInputError(
+                f"unknown space {space!r}; this index keeps {', '.join(self.spaces)}", field="space"
+            )
         if not _is_int(k) or not 1 <= k <= self.config.max_k:  # type: ignore[operator]
             raise InvalidInputError(f"k must be an integer in [1, {self.config.max_k}], got {k!r}", field="k")
         if not _is_int(min_overlap) or min_overlap < 0:  # type: ignore[operator]

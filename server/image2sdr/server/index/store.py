@@ -228,6 +228,16 @@ class SqliteStore:
         )
         return None if row is None else self._row(row)
 
+    def existing(self, ids: Sequence[str]) -> set[str]:
+        """Which of ``ids`` are stored."""
+        found: set[str] = set()
+        reader = self._reader()
+        for start in range(0, len(ids), _SELECT_CHUNK):
+            chunk = list(ids[start : start + _SELECT_CHUNK])
+            marks = ",".join("?" * len(chunk))
+            found.update(row[0] for row in reader.execute(f"SELECT id FROM items WHERE id IN ({marks})", chunk))
+        return found
+
     def rows_by_label(self, labels: Sequence[int]) -> dict[int, Row]:
         """The rows for ``labels`` (missing labels are simply absent)."""
         found: dict[int, Row] = {}
