@@ -6,7 +6,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from image2sdr.server.index import Item, Match
+from image2sdr.server.index import SEMANTIC, Item, Match, SdrIndex
+from image2sdr.server.index.flat import FlatBackend
+from image2sdr.server.index.ivf import IvfBackend
 from image2sdr.server.sdr import Sdr
 
 SIZE = 16384
@@ -47,3 +49,10 @@ def brute_force(
 
 def pairs(matches: Sequence[Match]) -> list[tuple[str, int]]:
     return [(match.id, match.overlap) for match in matches]
+
+
+def semantic_backend(index: SdrIndex) -> FlatBackend | IvfBackend:
+    """The FAISS backend behind an index's semantic space (tests look inside it)."""
+    backend = index._spaces[SEMANTIC].backend
+    assert isinstance(backend, (FlatBackend, IvfBackend))
+    return backend

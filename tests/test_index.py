@@ -22,10 +22,10 @@ from image2sdr.server.index import (
     SdrIndex,
     TooManyConceptsError,
 )
-from image2sdr.server.index.faiss_index import FaissIndex
+from image2sdr.server.index.ivf import IvfBackend
 from image2sdr.server.sdr import Sdr
 
-from .index_helpers import SIZE, brute_force, clustered_items, pairs, random_sdr
+from .index_helpers import SIZE, brute_force, clustered_items, pairs, random_sdr, semantic_backend
 
 EXACT = IndexConfig()
 # IVF trained on tiny collections so the tests exercise the real IVF structure.
@@ -133,11 +133,12 @@ def test_compaction_drops_removed_items_from_faiss(tmp_path: Path, kind: str) ->
         index.add_many(items)
         for item in items[:40]:
             index.remove(item.id)
-        faiss_index = index._faiss
-        assert faiss_index.tombstones < 10  # compacted on the way
+        backend = semantic_backend(index)
+        assert backend.tombstones < 10  # compacted on the way
         # IVF stores each item in two lists; compaction drops both copies of a removed one.
-        assert faiss_index.copies == (2 if kind == "ivf" else 1)
-        assert faiss_index.index.ntotal == faiss_index.copies * (index.count() + faiss_index.tombstones)
+        copies = backend.copies if isinstance(backend, IvfBackend) else 1
+        assert copies == (2 if kind == "ivf" else 1)
+        assert backend.index.ntotal == copies * (index.count() + backend.tombstones)
         query = items[50].sdr
         assert pairs(index.search(query, k=15)) == brute_force(items[40:], query, 15)
 
@@ -156,9 +157,9 @@ def test_ivf_is_trained_and_finds_near_items(tmp_path: Path) -> None:
     items = clustered_items(600, seed=6)
     with SdrIndex(tmp_path, IVF) as index:
         index.add_many(items[:150])
-        assert not index._faiss.is_ivf  # below ivf_train_min: exact flat
+        assert not isinstance(semantic_backend(index), IvfBackend)  # below ivf_train_min: exact flat
         index.add_many(items[150:])
-        assert index._faiss.is_ivf
+        assert isinstance(semantic_backend(index), IvfBackend)
         recall = []
         for item in items[:50]:
             expected = brute_force(items, item.sdr, 10)
@@ -167,7 +168,7 @@ def test_ivf_is_trained_and_finds_near_items(tmp_path: Path) -> None:
             recall.append(np.mean([o >= expected[-1][1] for _, o in got]) if got else 0.0)
         assert float(np.mean(recall)) >= 0.9  # nprobe == nlist here: nearly exhaustive
     with SdrIndex(tmp_path, IVF) as index:
-        assert index._faiss.is_ivf and index.count() == 600
+        assert isinstance(semantic_backend(index), IvfBackend) and index.count() == 600
 
 
 def test_ivf_probe_table_survives_reopen_and_single_equals_batched(tmp_path: Path) -> None:
@@ -180,13 +181,16 @@ def test_ivf_probe_table_survives_reopen_and_single_equals_batched(tmp_path: Pat
     queries = [item.sdr for item in items[:40]]
     with SdrIndex(tmp_path, config) as index:
         index.add_many(items)
-        table = index._faiss.probe_table
+        backend = semantic_backend(index)
+        assert isinstance(backend, IvfBackend)
+        table = backend.probe_table
         assert table is not None and table.shape == (SIZE, 8)
         single = [pairs(index.search(query, k=10)) for query in queries]
         assert [pairs(matches) for matches in index.search_many(queries, k=10)] == single
     with SdrIndex(tmp_path, config) as index:
-        assert index._faiss.probe_table is not None
-        assert np.array_equal(index._faiss.probe_table, table)
+        backend = semantic_backend(index)
+        assert isinstance(backend, IvfBackend)
+        assert np.array_equal(backend.probe_table, table)
         assert [pairs(index.search(query, k=10)) for query in queries] == single
 
 
@@ -196,8 +200,9 @@ def test_ivf_spills_each_item_into_two_lists_and_answers_each_once(tmp_path: Pat
     items = clustered_items(600, seed=9)
     with SdrIndex(tmp_path, config) as index:
         index.add_many(items)
-        faiss_index = index._faiss
-        assert faiss_index.is_ivf and faiss_index.copies == 2 and faiss_index.index.ntotal == 2 * 600
+        faiss_index = semantic_backend(index)
+        assert isinstance(faiss_index, IvfBackend)
+        assert faiss_index.copies == 2 and faiss_index.index.ntotal == 2 * 600
         invlists = faiss_index.index.invlists
         homes: dict[int, list[int]] = {}  # label -> the lists holding it
         for list_no in range(faiss_index.nlist):
@@ -211,10 +216,11 @@ def test_ivf_spills_each_item_into_two_lists_and_answers_each_once(tmp_path: Pat
             assert len(ids) == len(set(ids)) == 50
             assert all(overlap == item.sdr.overlap(index.get(i).sdr) for i, overlap in got)
     with SdrIndex(tmp_path, config) as index:
-        assert index._faiss.copies == 2 and index._faiss.index.ntotal == 1200
+        backend = semantic_backend(index)
+        assert isinstance(backend, IvfBackend) and backend.copies == 2 and backend.index.ntotal == 1200
         assert [pairs(index.search(item.sdr, k=50)) for item in items[:30]] == answers
         index.add("late", items[0].sdr)  # added after the reopen: spilled too
-        assert index._faiss.index.ntotal == 1202
+        assert semantic_backend(index).index.ntotal == 1202
         assert [m.id for m in index.search(items[0].sdr, k=2)] == [items[0].id, "late"]
 
 
@@ -232,13 +238,13 @@ def test_ivf_widens_the_search_for_a_diffuse_query(tmp_path: Path, monkeypatch: 
     )
     focused = items[3].sdr  # its own cluster's list holds its neighbours: no widening
     scanned: list[int] = []
-    scan = FaissIndex._scan
+    scan = IvfBackend._scan
 
-    def counting_scan(self: FaissIndex, codes: np.ndarray, fetch: int, probes: np.ndarray) -> object:
+    def counting_scan(self: IvfBackend, codes: np.ndarray, fetch: int, probes: np.ndarray) -> object:
         scanned.append(probes.shape[1])
         return scan(self, codes, fetch, probes)
 
-    monkeypatch.setattr(FaissIndex, "_scan", counting_scan)
+    monkeypatch.setattr(IvfBackend, "_scan", counting_scan)
     # ivf_nprobe_wide keeps its default, 256: capped at the 8 lists there are.
     narrow = IVF.model_copy(update={"ivf_nprobe": 1, "ivf_widen_below": 0.0})
     with SdrIndex(tmp_path, narrow) as index:

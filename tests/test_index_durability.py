@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 
 from image2sdr.server.config import IndexConfig
-from image2sdr.server.index import Item, SdrIndex
+from image2sdr.server.index import SEMANTIC, Item, SdrIndex
 from image2sdr.server.index import snapshot as snapshot_module
-from image2sdr.server.index.sdr_index import SNAPSHOT_FILE
+from image2sdr.server.index.sdr_index import snapshot_file
 
 from .index_child_writer import child_sdr
 from .index_helpers import brute_force, clustered_items, pairs
@@ -124,9 +124,9 @@ def test_kill_during_snapshot_write(tmp_path: Path) -> None:
         time.sleep(rng.uniform(0.0, 0.01))
         child.kill()
         acked += child.acked
-        hit_mid_write += any(tmp_path.glob(f"{SNAPSHOT_FILE}.tmp-*"))
+        hit_mid_write += any(tmp_path.glob(f"{snapshot_file(SEMANTIC)}.tmp-*"))
         check_store_and_index_agree(tmp_path, acked, preloaded)
-        assert not any(tmp_path.glob(f"{SNAPSHOT_FILE}.tmp-*"))  # reopening cleaned up
+        assert not any(tmp_path.glob(f"{snapshot_file(SEMANTIC)}.tmp-*"))  # reopening cleaned up
         if hit_mid_write >= 2:
             break
     assert hit_mid_write, "no kill landed inside a snapshot write"
@@ -148,7 +148,7 @@ def test_damaged_snapshot_is_rebuilt_not_loaded(
     tmp_path: Path, damage: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     items = _build(tmp_path)
-    path = tmp_path / SNAPSHOT_FILE
+    path = tmp_path / snapshot_file(SEMANTIC)
     data = bytearray(path.read_bytes())
     if damage == "flip":
         data[len(data) // 3] ^= 0x10
@@ -174,7 +174,7 @@ def test_damaged_snapshot_is_rebuilt_not_loaded(
 
 def test_stale_snapshot_is_rebuilt(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     items = _build(tmp_path)
-    path = tmp_path / SNAPSHOT_FILE
+    path = tmp_path / snapshot_file(SEMANTIC)
     old = path.read_bytes()
     extra = clustered_items(50, seed=14, prefix="late")
     with SdrIndex(tmp_path, IndexConfig()) as index:

@@ -18,6 +18,7 @@ Image2SdrError
 │   └── TooManyConceptsError   an item with more concepts than index.max_concepts
 ├── IndexLockedError       another process has the index directory open  -> FAILED_PRECONDITION
 ├── IndexClosedError       the index was closed (the server is stopping)  -> FAILED_PRECONDITION
+├── NoSdrInSpaceError      a stored item has no SDR in the space asked for -> FAILED_PRECONDITION
 ├── StreamIdleError        a stream sent nothing for too long     -> DEADLINE_EXCEEDED
 ├── NotFoundError          an unknown id                       -> NOT_FOUND
 └── UpstreamError          a provider failed                   -> UNAVAILABLE (+ its Retry-After, if it sent one)
@@ -42,6 +43,7 @@ __all__ = [
     "LimitExceededError",
     "MetadataTooLargeError",
     "ModelsMissingError",
+    "NoSdrInSpaceError",
     "NotFoundError",
     "PixelLimitError",
     "StreamIdleError",
@@ -129,6 +131,10 @@ class IndexLockedError(Image2SdrError):
 
 class IndexClosedError(Image2SdrError):
     """The index was closed; open a new one."""
+
+
+class NoSdrInSpaceError(Image2SdrError):
+    """A stored item was asked for by a space it has no SDR in (say, added by SDR alone, without an image)."""
 
 
 class StreamIdleError(Image2SdrError):

@@ -1,7 +1,10 @@
 """The SDR similarity index: SQLite as the source of truth, FAISS to find candidates fast.
 
-Start at ``sdr_index.SdrIndex``; ``store.py`` is where SDRs are stored,
-``faiss_index.py`` ranks by exact overlap, ``snapshot.py`` saves FAISS safely.
+Start at ``protocol.ItemIndex`` (what the service needs) and ``sdr_index.SdrIndex``
+(the implementation). ``store.py`` is where items and their SDRs are stored;
+``backend.py`` is the seam to the FAISS structures, ``flat.py`` (exact) and
+``ivf.py`` (approximate); ``live.py`` turns Hamming distances into exact
+overlaps; ``snapshot.py`` saves a backend safely.
 """
 
 from ..errors import (  # re-exported: callers of the index meet them here
@@ -10,9 +13,10 @@ from ..errors import (  # re-exported: callers of the index meet them here
     IndexLockedError,
     InvalidIdError,
     MetadataTooLargeError,
+    NoSdrInSpaceError,
     TooManyConceptsError,
 )
-from .faiss_index import Layout
+from .backend import Layout
 from .protocol import SEMANTIC, Item, ItemIndex, Match
 from .sdr_index import SdrIndex
 
@@ -27,6 +31,7 @@ __all__ = [
     "Layout",
     "Match",
     "MetadataTooLargeError",
+    "NoSdrInSpaceError",
     "SdrIndex",
     "TooManyConceptsError",
 ]

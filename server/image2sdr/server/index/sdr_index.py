@@ -1,15 +1,17 @@
-"""``SdrIndex``: store SDRs durably, find the nearest by overlap.
+"""``SdrIndex``: store SDRs durably, find the nearest by overlap, in one or more spaces.
 
 Where things live, under the index directory:
 
-    items.sqlite3   the source of truth: id, positions, concepts, metadata (WAL)
-    faiss.snapshot  the FAISS structure as of some change counter; rebuilt from
-                    items.sqlite3 whenever missing, stale, truncated or corrupt
-    LOCK            held (flock) while a process has the index open
+    items.sqlite3      the source of truth: id, one SDR per space, concepts, metadata (WAL)
+    <space>.snapshot   that space's FAISS backend as of some change counter; rebuilt from
+                       items.sqlite3 whenever missing, stale, truncated or corrupt
+    LOCK               held (flock) while a process has the index open
 
-An add returns once its SQLite transaction has committed; FAISS is updated in
-memory under the same exclusive lock, and snapshotted every
-``snapshot_every`` changes and on close. Searches take the lock shared.
+An add returns once its SQLite transaction has committed; each space's backend
+is updated in memory under the same exclusive lock. Searches take the lock
+shared. Snapshots are written by a background thread once ``snapshot_every``
+changes have accumulated, and on close: a writer waits at most for one chunk
+of a snapshot to be copied (``backend.py``), never for the whole of it.
 """
 
 from __future__ import annotations
@@ -22,10 +24,12 @@ import threading
 import time
 import types
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
 import numpy as np
+import numpy.typing as npt
 
 from ..config import IndexConfig
 from ..errors import (
@@ -36,37 +40,59 @@ from ..errors import (
     InvalidInputError,
     InvalidSdrError,
     MetadataTooLargeError,
+    NoSdrInSpaceError,
     NotFoundError,
     TooManyConceptsError,
 )
 from ..sdr import Sdr
+from .backend import Backend, Layout
 from .codes import pack_codes
-from .faiss_index import FaissIndex, Hits, Layout
+from .flat import FlatBackend
+from .ivf import IvfBackend
+from .live import Hits
 from .protocol import SEMANTIC, Item, Match
 from .rwlock import ReadWriteLock
 from .snapshot import SnapshotKey, load_snapshot, remove_temporaries, write_snapshot
 from .store import Row, SqliteStore, StoredItem
 
-__all__ = ["Item", "Match", "SdrIndex"]
+__all__ = ["SdrIndex", "snapshot_file"]
 
 logger = logging.getLogger(__name__)
 
 STORE_FILE = "items.sqlite3"
-SNAPSHOT_FILE = "faiss.snapshot"
 LOCK_FILE = "LOCK"
+LEGACY_SNAPSHOT_FILE = "faiss.snapshot"  # the release before spaces; rebuilt, not read
 _EMPTY_METADATA: Mapping[str, str] = types.MappingProxyType({})
 
 
+def snapshot_file(space: str) -> str:
+    return f"{space}.snapshot"
+
+
+@dataclass
+class _Space:
+    """One space's backend and where its snapshot stands. Mutated under the index's write lock."""
+
+    name: str
+    backend: Backend
+    path: Path
+    saved_at: int = -1  # change counter of the snapshot on disk; -1: none that matches
+
+
 class SdrIndex:
-    """Items by id, searchable by SDR overlap. Thread-safe; one process per directory.
+    """Items by id, searchable by SDR overlap in each space. Thread-safe; one process per directory.
 
     Results are ordered by overlap, highest first; ties go to the item added (or
     last replaced) earlier. ``kind="exact"`` answers are exact; ``kind="ivf"``
-    ones are approximate once the collection is large enough to train on
+    ones are approximate once a space is large enough to train on
     (``ivf_train_min``), exact before.
     """
 
-    def __init__(self, directory: Path, config: IndexConfig, sdr_size: int = 16384) -> None:
+    def __init__(
+        self, directory: Path, config: IndexConfig, sdr_size: int = 16384, spaces: Sequence[str] = (SEMANTIC,)
+    ) -> None:
+        if not spaces or spaces[0] != SEMANTIC or len(set(spaces)) != len(spaces):
+            raise ValueError(f"spaces must start with {SEMANTIC!r} and not repeat, got {spaces!r}")
         self.directory = Path(directory)
         self.config = config
         self.sdr_size = sdr_size
@@ -74,13 +100,14 @@ class SdrIndex:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock_file = _lock_directory(self.directory / LOCK_FILE)
         self._lock = ReadWriteLock()
-        self._snapshot_mutex = threading.Lock()
+        self._snapshot_mutex = threading.Lock()  # one snapshot pass at a time
+        self._freezes = 0  # snapshots being written: compaction waits (it would move frozen bytes)
         self._closed = False
-        self._snapshot_path = self.directory / SNAPSHOT_FILE
         try:
             self._store = SqliteStore(
                 self.directory / STORE_FILE,
                 sdr_size,
+                spaces=spaces,
                 synchronous=config.sqlite_synchronous,
                 cache_mib=config.sqlite_cache_mib,
                 busy_timeout_ms=config.sqlite_busy_timeout_ms,
@@ -89,14 +116,23 @@ class SdrIndex:
             self._lock_file.close()
             raise
         try:
-            remove_temporaries(self._snapshot_path)
-            self._faiss, self._snapshot_changes = self._open_faiss()
+            self._store_id = self._store.store_id
+            self._changes = self._store.changes()  # kept here, read and written under the lock
+            self._drop_legacy_snapshot()
+            self._spaces = {space: self._open_space(space) for space in spaces}
         except BaseException:
             self._store.close()  # what was opened is closed again, so the caller may retry
             self._lock_file.close()
             raise
+        self._background = _BackgroundSnapshots(self._write_snapshots)
+        if self._snapshot_due():
+            self._background.request()
 
     # -- lifecycle ------------------------------------------------------------
+
+    @property
+    def spaces(self) -> tuple[str, ...]:
+        return tuple(self._spaces)
 
     def __enter__(self) -> SdrIndex:
         return self
@@ -105,23 +141,23 @@ class SdrIndex:
         self.close()
 
     def close(self) -> None:
-        """Snapshot if anything changed since the last one, then release everything."""
+        """Wait for a running snapshot, snapshot what changed since, then release everything."""
         with self._lock.write():
             if self._closed:
                 return
-            self._closed = True
-            try:
-                if self._store.changes() != self._snapshot_changes:
-                    self._write_snapshot()
-            finally:
-                self._store.close()
-                self._lock_file.close()
+            self._closed = True  # from here on, calls fail with IndexClosedError
+        try:
+            self._background.stop()
+            self._write_snapshots()
+        finally:
+            self._store.close()
+            self._lock_file.close()
 
     def snapshot(self) -> None:
-        """Write the FAISS snapshot now (searches go on; writers wait)."""
+        """Write every space's snapshot now, in the caller's thread (searches and writes go on)."""
         with self._lock.read():
             self._check_open()
-            self._write_snapshot()
+        self._write_snapshots()
 
     # -- writes ---------------------------------------------------------------
 
@@ -132,7 +168,7 @@ class SdrIndex:
         concepts: Sequence[tuple[str, float]] = (),
         metadata: Mapping[str, str] | None = None,
     ) -> None:
-        """Insert or replace one item; durable when this returns."""
+        """Insert or replace one item (semantic space only); durable when this returns."""
         self.add_many([Item(item_id, sdr, tuple(concepts), metadata if metadata is not None else _EMPTY_METADATA)])
 
     def add_many(self, items: Sequence[Item]) -> None:
@@ -143,19 +179,21 @@ class SdrIndex:
         prepared = self._prepare(items)
         if not prepared:
             return
-        positions = np.concatenate([item.positions for item in prepared])
-        lengths = np.fromiter((item.positions.size for item in prepared), dtype=np.int64, count=len(prepared))
-        codes = pack_codes(positions, lengths, self.sdr_size, self.config.equalize_bits, pad=True)
+        codes = {space: self._codes(prepared, space) for space in self._spaces}
         with self._lock.write():
             self._check_open()
-            labels, replaced = self._store.upsert(prepared)
+            labels, replaced, self._changes = self._store.upsert(prepared)
 
             def change() -> None:
-                self._faiss.remove(replaced)
-                self._faiss.add(labels, codes, lengths)
+                for name, space in self._spaces.items():
+                    rows, space_codes, lengths = codes[name]
+                    space.backend.remove(replaced)
+                    space.backend.add(labels[rows], space_codes, lengths)
 
             self._apply(change)
-        self._maybe_snapshot()
+            due = self._snapshot_due()
+        if due:
+            self._background.request()
 
     def check_item(self, item_id: str, metadata: Mapping[str, str] | None = None) -> None:
         """Raise what ``add`` would raise for this id and metadata, without storing anything.
@@ -170,28 +208,38 @@ class SdrIndex:
         _check_id(item_id, self.config.max_id_length)
         with self._lock.write():
             self._check_open()
-            label = self._store.remove(item_id)
+            label, self._changes = self._store.remove(item_id)
             if label is None:
                 raise NotFoundError(f"no item with id {item_id!r}", resource=item_id)
-            self._apply(lambda: self._faiss.remove(np.array([label], dtype=np.int64)))
-        self._maybe_snapshot()
+            removed = np.array([label], dtype=np.int64)
+
+            def change() -> None:
+                for space in self._spaces.values():
+                    space.backend.remove(removed)
+
+            self._apply(change)
+            due = self._snapshot_due()
+        if due:
+            self._background.request()
 
     def _apply(self, change: Callable[[], None]) -> None:
-        """Run a FAISS change that follows a committed store change, then keep FAISS healthy.
+        """Run a backend change that follows a committed store change, then keep each backend healthy.
 
         The store has already committed: if FAISS fails here (out of memory), the
-        in-memory index is rebuilt from the store so it never disagrees with it.
+        in-memory backends are rebuilt from the store so they never disagree with it.
         """
         try:
             change()
-            if self._faiss.needs_training():
-                logger.info("training IVF on %d items", self._faiss.live_count)
-                self._faiss = self._build()
-            elif self._faiss.needs_compaction():
-                self._faiss.compact()
+            for space in self._spaces.values():
+                if self._due_for_training(space.backend):
+                    logger.info("training IVF for space %s on %d items", space.name, space.backend.live_count)
+                    space.backend = self._build(space.name)
+                elif not self._freezes and space.backend.needs_compaction():
+                    space.backend.compact()
         except Exception:
             logger.exception("FAISS update failed after commit; rebuilding from the store")
-            self._faiss = self._build()
+            for space in self._spaces.values():
+                space.backend = self._build(space.name)
             raise
 
     # -- reads ----------------------------------------------------------------
@@ -213,17 +261,13 @@ class SdrIndex:
             present = self._store.existing(item_ids)
         return [item_id in present for item_id in item_ids]
 
-    @property
-    def spaces(self) -> tuple[str, ...]:
-        return (SEMANTIC,)
-
     def count(self) -> int:
         with self._lock.read():
             self._check_open()
-            return self._faiss.live_count
+            return self._spaces[SEMANTIC].backend.live_count
 
     def search(self, query: Sdr, k: int = 10, min_overlap: int = 0, *, space: str = SEMANTIC) -> list[Match]:
-        """The k stored items sharing the most active bits with ``query``."""
+        """The k stored items sharing the most active bits with ``query`` in ``space``."""
         return self.search_many([query], k, min_overlap, space=space)[0]
 
     def search_many(
@@ -240,7 +284,8 @@ class SdrIndex:
         exclude = np.full(len(queries), -1, dtype=np.int64)
         with self._lock.read():
             self._check_open()
-            return self._answer(self._faiss.search(positions, lengths, k, min_overlap, exclude))
+            backend = self._spaces[space].backend
+            return self._answer(backend.search(positions, lengths, k, min_overlap, exclude))
 
     def search_by_id(self, item_id: str, k: int = 10, min_overlap: int = 0, *, space: str = SEMANTIC) -> list[Match]:
         """Nearest neighbours of a stored item, the item itself left out."""
@@ -249,7 +294,7 @@ class SdrIndex:
     def neighbours(
         self, item_id: str, k: int = 10, min_overlap: int = 0, *, space: str = SEMANTIC
     ) -> tuple[Item, list[Match]]:
-        """A stored item and its nearest neighbours, read together under one lock.
+        """A stored item and its nearest neighbours in ``space``, read together under one lock.
 
         Reading the item and searching with it in two steps would let a replace or
         remove slip in between: the answer could be NOT_FOUND after a successful
@@ -262,9 +307,13 @@ class SdrIndex:
             row = self._store.get(item_id)
             if row is None:
                 raise NotFoundError(f"no item with id {item_id!r}", resource=item_id)
-            lengths = np.array([row.positions.size], dtype=np.int64)
+            positions = row.sdrs.get(space)
+            if positions is None:
+                raise NoSdrInSpaceError(f"item {item_id!r} has no SDR in space {space!r}")
+            lengths = np.array([positions.size], dtype=np.int64)
             exclude = np.array([row.label], dtype=np.int64)
-            matches = self._answer(self._faiss.search(row.positions, lengths, k, min_overlap, exclude))[0]
+            backend = self._spaces[space].backend
+            matches = self._answer(backend.search(positions, lengths, k, min_overlap, exclude))[0]
         return self._item(row), matches
 
     def _answer(self, hits: Sequence[Hits]) -> list[list[Match]]:
@@ -292,11 +341,29 @@ class SdrIndex:
                 raise InvalidInputError(f"items[{number}] is not an Item", field=f"items[{number}]")
             _check_id(item.id, self.config.max_id_length)
             self._check_sdr(item.sdr, "sdr")
+            sdrs = {SEMANTIC: item.sdr.positions}
+            for space, sdr in item.spaces.items():
+                if space == SEMANTIC or space not in self._spaces:
+                    others = ", ".join(self.spaces[1:]) or "none"
+                    raise InvalidInputError(f"unknown space {space!r} (others kept: {others})", field="spaces")
+                self._check_sdr(sdr, f"spaces[{space}]")
+                sdrs[space] = sdr.positions
             concepts = _check_concepts(item.concepts, self.config.max_concepts)
             metadata = _check_metadata(item.metadata, self.config.max_metadata_bytes)
             last.pop(item.id, None)  # keep insertion order of the surviving occurrence
-            last[item.id] = StoredItem(item.id, item.sdr.positions, concepts, metadata)
+            last[item.id] = StoredItem(item.id, sdrs, concepts, metadata)
         return list(last.values())
+
+    def _codes(
+        self, prepared: Sequence[StoredItem], space: str
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
+        """(rows of ``prepared`` with an SDR in ``space``, their padded codes, their active counts)."""
+        rows = np.array([n for n, item in enumerate(prepared) if space in item.sdrs], dtype=np.int64)
+        sdrs = [prepared[n].sdrs[space] for n in rows.tolist()]
+        positions = np.concatenate(sdrs) if sdrs else np.zeros(0, dtype=np.uint32)
+        lengths = np.fromiter((sdr.size for sdr in sdrs), dtype=np.int64, count=len(sdrs))
+        codes = pack_codes(positions, lengths, self.sdr_size, self.config.equalize_bits, pad=True)
+        return rows, codes, lengths
 
     def _check_sdr(self, sdr: object, name: str) -> None:
         if not isinstance(sdr, Sdr):
@@ -313,10 +380,9 @@ class SdrIndex:
             raise InvalidSdrError(f"{name} positions must be sorted ascending without duplicates", field=name)
 
     def _check_search(self, k: object, min_overlap: object, space: object) -> None:
-        if space not in self.spaces:
-            raise InvalidInputError(
-                f"unknown space {space!r}; this index keeps {', '.join(self.spaces)}", field="space"
-            )
+        if space not in self._spaces:
+            kept = ", ".join(self.spaces)
+            raise InvalidInputError(f"unknown space {space!r}; this index keeps {kept}", field="space")
         if not _is_int(k) or not 1 <= k <= self.config.max_k:  # type: ignore[operator]
             raise InvalidInputError(f"k must be an integer in [1, {self.config.max_k}], got {k!r}", field="k")
         if not _is_int(min_overlap) or min_overlap < 0:  # type: ignore[operator]
@@ -326,60 +392,122 @@ class SdrIndex:
         if self._closed:
             raise IndexClosedError(f"the index at {self.directory} is closed")
 
-    # -- FAISS lifecycle ---------------------------------------------------------
+    # -- backends and their snapshots ----------------------------------------------
 
-    def _key(self) -> SnapshotKey:
-        store_id, changes = self._store.snapshot_state()
-        return SnapshotKey(
-            store_id, changes, self.layout, self.config.kind, self.config.ivf_nlist, self.config.ivf_lists_per_item
-        )
-
-    def _open_faiss(self) -> tuple[FaissIndex, int]:
-        key = self._key()
+    def _open_space(self, name: str) -> _Space:
+        path = self.directory / snapshot_file(name)
+        remove_temporaries(path)
+        key = SnapshotKey.of(self._store_id, self._changes, name, self.layout, self.config)
         started = time.perf_counter()
-        loaded = load_snapshot(self._snapshot_path, key, self.config)
-        if loaded is not None and not loaded.needs_training():
-            logger.info("snapshot loaded: %d items in %.1f s", loaded.live_count, time.perf_counter() - started)
-            return loaded, key.changes
-        built = self._build()
-        logger.info("index rebuilt from the store: %d items in %.1f s", built.live_count, time.perf_counter() - started)
-        self._faiss = built
-        if built.live_count:
-            self._write_snapshot()
-            return built, self._snapshot_changes
-        return built, -1  # nothing worth saving yet; close() writes one if anything is added
+        loaded = load_snapshot(path, key, self.config)
+        if loaded is not None and not self._due_for_training(loaded):
+            elapsed = time.perf_counter() - started
+            logger.info("snapshot loaded: %s, %d items in %.1f s", name, loaded.live_count, elapsed)
+            return _Space(name, loaded, path, saved_at=self._changes)
+        built = self._build(name)
+        elapsed = time.perf_counter() - started
+        logger.info("index rebuilt from the store: %s, %d items in %.1f s", name, built.live_count, elapsed)
+        return _Space(name, built, path)  # snapshotted in the background (or on close)
 
-    def _build(self) -> FaissIndex:
-        """A fresh FAISS index from every row of the store (IVF trained first if due)."""
-        index = FaissIndex(self.layout, self.config)
-        labels = self._store.labels()
+    def _drop_legacy_snapshot(self) -> None:
+        legacy = self.directory / LEGACY_SNAPSHOT_FILE
+        if legacy.exists():
+            logger.info("%s is from the release before spaces; the index is rebuilt from the store", legacy)
+            legacy.unlink()
+        remove_temporaries(legacy)
+
+    def _due_for_training(self, backend: Backend) -> bool:
+        """IVF wanted, enough items, and the structure fitted to a much smaller collection (or none: flat)."""
+        live = backend.live_count
+        if self.config.kind != "ivf" or live < self.config.ivf_train_min:
+            return False
+        return live >= self.config.ivf_retrain_growth * backend.trained_for
+
+    def _build(self, space: str) -> Backend:
+        """A fresh backend from every row of the store with an SDR in ``space`` (IVF trained first if due)."""
+        labels = self._store.labels(space)
+        backend: Backend
         if self.config.kind == "ivf" and labels.size >= self.config.ivf_train_min:
             rng = np.random.default_rng(labels.size)
             sample = np.sort(rng.choice(labels, min(self.config.ivf_train_sample, labels.size), replace=False))
-            _, positions, lengths = self._store.positions_by_label(sample.tolist())
-            index.train(positions, lengths, int(labels.size))
-        for chunk_labels, positions, lengths in self._store.scan():
+            _, positions, lengths = self._store.positions_by_label(sample.tolist(), space)
+            backend = IvfBackend.train(self.layout, self.config, positions, lengths, int(labels.size))
+        else:
+            backend = FlatBackend(self.layout, self.config)
+        for chunk_labels, positions, lengths in self._store.scan(space):
             codes = pack_codes(positions, lengths, self.sdr_size, self.config.equalize_bits, pad=True)
-            index.add(chunk_labels, codes, lengths)
-        return index
+            backend.add(chunk_labels, codes, lengths)
+        return backend
 
-    def _write_snapshot(self) -> None:
-        """Caller holds the lock (shared or exclusive), so FAISS and the counter agree."""
-        with self._snapshot_mutex:
-            key = self._key()
-            started = time.perf_counter()
-            write_snapshot(self._snapshot_path, key, self._faiss)
-            self._snapshot_changes = key.changes
-            logger.info("snapshot written at change %d in %.1f s", key.changes, time.perf_counter() - started)
-
-    def _maybe_snapshot(self) -> None:
+    def _snapshot_due(self) -> bool:
+        """Whether ``snapshot_every`` changes have piled up since the oldest snapshot; caller holds the lock."""
         every = self.config.snapshot_every
-        if every and self._store.changes() - max(self._snapshot_changes, 0) >= every:
-            self.snapshot()
+        oldest = min(space.saved_at for space in self._spaces.values())
+        return bool(every) and self._changes - max(oldest, 0) >= every
+
+    def _write_snapshots(self) -> None:
+        """Snapshot every space whose snapshot is behind; one pass at a time, any thread."""
+        with self._snapshot_mutex:
+            for space in self._spaces.values():
+                with self._lock.read():
+                    changes = self._changes
+                    if space.saved_at == changes:
+                        continue
+                    key = SnapshotKey.of(self._store_id, changes, space.name, self.layout, self.config)
+                    frozen = space.backend.freeze()
+                    self._freezes += 1
+                started = time.perf_counter()
+                try:
+                    write_snapshot(space.path, key, frozen, self._lock.read)
+                finally:
+                    with self._lock.read():
+                        self._freezes -= 1
+                space.saved_at = changes
+                elapsed = time.perf_counter() - started
+                logger.info("snapshot written: %s at change %d in %.1f s", space.name, changes, elapsed)
 
     def _item(self, row: Row) -> Item:
-        sdr = Sdr.trusted(row.positions, self.sdr_size)
-        return Item(row.id, sdr, row.concepts, types.MappingProxyType(row.metadata))
+        spaces = {
+            name: Sdr.trusted(positions, self.sdr_size) for name, positions in row.sdrs.items() if name != SEMANTIC
+        }
+        return Item(
+            row.id,
+            Sdr.trusted(row.sdrs[SEMANTIC], self.sdr_size),
+            row.concepts,
+            types.MappingProxyType(row.metadata),
+            types.MappingProxyType(spaces),
+        )
+
+
+class _BackgroundSnapshots:
+    """One daemon thread that runs ``write`` when asked; requests while it runs fold into one more run."""
+
+    def __init__(self, write: Callable[[], None]) -> None:
+        self._write = write
+        self._wanted = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="index-snapshots", daemon=True)
+        self._thread.start()
+
+    def request(self) -> None:
+        self._wanted.set()
+
+    def stop(self) -> None:
+        """Let a running snapshot finish, then end the thread."""
+        self._stopping = True
+        self._wanted.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while True:
+            self._wanted.wait()
+            self._wanted.clear()
+            if self._stopping:
+                return
+            try:
+                self._write()
+            except Exception:  # the store has every change; the next pass or the next open catches up
+                logger.exception("background snapshot failed")
 
 
 # -- checks shared by the methods above -------------------------------------------

@@ -9,12 +9,23 @@ come back meaning another item.
 
 Every mutating transaction also bumps a persisted change counter; a FAISS
 snapshot records the counter it was taken at, so a stale one is recognised.
+
+One row per item; its SDR in each space is a column ``sdr_<space>``
+(``sdr_semantic`` always set; other spaces' columns NULL where an item has
+none). Adding a space adds a column, which SQLite does without rewriting rows.
+
+Schema versions (``meta.schema_version``), each opened by every later release:
+
+    1  (no version recorded) one ``positions`` column: the semantic SDR
+    2  ``sdr_<space>`` columns; upgraded from 1 in place by renaming ``positions``
+       to ``sdr_semantic``, in one transaction and without copying a row
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 import sqlite3
 import threading
@@ -31,19 +42,23 @@ __all__ = ["Row", "SqliteStore", "StoredItem"]
 
 logger = logging.getLogger(__name__)
 
-_SCHEMA = """
+SCHEMA_VERSION = 2
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS items (
-    label     INTEGER PRIMARY KEY,  -- FAISS id; from meta.next_label, never reused
-    id        TEXT NOT NULL UNIQUE,
-    positions BLOB NOT NULL,        -- sorted active bits, little-endian uint16 or uint32
-    concepts  TEXT NOT NULL,        -- JSON [[term, confidence], ...]
-    metadata  TEXT NOT NULL         -- JSON {key: value}
-);
+    label        INTEGER PRIMARY KEY,  -- FAISS id; from meta.next_label, never reused
+    id           TEXT NOT NULL UNIQUE,
+    sdr_semantic BLOB NOT NULL,        -- sorted active bits, little-endian uint16 or uint32
+    concepts     TEXT NOT NULL,        -- JSON [[term, confidence], ...]
+    metadata     TEXT NOT NULL         -- JSON {key: value}
+)""",
+    """
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
-);
-"""
+)""",
+)
+_SPACE_NAME = re.compile(r"[a-z][a-z0-9_]{0,30}")  # it becomes part of a column name
 _SELECT_CHUNK = 900  # host parameters per IN (...); SQLite's default limit is 999 before 3.32
 
 
@@ -52,7 +67,7 @@ class StoredItem:
     """One item as prepared for storage (positions already validated)."""
 
     id: str
-    positions: npt.NDArray[np.uint32]
+    sdrs: Mapping[str, npt.NDArray[np.uint32]]  # positions by space; semantic always present
     concepts: tuple[tuple[str, float], ...]
     metadata: Mapping[str, str]
 
@@ -61,7 +76,7 @@ class StoredItem:
 class Row:
     label: int
     id: str
-    positions: npt.NDArray[np.uint32]
+    sdrs: dict[str, npt.NDArray[np.uint32]]  # positions by space, for the spaces this item has
     concepts: tuple[tuple[str, float], ...]
     metadata: dict[str, str]
 
@@ -74,9 +89,22 @@ class SqliteStore:
     connection on the thread it belongs to.
     """
 
-    def __init__(self, path: Path, sdr_size: int, *, synchronous: str, cache_mib: int, busy_timeout_ms: int) -> None:
+    def __init__(
+        self,
+        path: Path,
+        sdr_size: int,
+        *,
+        spaces: Sequence[str] = ("semantic",),
+        synchronous: str,
+        cache_mib: int,
+        busy_timeout_ms: int,
+    ) -> None:
+        for space in spaces:
+            if not _SPACE_NAME.fullmatch(space):
+                raise ConfigError(f"a space is named by lowercase letters, digits and _, not {space!r}")
         self.path = path
         self.sdr_size = sdr_size
+        self.spaces = tuple(spaces)
         self._dtype = np.dtype("<u2") if sdr_size <= 1 << 16 else np.dtype("<u4")
         self._pragmas = (
             f"PRAGMA busy_timeout = {int(busy_timeout_ms)}",
@@ -84,10 +112,16 @@ class SqliteStore:
             f"PRAGMA synchronous = {synchronous}",
         )
         self._writer = self._connect()
-        self._writer.execute("PRAGMA journal_mode = WAL")
-        with self._writer:
-            self._writer.executescript(_SCHEMA)
-        self._init_meta()
+        try:
+            self._writer.execute("PRAGMA journal_mode = WAL")
+            self._migrate()
+            self._init_meta()
+            self._add_space_columns()
+        except BaseException:
+            self._writer.close()
+            raise
+        columns = ", ".join(f"sdr_{space}" for space in self.spaces)
+        self._select = f"SELECT label, id, {columns}, concepts, metadata FROM items"
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -118,6 +152,53 @@ class SqliteStore:
                 connection.close()
             self._readers.clear()
         self._writer.close()
+
+    # -- schema ------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        """Bring the schema to ``SCHEMA_VERSION`` in place, in one transaction; never drops a row."""
+        connection = self._writer
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            version = self._schema_version(connection)
+            if version > SCHEMA_VERSION:
+                raise ConfigError(
+                    f"the index at {self.path} has schema version {version}, written by a newer release "
+                    f"(this one reads up to {SCHEMA_VERSION})"
+                )
+            if version == 1:
+                # Version 1 kept the semantic SDR in `positions`; a rename touches no row.
+                connection.execute("ALTER TABLE items RENAME COLUMN positions TO sdr_semantic")
+                logger.info("index store %s upgraded from schema 1 to %d", self.path, SCHEMA_VERSION)
+            for statement in _SCHEMA:  # one by one: executescript would commit first
+                connection.execute(statement)
+            connection.execute(
+                "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
+            )
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+
+    @staticmethod
+    def _schema_version(connection: sqlite3.Connection) -> int:
+        """The version on disk: recorded in meta since 2; 1 when items exist without it; current when new."""
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        if "meta" in tables:
+            row = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if row is not None:
+                return int(row[0])
+        return 1 if "items" in tables else SCHEMA_VERSION
+
+    def _add_space_columns(self) -> None:
+        present = {row[1] for row in self._writer.execute("PRAGMA table_info(items)")}
+        missing = [space for space in self.spaces if f"sdr_{space}" not in present]
+        for space in missing:  # NULL for every existing item: none has an SDR there yet
+            self._writer.execute(f"ALTER TABLE items ADD COLUMN sdr_{space} BLOB")
+            logger.info("index store %s: space %r added", self.path, space)
+
+    def schema_version(self) -> int:
+        return int(self._meta("schema_version"))
 
     # -- meta --------------------------------------------------------------
 
@@ -153,22 +234,25 @@ class SqliteStore:
 
     # -- writes ------------------------------------------------------------
 
-    def upsert(self, items: Sequence[StoredItem]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]]:
+    def upsert(self, items: Sequence[StoredItem]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], int]:
         """Insert or replace ``items`` (unique ids) in one transaction.
 
-        Returns (new labels, one per item, in order; labels of the replaced rows).
-        A replaced item gets a new label rather than keeping its old one: indexes
-        that cannot overwrite a vector in place can then tombstone the old label.
+        Returns (new labels, one per item, in order; labels of the replaced rows;
+        the change counter after this transaction). A replaced item gets a new
+        label rather than keeping its old one: indexes that cannot overwrite a
+        vector in place can then tombstone the old label.
         """
         rows = [
             (
                 item.id,
-                item.positions.astype(self._dtype, copy=False).tobytes(),
+                *(self._blob(item.sdrs.get(space)) for space in self.spaces),
                 _dump_concepts(item.concepts),
                 json.dumps(dict(item.metadata), ensure_ascii=False, separators=(",", ":")),
             )
             for item in items
         ]
+        columns = ", ".join(f"sdr_{space}" for space in self.spaces)
+        marks = ", ".join("?" * (len(self.spaces) + 4))
         connection = self._writer
         connection.execute("BEGIN IMMEDIATE")
         try:
@@ -176,29 +260,31 @@ class SqliteStore:
             first = int(self._meta("next_label", connection))
             labels = np.arange(first, first + len(rows), dtype=np.int64)
             connection.executemany(
-                "INSERT INTO items(label, id, positions, concepts, metadata) VALUES (?, ?, ?, ?, ?)",
+                f"INSERT INTO items(label, id, {columns}, concepts, metadata) VALUES ({marks})",
                 [(int(label), *row) for label, row in zip(labels, rows, strict=True)],
             )
-            self._bump(connection, next_label=first + len(rows))
+            changes = self._bump(connection, next_label=first + len(rows))
             connection.execute("COMMIT")
         except BaseException:
             connection.execute("ROLLBACK")
             raise
-        return labels, replaced
+        return labels, replaced, changes
 
-    def remove(self, item_id: str) -> int | None:
-        """Delete one item; its label, or None when the id is unknown (nothing changes)."""
+    def _blob(self, positions: npt.NDArray[np.uint32] | None) -> bytes | None:
+        return None if positions is None else positions.astype(self._dtype, copy=False).tobytes()
+
+    def remove(self, item_id: str) -> tuple[int | None, int]:
+        """Delete one item: (its label, or None when the id is unknown and nothing changed; the change counter)."""
         connection = self._writer
         connection.execute("BEGIN IMMEDIATE")
         try:
             removed = self._delete_ids(connection, [item_id])
-            if removed.size:
-                self._bump(connection)
+            changes = self._bump(connection) if removed.size else int(self._meta("changes", connection))
             connection.execute("COMMIT")
         except BaseException:
             connection.execute("ROLLBACK")
             raise
-        return int(removed[0]) if removed.size else None
+        return (int(removed[0]) if removed.size else None), changes
 
     def _delete_ids(self, connection: sqlite3.Connection, ids: Sequence[str]) -> npt.NDArray[np.int64]:
         labels: list[int] = []
@@ -210,10 +296,14 @@ class SqliteStore:
             )
         return np.array(sorted(labels), dtype=np.int64)
 
-    def _bump(self, connection: sqlite3.Connection, next_label: int | None = None) -> None:
-        connection.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'changes'")
+    def _bump(self, connection: sqlite3.Connection, next_label: int | None = None) -> int:
+        """Count one change (and hand out labels up to ``next_label``); the counter after it."""
+        row = connection.execute(
+            "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'changes' RETURNING value"
+        ).fetchone()
         if next_label is not None:
             connection.execute("UPDATE meta SET value = ? WHERE key = 'next_label'", (str(next_label),))
+        return int(row[0])
 
     # -- reads -------------------------------------------------------------
 
@@ -221,11 +311,7 @@ class SqliteStore:
         return int(self._reader().execute("SELECT count(*) FROM items").fetchone()[0])
 
     def get(self, item_id: str) -> Row | None:
-        row = (
-            self._reader()
-            .execute("SELECT label, id, positions, concepts, metadata FROM items WHERE id = ?", (item_id,))
-            .fetchone()
-        )
+        row = self._reader().execute(f"{self._select} WHERE id = ?", (item_id,)).fetchone()
         return None if row is None else self._row(row)
 
     def existing(self, ids: Sequence[str]) -> set[str]:
@@ -245,41 +331,45 @@ class SqliteStore:
         for start in range(0, len(labels), _SELECT_CHUNK):
             chunk = [int(label) for label in labels[start : start + _SELECT_CHUNK]]
             marks = ",".join("?" * len(chunk))
-            query = f"SELECT label, id, positions, concepts, metadata FROM items WHERE label IN ({marks})"
+            query = f"{self._select} WHERE label IN ({marks})"
             for row in reader.execute(query, chunk):
                 found[int(row[0])] = self._row(row)
         return found
 
     def positions_by_label(
-        self, labels: Sequence[int]
+        self, labels: Sequence[int], space: str
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint32], npt.NDArray[np.int64]]:
-        """(labels found, positions concatenated, lengths) for a sample of labels."""
+        """(labels found, positions concatenated, lengths) in ``space`` for a sample of labels."""
+        column = self._column(space)
         found: list[tuple[int, bytes]] = []
         reader = self._reader()
         for start in range(0, len(labels), _SELECT_CHUNK):
             chunk = [int(label) for label in labels[start : start + _SELECT_CHUNK]]
             marks = ",".join("?" * len(chunk))
-            found.extend(reader.execute(f"SELECT label, positions FROM items WHERE label IN ({marks})", chunk))
+            query = f"SELECT label, {column} FROM items WHERE label IN ({marks}) AND {column} IS NOT NULL"
+            found.extend(reader.execute(query, chunk))
         return self._columns(found)
 
-    def labels(self) -> npt.NDArray[np.int64]:
-        rows = self._reader().execute("SELECT label FROM items ORDER BY label").fetchall()
+    def labels(self, space: str) -> npt.NDArray[np.int64]:
+        """Labels of the items with an SDR in ``space``, ascending."""
+        column = self._column(space)
+        rows = self._reader().execute(f"SELECT label FROM items WHERE {column} IS NOT NULL ORDER BY label").fetchall()
         return np.array([row[0] for row in rows], dtype=np.int64)
 
     def scan(
-        self, chunk: int = 16384
+        self, space: str, chunk: int = 16384
     ) -> Iterator[tuple[npt.NDArray[np.int64], npt.NDArray[np.uint32], npt.NDArray[np.int64]]]:
-        """Every (labels, positions concatenated, lengths) in label order, ``chunk`` rows at a time.
+        """Every (labels, positions concatenated, lengths) in ``space``, in label order, ``chunk`` rows at a time.
 
         Keyset pagination on the label, each page its own short read, so a rebuild
         of a large store never holds one read transaction open for minutes.
         """
+        column = self._column(space)
         reader = self._reader()
         last = -1
+        query = f"SELECT label, {column} FROM items WHERE label > ? AND {column} IS NOT NULL ORDER BY label LIMIT ?"
         while True:
-            page = reader.execute(
-                "SELECT label, positions FROM items WHERE label > ? ORDER BY label LIMIT ?", (last, chunk)
-            ).fetchall()
+            page = reader.execute(query, (last, chunk)).fetchall()
             if not page:
                 return
             last = int(page[-1][0])
@@ -303,10 +393,23 @@ class SqliteStore:
         positions = np.frombuffer(joined, dtype=self._dtype).astype(np.uint32)
         return labels, positions, lengths
 
-    def _row(self, row: tuple[int, str, bytes, str, str]) -> Row:
-        positions = np.frombuffer(row[2], dtype=self._dtype).astype(np.uint32)
-        concepts = tuple((str(term), float(confidence)) for term, confidence in json.loads(row[3]))
-        return Row(int(row[0]), str(row[1]), positions, concepts, dict(json.loads(row[4])))
+    def _column(self, space: str) -> str:
+        if space not in self.spaces:
+            raise ValueError(f"no space {space!r} in this store")
+        return f"sdr_{space}"
+
+    def _row(self, row: Sequence[object]) -> Row:
+        """(label, id, one column per space, concepts, metadata) as a Row."""
+        count = len(self.spaces)
+        blobs = row[2 : 2 + count]
+        sdrs = {
+            space: np.frombuffer(blob, dtype=self._dtype).astype(np.uint32)
+            for space, blob in zip(self.spaces, blobs, strict=True)
+            if isinstance(blob, bytes)
+        }
+        concepts_json, metadata_json = str(row[2 + count]), str(row[3 + count])
+        concepts = tuple((str(term), float(confidence)) for term, confidence in json.loads(concepts_json))
+        return Row(int(str(row[0])), str(row[1]), sdrs, concepts, dict(json.loads(metadata_json)))
 
 
 def _dump_concepts(concepts: Sequence[tuple[str, float]]) -> str:

@@ -1,0 +1,187 @@
+"""The exact backend: FAISS IndexBinaryFlat, every answer checked, not hoped for.
+
+An item FAISS did not return has ``hamming' >= d_last`` (the largest distance
+returned), hence ``overlap <= (|a| + W_max - d_last) / 2``; if that bound is
+below the k-th overlap found (or below ``min_overlap``), nothing outside can
+enter the top k. Otherwise more candidates are fetched, finally by one range
+search.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+
+import faiss
+import numpy as np
+import numpy.typing as npt
+
+from ..config import IndexConfig
+from .backend import CHUNK_BYTES, Codes, FlatState, Frozen, Layout, ReadBytes, copy_bytes, read_array
+from .codes import pack_codes
+from .live import Hits, Labels, LiveLabels, empty_hits
+
+__all__ = ["FlatBackend"]
+
+logger = logging.getLogger(__name__)
+
+_RANGE_AFTER = 16384  # past this many candidates, one range search instead of growing k' again
+_GROWTH = 4  # k' multiplier between rounds
+
+
+class FlatBackend:
+    """Codes in an IndexBinaryFlat under an id map; exact top-k by overlap."""
+
+    def __init__(self, layout: Layout, config: IndexConfig, live: LiveLabels | None = None) -> None:
+        self.layout = layout
+        self.config = config
+        self._flat = faiss.IndexBinaryFlat(layout.bits)  # its codes buffer is read for snapshots
+        self.index = faiss.IndexBinaryIDMap(self._flat)
+        self.live = live if live is not None else LiveLabels(layout.max_weight, layout.equalize_bits)
+
+    @classmethod
+    def from_snapshot(cls, layout: Layout, config: IndexConfig, state: FlatState, read: ReadBytes) -> FlatBackend:
+        weights = read_array(read, "<i4", state.labels)
+        backend = cls(layout, config, LiveLabels.restore(layout.max_weight, layout.equalize_bits, weights))
+        labels = read_array(read, "<i8", state.entries)
+        start = 0
+        for count in _pieces(state.entries, max(1, CHUNK_BYTES // layout.code_size)):
+            codes = read_array(read, "u1", count * layout.code_size).reshape(count, layout.code_size)
+            backend.index.add_with_ids(codes, labels[start : start + count])  # chunk by chunk: no second copy
+            start += count
+        if backend.entries < backend.live.count:
+            raise ValueError("the flat section holds fewer items than the live labels")
+        return backend
+
+    # -- state ------------------------------------------------------------------
+
+    @property
+    def live_count(self) -> int:
+        return self.live.count
+
+    @property
+    def trained_for(self) -> int:
+        return 0
+
+    @property
+    def entries(self) -> int:
+        """Items in FAISS, live or dead."""
+        return int(self.index.ntotal)
+
+    @property
+    def tombstones(self) -> int:
+        return self.entries - self.live.count
+
+    # -- mutation -----------------------------------------------------------------
+
+    def add(self, labels: Labels, codes: Codes, lengths: npt.NDArray[np.int64]) -> None:
+        if labels.size == 0:
+            return
+        self.index.add_with_ids(codes, labels)
+        self.live.add(labels, lengths)
+
+    def remove(self, labels: Labels) -> None:
+        self.live.remove(labels)
+
+    def needs_compaction(self) -> bool:
+        dead = self.tombstones
+        return dead >= self.config.compact_min and dead > self.config.compact_ratio * self.entries
+
+    def compact(self) -> int:
+        dead = self.tombstones
+        if dead:
+            live = self.live.selector()  # held here: IDSelectorNot keeps only a raw pointer to it
+            self.index.remove_ids(faiss.IDSelectorNot(live))
+            logger.info("index compacted: %d removed items dropped from FAISS", dead)
+        return dead
+
+    def freeze(self) -> Frozen:
+        state = FlatState("flat", self.live.size, self.entries)
+        return Frozen(state, self._chunks(self.live.weights_copy(), state.entries))
+
+    def _chunks(self, weights: npt.NDArray[np.int32], entries: int) -> Iterator[bytes]:
+        yield from copy_bytes(weights.astype("<i4", copy=False))
+        start = 0
+        for count in _pieces(entries, CHUNK_BYTES // 8):
+            # Fetched again per chunk: an add since the last one may have moved the buffer.
+            ids = faiss.rev_swig_ptr(self.index.id_map.data(), start + count)
+            yield ids[start:].astype("<i8").tobytes()
+            start += count
+        per_chunk = max(1, CHUNK_BYTES // self.layout.code_size)
+        start = 0
+        for count in _pieces(entries, per_chunk):
+            buffer = self._flat.xb.data()  # type: ignore[attr-defined]  # FAISS stubs omit xb
+            codes = faiss.rev_swig_ptr(buffer, (start + count) * self.layout.code_size)
+            yield codes[start * self.layout.code_size :].tobytes()
+            start += count
+
+    # -- search ---------------------------------------------------------------------
+
+    def search(
+        self,
+        positions: npt.NDArray[np.uint32],
+        lengths: npt.NDArray[np.int64],
+        k: int,
+        min_overlap: int,
+        exclude: Labels,
+    ) -> list[Hits]:
+        codes = pack_codes(positions, lengths, self.layout.sdr_size, self.layout.equalize_bits, pad=False)
+        count = int(lengths.size)
+        answers: list[Hits | None] = [None] * count
+        floors = np.full(count, min_overlap, dtype=np.int64)  # best known lower bound on the k-th overlap
+        pending = np.arange(count)
+        fetch = max(k * self.config.candidate_factor, k + self.config.candidate_margin) + int(
+            exclude.max(initial=-1) >= 0
+        )
+        while pending.size:
+            if fetch > _RANGE_AFTER:
+                for query in pending:
+                    answers[query] = self._range(
+                        codes[query],
+                        int(lengths[query]),
+                        k,
+                        min_overlap,
+                        floor=int(floors[query]),
+                        exclude=int(exclude[query]),
+                    )
+                break
+            fetch = min(fetch, max(self.entries, 1))
+            distances, labels = self.index.search(codes[pending], fetch, params=self.live.search_parameters())
+            retry: list[int] = []
+            for row, query in enumerate(pending):
+                weight = int(lengths[query])
+                hits, floor = self.live.rank(
+                    distances[row].astype(np.int64), labels[row], weight, k, min_overlap, exclude=int(exclude[query])
+                )
+                if self._settled(distances[row], labels[row], weight, floor=floor, fetch=fetch):
+                    answers[query] = hits
+                else:
+                    floors[query] = floor
+                    retry.append(int(query))
+            pending = np.array(retry, dtype=np.int64)
+            fetch *= _GROWTH
+        return [answer if answer is not None else empty_hits() for answer in answers]
+
+    def _settled(
+        self, distances: npt.NDArray[np.int32], labels: Labels, query_weight: int, *, floor: int, fetch: int
+    ) -> bool:
+        """Exact: nothing FAISS did not return can reach the k-th overlap found."""
+        returned = int((labels >= 0).sum())
+        if returned < fetch or fetch >= self.entries:
+            return True  # FAISS had nothing more to give
+        bound_twice = query_weight + self.live.max_weight() - int(distances[returned - 1])
+        return bound_twice < 2 * floor
+
+    def _range(self, code: Codes, query_weight: int, k: int, min_overlap: int, *, floor: int, exclude: int) -> Hits:
+        """Every item that could reach ``floor``, by one range search."""
+        radius = query_weight + self.live.max_weight() - 2 * max(floor, 0) + 1  # FAISS keeps d < radius
+        params = self.live.search_parameters()
+        _, distances, labels = self.index.range_search(code[None, :], radius, params=params)
+        hits, _ = self.live.rank(distances.astype(np.int64), labels, query_weight, k, min_overlap, exclude=exclude)
+        return hits
+
+
+def _pieces(total: int, per_piece: int) -> Iterator[int]:
+    """Sizes of consecutive pieces of at most ``per_piece`` that add up to ``total``."""
+    for start in range(0, total, per_piece):
+        yield min(per_piece, total - start)

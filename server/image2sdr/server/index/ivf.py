@@ -1,0 +1,393 @@
+"""The approximate backend: FAISS IndexBinaryIVF over SDR k-means lists.
+
+The lists to scan are chosen by a probe table, not by FAISS's own quantizer:
+per list, how often each SDR bit is active among its members (from the k-means
+sample). A list's score for a query is the sum of those frequencies over the
+query's active bits, i.e. the expected overlap of the query with a member of
+that list; it ranks lists far better than the overlap with the binary
+centroid, for about the same cost. A single query's lists are split across the
+OpenMP threads (FAISS parallelises IVF search over queries only).
+
+Two measures for the queries IVF finds hard. Merged SDRs are mixtures of terms,
+so an item's neighbours need not share its dominant term, and they spread over
+many lists. Each item is therefore stored in its ``ivf_lists_per_item`` nearest
+lists (spilling; results are de-duplicated), and a query whose k-th best overlap
+in its first ``ivf_nprobe`` lists is a small share of its own active bits (a
+diffuse neighbourhood) goes on to scan up to ``ivf_nprobe_wide`` lists.
+
+Candidates are ranked by exact overlap (``live.py``); unlike the flat backend,
+the answer is not proven complete: items in lists not scanned are not seen.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+
+import faiss
+import numpy as np
+import numpy.typing as npt
+from faiss.contrib import ivf_tools
+
+from ..config import IndexConfig
+from .backend import CHUNK_BYTES, Codes, Frozen, IvfState, Layout, ReadBytes, copy_bytes, read_array
+from .codes import pack_codes
+from .live import Hits, Labels, LiveLabels, empty_hits, unique_nearest
+
+__all__ = ["PROBE_SCALE", "IvfBackend", "sdr_kmeans"]
+
+logger = logging.getLogger(__name__)
+
+ProbeTable = npt.NDArray[np.uint8]
+# FAISS's helper for IndexBinaryIVF.add_core: codes into lists chosen by the caller.
+add_preassigned: Callable[[faiss.IndexBinaryIVF, Codes, Labels, Labels], None] = ivf_tools.add_preassigned
+_GROWTH = 4  # k' multiplier between rounds
+PROBE_SCALE = 127  # probe table entries: a bit's frequency within a list, times this (uint8)
+_PROBE_SUM_UINT16 = 65535 // PROBE_SCALE  # query bits whose scores fit a uint16 sum
+
+
+class IvfBackend:
+    """Codes spilled into their nearest k-means lists; lists picked per query by the probe table."""
+
+    def __init__(
+        self,
+        layout: Layout,
+        config: IndexConfig,
+        centroids: Codes,
+        probe_table: ProbeTable,
+        *,
+        copies: int,
+        trained_for: int,
+        live: LiveLabels | None = None,
+    ) -> None:
+        nlist = int(centroids.shape[0])
+        if probe_table.shape != (layout.sdr_size, nlist) or not 1 <= copies <= nlist:
+            raise ValueError("the probe table or the copies per item do not fit the lists")
+        self.layout = layout
+        self.config = config
+        self.nlist = nlist
+        self.centroids = centroids
+        self.probe_table = probe_table
+        self.copies = copies
+        self._trained_for = max(trained_for, 1)
+        self.live = live if live is not None else LiveLabels(layout.max_weight, layout.equalize_bits)
+        self.quantizer = faiss.IndexBinaryFlat(layout.bits)
+        self.quantizer.add(centroids)
+        self.index = faiss.IndexBinaryIVF(self.quantizer, layout.bits, nlist)
+        self.index.is_trained = True  # centroids are given; FAISS's float k-means is skipped
+        self.index.nprobe = min(config.ivf_nprobe, nlist)
+
+    @classmethod
+    def train(
+        cls,
+        layout: Layout,
+        config: IndexConfig,
+        positions: npt.NDArray[np.uint32],
+        lengths: npt.NDArray[np.int64],
+        live_total: int,
+    ) -> IvfBackend:
+        """An empty IVF backend whose lists are SDR k-means clusters of the sample."""
+        nlist = min(config.ivf_nlist, int(lengths.size))
+        centroids, probe_table = sdr_kmeans(positions, lengths, layout, nlist, config.ivf_train_iterations)
+        copies = min(config.ivf_lists_per_item, nlist)
+        return cls(layout, config, centroids, probe_table, copies=copies, trained_for=live_total)
+
+    @classmethod
+    def from_snapshot(cls, layout: Layout, config: IndexConfig, state: IvfState, read: ReadBytes) -> IvfBackend:
+        weights = read_array(read, "<i4", state.labels)
+        live = LiveLabels.restore(layout.max_weight, layout.equalize_bits, weights)
+        centroids = read_array(read, "u1", state.nlist * layout.code_size).reshape(state.nlist, layout.code_size)
+        table = read_array(read, "u1", layout.sdr_size * state.nlist).reshape(layout.sdr_size, state.nlist)
+        backend = cls(
+            layout,
+            config,
+            centroids.astype(np.uint8),
+            table.astype(np.uint8),
+            copies=state.copies,
+            trained_for=state.trained_for,
+            live=live,
+        )
+        sizes = read_array(read, "<i8", state.nlist).astype(np.int64)
+        if int(sizes.sum()) != state.entries or (sizes < 0).any():
+            raise ValueError("IVF list sizes do not add up to the entries")
+        labels = read_array(read, "<i8", state.entries).astype(np.int64)
+        assignment = np.repeat(np.arange(state.nlist, dtype=np.int64), sizes)
+        per_chunk = max(1, CHUNK_BYTES // layout.code_size)
+        for start in range(0, state.entries, per_chunk):
+            count = min(per_chunk, state.entries - start)
+            codes = read_array(read, "u1", count * layout.code_size).reshape(count, layout.code_size)
+            add_preassigned(backend.index, codes, assignment[start : start + count], labels[start : start + count])
+        if state.entries % state.copies or backend.entries < live.count:
+            raise ValueError("the IVF lists hold fewer items than the live labels")
+        return backend
+
+    # -- state ------------------------------------------------------------------
+
+    @property
+    def live_count(self) -> int:
+        return self.live.count
+
+    @property
+    def trained_for(self) -> int:
+        return self._trained_for
+
+    @property
+    def entries(self) -> int:
+        """Items in FAISS, live or dead (each spilled item counted once)."""
+        return int(self.index.ntotal) // self.copies
+
+    @property
+    def tombstones(self) -> int:
+        return self.entries - self.live.count
+
+    # -- mutation -----------------------------------------------------------------
+
+    def add(self, labels: Labels, codes: Codes, lengths: npt.NDArray[np.int64]) -> None:
+        """Store each item in its ``copies`` nearest lists (IndexBinaryIVF.add stores it in one)."""
+        if labels.size == 0:
+            return
+        codes = np.ascontiguousarray(codes)
+        labels = np.ascontiguousarray(labels, dtype=np.int64)
+        _, lists = self.quantizer.search(codes, self.copies)
+        for column in range(self.copies):
+            add_preassigned(self.index, codes, np.ascontiguousarray(lists[:, column]), labels)
+        self.live.add(labels, lengths)
+
+    def remove(self, labels: Labels) -> None:
+        self.live.remove(labels)
+
+    def needs_compaction(self) -> bool:
+        dead = self.tombstones
+        return dead >= self.config.compact_min and dead > self.config.compact_ratio * self.entries
+
+    def compact(self) -> int:
+        dead = self.tombstones
+        if dead:
+            live = self.live.selector()  # held here: IDSelectorNot keeps only a raw pointer to it
+            self.index.remove_ids(faiss.IDSelectorNot(live))
+            logger.info("index compacted: %d removed items dropped from FAISS", dead)
+        return dead
+
+    def freeze(self) -> Frozen:
+        invlists = self.index.invlists
+        sizes = np.array([invlists.list_size(number) for number in range(self.nlist)], dtype=np.int64)
+        state = IvfState("ivf", self.live.size, self.nlist, self.copies, self._trained_for, int(sizes.sum()))
+        return Frozen(state, self._chunks(self.live.weights_copy(), sizes))
+
+    def _chunks(self, weights: npt.NDArray[np.int32], sizes: npt.NDArray[np.int64]) -> Iterator[bytes]:
+        yield from copy_bytes(weights.astype("<i4", copy=False))
+        yield from copy_bytes(self.centroids)
+        yield from copy_bytes(self.probe_table)
+        yield sizes.astype("<i8").tobytes()
+        yield from self._lists(sizes, ids=True)
+        yield from self._lists(sizes, ids=False)
+
+    def _lists(self, sizes: npt.NDArray[np.int64], *, ids: bool) -> Iterator[bytes]:
+        """Each list's first ``sizes[l]`` labels (or codes): what it held at the freeze; later adds come after."""
+        width = 8 if ids else self.layout.code_size
+        parts: list[bytes] = []
+        gathered = 0
+        for number, size in enumerate(sizes.tolist()):
+            if size:
+                invlists = self.index.invlists  # fetched per list: an add may have moved its buffers
+                if ids:
+                    part = faiss.rev_swig_ptr(invlists.get_ids(number), size).astype("<i8")
+                else:
+                    part = faiss.rev_swig_ptr(invlists.get_codes(number), size * width)
+                parts.append(part.tobytes())
+                gathered += size * width
+            if gathered >= CHUNK_BYTES:
+                yield b"".join(parts)
+                parts, gathered = [], 0
+        if parts:
+            yield b"".join(parts)
+
+    # -- search ---------------------------------------------------------------------
+
+    def search(
+        self,
+        positions: npt.NDArray[np.uint32],
+        lengths: npt.NDArray[np.int64],
+        k: int,
+        min_overlap: int,
+        exclude: Labels,
+    ) -> list[Hits]:
+        codes = pack_codes(positions, lengths, self.layout.sdr_size, self.layout.equalize_bits, pad=False)
+        count = int(lengths.size)
+        queries = np.split(positions, np.cumsum(lengths)[:-1])  # per query, for the list choice
+        answers: list[Hits | None] = [None] * count
+        pending = np.arange(count)
+        fetch = max(k * self.config.candidate_factor, k + self.config.candidate_margin) + int(
+            exclude.max(initial=-1) >= 0
+        )
+        while pending.size:
+            fetch = min(fetch, max(self.entries, 1))
+            distances, labels = self._knn(codes[pending], fetch, [queries[q] for q in pending], k, exclude[pending])
+            retry: list[int] = []
+            for row, query in enumerate(pending):
+                weight = int(lengths[query])
+                hits, floor = self.live.rank(
+                    distances[row], labels[row], weight, k, min_overlap, exclude=int(exclude[query])
+                )
+                if self._settled(hits, distances[row], labels[row], weight, k=k, floor=floor, fetch=fetch):
+                    answers[query] = hits
+                else:
+                    retry.append(int(query))
+            pending = np.array(retry, dtype=np.int64)
+            fetch *= _GROWTH
+        return [answer if answer is not None else empty_hits() for answer in answers]
+
+    def _settled(
+        self,
+        hits: Hits,
+        distances: npt.NDArray[np.int64],
+        labels: Labels,
+        query_weight: int,
+        *,
+        k: int,
+        floor: int,
+        fetch: int,
+    ) -> bool:
+        """Approximate: stop once k live answers are in hand; look further only when dead or
+        excluded labels crowded them out (or the bound proves nothing further can enter)."""
+        returned = int((labels >= 0).sum())
+        if returned < fetch or fetch >= self.entries:
+            return True  # the probed lists had nothing more to give
+        bound_twice = query_weight + self.live.max_weight() - int(distances[returned - 1])
+        return hits.labels.size >= k or bound_twice < 2 * floor
+
+    def _knn(
+        self, codes: Codes, fetch: int, queries: list[npt.NDArray[np.uint32]], k: int, exclude: Labels
+    ) -> tuple[npt.NDArray[np.int64], Labels]:
+        """Scan each query's best ``ivf_nprobe`` lists; a diffuse query's next ones up to ``ivf_nprobe_wide``."""
+        first = min(self.config.ivf_nprobe, self.nlist)
+        widest = min(self.config.ivf_nprobe_wide, self.nlist) if self.config.ivf_widen_below > 0 else first
+        widest = max(widest, first)
+        probes = np.stack([self._probes(query, widest) for query in queries])  # best list first
+        distances, labels = self._scan(codes, fetch, probes[:, :first])
+        if widest == first:
+            return distances, labels
+        diffuse = [
+            row
+            for row, query in enumerate(queries)
+            if self._diffuse(distances[row], labels[row], int(query.size), k, int(exclude[row]))
+        ]
+        if diffuse:
+            more_distances, more_labels = self._scan(codes[diffuse], fetch, probes[diffuse, first:])
+            merged = unique_nearest(
+                np.concatenate([distances[diffuse], more_distances], axis=1),
+                np.concatenate([labels[diffuse], more_labels], axis=1),
+                fetch,
+            )
+            distances[diffuse], labels[diffuse] = merged
+        return distances, labels
+
+    def _diffuse(
+        self, distances: npt.NDArray[np.int64], labels: Labels, query_weight: int, k: int, exclude: int
+    ) -> bool:
+        """Whether the k-th overlap found is below ``ivf_widen_below`` of the query's active bits."""
+        _, kth = self.live.rank(distances, labels, query_weight, k, 0, exclude=exclude)
+        return kth < self.config.ivf_widen_below * query_weight
+
+    def _scan(self, codes: Codes, fetch: int, probes: Labels) -> tuple[npt.NDArray[np.int64], Labels]:
+        """IVF search of the given lists per query; fewer queries than threads share out their lists."""
+        count, nprobe = probes.shape
+        found = fetch * self.copies  # a spilled item can come back once per list it is in
+        parts = max(1, min(faiss.omp_get_max_threads() // count, nprobe))
+        per_part = -(-nprobe // parts)
+        if parts > 1:
+            # Query i becomes rows i*parts .. i*parts+parts-1, each with its own share
+            # of the lists (-1 = nothing; FAISS skips it); their results are merged below.
+            padded = np.full((count, parts * per_part), -1, dtype=np.int64)
+            padded[:, :nprobe] = probes
+            probes = padded.reshape(count * parts, per_part)
+            codes = np.repeat(codes, parts, axis=0)
+        rows = count * parts
+        codes = np.ascontiguousarray(codes)
+        probes = np.ascontiguousarray(probes, dtype=np.int64)
+        coarse = np.zeros(probes.shape, dtype=np.int32)  # not used by binary Hamming scanning
+        distances = np.empty((rows, found), dtype=np.int32)
+        labels = np.empty((rows, found), dtype=np.int64)
+        params = faiss.SearchParametersIVF()
+        params.nprobe = per_part
+        # IndexBinaryIVF takes no IDSelector: dead labels are dropped in LiveLabels.rank.
+        self.index.search_preassigned_c(  # type: ignore[attr-defined]
+            rows,
+            faiss.swig_ptr(codes),
+            found,
+            faiss.swig_ptr(probes),
+            faiss.swig_ptr(coarse),
+            faiss.swig_ptr(distances),
+            faiss.swig_ptr(labels),
+            False,
+            params,
+        )
+        if parts == 1 and self.copies == 1:
+            return distances.astype(np.int64), labels
+        return unique_nearest(
+            distances.reshape(count, parts * found).astype(np.int64), labels.reshape(count, parts * found), fetch
+        )
+
+    def _probes(self, query: npt.NDArray[np.uint32], nprobe: int) -> Labels:
+        """The ``nprobe`` lists whose members share the most bits with ``query`` on average, best first."""
+        dtype = np.uint16 if query.size <= _PROBE_SUM_UINT16 else np.uint32
+        scores = self.probe_table[query].sum(axis=0, dtype=dtype)
+        if nprobe < scores.size:
+            best = np.argpartition(scores, scores.size - nprobe)[scores.size - nprobe :]
+        else:
+            best = np.arange(scores.size)
+        return best[np.argsort(-scores[best].astype(np.int64), kind="stable")].astype(np.int64)
+
+
+def sdr_kmeans(
+    positions: npt.NDArray[np.uint32], lengths: npt.NDArray[np.int64], layout: Layout, nlist: int, iterations: int
+) -> tuple[Codes, ProbeTable]:
+    """k-means in SDR space: assign by overlap (FAISS), centroid = the cluster's most frequent bits.
+
+    FAISS's own IndexBinaryIVF training runs float k-means on the unpacked bits
+    (16k dimensions), far too slow here, and its centroids binarised at 0.5 are
+    nearly empty for 2 %-sparse data; a centroid that is itself an SDR of the
+    typical weight fits the overlap metric and costs one bincount per round.
+
+    Returns the centroids (padded codes, as FAISS assigns items by them) and the
+    probe table: for each SDR bit and list, the share of the list's sample
+    members with that bit active, times ``PROBE_SCALE``, after a last
+    assignment to the final centroids. It counts each member in its nearest
+    list only, though spilling also stores it in the next: the table describes
+    each list's core members.
+    """
+    rng = np.random.default_rng(20240601)
+    codes = pack_codes(positions, lengths, layout.sdr_size, layout.equalize_bits, pad=True)
+    weight = max(int(np.median(lengths)), 1)
+    rows = np.repeat(np.arange(lengths.size, dtype=np.int64), lengths)
+    centroids = codes[rng.choice(lengths.size, nlist, replace=False)]
+    for round_ in range(iterations + 1):
+        quantizer = faiss.IndexBinaryFlat(layout.bits)
+        quantizer.add(centroids)
+        _, assigned = quantizer.search(codes, 1)
+        cluster = assigned[:, 0]
+        counts = np.bincount(cluster[rows] * layout.sdr_size + positions, minlength=nlist * layout.sdr_size)
+        counts = counts.reshape(nlist, layout.sdr_size)
+        members = np.bincount(cluster, minlength=nlist)
+        if round_ == iterations:
+            return centroids, _probe_table(counts, members)
+        top = np.sort(np.argpartition(-counts, weight - 1, axis=1)[:, :weight], axis=1).astype(np.uint32)
+        del counts
+        widths = np.full(nlist, weight, dtype=np.int64)
+        fresh = pack_codes(top.reshape(-1), widths, layout.sdr_size, layout.equalize_bits, pad=True)
+        empty = members == 0
+        fresh[empty] = codes[rng.choice(lengths.size, int(empty.sum()), replace=False)]  # reseed empty lists
+        centroids = fresh
+    raise AssertionError("unreachable: the last round returns")
+
+
+def _probe_table(counts: npt.NDArray[np.int64], members: npt.NDArray[np.int64]) -> ProbeTable:
+    """(sdr_size, nlist) uint8: each bit's share of each list's members, times PROBE_SCALE."""
+    nlist, sdr_size = counts.shape
+    table = np.empty((sdr_size, nlist), dtype=np.uint8)
+    scale = PROBE_SCALE / np.maximum(members, 1).astype(np.float64)
+    step = 512  # lists at a time, to bound the float temporaries
+    for first in range(0, nlist, step):
+        part = counts[first : first + step] * scale[first : first + step, None]
+        table[:, first : first + step] = np.rint(part).T
+    return table
