@@ -191,3 +191,31 @@ def test_bad_images_fail_alone_and_the_encoder_keeps_working(encoder: Encoder, p
     for result, error in zip(results[1::2], bad.values(), strict=True):
         assert isinstance(result, error)
     assert encoder.encode(photos["chelsea"]).sdr == expected
+
+
+def test_encode_many_batches_by_options_and_keeps_order(
+    encoder: Encoder, photos: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    narrow = EncodeOptions(max_concepts=3)
+    requests = [
+        (photos["chelsea"], None),
+        (photos["coffee"], narrow),
+        (photos["chelsea"], EncodeOptions(max_concepts=0)),  # bad options fail only their image
+        (photos["coffee"], EncodeOptions()),  # the same as no options
+        (photos["chelsea"], narrow),
+    ]
+    expected = [encoder.encode(image, options) for image, options in requests if options != requests[2][1]]
+    batches: list[int] = []
+    encode_batch = encoder.encode_batch
+
+    def counting(images: list[bytes], options: EncodeOptions | None = None) -> list[object]:
+        batches.append(len(images))
+        return encode_batch(images, options)  # type: ignore[return-value]
+
+    monkeypatch.setattr(encoder, "encode_batch", counting)
+    results = encoder.encode_many(requests)
+    assert sorted(batches) == [1, 2, 2]  # one batch per distinct set of options
+    assert isinstance(results[2], InvalidInputError)
+    kept = [result for i, result in enumerate(results) if i != 2]
+    assert [r.sdr for r in kept] == [e.sdr for e in expected]  # type: ignore[union-attr]
+    assert [len(r.concepts) for r in kept] == [len(e.concepts) for e in expected]  # type: ignore[union-attr]

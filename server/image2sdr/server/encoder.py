@@ -5,7 +5,8 @@ providers are injected (``ConceptSource``, ``TermSource``), so a remote
 service can replace either stage; ``Encoder.from_config`` builds the embedded
 offline defaults.  Batches are the unit of work: images decode on a thread
 pool, the classifier sees the whole batch in one call, every distinct term of
-the batch is looked up once, and each image then merges on its own.
+the batch is looked up once, and each image then merges on its own;
+``encode_many`` forms such batches from images with options of their own.
 A bad image fails only its own slot in a batch, whatever goes wrong with it;
 a failure of a whole stage (the classifier, a term provider) fails the images
 waiting on it, each in its own slot, and never the call that carries them.
@@ -150,6 +151,27 @@ class Encoder:
         decoded, decode_ms = self._decode_all(images, results)
         if decoded:
             self._encode_decoded(decoded, decode_ms, settings, results)
+        return [_filled(result) for result in results]
+
+    def encode_many(self, requests: Sequence[tuple[bytes, EncodeOptions | None]]) -> list[Outcome]:
+        """One result per (image, options), in order; images that share their options form one batch.
+
+        A stream's items may each carry their own options, but a batch is encoded
+        with one set of settings: grouping by equal options keeps one classifier call
+        per distinct setting instead of one per image.  Bad options fail only the
+        images that carry them.
+        """
+        groups: dict[EncodeOptions, list[int]] = {}
+        for slot, (_, options) in enumerate(requests):
+            groups.setdefault(options or EncodeOptions(), []).append(slot)
+        results: list[Outcome | None] = [None] * len(requests)
+        for options, slots in groups.items():
+            try:
+                outcomes = self.encode_batch([requests[slot][0] for slot in slots], options)
+            except Exception as exc:  # the options themselves are bad: each of their images says so
+                outcomes = [exc] * len(slots)
+            for slot, outcome in zip(slots, outcomes, strict=True):
+                results[slot] = outcome
         return [_filled(result) for result in results]
 
     def encode_concepts(self, concepts: Sequence[Concept], options: EncodeOptions | None = None) -> Encoding:
