@@ -14,8 +14,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 from skimage import data as skdata
 
+from image2sdr.server.api import create_server
 from image2sdr.server.config import Config, ServiceConfig
-from image2sdr.server.service import create_server
 
 REPO = Path(__file__).resolve().parent.parent
 

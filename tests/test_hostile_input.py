@@ -21,12 +21,12 @@ import numpy as np
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from image2sdr.server.api import Server
+from image2sdr.server.api.stream_limits import StreamSlots, peer_host
 from image2sdr.server.config import IndexConfig
 from image2sdr.server.errors import StreamLimitError
 from image2sdr.server.index import SdrIndex
 from image2sdr.server.sdr import Sdr
-from image2sdr.server.service import Server
-from image2sdr.server.streaming import StreamSlots, peer_host
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 from tests.helpers.hostile import broken_colour_profile_png, odd_strip_offsets_tiff, thin_png
@@ -303,9 +303,12 @@ def test_a_failed_open_closes_the_store(tmp_path: Path, monkeypatch: pytest.Monk
 
     with SdrIndex(tmp_path, IndexConfig()) as index:
         index.add("one", Sdr.from_positions([1, 2, 3], 16384))
-    (tmp_path / "faiss.snapshot").unlink()  # the next open must rebuild, and the rebuild fails
+    snapshots = list(tmp_path.glob("*.snapshot"))
+    assert snapshots
+    for snapshot in snapshots:  # the next open must rebuild, and the rebuild fails
+        snapshot.unlink()
 
-    def failing_build(self: SdrIndex) -> None:
+    def failing_build(self: SdrIndex, *args: object) -> None:
         raise MemoryError("no room for FAISS")
 
     monkeypatch.setattr(SdrIndex, "_build", failing_build)

@@ -17,10 +17,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 
+from image2sdr.server.api import Server
 from image2sdr.server.config import LocalConceptsConfig, ServiceConfig
 from image2sdr.server.encoder import EncodeOptions, Encoding
 from image2sdr.server.errors import Image2SdrError
-from image2sdr.server.service import Server
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 from tests.test_imaging import png_with_header

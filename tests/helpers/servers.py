@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from image2sdr.server.api import Server, create_server
 from image2sdr.server.config import Config, ServiceConfig
-from image2sdr.server.service import Server, create_server
 
 __all__ = ["start_server"]
 

@@ -11,9 +11,9 @@ import threading
 from pathlib import Path
 from types import FrameType
 
+from .api import create_server
 from .config import Config, load_config
 from .errors import Image2SdrError
-from .service import create_server
 
 __all__ = ["main"]
 

@@ -24,7 +24,7 @@ from typing import Any
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from .errors import (
+from ..errors import (
     Image2SdrError,
     InvalidInputError,
     LimitExceededError,

@@ -1,0 +1,265 @@
+"""``Image2SdrServicer``: each RPC converts its request, calls the core, converts the answer.
+
+Encoding lives in ``encoder``, storage and search behind the ``ItemIndex``
+protocol, word decoding in ``vocabulary``; messages are mapped in
+``conversion`` and core errors become status codes in ``status``.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
+
+import grpc
+from grpc_status import rpc_status
+
+from image2sdr.v1 import image2sdr_pb2 as pb
+from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
+
+from ..batching import OrderedBatcher
+from ..config import Config
+from ..encoder import EncodeOptions, Encoder, Encoding, Outcome
+from ..errors import Image2SdrError, InvalidInputError
+from ..index.protocol import Item, ItemIndex
+from ..terms.base import SimilarTermsSource, TermSource, normalize_term
+from ..upstream import caller_deadline
+from ..vocabulary import Vocabulary
+from .conversion import (
+    encode_options,
+    encode_response,
+    error_response,
+    item_message,
+    k_value,
+    match_message,
+    sdr_from_message,
+    sdr_message,
+    stored_item,
+)
+from .malformed import Malformed
+from .status import status_for
+from .stream_limits import StreamSlots, peer_host
+
+__all__ = ["SERVER_VERSION", "Image2SdrServicer", "similar_terms_source"]
+
+SERVER_VERSION = "0.1.0"
+
+_Handler = TypeVar("_Handler", bound=Callable[..., Any])
+
+
+def _unary(method: _Handler) -> _Handler:
+    """Report core errors with their status and details; never as UNKNOWN."""
+
+    @functools.wraps(method)
+    def wrapper(self: Image2SdrServicer, request: Any, context: grpc.ServicerContext) -> Any:
+        _check_deadline(context)
+        try:
+            with caller_deadline(context.time_remaining()):
+                return method(self, request, context)
+        except Exception as exc:
+            context.abort_with_status(rpc_status.to_status(status_for(exc)))
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _check_deadline(context: grpc.ServicerContext) -> None:
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the work started")
+
+
+def similar_terms_source(terms: TermSource) -> SimilarTermsSource | None:
+    """The term provider, when it can list a retina's nearest terms itself (the term cache forwards this)."""
+    return terms if isinstance(terms, SimilarTermsSource) else None
+
+
+class Image2SdrServicer(pb_grpc.Image2SdrServicer):
+    def __init__(self, config: Config, encoder: Encoder, index: ItemIndex, vocabulary: Vocabulary) -> None:
+        self.config = config
+        self.encoder = encoder
+        self.index = index
+        self.vocabulary = vocabulary
+        service = config.service
+        self._streams = StreamSlots(service.max_streams, service.max_streams_per_peer)
+        # One concept-provider call per batch: the provider's own size unless configured.
+        self.stream_batch = service.stream_batch_for(encoder.concept_source.max_batch)
+
+    @_unary
+    def Encode(self, request: pb.EncodeRequest, context: grpc.ServicerContext) -> pb.EncodeResponse:
+        options = encode_options(request)
+        self._check_target(request)  # a bad id is refused before the encode, not after
+        started = time.perf_counter()
+        encoding = self.encoder.encode(request.image, options)
+        if request.HasField("add_to_index"):
+            self.index.add_many([stored_item(request, encoding)])
+        return self._respond(request, encoding, started)
+
+    def EncodeStream(
+        self, requests: Iterator[pb.EncodeRequest | Malformed], context: grpc.ServicerContext
+    ) -> Iterator[pb.EncodeResponse]:
+        service = self.config.service
+        peer = peer_host(context.peer())
+        try:
+            self._streams.acquire(peer)
+        except Image2SdrError as busy:
+            context.abort_with_status(rpc_status.to_status(status_for(busy)))
+        batcher: OrderedBatcher[pb.EncodeRequest | Malformed, pb.EncodeResponse] = OrderedBatcher(
+            requests,
+            self._encode_batch,
+            in_flight=service.stream_in_flight,
+            batch=self.stream_batch,
+            idle_timeout_s=service.stream_idle_timeout_s,
+        )
+        # However the call ends (cancelled, past its deadline, done), the reader and
+        # the batches stop at once, as in grpc's cancellation example: no polling.
+        if not context.add_callback(batcher.cancel):
+            batcher.cancel()  # it has ended already
+        try:
+            with caller_deadline(context.time_remaining()):  # the stream's deadline bounds upstream retries
+                yield from batcher
+        except grpc.RpcError:
+            return  # the caller cancelled; nothing is left to answer
+        except Exception as exc:
+            context.abort_with_status(rpc_status.to_status(status_for(exc)))
+        finally:
+            self._streams.release(peer)
+
+    @_unary
+    def EncodeText(self, request: pb.EncodeTextRequest, context: grpc.ServicerContext) -> pb.EncodeTextResponse:
+        term = normalize_term(request.text)
+        sdr = self.encoder.term_sdr(term)
+        if sdr is None:
+            raise InvalidInputError(
+                f"the {self.encoder.term_source.name} term provider does not know {term!r}", field="text"
+            )
+        return pb.EncodeTextResponse(term=term, sdr=sdr_message(sdr, self.config.sdr.dimensions))
+
+    @_unary
+    def FindSimilar(self, request: pb.FindSimilarRequest, context: grpc.ServicerContext) -> pb.FindSimilarResponse:
+        k = k_value(request.k, self.config.index.max_k)
+        query = request.WhichOneof("query")
+        if query == "id":
+            item, matches = self.index.neighbours(request.id, k, request.min_overlap)  # one consistent read
+            searched = item.sdr
+        else:
+            if query == "image":
+                searched = self.encoder.encode(request.image, encode_options(request)).sdr
+            elif query == "sdr":
+                searched = sdr_from_message(request.sdr, self.config.sdr, "sdr")
+            else:
+                raise InvalidInputError("set one of image, sdr or id", field="query")
+            matches = self.index.search(searched, k, request.min_overlap)
+        return pb.FindSimilarResponse(
+            matches=[match_message(m) for m in matches], query=sdr_message(searched, self.config.sdr.dimensions)
+        )
+
+    @_unary
+    def SimilarTerms(self, request: pb.SimilarTermsRequest, context: grpc.ServicerContext) -> pb.SimilarTermsResponse:
+        if not request.HasField("sdr"):
+            raise InvalidInputError("sdr is required", field="sdr")
+        query = sdr_from_message(request.sdr, self.config.sdr, "sdr")
+        k = k_value(request.k, self.config.index.max_k)
+        remote = None if self.config.service.vocabulary_file else similar_terms_source(self.encoder.term_source)
+        # Cortical.io answers from its whole retina, unless a word list is configured.
+        nearest = remote.similar_terms(query, k) if remote is not None else self.vocabulary.nearest(query, k)
+        return pb.SimilarTermsResponse(terms=[pb.TermMatch(term=t, overlap=o) for t, o in nearest])
+
+    @_unary
+    def GetItem(self, request: pb.GetItemRequest, context: grpc.ServicerContext) -> pb.Item:
+        return item_message(self.index.get(request.id), self.config.sdr.dimensions)
+
+    @_unary
+    def RemoveItem(self, request: pb.RemoveItemRequest, context: grpc.ServicerContext) -> pb.RemoveItemResponse:
+        self.index.remove(request.id)
+        return pb.RemoveItemResponse()
+
+    @_unary
+    def Info(self, request: pb.InfoRequest, context: grpc.ServicerContext) -> pb.InfoResponse:
+        config, encoder = self.config, self.encoder
+        concepts, terms = encoder.concept_source, encoder.term_source
+        return pb.InfoResponse(
+            server_version=SERVER_VERSION,
+            geometry=pb.Sdr(size=config.sdr.size, dimensions=list(config.sdr.dimensions)),
+            sparsity=config.sdr.sparsity,
+            active_bits=config.sdr.active_bits,
+            concepts=pb.Provider(name=concepts.name, model=concepts.model, version=concepts.version),
+            terms=pb.Provider(name=terms.name, model=terms.model, version=terms.version),
+            index_kind=config.index.kind,
+            index_size=self.index.count(),
+            limits=pb.Limits(
+                max_message_bytes=config.service.max_message_bytes,
+                max_image_bytes=config.image.max_bytes,
+                max_pixels=config.image.max_pixels,
+                min_image_side=config.image.min_side,
+                max_k=self.config.index.max_k,
+                stream_in_flight=config.service.stream_in_flight,
+            ),
+            vocabulary_size=len(self.vocabulary),
+        )
+
+    # -- helpers --------------------------------------------------------------
+
+    def _encode_batch(self, requests: Sequence[pb.EncodeRequest | Malformed]) -> list[pb.EncodeResponse]:
+        """EncodeStream's unit of work: one batch, each item answered on its own, in order.
+
+        Whatever goes wrong with one item (it did not parse, its options or target are
+        bad, its image is damaged, the server failed on it) is that item's in-band
+        error; the items around it are encoded and stored as usual.  The encoder
+        groups the batch by options; the batch's items go into the index together.
+        """
+        started = time.perf_counter()
+        answers: list[pb.EncodeResponse | None] = [None] * len(requests)
+        accepted: list[tuple[int, pb.EncodeRequest, EncodeOptions | None]] = []
+        for slot, request in enumerate(requests):
+            if isinstance(request, Malformed):
+                answers[slot] = error_response("", InvalidInputError(request.message, field="request"))
+                continue
+            try:
+                options = encode_options(request)
+                self._check_target(request)
+            except Image2SdrError as exc:
+                answers[slot] = error_response(request.request_id, exc)
+                continue
+            accepted.append((slot, request, options))
+        outcomes = self.encoder.encode_many([(request.image, options) for _, request, options in accepted])
+        outcomes = self._store_outcomes([request for _, request, _ in accepted], outcomes)
+        for (slot, request, _), outcome in zip(accepted, outcomes, strict=True):
+            answers[slot] = self._answer(request, outcome, started)
+        return [answer for answer in answers if answer is not None]
+
+    def _store_outcomes(self, requests: Sequence[pb.EncodeRequest], outcomes: Sequence[Outcome]) -> list[Outcome]:
+        """Store the encodings that ask for it, in one transaction; if that fails, it is their error."""
+        items: list[Item] = []
+        for request, outcome in zip(requests, outcomes, strict=True):
+            if isinstance(outcome, Encoding) and request.HasField("add_to_index"):
+                items.append(stored_item(request, outcome))
+        if not items:
+            return list(outcomes)
+        try:
+            self.index.add_many(items)
+        except Exception as exc:  # storing failed: those items' error, the stream goes on
+            return [
+                exc if isinstance(outcome, Encoding) and request.HasField("add_to_index") else outcome
+                for request, outcome in zip(requests, outcomes, strict=True)
+            ]
+        return list(outcomes)
+
+    def _answer(self, request: pb.EncodeRequest, outcome: Outcome, started: float) -> pb.EncodeResponse:
+        if isinstance(outcome, Exception):
+            return error_response(request.request_id, outcome)
+        return self._respond(request, outcome, started)
+
+    def _respond(self, request: pb.EncodeRequest, encoding: Encoding, started: float) -> pb.EncodeResponse:
+        total_ms = (time.perf_counter() - started) * 1000
+        return encode_response(request, encoding, self.config.sdr.dimensions, total_ms)
+
+    def _check_target(self, request: pb.EncodeRequest) -> None:
+        if not request.HasField("add_to_index"):
+            return
+        target = request.add_to_index
+        try:
+            self.index.check_item(target.id, dict(target.metadata))
+        except InvalidInputError as exc:
+            exc.field = f"add_to_index.{exc.field}"
+            raise
