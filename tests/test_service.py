@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import queue
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,6 +17,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 
 from image2sdr.server.api import Server
+from image2sdr.server.api.stream_limits import StreamSlots
 from image2sdr.server.config import LocalConceptsConfig, ServiceConfig
 from image2sdr.server.encoder import EncodeOptions, Encoding
 from image2sdr.server.errors import Image2SdrError
@@ -66,6 +66,20 @@ def encoded(service: Server, monkeypatch: pytest.MonkeyPatch) -> queue.Queue[int
 
     monkeypatch.setattr(service.encoder, "encode_batch", counting)
     return seen
+
+
+@pytest.fixture
+def streams_ended(monkeypatch: pytest.MonkeyPatch) -> queue.Queue[str]:
+    """One entry per EncodeStream the server has finished with: its work is over and its slot given back."""
+    ended = queue.Queue[str]()
+    release = StreamSlots.release
+
+    def releasing(self: StreamSlots, peer: str) -> None:
+        release(self, peer)
+        ended.put(peer)
+
+    monkeypatch.setattr(StreamSlots, "release", releasing)
+    return ended
 
 
 def healthy(channel: grpc.Channel) -> bool:
@@ -230,7 +244,7 @@ def test_expired_deadline(stub: pb_grpc.Image2SdrStub, photos: dict[str, bytes],
 
 
 def test_a_stream_past_its_deadline_stops_on_the_server(
-    stub: pb_grpc.Image2SdrStub, photos: dict[str, bytes], encoded: queue.Queue[int]
+    stub: pb_grpc.Image2SdrStub, photos: dict[str, bytes], encoded: queue.Queue[int], streams_ended: queue.Queue[str]
 ) -> None:
 
     def endless() -> Iterator[pb.EncodeRequest]:
@@ -241,10 +255,9 @@ def test_a_stream_past_its_deadline_stops_on_the_server(
         for _ in stub.EncodeStream(endless(), timeout=1.0):
             pass
     assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    time.sleep(0.5)  # a batch under way may finish
+    streams_ended.get(timeout=TIMEOUT)  # the server saw the deadline and stopped (a batch under way may finish)
     work = encoded.qsize()
-    time.sleep(1.0)
-    assert work > 0 and encoded.qsize() == work  # the server saw the deadline and stopped
+    assert work > 0 and encoded.qsize() == work
 
 
 # -- streams ---------------------------------------------------------------------------
@@ -294,12 +307,15 @@ def test_cancelled_stream_stops_and_server_stays_healthy(
     photos: dict[str, bytes],
     channel: grpc.Channel,
     encoded: queue.Queue[int],
+    streams_ended: queue.Queue[str],
 ) -> None:
     sent = queue.Queue[int]()
+    senders: set[threading.Thread] = set()
 
     def endless() -> Iterator[pb.EncodeRequest]:
         i = 0
         while True:  # a caller that would send forever
+            senders.add(threading.current_thread())
             sent.put(i)
             yield pb.EncodeRequest(image=photos["coffee"], request_id=str(i))
             i += 1
@@ -312,10 +328,12 @@ def test_cancelled_stream_stops_and_server_stays_healthy(
             pass
     assert info.value.code() == grpc.StatusCode.CANCELLED
     assert received == ["0", "1", "2", "3", "4"]
-    time.sleep(0.5)
-    count, work = sent.qsize(), encoded.qsize()
-    time.sleep(1.0)
-    assert sent.qsize() == count  # nothing more is pulled from the caller
+    streams_ended.get(timeout=TIMEOUT)  # the server stopped the stream's work (a batch under way may finish)
+    work = encoded.qsize()
+    for sender in senders:  # nothing more is pulled from the caller: the thread that pulled has finished
+        sender.join(timeout=TIMEOUT)
+        assert not sender.is_alive()
+    count = sent.qsize()
     assert work >= 5 and encoded.qsize() == work  # and the server encodes nothing more: the work stopped
     assert count < 5 + 64 + 32  # back-pressure: read-ahead stayed bounded
     assert healthy(channel)

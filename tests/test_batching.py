@@ -1,0 +1,122 @@
+"""OrderedBatcher without a socket: order, bounded read-ahead, cancellation that needs no polling, idleness."""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+
+import pytest
+
+from image2sdr.server.batching import OrderedBatcher
+from image2sdr.server.errors import StreamIdleError
+
+TIMEOUT = 10
+
+
+def _doubled(batches: list[int]) -> Callable[[Sequence[int]], list[int]]:
+    def process(requests: Sequence[int]) -> list[int]:
+        batches.append(len(requests))
+        return [2 * r for r in requests]
+
+    return process
+
+
+def _drain(batcher: OrderedBatcher[int, int], into: queue.Queue[object]) -> threading.Thread:
+    """Iterate on a thread, as the gRPC server does; the outcome (results or error) goes into ``into``."""
+
+    def run() -> None:
+        try:
+            into.put(list(batcher))
+        except Exception as exc:
+            into.put(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_results_come_in_order_in_bounded_batches() -> None:
+    batches: list[int] = []
+    batcher = OrderedBatcher(iter(range(100)), _doubled(batches), in_flight=8, batch=4)
+    assert list(batcher) == [2 * i for i in range(100)]
+    assert sum(batches) == 100 and max(batches) <= 4
+
+
+def test_a_failing_caller_ends_the_stream_after_what_it_sent() -> None:
+    def requests() -> Iterator[int]:
+        yield from range(3)
+        raise ConnectionError("the caller went away")
+
+    batcher = OrderedBatcher(requests(), _doubled([]), in_flight=8, batch=8)
+    answered: list[int] = []
+    with pytest.raises(ConnectionError):
+        answered.extend(batcher)
+    assert answered == [0, 2, 4]
+
+
+def test_cancel_wakes_a_consumer_waiting_for_a_silent_caller() -> None:
+    release = threading.Event()
+
+    def silent() -> Iterator[int]:
+        yield 1
+        release.wait(60)  # sends nothing more, and does not hang up either
+
+    outcome: queue.Queue[object] = queue.Queue()
+    batcher = OrderedBatcher(silent(), _doubled([]), in_flight=4, batch=4)
+    consumer = _drain(batcher, outcome)
+    try:
+        batcher.cancel()  # what the call's termination callback does
+        consumer.join(TIMEOUT)
+        assert not consumer.is_alive()
+        assert outcome.get_nowait() in ([], [2])  # ends quietly, whether or not the first item got through
+    finally:
+        release.set()
+
+
+def test_cancel_stops_a_reader_held_back_by_a_full_buffer() -> None:
+    pulled = itertools.count(1)
+    read: list[int] = []
+    full = threading.Event()
+    busy = threading.Event()
+
+    def fast() -> Iterator[int]:
+        while True:
+            read.append(next(pulled))
+            if len(read) > 4 + 1:  # one batch taken, the buffer full, one more waiting to go in
+                full.set()
+            yield read[-1]
+
+    def slow(requests: Sequence[int]) -> list[int]:
+        busy.wait(TIMEOUT)  # the first batch holds the consumer until the test lets it go
+        return list(requests)
+
+    outcome: queue.Queue[object] = queue.Queue()
+    batcher = OrderedBatcher(fast(), slow, in_flight=4, batch=1)
+    consumer = _drain(batcher, outcome)
+    assert full.wait(TIMEOUT)
+    batcher.cancel()
+    batcher._reader.join(TIMEOUT)  # the reader gives up at once, without waiting for room
+    assert not batcher._reader.is_alive()
+    busy.set()
+    consumer.join(TIMEOUT)
+    assert not consumer.is_alive() and outcome.get_nowait() == [1]  # the batch under way finishes, no more
+    assert len(read) <= 1 + 4 + 1  # bounded read-ahead: one batch, the buffer, the one the reader held
+
+
+def test_an_idle_caller_is_told_so() -> None:
+    release = threading.Event()
+
+    def idle() -> Iterator[int]:
+        yield 7
+        release.wait(60)
+
+    batcher = OrderedBatcher(idle(), _doubled([]), in_flight=4, batch=4, idle_timeout_s=0.2)
+    answered: list[int] = []
+    try:
+        with pytest.raises(StreamIdleError, match="stream_idle_timeout_s"):
+            answered.extend(batcher)
+    finally:
+        release.set()
+    assert answered == [14]
