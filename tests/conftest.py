@@ -1,4 +1,4 @@
-"""Shared fixtures: the real exported models, real photos, real files under tmp_path."""
+"""Shared fixtures: the real exported models, real photos, real files under tmp_path, and a fake service."""
 
 from __future__ import annotations
 
@@ -7,15 +7,14 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
-import grpc
-import numpy as np
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from PIL import Image
 from skimage import data as skdata
 
-from image2sdr.server.api import create_server
+from image2sdr.server.api import Server, create_server
 from image2sdr.server.config import Config, ServiceConfig
+from tests.helpers.fake_service import FakeServicer, serve_fake
+from tests.helpers.images import encode_jpeg
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -41,18 +40,6 @@ def config(tmp_path: Path, models_dir: Path) -> Config:
     return Config(data_dir=tmp_path / "data", models_dir=models_dir)
 
 
-def encode_png(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "PNG")
-    return buffer.getvalue()
-
-
-def encode_jpeg(pixels: np.ndarray, quality: int = 92) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, "JPEG", quality=quality)
-    return buffer.getvalue()
-
-
 @pytest.fixture(scope="session")
 def photos() -> dict[str, bytes]:
     """Real photos shipped inside scikit-image, as JPEG files a caller would send."""
@@ -60,7 +47,7 @@ def photos() -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="session")
-def service(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[object]:
+def service(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Server]:
     """A real gRPC server on a free loopback port, shared by the service tests."""
     config = Config(
         data_dir=tmp_path_factory.mktemp("service-data"),
@@ -72,8 +59,16 @@ def service(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Itera
     server.stop()
 
 
-def serving(address: str) -> bool:
-    """The server at ``address`` answers its health check with SERVING."""
-    with grpc.insecure_channel(address) as channel:
-        response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
-    return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
+@pytest.fixture
+def fake() -> Iterator[tuple[FakeServicer, str]]:
+    """The fake service (no models) on a loopback port: the servicer, to look into, and its address."""
+    servicer = FakeServicer()
+    with serve_fake(servicer) as address:
+        yield servicer, address
+
+
+@pytest.fixture
+def tiny_png() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 10, 10)).save(buffer, "PNG")
+    return buffer.getvalue()

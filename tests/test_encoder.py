@@ -24,8 +24,7 @@ from image2sdr.server.errors import (
     InvalidTermError,
     PixelLimitError,
 )
-from tests.conftest import encode_png
-from tests.test_imaging import png_with_header
+from tests.helpers.images import encode_png, png_with_header
 
 
 @pytest.fixture(scope="module")

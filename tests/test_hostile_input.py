@@ -19,7 +19,6 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from image2sdr.server.api import Server
 from image2sdr.server.api.stream_limits import StreamSlots, peer_host
@@ -30,18 +29,13 @@ from image2sdr.server.sdr import Sdr
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 from tests.helpers.hostile import broken_colour_profile_png, odd_strip_offsets_tiff, thin_png
-from tests.helpers.servers import start_server
+from tests.helpers.servers import healthy, start_server
 
 TIMEOUT = 60
 ENCODE_STREAM = "/image2sdr.v1.Image2Sdr/EncodeStream"
 # Enough for the server (about 2.8 GiB of address space at its peak), far below the
 # ~37 GB that enlarging a 16 x 3,000,000 image to a short side of 256 would take.
 ADDRESS_SPACE_CAP = 5 << 30
-
-
-def _healthy(channel: grpc.Channel) -> bool:
-    response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
-    return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
 
 
 @pytest.fixture(scope="module")
@@ -101,7 +95,7 @@ def test_thin_images_are_encoded_without_enlarging_them(capped_server: str) -> N
         answers = list(stub.EncodeStream(iter(requests), timeout=TIMEOUT * 2))
         assert [a.request_id for a in answers] == ["0", "1", "2", "3"]
         assert not any(a.HasField("error") for a in answers)
-        assert _healthy(channel)
+        assert healthy(channel)
 
 
 @pytest.mark.parametrize("make", [broken_colour_profile_png, odd_strip_offsets_tiff])
@@ -110,7 +104,7 @@ def test_a_damaged_file_is_invalid_argument(stub: pb_grpc.Image2SdrStub, channel
         stub.Encode(pb.EncodeRequest(image=make()), timeout=TIMEOUT)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "damaged" in (info.value.details() or "")
-    assert _healthy(channel)
+    assert healthy(channel)
 
 
 def test_damaged_files_fail_alone_in_a_stream(stub: pb_grpc.Image2SdrStub, photos: dict[str, bytes]) -> None:

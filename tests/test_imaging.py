@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import io
-import struct
-import zlib
 
 import numpy as np
 import pytest
@@ -21,6 +19,7 @@ from image2sdr.server.errors import (
     PixelLimitError,
 )
 from image2sdr.server.imaging import decode_image
+from tests.helpers.images import png_with_header
 
 LIMITS = ImageConfig()
 CHELSEA = skdata.chelsea()  # 300 x 451 RGB
@@ -30,16 +29,6 @@ def save(image: Image.Image, fmt: str, **options: object) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, fmt, **options)
     return buffer.getvalue()
-
-
-def png_with_header(width: int, height: int) -> bytes:
-    """A small valid PNG whose IHDR claims other dimensions (CRC fixed up)."""
-    raw = bytearray(save(Image.new("L", (16, 16)), "PNG"))
-    ihdr = 8 + 4 + 4  # signature, chunk length, chunk type
-    raw[ihdr : ihdr + 8] = struct.pack(">II", width, height)
-    crc = zlib.crc32(bytes(raw[ihdr - 4 : ihdr + 13]))
-    raw[ihdr + 13 : ihdr + 17] = struct.pack(">I", crc)
-    return bytes(raw)
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG", "GIF", "WEBP", "BMP", "TIFF"])

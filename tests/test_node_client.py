@@ -64,3 +64,19 @@ def test_node_client_encodes_streams_in_order_and_finds_similar(
     assert matches, "FindSimilar by id found nothing"
     assert similar["id"] not in [match["id"] for match in matches]
     assert [match["overlap"] for match in matches] == sorted((m["overlap"] for m in matches), reverse=True)
+
+
+# -- the Node client's copy of google/rpc/status.proto ---------------------------------
+
+
+def _definitions(proto: str) -> list[str]:
+    lines = (line.split("//")[0].strip() for line in proto.splitlines())
+    return [line for line in lines if line]
+
+
+def test_node_clients_status_proto_is_the_googleapis_one() -> None:
+    import google.rpc  # noqa: PLC0415 - only for its location
+
+    shipped = Path(next(iter(google.rpc.__path__))) / "status.proto"
+    vendored = NODE_CLIENT.parent / "protos" / "google" / "rpc" / "status.proto"
+    assert _definitions(vendored.read_text()) == _definitions(shipped.read_text())

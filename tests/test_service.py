@@ -12,7 +12,6 @@ import grpc
 import numpy as np
 import pytest
 from google.rpc import error_details_pb2, status_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 
@@ -23,7 +22,8 @@ from image2sdr.server.encoder import EncodeOptions, Encoding
 from image2sdr.server.errors import Image2SdrError
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
-from tests.test_imaging import png_with_header
+from tests.helpers.images import png_with_header
+from tests.helpers.servers import healthy
 
 TIMEOUT = 60
 
@@ -80,11 +80,6 @@ def streams_ended(monkeypatch: pytest.MonkeyPatch) -> queue.Queue[str]:
 
     monkeypatch.setattr(StreamSlots, "release", releasing)
     return ended
-
-
-def healthy(channel: grpc.Channel) -> bool:
-    response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""), timeout=10)
-    return response.status == health_pb2.HealthCheckResponse.SERVING
 
 
 # -- the contract ------------------------------------------------------------------

@@ -1,0 +1,153 @@
+"""A fake image2sdr service for the client and CLI tests: real gRPC on a loopback port, no models.
+
+``FakeServicer`` encodes anything that starts like a PNG or JPEG into a
+deterministic SDR, keeps stored items in a dict, and records what the client
+sent (metadata, deadlines, which RPCs were called), so the tests see the client
+from the server's side.  ``FakeRpcError`` is what a failed call raises.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections import Counter
+from collections.abc import Iterator
+from concurrent import futures
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_health.v1 import health, health_pb2_grpc
+
+from image2sdr.v1 import image2sdr_pb2 as pb
+from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
+
+__all__ = [
+    "ACTIVE_BITS",
+    "DIMS",
+    "SIZE",
+    "FakeRpcError",
+    "FakeServicer",
+    "bad_request",
+    "packed",
+    "serve_fake",
+]
+
+SIZE, DIMS, ACTIVE_BITS = 16384, (128, 128), 328
+
+
+def packed(*details: Any) -> list[any_pb2.Any]:
+    holders = []
+    for detail in details:
+        holder = any_pb2.Any()
+        holder.Pack(detail)
+        holders.append(holder)
+    return holders
+
+
+def bad_request(field_name: str, description: str) -> status_pb2.Status:
+    violation = error_details_pb2.BadRequest.FieldViolation(field=field_name, description=description)
+    detail = error_details_pb2.BadRequest(field_violations=[violation])
+    return status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=description, details=packed(detail))
+
+
+class FakeRpcError(grpc.RpcError):
+    """What a failed call raises: a grpc.RpcError that is also a grpc.Call."""
+
+    def __init__(self, code: grpc.StatusCode, details: str, trailers: tuple[tuple[str, Any], ...] = ()) -> None:
+        super().__init__(details)
+        self._code, self._details, self._trailers = code, details, trailers
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+    def trailing_metadata(self) -> tuple[tuple[str, Any], ...]:
+        return self._trailers
+
+
+def _fake_sdr(image: bytes) -> pb.Sdr:
+    seed = int.from_bytes(hashlib.sha256(image).digest()[:8], "big")
+    return pb.Sdr(size=SIZE, dimensions=DIMS, active=sorted(random.Random(seed).sample(range(SIZE), ACTIVE_BITS)))
+
+
+def _abort(context: grpc.ServicerContext, status: status_pb2.Status) -> None:
+    from grpc_status import rpc_status  # noqa: PLC0415 - a server-side helper, in the dev environment
+
+    context.abort_with_status(rpc_status.to_status(status))
+
+
+@dataclass
+class FakeServicer(pb_grpc.Image2SdrServicer):  # type: ignore[misc]
+    """Encodes anything that starts like a PNG or JPEG; stores items in a dict."""
+
+    items: dict[str, pb.Item] = field(default_factory=dict)
+    metadata: list[dict[str, str]] = field(default_factory=list)
+    deadlines: list[float | None] = field(default_factory=list)  # seconds each Encode call had left
+    calls: Counter[str] = field(default_factory=Counter)  # RPC name -> times called
+
+    def _encode(self, request: pb.EncodeRequest) -> pb.EncodeResponse:
+        if not request.image.startswith((b"\x89PNG", b"\xff\xd8")):
+            return pb.EncodeResponse(request_id=request.request_id, error=bad_request("image", "not an image"))
+        sdr = _fake_sdr(request.image)
+        concepts = [pb.Concept(name="thing", confidence=0.75, used=True)]
+        indexed = request.HasField("add_to_index")
+        if indexed:
+            item = pb.Item(id=request.add_to_index.id, sdr=sdr, concepts=concepts)
+            self.items[item.id] = item
+        return pb.EncodeResponse(request_id=request.request_id, sdr=sdr, concepts=concepts, indexed=indexed)
+
+    def Encode(self, request: pb.EncodeRequest, context: grpc.ServicerContext) -> pb.EncodeResponse:
+        self.calls["Encode"] += 1
+        self.metadata.append(dict(context.invocation_metadata()))
+        self.deadlines.append(context.time_remaining())
+        response = self._encode(request)
+        if response.HasField("error"):
+            _abort(context, response.error)
+        return response
+
+    def EncodeStream(self, requests: Iterator[pb.EncodeRequest], context: grpc.ServicerContext) -> Any:
+        self.calls["EncodeStream"] += 1
+        for request in requests:
+            yield self._encode(request)
+
+    def EncodeText(self, request: pb.EncodeTextRequest, context: grpc.ServicerContext) -> pb.EncodeTextResponse:
+        self.calls["EncodeText"] += 1
+        return pb.EncodeTextResponse(term=request.text.lower(), sdr=_fake_sdr(request.text.encode()))
+
+    def GetItem(self, request: pb.GetItemRequest, context: grpc.ServicerContext) -> pb.Item:
+        self.calls["GetItem"] += 1
+        if request.id not in self.items:
+            info = error_details_pb2.ResourceInfo(resource_type="item", resource_name=request.id)
+            _abort(context, status_pb2.Status(code=code_pb2.NOT_FOUND, message="no such item", details=packed(info)))
+        return self.items[request.id]
+
+    def FindSimilar(self, request: pb.FindSimilarRequest, context: grpc.ServicerContext) -> pb.FindSimilarResponse:
+        self.calls["FindSimilar"] += 1
+        query = self.GetItem(pb.GetItemRequest(id=request.id), context).sdr
+        others = [item for item in self.items.values() if item.id != request.id]
+        matches = [pb.Match(id=o.id, overlap=len(set(o.sdr.active) & set(query.active))) for o in others]
+        return pb.FindSimilarResponse(matches=sorted(matches, key=lambda m: (-m.overlap, m.id))[: request.k or 10])
+
+    def SimilarTerms(self, request: pb.SimilarTermsRequest, context: grpc.ServicerContext) -> Any:
+        self.calls["SimilarTerms"] += 1
+        return pb.SimilarTermsResponse(terms=[pb.TermMatch(term="thing", overlap=len(request.sdr.active))])
+
+
+@contextmanager
+def serve_fake(servicer: FakeServicer) -> Iterator[str]:
+    """``servicer`` (and health checking) on a free loopback port; yields its address."""
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+    pb_grpc.add_Image2SdrServicer_to_server(servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(health.HealthServicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        server.stop(None).wait()

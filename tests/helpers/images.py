@@ -1,0 +1,36 @@
+"""Image files made in memory for tests: encoded arrays, and a PNG whose header lies about its size."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+from PIL import Image
+
+__all__ = ["encode_jpeg", "encode_png", "png_with_header"]
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def encode_jpeg(pixels: np.ndarray, quality: int = 92) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def png_with_header(width: int, height: int) -> bytes:
+    """A small valid PNG whose IHDR claims other dimensions (CRC fixed up)."""
+    buffer = io.BytesIO()
+    Image.new("L", (16, 16)).save(buffer, "PNG")
+    raw = bytearray(buffer.getvalue())
+    ihdr = 8 + 4 + 4  # signature, chunk length, chunk type
+    raw[ihdr : ihdr + 8] = struct.pack(">II", width, height)
+    crc = zlib.crc32(bytes(raw[ihdr - 4 : ihdr + 13]))
+    raw[ihdr + 13 : ihdr + 17] = struct.pack(">I", crc)
+    return bytes(raw)

@@ -1,0 +1,123 @@
+"""The ``image2sdr`` command against the fake servicer (no models): arguments, output, exit codes."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from image2sdr.client import cli
+from tests.helpers.fake_service import ACTIVE_BITS, FakeServicer
+
+# -- the CLI -------------------------------------------------------------------------
+
+
+def test_parser_defaults_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("IMAGE2SDR_SERVER", "sdr.example:443")
+    monkeypatch.setenv("IMAGE2SDR_TOKEN", "t0k")
+    args = cli.build_parser().parse_args(["similar", "--id", "a.jpg", "-k", "3", "--tls"])
+    assert (args.server, args.token, args.k, args.id, args.tls) == ("sdr.example:443", "t0k", 3, "a.jpg", True)
+    monkeypatch.delenv("IMAGE2SDR_SERVER")
+    assert cli.build_parser().parse_args(["text", "cat"]).server == cli.DEFAULT_SERVER
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["encode"], ["similar", "-k", "0", "--id", "x"], ["terms", "--timeout", "-1", "--text", "x"], ["bogus"]],
+)
+def test_bad_usage_exits_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    assert exited.value.code == 2
+
+
+def test_inconsistent_choices_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["similar", "--server", "127.0.0.1:1"]) == 2
+    assert cli.main(["terms", "--text", "cat", "--sdr-json", "x.json", "--server", "127.0.0.1:1"]) == 2
+    assert cli.main(["encode", str(tmp_path / "missing.jpg"), "--server", "127.0.0.1:1"]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_serve_without_the_server_distribution(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "image2sdr.server.serve", None)  # makes the import fail
+    assert cli.main(["serve", "--port", "0"]) == 2
+    assert "server is not installed" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "image2sdr.server.serve", types.ModuleType("image2sdr.server.serve"))
+    assert cli.main(["serve"]) == 2
+    assert "cannot be loaded" in capsys.readouterr().err
+
+
+def test_cli_encode_json_and_png(
+    fake: tuple[FakeServicer, str], tiny_png: bytes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, address = fake
+    images = [tmp_path / "a.png", tmp_path / "b.png"]
+    for image in images:
+        image.write_bytes(tiny_png)
+    out = tmp_path / "out"
+    out.mkdir()
+    assert cli.main(["encode", *map(str, images), "--server", address, "--json", "--png", str(out)]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [r["image"] for r in results] == list(map(str, images))
+    assert len(results[0]["sdr"]["active"]) == ACTIVE_BITS and results[0]["concepts"][0]["confidence"] == 0.75
+    with Image.open(out / "a.png") as picture:
+        assert picture.size == (512, 512)
+
+
+def test_cli_server_error_exits_1_with_the_message(
+    fake: tuple[FakeServicer, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, address = fake
+    assert cli.main(["similar", "--id", "nope", "--server", address]) == 1
+    err = capsys.readouterr().err
+    assert "NotFound (NOT_FOUND): no such item" in err and "Traceback" not in err
+
+
+def test_cli_index_resumes_and_skips_non_images(
+    fake: tuple[FakeServicer, str], tiny_png: bytes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    servicer, address = fake
+    folder = tmp_path / "photos"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "one.png").write_bytes(tiny_png)
+    (folder / "sub" / "two.png").write_bytes(tiny_png + b"2")
+    (folder / "notes.txt").write_text("not an image")
+    (folder / ".hidden.png").write_bytes(tiny_png)
+    assert cli.main(["index", str(folder), "--recursive", "--json", "--server", address]) == 0
+    first = json.loads(capsys.readouterr().out)
+    assert first == {"indexed": 2, "already_indexed": 0, "skipped": 1, "failed": 0}
+    assert sorted(servicer.items) == ["one.png", "sub/two.png"]
+    assert cli.main(["index", str(folder), "-r", "--json", "--server", address]) == 0
+    assert json.loads(capsys.readouterr().out)["already_indexed"] == 2
+    assert cli.main(["similar", "--id", "one.png", "--server", address, "--json"]) == 0
+    assert [m["id"] for m in json.loads(capsys.readouterr().out)] == ["sub/two.png"]
+
+
+def test_cli_terms_from_sdr_json(
+    fake: tuple[FakeServicer, str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, address = fake
+    source = tmp_path / "sdr.json"
+    source.write_text(json.dumps([{"image": "x", "sdr": {"size": 64, "dimensions": [8, 8], "active": [1, 2, 3]}}]))
+    assert cli.main(["terms", "--sdr-json", str(source), "--server", address]) == 0
+    assert capsys.readouterr().out.split() == ["OVERLAP", "TERM", "3", "thing"]
+
+
+def test_sdr_from_json_accepts_the_documented_shapes() -> None:
+    plain = {"size": 8, "dimensions": [2, 4], "active": [1]}
+    assert cli.sdr_from_json(plain) == cli.sdr_from_json({"sdr": plain}) == cli.sdr_from_json([{"sdr": plain}])
+    with pytest.raises(cli.UsageError):
+        cli.sdr_from_json({"active": [1]})
+
+
+def test_png_paths_number_files_or_fill_a_directory(tmp_path: Path) -> None:
+    images = [Path("x/cat.jpg"), Path("y/cat.jpg"), Path("dog.png")]
+    assert cli.png_paths(images[:1], tmp_path / "sdr.png") == [tmp_path / "sdr.png"]
+    assert cli.png_paths(images, tmp_path / "sdr.png") == [tmp_path / f"sdr-{i}.png" for i in (1, 2, 3)]
+    assert cli.png_paths(images, tmp_path) == [tmp_path / "cat.png", tmp_path / "cat-2.png", tmp_path / "dog.png"]
