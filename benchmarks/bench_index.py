@@ -22,7 +22,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import faiss
@@ -34,12 +37,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic_sdrs import SdrBatch, SyntheticSdrs
 
 from image2sdr.server.config import IndexConfig
-from image2sdr.server.index import Item, SdrIndex
+from image2sdr.server.index import SEMANTIC, Item, SdrIndex
+from image2sdr.server.index import snapshot as snapshot_module
+from image2sdr.server.index.backend import Backend
 from image2sdr.server.index.codes import pack_codes
-from image2sdr.server.index.sdr_index import SNAPSHOT_FILE
+from image2sdr.server.index.sdr_index import snapshot_file
 from image2sdr.server.sdr import Sdr
 
 SIZE = 16384
+SNAPSHOT = snapshot_file(SEMANTIC)
 CHUNK = 20_000
 K = 10
 
@@ -92,11 +98,12 @@ def run(args: argparse.Namespace, directory: Path) -> None:
         )
         exact_answers = measure_exact(index, plain, queries)
         del plain
+        measure_adds_during_snapshot(index, generator)
         began = time.perf_counter()
     # close() writes the snapshot
     print(
         f"snapshot write on close: {time.perf_counter() - began:.1f} s "
-        f"({(directory / SNAPSHOT_FILE).stat().st_size / 2**30:.2f} GiB)"
+        f"({(directory / SNAPSHOT).stat().st_size / 2**30:.2f} GiB)"
     )
     reopened = run_child("reopen", directory)
     print(
@@ -106,7 +113,7 @@ def run(args: argparse.Namespace, directory: Path) -> None:
     rebuilt = run_child("rebuild", directory)
     print(
         f"rebuild from the store (exact, no snapshot): {rebuilt['build_seconds']:.1f} s "
-        f"(+ {rebuilt['seconds'] - rebuilt['build_seconds']:.1f} s writing the new snapshot)"
+        f"(+ {rebuilt['close_seconds']:.1f} s writing the new snapshot, off the request path)"
     )
     if not args.skip_ivf:
         measure_ivf(directory, queries, exact_answers)
@@ -172,16 +179,18 @@ def measure_ivf_build(
             f"IVF, {config.ivf_lists_per_item} list(s) per item: built from the store "
             f"(k-means nlist={config.ivf_nlist}, then add) in {time.perf_counter() - began:.1f} s incl. its snapshot"
         )
+        backend = semantic(index)
         for label, update in variants:
             # Benchmark only: vary the search breadth without retraining.
-            index._faiss.config = config.model_copy(update=update)
+            backend.config = config.model_copy(update=update)  # type: ignore[attr-defined]
             measure_ivf_search(index, label, queries, exact)
-        index._faiss.config = config
+        backend.config = config  # type: ignore[attr-defined]
 
 
 def measure_ivf_search(index: SdrIndex, label: str, queries: list[Sdr], exact: list[list[tuple[str, int]]]) -> None:
-    settings = index._faiss.config
-    diffuse = index._faiss._diffuse
+    backend = semantic(index)
+    settings = backend.config  # type: ignore[attr-defined]
+    diffuse = backend._diffuse  # type: ignore[attr-defined]
     wide = False  # whether the current query widened (in any retry round)
 
     def watching(*args: object, **kwargs: object) -> bool:
@@ -190,7 +199,7 @@ def measure_ivf_search(index: SdrIndex, label: str, queries: list[Sdr], exact: l
         wide = wide or answer
         return answer
 
-    index._faiss._diffuse = watching  # type: ignore[method-assign]
+    backend._diffuse = watching  # type: ignore[attr-defined]
     latencies, recalls, widened = [], [], 0
     try:
         for query, truth in zip(queries, exact, strict=True):
@@ -202,7 +211,7 @@ def measure_ivf_search(index: SdrIndex, label: str, queries: list[Sdr], exact: l
             kth = truth[-1][1] if truth else 0
             recalls.append(sum(m.overlap >= kth for m in got) / max(len(truth), 1))
     finally:
-        del index._faiss._diffuse
+        del backend._diffuse  # type: ignore[attr-defined]
     began = time.perf_counter()
     index.search_many(queries, K)
     batched = len(queries) / (time.perf_counter() - began)
@@ -223,7 +232,7 @@ def measure_ivf_search(index: SdrIndex, label: str, queries: list[Sdr], exact: l
 def child(mode: str, directory: Path) -> None:
     """Run in a fresh process, so RSS growth is the index's alone."""
     if mode == "rebuild":
-        (directory / SNAPSHOT_FILE).unlink()
+        (directory / SNAPSHOT).unlink()
     messages: list[str] = []
     handler = logging.Handler()
     handler.emit = lambda record: messages.append(record.getMessage())  # type: ignore[method-assign]
@@ -234,12 +243,78 @@ def child(mode: str, directory: Path) -> None:
     index = SdrIndex(directory, IndexConfig(snapshot_every=0), SIZE)
     seconds = time.perf_counter() - began
     grown = rss() - before
+    began = time.perf_counter()
     index.close()
-    build = next(
-        (float(m) for line in messages for m in re.findall(r"rebuilt from the store: \d+ items in ([\d.]+) s", line)),
-        0.0,
+    closing = time.perf_counter() - began
+    pattern = r"rebuilt from the store: \w+, \d+ items in ([\d.]+) s"
+    build = next((float(m) for line in messages for m in re.findall(pattern, line)), 0.0)
+    print(json.dumps({"seconds": seconds, "rss_bytes": grown, "build_seconds": build, "close_seconds": closing}))
+
+
+def measure_adds_during_snapshot(index: SdrIndex, generator: SyntheticSdrs) -> None:
+    """Single adds, one after another, while another thread writes the snapshot; then as many without one."""
+    sdrs = batch_sdrs(generator.batch(4096, np.random.default_rng(7)))
+    written = threading.Event()
+    snapshot_seconds = [0.0]
+
+    def write() -> None:
+        began = time.perf_counter()
+        index.snapshot()  # what the background thread runs once snapshot_every changes pile up
+        snapshot_seconds[0] = time.perf_counter() - began
+        written.set()
+
+    held: list[float] = []  # how long each chunk kept the lock (what a writer can wait for)
+    guarded = snapshot_module._guarded
+
+    def timed(chunks: Iterator[bytes], guard: snapshot_module.Guard) -> Iterator[bytes]:
+        def timing_guard() -> AbstractContextManager[object]:
+            return _Timed(guard(), held)
+
+        return guarded(chunks, timing_guard)
+
+    during: list[float] = []
+    snapshot_module._guarded = timed
+    writer = threading.Thread(target=write)
+    try:
+        writer.start()
+        while not written.is_set():
+            began = time.perf_counter()
+            index.add(f"during-{len(during)}", sdrs[len(during) % len(sdrs)])
+            during.append(time.perf_counter() - began)
+        writer.join()
+    finally:
+        snapshot_module._guarded = guarded
+    quiet: list[float] = []
+    for number in range(len(during)):
+        began = time.perf_counter()
+        index.add(f"quiet-{number}", sdrs[number % len(sdrs)])
+        quiet.append(time.perf_counter() - began)
+    print(
+        f"single adds while a snapshot is written ({snapshot_seconds[0]:.1f} s, {len(during):,} adds): "
+        f"p50 {ms(np.median(during))} p99 {ms(np.percentile(during, 99))} longest {ms(max(during))}; "
+        f"with no snapshot: p50 {ms(np.median(quiet))} p99 {ms(np.percentile(quiet, 99))} longest {ms(max(quiet))}; "
+        f"the lock was held for {len(held):,} chunks, longest {ms(max(held))} (what an add can wait for)"
     )
-    print(json.dumps({"seconds": seconds, "rss_bytes": grown, "build_seconds": build}))
+
+
+class _Timed:
+    """A context manager that records how long the one it wraps was held."""
+
+    def __init__(self, inner: AbstractContextManager[object], into: list[float]) -> None:
+        self.inner, self.into = inner, into
+
+    def __enter__(self) -> object:
+        entered = self.inner.__enter__()
+        self.began = time.perf_counter()
+        return entered
+
+    def __exit__(self, *exc: object) -> None:
+        self.into.append(time.perf_counter() - self.began)
+        self.inner.__exit__(*exc)  # type: ignore[arg-type]
+
+
+def semantic(index: SdrIndex) -> Backend:
+    return index._spaces[SEMANTIC].backend
 
 
 def run_child(mode: str, directory: Path) -> dict[str, float]:

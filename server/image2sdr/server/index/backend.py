@@ -32,7 +32,7 @@ __all__ = ["Backend", "Codes", "FlatState", "Frozen", "IvfState", "Layout", "Rea
 
 Codes = npt.NDArray[np.uint8]
 ReadBytes = Callable[[int], bytes]  # reads exactly n bytes of a snapshot body, or raises ValueError
-CHUNK_BYTES = 8 << 20  # bytes copied per chunk of a snapshot: what one writer may wait for
+CHUNK_BYTES = 1 << 20  # bytes copied per chunk of a snapshot: what one writer may wait for (~0.3 ms)
 
 
 @dataclass(frozen=True)
