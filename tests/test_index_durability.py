@@ -102,7 +102,7 @@ def test_kill_during_adds_loses_no_acknowledged_item(tmp_path: Path) -> None:
     for _ in range(3):
         child = Child(tmp_path, start=max(acked, default=-1) + 1, snapshot_every=0)
         child.wait_for("READY")
-        time.sleep(rng.uniform(0.3, 1.2))
+        time.sleep(rng.uniform(0.3, 1.2))  # not a wait: a random moment to kill the child at
         child.kill()
         assert child.acked, "the child acknowledged nothing before the kill"
         acked += child.acked
@@ -121,7 +121,7 @@ def test_kill_during_snapshot_write(tmp_path: Path) -> None:
     for _ in range(8):
         child = Child(tmp_path, start=max(acked, default=-1) + 1, snapshot_every=5)
         child.wait_for("SNAP-BEGIN")
-        time.sleep(rng.uniform(0.0, 0.01))
+        time.sleep(rng.uniform(0.0, 0.01))  # not a wait: a random moment inside the snapshot write
         child.kill()
         acked += child.acked
         hit_mid_write += any(tmp_path.glob(f"{snapshot_file(SEMANTIC)}.tmp-*"))

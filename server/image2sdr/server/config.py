@@ -221,7 +221,9 @@ class IndexConfig(_Section):
     ivf_retrain_growth: float = Field(4.0, gt=1.0)  # retrain once the collection grows this much
     compact_ratio: float = Field(0.2, gt=0.0, le=1.0)  # rebuild when removed-but-indexed > this share
     compact_min: int = Field(1024, ge=1)  # ... and at least this many of them
-    snapshot_every: int = Field(100_000, ge=0)  # changes between automatic snapshots; 0 = only on close
+    # Changes (committed writes: one add, one add_many batch, one removal) before a background
+    # thread snapshots each space; adds never wait for it. 0 = only on close.
+    snapshot_every: int = Field(100_000, ge=0)
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"  # FULL: an ack survives power loss too
     sqlite_cache_mib: int = Field(64, ge=1)  # MiB of SQLite page cache per connection
     sqlite_busy_timeout_ms: int = Field(5000, ge=0)  # wait this long for a locked database
