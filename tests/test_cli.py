@@ -11,7 +11,8 @@ import pytest
 from PIL import Image
 
 from image2sdr.client import cli
-from tests.helpers.fake_service import ACTIVE_BITS, FakeServicer
+from image2sdr.v1 import image2sdr_pb2 as pb
+from tests.helpers.fake_service import ACTIVE_BITS, MAX_IDS_PER_CALL, FakeServicer
 
 # -- the CLI -------------------------------------------------------------------------
 
@@ -97,6 +98,29 @@ def test_cli_index_resumes_and_skips_non_images(
     assert json.loads(capsys.readouterr().out)["already_indexed"] == 2
     assert cli.main(["similar", "--id", "one.png", "--server", address, "--json"]) == 0
     assert [m["id"] for m in json.loads(capsys.readouterr().out)] == ["sub/two.png"]
+
+
+def test_cli_index_asks_which_files_are_stored_once_per_batch_of_ids(
+    fake: tuple[FakeServicer, str], tiny_png: bytes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    servicer, address = fake
+    folder = tmp_path / "many"
+    folder.mkdir()
+    names = [f"{i:04}.png" for i in range(2 * MAX_IDS_PER_CALL + 1)]
+    for name in names:
+        (folder / name).write_bytes(tiny_png)
+    for name in names[:-2]:  # stored by an earlier run
+        servicer.items[name] = pb.Item(id=name)
+    assert cli.main(["index", str(folder), "--json", "--server", address]) == 0
+    assert json.loads(capsys.readouterr().out) == {
+        "indexed": 2,
+        "already_indexed": len(names) - 2,
+        "skipped": 0,
+        "failed": 0,
+    }
+    assert servicer.calls["ItemsExist"] == 3  # 2001 ids: three batches, not one call per file
+    assert servicer.calls["GetItem"] == 0
+    assert servicer.calls["EncodeStream"] == 1
 
 
 def test_cli_terms_from_sdr_json(

@@ -18,6 +18,7 @@ from grpc_health.v1 import health_pb2
 
 import image2sdr.client as client_pkg
 from image2sdr.client import (
+    MAX_IDS_PER_CALL,
     USE_CLIENT_DEFAULT,
     EncodeItem,
     Encoding,
@@ -36,7 +37,6 @@ from image2sdr.client._exceptions import STATUS_DETAILS_KEY, error_from_rpc_erro
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 from tests.helpers.fake_service import ACTIVE_BITS, DIMS, SIZE, FakeRpcError, FakeServicer, bad_request, packed
-
 
 # -- the package surface -----------------------------------------------------------
 
@@ -210,6 +210,17 @@ def test_failed_call_raises_the_typed_error_from_the_rpc_error(fake: tuple[FakeS
     with Image2SdrClient(address, timeout=5) as client, pytest.raises(NotFound) as missing:
         client.get_item("nope")
     assert missing.value.resource_name == "nope"
+
+
+def test_items_exist_answers_each_id_in_order(fake: tuple[FakeServicer, str], tiny_png: bytes) -> None:
+    servicer, address = fake
+    with Image2SdrClient(address, timeout=5) as client:
+        client.encode(tiny_png, add_to_index="b")
+        assert client.items_exist(["a", "b", "c", "b"]) == [False, True, False, True]
+        assert client.items_exist([]) == []
+        with pytest.raises(InvalidArgument):
+            client.items_exist(["x"] * (MAX_IDS_PER_CALL + 1))
+    assert servicer.calls["ItemsExist"] == 3
 
 
 def test_unreachable_server_is_unavailable() -> None:

@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 
 from image2sdr.server.api import Server
+from image2sdr.server.api.servicer import MAX_IDS_PER_CALL
 from image2sdr.server.api.stream_limits import StreamSlots
 from image2sdr.server.config import LocalConceptsConfig, ServiceConfig
 from image2sdr.server.encoder import EncodeOptions, Encoding
@@ -129,6 +130,24 @@ def test_index_find_get_remove(stub: pb_grpc.Image2SdrStub, photos: dict[str, by
     assert again.matches[0].id == "photo/coffee"
     stub.RemoveItem(pb.RemoveItemRequest(id="photo/coffee"), timeout=TIMEOUT)
     expect(grpc.StatusCode.NOT_FOUND, stub.GetItem, pb.GetItemRequest(id="photo/coffee"))
+
+
+def test_items_exist(stub: pb_grpc.Image2SdrStub, photos: dict[str, bytes]) -> None:
+    add = pb.AddToIndex(id="exists/chelsea")
+    stub.Encode(pb.EncodeRequest(image=photos["chelsea"], add_to_index=add), timeout=TIMEOUT)
+    ids = ["exists/none", "exists/chelsea", "exists/none-either", "exists/chelsea"]
+    answer = stub.ItemsExist(pb.ItemsExistRequest(ids=ids), timeout=TIMEOUT)
+    assert list(answer.exists) == [False, True, False, True]
+    assert list(stub.ItemsExist(pb.ItemsExistRequest(), timeout=TIMEOUT).exists) == []
+    at_most = [f"exists/{i}" for i in range(MAX_IDS_PER_CALL)]
+    assert not any(stub.ItemsExist(pb.ItemsExistRequest(ids=at_most), timeout=TIMEOUT).exists)
+    for ids in ([*at_most, "one too many"], ["exists/chelsea", ""]):
+        error = expect(grpc.StatusCode.INVALID_ARGUMENT, stub.ItemsExist, pb.ItemsExistRequest(ids=ids))
+        bad_request = error_details_pb2.BadRequest()
+        assert details_of(error).details[0].Unpack(bad_request)
+        assert bad_request.field_violations[0].field == "ids"
+    stub.RemoveItem(pb.RemoveItemRequest(id="exists/chelsea"), timeout=TIMEOUT)
+    assert list(stub.ItemsExist(pb.ItemsExistRequest(ids=["exists/chelsea"]), timeout=TIMEOUT).exists) == [False]
 
 
 def test_encode_text_and_similar_terms(stub: pb_grpc.Image2SdrStub, photos: dict[str, bytes]) -> None:

@@ -28,6 +28,7 @@ from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 __all__ = [
     "ACTIVE_BITS",
     "DIMS",
+    "MAX_IDS_PER_CALL",
     "SIZE",
     "FakeRpcError",
     "FakeServicer",
@@ -37,6 +38,7 @@ __all__ = [
 ]
 
 SIZE, DIMS, ACTIVE_BITS = 16384, (128, 128), 328
+MAX_IDS_PER_CALL = 1000  # ItemsExist, as the real server
 
 
 def packed(*details: Any) -> list[any_pb2.Any]:
@@ -126,6 +128,12 @@ class FakeServicer(pb_grpc.Image2SdrServicer):  # type: ignore[misc]
             info = error_details_pb2.ResourceInfo(resource_type="item", resource_name=request.id)
             _abort(context, status_pb2.Status(code=code_pb2.NOT_FOUND, message="no such item", details=packed(info)))
         return self.items[request.id]
+
+    def ItemsExist(self, request: pb.ItemsExistRequest, context: grpc.ServicerContext) -> pb.ItemsExistResponse:
+        self.calls["ItemsExist"] += 1
+        if len(request.ids) > MAX_IDS_PER_CALL:
+            _abort(context, bad_request("ids", f"at most {MAX_IDS_PER_CALL} ids"))
+        return pb.ItemsExistResponse(exists=[item_id in self.items for item_id in request.ids])
 
     def FindSimilar(self, request: pb.FindSimilarRequest, context: grpc.ServicerContext) -> pb.FindSimilarResponse:
         self.calls["FindSimilar"] += 1

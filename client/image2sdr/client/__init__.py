@@ -12,6 +12,7 @@ Example::
 from ._client import (
     DEFAULT_MAX_MESSAGE_BYTES,
     DEFAULT_TIMEOUT_S,
+    MAX_IDS_PER_CALL,
     USE_CLIENT_DEFAULT,
     Image2SdrClient,
     UseClientDefault,
@@ -53,6 +54,7 @@ from ._types import (
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
     "DEFAULT_TIMEOUT_S",
+    "MAX_IDS_PER_CALL",
     "USE_CLIENT_DEFAULT",
     "AlreadyExists",
     "Cancelled",

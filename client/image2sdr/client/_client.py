@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import queue
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -33,6 +33,7 @@ from ._types import EncodeItem, Encoding, ImageSource, Info, Item, ItemError, Ma
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
     "DEFAULT_TIMEOUT_S",
+    "MAX_IDS_PER_CALL",
     "USE_CLIENT_DEFAULT",
     "Image2SdrClient",
     "UseClientDefault",
@@ -40,6 +41,7 @@ __all__ = [
 
 DEFAULT_TIMEOUT_S = 30.0  # per unary call; streams have no deadline unless given one
 DEFAULT_MAX_MESSAGE_BYTES = 32 * 1024 * 1024  # the server's default limit, both directions
+MAX_IDS_PER_CALL = 1000  # ItemsExist: the server refuses more ids in one call
 
 
 class UseClientDefault:
@@ -228,6 +230,11 @@ class Image2SdrClient:
 
     def remove_item(self, id: str, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> None:
         self._call(self._stub.RemoveItem, pb.RemoveItemRequest(id=id), timeout)
+
+    def items_exist(self, ids: Sequence[str], *, timeout: Timeout = USE_CLIENT_DEFAULT) -> list[bool]:
+        """For each id, whether an item is stored under it; one call for up to ``MAX_IDS_PER_CALL`` ids."""
+        response = self._call(self._stub.ItemsExist, pb.ItemsExistRequest(ids=ids), timeout)
+        return list(response.exists)
 
     # -- the service ---------------------------------------------------------------
 

@@ -15,8 +15,8 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from ._client import DEFAULT_TIMEOUT_S, Image2SdrClient
-from ._exceptions import Image2SdrError, InvalidArgument, NotFound, ResourceExhausted
+from ._client import DEFAULT_TIMEOUT_S, MAX_IDS_PER_CALL, Image2SdrClient
+from ._exceptions import Image2SdrError, InvalidArgument, ResourceExhausted
 from ._types import EncodeItem, Encoding, ItemError, Match, Sdr, TermMatch
 
 __all__ = ["build_parser", "main", "png_paths", "sdr_from_json"]
@@ -284,7 +284,8 @@ def _run_index(args: argparse.Namespace) -> int:
     tqdm = _import_tqdm()
     counts = {"indexed": 0, "already_indexed": 0, "skipped": 0, "failed": 0}
     with connect(args) as client:
-        todo = [(path, item_id) for path, item_id in files if not _is_indexed(client, item_id)]
+        indexed = _indexed(client, [item_id for _, item_id in files])
+        todo = [(path, item_id) for (path, item_id), done in zip(files, indexed, strict=True) if not done]
         counts["already_indexed"] = len(files) - len(todo)
         items = (EncodeItem(path, request_id=item_id, add_to_index=item_id) for path, item_id in todo)
         with tqdm(total=len(todo), unit="img", disable=None, file=sys.stderr) as bar:
@@ -312,12 +313,12 @@ def _hidden(relative: Path) -> bool:
     return any(part.startswith(".") for part in relative.parts)
 
 
-def _is_indexed(client: Image2SdrClient, item_id: str) -> bool:
-    try:
-        client.get_item(item_id)
-    except NotFound:
-        return False
-    return True
+def _indexed(client: Image2SdrClient, ids: list[str]) -> list[bool]:
+    """Which ids are stored already: one ItemsExist call per MAX_IDS_PER_CALL ids, not one call per file."""
+    found: list[bool] = []
+    for start in range(0, len(ids), MAX_IDS_PER_CALL):
+        found += client.items_exist(ids[start : start + MAX_IDS_PER_CALL])
+    return found
 
 
 def _index_outcome(result: Encoding | ItemError) -> str:

@@ -69,6 +69,11 @@ class Image2SdrStub:
                 request_serializer=image2sdr_dot_v1_dot_image2sdr__pb2.RemoveItemRequest.SerializeToString,
                 response_deserializer=image2sdr_dot_v1_dot_image2sdr__pb2.RemoveItemResponse.FromString,
                 _registered_method=True)
+        self.ItemsExist = channel.unary_unary(
+                '/image2sdr.v1.Image2Sdr/ItemsExist',
+                request_serializer=image2sdr_dot_v1_dot_image2sdr__pb2.ItemsExistRequest.SerializeToString,
+                response_deserializer=image2sdr_dot_v1_dot_image2sdr__pb2.ItemsExistResponse.FromString,
+                _registered_method=True)
         self.Info = channel.unary_unary(
                 '/image2sdr.v1.Image2Sdr/Info',
                 request_serializer=image2sdr_dot_v1_dot_image2sdr__pb2.InfoRequest.SerializeToString,
@@ -127,6 +132,14 @@ class Image2SdrServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ItemsExist(self, request, context):
+        """For each id, whether an item is stored under it: one round trip for up to
+        1000 ids (more is INVALID_ARGUMENT; ask in batches), no item sent back.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Info(self, request, context):
         """SDR geometry, providers and model versions, index kind and size, limits.
         """
@@ -171,6 +184,11 @@ def add_Image2SdrServicer_to_server(servicer, server):
                     servicer.RemoveItem,
                     request_deserializer=image2sdr_dot_v1_dot_image2sdr__pb2.RemoveItemRequest.FromString,
                     response_serializer=image2sdr_dot_v1_dot_image2sdr__pb2.RemoveItemResponse.SerializeToString,
+            ),
+            'ItemsExist': grpc.unary_unary_rpc_method_handler(
+                    servicer.ItemsExist,
+                    request_deserializer=image2sdr_dot_v1_dot_image2sdr__pb2.ItemsExistRequest.FromString,
+                    response_serializer=image2sdr_dot_v1_dot_image2sdr__pb2.ItemsExistResponse.SerializeToString,
             ),
             'Info': grpc.unary_unary_rpc_method_handler(
                     servicer.Info,
@@ -367,6 +385,33 @@ class Image2Sdr:
             '/image2sdr.v1.Image2Sdr/RemoveItem',
             image2sdr_dot_v1_dot_image2sdr__pb2.RemoveItemRequest.SerializeToString,
             image2sdr_dot_v1_dot_image2sdr__pb2.RemoveItemResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ItemsExist(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/image2sdr.v1.Image2Sdr/ItemsExist',
+            image2sdr_dot_v1_dot_image2sdr__pb2.ItemsExistRequest.SerializeToString,
+            image2sdr_dot_v1_dot_image2sdr__pb2.ItemsExistResponse.FromString,
             options,
             channel_credentials,
             insecure,

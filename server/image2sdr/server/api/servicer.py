@@ -41,9 +41,10 @@ from .malformed import Malformed
 from .status import status_for
 from .stream_limits import StreamSlots, peer_host
 
-__all__ = ["SERVER_VERSION", "Image2SdrServicer", "similar_terms_source"]
+__all__ = ["MAX_IDS_PER_CALL", "SERVER_VERSION", "Image2SdrServicer", "similar_terms_source"]
 
 SERVER_VERSION = "0.1.0"
+MAX_IDS_PER_CALL = 1000  # ItemsExist: ids per call (the proto says so too)
 
 _Handler = TypeVar("_Handler", bound=Callable[..., Any])
 
@@ -173,6 +174,20 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
     def RemoveItem(self, request: pb.RemoveItemRequest, context: grpc.ServicerContext) -> pb.RemoveItemResponse:
         self.index.remove(request.id)
         return pb.RemoveItemResponse()
+
+    @_unary
+    def ItemsExist(self, request: pb.ItemsExistRequest, context: grpc.ServicerContext) -> pb.ItemsExistResponse:
+        ids = list(request.ids)
+        if len(ids) > MAX_IDS_PER_CALL:
+            raise InvalidInputError(
+                f"{len(ids)} ids in one call, at most {MAX_IDS_PER_CALL}; ask in batches", field="ids"
+            )
+        try:
+            exists = self.index.contains(ids)
+        except InvalidInputError as exc:  # an id no item could have
+            exc.field = "ids"
+            raise
+        return pb.ItemsExistResponse(exists=exists)
 
     @_unary
     def Info(self, request: pb.InfoRequest, context: grpc.ServicerContext) -> pb.InfoResponse:
