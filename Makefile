@@ -5,7 +5,7 @@ XVENV := .venv-export
 PY := $(VENV)/bin/python
 MODELS := models
 
-.PHONY: setup models serve test bench bench-quality bench-index bench-service bench-hostile lint clean proto proto-check stubs node-client
+.PHONY: setup models serve test test-fast bench bench-quality bench-index bench-service bench-hostile lint clean proto proto-check stubs node-client
 
 ## setup: the serving virtualenv (no torch in it)
 setup: $(VENV)/.installed
@@ -30,6 +30,10 @@ serve: setup models
 ## test: the whole suite, real models, real files
 test: setup models
 	$(PY) -m pytest
+
+## test-fast: the tests that need no exported models (tests/conftest.py marks the others), without `make models`
+test-fast: setup
+	$(PY) -m pytest -m "not models"
 
 ## bench: encoder throughput, cold term SDRs, stage shares, merges/s vs the 2018 algorithm
 bench: setup models

@@ -17,6 +17,17 @@ from tests.helpers.fake_service import FakeServicer, serve_fake
 from tests.helpers.images import encode_jpeg
 
 REPO = Path(__file__).resolve().parent.parent
+# Fixtures that need the exported models (`make models`).  Every fixture that loads a
+# model (config, service, the encoders and term sources of the test modules) asks for
+# models_dir, so a test whose fixture closure holds one of these needs the models.
+MODEL_FIXTURES = frozenset({"models_dir"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the tests that need the exported models: `make test-fast` leaves them out (-m "not models")."""
+    for item in items:
+        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.models)
 
 
 @pytest.fixture(autouse=True)
