@@ -28,6 +28,7 @@ from .concepts.base import Concept, ConceptResult, ConceptSource
 from .concepts.local import LocalConceptSource
 from .config import Confidence, Config, MaxConcepts, Sparsity
 from .errors import ConfigError, Image2SdrError, InvalidInputError, InvalidTermError, UpstreamError
+from .fingerprints import Fingerprint
 from .imaging import DecodedImage, decode_image
 from .merge import Merger, MergeResult, WeightedSdr
 from .sdr import Sdr
@@ -51,6 +52,7 @@ class EncodeOptions:
     max_concepts: int | None = None
     min_confidence: float | None = None
     sparsity: float | None = None
+    visual_share: float | None = None  # share of the SDR's active bits taken from the visual SDR
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,8 @@ class Encoding:
     concepts: tuple[ConceptUse, ...]  # as found, strongest first
     short: bool  # the term SDRs' union held fewer than w bits
     timings: StageTimings = field(default_factory=StageTimings)
+    visual: Sdr | None = None  # how the image looks (None: the visual channel is off)
+    fingerprint: Fingerprint | None = None  # SHA-256 and pHash of the image
 
     @property
     def used(self) -> tuple[ConceptUse, ...]:

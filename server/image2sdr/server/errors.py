@@ -8,8 +8,10 @@ Image2SdrError
 │   ├── ImageTooSmallError     below image.min_side
 │   ├── InvalidSdrError        positions out of range, unsorted, duplicated, wrong size
 │   ├── InvalidTermError       an empty or over-long term
-│   └── InvalidIdError         an item id that is empty, not a string, or holds NUL
-│       └── IdTooLongError         longer than index.max_id_length
+│   ├── InvalidIdError         an item id that is empty, not a string, or holds NUL
+│   │   └── IdTooLongError         longer than index.max_id_length
+│   ├── NoSdrInSpaceError      a stored item named as the query has no SDR in that space
+│   └── NoFingerprintError     a stored item named as the query was added without an image
 ├── LimitExceededError     over a configured size limit        -> RESOURCE_EXHAUSTED
 │   ├── ImageTooLargeError     more bytes than image.max_bytes
 │   ├── PixelLimitError        more pixels than image.max_pixels (decompression bomb)
@@ -18,7 +20,6 @@ Image2SdrError
 │   └── TooManyConceptsError   an item with more concepts than index.max_concepts
 ├── IndexLockedError       another process has the index directory open  -> FAILED_PRECONDITION
 ├── IndexClosedError       the index was closed (the server is stopping)  -> FAILED_PRECONDITION
-├── NoSdrInSpaceError      a stored item has no SDR in the space asked for -> FAILED_PRECONDITION
 ├── StreamIdleError        a stream sent nothing for too long     -> DEADLINE_EXCEEDED
 ├── NotFoundError          an unknown id                       -> NOT_FOUND
 └── UpstreamError          a provider failed                   -> UNAVAILABLE (+ its Retry-After, if it sent one)
@@ -43,6 +44,7 @@ __all__ = [
     "LimitExceededError",
     "MetadataTooLargeError",
     "ModelsMissingError",
+    "NoFingerprintError",
     "NoSdrInSpaceError",
     "NotFoundError",
     "PixelLimitError",
@@ -133,8 +135,12 @@ class IndexClosedError(Image2SdrError):
     """The index was closed; open a new one."""
 
 
-class NoSdrInSpaceError(Image2SdrError):
-    """A stored item was asked for by a space it has no SDR in (say, added by SDR alone, without an image)."""
+class NoSdrInSpaceError(InvalidInputError):
+    """A stored item was named as the query in a space it has no SDR in (say, added by SDR alone)."""
+
+
+class NoFingerprintError(InvalidInputError):
+    """A stored item was named as the query for duplicates, but it was added without an image."""
 
 
 class StreamIdleError(Image2SdrError):

@@ -6,23 +6,43 @@ The service is written against ``ItemIndex`` only, and the contract tests in
 ``tests/test_index_contract.py`` run against every implementation.
 
 An item carries one SDR per named *space*. ``semantic`` (what the picture
-shows: its concepts' term SDRs merged) is always there; further spaces (such as
-``visual``, how it looks) are optional per item. Each space is searched on its
-own.
+shows: its concepts' term SDRs merged) is always there; ``visual`` (how it
+looks: the classifier's pooled feature projected to an SDR) is there when the
+item was added from an image. Each space is searched on its own, or both at
+once with a blend weight.
+
+An item added from an image also keeps its fingerprint (SHA-256 of the bytes,
+64-bit pHash), so copies of it can be found: the same bytes, a near-exact copy
+(pHash within a few bits) or a transformed one (resized, cropped, mirrored:
+visual overlap above a threshold).
 """
 
 from __future__ import annotations
 
+import enum
 import types
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from ..fingerprints import Fingerprint
 from ..sdr import Sdr
 
-__all__ = ["SEMANTIC", "Item", "ItemIndex", "Match"]
+__all__ = [
+    "SEMANTIC",
+    "VISUAL",
+    "AddOutcome",
+    "Duplicate",
+    "DuplicateKind",
+    "DuplicateThresholds",
+    "Item",
+    "ItemIndex",
+    "Match",
+    "OnDuplicate",
+]
 
 SEMANTIC = "semantic"
+VISUAL = "visual"
 _EMPTY: Mapping[str, str] = types.MappingProxyType({})
 _NO_SPACES: Mapping[str, Sdr] = types.MappingProxyType({})
 
@@ -36,6 +56,7 @@ class Item:
     concepts: tuple[tuple[str, float], ...] = ()
     metadata: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     spaces: Mapping[str, Sdr] = field(default_factory=lambda: _NO_SPACES)
+    fingerprint: Fingerprint | None = None  # None: added by SDR alone, without an image
 
     def in_space(self, space: str) -> Sdr | None:
         """This item's SDR in ``space``, or None when it has none there."""
@@ -44,11 +65,62 @@ class Item:
 
 @dataclass(frozen=True)
 class Match:
-    """One search result: the stored item and how many active bits it shares with the query."""
+    """One search result: the stored item and how many active bits it shares with the query.
+
+    ``overlap`` is the overlap in the space searched. A blended search also fills
+    ``overlaps`` (per space that scored the match) and ``score`` (the weighted sum
+    it was ranked by); a single-space search leaves ``overlaps`` with that one
+    space and ``score`` equal to ``overlap``.
+    """
 
     id: str
     overlap: int
     item: Item
+    overlaps: Mapping[str, int] = field(default_factory=lambda: types.MappingProxyType({}))
+    score: float = 0.0
+
+
+class DuplicateKind(enum.Enum):
+    """How a stored item copies the query image, strongest first."""
+
+    SAME_BYTES = "same_bytes"  # identical SHA-256
+    NEAR_EXACT = "near_exact"  # pHash within max_phash_distance bits
+    TRANSFORMED = "transformed"  # visual overlap at least min_visual_share of the query's active bits
+
+
+@dataclass(frozen=True)
+class DuplicateThresholds:
+    max_phash_distance: int  # bits of 64; a near-exact copy differs in at most this many
+    min_visual_share: float  # in [0, 1]; a transformed copy shares at least this share of the visual bits
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """A stored item that copies the query: the strongest kind that applies, and how close it is."""
+
+    id: str
+    kind: DuplicateKind
+    phash_distance: int  # bits; -1 when the stored item has no fingerprint
+    visual_overlap: int  # active bits shared in the visual space; -1 when either side has no visual SDR
+    item: Item
+
+
+class OnDuplicate(enum.Enum):
+    """What an add does when the index already holds a duplicate of the item."""
+
+    KEEP = "keep"  # store it anyway (no check: the behaviour before duplicates existed)
+    SKIP = "skip"  # store nothing; the outcome names the duplicate
+    REPLACE = "replace"  # remove the duplicate(s), store the new item
+
+
+@dataclass(frozen=True)
+class AddOutcome:
+    """What ``add_many`` did with one item (in the order given)."""
+
+    id: str
+    stored: bool
+    duplicate: Duplicate | None = None  # the best duplicate found, under SKIP or REPLACE
+    replaced: tuple[str, ...] = ()  # ids removed under REPLACE
 
 
 class ItemIndex(Protocol):
@@ -68,8 +140,20 @@ class ItemIndex(Protocol):
         """Insert or replace one item."""
         ...
 
-    def add_many(self, items: Sequence[Item]) -> None:
-        """Insert or replace many items at once, all or none; a repeated id keeps its last occurrence."""
+    def add_many(
+        self,
+        items: Sequence[Item],
+        *,
+        on_duplicate: OnDuplicate = OnDuplicate.KEEP,
+        thresholds: DuplicateThresholds | None = None,
+    ) -> list[AddOutcome]:
+        """Insert or replace many items at once, all or none; a repeated id keeps its last occurrence.
+
+        Under SKIP or REPLACE, each item with a fingerprint is checked for duplicates
+        (``thresholds``, or the index's defaults) against what is stored and against
+        the items before it in ``items``, under the same lock as the add: two
+        concurrent adds of one photo cannot both be stored under SKIP.
+        """
         ...
 
     def check_item(self, item_id: str, metadata: Mapping[str, str] | None = None) -> None:
@@ -104,8 +188,32 @@ class ItemIndex(Protocol):
         """A stored item and its nearest neighbours (itself left out), read consistently together."""
         ...
 
-    def count(self) -> int:
-        """Items stored."""
+    def find_duplicates(
+        self,
+        fingerprint: Fingerprint | None,
+        visual: Sdr | None,
+        thresholds: DuplicateThresholds | None = None,
+        k: int = 10,
+        *,
+        exclude: str | None = None,
+    ) -> list[Duplicate]:
+        """Stored copies of an image, strongest kind first, then closest; ``exclude`` is left out."""
+        ...
+
+    def duplicates_of(
+        self, item_id: str, thresholds: DuplicateThresholds | None = None, k: int = 10
+    ) -> tuple[Item, list[Duplicate]]:
+        """A stored item and its stored copies (itself left out); NoFingerprintError when it has no image."""
+        ...
+
+    def search_blend(
+        self, semantic: Sdr, visual: Sdr, weight: float, k: int = 10, *, exclude: str | None = None
+    ) -> list[Match]:
+        """Top k by ``(1 - weight) * semantic overlap + weight * visual overlap``, exactly re-ranked."""
+        ...
+
+    def count(self, space: str | None = None) -> int:
+        """Items stored; with a space, those that have an SDR in it."""
         ...
 
     @property

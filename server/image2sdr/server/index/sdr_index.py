@@ -309,7 +309,7 @@ class SdrIndex:
                 raise NotFoundError(f"no item with id {item_id!r}", resource=item_id)
             positions = row.sdrs.get(space)
             if positions is None:
-                raise NoSdrInSpaceError(f"item {item_id!r} has no SDR in space {space!r}")
+                raise NoSdrInSpaceError(f"item {item_id!r} has no SDR in space {space!r}", field="id")
             lengths = np.array([positions.size], dtype=np.int64)
             exclude = np.array([row.label], dtype=np.int64)
             backend = self._spaces[space].backend
