@@ -1,11 +1,45 @@
 from google.rpc import status_pb2 as _status_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class OnDuplicate(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ON_DUPLICATE_UNSPECIFIED: _ClassVar[OnDuplicate]
+    ON_DUPLICATE_KEEP: _ClassVar[OnDuplicate]
+    ON_DUPLICATE_SKIP: _ClassVar[OnDuplicate]
+    ON_DUPLICATE_REPLACE: _ClassVar[OnDuplicate]
+
+class Space(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    SPACE_UNSPECIFIED: _ClassVar[Space]
+    SPACE_SEMANTIC: _ClassVar[Space]
+    SPACE_VISUAL: _ClassVar[Space]
+    SPACE_BLEND: _ClassVar[Space]
+
+class DuplicateKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DUPLICATE_KIND_UNSPECIFIED: _ClassVar[DuplicateKind]
+    DUPLICATE_KIND_SAME_BYTES: _ClassVar[DuplicateKind]
+    DUPLICATE_KIND_NEAR_EXACT: _ClassVar[DuplicateKind]
+    DUPLICATE_KIND_TRANSFORMED: _ClassVar[DuplicateKind]
+ON_DUPLICATE_UNSPECIFIED: OnDuplicate
+ON_DUPLICATE_KEEP: OnDuplicate
+ON_DUPLICATE_SKIP: OnDuplicate
+ON_DUPLICATE_REPLACE: OnDuplicate
+SPACE_UNSPECIFIED: Space
+SPACE_SEMANTIC: Space
+SPACE_VISUAL: Space
+SPACE_BLEND: Space
+DUPLICATE_KIND_UNSPECIFIED: DuplicateKind
+DUPLICATE_KIND_SAME_BYTES: DuplicateKind
+DUPLICATE_KIND_NEAR_EXACT: DuplicateKind
+DUPLICATE_KIND_TRANSFORMED: DuplicateKind
 
 class Sdr(_message.Message):
     __slots__ = ("size", "dimensions", "active")
@@ -17,18 +51,36 @@ class Sdr(_message.Message):
     active: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, size: _Optional[int] = ..., dimensions: _Optional[_Iterable[int]] = ..., active: _Optional[_Iterable[int]] = ...) -> None: ...
 
+class Fingerprint(_message.Message):
+    __slots__ = ("sha256", "phash")
+    SHA256_FIELD_NUMBER: _ClassVar[int]
+    PHASH_FIELD_NUMBER: _ClassVar[int]
+    sha256: str
+    phash: int
+    def __init__(self, sha256: _Optional[str] = ..., phash: _Optional[int] = ...) -> None: ...
+
 class EncodeOptions(_message.Message):
-    __slots__ = ("max_concepts", "min_confidence", "sparsity")
+    __slots__ = ("max_concepts", "min_confidence", "sparsity", "visual_share")
     MAX_CONCEPTS_FIELD_NUMBER: _ClassVar[int]
     MIN_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     SPARSITY_FIELD_NUMBER: _ClassVar[int]
+    VISUAL_SHARE_FIELD_NUMBER: _ClassVar[int]
     max_concepts: int
     min_confidence: float
     sparsity: float
-    def __init__(self, max_concepts: _Optional[int] = ..., min_confidence: _Optional[float] = ..., sparsity: _Optional[float] = ...) -> None: ...
+    visual_share: float
+    def __init__(self, max_concepts: _Optional[int] = ..., min_confidence: _Optional[float] = ..., sparsity: _Optional[float] = ..., visual_share: _Optional[float] = ...) -> None: ...
+
+class DuplicateThresholds(_message.Message):
+    __slots__ = ("max_phash_distance", "min_visual_share")
+    MAX_PHASH_DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    MIN_VISUAL_SHARE_FIELD_NUMBER: _ClassVar[int]
+    max_phash_distance: int
+    min_visual_share: float
+    def __init__(self, max_phash_distance: _Optional[int] = ..., min_visual_share: _Optional[float] = ...) -> None: ...
 
 class AddToIndex(_message.Message):
-    __slots__ = ("id", "metadata")
+    __slots__ = ("id", "metadata", "on_duplicate", "duplicate_thresholds")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -38,9 +90,13 @@ class AddToIndex(_message.Message):
         def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     ID_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    ON_DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
     id: str
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    on_duplicate: OnDuplicate
+    duplicate_thresholds: DuplicateThresholds
+    def __init__(self, id: _Optional[str] = ..., metadata: _Optional[_Mapping[str, str]] = ..., on_duplicate: _Optional[_Union[OnDuplicate, str]] = ..., duplicate_thresholds: _Optional[_Union[DuplicateThresholds, _Mapping]] = ...) -> None: ...
 
 class EncodeRequest(_message.Message):
     __slots__ = ("image", "options", "request_id", "add_to_index")
@@ -81,7 +137,7 @@ class StageTimings(_message.Message):
     def __init__(self, decode_ms: _Optional[float] = ..., concepts_ms: _Optional[float] = ..., terms_ms: _Optional[float] = ..., merge_ms: _Optional[float] = ..., total_ms: _Optional[float] = ...) -> None: ...
 
 class EncodeResponse(_message.Message):
-    __slots__ = ("request_id", "sdr", "concepts", "short", "timings", "indexed", "error")
+    __slots__ = ("request_id", "sdr", "concepts", "short", "timings", "indexed", "error", "visual", "fingerprint", "duplicate", "replaced")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SDR_FIELD_NUMBER: _ClassVar[int]
     CONCEPTS_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +145,10 @@ class EncodeResponse(_message.Message):
     TIMINGS_FIELD_NUMBER: _ClassVar[int]
     INDEXED_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    VISUAL_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_FIELD_NUMBER: _ClassVar[int]
+    REPLACED_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     sdr: Sdr
     concepts: _containers.RepeatedCompositeFieldContainer[Concept]
@@ -96,7 +156,11 @@ class EncodeResponse(_message.Message):
     timings: StageTimings
     indexed: bool
     error: _status_pb2.Status
-    def __init__(self, request_id: _Optional[str] = ..., sdr: _Optional[_Union[Sdr, _Mapping]] = ..., concepts: _Optional[_Iterable[_Union[Concept, _Mapping]]] = ..., short: _Optional[bool] = ..., timings: _Optional[_Union[StageTimings, _Mapping]] = ..., indexed: _Optional[bool] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ...) -> None: ...
+    visual: Sdr
+    fingerprint: Fingerprint
+    duplicate: Duplicate
+    replaced: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, request_id: _Optional[str] = ..., sdr: _Optional[_Union[Sdr, _Mapping]] = ..., concepts: _Optional[_Iterable[_Union[Concept, _Mapping]]] = ..., short: _Optional[bool] = ..., timings: _Optional[_Union[StageTimings, _Mapping]] = ..., indexed: _Optional[bool] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., visual: _Optional[_Union[Sdr, _Mapping]] = ..., fingerprint: _Optional[_Union[Fingerprint, _Mapping]] = ..., duplicate: _Optional[_Union[Duplicate, _Mapping]] = ..., replaced: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class EncodeTextRequest(_message.Message):
     __slots__ = ("text",)
@@ -113,23 +177,29 @@ class EncodeTextResponse(_message.Message):
     def __init__(self, term: _Optional[str] = ..., sdr: _Optional[_Union[Sdr, _Mapping]] = ...) -> None: ...
 
 class FindSimilarRequest(_message.Message):
-    __slots__ = ("image", "sdr", "id", "k", "min_overlap", "options")
+    __slots__ = ("image", "sdr", "id", "k", "min_overlap", "options", "space", "blend_weight", "visual_sdr")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     SDR_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     MIN_OVERLAP_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    SPACE_FIELD_NUMBER: _ClassVar[int]
+    BLEND_WEIGHT_FIELD_NUMBER: _ClassVar[int]
+    VISUAL_SDR_FIELD_NUMBER: _ClassVar[int]
     image: bytes
     sdr: Sdr
     id: str
     k: int
     min_overlap: int
     options: EncodeOptions
-    def __init__(self, image: _Optional[bytes] = ..., sdr: _Optional[_Union[Sdr, _Mapping]] = ..., id: _Optional[str] = ..., k: _Optional[int] = ..., min_overlap: _Optional[int] = ..., options: _Optional[_Union[EncodeOptions, _Mapping]] = ...) -> None: ...
+    space: Space
+    blend_weight: float
+    visual_sdr: Sdr
+    def __init__(self, image: _Optional[bytes] = ..., sdr: _Optional[_Union[Sdr, _Mapping]] = ..., id: _Optional[str] = ..., k: _Optional[int] = ..., min_overlap: _Optional[int] = ..., options: _Optional[_Union[EncodeOptions, _Mapping]] = ..., space: _Optional[_Union[Space, str]] = ..., blend_weight: _Optional[float] = ..., visual_sdr: _Optional[_Union[Sdr, _Mapping]] = ...) -> None: ...
 
 class Match(_message.Message):
-    __slots__ = ("id", "overlap", "concepts", "metadata")
+    __slots__ = ("id", "overlap", "concepts", "metadata", "scored_by", "semantic_overlap", "visual_overlap", "score")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -141,19 +211,78 @@ class Match(_message.Message):
     OVERLAP_FIELD_NUMBER: _ClassVar[int]
     CONCEPTS_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    SCORED_BY_FIELD_NUMBER: _ClassVar[int]
+    SEMANTIC_OVERLAP_FIELD_NUMBER: _ClassVar[int]
+    VISUAL_OVERLAP_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
     id: str
     overlap: int
     concepts: _containers.RepeatedCompositeFieldContainer[Concept]
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, id: _Optional[str] = ..., overlap: _Optional[int] = ..., concepts: _Optional[_Iterable[_Union[Concept, _Mapping]]] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    scored_by: _containers.RepeatedScalarFieldContainer[Space]
+    semantic_overlap: int
+    visual_overlap: int
+    score: float
+    def __init__(self, id: _Optional[str] = ..., overlap: _Optional[int] = ..., concepts: _Optional[_Iterable[_Union[Concept, _Mapping]]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., scored_by: _Optional[_Iterable[_Union[Space, str]]] = ..., semantic_overlap: _Optional[int] = ..., visual_overlap: _Optional[int] = ..., score: _Optional[float] = ...) -> None: ...
 
 class FindSimilarResponse(_message.Message):
-    __slots__ = ("matches", "query")
+    __slots__ = ("matches", "query", "visual_query", "skipped_without_visual")
     MATCHES_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
+    VISUAL_QUERY_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_WITHOUT_VISUAL_FIELD_NUMBER: _ClassVar[int]
     matches: _containers.RepeatedCompositeFieldContainer[Match]
     query: Sdr
-    def __init__(self, matches: _Optional[_Iterable[_Union[Match, _Mapping]]] = ..., query: _Optional[_Union[Sdr, _Mapping]] = ...) -> None: ...
+    visual_query: Sdr
+    skipped_without_visual: int
+    def __init__(self, matches: _Optional[_Iterable[_Union[Match, _Mapping]]] = ..., query: _Optional[_Union[Sdr, _Mapping]] = ..., visual_query: _Optional[_Union[Sdr, _Mapping]] = ..., skipped_without_visual: _Optional[int] = ...) -> None: ...
+
+class Duplicate(_message.Message):
+    __slots__ = ("id", "kind", "phash_distance", "visual_overlap", "visual_share", "concepts", "metadata")
+    class MetadataEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    PHASH_DISTANCE_FIELD_NUMBER: _ClassVar[int]
+    VISUAL_OVERLAP_FIELD_NUMBER: _ClassVar[int]
+    VISUAL_SHARE_FIELD_NUMBER: _ClassVar[int]
+    CONCEPTS_FIELD_NUMBER: _ClassVar[int]
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    kind: DuplicateKind
+    phash_distance: int
+    visual_overlap: int
+    visual_share: float
+    concepts: _containers.RepeatedCompositeFieldContainer[Concept]
+    metadata: _containers.ScalarMap[str, str]
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[DuplicateKind, str]] = ..., phash_distance: _Optional[int] = ..., visual_overlap: _Optional[int] = ..., visual_share: _Optional[float] = ..., concepts: _Optional[_Iterable[_Union[Concept, _Mapping]]] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class FindDuplicatesRequest(_message.Message):
+    __slots__ = ("image", "id", "thresholds", "k")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    image: bytes
+    id: str
+    thresholds: DuplicateThresholds
+    k: int
+    def __init__(self, image: _Optional[bytes] = ..., id: _Optional[str] = ..., thresholds: _Optional[_Union[DuplicateThresholds, _Mapping]] = ..., k: _Optional[int] = ...) -> None: ...
+
+class FindDuplicatesResponse(_message.Message):
+    __slots__ = ("duplicates", "fingerprint", "thresholds")
+    DUPLICATES_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
+    duplicates: _containers.RepeatedCompositeFieldContainer[Duplicate]
+    fingerprint: Fingerprint
+    thresholds: DuplicateThresholds
+    def __init__(self, duplicates: _Optional[_Iterable[_Union[Duplicate, _Mapping]]] = ..., fingerprint: _Optional[_Union[Fingerprint, _Mapping]] = ..., thresholds: _Optional[_Union[DuplicateThresholds, _Mapping]] = ...) -> None: ...
 
 class SimilarTermsRequest(_message.Message):
     __slots__ = ("sdr", "k")
@@ -184,7 +313,7 @@ class GetItemRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class Item(_message.Message):
-    __slots__ = ("id", "sdr", "concepts", "metadata")
+    __slots__ = ("id", "sdr", "concepts", "metadata", "visual", "fingerprint")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -196,11 +325,15 @@ class Item(_message.Message):
     SDR_FIELD_NUMBER: _ClassVar[int]
     CONCEPTS_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    VISUAL_FIELD_NUMBER: _ClassVar[int]
+    FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     id: str
     sdr: Sdr
     concepts: _containers.RepeatedCompositeFieldContainer[Concept]
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, id: _Optional[str] = ..., sdr: _Optional[_Union[Sdr, _Mapping]] = ..., concepts: _Optional[_Iterable[_Union[Concept, _Mapping]]] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    visual: Sdr
+    fingerprint: Fingerprint
+    def __init__(self, id: _Optional[str] = ..., sdr: _Optional[_Union[Sdr, _Mapping]] = ..., concepts: _Optional[_Iterable[_Union[Concept, _Mapping]]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., visual: _Optional[_Union[Sdr, _Mapping]] = ..., fingerprint: _Optional[_Union[Fingerprint, _Mapping]] = ...) -> None: ...
 
 class RemoveItemRequest(_message.Message):
     __slots__ = ("id",)
@@ -255,7 +388,7 @@ class Limits(_message.Message):
     def __init__(self, max_message_bytes: _Optional[int] = ..., max_image_bytes: _Optional[int] = ..., max_pixels: _Optional[int] = ..., min_image_side: _Optional[int] = ..., max_k: _Optional[int] = ..., stream_in_flight: _Optional[int] = ...) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("server_version", "geometry", "sparsity", "active_bits", "concepts", "terms", "index_kind", "index_size", "limits", "vocabulary_size")
+    __slots__ = ("server_version", "geometry", "sparsity", "active_bits", "concepts", "terms", "index_kind", "index_size", "limits", "vocabulary_size", "visual", "visual_share", "duplicate_thresholds", "index_visual_size")
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
     GEOMETRY_FIELD_NUMBER: _ClassVar[int]
     SPARSITY_FIELD_NUMBER: _ClassVar[int]
@@ -266,6 +399,10 @@ class InfoResponse(_message.Message):
     INDEX_SIZE_FIELD_NUMBER: _ClassVar[int]
     LIMITS_FIELD_NUMBER: _ClassVar[int]
     VOCABULARY_SIZE_FIELD_NUMBER: _ClassVar[int]
+    VISUAL_FIELD_NUMBER: _ClassVar[int]
+    VISUAL_SHARE_FIELD_NUMBER: _ClassVar[int]
+    DUPLICATE_THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
+    INDEX_VISUAL_SIZE_FIELD_NUMBER: _ClassVar[int]
     server_version: str
     geometry: Sdr
     sparsity: float
@@ -276,4 +413,8 @@ class InfoResponse(_message.Message):
     index_size: int
     limits: Limits
     vocabulary_size: int
-    def __init__(self, server_version: _Optional[str] = ..., geometry: _Optional[_Union[Sdr, _Mapping]] = ..., sparsity: _Optional[float] = ..., active_bits: _Optional[int] = ..., concepts: _Optional[_Union[Provider, _Mapping]] = ..., terms: _Optional[_Union[Provider, _Mapping]] = ..., index_kind: _Optional[str] = ..., index_size: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., vocabulary_size: _Optional[int] = ...) -> None: ...
+    visual: Provider
+    visual_share: float
+    duplicate_thresholds: DuplicateThresholds
+    index_visual_size: int
+    def __init__(self, server_version: _Optional[str] = ..., geometry: _Optional[_Union[Sdr, _Mapping]] = ..., sparsity: _Optional[float] = ..., active_bits: _Optional[int] = ..., concepts: _Optional[_Union[Provider, _Mapping]] = ..., terms: _Optional[_Union[Provider, _Mapping]] = ..., index_kind: _Optional[str] = ..., index_size: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., vocabulary_size: _Optional[int] = ..., visual: _Optional[_Union[Provider, _Mapping]] = ..., visual_share: _Optional[float] = ..., duplicate_thresholds: _Optional[_Union[DuplicateThresholds, _Mapping]] = ..., index_visual_size: _Optional[int] = ...) -> None: ...

@@ -54,6 +54,11 @@ class Image2SdrStub:
                 request_serializer=image2sdr_dot_v1_dot_image2sdr__pb2.FindSimilarRequest.SerializeToString,
                 response_deserializer=image2sdr_dot_v1_dot_image2sdr__pb2.FindSimilarResponse.FromString,
                 _registered_method=True)
+        self.FindDuplicates = channel.unary_unary(
+                '/image2sdr.v1.Image2Sdr/FindDuplicates',
+                request_serializer=image2sdr_dot_v1_dot_image2sdr__pb2.FindDuplicatesRequest.SerializeToString,
+                response_deserializer=image2sdr_dot_v1_dot_image2sdr__pb2.FindDuplicatesResponse.FromString,
+                _registered_method=True)
         self.SimilarTerms = channel.unary_unary(
                 '/image2sdr.v1.Image2Sdr/SimilarTerms',
                 request_serializer=image2sdr_dot_v1_dot_image2sdr__pb2.SimilarTermsRequest.SerializeToString,
@@ -107,7 +112,16 @@ class Image2SdrServicer:
         raise NotImplementedError('Method not implemented!')
 
     def FindSimilar(self, request, context):
-        """Stored items nearest to an image, an SDR or a stored item, by overlap.
+        """Stored items nearest to an image, an SDR or a stored item, by overlap:
+        in the semantic space (what it shows), the visual one (how it looks), or both.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FindDuplicates(self, request, context):
+        """Stored copies of an image or of a stored item: the same bytes, a near-exact
+        copy (pHash) or a transformed one (resized, cropped, mirrored: visual overlap).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -169,6 +183,11 @@ def add_Image2SdrServicer_to_server(servicer, server):
                     servicer.FindSimilar,
                     request_deserializer=image2sdr_dot_v1_dot_image2sdr__pb2.FindSimilarRequest.FromString,
                     response_serializer=image2sdr_dot_v1_dot_image2sdr__pb2.FindSimilarResponse.SerializeToString,
+            ),
+            'FindDuplicates': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindDuplicates,
+                    request_deserializer=image2sdr_dot_v1_dot_image2sdr__pb2.FindDuplicatesRequest.FromString,
+                    response_serializer=image2sdr_dot_v1_dot_image2sdr__pb2.FindDuplicatesResponse.SerializeToString,
             ),
             'SimilarTerms': grpc.unary_unary_rpc_method_handler(
                     servicer.SimilarTerms,
@@ -304,6 +323,33 @@ class Image2Sdr:
             '/image2sdr.v1.Image2Sdr/FindSimilar',
             image2sdr_dot_v1_dot_image2sdr__pb2.FindSimilarRequest.SerializeToString,
             image2sdr_dot_v1_dot_image2sdr__pb2.FindSimilarResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindDuplicates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/image2sdr.v1.Image2Sdr/FindDuplicates',
+            image2sdr_dot_v1_dot_image2sdr__pb2.FindDuplicatesRequest.SerializeToString,
+            image2sdr_dot_v1_dot_image2sdr__pb2.FindDuplicatesResponse.FromString,
             options,
             channel_credentials,
             insecure,
