@@ -8,6 +8,8 @@ design would loosen only the search assertions, never the rest.
 
 from __future__ import annotations
 
+import hashlib
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,13 +19,20 @@ import pytest
 
 from image2sdr.server.config import IndexConfig
 from image2sdr.server.errors import InvalidInputError, InvalidSdrError, LimitExceededError, NotFoundError
+from image2sdr.server.fingerprints import Fingerprint
 from image2sdr.server.index import (
     SEMANTIC,
+    VISUAL,
+    DuplicateKind,
+    DuplicateThresholds,
     IndexClosedError,
     InvalidIdError,
     Item,
     ItemIndex,
     MetadataTooLargeError,
+    NoFingerprintError,
+    NoSdrInSpaceError,
+    OnDuplicate,
     SdrIndex,
 )
 from image2sdr.server.index.ivf import IvfBackend
@@ -212,3 +221,161 @@ def test_a_closed_index_says_so(engine: Engine) -> None:
     for call in calls:
         with pytest.raises(IndexClosedError):
             call()
+
+
+# -- appearance: fingerprints, duplicates, blends -----------------------------------------
+
+
+def _fingerprint(seed: int, phash: int | None = None) -> Fingerprint:
+    rng = np.random.default_rng(seed)
+    bits = int(rng.integers(0, 1 << 63)) * 2 + int(rng.integers(0, 2)) if phash is None else phash
+    return Fingerprint(hashlib.sha256(f"image-{seed}".encode()).hexdigest(), bits)
+
+
+def _flip(phash: int, bits: int) -> int:
+    for bit in range(bits):
+        phash ^= 1 << (bit * 7)
+    return phash
+
+
+def _shifted(sdr: Sdr, keep: float, seed: int) -> Sdr:
+    """An SDR keeping ``keep`` of ``sdr``'s bits, the rest moved elsewhere (a transformed copy's look)."""
+    rng = np.random.default_rng(seed)
+    kept = rng.choice(sdr.positions, round(keep * sdr.active), replace=False)
+    others = np.setdiff1d(np.arange(SIZE), sdr.positions)
+    moved = rng.choice(others, sdr.active - kept.size, replace=False)
+    return Sdr.from_positions(np.sort(np.concatenate([kept, moved])), SIZE)
+
+
+def _photo(item_id: str, seed: int, *, fingerprint: Fingerprint | None = None, look: Sdr | None = None) -> Item:
+    rng = np.random.default_rng(seed)
+    visual = look if look is not None else random_sdr(rng, 300)
+    printed = fingerprint if fingerprint is not None else _fingerprint(seed)
+    return Item(item_id, random_sdr(rng, 200), (("photo", 1.0),), {}, {VISUAL: visual}, printed)
+
+
+@pytest.fixture
+def photos(index: ItemIndex) -> list[Item]:
+    """Forty photos with fingerprints and visual SDRs, stored beside BASE (which has neither)."""
+    stored = [_photo(f"photo-{n}", 1000 + n) for n in range(40)]
+    index.add_many(stored)
+    return stored
+
+
+def test_counts_per_space(index: ItemIndex, photos: list[Item]) -> None:
+    assert index.count() == len(BASE) + 40
+    assert index.count(SEMANTIC) == len(BASE) + 40 and index.count(VISUAL) == 40
+    with pytest.raises(InvalidInputError):
+        index.count("nowhere")
+
+
+def test_copies_are_found_by_bytes_by_phash_and_by_look(index: ItemIndex, photos: list[Item]) -> None:
+    original = photos[7]
+    assert original.fingerprint is not None
+    same = index.find_duplicates(original.fingerprint, original.spaces[VISUAL], k=5)
+    assert [(d.id, d.kind, d.phash_distance) for d in same] == [(original.id, DuplicateKind.SAME_BYTES, 0)]
+    assert same[0].visual_overlap == 300
+    reencoded = _fingerprint(99, _flip(original.fingerprint.phash, 3))
+    near = index.find_duplicates(reencoded, None, k=5)
+    assert [(d.id, d.kind, d.phash_distance, d.visual_overlap) for d in near] == [
+        (original.id, DuplicateKind.NEAR_EXACT, 3, -1)
+    ]
+    cropped = _shifted(original.spaces[VISUAL], 0.7, seed=5)
+    moved = index.find_duplicates(_fingerprint(98), cropped, k=5)
+    assert [(d.id, d.kind) for d in moved] == [(original.id, DuplicateKind.TRANSFORMED)]
+    assert moved[0].visual_overlap == 210
+    strict = DuplicateThresholds(max_phash_distance=2, min_visual_share=0.8)
+    assert index.find_duplicates(reencoded, cropped, strict, k=5) == []
+    assert index.find_duplicates(_fingerprint(97), random_sdr(np.random.default_rng(3), 300), k=5) == []
+    for bad in (DuplicateThresholds(65, 0.5), DuplicateThresholds(-1, 0.5), DuplicateThresholds(4, 1.5)):
+        with pytest.raises(InvalidInputError):
+            index.find_duplicates(reencoded, cropped, bad)
+
+
+def test_duplicates_of_a_stored_item_leave_it_out(index: ItemIndex, photos: list[Item]) -> None:
+    original = photos[3]
+    assert original.fingerprint is not None
+    index.add_many([_photo("copy", 7, fingerprint=original.fingerprint, look=original.spaces[VISUAL])])
+    item, found = index.duplicates_of(original.id)
+    assert item.id == original.id and item.fingerprint == original.fingerprint
+    assert [(d.id, d.kind) for d in found] == [("copy", DuplicateKind.SAME_BYTES)]
+    with pytest.raises(NoFingerprintError):
+        index.duplicates_of(BASE[0].id)  # added by SDR alone
+    with pytest.raises(NotFoundError):
+        index.duplicates_of("nobody")
+
+
+def test_on_duplicate_skip_keep_and_replace(index: ItemIndex, photos: list[Item]) -> None:
+    original = photos[11]
+    assert original.fingerprint is not None
+    again = _photo("upload-1", 11, fingerprint=original.fingerprint, look=original.spaces[VISUAL])
+    twice = _photo("upload-2", 12, fingerprint=_fingerprint(12, _flip(_fingerprint(2024).phash, 1)))
+    first = _photo("upload-3", 13, fingerprint=_fingerprint(2024))
+    outcomes = index.add_many([again, first, twice], on_duplicate=OnDuplicate.SKIP)
+    assert [(o.id, o.stored) for o in outcomes] == [("upload-1", False), ("upload-3", True), ("upload-2", False)]
+    assert outcomes[0].duplicate is not None and outcomes[0].duplicate.id == original.id
+    assert outcomes[2].duplicate is not None and outcomes[2].duplicate.id == "upload-3"  # found within the batch
+    assert index.contains(["upload-1", "upload-2", "upload-3"]) == [False, False, True]
+    kept = index.add_many([again])  # KEEP, the default: stored though a copy
+    assert kept[0].stored and index.contains(["upload-1"]) == [True]
+    replaced = index.add_many(
+        [_photo("upload-4", 14, fingerprint=original.fingerprint)], on_duplicate=OnDuplicate.REPLACE
+    )
+    assert replaced[0].stored and set(replaced[0].replaced) == {original.id, "upload-1"}
+    assert index.contains([original.id, "upload-1", "upload-4"]) == [False, False, True]
+    plain = index.add_many([Item("no-image", BASE[0].sdr)], on_duplicate=OnDuplicate.SKIP)
+    assert plain[0].stored  # no fingerprint: nothing to compare, stored
+
+
+def test_concurrent_uploads_of_one_photo_store_one_under_skip(index: ItemIndex, photos: list[Item]) -> None:
+    printed = _fingerprint(4242)
+    uploads = [_photo(f"race-{n}", 500 + n, fingerprint=printed) for n in range(6)]
+    start = threading.Barrier(len(uploads))
+    results: list[bool] = []
+
+    def upload(item: Item) -> None:
+        start.wait()
+        results.extend(outcome.stored for outcome in index.add_many([item], on_duplicate=OnDuplicate.SKIP))
+
+    threads = [threading.Thread(target=upload, args=(item,)) for item in uploads]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [False] * 5 + [True]
+    assert sum(index.contains([item.id for item in uploads])) == 1
+
+
+def _blend_oracle(items: list[Item], semantic: Sdr, visual: Sdr, weight: float, k: int) -> list[tuple[str, float]]:
+    scored = []
+    for order, item in enumerate(items):
+        look = item.spaces.get(VISUAL)
+        score = (1 - weight) * semantic.overlap(item.sdr) + weight * (visual.overlap(look) if look else 0)
+        scored.append((item.id, score, order))
+    scored.sort(key=lambda entry: (-entry[1], entry[2]))
+    return [(item_id, score) for item_id, score, _ in scored[:k]]
+
+
+def test_blended_search_is_the_exact_weighted_order(index: ItemIndex, photos: list[Item]) -> None:
+    stored = BASE + photos
+    for n, weight in enumerate((0.0, 0.3, 0.5, 1.0)):
+        query = photos[n * 5]
+        semantic, visual = BASE[n].sdr, _shifted(query.spaces[VISUAL], 0.5, seed=n)
+        got = index.search_blend(semantic, visual, weight, k=12)
+        assert [(m.id, m.score) for m in got] == _blend_oracle(stored, semantic, visual, weight, 12)
+        assert all(set(m.overlaps) == {SEMANTIC, VISUAL} for m in got)
+    by_id = index.search_blend(photos[2].sdr, photos[2].spaces[VISUAL], 0.5, k=5, exclude=photos[2].id)
+    assert photos[2].id not in [m.id for m in by_id]
+    for weight in (-0.1, 1.5, float("nan")):
+        with pytest.raises(InvalidInputError):
+            index.search_blend(photos[0].sdr, photos[0].spaces[VISUAL], weight, k=5)
+
+
+def test_visual_search_and_its_neighbours(index: ItemIndex, photos: list[Item]) -> None:
+    looks = [Item(p.id, p.spaces[VISUAL]) for p in photos]
+    query = _shifted(photos[9].spaces[VISUAL], 0.6, seed=9)
+    assert pairs(index.search(query, k=5, space=VISUAL)) == brute_force(looks, query, 5)
+    _, near = index.neighbours(photos[9].id, k=4, space=VISUAL)
+    assert pairs(near) == brute_force(looks, photos[9].spaces[VISUAL], 4, exclude=photos[9].id)
+    with pytest.raises(NoSdrInSpaceError):
+        index.neighbours(BASE[0].id, k=3, space=VISUAL)

@@ -22,6 +22,7 @@ from .index_helpers import SIZE, brute_force, clustered_items, pairs, random_sdr
 
 FIXTURES = Path(__file__).parent / "fixtures"
 BOTH = (SEMANTIC, "visual")
+ONLY_SEMANTIC = (SEMANTIC,)
 
 
 def _columns(directory: Path) -> set[str]:
@@ -131,7 +132,7 @@ def test_each_space_has_its_own_snapshot(tmp_path: Path, caplog: pytest.LogCaptu
 
 def test_a_space_added_later_starts_empty_and_keeps_every_item(tmp_path: Path) -> None:
     items = clustered_items(50, seed=23)
-    with SdrIndex(tmp_path, IndexConfig()) as index:
+    with SdrIndex(tmp_path, IndexConfig(), spaces=ONLY_SEMANTIC) as index:
         index.add_many(items)
     with SdrIndex(tmp_path, IndexConfig(), spaces=BOTH) as index:
         assert index.count() == 50 and "sdr_visual" in _columns(tmp_path)
@@ -139,7 +140,7 @@ def test_a_space_added_later_starts_empty_and_keeps_every_item(tmp_path: Path) -
         look = random_sdr(np.random.default_rng(9), 70)
         index.add_many([Item("seen", items[0].sdr, spaces={"visual": look})])
         assert [m.id for m in index.search(look, k=3, space="visual")] == ["seen"]
-    with SdrIndex(tmp_path, IndexConfig()) as index:  # opened without it again: nothing is lost
+    with SdrIndex(tmp_path, IndexConfig(), spaces=ONLY_SEMANTIC) as index:  # opened without it: nothing is lost
         assert index.count() == 51 and index.spaces == (SEMANTIC,)
     with SdrIndex(tmp_path, IndexConfig(), spaces=BOTH) as index:
         assert index.get("seen").in_space("visual") == look
@@ -150,3 +151,24 @@ def test_space_names_are_checked(tmp_path: Path) -> None:
         SdrIndex(tmp_path / "a", IndexConfig(), spaces=("visual",))  # semantic comes first
     with pytest.raises(ConfigError):
         SdrIndex(tmp_path / "b", IndexConfig(), spaces=(SEMANTIC, "Robert'); DROP TABLE items;--"))
+
+
+def test_an_index_from_the_release_with_spaces_but_no_fingerprints_opens_upgraded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """tests/fixtures/index_v2 was written by schema 2 (spaces, no fingerprints): it gains them, keeps every item."""
+    directory = tmp_path / "index"
+    shutil.copytree(FIXTURES / "index_v2", directory)
+    expected = json.loads((FIXTURES / "index_v2.expected.json").read_text())
+    assert _schema_version(directory) == "2" and "sha256" not in _columns(directory)
+    caplog.set_level(logging.INFO)
+    with SdrIndex(directory, IndexConfig()) as index:
+        assert "upgraded from schema 2 to 3" in caplog.text
+        assert "snapshot loaded: semantic" in caplog.text  # the upgrade changed no item: its snapshot still holds
+        assert index.count() == len(expected) == 29 and index.count("visual") == 0
+        for item_id, bits in expected.items():
+            item = index.get(item_id)
+            assert item.sdr == Sdr.from_positions(bits, SIZE) and item.fingerprint is None
+        assert index.search(Sdr.from_positions(expected["pic-05"], SIZE), k=1)[0].id == "pic-05"
+    assert _schema_version(directory) == str(SCHEMA_VERSION)
+    assert {"sha256", "phash", "sdr_visual"} <= _columns(directory)

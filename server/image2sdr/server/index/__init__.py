@@ -13,15 +13,32 @@ from ..errors import (  # re-exported: callers of the index meet them here
     IndexLockedError,
     InvalidIdError,
     MetadataTooLargeError,
+    NoFingerprintError,
     NoSdrInSpaceError,
     TooManyConceptsError,
 )
 from .backend import Layout
-from .protocol import SEMANTIC, Item, ItemIndex, Match
+from .protocol import (
+    SEMANTIC,
+    VISUAL,
+    AddOutcome,
+    Duplicate,
+    DuplicateKind,
+    DuplicateThresholds,
+    Item,
+    ItemIndex,
+    Match,
+    OnDuplicate,
+)
 from .sdr_index import SdrIndex
 
 __all__ = [
     "SEMANTIC",
+    "VISUAL",
+    "AddOutcome",
+    "Duplicate",
+    "DuplicateKind",
+    "DuplicateThresholds",
     "IdTooLongError",
     "IndexClosedError",
     "IndexLockedError",
@@ -31,7 +48,9 @@ __all__ = [
     "Layout",
     "Match",
     "MetadataTooLargeError",
+    "NoFingerprintError",
     "NoSdrInSpaceError",
+    "OnDuplicate",
     "SdrIndex",
     "TooManyConceptsError",
 ]

@@ -40,17 +40,30 @@ from ..errors import (
     InvalidInputError,
     InvalidSdrError,
     MetadataTooLargeError,
+    NoFingerprintError,
     NoSdrInSpaceError,
     NotFoundError,
     TooManyConceptsError,
 )
+from ..fingerprints import Fingerprint, phash_distance
 from ..sdr import Sdr
 from .backend import Backend, Layout
 from .codes import pack_codes
 from .flat import FlatBackend
 from .ivf import IvfBackend
 from .live import Hits
-from .protocol import SEMANTIC, Item, Match
+from .phashes import PhashTable
+from .protocol import (
+    SEMANTIC,
+    VISUAL,
+    AddOutcome,
+    Duplicate,
+    DuplicateKind,
+    DuplicateThresholds,
+    Item,
+    Match,
+    OnDuplicate,
+)
 from .rwlock import ReadWriteLock
 from .snapshot import SnapshotKey, load_snapshot, remove_temporaries, write_snapshot
 from .store import Row, SqliteStore, StoredItem
@@ -89,7 +102,11 @@ class SdrIndex:
     """
 
     def __init__(
-        self, directory: Path, config: IndexConfig, sdr_size: int = 16384, spaces: Sequence[str] = (SEMANTIC,)
+        self,
+        directory: Path,
+        config: IndexConfig,
+        sdr_size: int = 16384,
+        spaces: Sequence[str] = (SEMANTIC, VISUAL),
     ) -> None:
         if not spaces or spaces[0] != SEMANTIC or len(set(spaces)) != len(spaces):
             raise ValueError(f"spaces must start with {SEMANTIC!r} and not repeat, got {spaces!r}")
@@ -120,6 +137,7 @@ class SdrIndex:
             self._changes = self._store.changes()  # kept here, read and written under the lock
             self._drop_legacy_snapshot()
             self._spaces = {space: self._open_space(space) for space in spaces}
+            self._phashes = self._load_phashes()
         except BaseException:
             self._store.close()  # what was opened is closed again, so the caller may retry
             self._lock_file.close()
@@ -171,29 +189,101 @@ class SdrIndex:
         """Insert or replace one item (semantic space only); durable when this returns."""
         self.add_many([Item(item_id, sdr, tuple(concepts), metadata if metadata is not None else _EMPTY_METADATA)])
 
-    def add_many(self, items: Sequence[Item]) -> None:
+    def add_many(
+        self,
+        items: Sequence[Item],
+        *,
+        on_duplicate: OnDuplicate = OnDuplicate.KEEP,
+        thresholds: DuplicateThresholds | None = None,
+    ) -> list[AddOutcome]:
         """Insert or replace many items in one transaction (all or none).
 
-        An id given twice keeps its last occurrence, as if added one by one.
+        An id given twice keeps its last occurrence, as if added one by one. Under
+        SKIP or REPLACE each item with a fingerprint is checked for copies, held
+        against the store and the items before it, under the write lock: two
+        concurrent adds of one photo cannot both be stored under SKIP.
         """
         prepared = self._prepare(items)
         if not prepared:
-            return
+            return []
+        limits = self._thresholds(thresholds)
         codes = {space: self._codes(prepared, space) for space in self._spaces}
         with self._lock.write():
             self._check_open()
-            labels, replaced, self._changes = self._store.upsert(prepared)
-
-            def change() -> None:
-                for name, space in self._spaces.items():
-                    rows, space_codes, lengths = codes[name]
-                    space.backend.remove(replaced)
-                    space.backend.add(labels[rows], space_codes, lengths)
-
-            self._apply(change)
+            outcomes, removed = self._screen(prepared, on_duplicate, limits)
+            kept = [item for item, outcome in zip(prepared, outcomes, strict=True) if outcome.stored]
+            if kept:
+                if len(kept) != len(prepared):
+                    codes = {space: self._codes(kept, space) for space in self._spaces}
+                self._commit(kept, codes, removed)
             due = self._snapshot_due()
         if due:
             self._background.request()
+        return outcomes
+
+    def _commit(
+        self,
+        kept: Sequence[StoredItem],
+        codes: Mapping[str, tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8], npt.NDArray[np.int64]]],
+        removed: Sequence[str],
+    ) -> None:
+        """Store ``kept`` and delete ``removed`` in one transaction, then update every space; caller holds the lock."""
+        labels, replaced, self._changes = self._store.upsert(kept, remove=removed)
+
+        def change() -> None:
+            for name, space in self._spaces.items():
+                rows, space_codes, lengths = codes[name]
+                space.backend.remove(replaced)
+                space.backend.add(labels[rows], space_codes, lengths)
+            self._phashes.remove(replaced)
+            printed = [n for n, item in enumerate(kept) if item.fingerprint is not None]
+            hashes = np.array([kept[n].fingerprint.phash for n in printed], dtype=np.uint64)  # type: ignore[union-attr]
+            self._phashes.add(labels[printed], hashes)
+
+        self._apply(change)
+
+    def _screen(
+        self, prepared: Sequence[StoredItem], policy: OnDuplicate, limits: DuplicateThresholds
+    ) -> tuple[list[AddOutcome], list[str]]:
+        """What to do with each item under ``policy``: (outcomes, ids to delete); caller holds the write lock."""
+        if policy is OnDuplicate.KEEP:
+            return [AddOutcome(item.id, stored=True) for item in prepared], []
+        outcomes: list[AddOutcome] = []
+        removed: list[str] = []
+        accepted: list[StoredItem] = []
+        for item in prepared:
+            found = self._copies_of(item, accepted, limits)
+            if not found:
+                outcomes.append(AddOutcome(item.id, stored=True))
+                accepted.append(item)
+            elif policy is OnDuplicate.SKIP:
+                outcomes.append(AddOutcome(item.id, stored=False, duplicate=found[0]))
+            else:  # REPLACE: the copies go, this one is stored
+                gone = tuple(duplicate.id for duplicate in found if duplicate.id != item.id)
+                removed.extend(gone)
+                accepted = [other for other in accepted if other.id not in gone]
+                outcomes = [
+                    AddOutcome(o.id, stored=False, duplicate=o.duplicate) if o.stored and o.id in gone else o
+                    for o in outcomes
+                ]
+                outcomes.append(AddOutcome(item.id, stored=True, duplicate=found[0], replaced=gone))
+                accepted.append(item)
+        return outcomes, removed
+
+    def _copies_of(
+        self, item: StoredItem, accepted: Sequence[StoredItem], limits: DuplicateThresholds
+    ) -> list[Duplicate]:
+        """Copies of one new item among the stored items and the ones accepted before it in its batch."""
+        if item.fingerprint is None:
+            return []
+        visual = item.sdrs.get(VISUAL)
+        query = Sdr.trusted(visual, self.sdr_size) if visual is not None else None
+        found = self._duplicates(item.fingerprint, query, limits, self.config.max_k, exclude_label=-1)
+        for other in accepted:
+            duplicate = self._compare(item.fingerprint, query, other, limits)
+            if duplicate is not None:
+                found.append(duplicate)
+        return sorted(found, key=_duplicate_order)
 
     def check_item(self, item_id: str, metadata: Mapping[str, str] | None = None) -> None:
         """Raise what ``add`` would raise for this id and metadata, without storing anything.
@@ -216,6 +306,7 @@ class SdrIndex:
             def change() -> None:
                 for space in self._spaces.values():
                     space.backend.remove(removed)
+                self._phashes.remove(removed)
 
             self._apply(change)
             due = self._snapshot_due()
@@ -240,6 +331,7 @@ class SdrIndex:
             logger.exception("FAISS update failed after commit; rebuilding from the store")
             for space in self._spaces.values():
                 space.backend = self._build(space.name)
+            self._phashes = self._load_phashes()
             raise
 
     # -- reads ----------------------------------------------------------------
@@ -261,10 +353,82 @@ class SdrIndex:
             present = self._store.existing(item_ids)
         return [item_id in present for item_id in item_ids]
 
-    def count(self) -> int:
+    def count(self, space: str | None = None) -> int:
+        """Items stored; with a space, those that have an SDR in it."""
+        if space is not None and space not in self._spaces:
+            raise InvalidInputError(
+                f"unknown space {space!r}; this index keeps {', '.join(self.spaces)}", field="space"
+            )
         with self._lock.read():
             self._check_open()
-            return self._spaces[SEMANTIC].backend.live_count
+            return self._spaces[space or SEMANTIC].backend.live_count
+
+    def find_duplicates(
+        self,
+        fingerprint: Fingerprint | None,
+        visual: Sdr | None,
+        thresholds: DuplicateThresholds | None = None,
+        k: int = 10,
+        *,
+        exclude: str | None = None,
+    ) -> list[Duplicate]:
+        """Stored copies of an image: same bytes, near-exact (pHash) or transformed (visual overlap)."""
+        limits = self._thresholds(thresholds)
+        self._check_search(k, 0, SEMANTIC)
+        if visual is not None:
+            self._check_sdr(visual, "visual")
+        with self._lock.read():
+            self._check_open()
+            skip = -1
+            if exclude is not None:
+                row = self._store.get(exclude)
+                skip = row.label if row is not None else -1
+            return self._duplicates(fingerprint, visual, limits, k, exclude_label=skip)
+
+    def duplicates_of(
+        self, item_id: str, thresholds: DuplicateThresholds | None = None, k: int = 10
+    ) -> tuple[Item, list[Duplicate]]:
+        """A stored item and its stored copies, itself left out, read under one lock."""
+        _check_id(item_id, self.config.max_id_length)
+        limits = self._thresholds(thresholds)
+        self._check_search(k, 0, SEMANTIC)
+        with self._lock.read():
+            self._check_open()
+            row = self._store.get(item_id)
+            if row is None:
+                raise NotFoundError(f"no item with id {item_id!r}", resource=item_id)
+            if row.fingerprint is None:
+                raise NoFingerprintError(
+                    f"item {item_id!r} was added without an image: it has no fingerprint", field="id"
+                )
+            visual = row.sdrs.get(VISUAL)
+            query = Sdr.trusted(visual, self.sdr_size) if visual is not None else None
+            found = self._duplicates(row.fingerprint, query, limits, k, exclude_label=row.label)
+        return self._item(row), found
+
+    def search_blend(
+        self, semantic: Sdr, visual: Sdr, weight: float, k: int = 10, *, exclude: str | None = None
+    ) -> list[Match]:
+        """Top k by ``(1 - weight) * semantic overlap + weight * visual overlap``, exactly.
+
+        Candidates come from each space's own search; every candidate's two overlaps
+        are then computed exactly. An item found in neither list scores at most
+        ``(1 - weight) * s' + weight * v'`` (the last overlap each list returned), so
+        once the k-th score found reaches that bound the answer is final; otherwise
+        both lists grow. Items without a visual SDR count 0 there.
+        """
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
+            raise InvalidInputError(f"blend_weight must be in [0, 1], got {weight!r}", field="blend_weight")
+        self._check_search(k, 0, VISUAL)
+        self._check_sdr(semantic, "semantic")
+        self._check_sdr(visual, "visual")
+        with self._lock.read():
+            self._check_open()
+            skip = -1
+            if exclude is not None:
+                row = self._store.get(exclude)
+                skip = row.label if row is not None else -1
+            return self._blend(semantic, visual, float(weight), k, skip)
 
     def search(self, query: Sdr, k: int = 10, min_overlap: int = 0, *, space: str = SEMANTIC) -> list[Match]:
         """The k stored items sharing the most active bits with ``query`` in ``space``."""
@@ -285,7 +449,7 @@ class SdrIndex:
         with self._lock.read():
             self._check_open()
             backend = self._spaces[space].backend
-            return self._answer(backend.search(positions, lengths, k, min_overlap, exclude))
+            return self._answer(backend.search(positions, lengths, k, min_overlap, exclude), space)
 
     def search_by_id(self, item_id: str, k: int = 10, min_overlap: int = 0, *, space: str = SEMANTIC) -> list[Match]:
         """Nearest neighbours of a stored item, the item itself left out."""
@@ -313,10 +477,10 @@ class SdrIndex:
             lengths = np.array([positions.size], dtype=np.int64)
             exclude = np.array([row.label], dtype=np.int64)
             backend = self._spaces[space].backend
-            matches = self._answer(backend.search(positions, lengths, k, min_overlap, exclude))[0]
+            matches = self._answer(backend.search(positions, lengths, k, min_overlap, exclude), space)[0]
         return self._item(row), matches
 
-    def _answer(self, hits: Sequence[Hits]) -> list[list[Match]]:
+    def _answer(self, hits: Sequence[Hits], space: str) -> list[list[Match]]:
         """Look up the rows of the final labels (only those: ids live in SQLite, not RAM)."""
         wanted = np.unique(np.concatenate([hit.labels for hit in hits])) if hits else np.zeros(0, dtype=np.int64)
         rows = self._store.rows_by_label(wanted.tolist())
@@ -328,9 +492,142 @@ class SdrIndex:
                 if row is None:  # cannot happen under the read lock; never invent a result
                     logger.error("label %d is indexed but not in the store", label)
                     continue
-                matches.append(Match(row.id, int(overlap), self._item(row)))
+                overlaps = types.MappingProxyType({space: int(overlap)})
+                matches.append(Match(row.id, int(overlap), self._item(row), overlaps, float(overlap)))
             answers.append(matches)
         return answers
+
+    # -- duplicates and blends (caller holds the lock) -----------------------------
+
+    def _thresholds(self, given: DuplicateThresholds | None) -> DuplicateThresholds:
+        if given is None:
+            return DuplicateThresholds(self.config.duplicate_max_phash_distance, self.config.duplicate_min_visual_share)
+        distance, share = given.max_phash_distance, given.min_visual_share
+        if isinstance(distance, bool) or not isinstance(distance, int) or not 0 <= distance <= 64:
+            raise InvalidInputError(
+                f"max_phash_distance must be in [0, 64], got {distance!r}", field="max_phash_distance"
+            )
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share <= 1.0:
+            raise InvalidInputError(f"min_visual_share must be in [0, 1], got {share!r}", field="min_visual_share")
+        return given
+
+    def _duplicates(
+        self,
+        fingerprint: Fingerprint | None,
+        visual: Sdr | None,
+        limits: DuplicateThresholds,
+        k: int,
+        *,
+        exclude_label: int,
+    ) -> list[Duplicate]:
+        """Stored copies by all three tests, each item once under its strongest kind, best first."""
+        labels: set[int] = set()
+        if fingerprint is not None:
+            labels.update(self._store.labels_by_sha256(fingerprint.sha256))
+            near, _ = self._phashes.near(fingerprint.phash, limits.max_phash_distance)
+            labels.update(near.tolist())
+        if visual is not None and visual.active:
+            floor = max(1, math.ceil(limits.min_visual_share * visual.active))
+            exclude = np.array([exclude_label], dtype=np.int64)
+            hits = self._spaces[VISUAL].backend.search(
+                visual.positions, np.array([visual.active], dtype=np.int64), k + len(labels), floor, exclude
+            )[0]
+            labels.update(hits.labels.tolist())
+        labels.discard(exclude_label)
+        rows = self._store.rows_by_label(sorted(labels))
+        found = []
+        for row in rows.values():
+            duplicate = self._compare_row(fingerprint, visual, row, limits)
+            if duplicate is not None:
+                found.append(duplicate)
+        return sorted(found, key=_duplicate_order)[:k]
+
+    def _compare_row(
+        self, fingerprint: Fingerprint | None, visual: Sdr | None, row: Row, limits: DuplicateThresholds
+    ) -> Duplicate | None:
+        stored = StoredItem(row.id, row.sdrs, row.concepts, row.metadata, row.fingerprint)
+        duplicate = self._compare(fingerprint, visual, stored, limits)
+        return (
+            None
+            if duplicate is None
+            else Duplicate(
+                duplicate.id, duplicate.kind, duplicate.phash_distance, duplicate.visual_overlap, self._item(row)
+            )
+        )
+
+    def _compare(
+        self, fingerprint: Fingerprint | None, visual: Sdr | None, other: StoredItem, limits: DuplicateThresholds
+    ) -> Duplicate | None:
+        """Whether ``other`` copies the query, and as what (the strongest kind that applies)."""
+        distance = -1
+        if fingerprint is not None and other.fingerprint is not None:
+            distance = phash_distance(fingerprint.phash, other.fingerprint.phash)
+        overlap = -1
+        positions = other.sdrs.get(VISUAL)
+        if visual is not None and positions is not None:
+            overlap = int(np.intersect1d(visual.positions, positions, assume_unique=True).size)
+        kind: DuplicateKind | None = None
+        if fingerprint is not None and other.fingerprint is not None and fingerprint.sha256 == other.fingerprint.sha256:
+            kind = DuplicateKind.SAME_BYTES
+        elif 0 <= distance <= limits.max_phash_distance:
+            kind = DuplicateKind.NEAR_EXACT
+        elif (
+            visual is not None
+            and visual.active
+            and overlap >= max(1, math.ceil(limits.min_visual_share * visual.active))
+        ):
+            kind = DuplicateKind.TRANSFORMED
+        if kind is None:
+            return None
+        item = Item(other.id, Sdr.trusted(other.sdrs[SEMANTIC], self.sdr_size), other.concepts, other.metadata)
+        return Duplicate(other.id, kind, distance, overlap, item)
+
+    def _blend(self, semantic: Sdr, visual: Sdr, weight: float, k: int, exclude_label: int) -> list[Match]:
+        queries = {SEMANTIC: semantic, VISUAL: visual}
+        fetch = max(k * self.config.candidate_factor, k + self.config.candidate_margin)
+        total = self._spaces[SEMANTIC].backend.live_count
+        while True:
+            candidates: set[int] = set()
+            bound = 0.0
+            for space, query in queries.items():
+                share = weight if space == VISUAL else 1.0 - weight
+                hits = self._spaces[space].backend.search(
+                    query.positions,
+                    np.array([query.active], dtype=np.int64),
+                    fetch,
+                    0,
+                    np.array([exclude_label], dtype=np.int64),
+                )[0]
+                candidates.update(hits.labels.tolist())
+                if hits.labels.size >= fetch:  # the list may have left out items scoring up to its last
+                    bound += share * int(hits.overlaps[-1])
+            rows = self._store.rows_by_label(sorted(candidates))
+            scored = sorted(
+                (self._blend_match(row, queries, weight) for row in rows.values()),
+                key=lambda pair: (-pair[0].score, pair[1]),
+            )
+            best = [match for match, _ in scored[:k]]
+            # Strictly above: an unseen item tying the bound could win the tie on its label.
+            if (len(best) >= k and best[-1].score > bound) or fetch >= total:
+                return best
+            fetch *= 4
+
+    def _blend_match(self, row: Row, queries: Mapping[str, Sdr], weight: float) -> tuple[Match, int]:
+        overlaps = {}
+        for space, query in queries.items():
+            positions = row.sdrs.get(space)
+            overlaps[space] = (
+                0 if positions is None else int(np.intersect1d(query.positions, positions, assume_unique=True).size)
+            )
+        score = (1.0 - weight) * overlaps[SEMANTIC] + weight * overlaps[VISUAL]
+        match = Match(row.id, overlaps[SEMANTIC], self._item(row), types.MappingProxyType(overlaps), score)
+        return match, row.label
+
+    def _load_phashes(self) -> PhashTable:
+        table = PhashTable()
+        for labels, hashes in self._store.phashes():
+            table.add(labels, hashes)
+        return table
 
     # -- validation ------------------------------------------------------------
 
@@ -351,7 +648,10 @@ class SdrIndex:
             concepts = _check_concepts(item.concepts, self.config.max_concepts)
             metadata = _check_metadata(item.metadata, self.config.max_metadata_bytes)
             last.pop(item.id, None)  # keep insertion order of the surviving occurrence
-            last[item.id] = StoredItem(item.id, sdrs, concepts, metadata)
+            fingerprint = item.fingerprint
+            if fingerprint is not None and not isinstance(fingerprint, Fingerprint):
+                raise InvalidInputError("fingerprint must be a Fingerprint", field="fingerprint")
+            last[item.id] = StoredItem(item.id, sdrs, concepts, metadata, fingerprint)
         return list(last.values())
 
     def _codes(
@@ -476,7 +776,15 @@ class SdrIndex:
             row.concepts,
             types.MappingProxyType(row.metadata),
             types.MappingProxyType(spaces),
+            row.fingerprint,
         )
+
+
+def _duplicate_order(duplicate: Duplicate) -> tuple[int, int, int, str]:
+    """Strongest kind first; then nearest pHash, then most visual bits shared; then by id."""
+    kinds = list(DuplicateKind)
+    distance = duplicate.phash_distance if duplicate.phash_distance >= 0 else 65
+    return kinds.index(duplicate.kind), distance, -duplicate.visual_overlap, duplicate.id
 
 
 class _BackgroundSnapshots:

@@ -19,6 +19,11 @@ Schema versions (``meta.schema_version``), each opened by every later release:
     1  (no version recorded) one ``positions`` column: the semantic SDR
     2  ``sdr_<space>`` columns; upgraded from 1 in place by renaming ``positions``
        to ``sdr_semantic``, in one transaction and without copying a row
+    3  ``sha256`` and ``phash`` columns (an image's fingerprint; NULL for items
+       added by SDR alone) and an index on ``sha256``; upgraded from 2 by adding them
+
+Every upgrade runs in one transaction, so an interrupted one leaves the old
+version intact.
 """
 
 from __future__ import annotations
@@ -37,12 +42,13 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import ConfigError
+from ..fingerprints import Fingerprint
 
 __all__ = ["Row", "SqliteStore", "StoredItem"]
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _SCHEMA = (
     """
 CREATE TABLE IF NOT EXISTS items (
@@ -50,8 +56,11 @@ CREATE TABLE IF NOT EXISTS items (
     id           TEXT NOT NULL UNIQUE,
     sdr_semantic BLOB NOT NULL,        -- sorted active bits, little-endian uint16 or uint32
     concepts     TEXT NOT NULL,        -- JSON [[term, confidence], ...]
-    metadata     TEXT NOT NULL         -- JSON {key: value}
+    metadata     TEXT NOT NULL,        -- JSON {key: value}
+    sha256       TEXT,                 -- hex SHA-256 of the image bytes; NULL: added by SDR alone
+    phash        INTEGER               -- 64-bit pHash, stored as a signed 64-bit integer
 )""",
+    "CREATE INDEX IF NOT EXISTS items_sha256 ON items(sha256) WHERE sha256 IS NOT NULL",
     """
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
@@ -70,6 +79,7 @@ class StoredItem:
     sdrs: Mapping[str, npt.NDArray[np.uint32]]  # positions by space; semantic always present
     concepts: tuple[tuple[str, float], ...]
     metadata: Mapping[str, str]
+    fingerprint: Fingerprint | None = None
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,7 @@ class Row:
     sdrs: dict[str, npt.NDArray[np.uint32]]  # positions by space, for the spaces this item has
     concepts: tuple[tuple[str, float], ...]
     metadata: dict[str, str]
+    fingerprint: Fingerprint | None = None
 
 
 class SqliteStore:
@@ -121,7 +132,7 @@ class SqliteStore:
             self._writer.close()
             raise
         columns = ", ".join(f"sdr_{space}" for space in self.spaces)
-        self._select = f"SELECT label, id, {columns}, concepts, metadata FROM items"
+        self._select = f"SELECT label, id, {columns}, concepts, metadata, sha256, phash FROM items"
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
@@ -169,7 +180,11 @@ class SqliteStore:
             if version == 1:
                 # Version 1 kept the semantic SDR in `positions`; a rename touches no row.
                 connection.execute("ALTER TABLE items RENAME COLUMN positions TO sdr_semantic")
-                logger.info("index store %s upgraded from schema 1 to %d", self.path, SCHEMA_VERSION)
+            if version <= 2:
+                connection.execute("ALTER TABLE items ADD COLUMN sha256 TEXT")
+                connection.execute("ALTER TABLE items ADD COLUMN phash INTEGER")
+            if version < SCHEMA_VERSION:
+                logger.info("index store %s upgraded from schema %d to %d", self.path, version, SCHEMA_VERSION)
             for statement in _SCHEMA:  # one by one: executescript would commit first
                 connection.execute(statement)
             connection.execute(
@@ -188,7 +203,10 @@ class SqliteStore:
             row = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
             if row is not None:
                 return int(row[0])
-        return 1 if "items" in tables else SCHEMA_VERSION
+        if "items" not in tables:
+            return SCHEMA_VERSION  # a new store
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(items)")}
+        return 1 if "positions" in columns else 2
 
     def _add_space_columns(self) -> None:
         present = {row[1] for row in self._writer.execute("PRAGMA table_info(items)")}
@@ -234,13 +252,15 @@ class SqliteStore:
 
     # -- writes ------------------------------------------------------------
 
-    def upsert(self, items: Sequence[StoredItem]) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], int]:
-        """Insert or replace ``items`` (unique ids) in one transaction.
+    def upsert(
+        self, items: Sequence[StoredItem], remove: Sequence[str] = ()
+    ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], int]:
+        """Insert or replace ``items`` (unique ids), and delete the ids in ``remove``, in one transaction.
 
-        Returns (new labels, one per item, in order; labels of the replaced rows;
-        the change counter after this transaction). A replaced item gets a new
-        label rather than keeping its old one: indexes that cannot overwrite a
-        vector in place can then tombstone the old label.
+        Returns (new labels, one per item, in order; labels of the replaced and
+        removed rows; the change counter after this transaction). A replaced item
+        gets a new label rather than keeping its old one: indexes that cannot
+        overwrite a vector in place can then tombstone the old label.
         """
         rows = [
             (
@@ -248,19 +268,21 @@ class SqliteStore:
                 *(self._blob(item.sdrs.get(space)) for space in self.spaces),
                 _dump_concepts(item.concepts),
                 json.dumps(dict(item.metadata), ensure_ascii=False, separators=(",", ":")),
+                item.fingerprint.sha256 if item.fingerprint else None,
+                _signed(item.fingerprint.phash) if item.fingerprint else None,
             )
             for item in items
         ]
         columns = ", ".join(f"sdr_{space}" for space in self.spaces)
-        marks = ", ".join("?" * (len(self.spaces) + 4))
+        marks = ", ".join("?" * (len(self.spaces) + 6))
         connection = self._writer
         connection.execute("BEGIN IMMEDIATE")
         try:
-            replaced = self._delete_ids(connection, [item.id for item in items])
+            replaced = self._delete_ids(connection, [*remove, *(item.id for item in items)])
             first = int(self._meta("next_label", connection))
             labels = np.arange(first, first + len(rows), dtype=np.int64)
             connection.executemany(
-                f"INSERT INTO items(label, id, {columns}, concepts, metadata) VALUES ({marks})",
+                f"INSERT INTO items(label, id, {columns}, concepts, metadata, sha256, phash) VALUES ({marks})",
                 [(int(label), *row) for label, row in zip(labels, rows, strict=True)],
             )
             changes = self._bump(connection, next_label=first + len(rows))
@@ -323,6 +345,25 @@ class SqliteStore:
             marks = ",".join("?" * len(chunk))
             found.update(row[0] for row in reader.execute(f"SELECT id FROM items WHERE id IN ({marks})", chunk))
         return found
+
+    def labels_by_sha256(self, sha256: str) -> list[int]:
+        """Labels of the items whose image bytes hash to ``sha256`` (an indexed lookup)."""
+        query = "SELECT label FROM items WHERE sha256 = ? ORDER BY label"
+        return [int(row[0]) for row in self._reader().execute(query, (sha256,))]
+
+    def phashes(self, chunk: int = 65536) -> Iterator[tuple[npt.NDArray[np.int64], npt.NDArray[np.uint64]]]:
+        """Every (labels, pHashes) of the items with a fingerprint, in label order, ``chunk`` rows at a time."""
+        reader = self._reader()
+        last = -1
+        query = "SELECT label, phash FROM items WHERE label > ? AND phash IS NOT NULL ORDER BY label LIMIT ?"
+        while True:
+            page = reader.execute(query, (last, chunk)).fetchall()
+            if not page:
+                return
+            last = int(page[-1][0])
+            labels = np.fromiter((row[0] for row in page), dtype=np.int64, count=len(page))
+            signed = np.fromiter((row[1] for row in page), dtype=np.int64, count=len(page))
+            yield labels, signed.view(np.uint64)
 
     def rows_by_label(self, labels: Sequence[int]) -> dict[int, Row]:
         """The rows for ``labels`` (missing labels are simply absent)."""
@@ -409,7 +450,19 @@ class SqliteStore:
         }
         concepts_json, metadata_json = str(row[2 + count]), str(row[3 + count])
         concepts = tuple((str(term), float(confidence)) for term, confidence in json.loads(concepts_json))
-        return Row(int(str(row[0])), str(row[1]), sdrs, concepts, dict(json.loads(metadata_json)))
+        sha256, phash = row[4 + count], row[5 + count]
+        fingerprint = (
+            Fingerprint(sha256, int(phash) & _UINT64) if isinstance(sha256, str) and isinstance(phash, int) else None
+        )
+        return Row(int(str(row[0])), str(row[1]), sdrs, concepts, dict(json.loads(metadata_json)), fingerprint)
+
+
+_UINT64 = (1 << 64) - 1
+
+
+def _signed(phash: int) -> int:
+    """A 64-bit pHash as SQLite's signed INTEGER holds it (the same bits)."""
+    return phash - (1 << 64) if phash >= 1 << 63 else phash
 
 
 def _dump_concepts(concepts: Sequence[tuple[str, float]]) -> str:
