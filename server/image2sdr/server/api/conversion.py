@@ -9,31 +9,77 @@ field at fault, for the BadRequest details.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from image2sdr.v1 import image2sdr_pb2 as pb
 
-from ..config import SdrConfig
+from ..config import IndexConfig, SdrConfig
 from ..encoder import ConceptUse, EncodeOptions, Encoding
 from ..errors import InvalidInputError
-from ..index.protocol import Item, Match
+from ..fingerprints import PHASH_BITS, Fingerprint
+from ..index.protocol import (
+    SEMANTIC,
+    VISUAL,
+    AddOutcome,
+    Duplicate,
+    DuplicateKind,
+    DuplicateThresholds,
+    Item,
+    Match,
+    OnDuplicate,
+)
 from ..sdr import Sdr
 from .status import status_for
 
 __all__ = [
+    "BLEND",
+    "DEFAULT_BLEND_WEIGHT",
     "DEFAULT_K",
+    "AddPolicy",
+    "add_policy",
+    "blend_weight",
     "concept_message",
+    "duplicate_message",
     "encode_options",
     "encode_response",
     "error_response",
+    "fingerprint_message",
     "item_message",
     "k_value",
     "match_message",
     "sdr_from_message",
     "sdr_message",
+    "search_space",
     "stored_item",
+    "thresholds",
+    "thresholds_message",
 ]
 
 DEFAULT_K = 10  # what k = 0 (unset) means
+DEFAULT_BLEND_WEIGHT = 0.5  # what an unset blend_weight means: both overlaps count alike
+BLEND = "blend"  # FindSimilar's third space: not an index space, both of them weighted
+
+_SPACES = {pb.SPACE_UNSPECIFIED: SEMANTIC, pb.SPACE_SEMANTIC: SEMANTIC, pb.SPACE_VISUAL: VISUAL, pb.SPACE_BLEND: BLEND}
+_SPACE_ENUMS = {SEMANTIC: pb.SPACE_SEMANTIC, VISUAL: pb.SPACE_VISUAL}
+_ON_DUPLICATE = {
+    pb.ON_DUPLICATE_UNSPECIFIED: OnDuplicate.KEEP,
+    pb.ON_DUPLICATE_KEEP: OnDuplicate.KEEP,
+    pb.ON_DUPLICATE_SKIP: OnDuplicate.SKIP,
+    pb.ON_DUPLICATE_REPLACE: OnDuplicate.REPLACE,
+}
+_KINDS = {
+    DuplicateKind.SAME_BYTES: pb.DUPLICATE_KIND_SAME_BYTES,
+    DuplicateKind.NEAR_EXACT: pb.DUPLICATE_KIND_NEAR_EXACT,
+    DuplicateKind.TRANSFORMED: pb.DUPLICATE_KIND_TRANSFORMED,
+}
+
+
+@dataclass(frozen=True)
+class AddPolicy:
+    """What an add does about copies already stored; ``thresholds`` is None under KEEP (nothing is checked)."""
+
+    on_duplicate: OnDuplicate = OnDuplicate.KEEP
+    thresholds: DuplicateThresholds | None = None
 
 
 # -- requests -> core --------------------------------------------------------------
@@ -44,11 +90,69 @@ def encode_options(request: pb.EncodeRequest | pb.FindSimilarRequest) -> EncodeO
     if not request.HasField("options"):
         return None
     message = request.options
+    visual_share = message.visual_share if message.HasField("visual_share") else None
+    if visual_share is not None and not 0.0 <= visual_share <= 1.0:  # NaN fails too
+        raise InvalidInputError(f"visual_share must be in [0, 1], got {visual_share:g}", field="options.visual_share")
     return EncodeOptions(
         max_concepts=message.max_concepts if message.HasField("max_concepts") else None,
         min_confidence=message.min_confidence if message.HasField("min_confidence") else None,
         sparsity=message.sparsity if message.HasField("sparsity") else None,
+        visual_share=visual_share,
     )
+
+
+def search_space(request: pb.FindSimilarRequest) -> str:
+    """The space a FindSimilar searches: ``semantic``, ``visual`` or ``blend``."""
+    space = _SPACES.get(request.space)
+    if space is None:  # a value from a newer contract, or a number made up
+        raise InvalidInputError(f"space {request.space} is not one of {sorted(_SPACES)}", field="space")
+    return space
+
+
+def blend_weight(request: pb.FindSimilarRequest, space: str) -> float:
+    """The visual overlap's weight in a blended search; set for any other space, it is a mistake."""
+    if not request.HasField("blend_weight"):
+        return DEFAULT_BLEND_WEIGHT
+    weight = request.blend_weight
+    if space != BLEND:
+        raise InvalidInputError("blend_weight applies to SPACE_BLEND only", field="blend_weight")
+    if not 0.0 <= weight <= 1.0:  # NaN fails too
+        raise InvalidInputError(f"blend_weight must be in [0, 1], got {weight:g}", field="blend_weight")
+    return float(weight)
+
+
+def thresholds(message: pb.DuplicateThresholds, defaults: IndexConfig, field: str) -> DuplicateThresholds:
+    """The request's thresholds, each unset one taken from the config; ``field`` names the message in errors."""
+    distance = defaults.duplicate_max_phash_distance
+    if message.HasField("max_phash_distance"):
+        distance = message.max_phash_distance
+        if distance > PHASH_BITS:
+            raise InvalidInputError(
+                f"max_phash_distance must be in [0, {PHASH_BITS}], got {distance}", field=f"{field}.max_phash_distance"
+            )
+    share = defaults.duplicate_min_visual_share
+    if message.HasField("min_visual_share"):
+        share = message.min_visual_share
+        if not 0.0 <= share <= 1.0:  # NaN fails too
+            raise InvalidInputError(
+                f"min_visual_share must be in [0, 1], got {share:g}", field=f"{field}.min_visual_share"
+            )
+    return DuplicateThresholds(max_phash_distance=distance, min_visual_share=float(share))
+
+
+def add_policy(request: pb.EncodeRequest, defaults: IndexConfig) -> AddPolicy:
+    """What ``add_to_index`` asks to be done about stored copies (KEEP when it is unset)."""
+    if not request.HasField("add_to_index"):
+        return AddPolicy()
+    target = request.add_to_index
+    on_duplicate = _ON_DUPLICATE.get(target.on_duplicate)
+    if on_duplicate is None:
+        raise InvalidInputError(
+            f"on_duplicate {target.on_duplicate} is not one of {sorted(_ON_DUPLICATE)}",
+            field="add_to_index.on_duplicate",
+        )
+    checked = thresholds(target.duplicate_thresholds, defaults, "add_to_index.duplicate_thresholds")
+    return AddPolicy(on_duplicate, None if on_duplicate is OnDuplicate.KEEP else checked)
 
 
 def k_value(k: int, max_k: int) -> int:
@@ -76,13 +180,15 @@ def sdr_from_message(message: pb.Sdr, geometry: SdrConfig, field: str) -> Sdr:
 
 
 def stored_item(request: pb.EncodeRequest, encoding: Encoding) -> Item:
-    """What an EncodeRequest with ``add_to_index`` stores: the SDR, the concepts used, the metadata."""
+    """What an EncodeRequest with ``add_to_index`` stores: its SDRs, concepts used, metadata and fingerprint."""
     target = request.add_to_index
     return Item(
         target.id,
         encoding.sdr,
         tuple((c.name, c.confidence) for c in encoding.used),
         dict(target.metadata),
+        spaces={} if encoding.visual is None else {VISUAL: encoding.visual},
+        fingerprint=encoding.fingerprint,
     )
 
 
@@ -99,12 +205,20 @@ def concept_message(use: ConceptUse) -> pb.Concept:
     return pb.Concept(name=use.name, confidence=use.confidence, used=use.used, skip_reason=use.reason)
 
 
+def fingerprint_message(fingerprint: Fingerprint) -> pb.Fingerprint:
+    return pb.Fingerprint(sha256=fingerprint.sha256, phash=fingerprint.phash)
+
+
 def encode_response(
-    request: pb.EncodeRequest, encoding: Encoding, dimensions: Sequence[int], total_ms: float
+    request: pb.EncodeRequest,
+    encoding: Encoding,
+    dimensions: Sequence[int],
+    total_ms: float,
+    stored: AddOutcome | None = None,
 ) -> pb.EncodeResponse:
-    """The answer to an encoded request (stored already, when it asked to be)."""
+    """The answer to an encoded request; ``stored`` is what the index did with it, when it asked to be stored."""
     timings = encoding.timings
-    return pb.EncodeResponse(
+    response = pb.EncodeResponse(
         request_id=request.request_id,
         sdr=sdr_message(encoding.sdr, dimensions),
         concepts=[concept_message(c) for c in encoding.concepts],
@@ -116,8 +230,17 @@ def encode_response(
             merge_ms=timings.merge_ms,
             total_ms=total_ms,
         ),
-        indexed=request.HasField("add_to_index"),
+        indexed=stored is not None and stored.stored,
     )
+    if encoding.visual is not None:
+        response.visual.CopyFrom(sdr_message(encoding.visual, dimensions))
+    if encoding.fingerprint is not None:
+        response.fingerprint.CopyFrom(fingerprint_message(encoding.fingerprint))
+    if stored is not None and stored.duplicate is not None:
+        response.duplicate.CopyFrom(duplicate_message(stored.duplicate, encoding.visual))
+    if stored is not None:
+        response.replaced.extend(stored.replaced)
+    return response
 
 
 def error_response(request_id: str, exc: BaseException) -> pb.EncodeResponse:
@@ -129,19 +252,53 @@ def _stored_concepts(concepts: Sequence[tuple[str, float]]) -> list[pb.Concept]:
     return [pb.Concept(name=name, confidence=confidence, used=True) for name, confidence in concepts]
 
 
-def match_message(match: Match) -> pb.Match:
+def match_message(match: Match, space: str) -> pb.Match:
+    """One FindSimilar answer; ``space`` is the one searched (``blend``: both scored it)."""
+    overlaps = dict(match.overlaps) or {space: match.overlap}
+    scored = (SEMANTIC, VISUAL) if space == BLEND else (space,)
     return pb.Match(
         id=match.id,
         overlap=match.overlap,
         concepts=_stored_concepts(match.item.concepts),
         metadata=dict(match.item.metadata),
+        scored_by=[_SPACE_ENUMS[name] for name in scored],
+        semantic_overlap=overlaps.get(SEMANTIC) if SEMANTIC in scored else None,
+        visual_overlap=overlaps.get(VISUAL) if VISUAL in scored else None,
+        score=match.score if space == BLEND else float(match.overlap),
+    )
+
+
+def duplicate_message(duplicate: Duplicate, query_visual: Sdr | None) -> pb.Duplicate:
+    """A stored copy; its visual share is taken of the query's visual bits (as the threshold is)."""
+    bits = 0 if query_visual is None else query_visual.active
+    share = duplicate.visual_overlap / bits if bits and duplicate.visual_overlap >= 0 else 0.0
+    return pb.Duplicate(
+        id=duplicate.id,
+        kind=_KINDS[duplicate.kind],
+        phash_distance=duplicate.phash_distance,
+        visual_overlap=duplicate.visual_overlap,
+        visual_share=share,
+        concepts=_stored_concepts(duplicate.item.concepts),
+        metadata=dict(duplicate.item.metadata),
+    )
+
+
+def thresholds_message(applied: DuplicateThresholds) -> pb.DuplicateThresholds:
+    return pb.DuplicateThresholds(
+        max_phash_distance=applied.max_phash_distance, min_visual_share=applied.min_visual_share
     )
 
 
 def item_message(item: Item, dimensions: Sequence[int]) -> pb.Item:
-    return pb.Item(
+    message = pb.Item(
         id=item.id,
         sdr=sdr_message(item.sdr, dimensions),
         concepts=_stored_concepts(item.concepts),
         metadata=dict(item.metadata),
     )
+    visual = item.in_space(VISUAL)
+    if visual is not None:
+        message.visual.CopyFrom(sdr_message(visual, dimensions))
+    if item.fingerprint is not None:
+        message.fingerprint.CopyFrom(fingerprint_message(item.fingerprint))
+    return message

@@ -10,6 +10,8 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import grpc
@@ -21,21 +23,31 @@ from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 from ..batching import OrderedBatcher
 from ..config import Config
 from ..encoder import EncodeOptions, Encoder, Encoding, Outcome
-from ..errors import Image2SdrError, InvalidInputError
-from ..index.protocol import Item, ItemIndex
+from ..errors import Image2SdrError, InvalidInputError, NoFingerprintError, NoSdrInSpaceError
+from ..index.protocol import SEMANTIC, VISUAL, AddOutcome, Item, ItemIndex, Match
+from ..sdr import Sdr
 from ..terms.base import SimilarTermsSource, TermSource, normalize_term
 from ..upstream import caller_deadline
 from ..vocabulary import Vocabulary
 from .conversion import (
+    BLEND,
+    AddPolicy,
+    add_policy,
+    blend_weight,
+    duplicate_message,
     encode_options,
     encode_response,
     error_response,
+    fingerprint_message,
     item_message,
     k_value,
     match_message,
     sdr_from_message,
     sdr_message,
+    search_space,
     stored_item,
+    thresholds,
+    thresholds_message,
 )
 from .malformed import Malformed
 from .status import status_for
@@ -89,12 +101,15 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
     @_unary
     def Encode(self, request: pb.EncodeRequest, context: grpc.ServicerContext) -> pb.EncodeResponse:
         options = encode_options(request)
-        self._check_target(request)  # a bad id is refused before the encode, not after
+        policy = self._check_target(request)  # a bad id or policy is refused before the encode, not after
         started = time.perf_counter()
         encoding = self.encoder.encode(request.image, options)
+        stored = None
         if request.HasField("add_to_index"):
-            self.index.add_many([stored_item(request, encoding)])
-        return self._respond(request, encoding, started)
+            (stored,) = self.index.add_many(
+                [stored_item(request, encoding)], on_duplicate=policy.on_duplicate, thresholds=policy.thresholds
+            )
+        return self._respond(request, encoding, started, stored)
 
     def EncodeStream(
         self, requests: Iterator[pb.EncodeRequest | Malformed], context: grpc.ServicerContext
@@ -139,21 +154,47 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
     @_unary
     def FindSimilar(self, request: pb.FindSimilarRequest, context: grpc.ServicerContext) -> pb.FindSimilarResponse:
         k = k_value(request.k, self.config.index.max_k)
+        space = search_space(request)
+        weight = blend_weight(request, space)
+        if request.HasField("visual_sdr") and not (space == BLEND and request.WhichOneof("query") == "sdr"):
+            raise InvalidInputError("visual_sdr goes with sdr and SPACE_BLEND only", field="visual_sdr")
+        if space == BLEND:
+            queries, matches = self._find_blended(request, weight, k)
+        else:
+            queries, matches = self._find_in(request, space, k)
+        dimensions = self.config.sdr.dimensions
+        response = pb.FindSimilarResponse(matches=[match_message(m, space) for m in matches])
+        if SEMANTIC in queries:
+            response.query.CopyFrom(sdr_message(queries[SEMANTIC], dimensions))
+        if VISUAL in queries:
+            response.visual_query.CopyFrom(sdr_message(queries[VISUAL], dimensions))
+            # Items without a visual SDR cannot be found by look; say how many were not searched.
+            response.skipped_without_visual = self.index.count() - self.index.count(VISUAL)
+        return response
+
+    @_unary
+    def FindDuplicates(
+        self, request: pb.FindDuplicatesRequest, context: grpc.ServicerContext
+    ) -> pb.FindDuplicatesResponse:
+        k = k_value(request.k, self.config.index.max_k)
+        applied = thresholds(request.thresholds, self.config.index, "thresholds")
         query = request.WhichOneof("query")
         if query == "id":
-            item, matches = self.index.neighbours(request.id, k, request.min_overlap)  # one consistent read
-            searched = item.sdr
+            with _blame("id", NoFingerprintError):
+                item, found = self.index.duplicates_of(request.id, applied, k)
+            fingerprint, visual = item.fingerprint, item.in_space(VISUAL)
+        elif query == "image":
+            encoding = self.encoder.encode(request.image)
+            fingerprint, visual = encoding.fingerprint, encoding.visual
+            found = self.index.find_duplicates(fingerprint, visual, applied, k)
         else:
-            if query == "image":
-                searched = self.encoder.encode(request.image, encode_options(request)).sdr
-            elif query == "sdr":
-                searched = sdr_from_message(request.sdr, self.config.sdr, "sdr")
-            else:
-                raise InvalidInputError("set one of image, sdr or id", field="query")
-            matches = self.index.search(searched, k, request.min_overlap)
-        return pb.FindSimilarResponse(
-            matches=[match_message(m) for m in matches], query=sdr_message(searched, self.config.sdr.dimensions)
+            raise InvalidInputError("set one of image or id", field="query")
+        response = pb.FindDuplicatesResponse(
+            duplicates=[duplicate_message(d, visual) for d in found], thresholds=thresholds_message(applied)
         )
+        if fingerprint is not None:
+            response.fingerprint.CopyFrom(fingerprint_message(fingerprint))
+        return response
 
     @_unary
     def SimilarTerms(self, request: pb.SimilarTermsRequest, context: grpc.ServicerContext) -> pb.SimilarTermsResponse:
@@ -202,6 +243,8 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
             terms=pb.Provider(name=terms.name, model=terms.model, version=terms.version),
             index_kind=config.index.kind,
             index_size=self.index.count(),
+            index_visual_size=self.index.count(VISUAL),
+            duplicate_thresholds=thresholds_message(thresholds(pb.DuplicateThresholds(), config.index, "")),
             limits=pb.Limits(
                 max_message_bytes=config.service.max_message_bytes,
                 max_image_bytes=config.image.max_bytes,
@@ -215,6 +258,54 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
 
     # -- helpers --------------------------------------------------------------
 
+    def _find_in(self, request: pb.FindSimilarRequest, space: str, k: int) -> tuple[dict[str, Sdr], list[Match]]:
+        """A FindSimilar in one space: the SDR searched (by space) and the matches."""
+        query = request.WhichOneof("query")
+        if query == "id":
+            with _blame("id", NoSdrInSpaceError):
+                item, matches = self.index.neighbours(request.id, k, request.min_overlap, space=space)
+            searched = item.in_space(space)
+        else:
+            if query == "image":
+                searched = self._encoded_in(self.encoder.encode(request.image, encode_options(request)), space)
+            elif query == "sdr":
+                searched = sdr_from_message(request.sdr, self.config.sdr, "sdr")
+            else:
+                raise InvalidInputError("set one of image, sdr or id", field="query")
+            matches = self.index.search(searched, k, request.min_overlap, space=space)
+        return ({} if searched is None else {space: searched}), matches
+
+    def _find_blended(
+        self, request: pb.FindSimilarRequest, weight: float, k: int
+    ) -> tuple[dict[str, Sdr], list[Match]]:
+        """A FindSimilar over both spaces, ranked by the weighted sum of the two overlaps."""
+        query, exclude = request.WhichOneof("query"), None
+        if query == "id":
+            item = self.index.get(request.id)
+            semantic, visual, exclude = item.sdr, item.in_space(VISUAL), item.id
+            if visual is None:
+                raise NoSdrInSpaceError(f"item {item.id!r} has no visual SDR (added without an image)", field="id")
+        elif query == "image":
+            encoding = self.encoder.encode(request.image, encode_options(request))
+            semantic, visual = encoding.sdr, self._encoded_in(encoding, VISUAL)
+        elif query == "sdr":
+            if not request.HasField("visual_sdr"):
+                raise InvalidInputError("SPACE_BLEND by SDR needs visual_sdr too", field="visual_sdr")
+            semantic = sdr_from_message(request.sdr, self.config.sdr, "sdr")
+            visual = sdr_from_message(request.visual_sdr, self.config.sdr, "visual_sdr")
+        else:
+            raise InvalidInputError("set one of image, sdr or id", field="query")
+        matches = self.index.search_blend(semantic, visual, weight, k, exclude=exclude)
+        kept = [match for match in matches if match.score >= request.min_overlap]
+        return {SEMANTIC: semantic, VISUAL: visual}, kept
+
+    def _encoded_in(self, encoding: Encoding, space: str) -> Sdr:
+        """An encoding's SDR in ``space``; the visual one is missing only when the server's visual channel is off."""
+        sdr = encoding.sdr if space == SEMANTIC else encoding.visual
+        if sdr is None:
+            raise InvalidInputError("this server's visual channel is off: search SPACE_SEMANTIC", field="space")
+        return sdr
+
     def _encode_batch(self, requests: Sequence[pb.EncodeRequest | Malformed]) -> list[pb.EncodeResponse]:
         """EncodeStream's unit of work: one batch, each item answered on its own, in order.
 
@@ -225,56 +316,104 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
         """
         started = time.perf_counter()
         answers: list[pb.EncodeResponse | None] = [None] * len(requests)
-        accepted: list[tuple[int, pb.EncodeRequest, EncodeOptions | None]] = []
+        accepted: list[_Accepted] = []
         for slot, request in enumerate(requests):
             if isinstance(request, Malformed):
                 answers[slot] = error_response("", InvalidInputError(request.message, field="request"))
                 continue
             try:
                 options = encode_options(request)
-                self._check_target(request)
+                policy = self._check_target(request)
             except Image2SdrError as exc:
                 answers[slot] = error_response(request.request_id, exc)
                 continue
-            accepted.append((slot, request, options))
-        outcomes = self.encoder.encode_many([(request.image, options) for _, request, options in accepted])
-        outcomes = self._store_outcomes([request for _, request, _ in accepted], outcomes)
-        for (slot, request, _), outcome in zip(accepted, outcomes, strict=True):
-            answers[slot] = self._answer(request, outcome, started)
+            accepted.append(_Accepted(slot, request, options, policy))
+        outcomes = self.encoder.encode_many([(entry.request.image, entry.options) for entry in accepted])
+        stored = self._store_outcomes(accepted, outcomes)
+        for entry, outcome, added in zip(accepted, outcomes, stored, strict=True):
+            failed = added if isinstance(added, Exception) else outcome  # storing failed: the item failed
+            answers[entry.slot] = self._answer(entry.request, failed, started, added)
         return [answer for answer in answers if answer is not None]
 
-    def _store_outcomes(self, requests: Sequence[pb.EncodeRequest], outcomes: Sequence[Outcome]) -> list[Outcome]:
-        """Store the encodings that ask for it, in one transaction; if that fails, it is their error."""
-        items: list[Item] = []
-        for request, outcome in zip(requests, outcomes, strict=True):
-            if isinstance(outcome, Encoding) and request.HasField("add_to_index"):
-                items.append(stored_item(request, outcome))
-        if not items:
-            return list(outcomes)
-        try:
-            self.index.add_many(items)
-        except Exception as exc:  # storing failed: those items' error, the stream goes on
-            return [
-                exc if isinstance(outcome, Encoding) and request.HasField("add_to_index") else outcome
-                for request, outcome in zip(requests, outcomes, strict=True)
-            ]
-        return list(outcomes)
+    def _store_outcomes(self, accepted: Sequence[_Accepted], outcomes: Sequence[Outcome]) -> list[_Stored]:
+        """Store the encodings that ask for it; per item, what the index did (or why it failed).
 
-    def _answer(self, request: pb.EncodeRequest, outcome: Outcome, started: float) -> pb.EncodeResponse:
+        Consecutive items with the same duplicate policy go into the index together, in
+        one transaction each, so the items of a stream are checked and stored in stream
+        order; if a transaction fails, that is the error of each of its items.
+        """
+        stored: list[_Stored] = [None] * len(accepted)
+        run: list[tuple[int, Item]] = []
+        policy = AddPolicy()
+        for position, (entry, outcome) in enumerate(zip(accepted, outcomes, strict=True)):
+            if not (isinstance(outcome, Encoding) and entry.request.HasField("add_to_index")):
+                continue
+            if run and entry.policy != policy:
+                self._store_run(run, policy, stored)
+                run = []
+            policy = entry.policy
+            run.append((position, stored_item(entry.request, outcome)))
+        if run:
+            self._store_run(run, policy, stored)
+        return stored
+
+    def _store_run(self, run: list[tuple[int, Item]], policy: AddPolicy, stored: list[_Stored]) -> None:
+        items = [item for _, item in run]
+        try:
+            added: list[_Stored] = list(
+                self.index.add_many(items, on_duplicate=policy.on_duplicate, thresholds=policy.thresholds)
+            )
+        except Exception as exc:  # storing failed: those items' error, the stream goes on
+            added = [exc] * len(run)
+        for (position, _), outcome in zip(run, added, strict=True):
+            stored[position] = outcome
+
+    def _answer(
+        self, request: pb.EncodeRequest, outcome: Outcome, started: float, stored: _Stored = None
+    ) -> pb.EncodeResponse:
         if isinstance(outcome, Exception):
             return error_response(request.request_id, outcome)
-        return self._respond(request, outcome, started)
+        return self._respond(request, outcome, started, None if isinstance(stored, Exception) else stored)
 
-    def _respond(self, request: pb.EncodeRequest, encoding: Encoding, started: float) -> pb.EncodeResponse:
+    def _respond(
+        self, request: pb.EncodeRequest, encoding: Encoding, started: float, stored: AddOutcome | None = None
+    ) -> pb.EncodeResponse:
         total_ms = (time.perf_counter() - started) * 1000
-        return encode_response(request, encoding, self.config.sdr.dimensions, total_ms)
+        return encode_response(request, encoding, self.config.sdr.dimensions, total_ms, stored)
 
-    def _check_target(self, request: pb.EncodeRequest) -> None:
+    def _check_target(self, request: pb.EncodeRequest) -> AddPolicy:
+        """Refuse an add the index would refuse, before any work; the add's duplicate policy."""
         if not request.HasField("add_to_index"):
-            return
+            return AddPolicy()
+        policy = add_policy(request, self.config.index)
         target = request.add_to_index
         try:
             self.index.check_item(target.id, dict(target.metadata))
         except InvalidInputError as exc:
             exc.field = f"add_to_index.{exc.field}"
             raise
+        return policy
+
+
+@dataclass(frozen=True)
+class _Accepted:
+    """A stream item that passed the checks: where its answer goes, and what it asks for."""
+
+    slot: int
+    request: pb.EncodeRequest
+    options: EncodeOptions | None
+    policy: AddPolicy
+
+
+# What the index did with a stream item: stored or not (an AddOutcome), failed, or not asked to store.
+_Stored = AddOutcome | Exception | None
+
+
+@contextmanager
+def _blame(field: str, *kinds: type[InvalidInputError]) -> Iterator[None]:
+    """Name ``field`` as the culprit of these core errors (the index does not know the request's field names)."""
+    try:
+        yield
+    except kinds as exc:
+        exc.field = field
+        raise
