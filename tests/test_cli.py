@@ -28,7 +28,17 @@ def test_parser_defaults_come_from_the_environment(monkeypatch: pytest.MonkeyPat
 
 @pytest.mark.parametrize(
     "argv",
-    [[], ["encode"], ["similar", "-k", "0", "--id", "x"], ["terms", "--timeout", "-1", "--text", "x"], ["bogus"]],
+    [
+        [],
+        ["encode"],
+        ["similar", "-k", "0", "--id", "x"],
+        ["terms", "--timeout", "-1", "--text", "x"],
+        ["bogus"],
+        ["similar", "--id", "x", "--space", "look"],
+        ["similar", "--id", "x", "--space", "blend", "--blend-weight", "1.5"],
+        ["dupes", "d", "--max-phash-distance", "65"],
+        ["dupes", "d", "--min-visual-share", "-0.1"],
+    ],
 )
 def test_bad_usage_exits_2(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
@@ -41,6 +51,10 @@ def test_inconsistent_choices_exit_2(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert cli.main(["terms", "--text", "cat", "--sdr-json", "x.json", "--server", "127.0.0.1:1"]) == 2
     assert cli.main(["encode", str(tmp_path / "missing.jpg"), "--server", "127.0.0.1:1"]) == 2
     assert "no such file" in capsys.readouterr().err
+    assert cli.main(["similar", "--id", "x", "--blend-weight", "0.3", "--server", "127.0.0.1:1"]) == 2
+    assert "--space blend" in capsys.readouterr().err
+    assert cli.main(["dupes", str(tmp_path / "missing"), "--server", "127.0.0.1:1"]) == 2
+    assert "not a directory" in capsys.readouterr().err
 
 
 def test_serve_without_the_server_distribution(
@@ -92,7 +106,7 @@ def test_cli_index_resumes_and_skips_non_images(
     (folder / ".hidden.png").write_bytes(tiny_png)
     assert cli.main(["index", str(folder), "--recursive", "--json", "--server", address]) == 0
     first = json.loads(capsys.readouterr().out)
-    assert first == {"indexed": 2, "already_indexed": 0, "skipped": 1, "failed": 0}
+    assert first == {"indexed": 2, "already_indexed": 0, "duplicates": 0, "skipped": 1, "failed": 0}
     assert sorted(servicer.items) == ["one.png", "sub/two.png"]
     assert cli.main(["index", str(folder), "-r", "--json", "--server", address]) == 0
     assert json.loads(capsys.readouterr().out)["already_indexed"] == 2
@@ -115,12 +129,81 @@ def test_cli_index_asks_which_files_are_stored_once_per_batch_of_ids(
     assert json.loads(capsys.readouterr().out) == {
         "indexed": 2,
         "already_indexed": len(names) - 2,
+        "duplicates": 0,
         "skipped": 0,
         "failed": 0,
     }
     assert servicer.calls["ItemsExist"] == 3  # 2001 ids: three batches, not one call per file
     assert servicer.calls["GetItem"] == 0
     assert servicer.calls["EncodeStream"] == 1
+
+
+def test_cli_index_skip_duplicates_names_the_stored_copy(
+    fake: tuple[FakeServicer, str], tiny_png: bytes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    servicer, address = fake
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(tiny_png)
+    (folder / "b.png").write_bytes(tiny_png)  # the same bytes again
+    (folder / "c.png").write_bytes(tiny_png + b"c")
+    assert cli.main(["index", str(folder), "--skip-duplicates", "--json", "--server", address]) == 0
+    captured = capsys.readouterr()
+    assert json.loads(captured.out) == {"indexed": 2, "already_indexed": 0, "duplicates": 1, "skipped": 0, "failed": 0}
+    assert sorted(servicer.items) == ["a.png", "c.png"]
+    assert "duplicate: b.png: same_bytes copy of a.png" in captured.err
+    # Without the flag, a copy is stored like any other image.
+    assert cli.main(["index", str(folder), "--json", "--server", address]) == 0
+    assert json.loads(capsys.readouterr().out)["indexed"] == 1 and "b.png" in servicer.items
+
+
+def test_cli_similar_sends_the_space_and_shows_both_overlaps(
+    fake: tuple[FakeServicer, str], tiny_png: bytes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    servicer, address = fake
+    for name in ("a", "b", "c"):
+        servicer.store(tiny_png + name.encode(), name)
+    argv = ["similar", "--id", "a", "--space", "blend", "--blend-weight", "0.25", "--server", address]
+    assert cli.main(argv) == 0
+    captured = capsys.readouterr()
+    request = servicer.searches[-1]
+    assert request.space == pb.SPACE_BLEND and request.blend_weight == 0.25
+    header, *rows = captured.out.splitlines()
+    assert header.split() == ["SCORE", "SEMANTIC", "VISUAL", "ID", "CONCEPTS"]
+    assert sorted(row.split()[3] for row in rows) == ["b", "c"]
+    assert "1 stored items have no visual SDR" in captured.err
+    assert cli.main(["similar", "--id", "a", "--space", "visual", "--json", "--server", address]) == 0
+    matches = json.loads(capsys.readouterr().out)
+    assert servicer.searches[-1].space == pb.SPACE_VISUAL and not servicer.searches[-1].HasField("blend_weight")
+    assert all(m["visual_overlap"] == m["overlap"] and m["semantic_overlap"] is None for m in matches)
+
+
+def test_cli_dupes_groups_the_copies_in_a_folder_and_in_the_index(
+    fake: tuple[FakeServicer, str], tiny_png: bytes, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    servicer, address = fake
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for name, data in (("a.png", tiny_png), ("b.png", tiny_png + b"b"), ("c.png", tiny_png), ("d.txt", b"no")):
+        (folder / name).write_bytes(data)
+    assert cli.main(["dupes", str(folder), "--json", "--server", address]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert [group["members"] for group in found["groups"]] == [["a.png", "c.png"]]
+    assert found["groups"][0]["links"][0]["kind"] == "same_bytes"
+    assert list(found["not_compared"]) == ["d.txt"]
+    assert not servicer.items  # nothing stored
+    assert cli.main(["dupes", str(folder), "--server", address]) == 0
+    header, *rows = capsys.readouterr().out.splitlines()
+    assert header.split() == ["GROUP", "ITEM", "KIND", "PHASH", "VISUAL", "COPY", "OF"]
+    assert rows[1].split() == ["1", "c.png", "same_bytes", "0", "1.00", "a.png"]
+    # --index: the stored items of the folder, each asked for its copies in the whole index.
+    servicer.store(tiny_png, "elsewhere/a.png")
+    servicer.store(tiny_png, "a.png")
+    assert cli.main(["dupes", "--index", str(folder), "--json", "--server", address]) == 0
+    found = json.loads(capsys.readouterr().out)
+    assert [group["members"] for group in found["groups"]] == [["a.png", "elsewhere/a.png"]]
+    assert found["not_compared"] == {name: "not in the index" for name in ("b.png", "c.png", "d.txt")}
+    assert servicer.calls["FindDuplicates"] == 1
 
 
 def test_cli_terms_from_sdr_json(

@@ -20,6 +20,7 @@ import image2sdr.client as client_pkg
 from image2sdr.client import (
     MAX_IDS_PER_CALL,
     USE_CLIENT_DEFAULT,
+    DuplicateThresholds,
     EncodeItem,
     Encoding,
     Image2SdrClient,
@@ -267,6 +268,76 @@ def test_find_similar_takes_exactly_one_query(fake: tuple[FakeServicer, str]) ->
             client.find_similar()
         with pytest.raises(ValueError, match="exactly one"):
             client.find_similar(id="a", image=b"x")
+        with pytest.raises(ValueError, match="space"):
+            client.find_similar(id="a", space="looks")  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="exactly one"):
+            client.find_duplicates()
+
+
+def test_find_similar_in_a_space_says_what_it_skipped(fake: tuple[FakeServicer, str], tiny_png: bytes) -> None:
+    servicer, address = fake
+    for name in ("a", "b"):
+        servicer.store(tiny_png + name.encode(), name)
+    with Image2SdrClient(address) as client:
+        matches = client.find_similar(id="a", space="blend", blend_weight=0.2)
+        semantic = client.find_similar(id="a")
+    assert servicer.searches[0].space == pb.SPACE_BLEND and servicer.searches[0].blend_weight == pytest.approx(0.2)
+    (match,) = matches
+    assert match.id == "b" and match.scored_by == ("semantic", "visual") and matches.skipped_without_visual == 1
+    assert match.semantic_overlap is not None and match.visual_overlap is not None
+    assert match.score == pytest.approx(0.8 * match.semantic_overlap + 0.2 * match.visual_overlap, rel=1e-6)
+    assert servicer.searches[1].space == pb.SPACE_SEMANTIC and semantic.skipped_without_visual == 0
+
+
+def test_find_duplicates_and_skip_on_duplicate(fake: tuple[FakeServicer, str], tiny_png: bytes) -> None:
+    servicer, address = fake
+    with Image2SdrClient(address) as client:
+        first = client.encode(tiny_png, add_to_index="first")
+        again = client.encode(tiny_png, add_to_index="again", on_duplicate="skip")
+        copies = client.find_duplicates(image=tiny_png, thresholds=DuplicateThresholds(max_phash_distance=4))
+        by_id = client.find_duplicates(id="first")
+    assert first.indexed and first.fingerprint is not None and first.visual is not None
+    assert len(first.fingerprint.phash_hex) == 16 and len(first.fingerprint.sha256) == 64
+    assert not again.indexed and again.duplicate is not None and again.duplicate.id == "first"
+    assert sorted(servicer.items) == ["first"]
+    assert [(c.id, c.kind, c.phash_distance) for c in copies] == [("first", "same_bytes", 0)]
+    assert by_id == []  # itself left out
+    with pytest.raises(ValueError, match="add_to_index"):
+        convert.add_to_index_message(None, None, "skip")
+    with pytest.raises(ValueError, match="on_duplicate"):
+        convert.add_to_index_message("x", None, "never")  # type: ignore[arg-type]
+
+
+def test_new_fields_from_protobuf() -> None:
+    fingerprint = pb.Fingerprint(sha256="ab" * 32, phash=(1 << 64) - 1)
+    response = pb.EncodeResponse(
+        sdr=pb.Sdr(size=SIZE, dimensions=DIMS, active=[1]),
+        visual=pb.Sdr(size=SIZE, dimensions=DIMS, active=[2, 3]),
+        fingerprint=fingerprint,
+        duplicate=pb.Duplicate(id="old", kind=pb.DUPLICATE_KIND_TRANSFORMED, phash_distance=20, visual_overlap=250),
+        replaced=["x", "y"],
+    )
+    encoding = convert.encoding_from_pb(response)
+    assert encoding.visual is not None and encoding.visual.active == (2, 3)
+    assert encoding.fingerprint is not None and encoding.fingerprint.phash_hex == "f" * 16
+    assert encoding.duplicate is not None and encoding.duplicate.kind == "transformed"
+    assert encoding.replaced == ("x", "y")
+    bare = convert.encoding_from_pb(pb.EncodeResponse(sdr=response.sdr))
+    assert bare.visual is None and bare.fingerprint is None and bare.duplicate is None
+    item = convert.item_from_pb(pb.Item(id="sdr-only", sdr=pb.Sdr(size=8, active=[1])))
+    assert item.visual is None and item.fingerprint is None  # added by SDR alone: says so
+    info = convert.info_from_pb(
+        pb.InfoResponse(
+            visual=pb.Provider(name="local", version="v1"),
+            duplicate_thresholds=pb.DuplicateThresholds(max_phash_distance=6, min_visual_share=0.5),
+            index_visual_size=4,
+        )
+    )
+    assert info.visual is not None and info.visual.version == "v1" and info.index_visual_size == 4
+    assert info.duplicate_thresholds == DuplicateThresholds(6, 0.5)
+    assert convert.info_from_pb(pb.InfoResponse()).visual is None
+    options = convert.encode_options_message(None, None, None, 0.25)
+    assert options is not None and options.HasField("visual_share") and not options.HasField("sparsity")
 
 
 def test_tls_settings_are_checked() -> None:

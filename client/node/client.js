@@ -3,8 +3,9 @@
 //
 // It loads the contract at run time with @grpc/proto-loader (no generated code),
 // then: Encode of the first image, EncodeStream of every image into the index
-// (checking that answers come back in request order), and FindSimilar by the id
-// of the first stored image.  Results are printed as one JSON document.
+// (checking that answers come back in request order), FindSimilar by the id
+// of the first stored image, and FindDuplicates of the first image's bytes
+// (its stored copy, at least).  Results are printed as one JSON document.
 //
 //   node client.js [options] ADDRESS IMAGE...
 'use strict';
@@ -30,17 +31,21 @@ const LOADER_OPTIONS = {
 const USAGE = `usage: node client.js [options] ADDRESS IMAGE...
 
 Encode IMAGE[0], stream every IMAGE into the index (ids PREFIX + file name),
-check the answers come back in request order, and find the items most similar
-to the first one.  Prints JSON.  Exit codes: 0 ok, 1 server or order error, 2 usage.
+check the answers come back in request order, find the items most similar
+to the first one (in --space), and the stored copies of IMAGE[0].  Prints JSON.  Exit codes: 0 ok, 1 server or order error, 2 usage.
 
 options:
   --token TOKEN      bearer token (default: $IMAGE2SDR_TOKEN)
   --tls-ca FILE      PEM CA bundle: connect with TLS
   --timeout S        seconds per call (default 120)
   -k N               matches to ask FindSimilar for (default 10)
+  --space S          FindSimilar's space: semantic, visual or blend (default semantic)
   --id-prefix P      prefix of the ids stored in the index (default "node/")
   --remove           remove the stored items again at the end
   -h, --help         this help`;
+
+// --space names -> the proto's Space enum (the loader takes and gives enum names as strings).
+const SPACES = { semantic: 'SPACE_SEMANTIC', visual: 'SPACE_VISUAL', blend: 'SPACE_BLEND' };
 
 class UsageError extends Error {}
 
@@ -53,6 +58,7 @@ function parse(argv) {
       'tls-ca': { type: 'string' },
       timeout: { type: 'string', default: '120' },
       k: { type: 'string', short: 'k', default: '10' },
+      space: { type: 'string', default: 'semantic' },
       'id-prefix': { type: 'string', default: 'node/' },
       remove: { type: 'boolean', default: false },
       help: { type: 'boolean', short: 'h', default: false },
@@ -64,6 +70,7 @@ function parse(argv) {
   const k = Number(values.k);
   if (!(timeout > 0)) throw new UsageError('--timeout must be a positive number of seconds');
   if (!Number.isInteger(k) || k < 1) throw new UsageError('-k must be a positive integer');
+  if (!SPACES[values.space]) throw new UsageError(`--space must be one of ${Object.keys(SPACES).join(', ')}`);
   return {
     address: positionals[0],
     images: positionals.slice(1),
@@ -71,6 +78,7 @@ function parse(argv) {
     tlsCa: values['tls-ca'],
     timeoutMs: timeout * 1000,
     k,
+    space: SPACES[values.space],
     idPrefix: values['id-prefix'],
     remove: values.remove,
   };
@@ -160,14 +168,35 @@ async function run(options) {
     const received = streamed.map((response) => response.request_id);
     const inOrder = JSON.stringify(sent) === JSON.stringify(received);
     const id = itemId(options, options.images[0]);
-    const similar = await unary(client, 'FindSimilar', { id, k: options.k }, options);
+    const similar = await unary(client, 'FindSimilar', { id, k: options.k, space: options.space }, options);
+    const copies = await unary(client, 'FindDuplicates', { image: images[0], k: options.k }, options);
     if (options.remove) {
       for (const image of options.images) await unary(client, 'RemoveItem', { id: itemId(options, image) }, options);
     }
     const result = {
       encode: summarizeEncoding(encoded),
       stream: { in_order: inOrder, sent, received, responses: streamed.map(summarizeEncoding) },
-      similar: { id, matches: similar.matches.map(({ id: match, overlap }) => ({ id: match, overlap })) },
+      similar: {
+        id,
+        space: options.space,
+        skipped_without_visual: Number(similar.skipped_without_visual),
+        matches: similar.matches.map(({ id: match, overlap, score, scored_by: scoredBy }) => ({
+          id: match,
+          overlap,
+          score,
+          scored_by: scoredBy,
+        })),
+      },
+      duplicates: {
+        fingerprint: copies.fingerprint,
+        thresholds: copies.thresholds,
+        copies: copies.duplicates.map(({ id: copy, kind, phash_distance: phash, visual_overlap: visual }) => ({
+          id: copy,
+          kind,
+          phash_distance: phash,
+          visual_overlap: visual,
+        })),
+      },
     };
     process.stdout.write(`${toJson(result)}\n`);
     if (!inOrder) throw new Error(`EncodeStream answered out of order: sent ${sent}, got ${received}`);

@@ -78,6 +78,22 @@ def _fake_sdr(image: bytes) -> pb.Sdr:
     return pb.Sdr(size=SIZE, dimensions=DIMS, active=sorted(random.Random(seed).sample(range(SIZE), ACTIVE_BITS)))
 
 
+def _fake_fingerprint(image: bytes) -> pb.Fingerprint:
+    digest = hashlib.sha256(image).digest()
+    return pb.Fingerprint(sha256=digest.hex(), phash=int.from_bytes(digest[:8], "big"))
+
+
+def _same_bytes(item: pb.Item, fingerprint: pb.Fingerprint) -> pb.Duplicate:
+    return pb.Duplicate(
+        id=item.id,
+        kind=pb.DUPLICATE_KIND_SAME_BYTES,
+        phash_distance=0,
+        visual_overlap=ACTIVE_BITS,
+        visual_share=1.0,
+        concepts=item.concepts,
+    )
+
+
 def _abort(context: grpc.ServicerContext, status: status_pb2.Status) -> None:
     from grpc_status import rpc_status  # noqa: PLC0415 - a server-side helper, in the dev environment
 
@@ -92,17 +108,36 @@ class FakeServicer(pb_grpc.Image2SdrServicer):  # type: ignore[misc]
     metadata: list[dict[str, str]] = field(default_factory=list)
     deadlines: list[float | None] = field(default_factory=list)  # seconds each Encode call had left
     calls: Counter[str] = field(default_factory=Counter)  # RPC name -> times called
+    searches: list[pb.FindSimilarRequest] = field(default_factory=list)  # FindSimilar requests, as received
 
     def _encode(self, request: pb.EncodeRequest) -> pb.EncodeResponse:
         if not request.image.startswith((b"\x89PNG", b"\xff\xd8")):
             return pb.EncodeResponse(request_id=request.request_id, error=bad_request("image", "not an image"))
-        sdr = _fake_sdr(request.image)
+        sdr, visual = _fake_sdr(request.image), _fake_sdr(b"look:" + request.image)
+        fingerprint = _fake_fingerprint(request.image)
         concepts = [pb.Concept(name="thing", confidence=0.75, used=True)]
-        indexed = request.HasField("add_to_index")
-        if indexed:
-            item = pb.Item(id=request.add_to_index.id, sdr=sdr, concepts=concepts)
-            self.items[item.id] = item
-        return pb.EncodeResponse(request_id=request.request_id, sdr=sdr, concepts=concepts, indexed=indexed)
+        response = pb.EncodeResponse(
+            request_id=request.request_id, sdr=sdr, concepts=concepts, visual=visual, fingerprint=fingerprint
+        )
+        if not request.HasField("add_to_index"):
+            return response
+        copies = self._copies(fingerprint, exclude="")
+        if copies and request.add_to_index.on_duplicate == pb.ON_DUPLICATE_SKIP:
+            response.duplicate.CopyFrom(copies[0])
+            return response
+        item = pb.Item(id=request.add_to_index.id, sdr=sdr, concepts=concepts, visual=visual, fingerprint=fingerprint)
+        self.items[item.id] = item
+        response.indexed = True
+        return response
+
+    def store(self, image: bytes, item_id: str) -> pb.EncodeResponse:
+        """Store an image as an Encode with add_to_index would, without a call (the test's own setup)."""
+        return self._encode(pb.EncodeRequest(image=image, add_to_index=pb.AddToIndex(id=item_id)))
+
+    def _copies(self, fingerprint: pb.Fingerprint, exclude: str) -> list[pb.Duplicate]:
+        """Stored items with the same bytes (the fake knows no other kind of copy)."""
+        same = [i for i in self.items.values() if i.fingerprint.sha256 == fingerprint.sha256 and i.id != exclude]
+        return [_same_bytes(item, fingerprint) for item in same]
 
     def Encode(self, request: pb.EncodeRequest, context: grpc.ServicerContext) -> pb.EncodeResponse:
         self.calls["Encode"] += 1
@@ -137,10 +172,47 @@ class FakeServicer(pb_grpc.Image2SdrServicer):  # type: ignore[misc]
 
     def FindSimilar(self, request: pb.FindSimilarRequest, context: grpc.ServicerContext) -> pb.FindSimilarResponse:
         self.calls["FindSimilar"] += 1
-        query = self.GetItem(pb.GetItemRequest(id=request.id), context).sdr
+        self.searches.append(request)
+        query = self.GetItem(pb.GetItemRequest(id=request.id), context)
         others = [item for item in self.items.values() if item.id != request.id]
-        matches = [pb.Match(id=o.id, overlap=len(set(o.sdr.active) & set(query.active))) for o in others]
-        return pb.FindSimilarResponse(matches=sorted(matches, key=lambda m: (-m.overlap, m.id))[: request.k or 10])
+        weight = request.blend_weight if request.HasField("blend_weight") else 0.5
+        matches = []
+        for other in others:
+            semantic = len(set(other.sdr.active) & set(query.sdr.active))
+            visual = len(set(other.visual.active) & set(query.visual.active))
+            if request.space == pb.SPACE_BLEND:
+                score = (1 - weight) * semantic + weight * visual
+                scored = [pb.SPACE_SEMANTIC, pb.SPACE_VISUAL]
+                match = pb.Match(
+                    id=other.id, overlap=semantic, semantic_overlap=semantic, visual_overlap=visual, score=score
+                )
+                match.scored_by.extend(scored)
+            elif request.space == pb.SPACE_VISUAL:
+                match = pb.Match(id=other.id, overlap=visual, visual_overlap=visual, score=visual)
+            else:
+                match = pb.Match(id=other.id, overlap=semantic, semantic_overlap=semantic, score=semantic)
+            matches.append(match)
+        matches.sort(key=lambda m: (-m.score, m.id))
+        skipped = 0 if request.space in (pb.SPACE_UNSPECIFIED, pb.SPACE_SEMANTIC) else 1  # as if one had no look
+        return pb.FindSimilarResponse(matches=matches[: request.k or 10], skipped_without_visual=skipped)
+
+    def FindDuplicates(
+        self, request: pb.FindDuplicatesRequest, context: grpc.ServicerContext
+    ) -> pb.FindDuplicatesResponse:
+        self.calls["FindDuplicates"] += 1
+        if request.WhichOneof("query") == "id":
+            fingerprint = self.GetItem(pb.GetItemRequest(id=request.id), context).fingerprint
+        else:
+            fingerprint = _fake_fingerprint(request.image)
+        copies = self._copies(fingerprint, exclude=request.id)[: request.k or 10]
+        return pb.FindDuplicatesResponse(duplicates=copies, fingerprint=fingerprint)
+
+    def Info(self, request: pb.InfoRequest, context: grpc.ServicerContext) -> pb.InfoResponse:
+        self.calls["Info"] += 1
+        thresholds = pb.DuplicateThresholds(max_phash_distance=8, min_visual_share=0.6)
+        return pb.InfoResponse(
+            geometry=pb.Sdr(size=SIZE, dimensions=DIMS), index_size=len(self.items), duplicate_thresholds=thresholds
+        )
 
     def SimilarTerms(self, request: pb.SimilarTermsRequest, context: grpc.ServicerContext) -> Any:
         self.calls["SimilarTerms"] += 1

@@ -17,6 +17,7 @@ from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 
 from ._convert import (
     add_to_index_message,
+    duplicate_from_pb,
     encode_options_message,
     encoding_from_pb,
     info_from_pb,
@@ -25,10 +26,26 @@ from ._convert import (
     result_from_pb,
     sdr_from_pb,
     sdr_to_pb,
+    space_to_pb,
     term_match_from_pb,
+    thresholds_to_pb,
 )
 from ._exceptions import Image2SdrError, Internal, InvalidArgument, ResourceExhausted, error_from_rpc_error
-from ._types import EncodeItem, Encoding, ImageSource, Info, Item, ItemError, Match, Sdr, TermMatch
+from ._types import (
+    Duplicate,
+    DuplicateThresholds,
+    EncodeItem,
+    Encoding,
+    ImageSource,
+    Info,
+    Item,
+    ItemError,
+    Matches,
+    OnDuplicate,
+    Sdr,
+    Space,
+    TermMatch,
+)
 
 __all__ = [
     "DEFAULT_MAX_MESSAGE_BYTES",
@@ -118,17 +135,26 @@ class Image2SdrClient:
         max_concepts: int | None = None,
         min_confidence: float | None = None,
         sparsity: float | None = None,
+        visual_share: float | None = None,
         add_to_index: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        on_duplicate: OnDuplicate = "keep",
+        duplicate_thresholds: DuplicateThresholds | None = None,
         request_id: str = "",
         timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> Encoding:
-        """One image (bytes, or the path of a file) to its SDR; ``add_to_index`` stores it under that id."""
+        """One image (bytes, or the path of a file) to its SDR; ``add_to_index`` stores it under that id.
+
+        ``on_duplicate`` decides what happens when the index holds a copy of the image
+        already (``find_duplicates``' rules, ``duplicate_thresholds`` or the server's):
+        ``"keep"`` stores it anyway, ``"skip"`` stores nothing and names the copy in
+        ``Encoding.duplicate``, ``"replace"`` removes the copies (``Encoding.replaced``).
+        """
         request = pb.EncodeRequest(
             image=read_image(image),
-            options=encode_options_message(max_concepts, min_confidence, sparsity),
+            options=encode_options_message(max_concepts, min_confidence, sparsity, visual_share),
             request_id=request_id,
-            add_to_index=add_to_index_message(add_to_index, metadata),
+            add_to_index=add_to_index_message(add_to_index, metadata, on_duplicate, duplicate_thresholds),
         )
         return encoding_from_pb(self._call(self._stub.Encode, request, timeout))
 
@@ -139,6 +165,7 @@ class Image2SdrClient:
         max_concepts: int | None = None,
         min_confidence: float | None = None,
         sparsity: float | None = None,
+        visual_share: float | None = None,
         timeout: float | None = None,
     ) -> Iterator[Encoding | ItemError]:
         """Many images over one stream, answered in the order given.
@@ -147,7 +174,7 @@ class Image2SdrClient:
         in its place and the stream goes on.  Files are read lazily, as the stream
         sends them.  ``timeout`` bounds the whole stream; by default there is none.
         """
-        options = encode_options_message(max_concepts, min_confidence, sparsity)
+        options = encode_options_message(max_concepts, min_confidence, sparsity, visual_share)
         # What the answers must line up with: the request id of each request sent,
         # or, in its place, the ItemError of an item that could not be sent.
         expected: queue.SimpleQueue[str | ItemError] = queue.SimpleQueue()
@@ -181,7 +208,7 @@ class Image2SdrClient:
                 image=image,
                 options=options,
                 request_id=request_id,
-                add_to_index=add_to_index_message(item.add_to_index, item.metadata),
+                add_to_index=add_to_index_message(item.add_to_index, item.metadata, item.on_duplicate),
             )
             if request.ByteSize() > self.max_message_bytes:
                 expected.put(ItemError(request_id, _too_large(request.ByteSize(), self.max_message_bytes)))
@@ -204,12 +231,27 @@ class Image2SdrClient:
         id: str | None = None,
         k: int = 10,
         min_overlap: int = 0,
+        space: Space = "semantic",
+        blend_weight: float | None = None,
+        visual_sdr: Sdr | None = None,
         timeout: Timeout = USE_CLIENT_DEFAULT,
-    ) -> list[Match]:
-        """Stored items nearest to exactly one of an image, an SDR or a stored item's id."""
+    ) -> Matches:
+        """Stored items nearest to exactly one of an image, an SDR or a stored item's id.
+
+        ``space``: "semantic" (what the picture shows), "visual" (how it looks; ``sdr``
+        is then a visual SDR) or "blend", ranked by ``(1 - blend_weight) * semantic
+        overlap + blend_weight * visual overlap`` (``blend_weight`` in [0, 1], the
+        server's 0.5 when None; by SDR, ``sdr`` is the semantic and ``visual_sdr`` the
+        visual one).  The answer is a list that also says how many stored items a
+        visual or blended search skipped for having no visual SDR.
+        """
         if sum(query is not None for query in (image, sdr, id)) != 1:
             raise ValueError("find_similar takes exactly one of image=, sdr=, id=")
-        request = pb.FindSimilarRequest(k=k, min_overlap=min_overlap)
+        request = pb.FindSimilarRequest(k=k, min_overlap=min_overlap, space=space_to_pb(space))
+        if blend_weight is not None:
+            request.blend_weight = blend_weight
+        if visual_sdr is not None:
+            request.visual_sdr.CopyFrom(sdr_to_pb(visual_sdr))
         if image is not None:
             request.image = read_image(image)
         elif sdr is not None:
@@ -217,7 +259,35 @@ class Image2SdrClient:
         else:
             request.id = str(id)
         response = self._call(self._stub.FindSimilar, request, timeout)
-        return [match_from_pb(match) for match in response.matches]
+        matches = (match_from_pb(match) for match in response.matches)
+        return Matches(matches, skipped_without_visual=response.skipped_without_visual)
+
+    def find_duplicates(
+        self,
+        *,
+        image: ImageSource | None = None,
+        id: str | None = None,
+        k: int = 10,
+        thresholds: DuplicateThresholds | None = None,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+    ) -> list[Duplicate]:
+        """Stored copies of an image, or of a stored item (itself left out), strongest kind first.
+
+        Kinds: "same_bytes" (identical file), "near_exact" (pHash within
+        ``thresholds.max_phash_distance`` bits: re-encoded, resized), "transformed"
+        (visual overlap at least ``thresholds.min_visual_share``: cropped, mirrored, ...).
+        A threshold left None takes the server's default (``info().duplicate_thresholds``).
+        Nothing is stored.  An item added without an image has no fingerprint: InvalidArgument.
+        """
+        if (image is None) == (id is None):
+            raise ValueError("find_duplicates takes exactly one of image=, id=")
+        request = pb.FindDuplicatesRequest(k=k, thresholds=thresholds_to_pb(thresholds))
+        if image is not None:
+            request.image = read_image(image)
+        else:
+            request.id = str(id)
+        response = self._call(self._stub.FindDuplicates, request, timeout)
+        return [duplicate_from_pb(duplicate) for duplicate in response.duplicates]
 
     def similar_terms(self, sdr: Sdr, *, k: int = 10, timeout: Timeout = USE_CLIENT_DEFAULT) -> list[TermMatch]:
         """The vocabulary terms whose SDRs overlap ``sdr`` most: an SDR back into words."""

@@ -9,31 +9,60 @@ from image2sdr.v1 import image2sdr_pb2 as pb
 from ._exceptions import error_from_status
 from ._types import (
     Concept,
+    Duplicate,
+    DuplicateKind,
+    DuplicateThresholds,
     Encoding,
+    Fingerprint,
     Info,
     Item,
     ItemError,
     Limits,
     Match,
+    OnDuplicate,
     Provider,
     Sdr,
+    Space,
     StageTimings,
     TermMatch,
 )
 
 __all__ = [
+    "SPACES",
     "add_to_index_message",
     "concepts_from_pb",
+    "duplicate_from_pb",
     "encode_options_message",
     "encoding_from_pb",
+    "fingerprint_from_pb",
     "info_from_pb",
     "item_from_pb",
     "match_from_pb",
     "result_from_pb",
     "sdr_from_pb",
     "sdr_to_pb",
+    "space_to_pb",
     "term_match_from_pb",
+    "thresholds_from_pb",
+    "thresholds_to_pb",
 ]
+
+SPACES: dict[str, pb.Space] = {
+    "semantic": pb.SPACE_SEMANTIC,
+    "visual": pb.SPACE_VISUAL,
+    "blend": pb.SPACE_BLEND,
+}
+_SPACE_NAMES = {value: name for name, value in SPACES.items()}
+_ON_DUPLICATE: dict[str, pb.OnDuplicate] = {
+    "keep": pb.ON_DUPLICATE_KEEP,
+    "skip": pb.ON_DUPLICATE_SKIP,
+    "replace": pb.ON_DUPLICATE_REPLACE,
+}
+_KINDS: dict[int, DuplicateKind] = {
+    pb.DUPLICATE_KIND_SAME_BYTES: "same_bytes",
+    pb.DUPLICATE_KIND_NEAR_EXACT: "near_exact",
+    pb.DUPLICATE_KIND_TRANSFORMED: "transformed",
+}
 
 
 def sdr_from_pb(message: pb.Sdr) -> Sdr:
@@ -52,6 +81,10 @@ def _timings_from_pb(message: pb.StageTimings) -> StageTimings:
     return StageTimings(message.decode_ms, message.concepts_ms, message.terms_ms, message.merge_ms, message.total_ms)
 
 
+def fingerprint_from_pb(message: pb.Fingerprint) -> Fingerprint:
+    return Fingerprint(message.sha256, message.phash)
+
+
 def encoding_from_pb(message: pb.EncodeResponse) -> Encoding:
     return Encoding(
         sdr=sdr_from_pb(message.sdr),
@@ -60,6 +93,10 @@ def encoding_from_pb(message: pb.EncodeResponse) -> Encoding:
         short=message.short,
         indexed=message.indexed,
         timings=_timings_from_pb(message.timings) if message.HasField("timings") else None,
+        visual=sdr_from_pb(message.visual) if message.HasField("visual") else None,
+        fingerprint=fingerprint_from_pb(message.fingerprint) if message.HasField("fingerprint") else None,
+        duplicate=duplicate_from_pb(message.duplicate) if message.HasField("duplicate") else None,
+        replaced=tuple(message.replaced),
     )
 
 
@@ -71,28 +108,96 @@ def result_from_pb(message: pb.EncodeResponse) -> Encoding | ItemError:
 
 
 def encode_options_message(
-    max_concepts: int | None, min_confidence: float | None, sparsity: float | None
+    max_concepts: int | None,
+    min_confidence: float | None,
+    sparsity: float | None,
+    visual_share: float | None = None,
 ) -> pb.EncodeOptions | None:
     """The options message, or None when every option is left to the server."""
-    if max_concepts is None and min_confidence is None and sparsity is None:
+    if max_concepts is None and min_confidence is None and sparsity is None and visual_share is None:
         return None
-    return pb.EncodeOptions(max_concepts=max_concepts, min_confidence=min_confidence, sparsity=sparsity)
+    return pb.EncodeOptions(
+        max_concepts=max_concepts, min_confidence=min_confidence, sparsity=sparsity, visual_share=visual_share
+    )
 
 
-def add_to_index_message(item_id: str | None, metadata: Mapping[str, str] | None) -> pb.AddToIndex | None:
+def add_to_index_message(
+    item_id: str | None,
+    metadata: Mapping[str, str] | None,
+    on_duplicate: OnDuplicate = "keep",
+    thresholds: DuplicateThresholds | None = None,
+) -> pb.AddToIndex | None:
     if item_id is None:
         if metadata:
             raise ValueError("metadata is stored with an indexed item: pass add_to_index=ID too")
+        if on_duplicate != "keep":
+            raise ValueError("on_duplicate applies to an indexed item: pass add_to_index=ID too")
         return None
-    return pb.AddToIndex(id=item_id, metadata=dict(metadata or {}))
+    if on_duplicate not in _ON_DUPLICATE:
+        raise ValueError(f"on_duplicate is one of {sorted(_ON_DUPLICATE)}, got {on_duplicate!r}")
+    return pb.AddToIndex(
+        id=item_id,
+        metadata=dict(metadata or {}),
+        on_duplicate=_ON_DUPLICATE[on_duplicate],
+        duplicate_thresholds=thresholds_to_pb(thresholds),
+    )
+
+
+def space_to_pb(space: Space) -> pb.Space:
+    if space not in SPACES:
+        raise ValueError(f"space is one of {sorted(SPACES)}, got {space!r}")
+    return SPACES[space]
+
+
+def thresholds_to_pb(thresholds: DuplicateThresholds | None) -> pb.DuplicateThresholds | None:
+    if thresholds is None:
+        return None
+    return pb.DuplicateThresholds(
+        max_phash_distance=thresholds.max_phash_distance, min_visual_share=thresholds.min_visual_share
+    )
+
+
+def thresholds_from_pb(message: pb.DuplicateThresholds) -> DuplicateThresholds:
+    return DuplicateThresholds(
+        max_phash_distance=message.max_phash_distance if message.HasField("max_phash_distance") else None,
+        min_visual_share=message.min_visual_share if message.HasField("min_visual_share") else None,
+    )
 
 
 def match_from_pb(message: pb.Match) -> Match:
-    return Match(message.id, message.overlap, concepts_from_pb(message.concepts), dict(message.metadata))
+    return Match(
+        message.id,
+        message.overlap,
+        concepts_from_pb(message.concepts),
+        dict(message.metadata),
+        scored_by=tuple(_SPACE_NAMES.get(space, str(space)) for space in message.scored_by),
+        semantic_overlap=message.semantic_overlap if message.HasField("semantic_overlap") else None,
+        visual_overlap=message.visual_overlap if message.HasField("visual_overlap") else None,
+        score=message.score,
+    )
+
+
+def duplicate_from_pb(message: pb.Duplicate) -> Duplicate:
+    return Duplicate(
+        id=message.id,
+        kind=_KINDS.get(message.kind, "transformed"),  # a kind from a newer server is at least a copy
+        phash_distance=message.phash_distance,
+        visual_overlap=message.visual_overlap,
+        visual_share=message.visual_share,
+        concepts=concepts_from_pb(message.concepts),
+        metadata=dict(message.metadata),
+    )
 
 
 def item_from_pb(message: pb.Item) -> Item:
-    return Item(message.id, sdr_from_pb(message.sdr), concepts_from_pb(message.concepts), dict(message.metadata))
+    return Item(
+        message.id,
+        sdr_from_pb(message.sdr),
+        concepts_from_pb(message.concepts),
+        dict(message.metadata),
+        visual=sdr_from_pb(message.visual) if message.HasField("visual") else None,
+        fingerprint=fingerprint_from_pb(message.fingerprint) if message.HasField("fingerprint") else None,
+    )
 
 
 def term_match_from_pb(message: pb.TermMatch) -> TermMatch:
@@ -127,4 +232,8 @@ def info_from_pb(message: pb.InfoResponse) -> Info:
         index_size=message.index_size,
         limits=_limits_from_pb(message.limits),
         vocabulary_size=message.vocabulary_size,
+        visual=_provider_from_pb(message.visual) if message.HasField("visual") else None,
+        visual_share=message.visual_share,
+        duplicate_thresholds=thresholds_from_pb(message.duplicate_thresholds),
+        index_visual_size=message.index_visual_size,
     )

@@ -4,28 +4,42 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 from ._exceptions import Image2SdrError
 
 __all__ = [
     "Concept",
+    "Duplicate",
+    "DuplicateKind",
+    "DuplicateThresholds",
     "EncodeItem",
     "Encoding",
+    "Fingerprint",
     "ImageSource",
     "Info",
     "Item",
     "ItemError",
     "Limits",
     "Match",
+    "Matches",
+    "OnDuplicate",
     "Provider",
     "Sdr",
+    "Space",
     "StageTimings",
     "TermMatch",
 ]
 
 ImageSource = bytes | str | os.PathLike[str]  # encoded image bytes, or the path of an image file
+# Where find_similar looks: what the picture shows, how it looks, or both weighted.
+Space = Literal["semantic", "visual", "blend"]
+# What an add does when the index holds a copy already: store anyway, store nothing, or replace the copies.
+OnDuplicate = Literal["keep", "skip", "replace"]
+# How a stored item copies an image, strongest first.
+DuplicateKind = Literal["same_bytes", "near_exact", "transformed"]
 
 
 @dataclass(frozen=True)
@@ -85,8 +99,44 @@ class StageTimings:
 
 
 @dataclass(frozen=True)
+class Fingerprint:
+    sha256: str  # hex digest of the image bytes as sent
+    phash: int  # 64-bit perceptual hash as an unsigned integer
+
+    @property
+    def phash_hex(self) -> str:
+        """The pHash as 16 hex digits, as imagehash prints it."""
+        return f"{self.phash:016x}"
+
+
+@dataclass(frozen=True)
+class DuplicateThresholds:
+    """What counts as a copy; None leaves a threshold to the server's default."""
+
+    max_phash_distance: int | None = None  # 0..64: near-exact copies differ in at most this many pHash bits
+    min_visual_share: float | None = None  # 0..1: transformed copies share at least this share of the visual bits
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """A stored item that copies the image asked about: the strongest kind that applies, and how close it is."""
+
+    id: str
+    kind: DuplicateKind
+    phash_distance: int  # pHash bits of 64 that differ; -1 when the stored item has no fingerprint
+    visual_overlap: int  # visual active bits shared; -1 when either side has no visual SDR
+    visual_share: float = 0.0  # visual_overlap as a share of the query's visual active bits
+    concepts: tuple[Concept, ...] = ()
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Encoding:
-    """One image encoded: its SDR and the concepts it was built from."""
+    """One image encoded: its SDR and the concepts it was built from.
+
+    With ``on_duplicate="skip"`` and a copy stored already, ``indexed`` is False and
+    ``duplicate`` names the copy; with ``"replace"``, ``replaced`` lists the ids removed.
+    """
 
     sdr: Sdr
     concepts: tuple[Concept, ...]
@@ -94,6 +144,10 @@ class Encoding:
     short: bool = False  # fewer active bits than asked for: the concepts' term SDRs were too few
     indexed: bool = False  # stored in the index under the id it was sent with
     timings: StageTimings | None = None
+    visual: Sdr | None = None  # how the image looks; None when the server's visual channel is off
+    fingerprint: Fingerprint | None = None
+    duplicate: Duplicate | None = None  # the stored copy found by on_duplicate "skip" or "replace"
+    replaced: tuple[str, ...] = ()  # "replace": the ids of the copies removed
 
 
 @dataclass(frozen=True)
@@ -104,6 +158,7 @@ class EncodeItem:
     request_id: str = ""  # empty: the client numbers the items "0", "1", ...
     add_to_index: str | None = None  # the id to store the result under
     metadata: Mapping[str, str] = field(default_factory=dict)  # stored with it
+    on_duplicate: OnDuplicate = "keep"  # what to do when the index holds a copy of the image already
 
     def __post_init__(self) -> None:
         if self.metadata and self.add_to_index is None:
@@ -121,9 +176,26 @@ class ItemError:
 @dataclass(frozen=True)
 class Match:
     id: str
-    overlap: int  # active bits shared with the query
+    overlap: int  # active bits shared with the query in the space searched ("blend": the semantic overlap)
     concepts: tuple[Concept, ...] = ()
     metadata: Mapping[str, str] = field(default_factory=dict)
+    scored_by: tuple[str, ...] = ()  # the space(s) whose overlap made the score: "semantic", "visual"
+    semantic_overlap: int | None = None  # set when the semantic space scored the match
+    visual_overlap: int | None = None  # set when the visual space scored the match
+    score: float = 0.0  # what the answer is ranked by: the overlap, or the blended sum
+
+
+class Matches(list[Match]):
+    """``find_similar``'s answer: the matches, best first, and what the search could not see.
+
+    ``skipped_without_visual``: for a "visual" or "blend" search, the stored items left
+    out because they have no visual SDR (added by SDR alone, or stored before the
+    server had visual SDRs).
+    """
+
+    def __init__(self, matches: Iterable[Match] = (), *, skipped_without_visual: int = 0) -> None:
+        super().__init__(matches)
+        self.skipped_without_visual = skipped_without_visual
 
 
 @dataclass(frozen=True)
@@ -132,6 +204,8 @@ class Item:
     sdr: Sdr
     concepts: tuple[Concept, ...] = ()
     metadata: Mapping[str, str] = field(default_factory=dict)
+    visual: Sdr | None = None  # None: no visual SDR (added by SDR alone, or before visual SDRs existed)
+    fingerprint: Fingerprint | None = None  # None: not added from an image
 
 
 @dataclass(frozen=True)
@@ -170,3 +244,7 @@ class Info:
     index_size: int
     limits: Limits
     vocabulary_size: int
+    visual: Provider | None = None  # the visual channel's model and projection version; None when it is off
+    visual_share: float = 0.0  # the default share of an SDR's bits taken from the visual SDR
+    duplicate_thresholds: DuplicateThresholds = DuplicateThresholds()  # the defaults, both set
+    index_visual_size: int = 0  # stored items with a visual SDR

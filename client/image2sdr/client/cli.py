@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ._client import DEFAULT_TIMEOUT_S, MAX_IDS_PER_CALL, Image2SdrClient
+from ._dupes import Group, Link, groups, links_among
 from ._exceptions import Image2SdrError, InvalidArgument, ResourceExhausted
-from ._types import EncodeItem, Encoding, ItemError, Match, Sdr, TermMatch
+from ._types import DuplicateThresholds, EncodeItem, Encoding, ItemError, Match, OnDuplicate, Sdr, TermMatch
 
 __all__ = ["build_parser", "main", "png_paths", "sdr_from_json"]
 
@@ -46,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_text(commands, connection)
     _add_index(commands, connection)
     _add_similar(commands, connection)
+    _add_dupes(commands, connection)
     _add_terms(commands, connection)
     info = commands.add_parser("info", parents=[connection], help="the server's geometry, models, index and limits")
     info.add_argument("--json", action="store_true", help="machine-readable output")
@@ -107,18 +109,58 @@ def _add_index(commands: Any, connection: argparse.ArgumentParser) -> None:
     )
     index.add_argument("directory", type=Path, metavar="DIR")
     index.add_argument("-r", "--recursive", action="store_true", help="descend into subfolders")
+    index.add_argument(
+        "--skip-duplicates",
+        action="store_true",
+        help="store nothing for an image the index holds a copy of (same bytes, near-exact or transformed); "
+        "the copy is named",
+    )
     index.add_argument("--json", action="store_true", help="machine-readable summary")
     index.set_defaults(run=_run_index)
 
 
 def _add_similar(commands: Any, connection: argparse.ArgumentParser) -> None:
-    similar = commands.add_parser("similar", parents=[connection], help="stored items nearest to an image or item")
+    similar = commands.add_parser(
+        "similar",
+        parents=[connection],
+        help="stored items nearest to an image or item",
+        description="Stored items nearest to an image or a stored item: by what the picture shows (--space "
+        "semantic, the default), by how it looks (visual), or both (blend: score = (1 - W) * semantic overlap "
+        "+ W * visual overlap).",
+    )
     similar.add_argument("image", nargs="?", type=Path, metavar="IMG")
     similar.add_argument("--id", help="a stored item instead of an image")
     similar.add_argument("-k", type=_positive_int, default=10, help="matches to return (default 10)")
     similar.add_argument("--min-overlap", type=int, default=0, metavar="N", help="only matches sharing N bits")
+    similar.add_argument(
+        "--space", choices=("semantic", "visual", "blend"), default="semantic", help="where to look (default semantic)"
+    )
+    similar.add_argument(
+        "--blend-weight", type=_share, metavar="W", help="--space blend: the visual overlap's weight in [0, 1] (0.5)"
+    )
     similar.add_argument("--json", action="store_true", help="machine-readable output")
     similar.set_defaults(run=_run_similar)
+
+
+def _add_dupes(commands: Any, connection: argparse.ArgumentParser) -> None:
+    dupes = commands.add_parser(
+        "dupes",
+        parents=[connection],
+        help="groups of copies among images, or among stored items",
+        description="Groups of images that copy each other: the same bytes, a near-exact copy (pHash within a "
+        "few bits: re-encoded, resized) or a transformed one (visual SDRs overlapping: cropped, mirrored, "
+        "recoloured).  DIR: the images in DIR, encoded by the server and compared with its rules and "
+        "thresholds; nothing is stored.  --index DIR: the items `image2sdr index DIR` stored, each asked "
+        "FindDuplicates against the whole index, so a group may hold items stored from elsewhere.",
+    )
+    dupes.add_argument("directory", type=Path, metavar="DIR")
+    dupes.add_argument("--index", action="store_true", help="the stored items of DIR, against the whole index")
+    dupes.add_argument("-r", "--recursive", action="store_true", help="descend into subfolders")
+    dupes.add_argument("--max-phash-distance", type=_phash_bits, metavar="N", help="near-exact: pHash bits (server)")
+    dupes.add_argument("--min-visual-share", type=_share, metavar="F", help="transformed: visual share (server)")
+    dupes.add_argument("-k", type=_positive_int, default=100, help="--index: copies asked per item (default 100)")
+    dupes.add_argument("--json", action="store_true", help="machine-readable output")
+    dupes.set_defaults(run=_run_dupes)
 
 
 def _add_terms(commands: Any, connection: argparse.ArgumentParser) -> None:
@@ -147,6 +189,20 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _share(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1], got {text}")
+    return value
+
+
+def _phash_bits(text: str) -> int:
+    value = int(text)
+    if not 0 <= value <= 64:
+        raise argparse.ArgumentTypeError(f"must be in [0, 64], got {value}")
     return value
 
 
@@ -282,18 +338,25 @@ def _run_index(args: argparse.Namespace) -> int:
         raise UsageError(f"{directory} is not a directory")
     files = index_candidates(directory, recursive=args.recursive)
     tqdm = _import_tqdm()
-    counts = {"indexed": 0, "already_indexed": 0, "skipped": 0, "failed": 0}
+    counts = {"indexed": 0, "already_indexed": 0, "duplicates": 0, "skipped": 0, "failed": 0}
+    on_duplicate: OnDuplicate = "skip" if args.skip_duplicates else "keep"
     with connect(args) as client:
         indexed = _indexed(client, [item_id for _, item_id in files])
         todo = [(path, item_id) for (path, item_id), done in zip(files, indexed, strict=True) if not done]
         counts["already_indexed"] = len(files) - len(todo)
-        items = (EncodeItem(path, request_id=item_id, add_to_index=item_id) for path, item_id in todo)
+        items = (
+            EncodeItem(path, request_id=item_id, add_to_index=item_id, on_duplicate=on_duplicate)
+            for path, item_id in todo
+        )
         with tqdm(total=len(todo), unit="img", disable=None, file=sys.stderr) as bar:
             for result in client.encode_stream(items):
                 outcome = _index_outcome(result)
                 counts[outcome] += 1
                 if isinstance(result, ItemError):
                     bar.write(f"{outcome}: {result.request_id}: {result.error.message}", file=sys.stderr)
+                elif result.duplicate is not None and not result.indexed:
+                    copy = result.duplicate
+                    bar.write(f"duplicate: {result.request_id}: {copy.kind} copy of {copy.id}", file=sys.stderr)
                 bar.update(1)
     if args.json:
         _print_json(counts)
@@ -323,7 +386,7 @@ def _indexed(client: Image2SdrClient, ids: list[str]) -> list[bool]:
 
 def _index_outcome(result: Encoding | ItemError) -> str:
     if isinstance(result, Encoding):
-        return "indexed"
+        return "indexed" if result.indexed else "duplicates"
     # Not an image, or too large to be one we accept: the folder's problem, not the run's.
     return "skipped" if isinstance(result.error, InvalidArgument | ResourceExhausted) else "failed"
 
@@ -331,16 +394,94 @@ def _index_outcome(result: Encoding | ItemError) -> str:
 def _run_similar(args: argparse.Namespace) -> int:
     if (args.image is None) == (args.id is None):
         raise UsageError("give either IMG or --id ID")
+    if args.blend_weight is not None and args.space != "blend":
+        raise UsageError("--blend-weight goes with --space blend")
+    search = {"k": args.k, "min_overlap": args.min_overlap, "space": args.space, "blend_weight": args.blend_weight}
     with connect(args) as client:
         if args.id is not None:
-            matches = client.find_similar(id=args.id, k=args.k, min_overlap=args.min_overlap)
+            matches = client.find_similar(id=args.id, **search)
         else:
-            matches = client.find_similar(image=args.image, k=args.k, min_overlap=args.min_overlap)
+            matches = client.find_similar(image=args.image, **search)
+    if matches.skipped_without_visual:
+        print(
+            f"note: {matches.skipped_without_visual} stored items have no visual SDR and were not searched "
+            "(stored without an image, or before visual SDRs; index them again to include them)",
+            file=sys.stderr,
+        )
     if args.json:
-        _print_json(matches)
+        _print_json(list(matches))
+    elif args.space == "blend":
+        rows = [[f"{m.score:.1f}", *_match_row(m, m.semantic_overlap, m.visual_overlap)] for m in matches]
+        _print_table(["SCORE", "SEMANTIC", "VISUAL", "ID", "CONCEPTS"], rows)
     else:
-        _print_table(["OVERLAP", "ID", "CONCEPTS"], [_match_row(match) for match in matches])
+        _print_table(["OVERLAP", "ID", "CONCEPTS"], [_match_row(match, match.overlap) for match in matches])
     return EXIT_OK
+
+
+def _run_dupes(args: argparse.Namespace) -> int:
+    directory: Path = args.directory
+    if not directory.is_dir():
+        raise UsageError(f"{directory} is not a directory")
+    files = index_candidates(directory, recursive=args.recursive)
+    with connect(args) as client:
+        given = DuplicateThresholds(args.max_phash_distance, args.min_visual_share)
+        if args.index:
+            names, links, missing = _stored_links(client, [item_id for _, item_id in files], given, args.k)
+        else:
+            names, links, missing = _file_links(client, files, _thresholds(client, given))
+    found = groups(names, links)
+    if args.json:
+        _print_json({"groups": [_group_json(group) for group in found], "not_compared": missing})
+    else:
+        rows = [_dupe_row(number, group, name) for number, group in enumerate(found, 1) for name in group.members]
+        _print_table(["GROUP", "ITEM", "KIND", "PHASH", "VISUAL", "COPY OF"], rows)
+        copies = sum(len(group.members) for group in found)
+        print(f"{len(found)} groups, {copies} images in them, of {len(names)} compared", file=sys.stderr)
+        for name, reason in missing.items():
+            print(f"not compared: {name}: {reason}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _thresholds(client: Image2SdrClient, given: DuplicateThresholds) -> DuplicateThresholds:
+    """The thresholds given, each unset one taken from the server's defaults."""
+    defaults = client.info().duplicate_thresholds
+    return DuplicateThresholds(
+        given.max_phash_distance if given.max_phash_distance is not None else defaults.max_phash_distance,
+        given.min_visual_share if given.min_visual_share is not None else defaults.min_visual_share,
+    )
+
+
+def _file_links(
+    client: Image2SdrClient, files: list[tuple[Path, str]], thresholds: DuplicateThresholds
+) -> tuple[list[str], list[Link], dict[str, str]]:
+    """DIR's images encoded (nothing stored) and compared pairwise by the server's rules."""
+    encoded: list[tuple[str, Encoding]] = []
+    missing: dict[str, str] = {}
+    items = (EncodeItem(path, request_id=name) for path, name in files)
+    for result in client.encode_stream(items):
+        if isinstance(result, ItemError):
+            missing[result.request_id] = result.error.message
+        else:
+            encoded.append((result.request_id, result))
+    return [name for name, _ in encoded], links_among(encoded, thresholds), missing
+
+
+def _stored_links(
+    client: Image2SdrClient, ids: list[str], thresholds: DuplicateThresholds, k: int
+) -> tuple[list[str], list[Link], dict[str, str]]:
+    """DIR's stored items, each asked for its copies anywhere in the index."""
+    present = _indexed(client, ids)
+    stored = [item_id for item_id, done in zip(ids, present, strict=True) if done]
+    missing = {item_id: "not in the index" for item_id, done in zip(ids, present, strict=True) if not done}
+    links: list[Link] = []
+    for item_id in stored:
+        try:
+            copies = client.find_duplicates(id=item_id, k=k, thresholds=thresholds)
+        except InvalidArgument as exc:  # stored without an image: nothing to compare
+            missing[item_id] = exc.message
+            continue
+        links += [Link(item_id, c.id, c.kind, c.phash_distance, c.visual_share) for c in copies]
+    return [item_id for item_id in stored if item_id not in missing], links, missing
 
 
 def _run_terms(args: argparse.Namespace) -> int:
@@ -486,8 +627,22 @@ def _result_row(image: Path, result: Encoding | ItemError) -> list[str]:
     return [str(image), _bits(result.sdr) + (" short" if result.short else ""), used]
 
 
-def _match_row(match: Match) -> list[str]:
-    return [str(match.overlap), match.id, ", ".join(c.name for c in match.concepts if c.used)]
+def _match_row(match: Match, *overlaps: int | None) -> list[str]:
+    shown = ["-" if overlap is None else str(overlap) for overlap in overlaps]
+    return [*shown, match.id, ", ".join(c.name for c in match.concepts if c.used)]
+
+
+def _dupe_row(number: int, group: Group, name: str) -> list[str]:
+    link = group.strongest(name) if name != group.members[0] else None
+    if link is None:
+        return [str(number), name, "-", "", "", ""]
+    other = link.original if link.copy == name else link.copy
+    distance = "-" if link.phash_distance < 0 else str(link.phash_distance)
+    return [str(number), name, link.kind, distance, f"{link.visual_share:.2f}", other]
+
+
+def _group_json(group: Group) -> dict[str, Any]:
+    return {"members": list(group.members), "links": _plain(list(group.links))}
 
 
 def _term_row(term: TermMatch) -> list[str]:
