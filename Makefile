@@ -5,7 +5,7 @@ XVENV := .venv-export
 PY := $(VENV)/bin/python
 MODELS := models
 
-.PHONY: setup models serve test test-fast bench bench-quality bench-index bench-service bench-hostile lint clean proto proto-check stubs node-client
+.PHONY: setup models serve test test-fast bench bench-quality bench-index bench-service bench-hostile bench-dupes lint clean proto proto-check stubs node-client
 
 ## setup: the serving virtualenv (no torch in it)
 setup: $(VENV)/.installed
@@ -54,6 +54,11 @@ bench-service: setup models
 ## bench-hostile: memory and time a hostile image costs a real server (thin images, damaged files)
 bench-hostile: setup models
 	$(PY) benchmarks/bench_hostile.py
+
+## bench-dupes: altered copies of real photos found again through a real server (semantic, visual, pHash, dense,
+## FindDuplicates), false duplicates, the threshold sweep; fetches the photo packages on first use (apt-get download)
+bench-dupes: setup models
+	$(PY) benchmarks/bench_dupes.py
 
 lint: setup
 	$(PY) -m ruff check server tests benchmarks client/image2sdr/client
