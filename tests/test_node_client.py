@@ -33,7 +33,7 @@ def _run_node_client(node: str, address: str, images: list[Path]) -> dict[str, A
     return result
 
 
-def test_node_client_encodes_streams_in_order_and_finds_similar(
+def test_node_client_encodes_streams_in_order_finds_similar_and_duplicates(
     node: str, service: Any, photos: dict[str, bytes], tmp_path: Path
 ) -> None:
     images = []
@@ -64,6 +64,15 @@ def test_node_client_encodes_streams_in_order_and_finds_similar(
     assert matches, "FindSimilar by id found nothing"
     assert similar["id"] not in [match["id"] for match in matches]
     assert [match["overlap"] for match in matches] == sorted((m["overlap"] for m in matches), reverse=True)
+    assert similar["space"] == "SPACE_SEMANTIC" and similar["skipped_without_visual"] == 0
+
+    # FindDuplicates of the first image's bytes finds its stored copy (other tests may store more of them).
+    duplicates = result["duplicates"]
+    assert len(duplicates["fingerprint"]["sha256"]) == 64 and int(duplicates["fingerprint"]["phash"]) >= 0
+    copies = {copy["id"]: copy for copy in duplicates["copies"]}
+    assert copies[similar["id"]]["kind"] == "DUPLICATE_KIND_SAME_BYTES"
+    assert copies[similar["id"]]["phash_distance"] == 0
+    assert int(duplicates["thresholds"]["max_phash_distance"]) >= 0
 
 
 # -- the Node client's copy of google/rpc/status.proto ---------------------------------

@@ -169,7 +169,7 @@ async function run(options) {
     const inOrder = JSON.stringify(sent) === JSON.stringify(received);
     const id = itemId(options, options.images[0]);
     const similar = await unary(client, 'FindSimilar', { id, k: options.k, space: options.space }, options);
-    const copies = await unary(client, 'FindDuplicates', { image: images[0], k: options.k }, options);
+    const copies = await unary(client, 'FindDuplicates', { image: images[0], k: 100 }, options); // every stored copy, up to 100
     if (options.remove) {
       for (const image of options.images) await unary(client, 'RemoveItem', { id: itemId(options, image) }, options);
     }

@@ -9,7 +9,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
-__all__ = ["encode_jpeg", "encode_png", "png_with_header"]
+__all__ = ["encode_jpeg", "encode_png", "half_size", "mirrored", "png_with_header"]
 
 
 def encode_png(pixels: np.ndarray) -> bytes:
@@ -34,3 +34,20 @@ def png_with_header(width: int, height: int) -> bytes:
     crc = zlib.crc32(bytes(raw[ihdr - 4 : ihdr + 13]))
     raw[ihdr + 13 : ihdr + 17] = struct.pack(">I", crc)
     return bytes(raw)
+
+
+def _pixels(data: bytes) -> np.ndarray:
+    with Image.open(io.BytesIO(data)) as image:
+        return np.asarray(image.convert("RGB"))
+
+
+def half_size(data: bytes, quality: int = 50) -> bytes:
+    """A re-encoded copy at half the size: another file, the same picture."""
+    pixels = _pixels(data)
+    small = Image.fromarray(pixels).resize((pixels.shape[1] // 2, pixels.shape[0] // 2), Image.Resampling.BICUBIC)
+    return encode_jpeg(np.asarray(small), quality)
+
+
+def mirrored(data: bytes) -> bytes:
+    """The picture flipped left to right: the same photo to a person, another pHash."""
+    return encode_jpeg(np.ascontiguousarray(_pixels(data)[:, ::-1]))
