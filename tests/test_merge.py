@@ -133,3 +133,61 @@ def test_output_is_sorted_with_dimensions() -> None:
     assert positions.size == W
     assert (np.diff(positions.astype(int)) > 0).all()
     assert result.sdr.dimensions == (128, 128)
+
+
+# -- visual bits (sdr.visual_share) ---------------------------------------------------
+
+
+def test_visual_bits_take_their_places_and_the_terms_fill_the_rest_in_their_order() -> None:
+    rng = np.random.default_rng(11)
+    merger = Merger(SIZE, (128, 128), seed=4)
+    terms = [WeightedSdr(random_sdr(rng), w) for w in (0.9, 0.6, 0.3)]
+    semantic = merger.merge(terms, W).sdr
+    # Half of the visual bits collide with semantic winners: they count once, as visual bits.
+    visual = np.concatenate([semantic.positions[:50], np.setdiff1d(np.arange(8000, 8100), semantic.positions)[:50]])
+    result = merger.merge(terms, W, visual)
+    bits = set(result.sdr.positions.tolist())
+    assert result.sdr.active == W and not result.short
+    assert set(visual.tolist()) <= bits
+    rest = bits - set(visual.tolist())
+    # The terms' part: their best W - 100 bits by the reference rule, once the visual bits are out of the running.
+    remaining = [bit for bit in _ranked(terms, merger) if bit not in set(visual.tolist())]
+    assert rest == set(remaining[: W - 100])
+
+
+def _ranked(terms: list[WeightedSdr], merger: Merger) -> list[int]:
+    """Every positive bit of a density-normalised merge, best first (the reference rule's order)."""
+    scores: dict[int, float] = {}
+    for term in terms:
+        for bit in term.sdr.positions.tolist():
+            scores[bit] = scores.get(bit, 0.0) + term.weight * W / term.sdr.active
+    positive = [bit for bit, score in scores.items() if round(score * 1e6) > 0]
+    return sorted(positive, key=lambda bit: (-round(scores[bit] * 1e6), -int(merger._tie_key[bit])))
+
+
+def test_no_visual_bits_is_the_plain_merge() -> None:
+    rng = np.random.default_rng(12)
+    merger = Merger(SIZE, (128, 128), seed=4)
+    terms = [WeightedSdr(random_sdr(rng), w) for w in (0.9, 0.6)]
+    plain = merger.merge(terms, W)
+    for empty in (None, np.zeros(0, np.uint32)):
+        assert merger.merge(terms, W, empty) == plain
+
+
+def test_visual_bits_alone_fill_every_place() -> None:
+    merger = Merger(SIZE, (128, 128), seed=4)
+    visual = np.arange(1000, 1000 + W, dtype=np.uint32)[::-1]  # strongest first: any order is accepted
+    result = merger.merge([WeightedSdr(sdr(range(W)), 0.9)], W, visual)
+    assert result.sdr.positions.tolist() == list(range(1000, 1000 + W)) and not result.short
+
+
+def test_terms_short_of_their_share_make_a_short_sdr() -> None:
+    merger = Merger(SIZE, (128, 128), seed=4)
+    result = merger.merge([WeightedSdr(sdr(range(100)), 0.9)], W, np.arange(5000, 5100))
+    assert result.short and result.sdr.active == 200  # 100 visual + the terms' 100, never padded
+
+
+@pytest.mark.parametrize("visual", [np.array([5, 5]), np.arange(W + 1), np.array([-1]), np.array([SIZE])], ids=str)
+def test_bad_visual_bits_are_refused(visual: np.ndarray) -> None:
+    with pytest.raises(ValueError, match="visual bits"):
+        Merger(SIZE, (128, 128), seed=4).merge([], W, visual)

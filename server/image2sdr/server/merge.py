@@ -15,6 +15,13 @@ The 2018 prototype's rule, made deterministic and vectorised:
   different SDR on every call, which an HTM model cannot learn);
 - when fewer than w bits score above zero, those bits are returned and the
   result says it is short; it is never padded with arbitrary bits.
+
+Appearance (``sdr.visual_share``): the caller may hand over bits of the image's
+visual SDR, strongest first.  They take the first ``m`` of the w places, and
+the terms fill the other ``w - m`` by the rule above, skipping a bit the visual
+SDR already took, so the result still has exactly w bits (or is short, when
+the terms cannot fill their share).  With no visual bits the merge is the one
+above, bit for bit.
 """
 
 from __future__ import annotations
@@ -63,14 +70,40 @@ class Merger:
         # frozen by numpy's compatibility policy, so every machine agrees.
         self._tie_key = np.random.RandomState(seed).permutation(size).astype(np.int64)
 
-    def merge(self, terms: Sequence[WeightedSdr], active_bits: int) -> MergeResult:
+    def merge(
+        self, terms: Sequence[WeightedSdr], active_bits: int, visual: npt.NDArray[np.integer] | None = None
+    ) -> MergeResult:
+        """The w = ``active_bits`` strongest bits of the terms; ``visual`` bits, if given, take places first."""
         positions, weights = self._flatten(terms, active_bits)
         scores = np.bincount(positions, weights=weights, minlength=self.size).astype(np.float64, copy=False)
         candidates = np.flatnonzero(scores >= 0.5 / _SCALE)
+        if visual is not None and visual.size:
+            return self._with_visual(candidates, scores, active_bits, np.asarray(visual, dtype=np.intp))
         if candidates.size <= active_bits:
             return MergeResult(Sdr.trusted(candidates, self.size, self.dimensions), candidates.size < active_bits)
         winners = self._top(candidates, scores[candidates], active_bits)
         return MergeResult(Sdr.trusted(np.sort(winners), self.size, self.dimensions), False)
+
+    def _with_visual(
+        self,
+        candidates: npt.NDArray[np.intp],
+        scores: npt.NDArray[np.float64],
+        active_bits: int,
+        visual: npt.NDArray[np.intp],
+    ) -> MergeResult:
+        taken = np.unique(visual)
+        if taken.size != visual.size or taken.size > active_bits or taken[0] < 0 or taken[-1] >= self.size:
+            raise ValueError(f"visual bits must be at most {active_bits} distinct positions in [0, {self.size})")
+        # The terms' own ranking, less the bits appearance already holds.
+        candidates = candidates[~np.isin(candidates, taken, assume_unique=True)]
+        room = active_bits - taken.size
+        if candidates.size <= room:
+            chosen, short = candidates, candidates.size < room
+        elif room == 0:  # visual_share 1: appearance holds every place
+            chosen, short = candidates[:0], False
+        else:
+            chosen, short = self._top(candidates, scores[candidates], room), False
+        return MergeResult(Sdr.trusted(np.union1d(taken, chosen), self.size, self.dimensions), short)
 
     def _flatten(
         self, terms: Sequence[WeightedSdr], active_bits: int
