@@ -82,6 +82,30 @@ def test_bad_config_is_refused_clearly(tmp_path: Path, text: str) -> None:
         load_config(path)
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "sdr: {visual_share: 1.5}\n",
+        "sdr: {visual_share: -0.1}\n",
+        "sdr: {visual_share: .nan}\n",
+        "sdr: {visual_share: 0.3}\nvisual: {enabled: false}\n",  # a share of a channel that is off
+    ],
+)
+def test_a_bad_visual_share_names_the_field(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "config.yml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match="visual_share"):
+        load_config(path)
+
+
+def test_visual_share_and_the_visual_section(tmp_path: Path) -> None:
+    path = tmp_path / "config.yml"
+    path.write_text("sdr: {visual_share: 0.25}\nvisual: {seed: 7}\n")
+    config = load_config(path)
+    assert config.sdr.visual_share == 0.25 and config.visual.enabled and config.visual.seed == 7
+    assert Config().sdr.visual_share == 0.0  # the default keeps the semantic SDR as it was
+
+
 def test_small_ivf_keeps_the_default_wide_breadth(tmp_path: Path) -> None:
     """ivf_nprobe_wide is capped at the lists there are, so a small nlist needs no other change."""
     path = tmp_path / "config.yml"

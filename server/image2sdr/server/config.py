@@ -34,6 +34,8 @@ __all__ = [
     "Sparsity",
     "TermsConfig",
     "TlsConfig",
+    "VisualConfig",
+    "VisualShare",
     "load_config",
 ]
 
@@ -42,6 +44,7 @@ __all__ = [
 MaxConcepts = Annotated[int, Field(ge=1, le=200)]
 Confidence = Annotated[float, Field(ge=0.0, le=1.0)]
 Sparsity = Annotated[float, Field(gt=0.0, le=0.5)]
+VisualShare = Annotated[float, Field(ge=0.0, le=1.0)]
 
 # What an environment variable name looks like (also keeps a pasted key out of it, mostly).
 _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
@@ -64,6 +67,10 @@ class SdrConfig(_Section):
     #              (common) word weighs no more than a sparse one in total;
     #   "none":    each bit gets the plain confidence (the 2018 prototype).
     normalization: Literal["density", "none"] = "density"
+    # Share of the merged SDR's active bits given to how the image looks: the visual SDR's
+    # strongest round(visual_share * w) bits, the concepts' merge filling the rest.
+    # 0 = concepts only (the SDR is what it was before the visual channel existed).
+    visual_share: VisualShare = 0.0
 
     @model_validator(mode="after")
     def _dimensions_match_size(self) -> SdrConfig:
@@ -183,6 +190,14 @@ class TermsConfig(_Section):
     local: LocalTermsConfig = LocalTermsConfig()
     cortical: CorticalTermsConfig = CorticalTermsConfig()
     cache: CacheConfig = CacheConfig()
+
+
+class VisualConfig(_Section):
+    # The visual SDR (how the image looks): the classifier's pooled feature projected to
+    # sdr.size bits with sdr.sparsity active.  false: no visual SDR and no projection
+    # work (the one classifier inference runs either way); sdr.visual_share must be 0.
+    enabled: bool = True
+    seed: int = Field(20261201, ge=0)  # fixes the projection; part of the visual version
 
 
 class IndexConfig(_Section):
@@ -306,6 +321,7 @@ class Config(_Section):
     image: ImageConfig = ImageConfig()
     concepts: ConceptsConfig = ConceptsConfig()
     terms: TermsConfig = TermsConfig()
+    visual: VisualConfig = VisualConfig()
     index: IndexConfig = IndexConfig()
     service: ServiceConfig = ServiceConfig()
 
@@ -313,6 +329,12 @@ class Config(_Section):
     def _retina_fits(self) -> Config:
         if self.terms.provider == "cortical" and self.terms.cortical.size != self.sdr.size:
             raise ValueError(f"terms.cortical.size {self.terms.cortical.size} differs from sdr.size {self.sdr.size}")
+        return self
+
+    @model_validator(mode="after")
+    def _visual_share_has_a_channel(self) -> Config:
+        if self.sdr.visual_share > 0 and not self.visual.enabled:
+            raise ValueError(f"sdr.visual_share {self.sdr.visual_share} needs visual.enabled: true")
         return self
 
 
