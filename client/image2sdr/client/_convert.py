@@ -78,7 +78,14 @@ def concepts_from_pb(messages: Iterable[pb.Concept]) -> tuple[Concept, ...]:
 
 
 def _timings_from_pb(message: pb.StageTimings) -> StageTimings:
-    return StageTimings(message.decode_ms, message.concepts_ms, message.terms_ms, message.merge_ms, message.total_ms)
+    return StageTimings(
+        message.decode_ms,
+        message.concepts_ms,
+        message.terms_ms,
+        message.merge_ms,
+        message.total_ms,
+        message.appearance_ms,
+    )
 
 
 def fingerprint_from_pb(message: pb.Fingerprint) -> Fingerprint:

@@ -96,6 +96,7 @@ class StageTimings:
     terms_ms: float
     merge_ms: float
     total_ms: float
+    appearance_ms: float = 0.0  # fingerprint and visual SDR
 
 
 @dataclass(frozen=True)

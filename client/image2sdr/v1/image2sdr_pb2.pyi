@@ -123,18 +123,20 @@ class Concept(_message.Message):
     def __init__(self, name: _Optional[str] = ..., confidence: _Optional[float] = ..., used: _Optional[bool] = ..., skip_reason: _Optional[str] = ...) -> None: ...
 
 class StageTimings(_message.Message):
-    __slots__ = ("decode_ms", "concepts_ms", "terms_ms", "merge_ms", "total_ms")
+    __slots__ = ("decode_ms", "concepts_ms", "terms_ms", "merge_ms", "total_ms", "appearance_ms")
     DECODE_MS_FIELD_NUMBER: _ClassVar[int]
     CONCEPTS_MS_FIELD_NUMBER: _ClassVar[int]
     TERMS_MS_FIELD_NUMBER: _ClassVar[int]
     MERGE_MS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
+    APPEARANCE_MS_FIELD_NUMBER: _ClassVar[int]
     decode_ms: float
     concepts_ms: float
     terms_ms: float
     merge_ms: float
     total_ms: float
-    def __init__(self, decode_ms: _Optional[float] = ..., concepts_ms: _Optional[float] = ..., terms_ms: _Optional[float] = ..., merge_ms: _Optional[float] = ..., total_ms: _Optional[float] = ...) -> None: ...
+    appearance_ms: float
+    def __init__(self, decode_ms: _Optional[float] = ..., concepts_ms: _Optional[float] = ..., terms_ms: _Optional[float] = ..., merge_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., appearance_ms: _Optional[float] = ...) -> None: ...
 
 class EncodeResponse(_message.Message):
     __slots__ = ("request_id", "sdr", "concepts", "short", "timings", "indexed", "error", "visual", "fingerprint", "duplicate", "replaced")

@@ -239,6 +239,7 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
             geometry=pb.Sdr(size=config.sdr.size, dimensions=list(config.sdr.dimensions)),
             sparsity=config.sdr.sparsity,
             active_bits=config.sdr.active_bits,
+            visual_share=config.sdr.visual_share,
             concepts=pb.Provider(name=concepts.name, model=concepts.model, version=concepts.version),
             terms=pb.Provider(name=terms.name, model=terms.model, version=terms.version),
             index_kind=config.index.kind,
