@@ -37,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic_sdrs import SdrBatch, SyntheticSdrs
 
 from image2sdr.server.config import IndexConfig
-from image2sdr.server.index import SEMANTIC, Item, SdrIndex
+from image2sdr.server.fingerprints import Fingerprint
+from image2sdr.server.index import SEMANTIC, VISUAL, Item, SdrIndex
 from image2sdr.server.index import snapshot as snapshot_module
 from image2sdr.server.index.backend import Backend
 from image2sdr.server.index.codes import pack_codes
@@ -59,6 +60,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000, help="queries per latency and recall figure")
     parser.add_argument("--dir", type=Path, default=None, help="index directory (default: a temp dir, deleted)")
     parser.add_argument("--skip-ivf", action="store_true", help="leave out the approximate index")
+    parser.add_argument("--skip-visual", action="store_true", help="leave out the two-space (visual) figures")
     parser.add_argument("--child", choices=["reopen", "rebuild"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -99,6 +101,7 @@ def run(args: argparse.Namespace, directory: Path) -> None:
         exact_answers = measure_exact(index, plain, queries)
         del plain
         measure_adds_during_snapshot(index, generator)
+        stored = index.count()  # the bulk load plus the single adds
         began = time.perf_counter()
     # close() writes the snapshot
     print(
@@ -108,7 +111,8 @@ def run(args: argparse.Namespace, directory: Path) -> None:
     reopened = run_child("reopen", directory)
     print(
         f"reopen (snapshot load): {reopened['seconds']:.1f} s; RAM per stored SDR "
-        f"{reopened['rss_bytes'] / args.n / 1000:.2f} KB ({reopened['rss_bytes'] / 2**20:,.0f} MiB RSS growth)"
+        f"{reopened['rss_bytes'] / stored / 1000:.2f} KB over {stored:,} items "
+        f"({reopened['rss_bytes'] / 2**20:,.0f} MiB RSS growth)"
     )
     rebuilt = run_child("rebuild", directory)
     print(
@@ -117,6 +121,8 @@ def run(args: argparse.Namespace, directory: Path) -> None:
     )
     if not args.skip_ivf:
         measure_ivf(directory, queries, exact_answers)
+    if not args.skip_visual:
+        measure_visual(args.n, args.queries)
 
 
 def measure_exact(index: SdrIndex, plain: faiss.IndexBinaryFlat, queries: list[Sdr]) -> list[list[tuple[str, int]]]:
@@ -335,6 +341,62 @@ def batch_sdrs(batch: SdrBatch) -> list[Sdr]:
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f} ms"
+
+
+def measure_visual(n: int, queries_count: int) -> None:
+    """Items carrying a semantic SDR, a visual SDR and a fingerprint: bulk add, VISUAL, BLEND, duplicates."""
+    directory = Path(tempfile.mkdtemp(prefix="bench-index-visual-"))
+    try:
+        semantic_sdrs, visual_sdrs = SyntheticSdrs(size=SIZE), SyntheticSdrs(size=SIZE, seed=11)
+        rng = np.random.default_rng(5)
+        phashes = rng.integers(0, 1 << 63, size=n, dtype=np.int64).astype(np.uint64) * np.uint64(2)
+        add_seconds = 0.0
+        with SdrIndex(directory, IndexConfig(snapshot_every=0), SIZE) as index:
+            for start in range(0, n, CHUNK):
+                count = min(CHUNK, n - start)
+                meanings = batch_sdrs(semantic_sdrs.batch(count, rng))
+                looks = batch_sdrs(visual_sdrs.batch(count, rng))
+                items = [
+                    Item(
+                        f"img-{start + j:07d}",
+                        meanings[j],
+                        spaces={VISUAL: looks[j]},
+                        fingerprint=Fingerprint(f"{start + j:064x}", int(phashes[start + j])),
+                    )
+                    for j in range(count)
+                ]
+                began = time.perf_counter()
+                index.add_many(items)
+                add_seconds += time.perf_counter() - began
+            print(
+                f"VISUAL: bulk add of items with two SDRs and a fingerprint: {n / add_seconds:,.0f} items/s "
+                f"({add_seconds:.1f} s for {n:,})"
+            )
+            # "More like this one": stored items' own pairs of SDRs, whose two spaces agree as an image's do.
+            stored = [index.get(f"img-{j * (n // 200):07d}") for j in range(min(200, n))]
+            meanings = [item.sdr for item in stored]
+            looks = [item.spaces[VISUAL] for item in stored]
+            timed = {
+                "VISUAL top-10 (exact)": lambda i: index.search(looks[i], K, space=VISUAL),
+                "BLEND top-10, weight 0.5 (exact)": lambda i: index.search_blend(
+                    meanings[i], looks[i], 0.5, K, exclude=stored[i].id
+                ),
+                "FindDuplicates (bytes, pHash, look)": lambda i: index.find_duplicates(
+                    stored[i].fingerprint, looks[i], k=K
+                ),
+            }
+            for label, call in timed.items():
+                latencies = []
+                for i in range(len(stored)):
+                    began = time.perf_counter()
+                    call(i)
+                    latencies.append(time.perf_counter() - began)
+                print(
+                    f"  {label:<38} p50 {ms(np.median(latencies))} p99 {ms(np.percentile(latencies, 99))} "
+                    f"({len(latencies)} queries)"
+                )
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -43,15 +43,31 @@ class FlatBackend:
     def from_snapshot(cls, layout: Layout, config: IndexConfig, state: FlatState, read: ReadBytes) -> FlatBackend:
         weights = read_array(read, "<i4", state.labels)
         backend = cls(layout, config, LiveLabels.restore(layout.max_weight, layout.equalize_bits, weights))
-        labels = read_array(read, "<i8", state.entries)
-        start = 0
-        for count in _pieces(state.entries, max(1, CHUNK_BYTES // layout.code_size)):
-            codes = read_array(read, "u1", count * layout.code_size).reshape(count, layout.code_size)
-            backend.index.add_with_ids(codes, labels[start : start + count])  # chunk by chunk: no second copy
-            start += count
+        backend._fill(read, state.entries)
         if backend.entries < backend.live.count:
             raise ValueError("the flat section holds fewer items than the live labels")
         return backend
+
+    def _fill(self, read: ReadBytes, entries: int) -> None:
+        """Read ``entries`` labels, then their codes, straight into FAISS's buffers, sized once.
+
+        Adding chunk by chunk would grow the buffers by doubling (copying them over
+        and over) and adding all at once would hold the codes twice; this holds them once.
+        """
+        ids = self.index.id_map
+        ids.resize(entries)
+        if entries:
+            faiss.rev_swig_ptr(ids.data(), entries)[:] = np.frombuffer(read(entries * 8), dtype="<i8")
+        size = entries * self.layout.code_size
+        codes = self._flat.xb  # type: ignore[attr-defined]  # FAISS stubs omit xb
+        codes.resize(size)
+        if size:
+            target = faiss.rev_swig_ptr(codes.data(), size)
+            for start in range(0, size, CHUNK_BYTES):
+                stop = min(start + CHUNK_BYTES, size)
+                target[start:stop] = np.frombuffer(read(stop - start), dtype=np.uint8)
+        self._flat.ntotal = entries
+        self.index.ntotal = entries
 
     # -- state ------------------------------------------------------------------
 

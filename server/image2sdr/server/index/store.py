@@ -20,7 +20,8 @@ Schema versions (``meta.schema_version``), each opened by every later release:
     2  ``sdr_<space>`` columns; upgraded from 1 in place by renaming ``positions``
        to ``sdr_semantic``, in one transaction and without copying a row
     3  ``sha256`` and ``phash`` columns (an image's fingerprint; NULL for items
-       added by SDR alone) and an index on ``sha256``; upgraded from 2 by adding them
+       added by SDR alone), an index on ``sha256`` and a covering one on
+       ``(label, phash)``; upgraded from 2 by adding them
 
 Every upgrade runs in one transaction, so an interrupted one leaves the old
 version intact.
@@ -61,6 +62,8 @@ CREATE TABLE IF NOT EXISTS items (
     phash        INTEGER               -- 64-bit pHash, stored as a signed 64-bit integer
 )""",
     "CREATE INDEX IF NOT EXISTS items_sha256 ON items(sha256) WHERE sha256 IS NOT NULL",
+    # Covers the pHash scan at open: reading the table itself would read every SDR too.
+    "CREATE INDEX IF NOT EXISTS items_phash ON items(label, phash) WHERE phash IS NOT NULL",
     """
 CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
