@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper
 
 from image2sdr.server.concepts.base import ConceptSource
-from image2sdr.server.concepts.local import LocalConceptSource, WordNetRollup, preprocess
+from image2sdr.server.concepts.local import (
+    CLASSIFIER_FILE,
+    HIERARCHY_FILE,
+    LocalConceptSource,
+    WordNetRollup,
+    preprocess,
+)
 from image2sdr.server.config import Config, LocalConceptsConfig
 from image2sdr.server.errors import ModelsMissingError
 from image2sdr.server.imaging import decode_image
@@ -95,4 +104,52 @@ def test_rollup_mass_is_the_sum_beneath(models_dir: Path) -> None:
 
 def test_missing_models_say_how_to_fix(tmp_path: Path) -> None:
     with pytest.raises(ModelsMissingError, match="make models"):
+        LocalConceptSource(tmp_path, LocalConceptsConfig())
+
+
+def test_observe_gives_concepts_and_the_pooled_feature_from_one_inference(
+    source: LocalConceptSource, photos: dict[str, bytes]
+) -> None:
+    decoded = [decode_image(photo, Config().image, source.input_side) for photo in photos.values()]
+    observed = source.observe(decoded, 10, 0.0)
+    features = source.features(decoded)
+    assert source.feature_dimensions == 1280
+    for observation, concepts, feature in zip(observed, source.concepts(decoded, 10, 0.0), features, strict=True):
+        assert not isinstance(observation, Exception) and not isinstance(feature, Exception)
+        assert observation.concepts == concepts
+        assert observation.features.shape == (1280,) and observation.features.dtype == np.float32
+        assert np.array_equal(observation.features, feature)
+        assert np.isfinite(feature).all() and feature.std() > 0
+    # One image alone gives the same feature as in a batch (up to float noise between kernels).
+    (alone,) = source.features(decoded[:1])
+    assert np.allclose(alone, features[0], atol=1e-4)
+    # Different photos, different features.
+    first, second = features[0], features[1]
+    assert isinstance(first, np.ndarray) and isinstance(second, np.ndarray)
+    cosine = float(first @ second / np.linalg.norm(first) / np.linalg.norm(second))
+    assert cosine < 0.9
+
+
+def _classifier_without_features(path: Path) -> None:
+    """A tiny ONNX model shaped like the version-1 export: pixels in, probabilities out, nothing else."""
+    pixels = helper.make_tensor_value_info("pixels", TensorProto.FLOAT, ["batch", 3, 224, 224])
+    probabilities = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 3])
+    graph = helper.make_graph(
+        [
+            helper.make_node("GlobalAveragePool", ["pixels"], ["pooled"]),
+            helper.make_node("Flatten", ["pooled"], ["flat"]),
+            helper.make_node("Softmax", ["flat"], ["probabilities"]),
+        ],
+        "classifier_v1",
+        [pixels],
+        [probabilities],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.save(model, str(path))
+
+
+def test_a_classifier_exported_before_the_features_output_says_to_re_export(tmp_path: Path, models_dir: Path) -> None:
+    _classifier_without_features(tmp_path / CLASSIFIER_FILE)
+    shutil.copyfile(models_dir / HIERARCHY_FILE, tmp_path / HIERARCHY_FILE)
+    with pytest.raises(ModelsMissingError, match=r"no 'features' output.*run `make models` again"):
         LocalConceptSource(tmp_path, LocalConceptsConfig())

