@@ -1,4 +1,4 @@
-"""The encoder: image bytes -> concepts -> term SDRs -> one merged SDR.
+"""The encoder: image bytes -> concepts -> term SDRs -> one merged SDR, and how the image looks.
 
 ``Encoder`` ties the stages together and knows nothing of gRPC.  Its
 providers are injected (``ConceptSource``, ``TermSource``), so a remote
@@ -10,6 +10,14 @@ the batch is looked up once, and each image then merges on its own;
 A bad image fails only its own slot in a batch, whatever goes wrong with it;
 a failure of a whole stage (the classifier, a term provider) fails the images
 waiting on it, each in its own slot, and never the call that carries them.
+
+Every image also gets its fingerprint (SHA-256 of the bytes, pHash of the
+pixels) and, unless ``visual.enabled`` is off, its visual SDR: the local
+classifier's pooled feature projected by ``appearance``.  With the local
+concept provider one inference gives both the concepts and the feature; with
+Clarifai the local classifier runs once more per image, for the feature alone.
+``visual_share`` > 0 gives the merged SDR's first places to the visual SDR's
+strongest bits (``merge``).
 """
 
 from __future__ import annotations
@@ -22,13 +30,16 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+import numpy as np
+import numpy.typing as npt
 from pydantic import TypeAdapter, ValidationError
 
+from .appearance import Appearance, FeatureResult
 from .concepts.base import Concept, ConceptResult, ConceptSource
 from .concepts.local import LocalConceptSource
-from .config import Confidence, Config, MaxConcepts, Sparsity
+from .config import Confidence, Config, MaxConcepts, Sparsity, VisualShare
 from .errors import ConfigError, Image2SdrError, InvalidInputError, InvalidTermError, UpstreamError
-from .fingerprints import Fingerprint
+from .fingerprints import Fingerprint, fingerprint
 from .imaging import DecodedImage, decode_image
 from .merge import Merger, MergeResult, WeightedSdr
 from .sdr import Sdr
@@ -71,6 +82,7 @@ class StageTimings:
     concepts_ms: float = 0.0
     terms_ms: float = 0.0
     merge_ms: float = 0.0
+    appearance_ms: float = 0.0  # fingerprint and visual SDR projection (the feature comes with the concepts)
 
 
 @dataclass(frozen=True)
@@ -79,8 +91,8 @@ class Encoding:
     concepts: tuple[ConceptUse, ...]  # as found, strongest first
     short: bool  # the term SDRs' union held fewer than w bits
     timings: StageTimings = field(default_factory=StageTimings)
-    visual: Sdr | None = None  # how the image looks (None: the visual channel is off)
-    fingerprint: Fingerprint | None = None  # SHA-256 and pHash of the image
+    visual: Sdr | None = None  # how the image looks (None: visual.enabled is off, or no image)
+    fingerprint: Fingerprint | None = None  # SHA-256 and pHash of the image (None: no image)
 
     @property
     def used(self) -> tuple[ConceptUse, ...]:
@@ -101,6 +113,17 @@ class _Settings:
     max_concepts: int
     min_confidence: float
     active_bits: int
+    visual_bits: int  # of active_bits, taken from the visual SDR: round(visual_share * active_bits)
+
+
+@dataclass(frozen=True)
+class _Looks:
+    """What an image's appearance adds to its encoding."""
+
+    fingerprint: Fingerprint | None
+    visual: Sdr | None = None
+    ranked: npt.NDArray[np.uint32] | None = None  # visual bits, strongest first (as many as the merge needs)
+    appearance_ms: float = 0.0
 
 
 @dataclass
@@ -112,12 +135,17 @@ class _Plan:
 
 
 class Encoder:
-    def __init__(self, config: Config, concepts: ConceptSource, terms: TermSource) -> None:
+    def __init__(
+        self, config: Config, concepts: ConceptSource, terms: TermSource, appearance: Appearance | None = None
+    ) -> None:
         if terms.size != config.sdr.size:
             raise ConfigError(f"term provider gives {terms.size}-bit SDRs, config.sdr.size is {config.sdr.size}")
+        if appearance is not None and appearance.size != config.sdr.size:
+            raise ConfigError(f"visual SDRs have {appearance.size} bits, config.sdr.size is {config.sdr.size}")
         self.config = config
         self.concept_source = concepts
         self.term_source = terms
+        self.appearance = appearance  # None: no visual SDRs (visual.enabled: false)
         self.merger = Merger(
             config.sdr.size, config.sdr.dimensions, config.sdr.tie_break_seed, config.sdr.normalization
         )
@@ -128,12 +156,13 @@ class Encoder:
         """The providers the config selects (default: the offline local ones), with the disk term cache."""
         concepts = _concept_source(config)
         try:
+            appearance = _appearance(config, concepts)
             terms = _term_source(config)
         except BaseException:
             _close(concepts)
             raise
         cache = TermCache(config.data_dir / "terms", config.terms.cache)
-        return cls(config, concepts, CachedTermSource(terms, cache))
+        return cls(config, concepts, CachedTermSource(terms, cache), appearance)
 
     def close(self) -> None:
         self._decoders.shutdown(wait=True)
@@ -179,7 +208,10 @@ class Encoder:
         return [_filled(result) for result in results]
 
     def encode_concepts(self, concepts: Sequence[Concept], options: EncodeOptions | None = None) -> Encoding:
-        """Merge given concepts (e.g. from a caller that ran its own classifier)."""
+        """Merge given concepts (e.g. from a caller that ran its own classifier).
+
+        There is no image, so no visual SDR, no fingerprint, and ``visual_share`` has nothing to give.
+        """
         settings = self._settings(options)
         kept = [c for c in concepts if c.confidence >= settings.min_confidence][: settings.max_concepts]
         plans = [self._plan(kept, settings)]
@@ -201,42 +233,47 @@ class Encoder:
         max_concepts = _option("max_concepts", options.max_concepts, configured.max_concepts)
         min_confidence = _option("min_confidence", options.min_confidence, configured.min_confidence)
         sparsity = _option("sparsity", options.sparsity, self.config.sdr.sparsity)
-        return _Settings(max_concepts, min_confidence, self.config.sdr.active_bits_for(sparsity))
+        visual_share = _option("visual_share", options.visual_share, self.config.sdr.visual_share)
+        if visual_share > 0 and self.appearance is None:
+            raise InvalidInputError(
+                f"visual_share {visual_share} asks for visual bits, but the visual SDR is off (visual.enabled)",
+                field="visual_share",
+            )
+        active_bits = self.config.sdr.active_bits_for(sparsity)
+        return _Settings(max_concepts, min_confidence, active_bits, round(visual_share * active_bits))
 
     def _decode_all(
         self, images: Sequence[bytes], results: list[Outcome | None]
-    ) -> tuple[list[tuple[int, DecodedImage]], list[float]]:
+    ) -> tuple[list[tuple[int, DecodedImage]], list[_Decoded]]:
         side = self.concept_source.input_side
         outcomes = list(self._decoders.map(lambda data: _timed_decode(data, self.config, side), images))
         decoded: list[tuple[int, DecodedImage]] = []
-        decode_ms: list[float] = []
-        for slot, (outcome, elapsed) in enumerate(outcomes):
-            if isinstance(outcome, Exception):
-                results[slot] = outcome
+        timed: list[_Decoded] = []
+        for slot, outcome in enumerate(outcomes):
+            if isinstance(outcome.image, Exception):
+                results[slot] = outcome.image
             else:
-                decoded.append((slot, outcome))
-                decode_ms.append(elapsed)
-        return decoded, decode_ms
+                decoded.append((slot, outcome.image))
+                timed.append(outcome)
+        return decoded, timed
 
     def _encode_decoded(
         self,
         decoded: list[tuple[int, DecodedImage]],
-        decode_ms: list[float],
+        timed: list[_Decoded],
         settings: _Settings,
         results: list[Outcome | None],
     ) -> None:
         started = time.perf_counter()
-        try:
-            found: Sequence[ConceptResult] = self.concept_source.concepts(
-                [image for _, image in decoded], settings.max_concepts, settings.min_confidence
-            )
-        except Exception as exc:  # the provider failed as a whole: each of its images says so
-            found = [exc] * len(decoded)
+        found, features = self._observe([image for _, image in decoded], settings)
         concepts_ms = (time.perf_counter() - started) * 1000 / len(decoded)
+        looks = self._looks(timed, features, settings)
         plans: dict[int, _Plan] = {}
-        for (slot, _), outcome in zip(decoded, found, strict=True):
+        for (slot, _), outcome, look in zip(decoded, found, looks, strict=True):
             if isinstance(outcome, Exception):
                 results[slot] = _as_core_error(outcome)
+            elif isinstance(look, Exception):
+                results[slot] = _as_core_error(look)
             else:
                 plans[slot] = self._plan(outcome, settings)
         started = time.perf_counter()
@@ -247,13 +284,57 @@ class Encoder:
                 results[slot] = exc
             return
         terms_ms = (time.perf_counter() - started) * 1000 / max(len(plans), 1)
-        for (slot, _), elapsed in zip(decoded, decode_ms, strict=True):
-            if slot in plans:
-                timings = StageTimings(decode_ms=elapsed, concepts_ms=concepts_ms, terms_ms=terms_ms)
+        for (slot, _), decode, look in zip(decoded, timed, looks, strict=True):
+            if slot in plans and not isinstance(look, Exception):
+                timings = StageTimings(decode_ms=decode.ms, concepts_ms=concepts_ms, terms_ms=terms_ms)
                 try:
-                    results[slot] = self._merge(plans[slot], looked_up, settings, timings)
+                    results[slot] = self._merge(plans[slot], looked_up, settings, timings, look)
                 except Exception as exc:
                     results[slot] = exc
+
+    def _observe(
+        self, images: list[DecodedImage], settings: _Settings
+    ) -> tuple[Sequence[ConceptResult], Sequence[FeatureResult | None]]:
+        """Each image's concepts, and its pooled feature when the visual SDR is on."""
+        source, appearance = self.concept_source, self.appearance
+        none: list[FeatureResult | None] = [None] * len(images)
+        try:
+            if isinstance(source, LocalConceptSource) and appearance is not None and appearance.features is source:
+                # One inference: the classifier's probabilities and its pooled feature together.
+                observed = source.observe(images, settings.max_concepts, settings.min_confidence)
+                found: list[ConceptResult] = [o if isinstance(o, Exception) else o.concepts for o in observed]
+                return found, [o if isinstance(o, Exception) else o.features for o in observed]
+            found = source.concepts(images, settings.max_concepts, settings.min_confidence)
+        except Exception as exc:  # the provider failed as a whole: each of its images says so
+            return [exc] * len(images), none
+        if appearance is None:
+            return found, none
+        try:  # another concept provider: the local classifier runs for the feature alone
+            return found, appearance.features.features(images)
+        except Exception as exc:
+            return found, [exc] * len(images)
+
+    def _looks(
+        self, timed: list[_Decoded], features: Sequence[FeatureResult | None], settings: _Settings
+    ) -> list[_Looks | Exception]:
+        """Fingerprints (made while decoding) with the visual SDRs, projected as one batch."""
+        looks: list[_Looks | Exception] = [
+            feature
+            if isinstance(feature, Exception)
+            else _Looks(decode.fingerprint, appearance_ms=decode.fingerprint_ms)
+            for decode, feature in zip(timed, features, strict=True)
+        ]
+        rows = {row: feature for row, feature in enumerate(features) if isinstance(feature, np.ndarray)}
+        if not rows or self.appearance is None:
+            return looks
+        started = time.perf_counter()
+        ranked = self.appearance.rank(np.stack(list(rows.values())), max(self.appearance.active, settings.visual_bits))
+        share_ms = (time.perf_counter() - started) * 1000 / len(rows)
+        for row, bits in zip(rows, ranked, strict=True):
+            fingerprint_ms = timed[row].fingerprint_ms
+            visual = self.appearance.sdr(bits)
+            looks[row] = _Looks(timed[row].fingerprint, visual, bits[: settings.visual_bits], fingerprint_ms + share_ms)
+        return looks
 
     def _plan(self, concepts: Sequence[Concept], settings: _Settings) -> _Plan:
         plan = _Plan(uses=[], terms=[])
@@ -278,7 +359,12 @@ class Encoder:
         return dict(zip(distinct, self.term_source.term_sdrs(distinct), strict=True))
 
     def _merge(
-        self, plan: _Plan, looked_up: dict[str, Sdr | None], settings: _Settings, timings: StageTimings
+        self,
+        plan: _Plan,
+        looked_up: dict[str, Sdr | None],
+        settings: _Settings,
+        timings: StageTimings,
+        look: _Looks | None = None,
     ) -> Encoding:
         started = time.perf_counter()
         weighted: list[WeightedSdr] = []
@@ -294,10 +380,19 @@ class Encoder:
                 )
             else:
                 weighted.append(WeightedSdr(sdr, weight))
-        merged: MergeResult = self.merger.merge(weighted, settings.active_bits)
+        visual_bits = look.ranked if look is not None and settings.visual_bits else None
+        merged: MergeResult = self.merger.merge(weighted, settings.active_bits, visual_bits)
         merge_ms = (time.perf_counter() - started) * 1000
-        timings = StageTimings(timings.decode_ms, timings.concepts_ms, timings.terms_ms, merge_ms)
-        return Encoding(sdr=merged.sdr, concepts=tuple(uses), short=merged.short, timings=timings)
+        appearance_ms = look.appearance_ms if look is not None else 0.0
+        timings = StageTimings(timings.decode_ms, timings.concepts_ms, timings.terms_ms, merge_ms, appearance_ms)
+        return Encoding(
+            sdr=merged.sdr,
+            concepts=tuple(uses),
+            short=merged.short,
+            timings=timings,
+            visual=look.visual if look is not None else None,
+            fingerprint=look.fingerprint if look is not None else None,
+        )
 
 
 # Remote providers are imported only when selected: their client libraries are
@@ -308,6 +403,15 @@ def _concept_source(config: Config) -> ConceptSource:
 
         return ClarifaiConceptSource.from_config(config.concepts.clarifai)
     return LocalConceptSource(config.models_dir, config.concepts.local)
+
+
+def _appearance(config: Config, concepts: ConceptSource) -> Appearance | None:
+    """The visual SDR's projection and its feature source: the local classifier, shared when it gives the concepts."""
+    if not config.visual.enabled:
+        return None
+    if isinstance(concepts, LocalConceptSource):
+        return Appearance(concepts, config.visual, config.sdr)
+    return Appearance(LocalConceptSource(config.models_dir, config.concepts.local), config.visual, config.sdr)
 
 
 def _term_source(config: Config) -> TermSource:
@@ -343,13 +447,27 @@ def _term_of(concept: Concept, min_confidence: float) -> tuple[str, str, float]:
     return "", term, 1.0
 
 
-def _timed_decode(data: bytes, config: Config, side: int | None) -> tuple[DecodedImage | Exception, float]:
+@dataclass(frozen=True)
+class _Decoded:
+    image: DecodedImage | Exception
+    ms: float
+    fingerprint: Fingerprint | None = None  # None when the image did not decode
+    fingerprint_ms: float = 0.0
+
+
+def _timed_decode(data: bytes, config: Config, side: int | None) -> _Decoded:
+    # The fingerprint is made here, on the decode threads, while the image is at hand.
     started = time.perf_counter()
     try:
-        image: DecodedImage | Exception = decode_image(data, config.image, side)
+        image = decode_image(data, config.image, side)
     except Exception as exc:  # MemoryError included: this image fails, the batch goes on
-        image = exc
-    return image, (time.perf_counter() - started) * 1000
+        return _Decoded(exc, (time.perf_counter() - started) * 1000)
+    decoded = time.perf_counter()
+    try:
+        found = fingerprint(data, image.image)
+    except Exception as exc:  # as for decoding: this image fails alone
+        return _Decoded(exc, (decoded - started) * 1000)
+    return _Decoded(image, (decoded - started) * 1000, found, (time.perf_counter() - decoded) * 1000)
 
 
 # A per-request option is held to the same bounds as the config field it overrides.
@@ -357,6 +475,7 @@ _OPTION_BOUNDS: dict[str, TypeAdapter[Any]] = {
     "max_concepts": TypeAdapter(MaxConcepts),
     "min_confidence": TypeAdapter(Confidence),
     "sparsity": TypeAdapter(Sparsity),
+    "visual_share": TypeAdapter(VisualShare),
 }
 
 
