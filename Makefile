@@ -5,7 +5,7 @@ XVENV := .venv-export
 PY := $(VENV)/bin/python
 MODELS := models
 
-.PHONY: setup models serve test test-fast bench bench-quality bench-index bench-service bench-hostile bench-dupes lint clean proto proto-check stubs node-client
+.PHONY: setup models serve test test-fast bench bench-quality bench-visual bench-index bench-service bench-hostile bench-dupes lint clean proto proto-check stubs node-client
 
 ## setup: the serving virtualenv (no torch in it)
 setup: $(VENV)/.installed
@@ -42,6 +42,11 @@ bench: setup models
 ## bench-quality: term-SDR similarity vs human ratings (WordSim-353, SimLex-999)
 bench-quality: setup models
 	$(PY) benchmarks/bench_quality.py
+
+## bench-visual: visual SDR overlap vs the classifier's feature cosine (Spearman rho), recall@1 of altered
+## copies among distractors, the projection candidates side by side, pHash distances (real photos from Debian packages)
+bench-visual: setup models
+	$(PY) benchmarks/bench_visual.py
 
 ## bench-index: the SDR index on 1M synthetic SDRs
 bench-index: setup

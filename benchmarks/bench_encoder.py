@@ -3,8 +3,11 @@
 Prints
 - images/s for ``Encoder.encode_batch`` end to end with a warm term cache
   (real photos from scikit-image as JPEG, and the same photos as 12 MP JPEGs),
+- the same with the visual channel off (``visual.enabled: false``), and with
+  neither it nor fingerprints (as before issue 11), timed in alternation with the
+  default in this run, and the drops,
 - the per-image time of each stage and its share (decode, inference, term
-  lookup, merge),
+  lookup, merge, appearance: fingerprint + visual SDR projection),
 - ms per cold term SDR (a fresh cache: one term per call, and batched),
 - merges/s for 10 terms x 328 bits in 16384, beside a straight Python port of
   the 2018 prototype's insertion algorithm, measured in the same run.
@@ -13,20 +16,22 @@ Prints
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import random
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 from skimage import data as skdata
 
-from image2sdr.server.config import Config, load_config
+from image2sdr.server import encoder as encoder_module
+from image2sdr.server.config import Config, VisualConfig, load_config
 from image2sdr.server.encoder import Encoder, Encoding
 from image2sdr.server.merge import Merger, WeightedSdr
 from image2sdr.server.sdr import Sdr
@@ -90,6 +95,7 @@ def print_stage_shares(encodings: list[Encoding]) -> None:
         "inference": [e.timings.concepts_ms for e in encodings],
         "term lookup": [e.timings.terms_ms for e in encodings],
         "merge": [e.timings.merge_ms for e in encodings],
+        "appearance": [e.timings.appearance_ms for e in encodings],
     }
     total = sum(sum(values) for values in stages.values())
     print("  stage         ms/image (median)   share of summed stage time")
@@ -97,6 +103,39 @@ def print_stage_shares(encodings: list[Encoding]) -> None:
         print(f"  {name:<13} {statistics.median(values):>8.3f}            {100 * sum(values) / total:5.1f} %")
     print("  (decode runs on image.decode_threads threads and inference on all cores,")
     print("   so their wall-clock cost per image is lower than the per-image figures)")
+
+
+def bench_appearance_cost(
+    config: Config, on: Encoder, images: list[bytes], *, total: int, batch: int, repeats: int
+) -> dict[str, float]:
+    """images/s with the visual channel on, off, and with neither it nor fingerprints (as before issue 11).
+
+    Runs alternate, so machine noise hits all three alike.  The last has no switch in the
+    service (every image gets its fingerprint): it is timed with the fingerprint function
+    swapped for one that does nothing, which only a benchmark may do.
+    """
+    off = Encoder.from_config(config.model_copy(update={"visual": VisualConfig(enabled=False)}))
+    rates: dict[str, list[float]] = {"on": [], "off": [], "neither": []}
+    for _ in range(repeats):
+        for label, encoder in (("neither", off), ("off", off), ("on", on)):
+            if label == "neither":
+                with _no_fingerprints():
+                    rate, _ = bench_encode(encoder, images, total, batch, 1)
+            else:
+                rate, _ = bench_encode(encoder, images, total, batch, 1)
+            rates[label].append(rate)
+    off.close()
+    return {label: statistics.median(values) for label, values in rates.items()}
+
+
+@contextlib.contextmanager
+def _no_fingerprints() -> Iterator[None]:
+    saved = encoder_module.fingerprint
+    encoder_module.fingerprint = lambda data, image: None  # type: ignore[assignment,return-value]
+    try:
+        yield
+    finally:
+        encoder_module.fingerprint = saved
 
 
 def bench_cold_terms(config: Config, words: list[str]) -> tuple[float, float]:
@@ -167,6 +206,15 @@ def main() -> int:
         print(f"\nencode, warm term cache, scikit-image photos (~0.3 MP JPEG), batch {args.batch}:")
         print(f"  {rate:8.1f} images/s  (median of {args.repeats} runs of {args.images} images)")
         print_stage_shares(encodings)
+
+        rates = bench_appearance_cost(config, encoder, small, total=args.images, batch=args.batch, repeats=args.repeats)
+        on, off, neither = rates["on"], rates["off"], rates["neither"]
+        print(f"\nappearance cost, the same photos, {args.repeats} alternating runs each (medians):")
+        print(f"  {on:8.1f} images/s  visual SDR + fingerprint (visual.enabled: true, the default)")
+        print(f"  {off:8.1f} images/s  fingerprint only (visual.enabled: false)")
+        print(f"  {neither:8.1f} images/s  neither (as before issue 11)")
+        print(f"  {100 * (1 - on / off):8.1f} %  drop from the visual channel (goal: at most 10 %)")
+        print(f"  {100 * (1 - on / neither):8.1f} %  drop from both")
 
         rate_large, _ = bench_encode(encoder, large, max(args.images // 4, args.batch), args.batch, args.repeats)
         print(f"\nencode, warm term cache, the same photos as 12 MP JPEGs (4000x3000), batch {args.batch}:")

@@ -1,0 +1,163 @@
+"""Real photos and drawings that package registries ship, for the appearance benchmarks.
+
+- scikit-image's sample photos (in its wheel; colour and greyscale),
+- Debian ``darknet``'s sample photos (dog, eagle, giraffe, horses, kite, person, scream),
+- Debian ``mate-backgrounds``' nature photographs,
+- Debian ``openclipart-png``'s drawings (8,000+; distractors).
+
+The Debian packages are fetched with ``apt-get download`` (no root needed) and
+unpacked with ``dpkg -x`` into a cache directory (env IMAGE2SDR_BENCH_CACHE,
+default ``~/.cache/image2sdr-bench``), never installed.  Every list is sorted, so a
+run sees the same images in the same order on every machine.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageEnhance
+from skimage import data as skdata
+
+__all__ = [
+    "ALTERATIONS",
+    "alter",
+    "cache_dir",
+    "clipart",
+    "debian_files",
+    "photos",
+    "skimage_photos",
+]
+
+# Colour and greyscale photos of distinct scenes (motorcycle_right is left out: it is
+# the other half of a stereo pair, a near-duplicate of motorcycle_left).
+SKIMAGE_PHOTOS = (
+    "astronaut",
+    "brick",
+    "camera",
+    "cell",
+    "chelsea",
+    "clock",
+    "coffee",
+    "coins",
+    "grass",
+    "gravel",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "moon",
+    "page",
+    "retina",
+    "rocket",
+    "text",
+)
+
+
+def cache_dir() -> Path:
+    path = Path(os.environ.get("IMAGE2SDR_BENCH_CACHE", Path.home() / ".cache" / "image2sdr-bench"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def debian_files(package: str, pattern: str) -> list[Path]:
+    """Files matching ``pattern`` inside a Debian package, unpacked once into the cache."""
+    root = cache_dir() / package
+    if not (root / ".unpacked").is_file():
+        debs = cache_dir() / "debs"
+        debs.mkdir(exist_ok=True)
+        if not list(debs.glob(f"{package}_*.deb")):
+            subprocess.run(["apt-get", "download", package], cwd=debs, check=True, capture_output=True)
+        (deb,) = debs.glob(f"{package}_*.deb")
+        subprocess.run(["dpkg", "-x", str(deb), str(root)], check=True)
+        (root / ".unpacked").touch()
+    return sorted(root.glob(pattern))
+
+
+def _jpeg(pixels: np.ndarray, quality: int = 90) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).convert("RGB").save(buffer, "JPEG", quality=quality)
+    return buffer.getvalue()
+
+
+def skimage_photos() -> dict[str, bytes]:
+    return {f"skimage/{name}": _jpeg(getattr(skdata, name)()) for name in SKIMAGE_PHOTOS} | {
+        "skimage/motorcycle": _jpeg(skdata.stereo_motorcycle()[0])
+    }
+
+
+def photos() -> dict[str, bytes]:
+    """Every real photo: scikit-image, darknet's samples, MATE's nature wallpapers (as shipped)."""
+    found = skimage_photos()
+    for path in debian_files("darknet", "usr/share/darknet/data/*.jpg"):
+        found[f"darknet/{path.stem}"] = path.read_bytes()
+    for path in debian_files("mate-backgrounds", "usr/share/backgrounds/mate/nature/*.jpg"):
+        found[f"mate/{path.stem}"] = path.read_bytes()
+    return found
+
+
+MAX_PIXELS = 50_000_000  # the service's default image.max_pixels
+MIN_SIDE = 32
+
+
+def clipart(count: int) -> dict[str, bytes]:
+    """``count`` openclipart drawings spread evenly over the sorted list (all categories).
+
+    Drawings the service would refuse by default (over 50 MP; a side under 32 px) are passed over.
+    """
+    paths = debian_files("openclipart-png", "usr/share/openclipart/png/**/*.png")
+    step = max(1, len(paths) // count)
+    found: dict[str, bytes] = {}
+    for path in paths[::step] + paths:
+        if len(found) == count:
+            break
+        name = f"clipart/{path.parent.name}/{path.stem}"
+        with Image.open(path) as image:
+            width, height = image.size
+        if name not in found and width * height <= MAX_PIXELS and min(width, height) >= MIN_SIDE:
+            found[name] = path.read_bytes()
+    return found
+
+
+def _rgb(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image.convert("RGB")
+
+
+def _half_q30(image: Image.Image) -> bytes:
+    small = image.resize((max(16, image.width // 2), max(16, image.height // 2)), Image.Resampling.BICUBIC)
+    return _jpeg(np.asarray(small), quality=30)
+
+
+def _crop85(image: Image.Image) -> bytes:
+    w, h = image.size
+    dw, dh = round(w * 0.075), round(h * 0.075)
+    return _jpeg(np.asarray(image.crop((dw, dh, w - dw, h - dh))))
+
+
+def _mirror(image: Image.Image) -> bytes:
+    return _jpeg(np.asarray(image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)))
+
+
+def _brighter(image: Image.Image) -> bytes:
+    return _jpeg(np.asarray(ImageEnhance.Brightness(image).enhance(1.3)))
+
+
+def _rotate90(image: Image.Image) -> bytes:
+    return _jpeg(np.asarray(image.transpose(Image.Transpose.ROTATE_90)))
+
+
+ALTERATIONS = {
+    "half+q30": _half_q30,
+    "crop 85%": _crop85,
+    "mirror": _mirror,
+    "bright x1.3": _brighter,
+    "rotate 90": _rotate90,
+}
+
+
+def alter(data: bytes, alteration: str) -> bytes:
+    """The altered copy of an image, as a JPEG (quality 90, or 30 for half+q30)."""
+    return ALTERATIONS[alteration](_rgb(data))
