@@ -18,7 +18,7 @@ from PIL import Image, ImageEnhance
 from image2sdr.server.appearance import VARIANT, Appearance, VisualProjection, ranked_winners
 from image2sdr.server.concepts.base import Concept, ConceptResult
 from image2sdr.server.concepts.local import LocalConceptSource
-from image2sdr.server.config import Config, VisualConfig
+from image2sdr.server.config import Config, SdrConfig, VisualConfig
 from image2sdr.server.encoder import EncodeOptions, Encoder
 from image2sdr.server.errors import InvalidInputError
 from image2sdr.server.imaging import DecodedImage
@@ -174,6 +174,21 @@ def test_visual_share_out_of_bounds_names_the_field(encoder: Encoder, photos: di
     assert info.value.field == "visual_share"
 
 
+def test_the_configured_share_applies_and_a_request_overrides_it(
+    models_dir: Path, tmp_path: Path, encoder: Encoder, photos: dict[str, bytes]
+) -> None:
+    shared = Encoder.from_config(Config(data_dir=tmp_path, models_dir=models_dir, sdr=SdrConfig(visual_share=0.3)))
+    try:
+        by_config = shared.encode(photos["coffee"])
+        assert by_config.sdr == encoder.encode(photos["coffee"], EncodeOptions(visual_share=0.3)).sdr
+        assert by_config.sdr != encoder.encode(photos["coffee"]).sdr
+        assert (
+            shared.encode(photos["coffee"], EncodeOptions(visual_share=0.0)).sdr == encoder.encode(photos["coffee"]).sdr
+        )
+    finally:
+        shared.close()
+
+
 def test_visual_off_gives_no_visual_sdr_and_refuses_a_share(
     models_dir: Path, tmp_path: Path, encoder: Encoder, photos: dict[str, bytes]
 ) -> None:
@@ -234,4 +249,6 @@ def test_the_version_names_the_projection_its_seed_and_the_classifier(encoder: E
     appearance = encoder.appearance
     assert appearance is not None
     assert f"visual={VARIANT}" in appearance.version and "seed=20261201" in appearance.version
-    assert encoder.concept_source.version in appearance.version
+    assert isinstance(encoder.concept_source, LocalConceptSource)
+    assert appearance.version.endswith(f"features={encoder.concept_source.feature_version}")
+    assert encoder.concept_source.feature_version.startswith("onnx=")  # the classifier file's hash

@@ -106,7 +106,7 @@ class FeatureSource(Protocol):
     """Where pooled features come from: the local classifier (``LocalConceptSource``)."""
 
     @property
-    def version(self) -> str:
+    def feature_version(self) -> str:
         """Changes whenever the same image could get another feature."""
 
     @property
@@ -182,7 +182,8 @@ class Appearance:
         )
         # Everything that decides which bits an image gets (reported by Info; a key for stored visual SDRs).
         self.version = (
-            f"visual={VARIANT},seed={config.seed},size={sdr.size},active={self.active},features={features.version}"
+            f"visual={VARIANT},seed={config.seed},size={sdr.size},active={self.active},"
+            f"features={features.feature_version}"
         )
 
     def rank(self, vectors: npt.NDArray[np.floating], count: int) -> npt.NDArray[np.uint32]:

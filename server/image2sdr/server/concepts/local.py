@@ -137,6 +137,7 @@ class LocalConceptSource:
         # Changes whenever the exported classifier or the hierarchy does (reported by Info).
         classifier, hierarchy = (file_fingerprint(models_dir, name) for name in (CLASSIFIER_FILE, HIERARCHY_FILE))
         self.version = f"onnx={classifier},hierarchy={hierarchy}"
+        self.feature_version = f"onnx={classifier}"  # the pooled feature depends on the classifier alone
 
     @property
     def input_side(self) -> int:
