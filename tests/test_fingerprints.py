@@ -10,7 +10,7 @@ from PIL import Image
 from skimage import data as skdata
 
 from image2sdr.server.config import ImageConfig
-from image2sdr.server.fingerprints import Fingerprint, fingerprint, phash, phash_distance
+from image2sdr.server.fingerprints import PHASH_MAX_SIDE, Fingerprint, fingerprint, phash, phash_distance
 from image2sdr.server.imaging import decode_image
 from tests.helpers.images import encode_jpeg
 
@@ -69,8 +69,17 @@ def test_the_classifiers_draft_does_not_move_the_phash(large_photo: bytes) -> No
 
 def test_phash_is_imagehash_read_as_an_unsigned_integer(photos: dict[str, bytes]) -> None:
     image = decode_image(photos["coffee"], ImageConfig()).image
+    assert max(image.size) <= PHASH_MAX_SIDE
     assert phash(image) == int(str(imagehash.phash(image)), 16)
     assert phash_distance(0, (1 << 64) - 1) == 64
+
+
+def test_a_large_image_is_reduced_first_and_keeps_its_hash_within_a_few_bits(large_photo: bytes) -> None:
+    image = decode_image(large_photo, ImageConfig()).image  # 2048 x 1364, no draft
+    assert phash(image) == int(str(imagehash.phash(image.reduce((2, 2)))), 16)
+    assert phash_distance(phash(image), int(str(imagehash.phash(image)), 16)) <= 2
+    thin = Image.new("RGB", (16, 3_000_000), (120, 30, 200))  # passes the pixel limit; hashed from 16 x 1024
+    assert phash(thin) == int(str(imagehash.phash(thin.reduce((1, 2930)))), 16)
 
 
 @pytest.mark.parametrize(("sha", "value"), [("ab", 0), ("0" * 64, -1), ("0" * 64, 1 << 64)])
