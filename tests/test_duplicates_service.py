@@ -112,7 +112,9 @@ def test_by_stored_id_with_thresholds_per_request(stub: pb_grpc.Image2SdrStub, p
     assert info.duplicate_thresholds.HasField("max_phash_distance")
 
     strict = pb.DuplicateThresholds(max_phash_distance=0, min_visual_share=1.0)
-    assert not copies_of(stub, id="byid/astronaut", thresholds=strict).duplicates
+    exact = copies_of(stub, id="byid/astronaut", thresholds=strict)
+    assert exact.thresholds == strict
+    assert all(d.phash_distance == 0 or d.visual_share == 1.0 for d in exact.duplicates)
     loose = copies_of(stub, id="byid/astronaut", thresholds=pb.DuplicateThresholds(max_phash_distance=64), k=100)
     assert loose.thresholds.max_phash_distance == 64
     assert loose.thresholds.min_visual_share == info.duplicate_thresholds.min_visual_share

@@ -7,6 +7,7 @@ import queue
 import threading
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import grpc
 import numpy as np
@@ -21,6 +22,7 @@ from image2sdr.server.api.stream_limits import StreamSlots
 from image2sdr.server.config import LocalConceptsConfig, ServiceConfig
 from image2sdr.server.encoder import EncodeOptions, Encoding
 from image2sdr.server.errors import Image2SdrError
+from image2sdr.server.index.protocol import AddOutcome, Item
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 from tests.helpers.images import png_with_header
@@ -440,9 +442,9 @@ def test_a_stream_batch_is_stored_in_one_transaction(
     transactions: list[int] = []
     add_many = service.index.add_many
 
-    def counting(items: Sequence[object]) -> None:
+    def counting(items: Sequence[Item], **policy: Any) -> list[AddOutcome]:
         transactions.append(len(items))
-        add_many(items)  # type: ignore[arg-type]
+        return add_many(items, **policy)
 
     monkeypatch.setattr(service.index, "add_many", counting)
     images = list(photos.values())

@@ -229,6 +229,7 @@ def encode_response(
             terms_ms=timings.terms_ms,
             merge_ms=timings.merge_ms,
             total_ms=total_ms,
+            appearance_ms=timings.appearance_ms,
         ),
         indexed=stored is not None and stored.stored,
     )

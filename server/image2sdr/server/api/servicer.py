@@ -233,7 +233,7 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
     @_unary
     def Info(self, request: pb.InfoRequest, context: grpc.ServicerContext) -> pb.InfoResponse:
         config, encoder = self.config, self.encoder
-        concepts, terms = encoder.concept_source, encoder.term_source
+        concepts, terms, look = encoder.concept_source, encoder.term_source, encoder.appearance
         return pb.InfoResponse(
             server_version=SERVER_VERSION,
             geometry=pb.Sdr(size=config.sdr.size, dimensions=list(config.sdr.dimensions)),
@@ -255,6 +255,7 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
                 stream_in_flight=config.service.stream_in_flight,
             ),
             vocabulary_size=len(self.vocabulary),
+            visual=None if look is None else pb.Provider(name=look.name, model=look.model, version=look.version),
         )
 
     # -- helpers --------------------------------------------------------------
