@@ -7,10 +7,10 @@ Images (``real_images.py`` fetches the Debian packages with ``apt-get download``
 unpacks them with ``dpkg -x`` into a cache; nothing is installed):
 - originals: scikit-image's photos, Debian ``darknet``'s sample photos, the photographs
   among ``opencv-doc``'s sample images (one of each stereo or before/after pair), and
-  the photographs among the wallpapers of ``plasma-workspace-wallpapers`` and
-  ``mate-backgrounds`` (nature), each wallpaper cut into its left and right halves,
-  which count as two different photos (hard negatives: same scene, same light).
-  ``gnome-backgrounds`` was looked at and has no photographs (renders and patterns).
+  the photographs among the wallpapers of ``plasma-workspace-wallpapers``,
+  ``mate-backgrounds`` (nature) and ``lomiri-wallpapers-16.04``/``-20.04`` (Ubuntu
+  Touch's community photos).  ``gnome-backgrounds``, ``ukui-wallpapers`` and
+  ``sway-backgrounds`` were looked at and hold no photographs (renders and patterns).
 - distractors: ``openclipart-png`` drawings, spread over all its categories.
 - copies: each original altered five ways (``real_images.ALTERATIONS``): half size +
   JPEG quality 30, 85 % centre crop, mirror, brightness x1.3, rotation by 90 degrees.
@@ -34,7 +34,6 @@ Usage: python benchmarks/bench_dupes.py [--distractors N] [--config FILE]
 from __future__ import annotations
 
 import argparse
-import io
 import sys
 import tempfile
 import time
@@ -44,7 +43,6 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
-from PIL import Image
 from scipy import sparse
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -59,11 +57,11 @@ from image2sdr.server.imaging import decode_image
 ALTERATIONS = tuple(real_images.ALTERATIONS)
 ROTATION = "rotate 90"
 KIND_ORDER = {"same_bytes": 0, "near_exact": 1, "transformed": 2}
-# The photographs of opencv-doc's examples: one of each pair of near-identical shots
-# (stereo left/right, before/after), no renders, paintings, drawings or text scans.
+# The photographs of opencv-doc's examples: one of each pair of overlapping shots
+# (stereo left/right, registration pairs such as aero1/aero3, before/after), no
+# renders, paintings, drawings or text scans.
 OPENCV_PHOTOS = (
     "data/aero1.jpg",
-    "data/aero3.jpg",
     "data/aloeL.jpg",
     "data/apple.jpg",
     "data/baboon.jpg",
@@ -94,6 +92,24 @@ OPENCV_PHOTOS = (
     *(f"text/scenetext0{i}.jpg" for i in range(1, 7)),
     *(f"text/scenetext_segmented_word0{i}.jpg" for i in range(1, 6)),
 )
+LOMIRI_PHOTOS = {
+    "lomiri-wallpapers-16.04": (
+        "Bridge_by_Sander_Klootwijk",
+        "Dragonfly_by_Bolly",
+        "Picture_0B_by_freespace",
+        "Picture_1A_by_freespace",
+        "Wine_by_Jakkub_Mede",
+        "aitzgorri_by_Aitzol_Berasategi",
+        "free_by_Peter_Nerlich",
+        "friends_by_Aitzol_Berasategi",
+        "greentock_by_Peter_Nerlich",
+        "life_by_Aitzol_Berasategi",
+        "picosdeeuropa_by_Aitzol_Berasategi",
+        "seeding_by_Clements_Engelhardt",
+        "sunset_by_Aitzol_Berasategi",
+    ),
+    "lomiri-wallpapers-20.04": ("Kleiber_by_Lukas_Baubkus",),
+}
 PLASMA_PHOTOS = (
     "BytheWater",
     "ColdRipple",
@@ -113,19 +129,6 @@ PLASMA_PHOTOS = (
 # -- images ------------------------------------------------------------------------
 
 
-def _halves(name: str, data: bytes) -> dict[str, bytes]:
-    """The left and right halves of a wide photo, as two photos."""
-    with Image.open(io.BytesIO(data)) as opened:
-        image = opened.convert("RGB")
-    w, h = image.size
-    out = {}
-    for side, box in (("left", (0, 0, w // 2, h)), ("right", (w - w // 2, 0, w, h))):
-        buffer = io.BytesIO()
-        image.crop(box).save(buffer, "JPEG", quality=92)
-        out[f"{name}#{side}"] = buffer.getvalue()
-    return out
-
-
 def _largest(paths: Sequence[Path]) -> Path:
     return max(paths, key=lambda p: (p.stat().st_size, p.name))
 
@@ -139,12 +142,15 @@ def originals() -> dict[str, bytes]:
         (path,) = real_images.debian_files("opencv-doc", f"{examples}/{relative}")
         found[f"opencv/{relative}"] = path.read_bytes()
     for name in PLASMA_PHOTOS:
-        images = real_images.debian_files(
-            "plasma-workspace-wallpapers", f"usr/share/wallpapers/{name}/contents/images/*"
-        )
-        found |= _halves(f"plasma/{name}", _largest(images).read_bytes())
+        folder = f"usr/share/wallpapers/{name}/contents/images"
+        images = real_images.debian_files("plasma-workspace-wallpapers", f"{folder}/*")
+        found[f"plasma/{name}"] = _largest(images).read_bytes()
     for path in real_images.debian_files("mate-backgrounds", "usr/share/backgrounds/mate/nature/*.jpg"):
-        found |= _halves(f"mate/{path.stem}", path.read_bytes())
+        found[f"mate/{path.stem}"] = path.read_bytes()
+    for package, names in LOMIRI_PHOTOS.items():
+        for name in names:
+            (path,) = real_images.debian_files(package, f"usr/share/backgrounds/{name}.jpg")
+            found[f"lomiri/{name}"] = path.read_bytes()
     return found
 
 
@@ -301,6 +307,17 @@ class Sweep:
         return float(marks.any(axis=1).mean()), float(marks.sum() / pairs_total)
 
 
+def closest_different(p: Pairs, count: int) -> list[tuple[str, str, float, int]]:
+    """The pairs of different stored images that look most alike (visual share), each pair once."""
+    found = []
+    for i, query in enumerate(p.queries):
+        for j in np.argsort(-p.share[i])[: count + 1]:
+            other = p.stored[j]
+            if other != query and (other not in p.queries or query < other):
+                found.append((query, other, float(p.share[i, j]), int(p.phash[i, j])))
+    return sorted(found, key=lambda pair: -pair[2])[:count]
+
+
 def print_sweep(
     sweep: Sweep, phash_grid: Sequence[int], share_grid: Sequence[float], chosen: DuplicateThresholds
 ) -> None:
@@ -428,7 +445,7 @@ def run(address: str, config: Config, corpus: Corpus, max_fp: float) -> None:
     print(
         f"\nduplicate detector at pHash <= {chosen.max_phash_distance}, visual share >= "
         f"{chosen.min_visual_share:.2f} (the server's defaults now: {defaults.max_phash_distance}, "
-        f"{defaults.min_visual_share}):"
+        f"{defaults.min_visual_share or 0:.2f}):"
     )
     print(
         f"  false duplicates, each stored original asked by id: {false_queries} of {len(photos)} queries "
@@ -440,6 +457,9 @@ def run(address: str, config: Config, corpus: Corpus, max_fp: float) -> None:
         f"chosen: widest pHash bound with none, then the lowest visual share within {max_fp:.0%}):"
     )
     print_sweep(sweep, phash_grid, share_grid, chosen)
+    print("\nthe different images that look most alike (visual share of the first's bits, pHash bits apart):")
+    for first, second, share, distance in closest_different(sweep.originals, 8):
+        print(f"  {share:.3f}  {distance:>2}  {first}  ~  {second}")
 
 
 if __name__ == "__main__":
