@@ -213,8 +213,8 @@ class IndexConfig(_Section):
     max_concepts: int = Field(200, ge=0)  # (term, confidence) pairs kept per item
     # What counts as a copy of a stored image (FindDuplicates, add_to_index.on_duplicate;
     # per request overridable). Chosen with `make bench-dupes`: see the README.
-    duplicate_max_phash_distance: int = Field(8, ge=0, le=64)  # near-exact: pHash within this many bits of 64
-    duplicate_min_visual_share: float = Field(0.6, ge=0.0, le=1.0)  # transformed: this share of visual bits shared
+    duplicate_max_phash_distance: int = Field(10, ge=0, le=64)  # near-exact: pHash within this many bits of 64
+    duplicate_min_visual_share: float = Field(0.45, ge=0.0, le=1.0)  # transformed: this share of visual bits shared
     # Extra code bits set so that every SDR with up to this many active bits looks
     # equally heavy to FAISS; then its Hamming order is the overlap order. Set it
     # >= the largest active count you store (sdr.size * sparsity = 328 by default);
