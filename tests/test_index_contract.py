@@ -379,3 +379,26 @@ def test_visual_search_and_its_neighbours(index: ItemIndex, photos: list[Item]) 
     assert pairs(near) == brute_force(looks, photos[9].spaces[VISUAL], 4, exclude=photos[9].id)
     with pytest.raises(NoSdrInSpaceError):
         index.neighbours(BASE[0].id, k=3, space=VISUAL)
+
+
+def test_listing_pages_newest_first_and_survives_writes(index: ItemIndex) -> None:
+    index.add("newest", BASE[0].sdr)
+    first = index.list_items(100)
+    assert first.total == len(BASE) + 1 and len(first.items) == 100
+    assert [item.id for item in first.items[:2]] == ["newest", BASE[-1].id]
+    index.add("after-the-first-page", BASE[1].sdr)  # newer than the listing: not shown again
+    index.remove(BASE[-120].id)  # not yet listed: skipped
+    seen = [item.id for item in first.items]
+    token = first.next_page_token
+    while token:
+        page = index.list_items(100, token)
+        seen += [item.id for item in page.items]
+        token = page.next_page_token
+    assert len(seen) == len(set(seen)) == len(BASE)  # BASE + newest - the removed one
+    assert "after-the-first-page" not in seen and BASE[-120].id not in seen
+    assert seen[-1] == BASE[0].id
+    for bad in (0, -1, 10**9):
+        with pytest.raises(InvalidInputError):
+            index.list_items(bad)
+    with pytest.raises(InvalidInputError):
+        index.list_items(10, "not-a-token")

@@ -27,6 +27,7 @@ from .protocol import (
     DuplicateThresholds,
     Item,
     ItemIndex,
+    ItemPage,
     Match,
     OnDuplicate,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "InvalidIdError",
     "Item",
     "ItemIndex",
+    "ItemPage",
     "Layout",
     "Match",
     "MetadataTooLargeError",

@@ -37,6 +37,7 @@ __all__ = [
     "DuplicateThresholds",
     "Item",
     "ItemIndex",
+    "ItemPage",
     "Match",
     "OnDuplicate",
 ]
@@ -111,6 +112,15 @@ class OnDuplicate(enum.Enum):
     KEEP = "keep"  # store it anyway (no check: the behaviour before duplicates existed)
     SKIP = "skip"  # store nothing; the outcome names the duplicate
     REPLACE = "replace"  # remove the duplicate(s), store the new item
+
+
+@dataclass(frozen=True)
+class ItemPage:
+    """One page of a listing, newest first; pass ``next_page_token`` back for the next (empty: no more)."""
+
+    items: tuple[Item, ...]
+    next_page_token: str
+    total: int  # items stored when the page was read
 
 
 @dataclass(frozen=True)
@@ -214,6 +224,14 @@ class ItemIndex(Protocol):
 
     def count(self, space: str | None = None) -> int:
         """Items stored; with a space, those that have an SDR in it."""
+        ...
+
+    def list_items(self, page_size: int, page_token: str = "") -> ItemPage:
+        """Stored items, newest first (the last added or replaced first), a page at a time.
+
+        A token stays valid across writes: items added after the first page are not
+        shown again, removed ones are skipped, and none is listed twice.
+        """
         ...
 
     @property

@@ -61,6 +61,7 @@ from .protocol import (
     DuplicateKind,
     DuplicateThresholds,
     Item,
+    ItemPage,
     Match,
     OnDuplicate,
 )
@@ -362,6 +363,21 @@ class SdrIndex:
         with self._lock.read():
             self._check_open()
             return self._spaces[space or SEMANTIC].backend.live_count
+
+    def list_items(self, page_size: int, page_token: str = "") -> ItemPage:
+        """Stored items, newest first; the token is the label to continue below."""
+        if not _is_int(page_size) or not 1 <= page_size <= self.config.max_k:
+            raise InvalidInputError(
+                f"page_size must be an integer in [1, {self.config.max_k}], got {page_size!r}", field="page_size"
+            )
+        before = _page_label(page_token)
+        with self._lock.read():
+            self._check_open()
+            rows = self._store.rows_before(before if before is not None else 1 << 62, page_size)
+            total = self._spaces[SEMANTIC].backend.live_count
+        more = len(rows) == page_size and rows[-1].label > 0
+        token = f"l{rows[-1].label}" if more else ""
+        return ItemPage(tuple(self._item(row) for row in rows), token, total)
 
     def find_duplicates(
         self,
@@ -778,6 +794,15 @@ class SdrIndex:
             types.MappingProxyType(spaces),
             row.fingerprint,
         )
+
+
+def _page_label(token: object) -> int | None:
+    """The label a page token continues below; None for the first page."""
+    if token == "":
+        return None
+    if isinstance(token, str) and token.startswith("l") and token[1:].isdigit():
+        return int(token[1:])
+    raise InvalidInputError(f"page_token {token!r} is not one this index gave out", field="page_token")
 
 
 def _duplicate_order(duplicate: Duplicate) -> tuple[int, int, int, str]:

@@ -368,6 +368,11 @@ class SqliteStore:
             signed = np.fromiter((row[1] for row in page), dtype=np.int64, count=len(page))
             yield labels, signed.view(np.uint64)
 
+    def rows_before(self, label: int, limit: int) -> list[Row]:
+        """Up to ``limit`` rows with a label below ``label``, highest (newest) first."""
+        query = f"{self._select} WHERE label < ? ORDER BY label DESC LIMIT ?"
+        return [self._row(row) for row in self._reader().execute(query, (label, limit))]
+
     def rows_by_label(self, labels: Sequence[int]) -> dict[int, Row]:
         """The rows for ``labels`` (missing labels are simply absent)."""
         found: dict[int, Row] = {}
