@@ -18,9 +18,9 @@ from PIL import Image, ImageEnhance
 from image2sdr.server.appearance import VARIANT, Appearance, VisualProjection, ranked_winners
 from image2sdr.server.concepts.base import Concept, ConceptResult
 from image2sdr.server.concepts.local import LocalConceptSource
-from image2sdr.server.config import Config, SdrConfig, VisualConfig
+from image2sdr.server.config import ClarifaiConceptsConfig, ConceptsConfig, Config, SdrConfig, VisualConfig
 from image2sdr.server.encoder import EncodeOptions, Encoder
-from image2sdr.server.errors import InvalidInputError
+from image2sdr.server.errors import InvalidInputError, ModelsMissingError
 from image2sdr.server.imaging import DecodedImage
 from image2sdr.server.sdr import Sdr
 from image2sdr.server.terms.local import LocalTermSource
@@ -228,6 +228,16 @@ def test_another_concept_provider_still_gets_the_local_visual_sdr(
             assert result.visual == encoder.encode(photos[name]).visual
     finally:
         other.close()
+
+
+def test_a_remote_concept_provider_without_local_models_says_how_to_go_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CLARIFAI_PAT", "not-used")
+    remote = ConceptsConfig(provider="clarifai", clarifai=ClarifaiConceptsConfig(endpoint="127.0.0.1:9", tls=False))
+    config = Config(data_dir=tmp_path / "data", models_dir=tmp_path / "no-models", concepts=remote)
+    with pytest.raises(ModelsMissingError, match=r"make models.*visual\.enabled: false"):
+        Encoder.from_config(config)
 
 
 def test_ranking_is_strongest_first_and_ties_go_to_the_lower_index() -> None:

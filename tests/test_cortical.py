@@ -23,6 +23,7 @@ from image2sdr.server.config import (
     CorticalTermsConfig,
     ServiceConfig,
     TermsConfig,
+    VisualConfig,
 )
 from image2sdr.server.errors import ConfigError, UpstreamError, UpstreamKeyError
 from image2sdr.server.merge import Merger, WeightedSdr
@@ -409,6 +410,7 @@ def both_remote(
         models_dir=tmp_path_factory.mktemp("no-models"),
         concepts=ConceptsConfig(provider="clarifai", clarifai=clarifai_settings),
         terms=TermsConfig(provider="cortical", cortical=settings(fake)),
+        visual=VisualConfig(enabled=False),  # the visual SDR would need the local classifier
         service=ServiceConfig(port=0, shutdown_grace_s=1.0),
     )
     server = start_service(config, {KEY_ENV: key, CLARIFAI_KEY_ENV: clarifai.key})

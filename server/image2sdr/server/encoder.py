@@ -38,7 +38,14 @@ from .appearance import Appearance, FeatureResult
 from .concepts.base import Concept, ConceptResult, ConceptSource
 from .concepts.local import LocalConceptSource
 from .config import Confidence, Config, MaxConcepts, Sparsity, VisualShare
-from .errors import ConfigError, Image2SdrError, InvalidInputError, InvalidTermError, UpstreamError
+from .errors import (
+    ConfigError,
+    Image2SdrError,
+    InvalidInputError,
+    InvalidTermError,
+    ModelsMissingError,
+    UpstreamError,
+)
 from .fingerprints import Fingerprint, fingerprint
 from .imaging import DecodedImage, decode_image
 from .merge import Merger, MergeResult, WeightedSdr
@@ -411,7 +418,14 @@ def _appearance(config: Config, concepts: ConceptSource) -> Appearance | None:
         return None
     if isinstance(concepts, LocalConceptSource):
         return Appearance(concepts, config.visual, config.sdr)
-    return Appearance(LocalConceptSource(config.models_dir, config.concepts.local), config.visual, config.sdr)
+    try:
+        classifier = LocalConceptSource(config.models_dir, config.concepts.local)
+    except ModelsMissingError as exc:
+        raise ModelsMissingError(
+            f"{exc} (the visual SDR needs the local classifier, whatever the concept provider; "
+            "or set visual.enabled: false to run without visual SDRs)"
+        ) from exc
+    return Appearance(classifier, config.visual, config.sdr)
 
 
 def _term_source(config: Config) -> TermSource:
