@@ -12,7 +12,7 @@ from PIL import Image
 
 from image2sdr.client import cli
 from image2sdr.v1 import image2sdr_pb2 as pb
-from tests.helpers.fake_service import ACTIVE_BITS, MAX_IDS_PER_CALL, FakeServicer
+from tests.helpers.fake_service import ACTIVE_BITS, DIMS, MAX_IDS_PER_CALL, SIZE, FakeServicer
 
 # -- the CLI -------------------------------------------------------------------------
 
@@ -55,6 +55,10 @@ def test_inconsistent_choices_exit_2(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "--space blend" in capsys.readouterr().err
     assert cli.main(["dupes", str(tmp_path / "missing"), "--server", "127.0.0.1:1"]) == 2
     assert "not a directory" in capsys.readouterr().err
+    assert cli.main(["dupes", "--server", "127.0.0.1:1"]) == 2
+    assert "--index for the whole index" in capsys.readouterr().err
+    assert cli.main(["dupes", "--index", "-r", "--server", "127.0.0.1:1"]) == 2
+    assert "--recursive goes with DIR" in capsys.readouterr().err
 
 
 def test_serve_without_the_server_distribution(
@@ -204,6 +208,38 @@ def test_cli_dupes_groups_the_copies_in_a_folder_and_in_the_index(
     assert [group["members"] for group in found["groups"]] == [["a.png", "elsewhere/a.png"]]
     assert found["not_compared"] == {name: "not in the index" for name in ("b.png", "c.png", "d.txt")}
     assert servicer.calls["FindDuplicates"] == 1
+
+
+def test_cli_dupes_index_alone_groups_everything_stored_page_by_page(
+    fake: tuple[FakeServicer, str], tiny_png: bytes, capsys: pytest.CaptureFixture[str]
+) -> None:
+    servicer, address = fake
+    servicer.default_page_size = 2  # five items: three ListItems pages
+    servicer.store(tiny_png, "a.png")
+    servicer.store(tiny_png + b"b", "b.png")
+    by_sdr = pb.Sdr(size=SIZE, dimensions=DIMS, active=[1, 2, 3])
+    servicer.items["by-sdr"] = pb.Item(id="by-sdr", sdr=by_sdr)  # stored without an image: nothing to compare
+    servicer.store(tiny_png, "elsewhere/a.png")
+    servicer.store(tiny_png, "c.png")
+    assert cli.main(["dupes", "--index", "--json", "--server", address]) == 0
+    found = json.loads(capsys.readouterr().out)
+    (group,) = found["groups"]
+    assert group["members"] == ["a.png", "elsewhere/a.png", "c.png"]  # oldest first
+    pairs = [frozenset((link["original"], link["copy"])) for link in group["links"]]
+    assert len(pairs) == len(set(pairs)) == 3  # each pair once, though both sides found it
+    assert list(found["not_compared"]) == ["by-sdr"]
+    assert servicer.calls["ListItems"] == 3 and servicer.calls["FindDuplicates"] == 4
+    assert cli.main(["dupes", "--index", "--server", address]) == 0
+    captured = capsys.readouterr()
+    header, *rows = captured.out.splitlines()
+    assert header.split()[:3] == ["GROUP", "ITEM", "KIND"]
+    assert [row.split()[1:3] for row in rows] == [
+        ["a.png", "-"],
+        ["elsewhere/a.png", "same_bytes"],
+        ["c.png", "same_bytes"],
+    ]
+    assert "1 groups, 3 images in them, of 4 compared" in captured.err
+    assert "not compared: by-sdr: stored without an image" in captured.err
 
 
 def test_cli_terms_from_sdr_json(

@@ -29,6 +29,7 @@ __all__ = [
     "ACTIVE_BITS",
     "DIMS",
     "MAX_IDS_PER_CALL",
+    "MAX_K",
     "SIZE",
     "FakeRpcError",
     "FakeServicer",
@@ -39,6 +40,7 @@ __all__ = [
 
 SIZE, DIMS, ACTIVE_BITS = 16384, (128, 128), 328
 MAX_IDS_PER_CALL = 1000  # ItemsExist, as the real server
+MAX_K = 1000  # ListItems' largest page, as the real server's default max_k
 
 
 def packed(*details: Any) -> list[any_pb2.Any]:
@@ -109,6 +111,7 @@ class FakeServicer(pb_grpc.Image2SdrServicer):  # type: ignore[misc]
     deadlines: list[float | None] = field(default_factory=list)  # seconds each Encode call had left
     calls: Counter[str] = field(default_factory=Counter)  # RPC name -> times called
     searches: list[pb.FindSimilarRequest] = field(default_factory=list)  # FindSimilar requests, as received
+    default_page_size: int = 100  # what ListItems' page_size 0 means; a test lowers it to see paging
 
     def _encode(self, request: pb.EncodeRequest) -> pb.EncodeResponse:
         if not request.image.startswith((b"\x89PNG", b"\xff\xd8")):
@@ -126,6 +129,7 @@ class FakeServicer(pb_grpc.Image2SdrServicer):  # type: ignore[misc]
             response.duplicate.CopyFrom(copies[0])
             return response
         item = pb.Item(id=request.add_to_index.id, sdr=sdr, concepts=concepts, visual=visual, fingerprint=fingerprint)
+        self.items.pop(item.id, None)  # a replaced item is the newest, as in the real index
         self.items[item.id] = item
         response.indexed = True
         return response
@@ -169,6 +173,21 @@ class FakeServicer(pb_grpc.Image2SdrServicer):  # type: ignore[misc]
         if len(request.ids) > MAX_IDS_PER_CALL:
             _abort(context, bad_request("ids", f"at most {MAX_IDS_PER_CALL} ids"))
         return pb.ItemsExistResponse(exists=[item_id in self.items for item_id in request.ids])
+
+    def ListItems(self, request: pb.ListItemsRequest, context: grpc.ServicerContext) -> pb.ListItemsResponse:
+        """Newest first; the token is an offset (the fake's tokens do not hold across writes, the server's do)."""
+        self.calls["ListItems"] += 1
+        size = request.page_size or self.default_page_size
+        if size > MAX_K:
+            _abort(context, bad_request("page_size", f"page_size must be in [1, {MAX_K}]"))
+        token = request.page_token
+        if token and not (token.startswith("o") and token[1:].isdigit()):
+            _abort(context, bad_request("page_token", "not a token this server gave out"))
+        start = int(token[1:]) if token else 0
+        newest_first = list(reversed(self.items.values()))
+        end = start + size
+        next_token = f"o{end}" if end < len(newest_first) else ""
+        return pb.ListItemsResponse(items=newest_first[start:end], next_page_token=next_token, total=len(self.items))
 
     def FindSimilar(self, request: pb.FindSimilarRequest, context: grpc.ServicerContext) -> pb.FindSimilarResponse:
         self.calls["FindSimilar"] += 1

@@ -22,6 +22,7 @@ from ._convert import (
     encoding_from_pb,
     info_from_pb,
     item_from_pb,
+    item_page_from_pb,
     match_from_pb,
     result_from_pb,
     sdr_from_pb,
@@ -40,6 +41,7 @@ from ._types import (
     Info,
     Item,
     ItemError,
+    ItemPage,
     Matches,
     OnDuplicate,
     Sdr,
@@ -305,6 +307,29 @@ class Image2SdrClient:
         """For each id, whether an item is stored under it; one call for up to ``MAX_IDS_PER_CALL`` ids."""
         response = self._call(self._stub.ItemsExist, pb.ItemsExistRequest(ids=ids), timeout)
         return list(response.exists)
+
+    def list_items(
+        self, page_size: int = 0, page_token: str = "", *, timeout: Timeout = USE_CLIENT_DEFAULT
+    ) -> ItemPage:
+        """One page of the stored items, newest first (the last added or replaced first).
+
+        ``page_size``: 1 to the server's ``max_k`` (``info().limits.max_k``); 0 takes its
+        default (100).  ``page_token``: "" for the first page, then each page's
+        ``next_page_token`` until it is "".  A token holds across writes: items stored
+        after the listing began are not listed, removed ones are skipped, none twice.
+        """
+        request = pb.ListItemsRequest(page_size=page_size, page_token=page_token)
+        return item_page_from_pb(self._call(self._stub.ListItems, request, timeout))
+
+    def iter_items(self, *, page_size: int = 0, timeout: Timeout = USE_CLIENT_DEFAULT) -> Iterator[Item]:
+        """Every stored item, newest first, fetched a page at a time (``timeout`` is per page)."""
+        token = ""
+        while True:
+            page = self.list_items(page_size, token, timeout=timeout)
+            yield from page.items
+            token = page.next_page_token
+            if not token:
+                return
 
     # -- the service ---------------------------------------------------------------
 

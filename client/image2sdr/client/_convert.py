@@ -17,6 +17,7 @@ from ._types import (
     Info,
     Item,
     ItemError,
+    ItemPage,
     Limits,
     Match,
     OnDuplicate,
@@ -37,6 +38,7 @@ __all__ = [
     "fingerprint_from_pb",
     "info_from_pb",
     "item_from_pb",
+    "item_page_from_pb",
     "match_from_pb",
     "result_from_pb",
     "sdr_from_pb",
@@ -205,6 +207,10 @@ def item_from_pb(message: pb.Item) -> Item:
         visual=sdr_from_pb(message.visual) if message.HasField("visual") else None,
         fingerprint=fingerprint_from_pb(message.fingerprint) if message.HasField("fingerprint") else None,
     )
+
+
+def item_page_from_pb(message: pb.ListItemsResponse) -> ItemPage:
+    return ItemPage(tuple(item_from_pb(item) for item in message.items), message.next_page_token, message.total)
 
 
 def term_match_from_pb(message: pb.TermMatch) -> TermMatch:

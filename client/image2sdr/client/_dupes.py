@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from ._types import DuplicateKind, DuplicateThresholds, Encoding, Sdr
 
-__all__ = ["Group", "Link", "groups", "links_among"]
+__all__ = ["Group", "Link", "groups", "links_among", "one_link_per_pair"]
 
 _STRENGTH: dict[DuplicateKind, int] = {"same_bytes": 0, "near_exact": 1, "transformed": 2}
 
@@ -39,7 +39,7 @@ class Group:
     def strongest(self, member: str) -> Link | None:
         """The closest link of ``member`` (same bytes before near-exact before transformed, then closest)."""
         touching = [link for link in self.links if member in (link.original, link.copy)]
-        return min(touching, key=lambda link: (_STRENGTH[link.kind], -link.visual_share), default=None)
+        return min(touching, key=_rank, default=None)
 
 
 @dataclass(frozen=True)
@@ -95,6 +95,25 @@ def links_among(encoded: Sequence[tuple[str, Encoding]], thresholds: DuplicateTh
             if link is not None:
                 found.append(link)
     return found
+
+
+def one_link_per_pair(links: Iterable[Link]) -> list[Link]:
+    """The closest link of each pair, pairs in the order first seen.
+
+    Asked about every stored item, the server finds each pair from both sides, and
+    the two answers may differ: a visual share is taken of the query's own bits.
+    """
+    best: dict[frozenset[str], Link] = {}
+    for link in links:
+        pair = frozenset((link.original, link.copy))
+        if pair not in best or _rank(link) < _rank(best[pair]):
+            best[pair] = link
+    return list(best.values())
+
+
+def _rank(link: Link) -> tuple[int, float]:
+    """Same bytes before near-exact before transformed; then the larger visual share."""
+    return _STRENGTH[link.kind], -link.visual_share
 
 
 def groups(names: Iterable[str], links: Iterable[Link]) -> list[Group]:

@@ -22,6 +22,7 @@ __all__ = [
     "Info",
     "Item",
     "ItemError",
+    "ItemPage",
     "Limits",
     "Match",
     "Matches",
@@ -207,6 +208,15 @@ class Item:
     metadata: Mapping[str, str] = field(default_factory=dict)
     visual: Sdr | None = None  # None: no visual SDR (added by SDR alone, or before visual SDRs existed)
     fingerprint: Fingerprint | None = None  # None: not added from an image
+
+
+@dataclass(frozen=True)
+class ItemPage:
+    """One page of ``list_items``, newest first; ``next_page_token`` asks for the next ("": this was the last)."""
+
+    items: tuple[Item, ...]
+    next_page_token: str
+    total: int  # items stored when the page was read (all of them, not those left to list)
 
 
 @dataclass(frozen=True)

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from ._client import DEFAULT_TIMEOUT_S, MAX_IDS_PER_CALL, Image2SdrClient
-from ._dupes import Group, Link, groups, links_among
-from ._exceptions import Image2SdrError, InvalidArgument, ResourceExhausted
+from ._dupes import Group, Link, groups, links_among, one_link_per_pair
+from ._exceptions import Image2SdrError, InvalidArgument, NotFound, ResourceExhausted
 from ._types import DuplicateThresholds, EncodeItem, Encoding, ItemError, Match, OnDuplicate, Sdr, TermMatch
 
 __all__ = ["build_parser", "main", "png_paths", "sdr_from_json"]
@@ -151,10 +151,14 @@ def _add_dupes(commands: Any, connection: argparse.ArgumentParser) -> None:
         "few bits: re-encoded, resized) or a transformed one (visual SDRs overlapping: cropped, mirrored, "
         "recoloured).  DIR: the images in DIR, encoded by the server and compared with its rules and "
         "thresholds; nothing is stored.  --index DIR: the items `image2sdr index DIR` stored, each asked "
-        "FindDuplicates against the whole index, so a group may hold items stored from elsewhere.",
+        "FindDuplicates against the whole index, so a group may hold items stored from elsewhere.  "
+        "--index alone: every stored item (listed a page at a time), each asked FindDuplicates; members "
+        "are shown oldest first, and items stored without an image are not compared.",
     )
-    dupes.add_argument("directory", type=Path, metavar="DIR")
-    dupes.add_argument("--index", action="store_true", help="the stored items of DIR, against the whole index")
+    dupes.add_argument("directory", nargs="?", type=Path, metavar="DIR")
+    dupes.add_argument(
+        "--index", action="store_true", help="stored items: those of DIR, or without DIR all of them, against the index"
+    )
     dupes.add_argument("-r", "--recursive", action="store_true", help="descend into subfolders")
     dupes.add_argument("--max-phash-distance", type=_phash_bits, metavar="N", help="near-exact: pHash bits (server)")
     dupes.add_argument("--min-visual-share", type=_share, metavar="F", help="transformed: visual share (server)")
@@ -419,13 +423,19 @@ def _run_similar(args: argparse.Namespace) -> int:
 
 
 def _run_dupes(args: argparse.Namespace) -> int:
-    directory: Path = args.directory
-    if not directory.is_dir():
+    directory: Path | None = args.directory
+    if directory is None and not args.index:
+        raise UsageError("give DIR, --index DIR, or --index for the whole index")
+    if directory is None and args.recursive:
+        raise UsageError("--recursive goes with DIR")
+    if directory is not None and not directory.is_dir():
         raise UsageError(f"{directory} is not a directory")
-    files = index_candidates(directory, recursive=args.recursive)
+    files = [] if directory is None else index_candidates(directory, recursive=args.recursive)
     with connect(args) as client:
         given = DuplicateThresholds(args.max_phash_distance, args.min_visual_share)
-        if args.index:
+        if directory is None:
+            names, links, missing = _index_links(client, given, args.k)
+        elif args.index:
             names, links, missing = _stored_links(client, [item_id for _, item_id in files], given, args.k)
         else:
             names, links, missing = _file_links(client, files, _thresholds(client, given))
@@ -482,6 +492,32 @@ def _stored_links(
             continue
         links += [Link(item_id, c.id, c.kind, c.phash_distance, c.visual_share) for c in copies]
     return [item_id for item_id in stored if item_id not in missing], links, missing
+
+
+def _index_links(
+    client: Image2SdrClient, thresholds: DuplicateThresholds, k: int
+) -> tuple[list[str], list[Link], dict[str, str]]:
+    """Every stored item, each asked for its copies in the index; the names oldest first.
+
+    Each pair is found from both sides; one link a pair is kept.  An item removed
+    while the run goes on is reported, not an error.
+    """
+    listed: list[str] = []
+    missing: dict[str, str] = {}
+    links: list[Link] = []
+    for item in client.iter_items():  # newest first
+        if item.fingerprint is None:
+            missing[item.id] = "stored without an image: no fingerprint to compare"
+            continue
+        try:
+            copies = client.find_duplicates(id=item.id, k=k, thresholds=thresholds)
+        except (InvalidArgument, NotFound) as exc:  # replaced by SDR alone, or removed, since it was listed
+            missing[item.id] = exc.message
+            continue
+        listed.append(item.id)
+        links += [Link(item.id, c.id, c.kind, c.phash_distance, c.visual_share) for c in copies]
+    # Oldest first, so that a group starts with the item stored first and the rest read as its copies.
+    return listed[::-1], one_link_per_pair(links), missing
 
 
 def _run_terms(args: argparse.Namespace) -> int:

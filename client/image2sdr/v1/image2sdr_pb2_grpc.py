@@ -79,6 +79,11 @@ class Image2SdrStub:
                 request_serializer=image2sdr_dot_v1_dot_image2sdr__pb2.ItemsExistRequest.SerializeToString,
                 response_deserializer=image2sdr_dot_v1_dot_image2sdr__pb2.ItemsExistResponse.FromString,
                 _registered_method=True)
+        self.ListItems = channel.unary_unary(
+                '/image2sdr.v1.Image2Sdr/ListItems',
+                request_serializer=image2sdr_dot_v1_dot_image2sdr__pb2.ListItemsRequest.SerializeToString,
+                response_deserializer=image2sdr_dot_v1_dot_image2sdr__pb2.ListItemsResponse.FromString,
+                _registered_method=True)
         self.Info = channel.unary_unary(
                 '/image2sdr.v1.Image2Sdr/Info',
                 request_serializer=image2sdr_dot_v1_dot_image2sdr__pb2.InfoRequest.SerializeToString,
@@ -154,6 +159,13 @@ class Image2SdrServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListItems(self, request, context):
+        """The stored items, newest first (the last added or replaced first), a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Info(self, request, context):
         """SDR geometry, providers and model versions, index kind and size, limits.
         """
@@ -208,6 +220,11 @@ def add_Image2SdrServicer_to_server(servicer, server):
                     servicer.ItemsExist,
                     request_deserializer=image2sdr_dot_v1_dot_image2sdr__pb2.ItemsExistRequest.FromString,
                     response_serializer=image2sdr_dot_v1_dot_image2sdr__pb2.ItemsExistResponse.SerializeToString,
+            ),
+            'ListItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListItems,
+                    request_deserializer=image2sdr_dot_v1_dot_image2sdr__pb2.ListItemsRequest.FromString,
+                    response_serializer=image2sdr_dot_v1_dot_image2sdr__pb2.ListItemsResponse.SerializeToString,
             ),
             'Info': grpc.unary_unary_rpc_method_handler(
                     servicer.Info,
@@ -458,6 +475,33 @@ class Image2Sdr:
             '/image2sdr.v1.Image2Sdr/ItemsExist',
             image2sdr_dot_v1_dot_image2sdr__pb2.ItemsExistRequest.SerializeToString,
             image2sdr_dot_v1_dot_image2sdr__pb2.ItemsExistResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/image2sdr.v1.Image2Sdr/ListItems',
+            image2sdr_dot_v1_dot_image2sdr__pb2.ListItemsRequest.SerializeToString,
+            image2sdr_dot_v1_dot_image2sdr__pb2.ListItemsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,6 +25,7 @@ from ..index.protocol import (
     DuplicateKind,
     DuplicateThresholds,
     Item,
+    ItemPage,
     Match,
     OnDuplicate,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "BLEND",
     "DEFAULT_BLEND_WEIGHT",
     "DEFAULT_K",
+    "DEFAULT_PAGE_SIZE",
     "AddPolicy",
     "add_policy",
     "blend_weight",
@@ -45,8 +47,10 @@ __all__ = [
     "error_response",
     "fingerprint_message",
     "item_message",
+    "item_page_message",
     "k_value",
     "match_message",
+    "page_size",
     "sdr_from_message",
     "sdr_message",
     "search_space",
@@ -56,6 +60,7 @@ __all__ = [
 ]
 
 DEFAULT_K = 10  # what k = 0 (unset) means
+DEFAULT_PAGE_SIZE = 100  # what ListItems' page_size = 0 (unset) means
 DEFAULT_BLEND_WEIGHT = 0.5  # what an unset blend_weight means: both overlaps count alike
 BLEND = "blend"  # FindSimilar's third space: not an index space, both of them weighted
 
@@ -161,6 +166,11 @@ def k_value(k: int, max_k: int) -> int:
     if k > max_k:
         raise InvalidInputError(f"k must be in [1, {max_k}], got {k}", field="k")
     return k
+
+
+def page_size(size: int, max_k: int) -> int:
+    """ListItems' page size: unset is the default; any other value is the index's to check (field ``page_size``)."""
+    return min(DEFAULT_PAGE_SIZE, max_k) if size == 0 else size
 
 
 def sdr_from_message(message: pb.Sdr, geometry: SdrConfig, field: str) -> Sdr:
@@ -303,3 +313,11 @@ def item_message(item: Item, dimensions: Sequence[int]) -> pb.Item:
     if item.fingerprint is not None:
         message.fingerprint.CopyFrom(fingerprint_message(item.fingerprint))
     return message
+
+
+def item_page_message(page: ItemPage, dimensions: Sequence[int]) -> pb.ListItemsResponse:
+    return pb.ListItemsResponse(
+        items=[item_message(item, dimensions) for item in page.items],
+        next_page_token=page.next_page_token,
+        total=page.total,
+    )

@@ -40,8 +40,10 @@ from .conversion import (
     error_response,
     fingerprint_message,
     item_message,
+    item_page_message,
     k_value,
     match_message,
+    page_size,
     sdr_from_message,
     sdr_message,
     search_space,
@@ -229,6 +231,12 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
             exc.field = "ids"
             raise
         return pb.ItemsExistResponse(exists=exists)
+
+    @_unary
+    def ListItems(self, request: pb.ListItemsRequest, context: grpc.ServicerContext) -> pb.ListItemsResponse:
+        # The index checks the size against max_k and the token, naming page_size or page_token.
+        page = self.index.list_items(page_size(request.page_size, self.config.index.max_k), request.page_token)
+        return item_page_message(page, self.config.sdr.dimensions)
 
     @_unary
     def Info(self, request: pb.InfoRequest, context: grpc.ServicerContext) -> pb.InfoResponse:
