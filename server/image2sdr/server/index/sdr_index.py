@@ -77,6 +77,7 @@ STORE_FILE = "items.sqlite3"
 LOCK_FILE = "LOCK"
 LEGACY_SNAPSHOT_FILE = "faiss.snapshot"  # the release before spaces; rebuilt, not read
 _EMPTY_METADATA: Mapping[str, str] = types.MappingProxyType({})
+_BLEND_DEPTH = 2048  # candidates per space a blended search examines at most
 
 
 def snapshot_file(space: str) -> str:
@@ -425,13 +426,14 @@ class SdrIndex:
     def search_blend(
         self, semantic: Sdr, visual: Sdr, weight: float, k: int = 10, *, exclude: str | None = None
     ) -> list[Match]:
-        """Top k by ``(1 - weight) * semantic overlap + weight * visual overlap``, exactly.
+        """Top k by ``(1 - weight) * semantic overlap + weight * visual overlap``, exactly re-ranked.
 
         Candidates come from each space's own search; every candidate's two overlaps
         are then computed exactly. An item found in neither list scores at most
         ``(1 - weight) * s' + weight * v'`` (the last overlap each list returned), so
-        once the k-th score found reaches that bound the answer is final; otherwise
-        both lists grow. Items without a visual SDR count 0 there.
+        once the k-th score found is above that bound the answer is proven; otherwise
+        both lists grow, up to ``_BLEND_DEPTH`` candidates each, after which the answer
+        is the best of those seen. Items without a visual SDR count 0 there.
         """
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
             raise InvalidInputError(f"blend_weight must be in [0, 1], got {weight!r}", field="blend_weight")
@@ -602,6 +604,10 @@ class SdrIndex:
         queries = {SEMANTIC: semantic, VISUAL: visual}
         fetch = max(k * self.config.candidate_factor, k + self.config.candidate_margin)
         total = self._spaces[SEMANTIC].backend.live_count
+        # When the two spaces disagree (an item near in one is average in the other), the
+        # proof may need most of the collection; past this depth the answer is the best
+        # of the candidates seen, each scored exactly.
+        deepest = max(_BLEND_DEPTH, 4 * fetch)
         while True:
             candidates: set[int] = set()
             bound = 0.0
@@ -624,7 +630,7 @@ class SdrIndex:
             )
             best = [match for match, _ in scored[:k]]
             # Strictly above: an unseen item tying the bound could win the tie on its label.
-            if (len(best) >= k and best[-1].score > bound) or fetch >= total:
+            if (len(best) >= k and best[-1].score > bound) or fetch >= min(total, deepest):
                 return best
             fetch *= 4
 
