@@ -170,5 +170,10 @@ def test_an_index_from_the_release_with_spaces_but_no_fingerprints_opens_upgrade
             item = index.get(item_id)
             assert item.sdr == Sdr.from_positions(bits, SIZE) and item.fingerprint is None
         assert index.search(Sdr.from_positions(expected["pic-05"], SIZE), k=1)[0].id == "pic-05"
+        look = random_sdr(np.random.default_rng(3), 300)
+        old = index.get("pic-05")
+        index.add_many([Item("pic-05", old.sdr, old.concepts, old.metadata, {"visual": look})])  # re-added
+        assert index.count("visual") == 1 and index.get("pic-05").in_space("visual") == look
+        assert [m.id for m in index.search(look, k=1, space="visual")] == ["pic-05"]
     assert _schema_version(directory) == str(SCHEMA_VERSION)
     assert {"sha256", "phash", "sdr_visual"} <= _columns(directory)
