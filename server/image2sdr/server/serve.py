@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 import ctypes
 import logging
+import os
 import signal
 import sys
-import threading
 from pathlib import Path
 from types import FrameType
 
@@ -78,15 +78,18 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     # Printed (not only logged) so scripts that start the service on port 0 can read it.
     print(f"image2sdr listening on {config.service.host}:{server.port}", flush=True)
-    stopping = threading.Event()
+    # The handler only writes a byte to a pipe the main thread is reading: a handler
+    # that set a threading.Event could deadlock, since it runs in the main thread and
+    # the Event's lock may be held by that thread's own wait() at that very moment.
+    wake_read, wake_write = os.pipe()
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
-        logger.info("received %s, shutting down (grace %.0f s)", signal.Signals(signum).name, server.grace_s)
-        stopping.set()
+        os.write(wake_write, bytes([signum]))
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
-    stopping.wait()
+    signum = os.read(wake_read, 1)[0]  # blocks until a signal; EINTR is retried (PEP 475)
+    logger.info("received %s, shutting down (grace %.0f s)", signal.Signals(signum).name, server.grace_s)
     server.stop()
     logger.info("stopped")
     return 0
