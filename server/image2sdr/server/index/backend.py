@@ -137,4 +137,4 @@ def copy_bytes(array: npt.NDArray[np.generic]) -> Iterator[bytes]:
 def read_array(read: ReadBytes, dtype: str, count: int) -> npt.NDArray[Any]:
     """``count`` items of ``dtype`` from the snapshot body."""
     itemsize = np.dtype(dtype).itemsize
-    return np.frombuffer(read(count * itemsize), dtype=dtype).copy()
+    return np.frombuffer(read(count * itemsize), dtype=dtype)  # read-only: every caller copies what it keeps

@@ -9,7 +9,6 @@ search.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 
 import faiss
@@ -22,8 +21,6 @@ from .codes import pack_codes
 from .live import Hits, Labels, LiveLabels, empty_hits
 
 __all__ = ["FlatBackend"]
-
-logger = logging.getLogger(__name__)
 
 _RANGE_AFTER = 16384  # past this many candidates, one range search instead of growing k' again
 _GROWTH = 4  # k' multiplier between rounds
@@ -100,16 +97,10 @@ class FlatBackend:
         self.live.remove(labels)
 
     def needs_compaction(self) -> bool:
-        dead = self.tombstones
-        return dead >= self.config.compact_min and dead > self.config.compact_ratio * self.entries
+        return self.live.compaction_due(self.entries, self.config.compact_min, self.config.compact_ratio)
 
     def compact(self) -> int:
-        dead = self.tombstones
-        if dead:
-            live = self.live.selector()  # held here: IDSelectorNot keeps only a raw pointer to it
-            self.index.remove_ids(faiss.IDSelectorNot(live))
-            logger.info("index compacted: %d removed items dropped from FAISS", dead)
-        return dead
+        return self.live.drop_dead(self.index, self.entries)
 
     def freeze(self) -> Frozen:
         state = FlatState("flat", self.live.size, self.entries)

@@ -21,7 +21,6 @@ the answer is not proven complete: items in lists not scanned are not seen.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterator
 
 import faiss
@@ -35,8 +34,6 @@ from .codes import pack_codes
 from .live import Hits, Labels, LiveLabels, empty_hits, unique_nearest
 
 __all__ = ["PROBE_SCALE", "IvfBackend", "sdr_kmeans"]
-
-logger = logging.getLogger(__name__)
 
 ProbeTable = npt.NDArray[np.uint8]
 # FAISS's helper for IndexBinaryIVF.add_core: codes into lists chosen by the caller.
@@ -157,16 +154,10 @@ class IvfBackend:
         self.live.remove(labels)
 
     def needs_compaction(self) -> bool:
-        dead = self.tombstones
-        return dead >= self.config.compact_min and dead > self.config.compact_ratio * self.entries
+        return self.live.compaction_due(self.entries, self.config.compact_min, self.config.compact_ratio)
 
     def compact(self) -> int:
-        dead = self.tombstones
-        if dead:
-            live = self.live.selector()  # held here: IDSelectorNot keeps only a raw pointer to it
-            self.index.remove_ids(faiss.IDSelectorNot(live))
-            logger.info("index compacted: %d removed items dropped from FAISS", dead)
-        return dead
+        return self.live.drop_dead(self.index, self.entries)
 
     def freeze(self) -> Frozen:
         invlists = self.index.invlists

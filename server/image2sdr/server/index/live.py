@@ -13,6 +13,7 @@ drops it physically once enough pile up (compaction).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import faiss
@@ -22,6 +23,8 @@ import numpy.typing as npt
 from .codes import stored_weights
 
 __all__ = ["Hits", "Labels", "LiveLabels", "empty_hits", "unique_nearest"]
+
+logger = logging.getLogger(__name__)
 
 Labels = npt.NDArray[np.int64]
 Distances = npt.NDArray[np.int64]
@@ -90,6 +93,20 @@ class LiveLabels:
         np.bitwise_and.at(self._bitmap, labels >> 3, np.invert(np.left_shift(1, labels & 7).astype(np.uint8)))
         self.count -= int(labels.size)
         return int(labels.size)
+
+    def compaction_due(self, entries: int, compact_min: int, compact_ratio: float) -> bool:
+        """Whether enough of a backend's ``entries`` are dead labels to drop them now."""
+        dead = entries - self.count
+        return dead >= compact_min and dead > compact_ratio * entries
+
+    def drop_dead(self, index: faiss.IndexBinary, entries: int) -> int:
+        """Remove every dead label from ``index`` (holding ``entries`` items) in one pass; how many went."""
+        dead = entries - self.count
+        if dead:
+            live = self.selector()  # held here: IDSelectorNot keeps only a raw pointer to it
+            index.remove_ids(faiss.IDSelectorNot(live))
+            logger.info("index compacted: %d removed items dropped from FAISS", dead)
+        return dead
 
     def max_weight(self) -> int:
         nonzero = np.flatnonzero(self._histogram)

@@ -218,9 +218,6 @@ class SqliteStore:
             self._writer.execute(f"ALTER TABLE items ADD COLUMN sdr_{space} BLOB")
             logger.info("index store %s: space %r added", self.path, space)
 
-    def schema_version(self) -> int:
-        return int(self._meta("schema_version"))
-
     # -- meta --------------------------------------------------------------
 
     def _init_meta(self) -> None:
@@ -249,9 +246,6 @@ class SqliteStore:
 
     def changes(self) -> int:
         return int(self._meta("changes"))
-
-    def next_label(self) -> int:
-        return int(self._meta("next_label"))
 
     # -- writes ------------------------------------------------------------
 
@@ -331,9 +325,6 @@ class SqliteStore:
         return int(row[0])
 
     # -- reads -------------------------------------------------------------
-
-    def count(self) -> int:
-        return int(self._reader().execute("SELECT count(*) FROM items").fetchone()[0])
 
     def get(self, item_id: str) -> Row | None:
         row = self._reader().execute(f"{self._select} WHERE id = ?", (item_id,)).fetchone()
@@ -423,15 +414,6 @@ class SqliteStore:
                 return
             last = int(page[-1][0])
             yield self._columns(page)
-
-    def snapshot_state(self) -> tuple[str, int]:
-        """(store_id, changes) read in one transaction."""
-        reader = self._reader()
-        reader.execute("BEGIN")
-        try:
-            return self._meta("store_id", reader), int(self._meta("changes", reader))
-        finally:
-            reader.execute("COMMIT")
 
     def _columns(
         self, rows: Sequence[tuple[int, bytes]]
