@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import ctypes
 import datetime
 import os
+import platform
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -135,7 +137,38 @@ def test_mutual_tls(tmp_path: Path, models_dir: Path, pki: dict[str, Path]) -> N
         server.stop()
 
 
-def test_sigterm_shuts_down_gracefully(tmp_path: Path, models_dir: Path) -> None:
+def _signal_a_worker_thread(pid: int, signum: int) -> None:
+    """Deliver ``signum`` to one of the process's non-main threads (Linux tgkill).
+
+    The kernel may hand a process-directed signal to any thread; when it picked one
+    of gRPC's, an earlier server never woke up.  Aiming at such a thread makes that
+    case happen every time instead of now and then.
+    """
+    tasks = sorted(int(tid) for tid in os.listdir(f"/proc/{pid}/task") if int(tid) != pid)
+    assert tasks, "the server runs gRPC threads"
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(_SYS_TGKILL, pid, tasks[-1], signum) != 0:
+        raise OSError(ctypes.get_errno(), "tgkill failed")
+
+
+_SYS_TGKILL = {"x86_64": 234, "aarch64": 131}.get(platform.machine(), 0)
+
+
+@pytest.mark.parametrize(
+    "deliver",
+    [
+        pytest.param(os.kill, id="to-the-process"),
+        pytest.param(
+            _signal_a_worker_thread,
+            id="to-a-grpc-thread",
+            marks=pytest.mark.skipif(not _SYS_TGKILL or sys.platform != "linux", reason="needs Linux tgkill"),
+        ),
+    ],
+)
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_signals_shut_down_gracefully(
+    tmp_path: Path, models_dir: Path, deliver: Callable[[int, int], None], signum: int
+) -> None:
     env = {**os.environ, "IMAGE2SDR_MODELS_DIR": str(models_dir)}
     with subprocess.Popen(
         [sys.executable, "-m", "image2sdr.server.serve", "--port", "0", "--data-dir", str(tmp_path / "data")],
@@ -150,9 +183,9 @@ def test_sigterm_shuts_down_gracefully(tmp_path: Path, models_dir: Path) -> None
             port = int(line.rsplit(":", 1)[1])
             with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
                 assert pb_grpc.Image2SdrStub(channel).Info(pb.InfoRequest(), timeout=30).active_bits == 328
-            process.send_signal(signal.SIGTERM)
+            deliver(process.pid, signum)
             assert process.wait(timeout=60) == 0
-            assert "shutting down" in process.stderr.read()  # type: ignore[union-attr]
+            assert f"received {signal.Signals(signum).name}, shutting down" in process.stderr.read()  # type: ignore[union-attr]
         finally:
             if process.poll() is None:
                 process.kill()

@@ -66,6 +66,27 @@ def _return_large_frees_to_the_system() -> None:
         logger.debug("mallopt(M_MMAP_THRESHOLD) was refused")
 
 
+def _wake_on_signals() -> int:
+    """Return a pipe that receives one byte (the signal number) per SIGTERM or SIGINT.
+
+    The byte is written by CPython's C-level handler (``set_wakeup_fd``), whichever
+    thread the kernel delivers the signal to.  A Python-level handler would not do:
+    it runs only in the main thread, between bytecodes, and when the kernel picks
+    one of gRPC's threads the main thread's blocking read is never interrupted, so
+    the handler never runs (CI saw the server ignore a SIGTERM this way).
+    """
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)  # set_wakeup_fd requires it
+    signal.set_wakeup_fd(wake_write)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _ignore)  # replaces the defaults (exit, KeyboardInterrupt)
+    return wake_read
+
+
+def _ignore(signum: int, frame: FrameType | None) -> None:
+    """The wakeup byte does the work; this only keeps the default action away."""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parse(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -76,19 +97,12 @@ def main(argv: list[str] | None = None) -> int:
     except (Image2SdrError, ValueError) as exc:
         logger.error("cannot start: %s", exc)
         return 1
-    # Printed (not only logged) so scripts that start the service on port 0 can read it.
+    wake_read = _wake_on_signals()
+    # Printed (not only logged) so scripts that start the service on port 0 can read it;
+    # after the handlers are in place, so a signal sent as soon as this line is read
+    # takes the graceful path rather than the default (instant death).
     print(f"image2sdr listening on {config.service.host}:{server.port}", flush=True)
-    # The handler only writes a byte to a pipe the main thread is reading: a handler
-    # that set a threading.Event could deadlock, since it runs in the main thread and
-    # the Event's lock may be held by that thread's own wait() at that very moment.
-    wake_read, wake_write = os.pipe()
-
-    def _on_signal(signum: int, frame: FrameType | None) -> None:
-        os.write(wake_write, bytes([signum]))
-
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
-    signum = os.read(wake_read, 1)[0]  # blocks until a signal; EINTR is retried (PEP 475)
+    signum = os.read(wake_read, 1)[0]  # blocks until SIGTERM or SIGINT
     logger.info("received %s, shutting down (grace %.0f s)", signal.Signals(signum).name, server.grace_s)
     server.stop()
     logger.info("stopped")
