@@ -32,6 +32,7 @@ from ._convert import (
     thresholds_to_pb,
 )
 from ._exceptions import Image2SdrError, Internal, InvalidArgument, ResourceExhausted, error_from_rpc_error
+from ._targets import Target, channel_target, lists_addresses, service_config
 from ._types import (
     Duplicate,
     DuplicateThresholds,
@@ -79,41 +80,57 @@ Timeout = float | None | UseClientDefault  # seconds; None: no deadline; USE_CLI
 
 
 class Image2SdrClient:
-    """A connection to an image2sdr server.
+    """A connection to an image2sdr server, or to several replicas of it.
+
+    ``target`` is one server ("host:port") or any gRPC target string, such as
+    "dns:///name:port", whose every DNS record is a replica.  A list of "HOST:PORT"
+    addresses names replicas directly; several must be IP addresses, all IPv4 or all
+    IPv6 (names go through DNS: give one name with a record per replica).  Calls go to
+    the replicas in turn (gRPC's ``round_robin``); one that is down is passed over until
+    it is back.  ``health_check=True`` also passes over replicas whose grpc.health.v1
+    status is not SERVING; with none SERVING, every call, ``health()`` too, raises
+    ``Unavailable`` without reaching a server.
 
     ``token`` is sent as ``authorization: Bearer <token>`` on every call.  Any of
     ``root_certificates`` (PEM CA bundle), ``certificate_chain`` and ``private_key``
     (PEM, for mutual TLS) or ``tls=True`` (system roots) makes the channel TLS.
-    ``channel`` hands in a channel made elsewhere; the client then leaves closing it to you.
+    ``server_name`` is the name the server certificates are checked against (and the
+    call's authority); TLS over a list of addresses needs it, as the list is no name.
+    ``channel`` hands in a channel made elsewhere; the client then leaves closing it to
+    you, and the options that shape a channel are not used.
     Failed calls raise the ``Image2SdrError`` family.
     """
 
     def __init__(
         self,
-        target: str,
+        target: Target,
         *,
         token: str | None = None,
         root_certificates: bytes | None = None,
         certificate_chain: bytes | None = None,
         private_key: bytes | None = None,
         tls: bool = False,
+        server_name: str | None = None,
+        health_check: bool = False,
         timeout: float | None = DEFAULT_TIMEOUT_S,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         channel: grpc.Channel | None = None,
     ) -> None:
         if (certificate_chain is None) != (private_key is None):
             raise ValueError("certificate_chain and private_key go together (mutual TLS)")
-        self.target = target
+        self.target = channel_target(target)
         self.timeout = timeout
         self.max_message_bytes = max_message_bytes
         self._metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
         self._owns_channel = channel is None
         if channel is None:
             secure = tls or any(x is not None for x in (root_certificates, certificate_chain, private_key))
+            if secure and server_name is None and lists_addresses(self.target):
+                raise ValueError("TLS over several addresses needs server_name=, the name in the servers' certificates")
             credentials = (
                 grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain) if secure else None
             )
-            channel = _channel(target, credentials, max_message_bytes)
+            channel = _channel(self.target, credentials, _options(max_message_bytes, server_name, health_check))
         self._channel = channel
         self._stub = pb_grpc.Image2SdrStub(channel)  # type: ignore[no-untyped-call]  # generated, no .pyi
         self._health = health_pb2_grpc.HealthStub(channel)
@@ -356,11 +373,22 @@ def read_image(image: ImageSource) -> bytes:
     return Path(os.fspath(image)).read_bytes()
 
 
-def _channel(target: str, credentials: grpc.ChannelCredentials | None, max_message_bytes: int) -> grpc.Channel:
-    options = [
+ChannelOptions = list[tuple[str, str | int]]
+
+
+def _options(max_message_bytes: int, server_name: str | None, health_check: bool) -> ChannelOptions:
+    options: ChannelOptions = [
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.service_config", service_config(health_check)),
     ]
+    if server_name is not None:
+        # The authority is what gRPC checks the certificate against (and sends as :authority).
+        options.append(("grpc.default_authority", server_name))
+    return options
+
+
+def _channel(target: str, credentials: grpc.ChannelCredentials | None, options: ChannelOptions) -> grpc.Channel:
     if credentials is None:
         return grpc.insecure_channel(target, options=options)
     return grpc.secure_channel(target, credentials, options=options)
