@@ -33,21 +33,17 @@ import numpy.typing as npt
 
 from ..config import IndexConfig
 from ..errors import (
-    IdTooLongError,
     IndexClosedError,
     IndexLockedError,
-    InvalidIdError,
     InvalidInputError,
-    InvalidSdrError,
-    MetadataTooLargeError,
     NoFingerprintError,
     NoSdrInSpaceError,
     NotFoundError,
-    TooManyConceptsError,
 )
-from ..fingerprints import Fingerprint, phash_distance
+from ..fingerprints import Fingerprint
 from ..sdr import Sdr
 from .backend import Backend, Layout
+from .checks import ItemChecks, check_id, check_metadata, compare, duplicate_order, is_int, page_label
 from .codes import pack_codes
 from .flat import FlatBackend
 from .ivf import IvfBackend
@@ -58,7 +54,6 @@ from .protocol import (
     VISUAL,
     AddOutcome,
     Duplicate,
-    DuplicateKind,
     DuplicateThresholds,
     Item,
     ItemPage,
@@ -118,6 +113,7 @@ class SdrIndex:
         self.layout = Layout(sdr_size, config.equalize_bits)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock_file = _lock_directory(self.directory / LOCK_FILE)
+        self._checks = ItemChecks(config, sdr_size, spaces)
         self._lock = ReadWriteLock()
         self._snapshot_mutex = threading.Lock()  # one snapshot pass at a time
         self._freezes = 0  # snapshots being written: compaction waits (it would move frozen bytes)
@@ -205,10 +201,10 @@ class SdrIndex:
         against the store and the items before it, under the write lock: two
         concurrent adds of one photo cannot both be stored under SKIP.
         """
-        prepared = self._prepare(items)
+        prepared = self._checks.prepare(items)
         if not prepared:
             return []
-        limits = self._thresholds(thresholds)
+        limits = self._checks.thresholds(thresholds)
         codes = {space: self._codes(prepared, space) for space in self._spaces}
         with self._lock.write():
             self._check_open()
@@ -282,22 +278,22 @@ class SdrIndex:
         query = Sdr.trusted(visual, self.sdr_size) if visual is not None else None
         found = self._duplicates(item.fingerprint, query, limits, self.config.max_k, exclude_label=-1)
         for other in accepted:
-            duplicate = self._compare(item.fingerprint, query, other, limits)
+            duplicate = compare(item.fingerprint, query, other, limits, self.sdr_size)
             if duplicate is not None:
                 found.append(duplicate)
-        return sorted(found, key=_duplicate_order)
+        return sorted(found, key=duplicate_order)
 
     def check_item(self, item_id: str, metadata: Mapping[str, str] | None = None) -> None:
         """Raise what ``add`` would raise for this id and metadata, without storing anything.
 
         Lets a caller refuse a bad request before the work that produces its SDR.
         """
-        _check_id(item_id, self.config.max_id_length)
-        _check_metadata(metadata if metadata is not None else _EMPTY_METADATA, self.config.max_metadata_bytes)
+        check_id(item_id, self.config.max_id_length)
+        check_metadata(metadata if metadata is not None else _EMPTY_METADATA, self.config.max_metadata_bytes)
 
     def remove(self, item_id: str) -> None:
         """Remove an item; NotFoundError if there is none with this id."""
-        _check_id(item_id, self.config.max_id_length)
+        check_id(item_id, self.config.max_id_length)
         with self._lock.write():
             self._check_open()
             label, self._changes = self._store.remove(item_id)
@@ -339,7 +335,7 @@ class SdrIndex:
     # -- reads ----------------------------------------------------------------
 
     def get(self, item_id: str) -> Item:
-        _check_id(item_id, self.config.max_id_length)
+        check_id(item_id, self.config.max_id_length)
         with self._lock.read():
             self._check_open()
             row = self._store.get(item_id)
@@ -349,7 +345,7 @@ class SdrIndex:
 
     def contains(self, item_ids: Sequence[str]) -> list[bool]:
         for item_id in item_ids:
-            _check_id(item_id, self.config.max_id_length)
+            check_id(item_id, self.config.max_id_length)
         with self._lock.read():
             self._check_open()
             present = self._store.existing(item_ids)
@@ -367,11 +363,11 @@ class SdrIndex:
 
     def list_items(self, page_size: int, page_token: str = "") -> ItemPage:
         """Stored items, newest first; the token is the label to continue below."""
-        if not _is_int(page_size) or not 1 <= page_size <= self.config.max_k:
+        if not is_int(page_size) or not 1 <= page_size <= self.config.max_k:
             raise InvalidInputError(
                 f"page_size must be an integer in [1, {self.config.max_k}], got {page_size!r}", field="page_size"
             )
-        before = _page_label(page_token)
+        before = page_label(page_token)
         with self._lock.read():
             self._check_open()
             rows = self._store.rows_before(before if before is not None else 1 << 62, page_size)
@@ -390,10 +386,10 @@ class SdrIndex:
         exclude: str | None = None,
     ) -> list[Duplicate]:
         """Stored copies of an image: same bytes, near-exact (pHash) or transformed (visual overlap)."""
-        limits = self._thresholds(thresholds)
-        self._check_search(k, 0, SEMANTIC)
+        limits = self._checks.thresholds(thresholds)
+        self._checks.search(k, 0, SEMANTIC)
         if visual is not None:
-            self._check_sdr(visual, "visual")
+            self._checks.sdr(visual, "visual")
         with self._lock.read():
             self._check_open()
             skip = -1
@@ -406,9 +402,9 @@ class SdrIndex:
         self, item_id: str, thresholds: DuplicateThresholds | None = None, k: int = 10
     ) -> tuple[Item, list[Duplicate]]:
         """A stored item and its stored copies, itself left out, read under one lock."""
-        _check_id(item_id, self.config.max_id_length)
-        limits = self._thresholds(thresholds)
-        self._check_search(k, 0, SEMANTIC)
+        check_id(item_id, self.config.max_id_length)
+        limits = self._checks.thresholds(thresholds)
+        self._checks.search(k, 0, SEMANTIC)
         with self._lock.read():
             self._check_open()
             row = self._store.get(item_id)
@@ -437,9 +433,9 @@ class SdrIndex:
         """
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
             raise InvalidInputError(f"blend_weight must be in [0, 1], got {weight!r}", field="blend_weight")
-        self._check_search(k, 0, VISUAL)
-        self._check_sdr(semantic, "semantic")
-        self._check_sdr(visual, "visual")
+        self._checks.search(k, 0, VISUAL)
+        self._checks.sdr(semantic, "semantic")
+        self._checks.sdr(visual, "visual")
         with self._lock.read():
             self._check_open()
             skip = -1
@@ -456,9 +452,9 @@ class SdrIndex:
         self, queries: Sequence[Sdr], k: int = 10, min_overlap: int = 0, *, space: str = SEMANTIC
     ) -> list[list[Match]]:
         """``search`` for many queries at once (FAISS scans the index once per batch)."""
-        self._check_search(k, min_overlap, space)
+        self._checks.search(k, min_overlap, space)
         for number, query in enumerate(queries):
-            self._check_sdr(query, f"queries[{number}]")
+            self._checks.sdr(query, f"queries[{number}]")
         if not queries:
             return []
         positions = np.concatenate([query.positions for query in queries])
@@ -482,8 +478,8 @@ class SdrIndex:
         remove slip in between: the answer could be NOT_FOUND after a successful
         search, or name a query SDR that was not the one searched.
         """
-        _check_id(item_id, self.config.max_id_length)
-        self._check_search(k, min_overlap, space)
+        check_id(item_id, self.config.max_id_length)
+        self._checks.search(k, min_overlap, space)
         with self._lock.read():
             self._check_open()
             row = self._store.get(item_id)
@@ -517,18 +513,6 @@ class SdrIndex:
 
     # -- duplicates and blends (caller holds the lock) -----------------------------
 
-    def _thresholds(self, given: DuplicateThresholds | None) -> DuplicateThresholds:
-        if given is None:
-            return DuplicateThresholds(self.config.duplicate_max_phash_distance, self.config.duplicate_min_visual_share)
-        distance, share = given.max_phash_distance, given.min_visual_share
-        if isinstance(distance, bool) or not isinstance(distance, int) or not 0 <= distance <= 64:
-            raise InvalidInputError(
-                f"max_phash_distance must be in [0, 64], got {distance!r}", field="max_phash_distance"
-            )
-        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share <= 1.0:
-            raise InvalidInputError(f"min_visual_share must be in [0, 1], got {share!r}", field="min_visual_share")
-        return given
-
     def _duplicates(
         self,
         fingerprint: Fingerprint | None,
@@ -558,13 +542,13 @@ class SdrIndex:
             duplicate = self._compare_row(fingerprint, visual, row, limits)
             if duplicate is not None:
                 found.append(duplicate)
-        return sorted(found, key=_duplicate_order)[:k]
+        return sorted(found, key=duplicate_order)[:k]
 
     def _compare_row(
         self, fingerprint: Fingerprint | None, visual: Sdr | None, row: Row, limits: DuplicateThresholds
     ) -> Duplicate | None:
         stored = StoredItem(row.id, row.sdrs, row.concepts, row.metadata, row.fingerprint)
-        duplicate = self._compare(fingerprint, visual, stored, limits)
+        duplicate = compare(fingerprint, visual, stored, limits, self.sdr_size)
         return (
             None
             if duplicate is None
@@ -572,33 +556,6 @@ class SdrIndex:
                 duplicate.id, duplicate.kind, duplicate.phash_distance, duplicate.visual_overlap, self._item(row)
             )
         )
-
-    def _compare(
-        self, fingerprint: Fingerprint | None, visual: Sdr | None, other: StoredItem, limits: DuplicateThresholds
-    ) -> Duplicate | None:
-        """Whether ``other`` copies the query, and as what (the strongest kind that applies)."""
-        distance = -1
-        if fingerprint is not None and other.fingerprint is not None:
-            distance = phash_distance(fingerprint.phash, other.fingerprint.phash)
-        overlap = -1
-        positions = other.sdrs.get(VISUAL)
-        if visual is not None and positions is not None:
-            overlap = int(np.intersect1d(visual.positions, positions, assume_unique=True).size)
-        kind: DuplicateKind | None = None
-        if fingerprint is not None and other.fingerprint is not None and fingerprint.sha256 == other.fingerprint.sha256:
-            kind = DuplicateKind.SAME_BYTES
-        elif 0 <= distance <= limits.max_phash_distance:
-            kind = DuplicateKind.NEAR_EXACT
-        elif (
-            visual is not None
-            and visual.active
-            and overlap >= max(1, math.ceil(limits.min_visual_share * visual.active))
-        ):
-            kind = DuplicateKind.TRANSFORMED
-        if kind is None:
-            return None
-        item = Item(other.id, Sdr.trusted(other.sdrs[SEMANTIC], self.sdr_size), other.concepts, other.metadata)
-        return Duplicate(other.id, kind, distance, overlap, item)
 
     def _blend(self, semantic: Sdr, visual: Sdr, weight: float, k: int, exclude_label: int) -> list[Match]:
         queries = {SEMANTIC: semantic, VISUAL: visual}
@@ -653,29 +610,6 @@ class SdrIndex:
 
     # -- validation ------------------------------------------------------------
 
-    def _prepare(self, items: Sequence[Item]) -> list[StoredItem]:
-        last: dict[str, StoredItem] = {}
-        for number, item in enumerate(items):
-            if not isinstance(item, Item):
-                raise InvalidInputError(f"items[{number}] is not an Item", field=f"items[{number}]")
-            _check_id(item.id, self.config.max_id_length)
-            self._check_sdr(item.sdr, "sdr")
-            sdrs = {SEMANTIC: item.sdr.positions}
-            for space, sdr in item.spaces.items():
-                if space == SEMANTIC or space not in self._spaces:
-                    others = ", ".join(self.spaces[1:]) or "none"
-                    raise InvalidInputError(f"unknown space {space!r} (others kept: {others})", field="spaces")
-                self._check_sdr(sdr, f"spaces[{space}]")
-                sdrs[space] = sdr.positions
-            concepts = _check_concepts(item.concepts, self.config.max_concepts)
-            metadata = _check_metadata(item.metadata, self.config.max_metadata_bytes)
-            last.pop(item.id, None)  # keep insertion order of the surviving occurrence
-            fingerprint = item.fingerprint
-            if fingerprint is not None and not isinstance(fingerprint, Fingerprint):
-                raise InvalidInputError("fingerprint must be a Fingerprint", field="fingerprint")
-            last[item.id] = StoredItem(item.id, sdrs, concepts, metadata, fingerprint)
-        return list(last.values())
-
     def _codes(
         self, prepared: Sequence[StoredItem], space: str
     ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8], npt.NDArray[np.int64]]:
@@ -686,29 +620,6 @@ class SdrIndex:
         lengths = np.fromiter((sdr.size for sdr in sdrs), dtype=np.int64, count=len(sdrs))
         codes = pack_codes(positions, lengths, self.sdr_size, self.config.equalize_bits, pad=True)
         return rows, codes, lengths
-
-    def _check_sdr(self, sdr: object, name: str) -> None:
-        if not isinstance(sdr, Sdr):
-            raise InvalidSdrError(f"{name} is not an Sdr", field=name)
-        if sdr.size != self.sdr_size:
-            raise InvalidSdrError(
-                f"{name} has size {sdr.size}, this index holds SDRs of size {self.sdr_size}", field=name
-            )
-        positions = sdr.positions
-        # Sdr.from_positions validated already; Sdr(...) built directly did not.
-        if positions.ndim != 1 or (positions.size and int(positions[-1]) >= self.sdr_size):
-            raise InvalidSdrError(f"{name} positions must lie in [0, {self.sdr_size})", field=name)
-        if positions.size > 1 and not bool((np.diff(positions.astype(np.int64)) > 0).all()):
-            raise InvalidSdrError(f"{name} positions must be sorted ascending without duplicates", field=name)
-
-    def _check_search(self, k: object, min_overlap: object, space: object) -> None:
-        if space not in self._spaces:
-            kept = ", ".join(self.spaces)
-            raise InvalidInputError(f"unknown space {space!r}; this index keeps {kept}", field="space")
-        if not _is_int(k) or not 1 <= k <= self.config.max_k:  # type: ignore[operator]
-            raise InvalidInputError(f"k must be an integer in [1, {self.config.max_k}], got {k!r}", field="k")
-        if not _is_int(min_overlap) or min_overlap < 0:  # type: ignore[operator]
-            raise InvalidInputError(f"min_overlap must be an integer >= 0, got {min_overlap!r}", field="min_overlap")
 
     def _check_open(self) -> None:
         if self._closed:
@@ -802,22 +713,6 @@ class SdrIndex:
         )
 
 
-def _page_label(token: object) -> int | None:
-    """The label a page token continues below; None for the first page."""
-    if token == "":
-        return None
-    if isinstance(token, str) and token.startswith("l") and token[1:].isdigit():
-        return int(token[1:])
-    raise InvalidInputError(f"page_token {token!r} is not one this index gave out", field="page_token")
-
-
-def _duplicate_order(duplicate: Duplicate) -> tuple[int, int, int, str]:
-    """Strongest kind first; then nearest pHash, then most visual bits shared; then by id."""
-    kinds = list(DuplicateKind)
-    distance = duplicate.phash_distance if duplicate.phash_distance >= 0 else 65
-    return kinds.index(duplicate.kind), distance, -duplicate.visual_overlap, duplicate.id
-
-
 class _BackgroundSnapshots:
     """One daemon thread that runs ``write`` when asked; requests while it runs fold into one more run."""
 
@@ -847,54 +742,6 @@ class _BackgroundSnapshots:
                 self._write()
             except Exception:  # the store has every change; the next pass or the next open catches up
                 logger.exception("background snapshot failed")
-
-
-# -- checks shared by the methods above -------------------------------------------
-
-
-def _is_int(value: object) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _check_id(item_id: object, max_length: int) -> None:
-    if not isinstance(item_id, str):
-        raise InvalidIdError(f"an item id must be a string, got {type(item_id).__name__}", field="id")
-    if not item_id.strip():
-        raise InvalidIdError("an item id must not be empty", field="id")
-    if len(item_id) > max_length:
-        raise IdTooLongError(f"item id is {len(item_id)} characters, at most {max_length}", field="id")
-    if "\x00" in item_id:
-        raise InvalidIdError("an item id must not contain NUL", field="id")
-
-
-def _check_concepts(concepts: object, max_concepts: int) -> tuple[tuple[str, float], ...]:
-    if isinstance(concepts, (str, bytes)) or not isinstance(concepts, Sequence):
-        raise InvalidInputError("concepts must be a sequence of (term, confidence) pairs", field="concepts")
-    if len(concepts) > max_concepts:
-        raise TooManyConceptsError(
-            f"{len(concepts)} concepts, at most {max_concepts}", limit=max_concepts, actual=len(concepts)
-        )
-    checked = []
-    for number, pair in enumerate(concepts):
-        if not isinstance(pair, (tuple, list)) or len(pair) != 2 or not isinstance(pair[0], str) or not pair[0]:
-            raise InvalidInputError(f"concepts[{number}] must be a (non-empty term, confidence) pair", field="concepts")
-        if isinstance(pair[1], bool) or not isinstance(pair[1], (int, float)) or not math.isfinite(pair[1]):
-            raise InvalidInputError(f"concepts[{number}] confidence must be a finite number", field="concepts")
-        checked.append((pair[0], float(pair[1])))
-    return tuple(checked)
-
-
-def _check_metadata(metadata: object, max_bytes: int) -> dict[str, str]:
-    if not isinstance(metadata, Mapping):
-        raise InvalidInputError("metadata must be a mapping of strings to strings", field="metadata")
-    size = 0
-    for key, value in metadata.items():
-        if not isinstance(key, str) or not isinstance(value, str):
-            raise InvalidInputError("metadata keys and values must be strings", field="metadata")
-        size += len(key.encode()) + len(value.encode())
-    if size > max_bytes:
-        raise MetadataTooLargeError(f"metadata is {size} bytes, at most {max_bytes}", limit=max_bytes, actual=size)
-    return dict(metadata)
 
 
 def _lock_directory(path: Path) -> IO[bytes]:

@@ -1,0 +1,193 @@
+"""Checks and rules both index engines share: what an item, a search and a duplicate must be.
+
+``SdrIndex`` (SQLite + FAISS) and ``MilvusIndex`` validate the same way and
+classify copies the same way, so a request refused by one is refused by the
+other with the same error, and the contract tests hold for both.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from ..config import IndexConfig
+from ..errors import (
+    IdTooLongError,
+    InvalidIdError,
+    InvalidInputError,
+    InvalidSdrError,
+    MetadataTooLargeError,
+    TooManyConceptsError,
+)
+from ..fingerprints import Fingerprint, phash_distance
+from ..sdr import Sdr
+from .protocol import SEMANTIC, VISUAL, Duplicate, DuplicateKind, DuplicateThresholds, Item
+from .store import StoredItem
+
+__all__ = [
+    "ItemChecks",
+    "check_id",
+    "check_metadata",
+    "compare",
+    "duplicate_order",
+    "is_int",
+    "page_label",
+]
+
+
+class ItemChecks:
+    """Validation of items and searches against one index's config, SDR size and spaces."""
+
+    def __init__(self, config: IndexConfig, sdr_size: int, spaces: Sequence[str]) -> None:
+        self.config = config
+        self.sdr_size = sdr_size
+        self.spaces = tuple(spaces)
+
+    def thresholds(self, given: DuplicateThresholds | None) -> DuplicateThresholds:
+        if given is None:
+            return DuplicateThresholds(self.config.duplicate_max_phash_distance, self.config.duplicate_min_visual_share)
+        distance, share = given.max_phash_distance, given.min_visual_share
+        if isinstance(distance, bool) or not isinstance(distance, int) or not 0 <= distance <= 64:
+            raise InvalidInputError(
+                f"max_phash_distance must be in [0, 64], got {distance!r}", field="max_phash_distance"
+            )
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0.0 <= share <= 1.0:
+            raise InvalidInputError(f"min_visual_share must be in [0, 1], got {share!r}", field="min_visual_share")
+        return given
+
+    def prepare(self, items: Sequence[Item]) -> list[StoredItem]:
+        last: dict[str, StoredItem] = {}
+        for number, item in enumerate(items):
+            if not isinstance(item, Item):
+                raise InvalidInputError(f"items[{number}] is not an Item", field=f"items[{number}]")
+            check_id(item.id, self.config.max_id_length)
+            self.sdr(item.sdr, "sdr")
+            sdrs = {SEMANTIC: item.sdr.positions}
+            for space, sdr in item.spaces.items():
+                if space == SEMANTIC or space not in self.spaces:
+                    others = ", ".join(self.spaces[1:]) or "none"
+                    raise InvalidInputError(f"unknown space {space!r} (others kept: {others})", field="spaces")
+                self.sdr(sdr, f"spaces[{space}]")
+                sdrs[space] = sdr.positions
+            concepts = check_concepts(item.concepts, self.config.max_concepts)
+            metadata = check_metadata(item.metadata, self.config.max_metadata_bytes)
+            last.pop(item.id, None)  # keep insertion order of the surviving occurrence
+            fingerprint = item.fingerprint
+            if fingerprint is not None and not isinstance(fingerprint, Fingerprint):
+                raise InvalidInputError("fingerprint must be a Fingerprint", field="fingerprint")
+            last[item.id] = StoredItem(item.id, sdrs, concepts, metadata, fingerprint)
+        return list(last.values())
+
+    def sdr(self, sdr: object, name: str) -> None:
+        if not isinstance(sdr, Sdr):
+            raise InvalidSdrError(f"{name} is not an Sdr", field=name)
+        if sdr.size != self.sdr_size:
+            raise InvalidSdrError(
+                f"{name} has size {sdr.size}, this index holds SDRs of size {self.sdr_size}", field=name
+            )
+        positions = sdr.positions
+        # Sdr.from_positions validated already; Sdr(...) built directly did not.
+        if positions.ndim != 1 or (positions.size and int(positions[-1]) >= self.sdr_size):
+            raise InvalidSdrError(f"{name} positions must lie in [0, {self.sdr_size})", field=name)
+        if positions.size > 1 and not bool((np.diff(positions.astype(np.int64)) > 0).all()):
+            raise InvalidSdrError(f"{name} positions must be sorted ascending without duplicates", field=name)
+
+    def search(self, k: object, min_overlap: object, space: object) -> None:
+        if space not in self.spaces:
+            kept = ", ".join(self.spaces)
+            raise InvalidInputError(f"unknown space {space!r}; this index keeps {kept}", field="space")
+        if not is_int(k) or not 1 <= k <= self.config.max_k:  # type: ignore[operator]
+            raise InvalidInputError(f"k must be an integer in [1, {self.config.max_k}], got {k!r}", field="k")
+        if not is_int(min_overlap) or min_overlap < 0:  # type: ignore[operator]
+            raise InvalidInputError(f"min_overlap must be an integer >= 0, got {min_overlap!r}", field="min_overlap")
+
+
+def compare(
+    fingerprint: Fingerprint | None,
+    visual: Sdr | None,
+    other: StoredItem,
+    limits: DuplicateThresholds,
+    sdr_size: int,
+) -> Duplicate | None:
+    """Whether ``other`` copies the query, and as what (the strongest kind that applies)."""
+    distance = -1
+    if fingerprint is not None and other.fingerprint is not None:
+        distance = phash_distance(fingerprint.phash, other.fingerprint.phash)
+    overlap = -1
+    positions = other.sdrs.get(VISUAL)
+    if visual is not None and positions is not None:
+        overlap = int(np.intersect1d(visual.positions, positions, assume_unique=True).size)
+    kind: DuplicateKind | None = None
+    if fingerprint is not None and other.fingerprint is not None and fingerprint.sha256 == other.fingerprint.sha256:
+        kind = DuplicateKind.SAME_BYTES
+    elif 0 <= distance <= limits.max_phash_distance:
+        kind = DuplicateKind.NEAR_EXACT
+    elif visual is not None and visual.active and overlap >= max(1, math.ceil(limits.min_visual_share * visual.active)):
+        kind = DuplicateKind.TRANSFORMED
+    if kind is None:
+        return None
+    item = Item(other.id, Sdr.trusted(other.sdrs[SEMANTIC], sdr_size), other.concepts, other.metadata)
+    return Duplicate(other.id, kind, distance, overlap, item)
+
+
+def page_label(token: object) -> int | None:
+    """The label a page token continues below; None for the first page."""
+    if token == "":
+        return None
+    if isinstance(token, str) and token.startswith("l") and token[1:].isdigit():
+        return int(token[1:])
+    raise InvalidInputError(f"page_token {token!r} is not one this index gave out", field="page_token")
+
+
+def duplicate_order(duplicate: Duplicate) -> tuple[int, int, int, str]:
+    """Strongest kind first; then nearest pHash, then most visual bits shared; then by id."""
+    kinds = list(DuplicateKind)
+    distance = duplicate.phash_distance if duplicate.phash_distance >= 0 else 65
+    return kinds.index(duplicate.kind), distance, -duplicate.visual_overlap, duplicate.id
+
+
+def is_int(value: object) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def check_id(item_id: object, max_length: int) -> None:
+    if not isinstance(item_id, str):
+        raise InvalidIdError(f"an item id must be a string, got {type(item_id).__name__}", field="id")
+    if not item_id.strip():
+        raise InvalidIdError("an item id must not be empty", field="id")
+    if len(item_id) > max_length:
+        raise IdTooLongError(f"item id is {len(item_id)} characters, at most {max_length}", field="id")
+    if "\x00" in item_id:
+        raise InvalidIdError("an item id must not contain NUL", field="id")
+
+
+def check_concepts(concepts: object, max_concepts: int) -> tuple[tuple[str, float], ...]:
+    if isinstance(concepts, (str, bytes)) or not isinstance(concepts, Sequence):
+        raise InvalidInputError("concepts must be a sequence of (term, confidence) pairs", field="concepts")
+    if len(concepts) > max_concepts:
+        raise TooManyConceptsError(
+            f"{len(concepts)} concepts, at most {max_concepts}", limit=max_concepts, actual=len(concepts)
+        )
+    checked = []
+    for number, pair in enumerate(concepts):
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2 or not isinstance(pair[0], str) or not pair[0]:
+            raise InvalidInputError(f"concepts[{number}] must be a (non-empty term, confidence) pair", field="concepts")
+        if isinstance(pair[1], bool) or not isinstance(pair[1], (int, float)) or not math.isfinite(pair[1]):
+            raise InvalidInputError(f"concepts[{number}] confidence must be a finite number", field="concepts")
+        checked.append((pair[0], float(pair[1])))
+    return tuple(checked)
+
+
+def check_metadata(metadata: object, max_bytes: int) -> dict[str, str]:
+    if not isinstance(metadata, Mapping):
+        raise InvalidInputError("metadata must be a mapping of strings to strings", field="metadata")
+    size = 0
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise InvalidInputError("metadata keys and values must be strings", field="metadata")
+        size += len(key.encode()) + len(value.encode())
+    if size > max_bytes:
+        raise MetadataTooLargeError(f"metadata is {size} bytes, at most {max_bytes}", limit=max_bytes, actual=size)
+    return dict(metadata)
