@@ -2,10 +2,11 @@
 PYTHON ?= python3
 VENV := .venv
 XVENV := .venv-export
+MVENV := .venv-milvus
 PY := $(VENV)/bin/python
 MODELS := models
 
-.PHONY: setup models serve test test-fast bench bench-quality bench-visual bench-index bench-service bench-hostile bench-dupes lint clean proto proto-check stubs node-client
+.PHONY: setup models milvus-server serve test test-fast bench bench-quality bench-visual bench-index bench-service bench-hostile bench-dupes lint clean proto proto-check stubs node-client
 
 ## setup: the serving virtualenv (no torch in it)
 setup: $(VENV)/.installed
@@ -13,6 +14,13 @@ $(VENV)/.installed: server/pyproject.toml client/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -e 'client[cli]' -e 'server[dev]'
+	touch $@
+
+## milvus-server: a standalone Milvus server (PyPI's milvus 2.3.5) in a venv of its own, for the tests and benchmarks
+milvus-server: $(MVENV)/.installed
+$(MVENV)/.installed:
+	$(PYTHON) -m venv $(MVENV)
+	$(MVENV)/bin/python -m pip install -q "milvus==2.3.5"
 	touch $@
 
 ## models: export the embedded models to ONNX once, in a separate venv with torch
@@ -28,7 +36,7 @@ serve: setup models
 	$(VENV)/bin/image2sdr serve $(if $(CONFIG),--config $(CONFIG))
 
 ## test: the whole suite, real models, real files
-test: setup models
+test: setup models milvus-server
 	$(PY) -m pytest
 
 ## test-fast: the tests that need no exported models (tests/conftest.py marks the others), without `make models`

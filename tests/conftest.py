@@ -15,6 +15,7 @@ from image2sdr.server.api import Server, create_server
 from image2sdr.server.config import Config, ServiceConfig
 from tests.helpers.fake_service import FakeServicer, serve_fake
 from tests.helpers.images import encode_jpeg
+from tests.helpers.milvus import MilvusServer
 
 REPO = Path(__file__).resolve().parent.parent
 # Fixtures that need the exported models (`make models`).  Every fixture that loads a
@@ -44,6 +45,18 @@ def models_dir() -> Path:
     if not (path / "manifest.json").is_file():
         pytest.fail(f"no exported models in {path}: run `make models` (make test does it)")
     return path
+
+
+@pytest.fixture(scope="session")
+def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusServer]:
+    """One real Milvus standalone server for the session (tests use their own collections)."""
+    try:
+        server = MilvusServer(tmp_path_factory.mktemp("milvus") / "data")
+        server.start()
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    yield server
+    server.stop()
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ design would loosen only the search assertions, never the rest.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from image2sdr.server.index import (
     Item,
     ItemIndex,
     MetadataTooLargeError,
+    MilvusIndex,
     NoFingerprintError,
     NoSdrInSpaceError,
     OnDuplicate,
@@ -53,6 +55,13 @@ def _sdr_index(config: IndexConfig, directory: Path) -> Callable[[], ItemIndex]:
     return lambda: SdrIndex(directory, config)
 
 
+def _milvus_index(config: IndexConfig, uri: str, collection: str) -> Callable[[], ItemIndex]:
+    # Session consistency: this process reads its own writes at once, as the contract
+    # expects (Bounded, the default, may lag by a few seconds).
+    milvus = config.milvus.model_copy(update={"uri": uri, "collection": collection, "consistency_level": "Session"})
+    return lambda: MilvusIndex(config.model_copy(update={"backend": "milvus", "milvus": milvus}), SIZE)
+
+
 ENGINES = {
     "faiss-flat": IndexConfig(max_id_length=64, max_metadata_bytes=256, max_concepts=8),
     "faiss-ivf": IndexConfig(
@@ -68,9 +77,22 @@ ENGINES = {
 }
 
 
-@pytest.fixture(params=list(ENGINES))
+MILVUS_ENGINES = ("milvus-embedded", "milvus-server")
+
+
+@pytest.fixture(params=[*ENGINES, *MILVUS_ENGINES])
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Engine:
+    if request.param == "milvus-embedded":
+        uri = str(tmp_path / "milvus.db")
+        return Engine(request.param, _milvus_index(ENGINES["faiss-flat"], uri, "contract"))
+    if request.param == "milvus-server":
+        server = request.getfixturevalue("milvus_server")
+        collection = f"contract_{request.node.name.split('[')[0][5:40]}_{next(_COLLECTIONS)}"
+        return Engine(request.param, _milvus_index(ENGINES["faiss-flat"], server.uri, collection))
     return Engine(request.param, _sdr_index(ENGINES[request.param], tmp_path / "index"))
+
+
+_COLLECTIONS = itertools.count()
 
 
 @pytest.fixture

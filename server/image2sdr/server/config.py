@@ -200,7 +200,37 @@ class VisualConfig(_Section):
     seed: int = Field(20261201, ge=0)  # fixes the projection; part of the visual version
 
 
+class MilvusConfig(_Section):
+    # A file path (ending in .db) runs the embedded engine (milvus-lite) in this process's
+    # machine; http://host:19530 talks to a Milvus server or cluster. "" = <data_dir>/index/milvus.db.
+    uri: str = ""
+    # Variable holding the token ("user:password" or an API key); unset or empty = no auth. Never logged.
+    token_env: str = Field("MILVUS_TOKEN", pattern=_ENV_NAME)
+    # Prefix of the collections: <collection>_semantic (items), _visual, _phash.
+    collection: str = Field("image2sdr", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,200}$")
+    shards: int = Field(1, ge=1, le=64)  # shards_num of each collection, set when it is created
+    load_replicas: int = Field(1, ge=1, le=64)  # in-memory replicas (query nodes) per collection
+    # Bounded: reads may miss writes of the last few seconds, and cost nothing extra.
+    # Session: this process reads its own writes. Strong: every write, ~0.2 s per read here.
+    consistency_level: Literal["Strong", "Session", "Bounded", "Eventually"] = "Bounded"
+    # BIN_FLAT: exact Hamming scan, sharded across query nodes. BIN_IVF_FLAT: approximate
+    # (nlist lists, nprobe scanned), see the README before choosing it. The embedded engine
+    # builds BIN_FLAT whatever this says.
+    index_type: Literal["BIN_FLAT", "BIN_IVF_FLAT"] = "BIN_FLAT"
+    nlist: int = Field(1024, ge=1, le=65536)  # BIN_IVF_FLAT lists
+    nprobe: int = Field(64, ge=1, le=65536)  # BIN_IVF_FLAT lists scanned per query
+    timeout_s: float = Field(10.0, gt=0.0, le=600.0)  # seconds one request may take
+    retry_total_s: float = Field(15.0, ge=0.0, le=3600.0)  # seconds one call may take, retries included
+    backoff_s: float = Field(0.5, ge=0.0, le=60.0)  # first retry delay; doubles per retry, full jitter
+    health_every_s: float = Field(5.0, gt=0.0, le=3600.0)  # seconds between health checks of Milvus
+
+
 class IndexConfig(_Section):
+    # "faiss": SQLite holds the items and FAISS searches them, in this process (one
+    # process per data_dir). "milvus": Milvus holds and searches them; several service
+    # replicas may share one collection (docs/scaling.md).
+    backend: Literal["faiss", "milvus"] = "faiss"
+    milvus: MilvusConfig = MilvusConfig()
     # "exact": FAISS IndexBinaryFlat, every answer exact. "ivf": FAISS IndexBinaryIVF
     # over SDR k-means centroids, approximate, for large collections; the lists a
     # query scans are those whose members share most bits with it on average. (HNSW was

@@ -1,7 +1,7 @@
 """Server assembly: ``create_server(config) -> Server``, bound and started.
 
-The one place that builds the core (an ``Encoder``, an ``SdrIndex``, the
-vocabulary) and puts the gRPC pieces around it: the servicer, health checking,
+The one place that builds the core (an ``Encoder``, the index the config
+names, the vocabulary) and puts the gRPC pieces around it: the servicer, health checking,
 reflection, the bearer-token and malformed-request interceptors, TLS.
 """
 
@@ -23,15 +23,16 @@ from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 from ..config import Config
 from ..encoder import Encoder
 from ..errors import ConfigError
-from ..index import SdrIndex
+from ..index import MilvusIndex, SdrIndex
 from ..index.protocol import ItemIndex
 from ..terms.base import TermSource
 from ..vocabulary import Vocabulary, default_terms, read_terms
 from .auth import BearerTokenInterceptor
+from .health_watch import HealthWatch
 from .malformed import MalformedRequestInterceptor
 from .servicer import Image2SdrServicer, similar_terms_source
 
-__all__ = ["SERVICE_NAME", "Server", "create_server"]
+__all__ = ["SERVICE_NAME", "Server", "create_server", "open_index"]
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +50,7 @@ class Server:
     encoder: Encoder
     index: ItemIndex
     grace_s: float
+    watch: HealthWatch | None = None  # health follows the index (backend: milvus)
 
     @property
     def address(self) -> str:
@@ -57,6 +59,8 @@ class Server:
     def stop(self, grace_s: float | None = None) -> None:
         # Health first, so load balancers stop sending new calls; then let the
         # calls in flight finish within the grace period; then close storage.
+        if self.watch is not None:
+            self.watch.stop()
         self.health.enter_graceful_shutdown()
         self.grpc_server.stop(self.grace_s if grace_s is None else grace_s).wait()
         self.index.close()
@@ -70,7 +74,7 @@ def create_server(config: Config, *, encoder: Encoder | None = None, index: Item
     """Build, bind and start the service; ``config.service.port = 0`` picks a free port.
 
     ``encoder`` and ``index`` may be handed in (the caller keeps them until ``stop``);
-    otherwise they are built from the config: an ``SdrIndex`` under ``data_dir``.
+    otherwise they are built from the config (``open_index``).
     If anything fails on the way, what this call opened is closed again (the index
     holds a lock on its directory), so a caller may fix the config and retry.
     """
@@ -80,13 +84,20 @@ def create_server(config: Config, *, encoder: Encoder | None = None, index: Item
             encoder = Encoder.from_config(config)
             opened.append(encoder)
         if index is None:
-            index = SdrIndex(config.data_dir / "index", config.index, config.sdr.size)
+            index = open_index(config)
             opened.append(index)
         return _start(config, encoder, index)
     except BaseException:
         for resource in reversed(opened):
             resource.close()
         raise
+
+
+def open_index(config: Config) -> ItemIndex:
+    """The index ``config.index.backend`` names: FAISS + SQLite under ``data_dir``, or Milvus."""
+    if config.index.backend == "milvus":
+        return MilvusIndex(config.index, config.sdr.size, data_dir=config.data_dir / "index")
+    return SdrIndex(config.data_dir / "index", config.index, config.sdr.size)
 
 
 def _start(config: Config, encoder: Encoder, index: ItemIndex) -> Server:
@@ -113,8 +124,12 @@ def _start(config: Config, encoder: Encoder, index: ItemIndex) -> Server:
     server.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    watch = None
+    if config.index.backend == "milvus":  # a remote engine can fail while this process runs on
+        watch = HealthWatch(index, health_servicer, ("", SERVICE_NAME), config.index.milvus.health_every_s)
+        watch.start()
     logger.info("image2sdr serving on %s:%d (%s)", service.host, port, "TLS" if service.tls.cert_file else "plaintext")
-    return Server(server, port, health_servicer, encoder, index, service.shutdown_grace_s)
+    return Server(server, port, health_servicer, encoder, index, service.shutdown_grace_s, watch)
 
 
 def _vocabulary_terms(config: Config, terms: TermSource) -> list[str]:

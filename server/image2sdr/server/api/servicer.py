@@ -250,7 +250,7 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
             visual_share=config.sdr.visual_share,
             concepts=pb.Provider(name=concepts.name, model=concepts.model, version=concepts.version),
             terms=pb.Provider(name=terms.name, model=terms.model, version=terms.version),
-            index_kind=config.index.kind,
+            index_kind=_index_kind(config),
             index_size=self.index.count(),
             index_visual_size=self.index.count(VISUAL),
             duplicate_thresholds=thresholds_message(thresholds(pb.DuplicateThresholds(), config.index, "")),
@@ -427,3 +427,10 @@ def _blame(field: str, *kinds: type[InvalidInputError]) -> Iterator[None]:
     except kinds as exc:
         exc.field = field
         raise
+
+
+def _index_kind(config: Config) -> str:
+    """What Info names as the index: the FAISS structure ("exact", "ivf") or "milvus <index type>"."""
+    if config.index.backend == "milvus":
+        return f"milvus {config.index.milvus.index_type}"
+    return config.index.kind

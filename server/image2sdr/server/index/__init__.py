@@ -4,7 +4,9 @@ Start at ``protocol.ItemIndex`` (what the service needs) and ``sdr_index.SdrInde
 (the implementation). ``store.py`` is where items and their SDRs are stored;
 ``backend.py`` is the seam to the FAISS structures, ``flat.py`` (exact) and
 ``ivf.py`` (approximate); ``live.py`` turns Hamming distances into exact
-overlaps; ``snapshot.py`` saves a backend safely.
+overlaps; ``snapshot.py`` saves a backend safely. ``milvus.MilvusIndex`` is the
+other engine: Milvus both stores and searches (``index.backend: milvus``).
+``checks.py`` holds the rules both engines apply to items, searches and copies.
 """
 
 from ..errors import (  # re-exported: callers of the index meet them here
@@ -18,6 +20,7 @@ from ..errors import (  # re-exported: callers of the index meet them here
     TooManyConceptsError,
 )
 from .backend import Layout
+from .milvus import MilvusIndex
 from .protocol import (
     SEMANTIC,
     VISUAL,
@@ -50,6 +53,7 @@ __all__ = [
     "Layout",
     "Match",
     "MetadataTooLargeError",
+    "MilvusIndex",
     "NoFingerprintError",
     "NoSdrInSpaceError",
     "OnDuplicate",

@@ -8,7 +8,7 @@ other with the same error, and the contract tests hold for both.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -23,7 +23,7 @@ from ..errors import (
 )
 from ..fingerprints import Fingerprint, phash_distance
 from ..sdr import Sdr
-from .protocol import SEMANTIC, VISUAL, Duplicate, DuplicateKind, DuplicateThresholds, Item
+from .protocol import SEMANTIC, VISUAL, AddOutcome, Duplicate, DuplicateKind, DuplicateThresholds, Item, OnDuplicate
 from .store import StoredItem
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "duplicate_order",
     "is_int",
     "page_label",
+    "screen",
 ]
 
 
@@ -130,6 +131,63 @@ def compare(
         return None
     item = Item(other.id, Sdr.trusted(other.sdrs[SEMANTIC], sdr_size), other.concepts, other.metadata)
     return Duplicate(other.id, kind, distance, overlap, item)
+
+
+def screen(
+    prepared: Sequence[StoredItem],
+    policy: OnDuplicate,
+    limits: DuplicateThresholds,
+    stored_copies: Callable[[Fingerprint, Sdr | None], list[Duplicate]],
+    sdr_size: int,
+) -> tuple[list[AddOutcome], list[str]]:
+    """What an add does with each item under ``policy``: (outcomes, ids to delete).
+
+    ``stored_copies(fingerprint, visual)`` finds copies among the stored items; each
+    item is also held against the ones accepted before it in the same batch.
+    """
+    if policy is OnDuplicate.KEEP:
+        return [AddOutcome(item.id, stored=True) for item in prepared], []
+    outcomes: list[AddOutcome] = []
+    removed: list[str] = []
+    accepted: list[StoredItem] = []
+    for item in prepared:
+        found = _copies_of(item, accepted, limits, stored_copies, sdr_size)
+        if not found:
+            outcomes.append(AddOutcome(item.id, stored=True))
+            accepted.append(item)
+        elif policy is OnDuplicate.SKIP:
+            outcomes.append(AddOutcome(item.id, stored=False, duplicate=found[0]))
+        else:  # REPLACE: the copies go, this one is stored
+            gone = tuple(duplicate.id for duplicate in found if duplicate.id != item.id)
+            removed.extend(gone)
+            accepted = [other for other in accepted if other.id not in gone]
+            outcomes = [
+                AddOutcome(o.id, stored=False, duplicate=o.duplicate) if o.stored and o.id in gone else o
+                for o in outcomes
+            ]
+            outcomes.append(AddOutcome(item.id, stored=True, duplicate=found[0], replaced=gone))
+            accepted.append(item)
+    return outcomes, removed
+
+
+def _copies_of(
+    item: StoredItem,
+    accepted: Sequence[StoredItem],
+    limits: DuplicateThresholds,
+    stored_copies: Callable[[Fingerprint, Sdr | None], list[Duplicate]],
+    sdr_size: int,
+) -> list[Duplicate]:
+    """Copies of one new item among the stored items and the ones accepted before it in its batch."""
+    if item.fingerprint is None:
+        return []
+    visual = item.sdrs.get(VISUAL)
+    query = Sdr.trusted(visual, sdr_size) if visual is not None else None
+    found = stored_copies(item.fingerprint, query)
+    for other in accepted:
+        duplicate = compare(item.fingerprint, query, other, limits, sdr_size)
+        if duplicate is not None:
+            found.append(duplicate)
+    return sorted(found, key=duplicate_order)
 
 
 def page_label(token: object) -> int | None:

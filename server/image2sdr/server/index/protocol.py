@@ -239,6 +239,10 @@ class ItemIndex(Protocol):
         """The spaces this index keeps, ``semantic`` first."""
         ...
 
+    def available(self) -> bool:
+        """Whether the engine can serve now (health checks ask; an embedded one always can, until closed)."""
+        ...
+
     def close(self) -> None:
         """Release everything; waits for work in progress (such as a snapshot)."""
         ...

@@ -43,7 +43,7 @@ from ..errors import (
 from ..fingerprints import Fingerprint
 from ..sdr import Sdr
 from .backend import Backend, Layout
-from .checks import ItemChecks, check_id, check_metadata, compare, duplicate_order, is_int, page_label
+from .checks import ItemChecks, check_id, check_metadata, compare, duplicate_order, is_int, page_label, screen
 from .codes import pack_codes
 from .flat import FlatBackend
 from .ivf import IvfBackend
@@ -169,6 +169,10 @@ class SdrIndex:
             self._store.close()
             self._lock_file.close()
 
+    def available(self) -> bool:
+        """Open: everything lives in this process, so it serves whenever it is open."""
+        return not self._closed
+
     def snapshot(self) -> None:
         """Write every space's snapshot now, in the caller's thread (searches and writes go on)."""
         with self._lock.read():
@@ -244,44 +248,11 @@ class SdrIndex:
         self, prepared: Sequence[StoredItem], policy: OnDuplicate, limits: DuplicateThresholds
     ) -> tuple[list[AddOutcome], list[str]]:
         """What to do with each item under ``policy``: (outcomes, ids to delete); caller holds the write lock."""
-        if policy is OnDuplicate.KEEP:
-            return [AddOutcome(item.id, stored=True) for item in prepared], []
-        outcomes: list[AddOutcome] = []
-        removed: list[str] = []
-        accepted: list[StoredItem] = []
-        for item in prepared:
-            found = self._copies_of(item, accepted, limits)
-            if not found:
-                outcomes.append(AddOutcome(item.id, stored=True))
-                accepted.append(item)
-            elif policy is OnDuplicate.SKIP:
-                outcomes.append(AddOutcome(item.id, stored=False, duplicate=found[0]))
-            else:  # REPLACE: the copies go, this one is stored
-                gone = tuple(duplicate.id for duplicate in found if duplicate.id != item.id)
-                removed.extend(gone)
-                accepted = [other for other in accepted if other.id not in gone]
-                outcomes = [
-                    AddOutcome(o.id, stored=False, duplicate=o.duplicate) if o.stored and o.id in gone else o
-                    for o in outcomes
-                ]
-                outcomes.append(AddOutcome(item.id, stored=True, duplicate=found[0], replaced=gone))
-                accepted.append(item)
-        return outcomes, removed
 
-    def _copies_of(
-        self, item: StoredItem, accepted: Sequence[StoredItem], limits: DuplicateThresholds
-    ) -> list[Duplicate]:
-        """Copies of one new item among the stored items and the ones accepted before it in its batch."""
-        if item.fingerprint is None:
-            return []
-        visual = item.sdrs.get(VISUAL)
-        query = Sdr.trusted(visual, self.sdr_size) if visual is not None else None
-        found = self._duplicates(item.fingerprint, query, limits, self.config.max_k, exclude_label=-1)
-        for other in accepted:
-            duplicate = compare(item.fingerprint, query, other, limits, self.sdr_size)
-            if duplicate is not None:
-                found.append(duplicate)
-        return sorted(found, key=duplicate_order)
+        def stored_copies(fingerprint: Fingerprint, visual: Sdr | None) -> list[Duplicate]:
+            return self._duplicates(fingerprint, visual, limits, self.config.max_k, exclude_label=-1)
+
+        return screen(prepared, policy, limits, stored_copies, self.sdr_size)
 
     def check_item(self, item_id: str, metadata: Mapping[str, str] | None = None) -> None:
         """Raise what ``add`` would raise for this id and metadata, without storing anything.
