@@ -396,13 +396,18 @@ class MilvusIndex:
     def _write(self, kept: Sequence[StoredItem]) -> None:
         keys = [item_key(item.id) for item in kept]
         seqs = self._next_seqs(len(kept))
+        # A replaced item may lose its visual SDR or fingerprint: its old rows go. Only
+        # ids stored before can have any, and one query is cheaper than a blind delete.
+        before = self._present(keys)
         for space in self._spaces[1:]:
             with_sdr = [(key, item) for key, item in zip(keys, kept, strict=True) if space in item.sdrs]
             self._upsert(space, [{"key": key, "code": code} for key, code in self._codes(with_sdr, space)])
-            self._delete(space, [key for key, item in zip(keys, kept, strict=True) if space not in item.sdrs])
+            self._delete(
+                space, [k for k, item in zip(keys, kept, strict=True) if space not in item.sdrs and k in before]
+            )
         printed = [(key, item.fingerprint) for key, item in zip(keys, kept, strict=True) if item.fingerprint]
         self._upsert(PHASH, [{"key": key, "code": _phash_code(fp.phash)} for key, fp in printed])
-        self._delete(PHASH, [key for key, item in zip(keys, kept, strict=True) if item.fingerprint is None])
+        self._delete(PHASH, [k for k, item in zip(keys, kept, strict=True) if item.fingerprint is None and k in before])
         codes = dict(self._codes(list(zip(keys, kept, strict=True)), SEMANTIC))
         rows = [
             {
@@ -466,10 +471,15 @@ class MilvusIndex:
             check_id(item_id, self.config.max_id_length)
         self._check_open()
         keys = [item_key(item_id) for item_id in item_ids]
+        present = self._present(keys)
+        return [key in present for key in keys]
+
+    def _present(self, keys: Sequence[str]) -> set[str]:
+        """Those of ``keys`` whose items are stored."""
         present: set[str] = set()
         for chunk in _chunks(sorted(set(keys))):
             present.update(str(row["key"]) for row in self._query(SEMANTIC, _keys_in(chunk), ["key"]))
-        return [key in present for key in keys]
+        return present
 
     def count(self, space: str | None = None) -> int:
         """Items stored; with a space, those that have an SDR in it."""
