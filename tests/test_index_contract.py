@@ -135,6 +135,27 @@ def test_search_ranks_by_exact_overlap_ties_to_the_earlier(index: ItemIndex) -> 
     assert index.search_many([], k=3) == []
 
 
+def test_the_hamming_trap_overlap_not_hamming_decides(engine: Engine) -> None:
+    """A short SDR is nearer by Hamming, a longer one shares more bits: overlap must win.
+
+    Every engine searches Hamming codes (FAISS, Milvus's HAMMING); the padding of
+    ``codes.py`` and the exact re-rank are what keep this order right.
+    """
+    query = Sdr.from_positions(range(40), SIZE)
+    short = Sdr.from_positions(range(10), SIZE)  # overlap 10, hamming 30
+    long = Sdr.from_positions(list(range(20)) + list(range(1000, 1080)), SIZE)  # overlap 20, hamming 100
+    assert np.bitwise_count(query.to_bits() ^ short.to_bits()).sum() < np.bitwise_count(
+        query.to_bits() ^ long.to_bits()
+    ).sum()
+    opened = engine.open()
+    try:
+        opened.add("short", short)
+        opened.add("long", long)
+        assert pairs(opened.search(query, k=2)) == [("long", 20), ("short", 10)]
+    finally:
+        opened.close()
+
+
 def test_bad_searches_are_refused(index: ItemIndex) -> None:
     query = BASE[0].sdr
     for k in (0, -1, 10**9):
