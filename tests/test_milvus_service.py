@@ -106,7 +106,10 @@ def test_two_replicas_share_one_collection(replicas: tuple[Server, Server], phot
         assert [entry.id for entry in listed.items] == ["mug"]
 
 
-def test_milvus_down_at_start_is_a_clear_error_naming_the_uri(tmp_path: Path, models_dir: Path) -> None:
+def test_milvus_down_at_start_is_a_clear_error_naming_the_uri(
+    tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("MILVUS_TOKEN", "token-from-the-environment-" + SECRET)
     with socket_nobody_listens_on() as port:
         uri = f"http://root:{SECRET.split(':', 1)[1]}@127.0.0.1:{port}"
         config = _config(tmp_path, models_dir, uri, "nowhere", timeout_s=2.0)
@@ -115,6 +118,7 @@ def test_milvus_down_at_start_is_a_clear_error_naming_the_uri(tmp_path: Path, mo
     message = str(failed.value)
     assert f"127.0.0.1:{port}" in message and "Milvus" in message
     assert SECRET.split(":", 1)[1] not in message  # credentials in the URI are masked
+    assert "token-from-the-environment" not in message + caplog.text
 
 
 def test_milvus_stopped_and_restarted_under_a_running_server(

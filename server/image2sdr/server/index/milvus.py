@@ -35,6 +35,7 @@ import re
 import threading
 import time
 import types
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,7 +200,9 @@ class MilvusIndex:
         if self.embedded:
             Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
         try:
-            return MilvusClient(uri=self.uri, token=self._token.reveal(), timeout=self.config.milvus.timeout_s)
+            with warnings.catch_warnings():  # milvus-lite 2.5 imports pkg_resources, deprecated but pinned
+                warnings.filterwarnings("ignore", "pkg_resources is deprecated", UserWarning)
+                return MilvusClient(uri=self.uri, token=self._token.reveal(), timeout=self.config.milvus.timeout_s)
         except Exception as exc:
             raise UpstreamError(f"cannot reach Milvus at {self.shown_uri}: {self._describe(exc)}") from None
 
