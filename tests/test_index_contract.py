@@ -144,9 +144,10 @@ def test_the_hamming_trap_overlap_not_hamming_decides(engine: Engine) -> None:
     query = Sdr.from_positions(range(40), SIZE)
     short = Sdr.from_positions(range(10), SIZE)  # overlap 10, hamming 30
     long = Sdr.from_positions(list(range(20)) + list(range(1000, 1080)), SIZE)  # overlap 20, hamming 100
-    assert np.bitwise_count(query.to_bits() ^ short.to_bits()).sum() < np.bitwise_count(
-        query.to_bits() ^ long.to_bits()
-    ).sum()
+    assert (
+        np.bitwise_count(query.to_bits() ^ short.to_bits()).sum()
+        < np.bitwise_count(query.to_bits() ^ long.to_bits()).sum()
+    )
     opened = engine.open()
     try:
         opened.add("short", short)
@@ -445,3 +446,40 @@ def test_listing_pages_newest_first_and_survives_writes(index: ItemIndex) -> Non
             index.list_items(bad)
     with pytest.raises(InvalidInputError):
         index.list_items(10, "not-a-token")
+
+
+def test_an_sdr_heavier_than_the_padding_still_ranks_by_overlap(engine: Engine) -> None:
+    """Codes are padded to equal weight up to equalize_bits (512); an 800-bit SDR is past it.
+
+    Its Hamming distance overstates how far it is, so a search that trusted the
+    Hamming order would rank the 40 light items sharing 30-31 bits above it.
+    """
+    query = Sdr.from_positions(range(100), SIZE)
+    heavy = Sdr.from_positions(list(range(100)) + list(range(2000, 2700)), SIZE)
+    opened = engine.open()
+    try:
+        lights = [Item(f"light-{n}", Sdr.from_positions(list(range(30 + n % 2)), SIZE)) for n in range(40)]
+        opened.add_many([*lights, Item("heavy", heavy, spaces={VISUAL: heavy})])
+        assert pairs(opened.search(query, k=1)) == [("heavy", 100)]
+        blended = opened.search_blend(query, query, 0.5, k=1)
+        assert [(match.id, match.score) for match in blended] == [("heavy", 100.0)]
+    finally:
+        opened.close()
+
+
+def test_ties_beyond_the_first_candidates_still_go_to_the_earlier(engine: Engine) -> None:
+    """200 identical items: far more ties than a first batch of candidates holds."""
+    twin = Sdr.from_positions(range(0, 400, 2), SIZE)
+    opened = engine.open()
+    try:
+        for start in range(0, 200, 50):  # four writes, so the order is the order added
+            opened.add_many([Item(f"t{n:03d}", twin) for n in range(start, start + 50)])
+        assert [match.id for match in opened.search(twin, k=3)] == ["t000", "t001", "t002"]
+    finally:
+        opened.close()
+
+
+def test_a_page_token_out_of_range_is_refused(index: ItemIndex) -> None:
+    for token in ("m9999999999999999999." + "0" * 32, "m1." + "0" * 32 + "\n", "l-1", "garbage"):
+        with pytest.raises(InvalidInputError):
+            index.list_items(10, token)

@@ -7,8 +7,8 @@ embedded file (milvus-lite) from a server or a cluster.
 Collections, named ``<prefix>_<what>``:
 
     semantic   one row per item: key, id, semantic code, seq, concepts, metadata, sha256, phash
-    visual     key and visual code, for the items that have a visual SDR
-    phash      key and the 64-bit pHash as a binary vector, for near-exact copies by Hamming
+    visual     the visual code of each item version that has one, keyed "<key>.<seq>"
+    phash      the 64-bit pHash of each item version that has one, as a binary vector, same keys
 
 Three collections, not one, because Milvus 2.3 (the server tested here) allows one
 vector field per collection. The primary key is a hash of the item id, never the
@@ -16,20 +16,26 @@ id itself: Milvus filter expressions have no escaping that both engines parse th
 same (a newline or tab in an id broke milvus-lite's parser), and hex keys need none.
 
 Codes are ``codes.pack_codes`` codes, padded to equal weight, searched with HAMMING:
-the Hamming order is then the overlap order (see ``codes.py``). Milvus returns
-``fetch`` candidates; their SDRs are read back and ranked by exact overlap, ties to
-the lower ``seq`` (the item added or last replaced earlier).
+for every SDR of at most ``equalize_bits`` active bits the Hamming order is then
+the overlap order (see ``codes.py``), and an item not yet returned shares at most
+``(|q| + equalize_bits - d_last) / 2`` bits with the query. Searches fetch more
+candidates until the k-th exact overlap is above that bound (ties to the lower
+``seq``: the item added or last replaced earlier), and score the few heavier SDRs
+(flagged ``heavy``) exactly in a filtered search of their own.
 
-Writes: the visual and pHash rows first, the semantic row last. An item exists once
-its semantic row does, so a failed add leaves no item behind (at most the visual or
-pHash row of an id the caller is told to add again). Nothing is acknowledged before
-Milvus has accepted every part of it.
+Writes are versioned by ``seq``. A visual or pHash row belongs to one version of an
+item, ``<key>.<seq>``; readers take only the rows whose seq is the one in the item's
+semantic row. The side rows are written first and the semantic row last, so a
+write that fails part-way leaves the stored item exactly as it was (the new side
+rows are ignored), and nothing is acknowledged before Milvus has accepted all of
+it. Rows of older versions are deleted after the commit, best effort.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import os
 import re
 import threading
@@ -78,6 +84,7 @@ __all__ = ["MilvusIndex"]
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+K = TypeVar("K")
 
 PHASH = "phash"
 SCHEMA = "image2sdr items v1"  # in each collection's description; a later layout migrates from it
@@ -85,10 +92,11 @@ MAX_RESULTS = 16384  # Milvus's topk and query-window limit
 _ID_BYTES = 65535  # VARCHAR's own limit: ids are bounded by index.max_id_length, not by the schema
 _KEY_CHUNK = 1000  # keys per "key in [...]" expression
 _FIRST_SPAN_NS = 1 << 36  # ~69 s: the first time window a listing page looks back over
-_PAGE_TOKEN = re.compile(r"^m(\d{1,19})\.([0-9a-f]{32})$")
+_PAGE_TOKEN = re.compile(r"m(\d{1,19})\.([0-9a-f]{32})")  # fullmatch
 _SETUP_S = 120.0  # at least this long for creating and loading the collections at start
 _DELETE_SETTLE_S = 1.5  # after a delete, Session reads are Strong this long (see _level)
-_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_SHA256 = re.compile(r"[0-9a-f]{64}")  # fullmatch
+_INT64_MAX = (1 << 63) - 1
 _EMPTY: Mapping[str, str] = types.MappingProxyType({})
 
 
@@ -125,7 +133,7 @@ class MilvusIndex:
         self.config = config
         self.sdr_size = sdr_size
         self.uri = settings.uri or str(Path(data_dir if data_dir is not None else ".") / "milvus.db")
-        self.embedded = not self.uri.startswith(("http://", "https://", "tcp://", "grpc://", "unix:"))
+        self.embedded = self.uri.endswith(".db")  # as pymilvus decides: a .db path runs milvus-lite
         self.shown_uri = _without_credentials(self.uri)  # the URI as errors and logs name it
         self._spaces = tuple(spaces)
         self._checks = ItemChecks(config, sdr_size, spaces)
@@ -143,6 +151,7 @@ class MilvusIndex:
         self._unlimited = RateLimiter(1e9)  # retries and budgets as for the providers; no rate cap
         self._read_level = settings.consistency_level
         self._strong_until = 0.0  # monotonic time until which Session reads are made Strong (_level)
+        self._forced = threading.local()  # .level: this thread's reads use it (_reading)
         self._write_lock = threading.Lock()  # duplicate screening and the add it decides, per process
         self._seq_lock = threading.Lock()
         self._last_seq = 0
@@ -173,6 +182,10 @@ class MilvusIndex:
                 return
             self._closed = True
         self._client.close()
+        if self.embedded:  # stop the milvus-lite process, so the file can be opened again
+            from milvus_lite.server_manager import server_manager_instance  # noqa: PLC0415
+
+            server_manager_instance.release_server(self.uri)
 
     def available(self) -> bool:
         """Whether Milvus answers now (one cheap request, no retries): the health check's question."""
@@ -202,7 +215,10 @@ class MilvusIndex:
         try:
             with warnings.catch_warnings():  # milvus-lite 2.5 imports pkg_resources, deprecated but pinned
                 warnings.filterwarnings("ignore", "pkg_resources is deprecated", UserWarning)
-                return MilvusClient(uri=self.uri, token=self._token.reveal(), timeout=self.config.milvus.timeout_s)
+                # dedicated: a connection of its own, which close() really closes
+                return MilvusClient(
+                    uri=self.uri, token=self._token.reveal(), timeout=self.config.milvus.timeout_s, dedicated=True
+                )
         except Exception as exc:
             raise UpstreamError(f"cannot reach Milvus at {self.shown_uri}: {self._describe(exc)}") from None
 
@@ -219,18 +235,23 @@ class MilvusIndex:
         from pymilvus import DataType, MilvusClient  # noqa: PLC0415
 
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False, description=SCHEMA)
-        schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=32)
-        if name == PHASH:
-            schema.add_field("code", DataType.BINARY_VECTOR, dim=64)
-        else:
-            schema.add_field("code", DataType.BINARY_VECTOR, dim=self._dim)
+        if name == SEMANTIC:
+            schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=32)
+        else:  # one row per item version: "<key>.<seq>"
+            schema.add_field("version", DataType.VARCHAR, is_primary=True, max_length=64)
+            schema.add_field("key", DataType.VARCHAR, max_length=32)
+        schema.add_field("code", DataType.BINARY_VECTOR, dim=64 if name == PHASH else self._dim)
+        schema.add_field("seq", DataType.INT64)
+        if name != PHASH:
+            schema.add_field("heavy", DataType.BOOL)  # more active bits than equalize_bits: scored apart
         if name == SEMANTIC:
             schema.add_field("id", DataType.VARCHAR, max_length=_ID_BYTES)
-            schema.add_field("seq", DataType.INT64)
             schema.add_field("concepts", DataType.JSON)
             schema.add_field("metadata", DataType.JSON)
             schema.add_field("sha256", DataType.VARCHAR, max_length=64)
             schema.add_field("phash", DataType.INT64)
+            for space in self._spaces[1:]:
+                schema.add_field(f"in_{space}", DataType.BOOL)  # has an SDR there (count per space)
         params = self._client.prepare_index_params()
         params.add_index(field_name="code", metric_type="HAMMING", **self._index_kind(name))
         settings = self.config.milvus
@@ -246,6 +267,13 @@ class MilvusIndex:
             ),
             setup=True,
         )
+        replicas = settings.load_replicas
+        if replicas > 1:  # create_collection loaded it with one
+            self._call(
+                "load_collection",
+                lambda t: self._client.load_collection(collection, replica_number=replicas, timeout=t),
+                setup=True,
+            )
         logger.info("Milvus collection %s created at %s", collection, self.shown_uri)
 
     def _index_kind(self, name: str) -> dict[str, Any]:
@@ -273,9 +301,12 @@ class MilvusIndex:
         """``request(timeout_s)`` with the configured retries; UpstreamError (UNAVAILABLE) when they run out."""
 
         def attempt(timeout_s: float) -> T:
+            self._check_open()  # a call racing close() fails at once instead of retrying
             try:
                 return request(timeout_s)
             except Exception as exc:
+                if _is_request_error(exc):  # our request is wrong: no retry can help
+                    raise UpstreamError(f"Milvus at {self.shown_uri} refused {what}: {self._describe(exc)}") from None
                 raise Retryable(f"{what}: {self._describe(exc)}") from None
 
         return call_with_retries(attempt, self._setup_policy if setup else self._policy, self._unlimited)
@@ -304,28 +335,41 @@ class MilvusIndex:
         )
 
     def _search(
-        self, name: str, vectors: Sequence[bytes], limit: int, exclude: str | None = None
-    ) -> list[list[tuple[str, float]]]:
-        """(key, Hamming distance) of the nearest ``limit`` rows per vector, nearest first."""
+        self, name: str, vector: bytes, limit: int, *, exclude: str | None = None, heavy: bool = False
+    ) -> list[tuple[str, int, float]]:
+        """(key, seq, Hamming distance) of the nearest ``limit`` rows, nearest first.
+
+        ``heavy``: only the rows flagged heavy (SDRs above equalize_bits, whose distance
+        overstates how far they are). ``exclude``: an item key left out.
+        """
         collection = self._names[name]
         params: dict[str, Any] = {"metric_type": "HAMMING"}
         if self._index_kind(name)["index_type"] == "BIN_IVF_FLAT":
             params["params"] = {"nprobe": self.config.milvus.nprobe}
+        conditions = [f'key != "{exclude}"'] if exclude else []
+        if heavy:
+            conditions.append("heavy == true")
+        fields = ["seq"] if name == SEMANTIC else ["key", "seq"]
         results = self._call(
             "search",
             lambda t: self._client.search(
                 collection,
-                data=list(vectors),
+                data=[vector],
                 limit=min(limit, MAX_RESULTS),
                 anns_field="code",
                 search_params=params,
-                filter=f'key != "{exclude}"' if exclude else "",
-                output_fields=[],
+                filter=" and ".join(conditions),
+                output_fields=fields,
                 consistency_level=self._level(),
                 timeout=t,
             ),
         )
-        return [[(str(hit["id"]), float(hit["distance"])) for hit in hits] for hits in results]
+        hits = []
+        for hit in results[0]:
+            entity = hit["entity"]
+            key = str(hit["id"]) if name == SEMANTIC else str(entity["key"])
+            hits.append((key, int(entity["seq"]), float(hit["distance"])))
+        return hits
 
     def _level(self) -> str:
         """The consistency level of the next read.
@@ -334,6 +378,9 @@ class MilvusIndex:
         reads only some 0.2-1 s later (inserts and upserts at once); reads in the
         second after a delete ask for Strong instead, so a removed item stays removed.
         """
+        forced = getattr(self._forced, "level", "")
+        if forced:
+            return str(forced)
         if self._read_level == "Session" and time.monotonic() < self._strong_until:
             return "Strong"
         return self._read_level
@@ -343,15 +390,10 @@ class MilvusIndex:
             collection = self._names[name]
             self._call("upsert", lambda t: self._client.upsert(collection, rows, timeout=t))
 
-    def _delete(self, name: str, keys: Sequence[str]) -> None:
+    def _delete(self, name: str, expression: str) -> None:
         collection = self._names[name]
-        for chunk in _chunks(sorted(set(keys))):
-
-            def delete(timeout_s: float, chunk: list[str] = chunk) -> object:
-                return self._client.delete(collection, ids=chunk, timeout=timeout_s)
-
-            self._call("delete", delete)
-            self._strong_until = time.monotonic() + _DELETE_SETTLE_S
+        self._call("delete", lambda t: self._client.delete(collection, filter=expression, timeout=t))
+        self._strong_until = time.monotonic() + _DELETE_SETTLE_S
 
     # -- writes ---------------------------------------------------------------
 
@@ -374,9 +416,10 @@ class MilvusIndex:
     ) -> list[AddOutcome]:
         """Insert or replace many items; a repeated id keeps its last occurrence.
 
-        Milvus has no transaction across collections: a batch that fails part-way
-        raises, and the caller adds it again (each write is an upsert, so a retry
-        completes it). What was already stored is never removed by a failed add.
+        Each item is written as a new version (side rows first, its semantic row
+        last), so a batch that fails part-way leaves every stored item as it was;
+        the caller adds it again. Under SKIP or REPLACE the duplicate check reads
+        Strong, so it sees every acknowledged add, this replica's or another's.
         """
         prepared = self._checks.prepare(items)
         if not prepared:
@@ -386,7 +429,8 @@ class MilvusIndex:
             self._check_open()
 
             def stored_copies(fingerprint: Fingerprint, visual: Sdr | None) -> list[Duplicate]:
-                return self._duplicates(fingerprint, visual, limits, self.config.max_k, exclude=None)
+                with self._reading("Strong"):
+                    return self._duplicates(fingerprint, visual, limits, self.config.max_k, exclude=None)
 
             outcomes, removed = screen(prepared, on_duplicate, limits, stored_copies, self.sdr_size)
             kept = [item for item, outcome in zip(prepared, outcomes, strict=True) if outcome.stored]
@@ -399,44 +443,69 @@ class MilvusIndex:
     def _write(self, kept: Sequence[StoredItem]) -> None:
         keys = [item_key(item.id) for item in kept]
         seqs = self._next_seqs(len(kept))
-        # A replaced item may lose its visual SDR or fingerprint: its old rows go. Only
-        # ids stored before can have any, and one query is cheaper than a blind delete.
-        before = self._present(keys)
+        versions = list(zip(keys, seqs, kept, strict=True))
         for space in self._spaces[1:]:
-            with_sdr = [(key, item) for key, item in zip(keys, kept, strict=True) if space in item.sdrs]
-            self._upsert(space, [{"key": key, "code": code} for key, code in self._codes(with_sdr, space)])
-            self._delete(
-                space, [k for k, item in zip(keys, kept, strict=True) if space not in item.sdrs and k in before]
-            )
-        printed = [(key, item.fingerprint) for key, item in zip(keys, kept, strict=True) if item.fingerprint]
-        self._upsert(PHASH, [{"key": key, "code": _phash_code(fp.phash)} for key, fp in printed])
-        self._delete(PHASH, [k for k, item in zip(keys, kept, strict=True) if item.fingerprint is None and k in before])
-        codes = dict(self._codes(list(zip(keys, kept, strict=True)), SEMANTIC))
+            self._upsert(space, self._side_rows(versions, space))
+        self._upsert(
+            PHASH,
+            [
+                {"version": f"{key}.{seq}", "key": key, "seq": seq, "code": _phash_code(item.fingerprint.phash)}
+                for key, seq, item in versions
+                if item.fingerprint is not None
+            ],
+        )
+        semantic = self._codes([item.sdrs[SEMANTIC] for item in kept])
         rows = [
             {
                 "key": key,
                 "id": item.id,
-                "code": codes[key],
+                "code": code,
                 "seq": seq,
+                "heavy": heavy,
                 "concepts": {"terms": [term for term, _ in item.concepts], "scores": [s for _, s in item.concepts]},
                 "metadata": dict(item.metadata),
                 "sha256": item.fingerprint.sha256 if item.fingerprint else "",
                 "phash": _signed(item.fingerprint.phash) if item.fingerprint else 0,
+                **{f"in_{space}": space in item.sdrs for space in self._spaces[1:]},
             }
-            for key, item, seq in zip(keys, kept, seqs, strict=True)
+            for (key, seq, item), (code, heavy) in zip(versions, semantic, strict=True)
         ]
-        self._upsert(SEMANTIC, rows)  # the commit point: the items exist from here on
+        self._upsert(SEMANTIC, rows)  # the commit point: these versions are the items from here on
+        self._drop_old_versions(keys, seqs)
 
-    def _codes(self, keyed: Sequence[tuple[str, StoredItem]], space: str) -> list[tuple[str, bytes]]:
-        if not keyed:
+    def _side_rows(self, versions: Sequence[tuple[str, int, StoredItem]], space: str) -> list[dict[str, Any]]:
+        having = [(key, seq, item) for key, seq, item in versions if space in item.sdrs]
+        codes = self._codes([item.sdrs[space] for _, _, item in having])
+        return [
+            {"version": f"{key}.{seq}", "key": key, "seq": seq, "code": code, "heavy": heavy}
+            for (key, seq, _), (code, heavy) in zip(having, codes, strict=True)
+        ]
+
+    def _drop_old_versions(self, keys: Sequence[str], seqs: Sequence[int]) -> None:
+        """Delete the side rows of replaced versions; best effort, readers ignore them anyway."""
+        try:
+            for chunk in _chunks(list(zip(keys, seqs, strict=True))):
+                wanted = _keys_in([key for key, _ in chunk])
+                current = "seq not in [" + ",".join(str(seq) for _, seq in chunk) + "]"
+                for name in (*self._spaces[1:], PHASH):
+                    self._delete(name, f"{wanted} and {current}")
+        except UpstreamError as exc:
+            logger.warning("old versions of %d items stay behind (ignored by reads): %s", len(keys), exc)
+
+    def _codes(self, sdrs: Sequence[npt.NDArray[np.uint32]]) -> list[tuple[bytes, bool]]:
+        """(padded code, heavy) per SDR."""
+        if not sdrs:
             return []
-        sdrs = [item.sdrs[space] for _, item in keyed]
         lengths = np.fromiter((sdr.size for sdr in sdrs), dtype=np.int64, count=len(sdrs))
         codes = pack_codes(np.concatenate(sdrs), lengths, self.sdr_size, self.config.equalize_bits, pad=True)
-        return [(key, code.tobytes()) for (key, _), code in zip(keyed, codes, strict=True)]
+        limit = self.config.equalize_bits
+        return [(code.tobytes(), bool(length > limit)) for code, length in zip(codes, lengths.tolist(), strict=True)]
 
     def _next_seqs(self, count: int) -> list[int]:
-        """Nanosecond stamps, increasing within this process: the listing and tie-breaking order."""
+        """Nanosecond stamps, increasing within this process: the listing and tie-breaking order.
+
+        Across replicas the order is that of their clocks (keep them synchronised).
+        """
         with self._seq_lock:
             first = max(time.time_ns(), self._last_seq + 1)
             self._last_seq = first + count - 1
@@ -448,21 +517,30 @@ class MilvusIndex:
         check_metadata(metadata if metadata is not None else _EMPTY, self.config.max_metadata_bytes)
 
     def remove(self, item_id: str) -> None:
-        """Remove an item; NotFoundError if there is none with this id."""
+        """Remove an item; NotFoundError if there is none with this id (read Strong)."""
         check_id(item_id, self.config.max_id_length)
         key = item_key(item_id)
         with self._write_lock:
             self._check_open()
-            if not self._query(SEMANTIC, _keys_in([key]), ["key"]):
+            if not self._query(SEMANTIC, _keys_in([key]), ["key"], level="Strong"):
                 raise NotFoundError(f"no item with id {item_id!r}", resource=item_id)
             self._delete_items([key])
 
     def _delete_items(self, keys: Sequence[str]) -> None:
-        self._delete(SEMANTIC, keys)  # first: the items are gone from here on
-        for name in (*self._spaces[1:], PHASH):
-            self._delete(name, keys)
+        for chunk in _chunks(list(keys)):
+            self._delete(SEMANTIC, _keys_in(chunk))  # first: the items are gone from here on
+        try:
+            for chunk in _chunks(list(keys)):
+                for name in (*self._spaces[1:], PHASH):
+                    self._delete(name, _keys_in(chunk))
+        except UpstreamError as exc:  # the items are gone; their side rows are ignored by reads
+            logger.warning("side rows of %d removed items stay behind: %s", len(keys), exc)
 
     # -- reads ----------------------------------------------------------------
+
+    def _reading(self, level: str) -> _ReadLevel:
+        """Within this block, this thread's reads use ``level``."""
+        return _ReadLevel(self._forced, level)
 
     def get(self, item_id: str) -> Item:
         check_id(item_id, self.config.max_id_length)
@@ -474,15 +552,10 @@ class MilvusIndex:
             check_id(item_id, self.config.max_id_length)
         self._check_open()
         keys = [item_key(item_id) for item_id in item_ids]
-        present = self._present(keys)
-        return [key in present for key in keys]
-
-    def _present(self, keys: Sequence[str]) -> set[str]:
-        """Those of ``keys`` whose items are stored."""
         present: set[str] = set()
         for chunk in _chunks(sorted(set(keys))):
             present.update(str(row["key"]) for row in self._query(SEMANTIC, _keys_in(chunk), ["key"]))
-        return present
+        return [key in present for key in keys]
 
     def count(self, space: str | None = None) -> int:
         """Items stored; with a space, those that have an SDR in it."""
@@ -494,7 +567,8 @@ class MilvusIndex:
         # count(*) on a Milvus 2.3 server lags behind this process's own deletes under
         # Session (queries do not): a caller who asked to read its own writes gets Strong.
         level = "Strong" if self._read_level == "Session" else ""
-        rows = self._query(space or SEMANTIC, "", ["count(*)"], level=level)
+        expression = "" if space in (None, SEMANTIC) else f"in_{space} == true"
+        rows = self._query(SEMANTIC, expression, ["count(*)"], level=level)
         return int(rows[0]["count(*)"])
 
     def list_items(self, page_size: int, page_token: str = "") -> ItemPage:
@@ -507,33 +581,45 @@ class MilvusIndex:
         self._check_open()
         found = self._newest(page_size, below)
         page = found[:page_size]
-        rows = self._rows([key for _, key in page], self._spaces)
+        rows = self._rows([key for _, key in page])
         items = tuple(self._item(rows[key]) for _, key in page if key in rows)
         more = len(found) > page_size
         token = f"m{page[-1][0]}.{page[-1][1]}" if more else ""
         return ItemPage(items, token, self.count())
 
     def _newest(self, page_size: int, below: tuple[int, str] | None) -> list[tuple[int, str]]:
-        """At least ``page_size + 1`` (seq, key) pairs below ``below`` when there are, newest first.
+        """The newest (seq, key) pairs below ``below``: more than ``page_size`` when there are, newest first.
 
-        Milvus queries have no ORDER BY: look back over a time window that grows
-        until it holds more than a page (or reaches the first item), shrinking it
-        when it would pass the query limit.
+        Milvus queries have no ORDER BY. The rows with ``seq >= start`` (and below the
+        token) shrink as ``start`` rises; find a start whose rows number more than a
+        page but fewer than a query returns: reach back from the newest x4 at a time
+        while too few, then bisect between the highest start known to give too many and
+        the lowest known to give too few. Seqs come from the writers' clocks, so the
+        first page is not bounded above by this one's.
         """
         top = below[0] if below is not None else time.time_ns()
         upper = ""
         if below is not None:  # strictly after the last item shown, in (seq, key) order
             upper = f' and (seq < {below[0]} or (seq == {below[0]} and key < "{below[1]}"))'
+        many: int | None = None  # a start known to give too many rows
+        few = (below[0] if below is not None else _INT64_MAX) + 1  # a start known to give too few
         span = _FIRST_SPAN_NS
+        start = max(top - span, 0)
         while True:
-            start = max(top - span, 0)
             rows = self._query(SEMANTIC, f"seq >= {start}{upper}", ["key", "seq"], limit=MAX_RESULTS)
-            if len(rows) >= MAX_RESULTS and span > 1:
-                span //= 2
-                continue
-            if len(rows) > page_size or start == 0:
+            if len(rows) < MAX_RESULTS and (len(rows) > page_size or start == 0):
                 return sorted(((int(row["seq"]), str(row["key"])) for row in rows), reverse=True)
-            span *= 4
+            if len(rows) >= MAX_RESULTS:
+                many = start
+            else:
+                few = start
+            if many is None:
+                span *= 4
+                start = max(top - span, 0)
+            elif few - many > 1:
+                start = (many + few) // 2
+            else:  # more rows in one nanosecond than a query returns: some of them, best effort
+                return sorted(((int(row["seq"]), str(row["key"])) for row in rows), reverse=True)
 
     def search(self, query: Sdr, k: int = 10, min_overlap: int = 0, *, space: str = SEMANTIC) -> list[Match]:
         """The k stored items sharing the most active bits with ``query`` in ``space``."""
@@ -542,14 +628,12 @@ class MilvusIndex:
     def search_many(
         self, queries: Sequence[Sdr], k: int = 10, min_overlap: int = 0, *, space: str = SEMANTIC
     ) -> list[list[Match]]:
-        """``search`` for many queries at once: one Milvus search for all of them."""
+        """``search`` for each query."""
         self._checks.search(k, min_overlap, space)
         for number, query in enumerate(queries):
             self._checks.sdr(query, f"queries[{number}]")
-        if not queries:
-            return []
         self._check_open()
-        return self._ranked(queries, k, min_overlap, space, exclude=None)
+        return [self._ranked(query, k, min_overlap, space, exclude=None) for query in queries]
 
     def neighbours(
         self, item_id: str, k: int = 10, min_overlap: int = 0, *, space: str = SEMANTIC
@@ -563,30 +647,57 @@ class MilvusIndex:
         if positions is None:
             raise NoSdrInSpaceError(f"item {item_id!r} has no SDR in space {space!r}", field="id")
         query = Sdr.trusted(positions, self.sdr_size)
-        return self._item(row), self._ranked([query], k, min_overlap, space, exclude=item_key(item_id))[0]
+        return self._item(row), self._ranked(query, k, min_overlap, space, exclude=item_key(item_id))
 
-    def _ranked(
-        self, queries: Sequence[Sdr], k: int, min_overlap: int, space: str, exclude: str | None
-    ) -> list[list[Match]]:
-        """Candidates from Milvus, ranked by exact overlap (ties to the lower seq)."""
-        fetch = max(k * self.config.candidate_factor, k + self.config.candidate_margin)
-        vectors = [self._query_code(query) for query in queries]
-        hits = self._search(space, vectors, fetch, exclude)
-        rows = self._rows({key for found in hits for key, _ in found}, (space,))
-        answers = []
-        for query, found in zip(queries, hits, strict=True):
+    def _ranked(self, query: Sdr, k: int, min_overlap: int, space: str, exclude: str | None) -> list[Match]:
+        """The k best by exact overlap (ties to the lower seq), proven against every unseen item."""
+
+        def settled(scored: Sequence[tuple[int, _Row]], bound: float) -> bool:
+            qualified = [overlap for overlap, _ in scored if overlap >= min_overlap]
+            if len(qualified) >= k:  # strictly: an unseen item tying the k-th could be older
+                return qualified[k - 1] > bound
+            return bound < min_overlap  # no unseen item can qualify
+
+        scored, _ = self._scan(space, query, settled, exclude)
+        best = [(overlap, row) for overlap, row in scored if overlap >= min_overlap][:k]
+        return [self._match(row, {space: overlap}, overlap, float(overlap)) for overlap, row in best]
+
+    def _scan(
+        self,
+        space: str,
+        query: Sdr,
+        settled: Callable[[Sequence[tuple[int, _Row]], float], bool],
+        exclude: str | None,
+        first: int | None = None,
+    ) -> tuple[list[tuple[int, _Row]], float]:
+        """Candidates of ``space`` by exact overlap, best first (ties to the lower seq), and the bound.
+
+        Fetches more until ``settled(scored, bound)`` holds, where ``bound`` is the most
+        bits an item not yet seen can share with the query (-1 once Milvus has returned
+        everything), or until MAX_RESULTS candidates. Heavy SDRs, which the bound does
+        not cover, are fetched by a filtered search of their own and scored exactly.
+        """
+        fetch = first or self._first_fetch(1)
+        vector = self._query_code(query)
+        heavy = self._search(space, vector, MAX_RESULTS, exclude=exclude, heavy=True)
+        while True:
+            hits = self._search(space, vector, fetch, exclude=exclude)
+            rows = self._rows({key for key, _, _ in hits + heavy})
             scored = []
-            for key, _ in found:
+            for key, seq, _ in {(h[0], h[1]): h for h in hits + heavy}.values():
                 row = rows.get(key)
-                positions = row.stored.sdrs.get(space) if row is not None else None
-                if row is None or positions is None:  # a row whose item is gone, or half-written
-                    continue
-                overlap = _overlap(query.positions, positions)
-                if overlap >= min_overlap:
-                    scored.append((overlap, row))
+                positions = row.stored.sdrs.get(space) if row is not None and row.seq == seq else None
+                if row is not None and positions is not None:  # else an old version, or one half-written
+                    scored.append((_overlap(query.positions, positions), row))
             scored.sort(key=lambda pair: (-pair[0], pair[1].seq))
-            answers.append([self._match(row, {space: overlap}, overlap, float(overlap)) for overlap, row in scored[:k]])
-        return answers
+            exhausted = len(hits) < min(fetch, MAX_RESULTS)
+            bound = -1.0 if exhausted else (query.active + self.config.equalize_bits - hits[-1][2]) / 2
+            if exhausted or settled(scored, bound) or fetch >= MAX_RESULTS:
+                return scored, bound
+            fetch = min(fetch * 4, MAX_RESULTS)
+
+    def _first_fetch(self, k: int) -> int:
+        return min(max(k * self.config.candidate_factor, k + self.config.candidate_margin), MAX_RESULTS)
 
     def find_duplicates(
         self,
@@ -633,24 +744,31 @@ class MilvusIndex:
         """Stored copies by all three tests, each item once under its strongest kind, best first."""
         keys: set[str] = set()
         if fingerprint is not None:
-            if _SHA256.match(fingerprint.sha256):  # always, from fingerprints.py; the check keeps the filter safe
+            if _SHA256.fullmatch(fingerprint.sha256):  # always, from fingerprints.py; the check keeps the filter safe
                 same = self._query(SEMANTIC, f'sha256 == "{fingerprint.sha256}"', ["key"], limit=MAX_RESULTS)
                 keys.update(str(row["key"]) for row in same)
-            near = self._search(PHASH, [_phash_code(fingerprint.phash)], k + self.config.candidate_margin, exclude)
-            keys.update(key for key, distance in near[0] if distance <= limits.max_phash_distance)
+            keys.update(self._near_phashes(fingerprint.phash, limits.max_phash_distance, exclude))
         if VISUAL in self._spaces and visual is not None and visual.active:
-            hits = self._search(VISUAL, [self._query_code(visual)], k + len(keys) + self.config.candidate_margin)
-            keys.update(key for key, _ in hits[0])
+            floor = max(1, math.ceil(limits.min_visual_share * visual.active))
+            scored, _ = self._scan(VISUAL, visual, lambda _, bound: bound < floor, exclude, self._first_fetch(k))
+            keys.update(item_key(row.stored.id) for overlap, row in scored if overlap >= floor)
         keys.discard(exclude or "")
         found = []
-        for row in self._rows(keys, self._spaces).values():
+        for row in self._rows(keys).values():
             duplicate = compare(fingerprint, visual, row.stored, limits, self.sdr_size)
             if duplicate is not None:
-                item = self._item(row)
-                found.append(
-                    Duplicate(duplicate.id, duplicate.kind, duplicate.phash_distance, duplicate.visual_overlap, item)
-                )
+                kind, distance, overlap = duplicate.kind, duplicate.phash_distance, duplicate.visual_overlap
+                found.append(Duplicate(duplicate.id, kind, distance, overlap, self._item(row)))
         return sorted(found, key=duplicate_order)[:k]
+
+    def _near_phashes(self, phash: int, max_distance: int, exclude: str | None) -> set[str]:
+        """Keys of the items whose pHash lies within ``max_distance`` bits: every one, not the top few."""
+        fetch = self._first_fetch(1)
+        while True:
+            hits = self._search(PHASH, _phash_code(phash), fetch, exclude=exclude)
+            if len(hits) < fetch or hits[-1][2] > max_distance or fetch >= MAX_RESULTS:
+                return {key for key, _, distance in hits if distance <= max_distance}
+            fetch = min(fetch * 4, MAX_RESULTS)
 
     def search_blend(
         self, semantic: Sdr, visual: Sdr, weight: float, k: int = 10, *, exclude: str | None = None
@@ -658,8 +776,9 @@ class MilvusIndex:
         """Top k by ``(1 - weight) * semantic overlap + weight * visual overlap``, exactly re-ranked.
 
         As in ``SdrIndex.search_blend``: candidates from each space, every candidate
-        scored exactly in both, lists grown until the k-th score beats what an unseen
-        item could reach (or until ``MAX_RESULTS`` candidates per space).
+        scored exactly in both, lists grown until the k-th score is above what an
+        unseen item could reach (from each list's last Hamming distance), or until
+        MAX_RESULTS candidates per space.
         """
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
             raise InvalidInputError(f"blend_weight must be in [0, 1], got {weight!r}", field="blend_weight")
@@ -668,33 +787,31 @@ class MilvusIndex:
         self._checks.sdr(visual, "visual")
         self._check_open()
         queries = {SEMANTIC: semantic, VISUAL: visual}
+        shares = {SEMANTIC: 1.0 - float(weight), VISUAL: float(weight)}
         skip = item_key(exclude) if exclude else None
-        fetch = max(k * self.config.candidate_factor, k + self.config.candidate_margin)
+        fetch = self._first_fetch(k)
         while True:
-            lists = {space: self._search(space, [self._query_code(q)], fetch, skip)[0] for space, q in queries.items()}
-            rows = self._rows({key for found in lists.values() for key, _ in found}, self._spaces)
-            scored = sorted(
-                (self._blend_match(row, queries, weight) for row in rows.values()),
+            bounds: dict[str, float] = {}
+            keys: set[str] = set()
+            for space, query in queries.items():
+                scored, bounds[space] = self._scan(space, query, lambda _, bound: True, skip, fetch)
+                keys.update(item_key(row.stored.id) for _, row in scored)
+            rows = self._rows(keys)
+            ranked = sorted(
+                (self._blend_match(row, queries, float(weight)) for row in rows.values()),
                 key=lambda pair: (-pair[0].score, pair[1]),
             )
-            best = [match for match, _ in scored[:k]]
-            bound = 0.0
-            for space, found in lists.items():
-                share = weight if space == VISUAL else 1.0 - weight
-                last = rows.get(found[-1][0]) if len(found) >= fetch else None
-                if last is not None:  # the list may have left out items scoring up to its last
-                    bound += share * _overlap(queries[space].positions, last.stored.sdrs.get(space, _NONE))
+            best = [match for match, _ in ranked[:k]]
+            bound = sum(shares[space] * max(bounds[space], 0.0) for space in queries)
+            complete = all(value < 0 for value in bounds.values())
             # Strictly above: an unseen item tying the bound could win the tie on its seq.
-            if (len(best) >= k and best[-1].score > bound) or all(len(f) < fetch for f in lists.values()):
-                return best
-            if fetch >= MAX_RESULTS:
+            if complete or (len(best) >= k and best[-1].score > bound) or fetch >= MAX_RESULTS:
                 return best
             fetch = min(fetch * 4, MAX_RESULTS)
 
     def _blend_match(self, row: _Row, queries: Mapping[str, Sdr], weight: float) -> tuple[Match, int]:
-        overlaps = {
-            space: _overlap(query.positions, row.stored.sdrs.get(space, _NONE)) for space, query in queries.items()
-        }
+        sdrs = row.stored.sdrs
+        overlaps = {space: _overlap(query.positions, sdrs.get(space, _NONE)) for space, query in queries.items()}
         score = (1.0 - weight) * overlaps[SEMANTIC] + weight * overlaps[VISUAL]
         return self._match(row, overlaps, overlaps[SEMANTIC], score), row.seq
 
@@ -702,26 +819,26 @@ class MilvusIndex:
 
     def _row(self, item_id: str) -> _Row:
         key = item_key(item_id)
-        row = self._rows([key], self._spaces).get(key)
+        row = self._rows([key]).get(key)
         if row is None:
             raise NotFoundError(f"no item with id {item_id!r}", resource=item_id)
         return row
 
-    def _rows(self, keys: Iterable[str], spaces: Sequence[str]) -> dict[str, _Row]:
-        """The stored items with these keys (absent ones left out), with their SDRs in ``spaces``."""
+    def _rows(self, keys: Iterable[str]) -> dict[str, _Row]:
+        """The stored items with these keys (absent ones left out), each with its current side rows."""
         wanted = sorted(set(keys))
         if not wanted:
             return {}
         fields = ["key", "id", "code", "seq", "concepts", "metadata", "sha256", "phash"]
         semantic = [row for chunk in _chunks(wanted) for row in self._query(SEMANTIC, _keys_in(chunk), fields)]
+        current = {str(row["key"]): int(row["seq"]) for row in semantic}
         others: dict[str, dict[str, npt.NDArray[np.uint32]]] = {}
-        present = sorted(str(row["key"]) for row in semantic)
-        for space in spaces:
-            if space == SEMANTIC:
-                continue
-            for chunk in _chunks(present):
-                for row in self._query(space, _keys_in(chunk), ["key", "code"]):
-                    others.setdefault(str(row["key"]), {})[space] = self._positions(row["code"])
+        for space in self._spaces[1:]:
+            for chunk in _chunks(sorted(current)):
+                for row in self._query(space, _keys_in(chunk), ["key", "seq", "code"]):
+                    key = str(row["key"])
+                    if current.get(key) == int(row["seq"]):  # the current version's row, not an old one
+                        others.setdefault(key, {})[space] = self._positions(row["code"])
         rows = {}
         for row in semantic:
             key = str(row["key"])
@@ -780,7 +897,7 @@ def _keys_in(keys: Sequence[str]) -> str:
     return "key in [" + ",".join(f'"{key}"' for key in keys) + "]"  # hex keys: nothing to escape
 
 
-def _chunks(keys: Sequence[str]) -> Iterable[list[str]]:
+def _chunks(keys: Sequence[K]) -> Iterable[list[K]]:
     for start in range(0, len(keys), _KEY_CHUNK):
         yield list(keys[start : start + _KEY_CHUNK])
 
@@ -801,8 +918,8 @@ def _unsigned(value: int) -> int:
 def _page_position(token: object) -> tuple[int, str] | None:
     if token == "":
         return None
-    match = _PAGE_TOKEN.match(token) if isinstance(token, str) else None
-    if match is None:
+    match = _PAGE_TOKEN.fullmatch(token) if isinstance(token, str) else None
+    if match is None or int(match.group(1)) > _INT64_MAX:
         raise InvalidInputError(f"page_token {token!r} is not one this index gave out", field="page_token")
     return int(match.group(1)), match.group(2)
 
@@ -815,3 +932,30 @@ def _without_credentials(uri: str) -> str:
     host = parts.hostname or ""
     netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+class _ReadLevel:
+    """Context manager: the reads of this thread use ``level`` inside the block."""
+
+    def __init__(self, forced: threading.local, level: str) -> None:
+        self._forced = forced
+        self._level = level
+
+    def __enter__(self) -> None:
+        self._saved = getattr(self._forced, "level", "")
+        self._forced.level = self._level
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._forced.level = self._saved
+
+
+def _is_request_error(exc: Exception) -> bool:
+    """Whether Milvus (or pymilvus) refused the request itself: a bug here, not an outage to wait out."""
+    from pymilvus.exceptions import DataTypeNotMatchException, MilvusException, ParamError  # noqa: PLC0415
+
+    if isinstance(exc, (ParamError, DataTypeNotMatchException)):
+        return True
+    return isinstance(exc, MilvusException) and exc.code == _INVALID_PARAMETER
+
+
+_INVALID_PARAMETER = 1100  # Milvus's ErrParameterInvalid (a bad expression, a wrong field)
