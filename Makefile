@@ -56,9 +56,11 @@ bench-quality: setup models
 bench-visual: setup models
 	$(PY) benchmarks/bench_visual.py
 
-## bench-index: the SDR index on 1M synthetic SDRs
-bench-index: setup
-	$(PY) benchmarks/bench_index.py
+## bench-index: the SDR index on 1M synthetic SDRs; BACKEND=milvus: a real Milvus server beside FAISS at 100k and 1M
+BACKEND ?= faiss
+bench-index: setup $(if $(filter milvus,$(BACKEND)),milvus-server)
+	@case "$(BACKEND)" in faiss|milvus) ;; *) echo "BACKEND must be faiss or milvus, not '$(BACKEND)'"; exit 2;; esac
+	$(PY) benchmarks/$(if $(filter milvus,$(BACKEND)),bench_milvus.py,bench_index.py)
 
 ## bench-service: EncodeStream vs the in-process encoder, Encode p50, FindSimilar p50 at 100k items
 bench-service: setup models
