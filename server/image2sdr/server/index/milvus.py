@@ -482,13 +482,20 @@ class MilvusIndex:
         ]
 
     def _drop_old_versions(self, keys: Sequence[str], seqs: Sequence[int]) -> None:
-        """Delete the side rows of replaced versions; best effort, readers ignore them anyway."""
+        """Delete the side rows of replaced versions; best effort, readers ignore them anyway.
+
+        Looked up first, then deleted by primary key: a delete by expression cost
+        ~0.27 s per 1,000-item batch on the test server even when, as for new items,
+        there was nothing to delete.
+        """
+        current = dict(zip(keys, seqs, strict=True))
         try:
-            for chunk in _chunks(list(zip(keys, seqs, strict=True))):
-                wanted = _keys_in([key for key, _ in chunk])
-                current = "seq not in [" + ",".join(str(seq) for _, seq in chunk) + "]"
-                for name in (*self._spaces[1:], PHASH):
-                    self._delete(name, f"{wanted} and {current}")
+            for name in (*self._spaces[1:], PHASH):
+                for chunk in _chunks(sorted(current)):
+                    rows = self._query(name, _keys_in(chunk), ["version", "key", "seq"])
+                    old = [str(row["version"]) for row in rows if int(row["seq"]) != current[str(row["key"])]]
+                    if old:
+                        self._delete(name, _versions_in(old))
         except UpstreamError as exc:
             logger.warning("old versions of %d items stay behind (ignored by reads): %s", len(keys), exc)
 
@@ -895,6 +902,10 @@ def _overlap(query: npt.NDArray[np.uint32], stored: npt.NDArray[np.uint32]) -> i
 
 def _keys_in(keys: Sequence[str]) -> str:
     return "key in [" + ",".join(f'"{key}"' for key in keys) + "]"  # hex keys: nothing to escape
+
+
+def _versions_in(versions: Sequence[str]) -> str:
+    return "version in [" + ",".join(f'"{version}"' for version in versions) + "]"  # "<hex>.<digits>"
 
 
 def _chunks(keys: Sequence[K]) -> Iterable[list[K]]:
