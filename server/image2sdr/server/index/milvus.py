@@ -94,6 +94,7 @@ _KEY_CHUNK = 1000  # keys per "key in [...]" expression
 _FIRST_SPAN_NS = 1 << 36  # ~69 s: the first time window a listing page looks back over
 _PAGE_TOKEN = re.compile(r"m(\d{1,19})\.([0-9a-f]{32})")  # fullmatch
 _SETUP_S = 120.0  # at least this long for creating and loading the collections at start
+_HEAVY_RECHECK_S = 10.0  # how stale "no heavy SDRs here" may be (see _has_heavy)
 _DELETE_SETTLE_S = 1.5  # after a delete, Session reads are Strong this long (see _level)
 _SHA256 = re.compile(r"[0-9a-f]{64}")  # fullmatch
 _INT64_MAX = (1 << 63) - 1
@@ -151,6 +152,7 @@ class MilvusIndex:
         self._unlimited = RateLimiter(1e9)  # retries and budgets as for the providers; no rate cap
         self._read_level = settings.consistency_level
         self._strong_until = 0.0  # monotonic time until which Session reads are made Strong (_level)
+        self._heavy: dict[str, tuple[bool, float]] = {}  # space: (heavy SDRs stored, when asked)
         self._forced = threading.local()  # .level: this thread's reads use it (_reading)
         self._write_lock = threading.Lock()  # duplicate screening and the add it decides, per process
         self._seq_lock = threading.Lock()
@@ -471,11 +473,15 @@ class MilvusIndex:
             for (key, seq, item), (code, heavy) in zip(versions, semantic, strict=True)
         ]
         self._upsert(SEMANTIC, rows)  # the commit point: these versions are the items from here on
+        if any(heavy for _, heavy in semantic):
+            self._heavy[SEMANTIC] = (True, time.monotonic())
         self._drop_old_versions(keys, seqs)
 
     def _side_rows(self, versions: Sequence[tuple[str, int, StoredItem]], space: str) -> list[dict[str, Any]]:
         having = [(key, seq, item) for key, seq, item in versions if space in item.sdrs]
         codes = self._codes([item.sdrs[space] for _, _, item in having])
+        if any(heavy for _, heavy in codes):
+            self._heavy[space] = (True, time.monotonic())
         return [
             {"version": f"{key}.{seq}", "key": key, "seq": seq, "code": code, "heavy": heavy}
             for (key, seq, _), (code, heavy) in zip(having, codes, strict=True)
@@ -686,7 +692,7 @@ class MilvusIndex:
         """
         fetch = first or self._first_fetch(1)
         vector = self._query_code(query)
-        heavy = self._search(space, vector, MAX_RESULTS, exclude=exclude, heavy=True)
+        heavy = self._search(space, vector, MAX_RESULTS, exclude=exclude, heavy=True) if self._has_heavy(space) else []
         while True:
             hits = self._search(space, vector, fetch, exclude=exclude)
             rows = self._rows({key for key, _, _ in hits + heavy})
@@ -702,6 +708,20 @@ class MilvusIndex:
             if exhausted or settled(scored, bound) or fetch >= MAX_RESULTS:
                 return scored, bound
             fetch = min(fetch * 4, MAX_RESULTS)
+
+    def _has_heavy(self, space: str) -> bool:
+        """Whether ``space`` may hold heavy SDRs: asked at most every _HEAVY_RECHECK_S (a scalar query).
+
+        Nearly always none are stored (SDRs have sdr.sparsity bits, below the padding),
+        and the filtered search for them costs as much as the main one. Another
+        replica's first heavy SDR is seen within _HEAVY_RECHECK_S, this process's at once.
+        """
+        known, checked = self._heavy.get(space, (False, -math.inf))
+        if known or time.monotonic() - checked < _HEAVY_RECHECK_S:
+            return known
+        found = bool(self._query(space, "heavy == true", ["seq"], limit=1))
+        self._heavy[space] = (found, time.monotonic())
+        return found
 
     def _first_fetch(self, k: int) -> int:
         return min(max(k * self.config.candidate_factor, k + self.config.candidate_margin), MAX_RESULTS)
