@@ -22,7 +22,7 @@ overlaps are recomputed here from the generated SDRs, not taken from the backend
 Milvus at a size is skipped when the add rate measured at the size before projects its load
 beyond --max-load-minutes (default 40).
 
-    make bench-index BACKEND=milvus              # 100k and 1M: about an hour, ~10 GB of RAM at the peak
+    make bench-index BACKEND=milvus              # 100k and 1M: ~30 min; the milvus process peaks near 12 GiB
     python benchmarks/bench_milvus.py --quick    # 20,000 SDRs, a few minutes
     python benchmarks/bench_milvus.py --sizes 50000 --profile   # cProfile of MilvusIndex.add_many too
 """
