@@ -671,7 +671,7 @@ class MilvusIndex:
                 return qualified[k - 1] > bound
             return bound < min_overlap  # no unseen item can qualify
 
-        scored, _ = self._scan(space, query, settled, exclude)
+        scored, _ = self._scan(space, query, settled, exclude, self._first_fetch(k))
         best = [(overlap, row) for overlap, row in scored if overlap >= min_overlap][:k]
         return [self._match(row, {space: overlap}, overlap, float(overlap)) for overlap, row in best]
 
