@@ -9,7 +9,6 @@ small DNS server of its own that gives one name a record per replica (127.0.0.1 
 
 from __future__ import annotations
 
-import datetime
 import socket
 import struct
 import threading
@@ -21,15 +20,12 @@ from dataclasses import dataclass, field
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from image2sdr.client import Image2SdrClient, Unavailable, cli
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 from tests.helpers.fake_service import FakeServicer
+from tests.helpers.tls import certificate
 
 IMAGE = b"\x89PNG not really, but the fake encodes anything that starts like one"
 CALLS = 20
@@ -252,38 +248,9 @@ def test_a_dns_name_with_a_record_per_replica_is_balanced(replicas_behind_one_po
 # -- TLS and the token over several replicas -------------------------------------------
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _signed(
-    subject: str, key: ec.EllipticCurvePrivateKey, issuer: str, issuer_key: ec.EllipticCurvePrivateKey
-) -> bytes:
-    """A PEM certificate: a CA's if it signs itself, else a server's for host ``subject``."""
-    now = datetime.datetime.now(datetime.UTC)
-    ca = subject == issuer
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(_name(subject))
-        .issuer_name(_name(issuer))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if not ca:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName(subject)]), critical=False)
-    return builder.sign(issuer_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
-
-
 def test_tls_and_token_over_several_replicas() -> None:
-    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
-    ca_pem = _signed("test CA", ca_key, "test CA", ca_key)
-    cert = _signed("replicas.test", key, "test CA", ca_key)
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    ca_pem, _, ca_key, ca_name = certificate("test CA", ca=True)
+    cert, key_pem, _, _ = certificate("replicas.test", ca_key, ca_name, host="replicas.test")
     credentials = grpc.ssl_server_credentials([(key_pem, cert)])
     started = [start_replica(credentials=credentials) for _ in range(2)]
     try:

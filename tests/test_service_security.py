@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import ctypes
-import datetime
 import os
 import platform
 import signal
@@ -15,10 +14,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from image2sdr.server.api import Server, create_server
@@ -27,42 +22,18 @@ from image2sdr.server.errors import ConfigError
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 from tests.helpers.servers import start_server
+from tests.helpers.tls import certificate
 
 TOKEN = "s3cret-token-for-tests-only"
-
-
-def _certificate(
-    name: str, issuer_key: ec.EllipticCurvePrivateKey | None = None, issuer: x509.Name | None = None, ca: bool = False
-) -> tuple[bytes, bytes, ec.EllipticCurvePrivateKey, x509.Name]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.UTC)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer or subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if not ca:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-    certificate = builder.sign(issuer_key or key, hashes.SHA256())
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return certificate.public_bytes(serialization.Encoding.PEM), key_pem, key, subject
 
 
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A throwaway CA, a server certificate for localhost and a client certificate."""
     directory = tmp_path_factory.mktemp("pki")
-    ca_cert, _, ca_key, ca_name = _certificate("test CA", ca=True)
-    server_cert, server_key, _, _ = _certificate("localhost", ca_key, ca_name)
-    client_cert, client_key, _, _ = _certificate("client", ca_key, ca_name)
+    ca_cert, _, ca_key, ca_name = certificate("test CA", ca=True)
+    server_cert, server_key, _, _ = certificate("localhost", ca_key, ca_name)
+    client_cert, client_key, _, _ = certificate("client", ca_key, ca_name)
     files = {
         "ca": ca_cert,
         "server.crt": server_cert,

@@ -693,9 +693,13 @@ class MilvusIndex:
         fetch = first or self._first_fetch(1)
         vector = self._query_code(query)
         heavy = self._search(space, vector, MAX_RESULTS, exclude=exclude, heavy=True) if self._has_heavy(space) else []
+        rows: dict[str, _Row] = {}
+        read: set[str] = set()  # keys whose rows were read in an earlier round (present or not)
         while True:
             hits = self._search(space, vector, fetch, exclude=exclude)
-            rows = self._rows({key for key, _, _ in hits + heavy})
+            unread = {key for key, _, _ in hits + heavy} - read
+            rows.update(self._rows(unread))  # a wider round re-reads none of the narrower one's rows
+            read |= unread
             scored = []
             for key, seq, _ in {(h[0], h[1]): h for h in hits + heavy}.values():
                 row = rows.get(key)
