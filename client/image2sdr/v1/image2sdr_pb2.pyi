@@ -60,16 +60,18 @@ class Fingerprint(_message.Message):
     def __init__(self, sha256: _Optional[str] = ..., phash: _Optional[int] = ...) -> None: ...
 
 class EncodeOptions(_message.Message):
-    __slots__ = ("max_concepts", "min_confidence", "sparsity", "visual_share")
+    __slots__ = ("max_concepts", "min_confidence", "sparsity", "visual_share", "merge_custom_concepts")
     MAX_CONCEPTS_FIELD_NUMBER: _ClassVar[int]
     MIN_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
     SPARSITY_FIELD_NUMBER: _ClassVar[int]
     VISUAL_SHARE_FIELD_NUMBER: _ClassVar[int]
+    MERGE_CUSTOM_CONCEPTS_FIELD_NUMBER: _ClassVar[int]
     max_concepts: int
     min_confidence: float
     sparsity: float
     visual_share: float
-    def __init__(self, max_concepts: _Optional[int] = ..., min_confidence: _Optional[float] = ..., sparsity: _Optional[float] = ..., visual_share: _Optional[float] = ...) -> None: ...
+    merge_custom_concepts: bool
+    def __init__(self, max_concepts: _Optional[int] = ..., min_confidence: _Optional[float] = ..., sparsity: _Optional[float] = ..., visual_share: _Optional[float] = ..., merge_custom_concepts: _Optional[bool] = ...) -> None: ...
 
 class DuplicateThresholds(_message.Message):
     __slots__ = ("max_phash_distance", "min_visual_share")
@@ -139,7 +141,7 @@ class StageTimings(_message.Message):
     def __init__(self, decode_ms: _Optional[float] = ..., concepts_ms: _Optional[float] = ..., terms_ms: _Optional[float] = ..., merge_ms: _Optional[float] = ..., total_ms: _Optional[float] = ..., appearance_ms: _Optional[float] = ...) -> None: ...
 
 class EncodeResponse(_message.Message):
-    __slots__ = ("request_id", "sdr", "concepts", "short", "timings", "indexed", "error", "visual", "fingerprint", "duplicate", "replaced")
+    __slots__ = ("request_id", "sdr", "concepts", "short", "timings", "indexed", "error", "visual", "fingerprint", "duplicate", "replaced", "custom_concepts")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SDR_FIELD_NUMBER: _ClassVar[int]
     CONCEPTS_FIELD_NUMBER: _ClassVar[int]
@@ -151,6 +153,7 @@ class EncodeResponse(_message.Message):
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_FIELD_NUMBER: _ClassVar[int]
     REPLACED_FIELD_NUMBER: _ClassVar[int]
+    CUSTOM_CONCEPTS_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     sdr: Sdr
     concepts: _containers.RepeatedCompositeFieldContainer[Concept]
@@ -162,7 +165,8 @@ class EncodeResponse(_message.Message):
     fingerprint: Fingerprint
     duplicate: Duplicate
     replaced: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, request_id: _Optional[str] = ..., sdr: _Optional[_Union[Sdr, _Mapping]] = ..., concepts: _Optional[_Iterable[_Union[Concept, _Mapping]]] = ..., short: _Optional[bool] = ..., timings: _Optional[_Union[StageTimings, _Mapping]] = ..., indexed: _Optional[bool] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., visual: _Optional[_Union[Sdr, _Mapping]] = ..., fingerprint: _Optional[_Union[Fingerprint, _Mapping]] = ..., duplicate: _Optional[_Union[Duplicate, _Mapping]] = ..., replaced: _Optional[_Iterable[str]] = ...) -> None: ...
+    custom_concepts: _containers.RepeatedCompositeFieldContainer[Concept]
+    def __init__(self, request_id: _Optional[str] = ..., sdr: _Optional[_Union[Sdr, _Mapping]] = ..., concepts: _Optional[_Iterable[_Union[Concept, _Mapping]]] = ..., short: _Optional[bool] = ..., timings: _Optional[_Union[StageTimings, _Mapping]] = ..., indexed: _Optional[bool] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., visual: _Optional[_Union[Sdr, _Mapping]] = ..., fingerprint: _Optional[_Union[Fingerprint, _Mapping]] = ..., duplicate: _Optional[_Union[Duplicate, _Mapping]] = ..., replaced: _Optional[_Iterable[str]] = ..., custom_concepts: _Optional[_Iterable[_Union[Concept, _Mapping]]] = ...) -> None: ...
 
 class EncodeTextRequest(_message.Message):
     __slots__ = ("text",)
@@ -178,30 +182,82 @@ class EncodeTextResponse(_message.Message):
     sdr: Sdr
     def __init__(self, term: _Optional[str] = ..., sdr: _Optional[_Union[Sdr, _Mapping]] = ...) -> None: ...
 
+class Filter(_message.Message):
+    __slots__ = ("metadata", "concepts")
+    METADATA_FIELD_NUMBER: _ClassVar[int]
+    CONCEPTS_FIELD_NUMBER: _ClassVar[int]
+    metadata: _containers.RepeatedCompositeFieldContainer[MetadataCondition]
+    concepts: _containers.RepeatedCompositeFieldContainer[ConceptCondition]
+    def __init__(self, metadata: _Optional[_Iterable[_Union[MetadataCondition, _Mapping]]] = ..., concepts: _Optional[_Iterable[_Union[ConceptCondition, _Mapping]]] = ...) -> None: ...
+
+class MetadataCondition(_message.Message):
+    __slots__ = ("key", "values")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    VALUES_FIELD_NUMBER: _ClassVar[int]
+    key: str
+    values: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, key: _Optional[str] = ..., values: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ConceptCondition(_message.Message):
+    __slots__ = ("name", "min_confidence")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    MIN_CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    min_confidence: float
+    def __init__(self, name: _Optional[str] = ..., min_confidence: _Optional[float] = ...) -> None: ...
+
+class ConceptExpression(_message.Message):
+    __slots__ = ("all", "any", "none")
+    ALL_FIELD_NUMBER: _ClassVar[int]
+    ANY_FIELD_NUMBER: _ClassVar[int]
+    NONE_FIELD_NUMBER: _ClassVar[int]
+    all: _containers.RepeatedScalarFieldContainer[str]
+    any: _containers.RepeatedScalarFieldContainer[str]
+    none: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, all: _Optional[_Iterable[str]] = ..., any: _Optional[_Iterable[str]] = ..., none: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class FindSimilarRequest(_message.Message):
-    __slots__ = ("image", "sdr", "id", "k", "min_overlap", "options", "space", "blend_weight", "visual_sdr")
+    __slots__ = ("image", "sdr", "id", "text", "expression", "concept", "k", "min_overlap", "options", "space", "blend_weight", "visual_sdr", "filter")
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     SDR_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    EXPRESSION_FIELD_NUMBER: _ClassVar[int]
+    CONCEPT_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
     MIN_OVERLAP_FIELD_NUMBER: _ClassVar[int]
     OPTIONS_FIELD_NUMBER: _ClassVar[int]
     SPACE_FIELD_NUMBER: _ClassVar[int]
     BLEND_WEIGHT_FIELD_NUMBER: _ClassVar[int]
     VISUAL_SDR_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
     image: bytes
     sdr: Sdr
     id: str
+    text: str
+    expression: ConceptExpression
+    concept: str
     k: int
     min_overlap: int
     options: EncodeOptions
     space: Space
     blend_weight: float
     visual_sdr: Sdr
-    def __init__(self, image: _Optional[bytes] = ..., sdr: _Optional[_Union[Sdr, _Mapping]] = ..., id: _Optional[str] = ..., k: _Optional[int] = ..., min_overlap: _Optional[int] = ..., options: _Optional[_Union[EncodeOptions, _Mapping]] = ..., space: _Optional[_Union[Space, str]] = ..., blend_weight: _Optional[float] = ..., visual_sdr: _Optional[_Union[Sdr, _Mapping]] = ...) -> None: ...
+    filter: Filter
+    def __init__(self, image: _Optional[bytes] = ..., sdr: _Optional[_Union[Sdr, _Mapping]] = ..., id: _Optional[str] = ..., text: _Optional[str] = ..., expression: _Optional[_Union[ConceptExpression, _Mapping]] = ..., concept: _Optional[str] = ..., k: _Optional[int] = ..., min_overlap: _Optional[int] = ..., options: _Optional[_Union[EncodeOptions, _Mapping]] = ..., space: _Optional[_Union[Space, str]] = ..., blend_weight: _Optional[float] = ..., visual_sdr: _Optional[_Union[Sdr, _Mapping]] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ...) -> None: ...
+
+class TermOverlap(_message.Message):
+    __slots__ = ("term", "overlap", "negated")
+    TERM_FIELD_NUMBER: _ClassVar[int]
+    OVERLAP_FIELD_NUMBER: _ClassVar[int]
+    NEGATED_FIELD_NUMBER: _ClassVar[int]
+    term: str
+    overlap: int
+    negated: bool
+    def __init__(self, term: _Optional[str] = ..., overlap: _Optional[int] = ..., negated: _Optional[bool] = ...) -> None: ...
 
 class Match(_message.Message):
-    __slots__ = ("id", "overlap", "concepts", "metadata", "scored_by", "semantic_overlap", "visual_overlap", "score")
+    __slots__ = ("id", "overlap", "concepts", "metadata", "scored_by", "semantic_overlap", "visual_overlap", "score", "explanation")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -217,6 +273,7 @@ class Match(_message.Message):
     SEMANTIC_OVERLAP_FIELD_NUMBER: _ClassVar[int]
     VISUAL_OVERLAP_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
+    EXPLANATION_FIELD_NUMBER: _ClassVar[int]
     id: str
     overlap: int
     concepts: _containers.RepeatedCompositeFieldContainer[Concept]
@@ -225,7 +282,8 @@ class Match(_message.Message):
     semantic_overlap: int
     visual_overlap: int
     score: float
-    def __init__(self, id: _Optional[str] = ..., overlap: _Optional[int] = ..., concepts: _Optional[_Iterable[_Union[Concept, _Mapping]]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., scored_by: _Optional[_Iterable[_Union[Space, str]]] = ..., semantic_overlap: _Optional[int] = ..., visual_overlap: _Optional[int] = ..., score: _Optional[float] = ...) -> None: ...
+    explanation: _containers.RepeatedCompositeFieldContainer[TermOverlap]
+    def __init__(self, id: _Optional[str] = ..., overlap: _Optional[int] = ..., concepts: _Optional[_Iterable[_Union[Concept, _Mapping]]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., scored_by: _Optional[_Iterable[_Union[Space, str]]] = ..., semantic_overlap: _Optional[int] = ..., visual_overlap: _Optional[int] = ..., score: _Optional[float] = ..., explanation: _Optional[_Iterable[_Union[TermOverlap, _Mapping]]] = ...) -> None: ...
 
 class FindSimilarResponse(_message.Message):
     __slots__ = ("matches", "query", "visual_query", "skipped_without_visual")
@@ -360,12 +418,14 @@ class ItemsExistResponse(_message.Message):
     def __init__(self, exists: _Optional[_Iterable[bool]] = ...) -> None: ...
 
 class ListItemsRequest(_message.Message):
-    __slots__ = ("page_size", "page_token")
+    __slots__ = ("page_size", "page_token", "filter")
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
     page_size: int
     page_token: str
-    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    filter: Filter
+    def __init__(self, page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ...) -> None: ...
 
 class ListItemsResponse(_message.Message):
     __slots__ = ("items", "next_page_token", "total")
@@ -376,6 +436,82 @@ class ListItemsResponse(_message.Message):
     next_page_token: str
     total: int
     def __init__(self, items: _Optional[_Iterable[_Union[Item, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total: _Optional[int] = ...) -> None: ...
+
+class ConceptExample(_message.Message):
+    __slots__ = ("image", "id")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
+    image: bytes
+    id: str
+    def __init__(self, image: _Optional[bytes] = ..., id: _Optional[str] = ...) -> None: ...
+
+class DefineConceptRequest(_message.Message):
+    __slots__ = ("name", "positives", "negatives")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    POSITIVES_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVES_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    positives: _containers.RepeatedCompositeFieldContainer[ConceptExample]
+    negatives: _containers.RepeatedCompositeFieldContainer[ConceptExample]
+    def __init__(self, name: _Optional[str] = ..., positives: _Optional[_Iterable[_Union[ConceptExample, _Mapping]]] = ..., negatives: _Optional[_Iterable[_Union[ConceptExample, _Mapping]]] = ...) -> None: ...
+
+class ConceptFit(_message.Message):
+    __slots__ = ("precision", "recall", "f1")
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    RECALL_FIELD_NUMBER: _ClassVar[int]
+    F1_FIELD_NUMBER: _ClassVar[int]
+    precision: float
+    recall: float
+    f1: float
+    def __init__(self, precision: _Optional[float] = ..., recall: _Optional[float] = ..., f1: _Optional[float] = ...) -> None: ...
+
+class CustomConcept(_message.Message):
+    __slots__ = ("name", "sdr", "visual", "threshold", "scale", "positives", "negatives", "fit", "updated_ms")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SDR_FIELD_NUMBER: _ClassVar[int]
+    VISUAL_FIELD_NUMBER: _ClassVar[int]
+    THRESHOLD_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    POSITIVES_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVES_FIELD_NUMBER: _ClassVar[int]
+    FIT_FIELD_NUMBER: _ClassVar[int]
+    UPDATED_MS_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    sdr: Sdr
+    visual: Sdr
+    threshold: float
+    scale: float
+    positives: int
+    negatives: int
+    fit: ConceptFit
+    updated_ms: int
+    def __init__(self, name: _Optional[str] = ..., sdr: _Optional[_Union[Sdr, _Mapping]] = ..., visual: _Optional[_Union[Sdr, _Mapping]] = ..., threshold: _Optional[float] = ..., scale: _Optional[float] = ..., positives: _Optional[int] = ..., negatives: _Optional[int] = ..., fit: _Optional[_Union[ConceptFit, _Mapping]] = ..., updated_ms: _Optional[int] = ...) -> None: ...
+
+class GetConceptRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class ListConceptsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListConceptsResponse(_message.Message):
+    __slots__ = ("concepts",)
+    CONCEPTS_FIELD_NUMBER: _ClassVar[int]
+    concepts: _containers.RepeatedCompositeFieldContainer[CustomConcept]
+    def __init__(self, concepts: _Optional[_Iterable[_Union[CustomConcept, _Mapping]]] = ...) -> None: ...
+
+class RemoveConceptRequest(_message.Message):
+    __slots__ = ("name",)
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    def __init__(self, name: _Optional[str] = ...) -> None: ...
+
+class RemoveConceptResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
 
 class InfoRequest(_message.Message):
     __slots__ = ()
@@ -408,7 +544,7 @@ class Limits(_message.Message):
     def __init__(self, max_message_bytes: _Optional[int] = ..., max_image_bytes: _Optional[int] = ..., max_pixels: _Optional[int] = ..., min_image_side: _Optional[int] = ..., max_k: _Optional[int] = ..., stream_in_flight: _Optional[int] = ...) -> None: ...
 
 class InfoResponse(_message.Message):
-    __slots__ = ("server_version", "geometry", "sparsity", "active_bits", "concepts", "terms", "index_kind", "index_size", "limits", "vocabulary_size", "visual", "visual_share", "duplicate_thresholds", "index_visual_size")
+    __slots__ = ("server_version", "geometry", "sparsity", "active_bits", "concepts", "terms", "index_kind", "index_size", "limits", "vocabulary_size", "visual", "visual_share", "duplicate_thresholds", "index_visual_size", "custom_concepts")
     SERVER_VERSION_FIELD_NUMBER: _ClassVar[int]
     GEOMETRY_FIELD_NUMBER: _ClassVar[int]
     SPARSITY_FIELD_NUMBER: _ClassVar[int]
@@ -423,6 +559,7 @@ class InfoResponse(_message.Message):
     VISUAL_SHARE_FIELD_NUMBER: _ClassVar[int]
     DUPLICATE_THRESHOLDS_FIELD_NUMBER: _ClassVar[int]
     INDEX_VISUAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    CUSTOM_CONCEPTS_FIELD_NUMBER: _ClassVar[int]
     server_version: str
     geometry: Sdr
     sparsity: float
@@ -437,4 +574,5 @@ class InfoResponse(_message.Message):
     visual_share: float
     duplicate_thresholds: DuplicateThresholds
     index_visual_size: int
-    def __init__(self, server_version: _Optional[str] = ..., geometry: _Optional[_Union[Sdr, _Mapping]] = ..., sparsity: _Optional[float] = ..., active_bits: _Optional[int] = ..., concepts: _Optional[_Union[Provider, _Mapping]] = ..., terms: _Optional[_Union[Provider, _Mapping]] = ..., index_kind: _Optional[str] = ..., index_size: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., vocabulary_size: _Optional[int] = ..., visual: _Optional[_Union[Provider, _Mapping]] = ..., visual_share: _Optional[float] = ..., duplicate_thresholds: _Optional[_Union[DuplicateThresholds, _Mapping]] = ..., index_visual_size: _Optional[int] = ...) -> None: ...
+    custom_concepts: int
+    def __init__(self, server_version: _Optional[str] = ..., geometry: _Optional[_Union[Sdr, _Mapping]] = ..., sparsity: _Optional[float] = ..., active_bits: _Optional[int] = ..., concepts: _Optional[_Union[Provider, _Mapping]] = ..., terms: _Optional[_Union[Provider, _Mapping]] = ..., index_kind: _Optional[str] = ..., index_size: _Optional[int] = ..., limits: _Optional[_Union[Limits, _Mapping]] = ..., vocabulary_size: _Optional[int] = ..., visual: _Optional[_Union[Provider, _Mapping]] = ..., visual_share: _Optional[float] = ..., duplicate_thresholds: _Optional[_Union[DuplicateThresholds, _Mapping]] = ..., index_visual_size: _Optional[int] = ..., custom_concepts: _Optional[int] = ...) -> None: ...

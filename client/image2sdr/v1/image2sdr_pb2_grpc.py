@@ -84,6 +84,26 @@ class Image2SdrStub:
                 request_serializer=image2sdr_dot_v1_dot_image2sdr__pb2.ListItemsRequest.SerializeToString,
                 response_deserializer=image2sdr_dot_v1_dot_image2sdr__pb2.ListItemsResponse.FromString,
                 _registered_method=True)
+        self.DefineConcept = channel.unary_unary(
+                '/image2sdr.v1.Image2Sdr/DefineConcept',
+                request_serializer=image2sdr_dot_v1_dot_image2sdr__pb2.DefineConceptRequest.SerializeToString,
+                response_deserializer=image2sdr_dot_v1_dot_image2sdr__pb2.CustomConcept.FromString,
+                _registered_method=True)
+        self.GetConcept = channel.unary_unary(
+                '/image2sdr.v1.Image2Sdr/GetConcept',
+                request_serializer=image2sdr_dot_v1_dot_image2sdr__pb2.GetConceptRequest.SerializeToString,
+                response_deserializer=image2sdr_dot_v1_dot_image2sdr__pb2.CustomConcept.FromString,
+                _registered_method=True)
+        self.ListConcepts = channel.unary_unary(
+                '/image2sdr.v1.Image2Sdr/ListConcepts',
+                request_serializer=image2sdr_dot_v1_dot_image2sdr__pb2.ListConceptsRequest.SerializeToString,
+                response_deserializer=image2sdr_dot_v1_dot_image2sdr__pb2.ListConceptsResponse.FromString,
+                _registered_method=True)
+        self.RemoveConcept = channel.unary_unary(
+                '/image2sdr.v1.Image2Sdr/RemoveConcept',
+                request_serializer=image2sdr_dot_v1_dot_image2sdr__pb2.RemoveConceptRequest.SerializeToString,
+                response_deserializer=image2sdr_dot_v1_dot_image2sdr__pb2.RemoveConceptResponse.FromString,
+                _registered_method=True)
         self.Info = channel.unary_unary(
                 '/image2sdr.v1.Image2Sdr/Info',
                 request_serializer=image2sdr_dot_v1_dot_image2sdr__pb2.InfoRequest.SerializeToString,
@@ -117,8 +137,9 @@ class Image2SdrServicer:
         raise NotImplementedError('Method not implemented!')
 
     def FindSimilar(self, request, context):
-        """Stored items nearest to an image, an SDR or a stored item, by overlap:
-        in the semantic space (what it shows), the visual one (how it looks), or both.
+        """Stored items nearest to an image, an SDR, a stored item, words, a concept
+        expression or a custom concept, by overlap: in the semantic space (what it
+        shows), the visual one (how it looks), or both; optionally only items passing a filter.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -160,8 +181,36 @@ class Image2SdrServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListItems(self, request, context):
-        """The stored items, newest first (the last added or replaced first), a page at a time.
+        """The stored items, newest first (the last added or replaced first), a page at a
+        time; optionally only those passing a filter (metadata, stored concepts: search by tag).
         """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DefineConcept(self, request, context):
+        """Teach a concept by examples (no training run): images or stored items that show
+        it and some that do not. Redefining a name replaces it. Stored durably.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConcept(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListConcepts(self, request, context):
+        """Every custom concept, by name.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RemoveConcept(self, request, context):
+        """Missing associated documentation comment in .proto file."""
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -225,6 +274,26 @@ def add_Image2SdrServicer_to_server(servicer, server):
                     servicer.ListItems,
                     request_deserializer=image2sdr_dot_v1_dot_image2sdr__pb2.ListItemsRequest.FromString,
                     response_serializer=image2sdr_dot_v1_dot_image2sdr__pb2.ListItemsResponse.SerializeToString,
+            ),
+            'DefineConcept': grpc.unary_unary_rpc_method_handler(
+                    servicer.DefineConcept,
+                    request_deserializer=image2sdr_dot_v1_dot_image2sdr__pb2.DefineConceptRequest.FromString,
+                    response_serializer=image2sdr_dot_v1_dot_image2sdr__pb2.CustomConcept.SerializeToString,
+            ),
+            'GetConcept': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConcept,
+                    request_deserializer=image2sdr_dot_v1_dot_image2sdr__pb2.GetConceptRequest.FromString,
+                    response_serializer=image2sdr_dot_v1_dot_image2sdr__pb2.CustomConcept.SerializeToString,
+            ),
+            'ListConcepts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListConcepts,
+                    request_deserializer=image2sdr_dot_v1_dot_image2sdr__pb2.ListConceptsRequest.FromString,
+                    response_serializer=image2sdr_dot_v1_dot_image2sdr__pb2.ListConceptsResponse.SerializeToString,
+            ),
+            'RemoveConcept': grpc.unary_unary_rpc_method_handler(
+                    servicer.RemoveConcept,
+                    request_deserializer=image2sdr_dot_v1_dot_image2sdr__pb2.RemoveConceptRequest.FromString,
+                    response_serializer=image2sdr_dot_v1_dot_image2sdr__pb2.RemoveConceptResponse.SerializeToString,
             ),
             'Info': grpc.unary_unary_rpc_method_handler(
                     servicer.Info,
@@ -502,6 +571,114 @@ class Image2Sdr:
             '/image2sdr.v1.Image2Sdr/ListItems',
             image2sdr_dot_v1_dot_image2sdr__pb2.ListItemsRequest.SerializeToString,
             image2sdr_dot_v1_dot_image2sdr__pb2.ListItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DefineConcept(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/image2sdr.v1.Image2Sdr/DefineConcept',
+            image2sdr_dot_v1_dot_image2sdr__pb2.DefineConceptRequest.SerializeToString,
+            image2sdr_dot_v1_dot_image2sdr__pb2.CustomConcept.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConcept(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/image2sdr.v1.Image2Sdr/GetConcept',
+            image2sdr_dot_v1_dot_image2sdr__pb2.GetConceptRequest.SerializeToString,
+            image2sdr_dot_v1_dot_image2sdr__pb2.CustomConcept.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListConcepts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/image2sdr.v1.Image2Sdr/ListConcepts',
+            image2sdr_dot_v1_dot_image2sdr__pb2.ListConceptsRequest.SerializeToString,
+            image2sdr_dot_v1_dot_image2sdr__pb2.ListConceptsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RemoveConcept(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/image2sdr.v1.Image2Sdr/RemoveConcept',
+            image2sdr_dot_v1_dot_image2sdr__pb2.RemoveConceptRequest.SerializeToString,
+            image2sdr_dot_v1_dot_image2sdr__pb2.RemoveConceptResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -7,6 +7,8 @@ other with the same error, and the contract tests hold for both.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 
@@ -23,17 +25,36 @@ from ..errors import (
 )
 from ..fingerprints import Fingerprint, phash_distance
 from ..sdr import Sdr
-from .protocol import SEMANTIC, VISUAL, AddOutcome, Duplicate, DuplicateKind, DuplicateThresholds, Item, OnDuplicate
+from .protocol import (
+    SEMANTIC,
+    VISUAL,
+    AddOutcome,
+    ConceptCondition,
+    Duplicate,
+    DuplicateKind,
+    DuplicateThresholds,
+    Filter,
+    Item,
+    OnDuplicate,
+)
 from .store import StoredItem
 
 __all__ = [
     "ItemChecks",
+    "MAX_FILTER_CONDITIONS",
+    "MAX_FILTER_KEY_BYTES",
+    "MAX_FILTER_VALUES",
+    "RESERVED_KEY_PREFIX",
+    "check_concept_name",
+    "check_filter",
     "check_id",
     "check_metadata",
+    "filter_digest",
     "compare",
     "duplicate_order",
     "is_int",
     "page_label",
+    "page_token",
     "screen",
 ]
 
@@ -190,13 +211,119 @@ def _copies_of(
     return sorted(found, key=duplicate_order)
 
 
-def page_label(token: object) -> int | None:
-    """The label a page token continues below; None for the first page."""
+def page_label(token: object, where: Filter | None = None) -> int | None:
+    """The label a page token continues below; None for the first page.
+
+    A token given out under a filter carries the filter's digest (``l<label>.<digest>``):
+    continuing it under another filter would skip or repeat items, so it is refused.
+    """
     if token == "":
         return None
-    if isinstance(token, str) and token.startswith("l") and token[1:].isdigit():
-        return int(token[1:])
-    raise InvalidInputError(f"page_token {token!r} is not one this index gave out", field="page_token")
+    if isinstance(token, str) and token.startswith("l"):
+        label, _, digest = token[1:].partition(".")
+        if label.isdigit() and len(label) <= 19 and digest == filter_digest(where):
+            return int(label)
+    raise InvalidInputError(
+        f"page_token {str(token)[:80]!r} is not one this index gave out for this filter", field="page_token"
+    )
+
+
+def page_token(label: int, where: Filter | None = None) -> str:
+    """The token continuing a listing below ``label`` (see ``page_label``)."""
+    digest = filter_digest(where)
+    return f"l{label}.{digest}" if digest else f"l{label}"
+
+
+# -- filters --------------------------------------------------------------------
+
+RESERVED_KEY_PREFIX = "_"  # metadata keys the service keeps for fields of its own; not filterable
+MAX_FILTER_KEY_BYTES = 256  # UTF-8 bytes of a key in a filter
+MAX_FILTER_VALUES = 1024  # values allowed for one key
+MAX_FILTER_CONDITIONS = 32  # metadata and concept conditions in one filter
+MAX_CONCEPT_NAME_BYTES = 200  # UTF-8 bytes of a concept name (stored or custom)
+
+
+def check_filter(where: object, max_value_bytes: int) -> Filter | None:
+    """``where`` validated, or None when it filters nothing; InvalidInputError names the bad field.
+
+    The same key twice is refused rather than guessed at (AND of two value sets
+    is their intersection, which a caller can write as one condition).
+    """
+    if where is None:
+        return None
+    if not isinstance(where, Filter):
+        raise InvalidInputError("filter must be a Filter", field="filter")
+    if len(where.metadata) + len(where.concepts) > MAX_FILTER_CONDITIONS:
+        raise InvalidInputError(f"a filter holds at most {MAX_FILTER_CONDITIONS} conditions", field="filter")
+    seen: set[str] = set()
+    for number, pair in enumerate(where.metadata):
+        field = f"filter.metadata[{number}]"
+        if not isinstance(pair, tuple) or len(pair) != 2:
+            raise InvalidInputError("a metadata condition is a (key, values) pair", field=field)
+        key, values = pair
+        _check_key(key, f"{field}.key")
+        if key in seen:
+            raise InvalidInputError(f"key {key!r} is in the filter twice; give its values once", field=f"{field}.key")
+        seen.add(key)
+        if not isinstance(values, tuple) or not values:
+            raise InvalidInputError(f"key {key!r} needs at least one value", field=f"{field}.values")
+        if len(values) > MAX_FILTER_VALUES:
+            raise InvalidInputError(f"at most {MAX_FILTER_VALUES} values per key", field=f"{field}.values")
+        for value in values:
+            if not isinstance(value, str):
+                raise InvalidInputError("filter values are strings", field=f"{field}.values")
+            if len(value.encode()) > max_value_bytes:
+                raise InvalidInputError(
+                    f"a filter value is longer than any stored one can be ({max_value_bytes} bytes)",
+                    field=f"{field}.values",
+                )
+    for number, condition in enumerate(where.concepts):
+        field = f"filter.concepts[{number}]"
+        if not isinstance(condition, ConceptCondition):
+            raise InvalidInputError("a concept condition is a ConceptCondition", field=field)
+        check_concept_name(condition.name, f"{field}.name")
+        confidence = condition.min_confidence
+        if isinstance(confidence, bool) or not isinstance(confidence, (int, float)) or not 0.0 <= confidence <= 1.0:
+            raise InvalidInputError(
+                f"min_confidence must be in [0, 1], got {confidence!r}", field=f"{field}.min_confidence"
+            )
+    return None if where.empty else where
+
+
+def _check_key(key: object, field: str) -> None:
+    if not isinstance(key, str) or not key:
+        raise InvalidInputError("a filter key is a non-empty string", field=field)
+    if len(key.encode()) > MAX_FILTER_KEY_BYTES:
+        raise InvalidInputError(f"a filter key is at most {MAX_FILTER_KEY_BYTES} bytes", field=field)
+    if key.startswith(RESERVED_KEY_PREFIX):
+        raise InvalidInputError(
+            f"keys starting with {RESERVED_KEY_PREFIX!r} are reserved for the service's own fields", field=field
+        )
+
+
+def check_concept_name(name: object, field: str) -> str:
+    """A concept name: non-empty, at most ``MAX_CONCEPT_NAME_BYTES``, no control characters."""
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidInputError("a concept name is a non-empty string", field=field)
+    if len(name.encode()) > MAX_CONCEPT_NAME_BYTES:
+        raise InvalidInputError(f"a concept name is at most {MAX_CONCEPT_NAME_BYTES} bytes", field=field)
+    if any(ord(character) < 32 for character in name):
+        raise InvalidInputError("a concept name has no control characters", field=field)
+    return name
+
+
+def filter_digest(where: Filter | None) -> str:
+    """A short, order-independent digest of a filter ("" for none): what a page token is bound to."""
+    if where is None or where.empty:
+        return ""
+    canonical = json.dumps(
+        [
+            sorted([key, sorted(values)] for key, values in where.metadata),
+            sorted([condition.name, float(condition.min_confidence)] for condition in where.concepts),
+        ],
+        ensure_ascii=False,
+    )
+    return hashlib.blake2b(canonical.encode(), digest_size=6).hexdigest()
 
 
 def duplicate_order(duplicate: Duplicate) -> tuple[int, int, int, str]:

@@ -32,14 +32,17 @@ __all__ = [
     "SEMANTIC",
     "VISUAL",
     "AddOutcome",
+    "ConceptCondition",
     "Duplicate",
     "DuplicateKind",
     "DuplicateThresholds",
+    "Filter",
     "Item",
     "ItemIndex",
     "ItemPage",
     "Match",
     "OnDuplicate",
+    "StoredConcept",
 ]
 
 SEMANTIC = "semantic"
@@ -115,6 +118,46 @@ class OnDuplicate(enum.Enum):
 
 
 @dataclass(frozen=True)
+class ConceptCondition:
+    """Items whose stored concepts include ``name`` (exactly, as stored) with at least ``min_confidence``."""
+
+    name: str
+    min_confidence: float = 0.0
+
+
+@dataclass(frozen=True)
+class Filter:
+    """What an item must satisfy to be searched or listed: every condition holds (AND).
+
+    ``metadata`` pairs a key with the values allowed for it: the item's metadata
+    has the key, with one of those values (one value: ``key = value``). ``concepts``
+    names stored concepts the item must have, each at its minimum confidence.
+    Answers under a filter are the best items that pass it, not the survivors of
+    an unfiltered top k. Validated by ``checks.check_filter``.
+    """
+
+    metadata: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    concepts: tuple[ConceptCondition, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not self.metadata and not self.concepts
+
+
+@dataclass(frozen=True)
+class StoredConcept:
+    """A custom concept as the index keeps it: its name and an opaque JSON document.
+
+    The index stores and returns the document unchanged; what it means (the
+    concept's SDRs, threshold, scale) is ``custom_concepts.py``'s business.
+    """
+
+    name: str
+    document: str
+    updated_ms: int = 0  # when it was last (re)defined, Unix milliseconds; set by the index
+
+
+@dataclass(frozen=True)
 class ItemPage:
     """One page of a listing, newest first; pass ``next_page_token`` back for the next (empty: no more)."""
 
@@ -182,20 +225,28 @@ class ItemIndex(Protocol):
         """Remove an item, or NotFoundError."""
         ...
 
-    def search(self, query: Sdr, k: int = 10, min_overlap: int = 0, *, space: str = SEMANTIC) -> list[Match]:
-        """The k stored items sharing the most active bits with ``query`` in ``space``."""
+    def search(
+        self, query: Sdr, k: int = 10, min_overlap: int = 0, *, space: str = SEMANTIC, where: Filter | None = None
+    ) -> list[Match]:
+        """The k stored items passing ``where`` that share the most active bits with ``query`` in ``space``."""
         ...
 
     def search_many(
-        self, queries: Sequence[Sdr], k: int = 10, min_overlap: int = 0, *, space: str = SEMANTIC
+        self,
+        queries: Sequence[Sdr],
+        k: int = 10,
+        min_overlap: int = 0,
+        *,
+        space: str = SEMANTIC,
+        where: Filter | None = None,
     ) -> list[list[Match]]:
         """``search`` for many queries at once."""
         ...
 
     def neighbours(
-        self, item_id: str, k: int = 10, min_overlap: int = 0, *, space: str = SEMANTIC
+        self, item_id: str, k: int = 10, min_overlap: int = 0, *, space: str = SEMANTIC, where: Filter | None = None
     ) -> tuple[Item, list[Match]]:
-        """A stored item and its nearest neighbours (itself left out), read consistently together."""
+        """A stored item and its nearest neighbours passing ``where`` (itself left out), read together."""
         ...
 
     def find_duplicates(
@@ -217,7 +268,14 @@ class ItemIndex(Protocol):
         ...
 
     def search_blend(
-        self, semantic: Sdr, visual: Sdr, weight: float, k: int = 10, *, exclude: str | None = None
+        self,
+        semantic: Sdr,
+        visual: Sdr,
+        weight: float,
+        k: int = 10,
+        *,
+        exclude: str | None = None,
+        where: Filter | None = None,
     ) -> list[Match]:
         """Top k by ``(1 - weight) * semantic overlap + weight * visual overlap``, exactly re-ranked."""
         ...
@@ -226,12 +284,30 @@ class ItemIndex(Protocol):
         """Items stored; with a space, those that have an SDR in it."""
         ...
 
-    def list_items(self, page_size: int, page_token: str = "") -> ItemPage:
-        """Stored items, newest first (the last added or replaced first), a page at a time.
+    def list_items(self, page_size: int, page_token: str = "", *, where: Filter | None = None) -> ItemPage:
+        """Stored items passing ``where``, newest first (the last added or replaced first), a page at a time.
 
         A token stays valid across writes: items added after the first page are not
-        shown again, removed ones are skipped, and none is listed twice.
+        shown again, removed ones are skipped, and none is listed twice. ``total``
+        counts the items passing ``where`` (all of them when it is None). A token
+        is only good with the filter it was issued for; another is INVALID_ARGUMENT.
         """
+        ...
+
+    def put_concept(self, name: str, document: str) -> StoredConcept:
+        """Store a custom concept durably, replacing one of the same name."""
+        ...
+
+    def get_concept(self, name: str) -> StoredConcept:
+        """The custom concept, or NotFoundError."""
+        ...
+
+    def list_concepts(self) -> list[StoredConcept]:
+        """Every custom concept, by name."""
+        ...
+
+    def remove_concept(self, name: str) -> None:
+        """Remove a custom concept, or NotFoundError."""
         ...
 
     @property
