@@ -24,6 +24,7 @@ __all__ = [
     "Confidence",
     "Config",
     "CorticalTermsConfig",
+    "CustomConceptsConfig",
     "ImageConfig",
     "IndexConfig",
     "LocalConceptsConfig",
@@ -152,12 +153,24 @@ class ClarifaiConceptsConfig(_Section):
     proxy: str | None = None
 
 
+class CustomConceptsConfig(_Section):
+    # Custom concepts (DefineConcept): taught by a few example images, kept in the index.
+    max_examples: int = Field(200, ge=3, le=10_000)  # positives, and negatives, per definition
+    max_defined: int = Field(1000, ge=1, le=100_000)  # concepts kept; Encode scores each one
+    # Encode reports a custom concept at or above this confidence (0.5: the concept's own threshold).
+    report_min_confidence: Confidence = 0.5
+    # Seconds a service replica keeps its copy of the definitions before reading them again:
+    # how long a concept defined through another replica (shared Milvus) takes to reach Encode here.
+    refresh_s: float = Field(2.0, ge=0.0, le=3600.0)
+
+
 class ConceptsConfig(_Section):
     provider: Literal["local", "clarifai"] = "local"
     max_concepts: MaxConcepts = 10  # concepts kept per image
     min_confidence: Confidence = 0.0  # concepts below are left out
     local: LocalConceptsConfig = LocalConceptsConfig()
     clarifai: ClarifaiConceptsConfig = ClarifaiConceptsConfig()
+    custom: CustomConceptsConfig = CustomConceptsConfig()
 
 
 class LocalTermsConfig(_Section):
@@ -331,6 +344,8 @@ class ServiceConfig(_Section):
     # and non-empty every RPC but health checks must carry "authorization: Bearer <token>".
     token_env: str = "IMAGE2SDR_TOKEN"
     vocabulary_file: Path | None = None  # one term per line for SimilarTerms; unset: WordNet names of the concepts
+    max_text_chars: int = Field(1000, ge=1, le=100_000)  # FindSimilar by text: characters at most
+    max_query_terms: int = Field(32, ge=1, le=1000)  # FindSimilar by text or concept expression: terms at most
     tls: TlsConfig = TlsConfig()
 
     def stream_batch_for(self, provider_batch: int) -> int:

@@ -27,7 +27,7 @@ import re
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -100,6 +100,10 @@ class Encoding:
     timings: StageTimings = field(default_factory=StageTimings)
     visual: Sdr | None = None  # how the image looks (None: visual.enabled is off, or no image)
     fingerprint: Fingerprint | None = None  # SHA-256 and pHash of the image (None: no image)
+    # What the merge took, so that more terms (custom concepts) can be merged in later: ``with_terms``.
+    merged: tuple[WeightedSdr, ...] = field(default=(), compare=False, repr=False)
+    visual_bits: npt.NDArray[np.uint32] | None = field(default=None, compare=False, repr=False)
+    active_bits: int = field(default=0, compare=False, repr=False)
 
     @property
     def used(self) -> tuple[ConceptUse, ...]:
@@ -226,6 +230,13 @@ class Encoder:
         looked_up = self._lookup(plans)
         terms_ms = (time.perf_counter() - started) * 1000
         return self._merge(plans[0], looked_up, settings, StageTimings(terms_ms=terms_ms))
+
+    def with_terms(self, encoding: Encoding, extra: Sequence[WeightedSdr]) -> Encoding:
+        """``encoding`` merged again with ``extra`` term SDRs beside its own (same bits, same visual places)."""
+        if not extra:
+            return encoding
+        merged = self.merger.merge([*encoding.merged, *extra], encoding.active_bits, encoding.visual_bits)
+        return replace(encoding, sdr=merged.sdr, short=merged.short, merged=(*encoding.merged, *extra))
 
     def term_sdr(self, term: str) -> Sdr | None:
         """The SDR of one term or phrase, None if the provider does not know it."""
@@ -399,6 +410,9 @@ class Encoder:
             timings=timings,
             visual=look.visual if look is not None else None,
             fingerprint=look.fingerprint if look is not None else None,
+            merged=tuple(weighted),
+            visual_bits=visual_bits,
+            active_bits=settings.active_bits,
         )
 
 
