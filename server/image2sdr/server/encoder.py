@@ -100,6 +100,7 @@ class Encoding:
     timings: StageTimings = field(default_factory=StageTimings)
     visual: Sdr | None = None  # how the image looks (None: visual.enabled is off, or no image)
     fingerprint: Fingerprint | None = None  # SHA-256 and pHash of the image (None: no image)
+    custom: tuple[ConceptUse, ...] = ()  # custom concepts found (concept_library); used: merged into sdr
     # What the merge took, so that more terms (custom concepts) can be merged in later: ``with_terms``.
     merged: tuple[WeightedSdr, ...] = field(default=(), compare=False, repr=False)
     visual_bits: npt.NDArray[np.uint32] | None = field(default=None, compare=False, repr=False)
@@ -231,12 +232,15 @@ class Encoder:
         terms_ms = (time.perf_counter() - started) * 1000
         return self._merge(plans[0], looked_up, settings, StageTimings(terms_ms=terms_ms))
 
-    def with_terms(self, encoding: Encoding, extra: Sequence[WeightedSdr]) -> Encoding:
-        """``encoding`` merged again with ``extra`` term SDRs beside its own (same bits, same visual places)."""
+    def with_custom(self, encoding: Encoding, found: Sequence[tuple[ConceptUse, Sdr]]) -> Encoding:
+        """``encoding`` with the custom concepts found in it; those marked used are merged into its SDR
+        beside its own terms (each SDR weighted by its confidence; same bits, same visual places)."""
+        extra = [WeightedSdr(sdr, use.confidence) for use, sdr in found if use.used]
+        custom = tuple(use for use, _ in found)
         if not extra:
-            return encoding
+            return replace(encoding, custom=custom)
         merged = self.merger.merge([*encoding.merged, *extra], encoding.active_bits, encoding.visual_bits)
-        return replace(encoding, sdr=merged.sdr, short=merged.short, merged=(*encoding.merged, *extra))
+        return replace(encoding, sdr=merged.sdr, short=merged.short, custom=custom, merged=(*encoding.merged, *extra))
 
     def term_sdr(self, term: str) -> Sdr | None:
         """The SDR of one term or phrase, None if the provider does not know it."""

@@ -22,6 +22,7 @@ Image2SdrError
 ├── IndexClosedError       the index was closed (the server is stopping)  -> FAILED_PRECONDITION
 ├── StreamIdleError        a stream sent nothing for too long     -> DEADLINE_EXCEEDED
 ├── NotFoundError          an unknown id                       -> NOT_FOUND
+│   └── ConceptNotFoundError   an unknown custom concept name   -> NOT_FOUND
 └── UpstreamError          a provider failed                   -> UNAVAILABLE (+ its Retry-After, if it sent one)
     └── UpstreamKeyError       it refused the configured key   -> FAILED_PRECONDITION (no retry can help)
 """
@@ -29,6 +30,7 @@ Image2SdrError
 from __future__ import annotations
 
 __all__ = [
+    "ConceptNotFoundError",
     "ConfigError",
     "IdTooLongError",
     "Image2SdrError",
@@ -148,9 +150,15 @@ class StreamIdleError(Image2SdrError):
 
 
 class NotFoundError(Image2SdrError):
+    resource_type = "item"  # what kind of thing was looked for (google.rpc.ResourceInfo)
+
     def __init__(self, message: str, *, resource: str = "") -> None:
         super().__init__(message)
         self.resource = resource  # the id that was not found
+
+
+class ConceptNotFoundError(NotFoundError):
+    resource_type = "custom concept"
 
 
 class UpstreamError(Image2SdrError):

@@ -121,9 +121,7 @@ class QueryBuilder:
         found = dict(zip(wanted, self.terms.term_sdrs(wanted), strict=True))
         unknown = [term for term in wanted if found[term] is None or found[term].active == 0]  # type: ignore[union-attr]
         if unknown:
-            raise InvalidInputError(
-                f"the {self.terms.name} term provider does not know {unknown[0]!r}", field=field
-            )
+            raise InvalidInputError(f"the {self.terms.name} term provider does not know {unknown[0]!r}", field=field)
         sdrs = {term: sdr for term, sdr in found.items() if sdr is not None}
         weighted = [WeightedSdr(sdrs[term], 1.0) for term in expression.all]
         weighted += [WeightedSdr(sdrs[term], 1.0 / len(expression.any)) for term in expression.any]
