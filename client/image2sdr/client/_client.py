@@ -17,9 +17,12 @@ from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 
 from ._convert import (
     add_to_index_message,
+    custom_concept_from_pb,
     duplicate_from_pb,
     encode_options_message,
     encoding_from_pb,
+    expression_to_pb,
+    filter_to_pb,
     info_from_pb,
     item_from_pb,
     item_page_from_pb,
@@ -34,10 +37,14 @@ from ._convert import (
 from ._exceptions import Image2SdrError, Internal, InvalidArgument, ResourceExhausted, error_from_rpc_error
 from ._targets import Target, channel_target, lists_addresses, service_config
 from ._types import (
+    ConceptExample,
+    CustomConcept,
     Duplicate,
     DuplicateThresholds,
     EncodeItem,
     Encoding,
+    Expression,
+    Filter,
     ImageSource,
     Info,
     Item,
@@ -47,6 +54,7 @@ from ._types import (
     OnDuplicate,
     Sdr,
     Space,
+    StoredId,
     TermMatch,
 )
 
@@ -155,6 +163,7 @@ class Image2SdrClient:
         min_confidence: float | None = None,
         sparsity: float | None = None,
         visual_share: float | None = None,
+        merge_custom_concepts: bool = False,
         add_to_index: str | None = None,
         metadata: Mapping[str, str] | None = None,
         on_duplicate: OnDuplicate = "keep",
@@ -168,10 +177,13 @@ class Image2SdrClient:
         already (``find_duplicates``' rules, ``duplicate_thresholds`` or the server's):
         ``"keep"`` stores it anyway, ``"skip"`` stores nothing and names the copy in
         ``Encoding.duplicate``, ``"replace"`` removes the copies (``Encoding.replaced``).
+        The custom concepts found in the image are in ``Encoding.custom_concepts``;
+        ``merge_custom_concepts=True`` also merges them into the SDR (and stores them
+        with the item, so a filter on concepts finds it by them).
         """
         request = pb.EncodeRequest(
             image=read_image(image),
-            options=encode_options_message(max_concepts, min_confidence, sparsity, visual_share),
+            options=encode_options_message(max_concepts, min_confidence, sparsity, visual_share, merge_custom_concepts),
             request_id=request_id,
             add_to_index=add_to_index_message(add_to_index, metadata, on_duplicate, duplicate_thresholds),
         )
@@ -185,6 +197,7 @@ class Image2SdrClient:
         min_confidence: float | None = None,
         sparsity: float | None = None,
         visual_share: float | None = None,
+        merge_custom_concepts: bool = False,
         timeout: float | None = None,
     ) -> Iterator[Encoding | ItemError]:
         """Many images over one stream, answered in the order given.
@@ -193,7 +206,7 @@ class Image2SdrClient:
         in its place and the stream goes on.  Files are read lazily, as the stream
         sends them.  ``timeout`` bounds the whole stream; by default there is none.
         """
-        options = encode_options_message(max_concepts, min_confidence, sparsity, visual_share)
+        options = encode_options_message(max_concepts, min_confidence, sparsity, visual_share, merge_custom_concepts)
         # What the answers must line up with: the request id of each request sent,
         # or, in its place, the ItemError of an item that could not be sent.
         expected: queue.SimpleQueue[str | ItemError] = queue.SimpleQueue()
@@ -248,35 +261,46 @@ class Image2SdrClient:
         image: ImageSource | None = None,
         sdr: Sdr | None = None,
         id: str | None = None,
+        text: str | None = None,
+        expression: Expression | None = None,
+        concept: str | None = None,
         k: int = 10,
         min_overlap: int = 0,
         space: Space = "semantic",
         blend_weight: float | None = None,
         visual_sdr: Sdr | None = None,
+        where: Filter | None = None,
         timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> Matches:
-        """Stored items nearest to exactly one of an image, an SDR or a stored item's id.
+        """Stored items nearest to exactly one query, by overlap.
+
+        The query: an ``image``, an ``sdr``, a stored item's ``id`` (left out of its own
+        answer), ``text`` (words: "beach, dog, not person"; "X or Y" for alternatives),
+        an ``expression`` (``Expression(all=..., any=..., none=...)``) or a custom
+        ``concept``'s name.  Text and expressions search the semantic space, and each
+        match's ``explanation`` says how many bits it shares with each term.
 
         ``space``: "semantic" (what the picture shows), "visual" (how it looks; ``sdr``
         is then a visual SDR) or "blend", ranked by ``(1 - blend_weight) * semantic
         overlap + blend_weight * visual overlap`` (``blend_weight`` in [0, 1], the
         server's 0.5 when None; by SDR, ``sdr`` is the semantic and ``visual_sdr`` the
-        visual one).  The answer is a list that also says how many stored items a
-        visual or blended search skipped for having no visual SDR.
+        visual one).  ``where``: only items passing the ``Filter`` (the k best of
+        those, not the survivors of an unfiltered top k).  The answer is a list that
+        also says how many stored items a visual or blended search skipped for having
+        no visual SDR.
         """
-        if sum(query is not None for query in (image, sdr, id)) != 1:
-            raise ValueError("find_similar takes exactly one of image=, sdr=, id=")
-        request = pb.FindSimilarRequest(k=k, min_overlap=min_overlap, space=space_to_pb(space))
+        queries = {"image": image, "sdr": sdr, "id": id, "text": text, "expression": expression, "concept": concept}
+        given = [name for name, query in queries.items() if query is not None]
+        if len(given) != 1:
+            raise ValueError(f"find_similar takes exactly one of {', '.join(f'{name}=' for name in queries)}")
+        request = pb.FindSimilarRequest(
+            k=k, min_overlap=min_overlap, space=space_to_pb(space), filter=filter_to_pb(where)
+        )
         if blend_weight is not None:
             request.blend_weight = blend_weight
         if visual_sdr is not None:
             request.visual_sdr.CopyFrom(sdr_to_pb(visual_sdr))
-        if image is not None:
-            request.image = read_image(image)
-        elif sdr is not None:
-            request.sdr.CopyFrom(sdr_to_pb(sdr))
-        else:
-            request.id = str(id)
+        _set_query(request, image=image, sdr=sdr, id=id, text=text, expression=expression, concept=concept)
         response = self._call(self._stub.FindSimilar, request, timeout)
         matches = (match_from_pb(match) for match in response.matches)
         return Matches(matches, skipped_without_visual=response.skipped_without_visual)
@@ -326,7 +350,12 @@ class Image2SdrClient:
         return list(response.exists)
 
     def list_items(
-        self, page_size: int = 0, page_token: str = "", *, timeout: Timeout = USE_CLIENT_DEFAULT
+        self,
+        page_size: int = 0,
+        page_token: str = "",
+        *,
+        where: Filter | None = None,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
     ) -> ItemPage:
         """One page of the stored items, newest first (the last added or replaced first).
 
@@ -334,19 +363,63 @@ class Image2SdrClient:
         default (100).  ``page_token``: "" for the first page, then each page's
         ``next_page_token`` until it is "".  A token holds across writes: items stored
         after the listing began are not listed, removed ones are skipped, none twice.
+        ``where``: only items passing the ``Filter`` (search by tag: ``concepts=``); a
+        token is good only with the filter it was given under.  ``total`` counts the
+        items passing it.
         """
-        request = pb.ListItemsRequest(page_size=page_size, page_token=page_token)
+        request = pb.ListItemsRequest(page_size=page_size, page_token=page_token, filter=filter_to_pb(where))
         return item_page_from_pb(self._call(self._stub.ListItems, request, timeout))
 
-    def iter_items(self, *, page_size: int = 0, timeout: Timeout = USE_CLIENT_DEFAULT) -> Iterator[Item]:
-        """Every stored item, newest first, fetched a page at a time (``timeout`` is per page)."""
+    def iter_items(
+        self, *, page_size: int = 0, where: Filter | None = None, timeout: Timeout = USE_CLIENT_DEFAULT
+    ) -> Iterator[Item]:
+        """Every stored item (passing ``where``), newest first, fetched a page at a time (``timeout`` is per page)."""
         token = ""
         while True:
-            page = self.list_items(page_size, token, timeout=timeout)
+            page = self.list_items(page_size, token, where=where, timeout=timeout)
             yield from page.items
             token = page.next_page_token
             if not token:
                 return
+
+    # -- custom concepts -----------------------------------------------------------
+
+    def define_concept(
+        self,
+        name: str,
+        positives: Iterable[ConceptExample],
+        negatives: Iterable[ConceptExample] = (),
+        *,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+    ) -> CustomConcept:
+        """Teach a concept by examples, no training run; redefining ``name`` replaces it.
+
+        Each example is an image (bytes, or a file's path) or a stored item,
+        ``StoredId("photos/cat.jpg")``.  ``positives`` show the concept (at least 3);
+        ``negatives`` do not (more make it sharper).  Once defined, ``encode`` reports
+        it in the images that show it (``Encoding.custom_concepts``) and
+        ``find_similar(concept=name)`` searches by it.  An unknown example id is
+        NotFound; too few positives, InvalidArgument (field ``positives``).
+        """
+        request = pb.DefineConceptRequest(
+            name=name,
+            positives=[_example(example) for example in positives],
+            negatives=[_example(example) for example in negatives],
+        )
+        return custom_concept_from_pb(self._call(self._stub.DefineConcept, request, timeout))
+
+    def get_concept(self, name: str, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> CustomConcept:
+        """A custom concept by name (NotFound when none is defined under it)."""
+        return custom_concept_from_pb(self._call(self._stub.GetConcept, pb.GetConceptRequest(name=name), timeout))
+
+    def list_concepts(self, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> list[CustomConcept]:
+        """Every custom concept, by name."""
+        response = self._call(self._stub.ListConcepts, pb.ListConceptsRequest(), timeout)
+        return [custom_concept_from_pb(concept) for concept in response.concepts]
+
+    def remove_concept(self, name: str, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> None:
+        """Forget a custom concept (NotFound when none is defined under ``name``)."""
+        self._call(self._stub.RemoveConcept, pb.RemoveConceptRequest(name=name), timeout)
 
     # -- the service ---------------------------------------------------------------
 
@@ -371,6 +444,38 @@ def read_image(image: ImageSource) -> bytes:
     if isinstance(image, bytes | bytearray | memoryview):
         return bytes(image)
     return Path(os.fspath(image)).read_bytes()
+
+
+def _set_query(
+    request: pb.FindSimilarRequest,
+    *,
+    image: ImageSource | None,
+    sdr: Sdr | None,
+    id: str | None,
+    text: str | None,
+    expression: Expression | None,
+    concept: str | None,
+) -> None:
+    """Fills the request's ``query`` oneof with the one query given (an empty string still sets it)."""
+    if image is not None:
+        request.image = read_image(image)
+    elif sdr is not None:
+        request.sdr.CopyFrom(sdr_to_pb(sdr))
+    elif expression is not None:
+        request.expression.CopyFrom(expression_to_pb(expression))
+    elif id is not None:
+        request.id = str(id)
+    elif text is not None:
+        request.text = text
+    elif concept is not None:
+        request.concept = concept
+
+
+def _example(example: ConceptExample) -> pb.ConceptExample:
+    """A custom concept's example: a ``StoredId`` by its id, anything else an image to read."""
+    if isinstance(example, StoredId):
+        return pb.ConceptExample(id=example.id)
+    return pb.ConceptExample(image=read_image(example))
 
 
 ChannelOptions = list[tuple[str, str | int]]

@@ -9,10 +9,14 @@ from image2sdr.v1 import image2sdr_pb2 as pb
 from ._exceptions import error_from_status
 from ._types import (
     Concept,
+    ConceptFit,
+    CustomConcept,
     Duplicate,
     DuplicateKind,
     DuplicateThresholds,
     Encoding,
+    Expression,
+    Filter,
     Fingerprint,
     Info,
     Item,
@@ -26,15 +30,19 @@ from ._types import (
     Space,
     StageTimings,
     TermMatch,
+    TermOverlap,
 )
 
 __all__ = [
     "SPACES",
     "add_to_index_message",
     "concepts_from_pb",
+    "custom_concept_from_pb",
     "duplicate_from_pb",
     "encode_options_message",
     "encoding_from_pb",
+    "expression_to_pb",
+    "filter_to_pb",
     "fingerprint_from_pb",
     "info_from_pb",
     "item_from_pb",
@@ -106,6 +114,7 @@ def encoding_from_pb(message: pb.EncodeResponse) -> Encoding:
         fingerprint=fingerprint_from_pb(message.fingerprint) if message.HasField("fingerprint") else None,
         duplicate=duplicate_from_pb(message.duplicate) if message.HasField("duplicate") else None,
         replaced=tuple(message.replaced),
+        custom_concepts=concepts_from_pb(message.custom_concepts),
     )
 
 
@@ -121,12 +130,18 @@ def encode_options_message(
     min_confidence: float | None,
     sparsity: float | None,
     visual_share: float | None = None,
+    merge_custom_concepts: bool = False,
 ) -> pb.EncodeOptions | None:
     """The options message, or None when every option is left to the server."""
-    if max_concepts is None and min_confidence is None and sparsity is None and visual_share is None:
+    given = (max_concepts, min_confidence, sparsity, visual_share)
+    if all(option is None for option in given) and not merge_custom_concepts:
         return None
     return pb.EncodeOptions(
-        max_concepts=max_concepts, min_confidence=min_confidence, sparsity=sparsity, visual_share=visual_share
+        max_concepts=max_concepts,
+        min_confidence=min_confidence,
+        sparsity=sparsity,
+        visual_share=visual_share,
+        merge_custom_concepts=merge_custom_concepts,
     )
 
 
@@ -183,6 +198,7 @@ def match_from_pb(message: pb.Match) -> Match:
         semantic_overlap=message.semantic_overlap if message.HasField("semantic_overlap") else None,
         visual_overlap=message.visual_overlap if message.HasField("visual_overlap") else None,
         score=message.score,
+        explanation=tuple(TermOverlap(t.term, t.overlap, t.negated) for t in message.explanation),
     )
 
 
@@ -249,4 +265,36 @@ def info_from_pb(message: pb.InfoResponse) -> Info:
         visual_share=message.visual_share,
         duplicate_thresholds=thresholds_from_pb(message.duplicate_thresholds),
         index_visual_size=message.index_visual_size,
+        custom_concepts=message.custom_concepts,
+    )
+
+
+def filter_to_pb(where: Filter | None) -> pb.Filter | None:
+    """The filter message, or None for no filter (an empty ``Filter`` is none either)."""
+    if where is None:
+        return None
+    if not isinstance(where, Filter):
+        raise TypeError(f"where= takes a Filter, not {type(where).__name__}")
+    return pb.Filter(
+        metadata=[pb.MetadataCondition(key=key, values=values) for key, values in where.conditions],
+        concepts=[pb.ConceptCondition(name=c.name, min_confidence=c.min_confidence) for c in where.concept_conditions],
+    )
+
+
+def expression_to_pb(expression: Expression) -> pb.ConceptExpression:
+    return pb.ConceptExpression(all=expression.all, any=expression.any, none=expression.none)
+
+
+def custom_concept_from_pb(message: pb.CustomConcept) -> CustomConcept:
+    fit = message.fit
+    return CustomConcept(
+        name=message.name,
+        sdr=sdr_from_pb(message.sdr),
+        visual=sdr_from_pb(message.visual) if message.HasField("visual") else None,
+        threshold=message.threshold,
+        scale=message.scale,
+        positives=message.positives,
+        negatives=message.negatives,
+        fit=ConceptFit(fit.precision, fit.recall, fit.f1),
+        updated_ms=message.updated_ms,
     )

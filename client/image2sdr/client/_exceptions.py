@@ -2,9 +2,10 @@
 The exceptions the client raises: one per family of gRPC status codes.
 
 Image2SdrError              any failed call: .code, .message, .details (google.rpc)
- ├── InvalidArgument        INVALID_ARGUMENT, OUT_OF_RANGE: not an image, bad SDR or option
- │                          (.field_violations from google.rpc.BadRequest)
- ├── NotFound               NOT_FOUND: unknown item id (.resource_name from ResourceInfo)
+ ├── InvalidArgument        INVALID_ARGUMENT, OUT_OF_RANGE: not an image, bad SDR, option,
+ │                          filter or page token (.field_violations from google.rpc.BadRequest)
+ ├── NotFound               NOT_FOUND: unknown item id or custom concept name
+ │                          (.resource_name from ResourceInfo)
  ├── AlreadyExists          ALREADY_EXISTS
  ├── ResourceExhausted      RESOURCE_EXHAUSTED: a message, byte or pixel limit
  │                          (.quota_violations from QuotaFailure)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -12,11 +12,17 @@ from ._exceptions import Image2SdrError
 
 __all__ = [
     "Concept",
+    "ConceptCondition",
+    "ConceptExample",
+    "ConceptFit",
+    "CustomConcept",
     "Duplicate",
     "DuplicateKind",
     "DuplicateThresholds",
     "EncodeItem",
     "Encoding",
+    "Expression",
+    "Filter",
     "Fingerprint",
     "ImageSource",
     "Info",
@@ -31,7 +37,9 @@ __all__ = [
     "Sdr",
     "Space",
     "StageTimings",
+    "StoredId",
     "TermMatch",
+    "TermOverlap",
 ]
 
 ImageSource = bytes | str | os.PathLike[str]  # encoded image bytes, or the path of an image file
@@ -150,6 +158,9 @@ class Encoding:
     fingerprint: Fingerprint | None = None
     duplicate: Duplicate | None = None  # the stored copy found by on_duplicate "skip" or "replace"
     replaced: tuple[str, ...] = ()  # "replace": the ids of the copies removed
+    # The custom concepts (define_concept) present in the image, confidence descending;
+    # used: merged into the SDR (encode's merge_custom_concepts=True).
+    custom_concepts: tuple[Concept, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -176,6 +187,15 @@ class ItemError:
 
 
 @dataclass(frozen=True)
+class TermOverlap:
+    """How much of one query term a match holds: why a text or expression query matched it."""
+
+    term: str
+    overlap: int  # active bits the match shares with the term's SDR
+    negated: bool = False  # a term the query excludes ("not X", Expression.none)
+
+
+@dataclass(frozen=True)
 class Match:
     id: str
     overlap: int  # active bits shared with the query in the space searched ("blend": the semantic overlap)
@@ -185,6 +205,7 @@ class Match:
     semantic_overlap: int | None = None  # set when the semantic space scored the match
     visual_overlap: int | None = None  # set when the visual space scored the match
     score: float = 0.0  # what the answer is ranked by: the overlap, or the blended sum
+    explanation: tuple[TermOverlap, ...] = ()  # text and expression queries: the terms, most shared first
 
 
 class Matches(list[Match]):
@@ -216,7 +237,7 @@ class ItemPage:
 
     items: tuple[Item, ...]
     next_page_token: str
-    total: int  # items stored when the page was read (all of them, not those left to list)
+    total: int  # items passing the filter (all stored items without one) when the page was read
 
 
 @dataclass(frozen=True)
@@ -259,3 +280,136 @@ class Info:
     visual_share: float = 0.0  # the default share of an SDR's bits taken from the visual SDR
     duplicate_thresholds: DuplicateThresholds = DuplicateThresholds()  # the defaults, both set
     index_visual_size: int = 0  # stored items with a visual SDR
+    custom_concepts: int = 0  # custom concepts defined (list_concepts)
+
+
+# -- queries and filters ---------------------------------------------------------------
+
+
+def _terms(value: str | Iterable[str], name: str) -> tuple[str, ...]:
+    """A term or several as a tuple; one ``str`` is one term, not its letters."""
+    terms = (value,) if isinstance(value, str) else tuple(value)
+    if not all(isinstance(term, str) for term in terms):
+        raise TypeError(f"{name}: terms are str")
+    return terms
+
+
+@dataclass(frozen=True)
+class Expression:
+    """A query as SDR algebra over term SDRs (``find_similar(expression=...)``).
+
+    ``all``: terms that must be present (each weighs 1); ``any``: alternatives, one of
+    which may be present (they share one weight); ``none``: terms whose bits are taken
+    out of the query.  At least one term in ``all`` or ``any``.  A single ``str`` is one
+    term: ``Expression(all=["beach", "dog"], none="person")``.
+    """
+
+    all: Sequence[str] = ()
+    any: Sequence[str] = ()
+    none: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("all", "any", "none"):
+            object.__setattr__(self, name, _terms(getattr(self, name), name))
+
+
+@dataclass(frozen=True)
+class ConceptCondition:
+    """An item's stored concepts include ``name`` (exactly as stored) with at least ``min_confidence``."""
+
+    name: str
+    min_confidence: float = 0.0  # [0, 1]
+
+
+# One concept condition: a name (any confidence), (name, min_confidence), or the condition itself.
+ConceptLike = str | tuple[str, float] | ConceptCondition
+
+
+def _condition(value: ConceptLike) -> ConceptCondition:
+    if isinstance(value, ConceptCondition):
+        return value
+    if isinstance(value, str):
+        return ConceptCondition(value)
+    name, min_confidence = value
+    return ConceptCondition(name, float(min_confidence))
+
+
+def _values(key: str, value: str | Iterable[str]) -> tuple[str, ...]:
+    values = (value,) if isinstance(value, str) else tuple(value)
+    if not values or not all(isinstance(v, str) for v in values):
+        raise ValueError(f"metadata {key!r}: give a str value, or a non-empty list of them")
+    return values
+
+
+@dataclass(frozen=True)
+class Filter:
+    """What an item must satisfy to be found or listed: every condition holds (AND).
+
+    ``metadata``: key to value (``{"source": "upload"}``) or to a list of values, any of
+    which will do (``{"source": ["a", "b"]}``).  ``concepts``: stored concepts the item
+    must have (search by tag), each a name, ``(name, min_confidence)`` or a
+    ``ConceptCondition``: ``Filter({"source": "upload"}, concepts=[("dog", 0.5)])``.
+    Keys starting with "_" are the service's own (InvalidArgument).
+    """
+
+    metadata: Mapping[str, str | Sequence[str]] = field(default_factory=dict)
+    concepts: Sequence[ConceptLike] = ()
+
+    def __post_init__(self) -> None:
+        metadata = {key: _values(key, value) for key, value in self.metadata.items()}
+        object.__setattr__(self, "metadata", metadata)
+        object.__setattr__(self, "concepts", tuple(_condition(concept) for concept in self.concepts))
+
+    @property
+    def conditions(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
+        """The metadata conditions as (key, values) pairs, in the order given."""
+        return tuple((key, _values(key, value)) for key, value in self.metadata.items())
+
+    @property
+    def concept_conditions(self) -> tuple[ConceptCondition, ...]:
+        return tuple(_condition(concept) for concept in self.concepts)
+
+    def __bool__(self) -> bool:
+        return bool(self.metadata or self.concepts)
+
+
+# -- custom concepts ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StoredId:
+    """A stored item used as a custom concept's example (a ``str`` example is an image file's path)."""
+
+    id: str
+
+
+# A custom concept's example: an image (bytes, or a file's path) or a stored item.
+ConceptExample = ImageSource | StoredId
+
+
+@dataclass(frozen=True)
+class ConceptFit:
+    """How well a custom concept tells its own examples apart, each left out of it in turn."""
+
+    precision: float
+    recall: float
+    f1: float
+
+
+@dataclass(frozen=True)
+class CustomConcept:
+    """A concept taught by examples: an SDR of the bits common among the positives, rare among the negatives.
+
+    An image's score is its overlap with ``sdr`` (and ``visual``); its confidence is
+    ``1 / (1 + exp(-(score - threshold) / scale))``, 0.5 at the threshold.
+    """
+
+    name: str
+    sdr: Sdr  # in the semantic space
+    visual: Sdr | None  # in the visual space; None when an example had no visual SDR
+    threshold: float  # the score at which the concept is present
+    scale: float
+    positives: int  # examples given
+    negatives: int
+    fit: ConceptFit  # leave-one-out on the examples
+    updated_ms: int  # when it was (re)defined, Unix milliseconds

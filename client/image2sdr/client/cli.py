@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import json
 import os
 import re
@@ -19,9 +20,24 @@ from typing import Any, TextIO
 from ._client import DEFAULT_TIMEOUT_S, MAX_IDS_PER_CALL, Image2SdrClient
 from ._dupes import Group, Link, groups, links_among, one_link_per_pair
 from ._exceptions import Image2SdrError, InvalidArgument, NotFound, ResourceExhausted
-from ._types import DuplicateThresholds, EncodeItem, Encoding, ItemError, Match, OnDuplicate, Sdr, TermMatch
+from ._types import (
+    ConceptCondition,
+    ConceptExample,
+    CustomConcept,
+    DuplicateThresholds,
+    EncodeItem,
+    Encoding,
+    Filter,
+    Item,
+    ItemError,
+    Match,
+    OnDuplicate,
+    Sdr,
+    StoredId,
+    TermMatch,
+)
 
-__all__ = ["build_parser", "main", "png_paths", "sdr_from_json"]
+__all__ = ["build_parser", "main", "parse_tag", "parse_where", "png_paths", "sdr_from_json"]
 
 DEFAULT_SERVER = "localhost:50051"
 EXIT_OK, EXIT_SERVER, EXIT_USAGE = 0, 1, 2
@@ -30,6 +46,9 @@ CLI_EXTRA = "pip install 'image2sdr-client[cli]'"
 # passed to the client whole, commas and all; "host:port" has no such prefix.
 _SCHEME = re.compile(r"(dns|ipv4|ipv6|unix|unix-abstract|vsock):")
 _SERVER_MODULES = ("image2sdr.server", "image2sdr.server.serve")  # missing: the distribution is not installed
+# --tag NAME:MIN: the part after the last colon is a confidence only when it reads as a number,
+# so a concept name may hold colons ("shot: close-up" stays a name).
+_TAG_CONFIDENCE = re.compile(r"(?P<name>.+):(?P<min>[+-]?(?:\d+\.?\d*|\.\d+))")
 
 
 class UsageError(Exception):
@@ -51,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_text(commands, connection)
     _add_index(commands, connection)
     _add_similar(commands, connection)
+    _add_list(commands, connection)
+    _add_concept(commands, connection)
     _add_dupes(commands, connection)
     _add_terms(commands, connection)
     info = commands.add_parser("info", parents=[connection], help="the server's geometry, models, index and limits")
@@ -124,6 +145,11 @@ def _add_encode(commands: Any, connection: argparse.ArgumentParser) -> None:
     encode.add_argument("--max-concepts", type=_positive_int, metavar="N", help="concepts to merge (server default)")
     encode.add_argument("--min-confidence", type=float, metavar="F", help="skip concepts below this confidence")
     encode.add_argument("--sparsity", type=float, metavar="F", help="share of active bits (server default 0.02)")
+    encode.add_argument(
+        "--merge-custom-concepts",
+        action="store_true",
+        help="merge the custom concepts found in an image into its SDR (they are reported either way)",
+    )
     encode.set_defaults(run=_run_encode)
 
 
@@ -159,13 +185,19 @@ def _add_similar(commands: Any, connection: argparse.ArgumentParser) -> None:
     similar = commands.add_parser(
         "similar",
         parents=[connection],
-        help="stored items nearest to an image or item",
-        description="Stored items nearest to an image or a stored item: by what the picture shows (--space "
-        "semantic, the default), by how it looks (visual), or both (blend: score = (1 - W) * semantic overlap "
-        "+ W * visual overlap).",
+        help="stored items nearest to an image, an item, words or a custom concept",
+        description="Stored items nearest to an image, a stored item (--id), words (--text) or a custom concept "
+        "(--concept): by what the picture shows (--space semantic, the default), by how it looks (visual), or "
+        "both (blend: score = (1 - W) * semantic overlap + W * visual overlap).  --text takes comma-separated "
+        'terms or phrases: "beach, dog, not person" needs beach and dog and leaves person out; "cat or dog" '
+        "takes either; each match shows how many bits it shares with each term.  --where and --tag keep only "
+        "the items that pass them all (the k best of those).",
     )
     similar.add_argument("image", nargs="?", type=Path, metavar="IMG")
-    similar.add_argument("--id", help="a stored item instead of an image")
+    query = similar.add_argument_group("query (instead of IMG)")
+    query.add_argument("--id", help="a stored item")
+    query.add_argument("--text", metavar="WORDS", help='words: "beach, dog, not person"')
+    query.add_argument("--concept", metavar="NAME", help="a custom concept (image2sdr concept define)")
     similar.add_argument("-k", type=_positive_int, default=10, help="matches to return (default 10)")
     similar.add_argument("--min-overlap", type=int, default=0, metavar="N", help="only matches sharing N bits")
     similar.add_argument(
@@ -174,8 +206,83 @@ def _add_similar(commands: Any, connection: argparse.ArgumentParser) -> None:
     similar.add_argument(
         "--blend-weight", type=_share, metavar="W", help="--space blend: the visual overlap's weight in [0, 1] (0.5)"
     )
+    _add_filter(similar)
     similar.add_argument("--json", action="store_true", help="machine-readable output")
     similar.set_defaults(run=_run_similar)
+
+
+def _add_filter(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("filter (every condition must hold)")
+    group.add_argument(
+        "--where",
+        action="append",
+        default=[],
+        type=parse_where,
+        metavar="KEY=VALUE",
+        help="metadata KEY is VALUE (split at the first '='; VALUE may hold commas); repeat a KEY to accept "
+        "any of its values, other keys must all match",
+    )
+    group.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        type=parse_tag,
+        metavar="NAME[:MIN]",
+        help="a stored concept the item has, with confidence at least MIN (default 0): --tag dog:0.5",
+    )
+
+
+def _add_list(commands: Any, connection: argparse.ArgumentParser) -> None:
+    listing = commands.add_parser(
+        "ls",
+        aliases=["list"],
+        parents=[connection],
+        help="the stored items, newest first",
+        description="The stored items, newest first (the last added or replaced first), a page at a time, "
+        "optionally only those passing --where and --tag (search by tag: --tag NAME).  How many pass is "
+        "printed on stderr.",
+    )
+    _add_filter(listing)
+    listing.add_argument("-n", "--limit", type=_positive_int, metavar="N", help="at most N items (default: all)")
+    listing.add_argument("--page-size", type=_positive_int, default=100, metavar="N", help="items per call (100)")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.set_defaults(run=_run_list)
+
+
+def _add_concept(commands: Any, connection: argparse.ArgumentParser) -> None:
+    concept = commands.add_parser(
+        "concept",
+        help="custom concepts taught by examples: define, ls, get, rm",
+        description="Custom concepts, taught by a few examples (no training run): the bits common among the "
+        "positives and rare among the negatives.  Once defined, `encode` reports them in the images that show "
+        "them and `similar --concept NAME` searches by them.",
+    )
+    actions = concept.add_subparsers(dest="action", required=True, metavar="ACTION")
+    define = actions.add_parser(
+        "define",
+        parents=[connection],
+        help="teach a concept by examples; an existing NAME is replaced",
+        description="Teach NAME by examples: images (--pos, --neg) or stored items (--pos-id, --neg-id), at least "
+        "3 positives.  Each option takes several values and may be repeated.",
+    )
+    define.add_argument("name", metavar="NAME")
+    examples = define.add_argument_group("examples")
+    examples.add_argument("--pos", nargs="+", action="extend", type=Path, default=[], metavar="IMG", help="show it")
+    examples.add_argument("--pos-id", nargs="+", action="extend", default=[], metavar="ID", help="stored, show it")
+    examples.add_argument("--neg", nargs="+", action="extend", type=Path, default=[], metavar="IMG", help="do not")
+    examples.add_argument("--neg-id", nargs="+", action="extend", default=[], metavar="ID", help="stored, do not")
+    define.add_argument("--json", action="store_true", help="machine-readable output")
+    define.set_defaults(run=_run_concept_define, command="concept define")
+    listing = actions.add_parser("ls", aliases=["list"], parents=[connection], help="every custom concept, by name")
+    listing.add_argument("--json", action="store_true", help="machine-readable output (with the SDRs)")
+    listing.set_defaults(run=_run_concept_list, command="concept ls")
+    get = actions.add_parser("get", parents=[connection], help="one custom concept")
+    get.add_argument("name", metavar="NAME")
+    get.add_argument("--json", action="store_true", help="machine-readable output (with the SDRs)")
+    get.set_defaults(run=_run_concept_get, command="concept get")
+    remove = actions.add_parser("rm", aliases=["remove"], parents=[connection], help="forget a custom concept")
+    remove.add_argument("name", metavar="NAME")
+    remove.set_defaults(run=_run_concept_remove, command="concept rm")
 
 
 def _add_dupes(commands: Any, connection: argparse.ArgumentParser) -> None:
@@ -251,6 +358,25 @@ def _positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text}")
     return value
+
+
+def parse_where(text: str) -> tuple[str, str]:
+    """--where KEY=VALUE: split at the first '=', so VALUE may hold '=' and commas."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"give KEY=VALUE, got {text!r}")
+    return key, value
+
+
+def parse_tag(text: str) -> ConceptCondition:
+    """--tag NAME or NAME:MIN, MIN a confidence in [0, 1]."""
+    found = _TAG_CONFIDENCE.fullmatch(text)
+    name, min_confidence = (found["name"], float(found["min"])) if found else (text, 0.0)
+    if not name.strip():
+        raise argparse.ArgumentTypeError(f"give NAME or NAME:MIN, got {text!r}")
+    if not 0.0 <= min_confidence <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r}: MIN must be in [0, 1]")
+    return ConceptCondition(name, min_confidence)
 
 
 # -- entry point -------------------------------------------------------------------
@@ -345,7 +471,12 @@ def _run_encode(args: argparse.Namespace) -> int:
     if missing:
         raise UsageError(f"no such file: {', '.join(missing)}")
     targets = png_paths(args.images, args.png) if args.png else None
-    options = {"max_concepts": args.max_concepts, "min_confidence": args.min_confidence, "sparsity": args.sparsity}
+    options = {
+        "max_concepts": args.max_concepts,
+        "min_confidence": args.min_confidence,
+        "sparsity": args.sparsity,
+        "merge_custom_concepts": args.merge_custom_concepts,
+    }
     with connect(args) as client:
         results = list(_encode_all(client, args.images, options))
     if targets:
@@ -447,16 +578,17 @@ def _index_outcome(result: Encoding | ItemError) -> str:
 
 
 def _run_similar(args: argparse.Namespace) -> int:
-    if (args.image is None) == (args.id is None):
-        raise UsageError("give either IMG or --id ID")
+    queries = {"image": args.image, "id": args.id, "text": args.text, "concept": args.concept}
+    given: dict[str, Any] = {name: query for name, query in queries.items() if query is not None}
+    if len(given) != 1:
+        raise UsageError("give exactly one of IMG, --id ID, --text WORDS, --concept NAME")
     if args.blend_weight is not None and args.space != "blend":
         raise UsageError("--blend-weight goes with --space blend")
+    if args.text is not None and args.space != "semantic":
+        raise UsageError("--text searches --space semantic")
     search = {"k": args.k, "min_overlap": args.min_overlap, "space": args.space, "blend_weight": args.blend_weight}
     with connect(args) as client:
-        if args.id is not None:
-            matches = client.find_similar(id=args.id, **search)
-        else:
-            matches = client.find_similar(image=args.image, **search)
+        matches = client.find_similar(**given, **search, where=filter_from_args(args.where, args.tag))
     if matches.skipped_without_visual:
         print(
             f"note: {matches.skipped_without_visual} stored items have no visual SDR and were not searched "
@@ -468,8 +600,88 @@ def _run_similar(args: argparse.Namespace) -> int:
     elif args.space == "blend":
         rows = [[f"{m.score:.1f}", *_match_row(m, m.semantic_overlap, m.visual_overlap)] for m in matches]
         _print_table(["SCORE", "SEMANTIC", "VISUAL", "ID", "CONCEPTS"], rows)
+    elif args.text is not None:
+        rows = [[str(m.overlap), m.id, _explanation(m), _used(m)] for m in matches]
+        _print_table(["OVERLAP", "ID", "TERMS", "CONCEPTS"], rows)
     else:
         _print_table(["OVERLAP", "ID", "CONCEPTS"], [_match_row(match, match.overlap) for match in matches])
+    return EXIT_OK
+
+
+def filter_from_args(where: Sequence[tuple[str, str]], tags: Sequence[ConceptCondition]) -> Filter | None:
+    """--where and --tag as a Filter: a key given again adds a value it may have; None when neither is given."""
+    values: dict[str, list[str]] = {}
+    for key, value in where:
+        if value not in values.setdefault(key, []):
+            values[key].append(value)
+    if not values and not tags:
+        return None
+    return Filter(values, tags)
+
+
+def _run_list(args: argparse.Namespace) -> int:
+    where = filter_from_args(args.where, args.tag)
+    with connect(args) as client:
+        items, total = _listed(client, where, args.page_size, args.limit)
+    if args.json:
+        _print_json({"total": total, "items": [_item_json(item) for item in items]})
+    else:
+        _print_table(["ID", "METADATA", "CONCEPTS"], [_item_row(item) for item in items])
+        passing = " passing the filter" if where is not None else ""
+        print(f"{len(items)} of {total} items{passing}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _listed(client: Image2SdrClient, where: Filter | None, page_size: int, limit: int | None) -> tuple[list[Item], int]:
+    """Up to ``limit`` items passing ``where``, newest first, and how many passed when the listing began."""
+    items: list[Item] = []
+    token, total = "", None
+    while limit is None or len(items) < limit:
+        wanted = page_size if limit is None else min(page_size, limit - len(items))
+        page = client.list_items(wanted, token, where=where)
+        items += page.items
+        total = page.total if total is None else total
+        token = page.next_page_token
+        if not token:
+            break
+    return items, total or 0
+
+
+def _run_concept_define(args: argparse.Namespace) -> int:
+    missing = [str(image) for image in (*args.pos, *args.neg) if not image.is_file()]
+    if missing:
+        raise UsageError(f"no such file: {', '.join(missing)}")
+    if not args.pos and not args.pos_id:
+        raise UsageError("give the examples that show it: --pos IMG ... and/or --pos-id ID ...")
+    positives: list[ConceptExample] = [*args.pos, *(StoredId(item_id) for item_id in args.pos_id)]
+    negatives: list[ConceptExample] = [*args.neg, *(StoredId(item_id) for item_id in args.neg_id)]
+    with connect(args) as client:
+        concept = client.define_concept(args.name, positives, negatives)
+    _print_concept(concept, as_json=args.json)
+    return EXIT_OK
+
+
+def _run_concept_list(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        concepts = client.list_concepts()
+    if args.json:
+        _print_json(concepts)
+    else:
+        _print_table(["NAME", "POS", "NEG", "F1", "UPDATED"], [_concept_row(concept) for concept in concepts])
+    return EXIT_OK
+
+
+def _run_concept_get(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        concept = client.get_concept(args.name)
+    _print_concept(concept, as_json=args.json)
+    return EXIT_OK
+
+
+def _run_concept_remove(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        client.remove_concept(args.name)
+    print(f"removed concept {args.name!r}")
     return EXIT_OK
 
 
@@ -603,6 +815,7 @@ def _run_info(args: argparse.Namespace) -> int:
         ["terms", f"{info.terms.name} {info.terms.model} {info.terms.version}".strip()],
         ["index", f"{info.index_kind}, {info.index_size} items"],
         ["vocabulary", f"{info.vocabulary_size} terms"],
+        ["custom concepts", str(info.custom_concepts)],
     ]
     _print_table(["", ""], rows)
     return EXIT_OK
@@ -711,12 +924,67 @@ def _result_row(image: Path, result: Encoding | ItemError) -> list[str]:
     if isinstance(result, ItemError):
         return [str(image), "-", f"error {result.error.code.name}: {result.error.message}"]
     used = ", ".join(f"{c.name} {c.confidence:.2f}" for c in result.concepts if c.used)
+    if result.custom_concepts:  # present in the image; "merged" when --merge-custom-concepts put them in the SDR
+        found = ", ".join(f"{c.name} {c.confidence:.2f}{' merged' if c.used else ''}" for c in result.custom_concepts)
+        used = f"{used}; custom: {found}" if used else f"custom: {found}"
     return [str(image), _bits(result.sdr) + (" short" if result.short else ""), used]
 
 
 def _match_row(match: Match, *overlaps: int | None) -> list[str]:
     shown = ["-" if overlap is None else str(overlap) for overlap in overlaps]
-    return [*shown, match.id, ", ".join(c.name for c in match.concepts if c.used)]
+    return [*shown, match.id, _used(match)]
+
+
+def _used(match: Match) -> str:
+    return ", ".join(c.name for c in match.concepts if c.used)
+
+
+def _explanation(match: Match) -> str:
+    """Why a text query matched: the bits shared with each term, excluded terms as "not TERM"."""
+    return ", ".join(f"{'not ' if t.negated else ''}{t.term} {t.overlap}" for t in match.explanation)
+
+
+def _item_row(item: Item) -> list[str]:
+    metadata = ", ".join(f"{key}={value}" for key, value in sorted(item.metadata.items()))
+    return [item.id, metadata or "-", ", ".join(f"{c.name} {c.confidence:.2f}" for c in item.concepts)]
+
+
+def _item_json(item: Item) -> dict[str, Any]:
+    """A listed item without its SDRs (those are for `similar`; a listing may be long)."""
+    return {
+        "id": item.id,
+        "metadata": dict(item.metadata),
+        "concepts": _plain(list(item.concepts)),
+        "fingerprint": _plain(item.fingerprint),
+        "visual": item.visual is not None,
+    }
+
+
+def _updated(concept: CustomConcept) -> str:
+    moment = datetime.datetime.fromtimestamp(concept.updated_ms / 1000, tz=datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _concept_row(concept: CustomConcept) -> list[str]:
+    positives, negatives = str(concept.positives), str(concept.negatives)
+    return [concept.name, positives, negatives, f"{concept.fit.f1:.2f}", _updated(concept)]
+
+
+def _print_concept(concept: CustomConcept, *, as_json: bool) -> None:
+    if as_json:
+        _print_json(concept)
+        return
+    fit = concept.fit
+    rows = [
+        ["name", concept.name],
+        ["examples", f"{concept.positives} positive, {concept.negatives} negative"],
+        ["fit", f"precision {fit.precision:.2f}, recall {fit.recall:.2f}, f1 {fit.f1:.2f} (leave-one-out)"],
+        ["threshold", f"{concept.threshold:.3g} (scale {concept.scale:.3g})"],
+        ["sdr", _bits(concept.sdr)],
+        ["visual", "-" if concept.visual is None else _bits(concept.visual)],
+        ["updated", _updated(concept)],
+    ]
+    _print_table(["", ""], rows)
 
 
 def _dupe_row(number: int, group: Group, name: str) -> list[str]:
