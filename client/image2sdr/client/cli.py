@@ -48,7 +48,7 @@ _SCHEME = re.compile(r"(dns|ipv4|ipv6|unix|unix-abstract|vsock):")
 _SERVER_MODULES = ("image2sdr.server", "image2sdr.server.serve")  # missing: the distribution is not installed
 # --tag NAME:MIN: the part after the last colon is a confidence only when it reads as a number,
 # so a concept name may hold colons ("shot: close-up" stays a name).
-_TAG_CONFIDENCE = re.compile(r"(?P<name>.+):(?P<min>[+-]?(?:\d+\.?\d*|\.\d+))")
+_TAG_CONFIDENCE = re.compile(r"(?P<name>.*):(?P<min>[+-]?(?:\d+\.?\d*|\.\d+))")
 
 
 class UsageError(Exception):
