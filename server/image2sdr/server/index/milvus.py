@@ -29,11 +29,29 @@ semantic row. The side rows are written first and the semantic row last, so a
 write that fails part-way leaves the stored item exactly as it was (the new side
 rows are ignored), and nothing is acknowledged before Milvus has accepted all of
 it. Rows of older versions are deleted after the commit, best effort.
+
+    concepts   custom concepts (``put_concept``): each version of a document in chunks,
+               keyed "<name key>.<seq>.<part>", and one meta row recording the layout version
+
+Filters (``where``) are Milvus expressions on the semantic row's ``concepts`` JSON,
+which holds, beside the concept terms and scores, a filter index: ``names`` maps a
+hash of each concept name to its best confidence, ``meta`` a hash of each metadata
+key to a hash of its value. Filters name hashes, never the strings themselves:
+neither engine can address every key in a JSON path (Milvus 2.3.5 splits paths at
+``][`` and refuses an empty key; milvus-lite 2.5 misses values with control
+characters), and hex needs no escaping, so no key or value can change an expression.
+Items written by the release before this index existed (layout v1) are migrated in
+place when the index opens (``_migrate``): their rows are rewritten with the filter
+index, keeping their key, seq and everything else, and the meta row records v2.
+The visual and pHash rows have no JSON field (Milvus 2.3 cannot add one): a filtered
+search there is restricted to the passing items' keys when few pass, and otherwise
+checks the filter on each candidate, with the same proof of exactness (see ``_plan``).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import os
@@ -64,7 +82,18 @@ from ..errors import (
 from ..fingerprints import Fingerprint
 from ..sdr import Sdr
 from ..upstream import RateLimiter, Retryable, RetryPolicy, Secret, call_with_retries
-from .checks import ItemChecks, check_id, check_metadata, compare, duplicate_order, is_int, screen
+from .checks import (
+    ItemChecks,
+    check_concept_name,
+    check_filter,
+    check_id,
+    check_metadata,
+    compare,
+    duplicate_order,
+    filter_digest,
+    is_int,
+    screen,
+)
 from .codes import code_size, pack_codes
 from .protocol import (
     SEMANTIC,
@@ -72,10 +101,12 @@ from .protocol import (
     AddOutcome,
     Duplicate,
     DuplicateThresholds,
+    Filter,
     Item,
     ItemPage,
     Match,
     OnDuplicate,
+    StoredConcept,
 )
 from .store import StoredItem
 
@@ -87,12 +118,22 @@ T = TypeVar("T")
 K = TypeVar("K")
 
 PHASH = "phash"
-SCHEMA = "image2sdr items v1"  # in each collection's description; a later layout migrates from it
+CONCEPTS = "concepts"
+SCHEMA = "image2sdr items v2"  # in each collection's description (v1: before the filter index)
+LAYOUT = 2  # concepts["v"] of a semantic row that holds the filter index; the meta row records it
+_META_ROW = "meta.items"  # the concepts collection's row recording the items' layout version
+_META_KEY = "meta"  # its key: never a name key (those are 32 hex digits)
+_MIGRATE_CHUNK = 500  # semantic rows rewritten per request while migrating
+_PREFILTER_MAX = 4096  # passing items up to which a visual/pHash search is restricted to their keys
+_DOCUMENT_BYTES = 1 << 20  # UTF-8 bytes of a custom concept's document, at most
+_TEXT_CHARS = 16383  # characters per stored chunk of a document: at most 65532 bytes, under VARCHAR's 65535
+_NAME_BYTES = 1024  # VARCHAR length of a concept name (check_concept_name allows far fewer)
+_NO_MARK = bytes(1)  # the concepts' 8-bit vector: Milvus 2.3 needs one per collection; never searched
 MAX_RESULTS = 16384  # Milvus's topk and query-window limit
 _ID_BYTES = 65535  # VARCHAR's own limit: ids are bounded by index.max_id_length, not by the schema
 _KEY_CHUNK = 1000  # keys per "key in [...]" expression
 _FIRST_SPAN_NS = 1 << 36  # ~69 s: the first time window a listing page looks back over
-_PAGE_TOKEN = re.compile(r"m(\d{1,19})\.([0-9a-f]{32})")  # fullmatch
+_PAGE_TOKEN = re.compile(r"m(\d{1,19})\.([0-9a-f]{32})(?:\.([0-9a-f]{12}))?")  # fullmatch; the last: filter digest
 _SETUP_S = 120.0  # at least this long for creating and loading the collections at start
 _HEAVY_RECHECK_S = 10.0  # how stale "no heavy SDRs here" may be (see _has_heavy)
 _DELETE_SETTLE_S = 1.5  # after a delete, Session reads are Strong this long (see _level)
@@ -138,7 +179,7 @@ class MilvusIndex:
         self.shown_uri = _without_credentials(self.uri)  # the URI as errors and logs name it
         self._spaces = tuple(spaces)
         self._checks = ItemChecks(config, sdr_size, spaces)
-        self._names = {name: f"{settings.collection}_{name}" for name in (*spaces, PHASH)}
+        self._names = {name: f"{settings.collection}_{name}" for name in (*spaces, PHASH, CONCEPTS)}
         self._dim = code_size(sdr_size, config.equalize_bits) * 8
         self._token = Secret(os.environ.get(settings.token_env, "").strip())
         self._policy = RetryPolicy(
@@ -160,8 +201,9 @@ class MilvusIndex:
         self._closed = False
         self._client = self._connect()
         try:
-            for name in (*spaces, PHASH):
+            for name in (*spaces, PHASH, CONCEPTS):
                 self._open_collection(name)
+            self._migrate()
         except BaseException:
             self._client.close()
             raise
@@ -196,7 +238,7 @@ class MilvusIndex:
         try:
             # A query, not a ping: after a restart Milvus answers pings well before it has
             # loaded the collections again, and until then every search would time out.
-            for name in (*self._spaces, PHASH):
+            for name in (*self._spaces, PHASH, CONCEPTS):
                 self._client.query(
                     self._names[name],
                     filter='key == ""',
@@ -234,26 +276,7 @@ class MilvusIndex:
                 "load_collection", lambda t: self._client.load_collection(collection, timeout=t, **extra), setup=True
             )
             return
-        from pymilvus import DataType, MilvusClient  # noqa: PLC0415
-
-        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False, description=SCHEMA)
-        if name == SEMANTIC:
-            schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=32)
-        else:  # one row per item version: "<key>.<seq>"
-            schema.add_field("version", DataType.VARCHAR, is_primary=True, max_length=64)
-            schema.add_field("key", DataType.VARCHAR, max_length=32)
-        schema.add_field("code", DataType.BINARY_VECTOR, dim=64 if name == PHASH else self._dim)
-        schema.add_field("seq", DataType.INT64)
-        if name != PHASH:
-            schema.add_field("heavy", DataType.BOOL)  # more active bits than equalize_bits: scored apart
-        if name == SEMANTIC:
-            schema.add_field("id", DataType.VARCHAR, max_length=_ID_BYTES)
-            schema.add_field("concepts", DataType.JSON)
-            schema.add_field("metadata", DataType.JSON)
-            schema.add_field("sha256", DataType.VARCHAR, max_length=64)
-            schema.add_field("phash", DataType.INT64)
-            for space in self._spaces[1:]:
-                schema.add_field(f"in_{space}", DataType.BOOL)  # has an SDR there (count per space)
+        schema = self._schema(name)
         params = self._client.prepare_index_params()
         params.add_index(field_name="code", metric_type="HAMMING", **self._index_kind(name))
         settings = self.config.milvus
@@ -278,9 +301,57 @@ class MilvusIndex:
             )
         logger.info("Milvus collection %s created at %s", collection, self.shown_uri)
 
+    def _schema(self, name: str) -> Any:
+        from pymilvus import DataType, MilvusClient  # noqa: PLC0415
+
+        if name == CONCEPTS:
+            return self._concepts_schema()
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False, description=SCHEMA)
+        if name == SEMANTIC:
+            schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=32)
+        else:  # one row per item version: "<key>.<seq>"
+            schema.add_field("version", DataType.VARCHAR, is_primary=True, max_length=64)
+            schema.add_field("key", DataType.VARCHAR, max_length=32)
+        schema.add_field("code", DataType.BINARY_VECTOR, dim=64 if name == PHASH else self._dim)
+        schema.add_field("seq", DataType.INT64)
+        if name != PHASH:
+            schema.add_field("heavy", DataType.BOOL)  # more active bits than equalize_bits: scored apart
+        if name == SEMANTIC:
+            schema.add_field("id", DataType.VARCHAR, max_length=_ID_BYTES)
+            schema.add_field("concepts", DataType.JSON)  # terms, scores and the filter index (_concepts_json)
+            schema.add_field("metadata", DataType.JSON)
+            schema.add_field("sha256", DataType.VARCHAR, max_length=64)
+            schema.add_field("phash", DataType.INT64)
+            for space in self._spaces[1:]:
+                schema.add_field(f"in_{space}", DataType.BOOL)  # has an SDR there (count per space)
+        return schema
+
+    def _concepts_schema(self) -> Any:
+        """Custom concepts: one row per chunk of one version of a document, and the meta row.
+
+        Milvus 2.3 wants a vector field (and an index on it) in every collection it
+        loads. Concepts are only ever looked up by key, so theirs is the smallest there
+        is, 8 bits, always zero: a real vector (the concept's SDR) would mean reading
+        the document, which is opaque to the index.
+        """
+        from pymilvus import DataType, MilvusClient  # noqa: PLC0415
+
+        schema = MilvusClient.create_schema(
+            auto_id=False, enable_dynamic_field=False, description=f"image2sdr concepts v1; items v{LAYOUT}"
+        )
+        schema.add_field("row", DataType.VARCHAR, is_primary=True, max_length=96)  # "<key>.<seq>.<part>"
+        schema.add_field("key", DataType.VARCHAR, max_length=32)  # item_key(name); "meta" for the meta row
+        schema.add_field("name", DataType.VARCHAR, max_length=_NAME_BYTES)
+        schema.add_field("seq", DataType.INT64)  # the version: a nanosecond stamp (updated_ms = seq // 10**6)
+        schema.add_field("part", DataType.INT64)
+        schema.add_field("parts", DataType.INT64)  # chunks in this version; 0 for the meta row
+        schema.add_field("text", DataType.VARCHAR, max_length=65535)
+        schema.add_field("code", DataType.BINARY_VECTOR, dim=8)
+        return schema
+
     def _index_kind(self, name: str) -> dict[str, Any]:
         settings = self.config.milvus
-        if name == PHASH or self.embedded or settings.index_type == "BIN_FLAT":
+        if name in (PHASH, CONCEPTS) or self.embedded or settings.index_type == "BIN_FLAT":
             return {"index_type": "BIN_FLAT"}
         return {"index_type": "BIN_IVF_FLAT", "params": {"nlist": settings.nlist}}
 
@@ -290,12 +361,60 @@ class MilvusIndex:
             "describe_collection", lambda t: self._client.describe_collection(collection, timeout=t), setup=True
         )
         dims = {field["name"]: field.get("params", {}).get("dim") for field in described.get("fields", [])}
-        wanted = 64 if name == PHASH else self._dim
+        wanted = {PHASH: 64, CONCEPTS: 8}.get(name, self._dim)
         if int(dims.get("code") or 0) != wanted:
             raise ConfigError(
                 f"Milvus collection {collection} holds codes of {dims.get('code')} bits, this config makes"
                 f" {wanted} (sdr.size and index.equalize_bits must match what it was created with)"
             )
+
+    # -- layout migration ------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        """Give every semantic row without the filter index (layout v1) its index, in place.
+
+        Run at every open, before this process serves. The rows still to migrate are
+        found by ``concepts["v"] != 2``, which holds where the key is missing on both
+        engines (``not``/``exists`` on JSON fail on milvus-lite), so a migration cut
+        short resumes at the next open, and rows an older replica writes later are
+        caught at the next start. Each batch is read again by key just before it is
+        rewritten with the same key, seq, code and fields: only ``concepts`` gains the
+        index. Stop replicas of the older release first: one writing an item between
+        that read and the rewrite would lose its write. Nothing is ever dropped.
+        """
+        with self._reading("Strong"):
+            keys = sorted(self._keys_where(f'concepts["v"] != {LAYOUT}'))
+            if keys:
+                logger.info("Milvus: migrating %d items of %s to layout v%d", len(keys), self.shown_uri, LAYOUT)
+            fields = self._semantic_fields()
+            for chunk in _chunks(keys, _MIGRATE_CHUNK):
+                rows = self._query(SEMANTIC, _keys_in(chunk), fields)
+                stale = [row for row in rows if (row["concepts"] or {}).get("v") != LAYOUT]
+                self._upsert(SEMANTIC, [self._migrated(row, fields) for row in stale])
+            recorded = self._query(CONCEPTS, f'row == "{_META_ROW}"', ["seq"])
+        if not recorded or int(recorded[0]["seq"]) < LAYOUT:
+            note = json.dumps({"layout": LAYOUT, "migrated_items": len(keys), "at_ms": time.time_ns() // 1_000_000})
+            meta = {"row": _META_ROW, "key": _META_KEY, "name": "", "seq": LAYOUT, "part": 0, "parts": 0}
+            self._upsert(CONCEPTS, [{**meta, "text": note, "code": _NO_MARK}])
+        if keys:
+            logger.info("Milvus: %d items of %s migrated to layout v%d", len(keys), self.shown_uri, LAYOUT)
+
+    def _semantic_fields(self) -> list[str]:
+        fields = ["key", "id", "code", "seq", "heavy", "concepts", "metadata", "sha256", "phash"]
+        return fields + [f"in_{space}" for space in self._spaces[1:]]
+
+    def _migrated(self, row: Mapping[str, Any], fields: Sequence[str]) -> dict[str, Any]:
+        """A v1 semantic row as layout v2 writes it: the same, with the filter index in ``concepts``."""
+        rewritten = {name: row[name] for name in fields}
+        rewritten["code"] = _code_bytes(row["code"])
+        old = row["concepts"] or {}
+        pairs = zip(old.get("terms", []), (float(score) for score in old.get("scores", [])), strict=True)
+        rewritten["concepts"] = _concepts_json(list(pairs), row["metadata"] or {})
+        return rewritten
+
+    def _keys_where(self, expression: str) -> list[str]:
+        """Keys of every semantic row matching ``expression``."""
+        return [str(row["key"]) for row in self._query_all(SEMANTIC, expression, ["key"])]
 
     # -- calls to Milvus ------------------------------------------------------------
 
@@ -337,12 +456,20 @@ class MilvusIndex:
         )
 
     def _search(
-        self, name: str, vector: bytes, limit: int, *, exclude: str | None = None, heavy: bool = False
+        self,
+        name: str,
+        vector: bytes,
+        limit: int,
+        *,
+        exclude: str | None = None,
+        heavy: bool = False,
+        restriction: str = "",
     ) -> list[tuple[str, int, float]]:
         """(key, seq, Hamming distance) of the nearest ``limit`` rows, nearest first.
 
         ``heavy``: only the rows flagged heavy (SDRs above equalize_bits, whose distance
-        overstates how far they are). ``exclude``: an item key left out.
+        overstates how far they are). ``exclude``: an item key left out. ``restriction``:
+        a filter expression the rows must match (Milvus returns the nearest that do).
         """
         collection = self._names[name]
         params: dict[str, Any] = {"metric_type": "HAMMING"}
@@ -351,6 +478,8 @@ class MilvusIndex:
         conditions = [f'key != "{exclude}"'] if exclude else []
         if heavy:
             conditions.append("heavy == true")
+        if restriction:
+            conditions.append(f"({restriction})")
         fields = ["seq"] if name == SEMANTIC else ["key", "seq"]
         results = self._call(
             "search",
@@ -464,7 +593,7 @@ class MilvusIndex:
                 "code": code,
                 "seq": seq,
                 "heavy": heavy,
-                "concepts": {"terms": [term for term, _ in item.concepts], "scores": [s for _, s in item.concepts]},
+                "concepts": _concepts_json(item.concepts, item.metadata),
                 "metadata": dict(item.metadata),
                 "sha256": item.fingerprint.sha256 if item.fingerprint else "",
                 "phash": _signed(item.fingerprint.phash) if item.fingerprint else 0,
@@ -577,31 +706,41 @@ class MilvusIndex:
                 f"unknown space {space!r}; this index keeps {', '.join(self.spaces)}", field="space"
             )
         self._check_open()
-        # count(*) on a Milvus 2.3 server lags behind this process's own deletes under
-        # Session (queries do not): a caller who asked to read its own writes gets Strong.
-        level = "Strong" if self._read_level == "Session" else ""
-        expression = "" if space in (None, SEMANTIC) else f"in_{space} == true"
-        rows = self._query(SEMANTIC, expression, ["count(*)"], level=level)
-        return int(rows[0]["count(*)"])
+        return self._count_where("" if space in (None, SEMANTIC) else f"in_{space} == true")
 
-    def list_items(self, page_size: int, page_token: str = "") -> ItemPage:
-        """Stored items, newest first (by seq, then key); the token is the (seq, key) to continue below."""
+    def list_items(self, page_size: int, page_token: str = "", *, where: Filter | None = None) -> ItemPage:
+        """Stored items passing ``where``, newest first (by seq, then key).
+
+        The token is the (seq, key) to continue below, and the digest of the filter
+        it was given out for: under another filter it would skip or repeat items.
+        """
         if not is_int(page_size) or not 1 <= page_size <= self.config.max_k:
             raise InvalidInputError(
                 f"page_size must be an integer in [1, {self.config.max_k}], got {page_size!r}", field="page_size"
             )
-        below = _page_position(page_token)
+        where = check_filter(where, self.config.max_metadata_bytes)
+        below = _page_position(page_token, where)
         self._check_open()
-        found = self._newest(page_size, below)
+        expression = _filter_expression(where)
+        found = self._newest(page_size, below, expression)
         page = found[:page_size]
         rows = self._rows([key for _, key in page])
-        items = tuple(self._item(rows[key]) for _, key in page if key in rows)
+        # A row replaced since _newest read it may no longer pass: skipped, as a removed one is.
+        items = tuple(self._item(rows[key]) for _, key in page if key in rows and _passes(rows[key].stored, where))
         more = len(found) > page_size
-        token = f"m{page[-1][0]}.{page[-1][1]}" if more else ""
-        return ItemPage(items, token, self.count())
+        token = _page_token(page[-1], where) if more else ""
+        return ItemPage(items, token, self._count_where(expression))
 
-    def _newest(self, page_size: int, below: tuple[int, str] | None) -> list[tuple[int, str]]:
-        """The newest (seq, key) pairs below ``below``: more than ``page_size`` when there are, newest first.
+    def _count_where(self, expression: str) -> int:
+        """Semantic rows matching ``expression`` (all of them for "")."""
+        # count(*) on a Milvus 2.3 server lags behind this process's own deletes under
+        # Session (queries do not): a caller who asked to read its own writes gets Strong.
+        level = "Strong" if self._read_level == "Session" else ""
+        rows = self._query(SEMANTIC, expression, ["count(*)"], level=level)
+        return int(rows[0]["count(*)"])
+
+    def _newest(self, page_size: int, below: tuple[int, str] | None, expression: str = "") -> list[tuple[int, str]]:
+        """The newest (seq, key) pairs matching ``expression`` below ``below``: more than ``page_size`` when there are.
 
         Milvus queries have no ORDER BY. The rows with ``seq >= start`` (and below the
         token) shrink as ``start`` rises; find a start whose rows number more than a
@@ -614,6 +753,8 @@ class MilvusIndex:
         upper = ""
         if below is not None:  # strictly after the last item shown, in (seq, key) order
             upper = f' and (seq < {below[0]} or (seq == {below[0]} and key < "{below[1]}"))'
+        if expression:
+            upper += f" and ({expression})"
         many: int | None = None  # a start known to give too many rows
         few = (below[0] if below is not None else _INT64_MAX) + 1  # a start known to give too few
         span = _FIRST_SPAN_NS
@@ -634,36 +775,52 @@ class MilvusIndex:
             else:  # more rows in one nanosecond than a query returns: some of them, best effort
                 return sorted(((int(row["seq"]), str(row["key"])) for row in rows), reverse=True)
 
-    def search(self, query: Sdr, k: int = 10, min_overlap: int = 0, *, space: str = SEMANTIC) -> list[Match]:
-        """The k stored items sharing the most active bits with ``query`` in ``space``."""
-        return self.search_many([query], k, min_overlap, space=space)[0]
+    def search(
+        self, query: Sdr, k: int = 10, min_overlap: int = 0, *, space: str = SEMANTIC, where: Filter | None = None
+    ) -> list[Match]:
+        """The k stored items passing ``where`` that share the most active bits with ``query`` in ``space``."""
+        return self.search_many([query], k, min_overlap, space=space, where=where)[0]
 
     def search_many(
-        self, queries: Sequence[Sdr], k: int = 10, min_overlap: int = 0, *, space: str = SEMANTIC
+        self,
+        queries: Sequence[Sdr],
+        k: int = 10,
+        min_overlap: int = 0,
+        *,
+        space: str = SEMANTIC,
+        where: Filter | None = None,
     ) -> list[list[Match]]:
         """``search`` for each query."""
         self._checks.search(k, min_overlap, space)
         for number, query in enumerate(queries):
             self._checks.sdr(query, f"queries[{number}]")
+        where = check_filter(where, self.config.max_metadata_bytes)
         self._check_open()
-        return [self._ranked(query, k, min_overlap, space, exclude=None) for query in queries]
+        if not queries:
+            return []
+        plan = self._plan(space, where)
+        return [self._ranked(query, k, min_overlap, space, exclude=None, plan=plan) for query in queries]
 
     def neighbours(
-        self, item_id: str, k: int = 10, min_overlap: int = 0, *, space: str = SEMANTIC
+        self, item_id: str, k: int = 10, min_overlap: int = 0, *, space: str = SEMANTIC, where: Filter | None = None
     ) -> tuple[Item, list[Match]]:
-        """A stored item and its nearest neighbours in ``space``, the one searched with its own SDR."""
+        """A stored item and its nearest neighbours in ``space`` passing ``where``, searched with its own SDR."""
         check_id(item_id, self.config.max_id_length)
         self._checks.search(k, min_overlap, space)
+        where = check_filter(where, self.config.max_metadata_bytes)
         self._check_open()
         row = self._row(item_id)
         positions = row.stored.sdrs.get(space)
         if positions is None:
             raise NoSdrInSpaceError(f"item {item_id!r} has no SDR in space {space!r}", field="id")
         query = Sdr.trusted(positions, self.sdr_size)
-        return self._item(row), self._ranked(query, k, min_overlap, space, exclude=item_key(item_id))
+        plan = self._plan(space, where)
+        return self._item(row), self._ranked(query, k, min_overlap, space, exclude=item_key(item_id), plan=plan)
 
-    def _ranked(self, query: Sdr, k: int, min_overlap: int, space: str, exclude: str | None) -> list[Match]:
-        """The k best by exact overlap (ties to the lower seq), proven against every unseen item."""
+    def _ranked(
+        self, query: Sdr, k: int, min_overlap: int, space: str, *, exclude: str | None, plan: _Plan
+    ) -> list[Match]:
+        """The k best passing by exact overlap (ties to the lower seq), proven against every unseen item."""
 
         def settled(scored: Sequence[tuple[int, _Row]], bound: float) -> bool:
             qualified = [overlap for overlap, _ in scored if overlap >= min_overlap]
@@ -671,9 +828,29 @@ class MilvusIndex:
                 return qualified[k - 1] > bound
             return bound < min_overlap  # no unseen item can qualify
 
-        scored, _ = self._scan(space, query, settled, exclude, self._first_fetch(k))
+        scored, _ = self._scan(space, query, settled, exclude, self._first_fetch(k), plan=plan)
         best = [(overlap, row) for overlap, row in scored if overlap >= min_overlap][:k]
         return [self._match(row, {space: overlap}, overlap, float(overlap)) for overlap, row in best]
+
+    def _plan(self, space: str, where: Filter | None) -> _Plan:
+        """How to search ``space`` for items passing ``where`` (one plan serves every query of a call).
+
+        The semantic rows hold the filter index: Milvus searches only the passing ones.
+        Visual and pHash rows do not (Milvus 2.3 cannot add a field to a collection):
+        when at most _PREFILTER_MAX items pass, their keys restrict the search there;
+        when more pass, candidates are checked one by one (a broad filter passes many
+        of the nearest), and if that proves nothing within MAX_RESULTS candidates the
+        passing keys are searched in chunks (``_scan``).
+        """
+        if where is None:
+            return _Plan(("",), None)
+        expression = _filter_expression(where)
+        if space == SEMANTIC:
+            return _Plan((expression,), where)
+        scope = f"in_{space} == true and {expression}"
+        if self._count_where(scope) > _PREFILTER_MAX:
+            return _Plan(("",), where, scope)
+        return _Plan(tuple(_keys_in(chunk) for chunk in _chunks(self._keys_where(scope), _PREFILTER_MAX)), where)
 
     def _scan(
         self,
@@ -682,21 +859,62 @@ class MilvusIndex:
         settled: Callable[[Sequence[tuple[int, _Row]], float], bool],
         exclude: str | None,
         first: int | None = None,
+        *,
+        plan: _Plan | None = None,
     ) -> tuple[list[tuple[int, _Row]], float]:
-        """Candidates of ``space`` by exact overlap, best first (ties to the lower seq), and the bound.
+        """Candidates of ``space`` passing the plan's filter by exact overlap, best first, and the bound.
+
+        Each of the plan's restrictions is searched (``_scan_part``) and the answers
+        merged: an unseen item lies in some part, so it shares at most the highest of
+        the parts' bounds, and ``settled`` held in each part holds for the merge. A
+        broad plan that proved nothing within MAX_RESULTS candidates is searched again,
+        restricted to chunks of the passing keys, so the answer stays exact.
+        """
+        plan = plan or _Plan(("",), None)
+        parts = [
+            self._scan_part(space, query, settled, exclude, first, restriction=part, where=plan.where)
+            for part in plan.restrictions
+        ]
+        if plan.fallback and not all(proven for _, _, proven in parts):
+            keys = self._keys_where(plan.fallback)
+            logger.info("Milvus: a filtered %s search proved nothing within its window; %d keys", space, len(keys))
+            parts = [
+                self._scan_part(space, query, settled, exclude, first, restriction=_keys_in(chunk), where=plan.where)
+                for chunk in _chunks(keys, _PREFILTER_MAX)
+            ]
+        scored = sorted((pair for found, _, _ in parts for pair in found), key=lambda pair: (-pair[0], pair[1].seq))
+        return scored, max((bound for _, bound, _ in parts), default=-1.0)
+
+    def _scan_part(
+        self,
+        space: str,
+        query: Sdr,
+        settled: Callable[[Sequence[tuple[int, _Row]], float], bool],
+        exclude: str | None,
+        first: int | None,
+        *,
+        restriction: str,
+        where: Filter | None,
+    ) -> tuple[list[tuple[int, _Row]], float, bool]:
+        """(candidates, bound, proven) of one restricted search of ``space``.
 
         Fetches more until ``settled(scored, bound)`` holds, where ``bound`` is the most
-        bits an item not yet seen can share with the query (-1 once Milvus has returned
-        everything), or until MAX_RESULTS candidates. Heavy SDRs, which the bound does
-        not cover, are fetched by a filtered search of their own and scored exactly.
+        bits an item not yet seen (matching ``restriction``) can share with the query (-1
+        once Milvus has returned every one), or until MAX_RESULTS candidates; proven
+        says which. Only rows passing ``where`` are scored (checked here too: visual
+        rows are not restricted by it when the plan is broad). Heavy SDRs, which the
+        bound does not cover, are fetched by a filtered search of their own and scored
+        exactly.
         """
         fetch = first or self._first_fetch(1)
         vector = self._query_code(query)
-        heavy = self._search(space, vector, MAX_RESULTS, exclude=exclude, heavy=True) if self._has_heavy(space) else []
+        heavy = []
+        if self._has_heavy(space):
+            heavy = self._search(space, vector, MAX_RESULTS, exclude=exclude, heavy=True, restriction=restriction)
         rows: dict[str, _Row] = {}
         read: set[str] = set()  # keys whose rows were read in an earlier round (present or not)
         while True:
-            hits = self._search(space, vector, fetch, exclude=exclude)
+            hits = self._search(space, vector, fetch, exclude=exclude, restriction=restriction)
             unread = {key for key, _, _ in hits + heavy} - read
             rows.update(self._rows(unread))  # a wider round re-reads none of the narrower one's rows
             read |= unread
@@ -704,13 +922,15 @@ class MilvusIndex:
             for key, seq, _ in {(h[0], h[1]): h for h in hits + heavy}.values():
                 row = rows.get(key)
                 positions = row.stored.sdrs.get(space) if row is not None and row.seq == seq else None
-                if row is not None and positions is not None:  # else an old version, or one half-written
+                # else an old version, or one half-written
+                if row is not None and positions is not None and _passes(row.stored, where):
                     scored.append((_overlap(query.positions, positions), row))
             scored.sort(key=lambda pair: (-pair[0], pair[1].seq))
             exhausted = len(hits) < min(fetch, MAX_RESULTS)
             bound = -1.0 if exhausted else (query.active + self.config.equalize_bits - hits[-1][2]) / 2
-            if exhausted or settled(scored, bound) or fetch >= MAX_RESULTS:
-                return scored, bound
+            proven = exhausted or settled(scored, bound)
+            if proven or fetch >= MAX_RESULTS:
+                return scored, bound, proven
             fetch = min(fetch * 4, MAX_RESULTS)
 
     def _has_heavy(self, space: str) -> bool:
@@ -802,34 +1022,49 @@ class MilvusIndex:
             fetch = min(fetch * 4, MAX_RESULTS)
 
     def search_blend(
-        self, semantic: Sdr, visual: Sdr, weight: float, k: int = 10, *, exclude: str | None = None
+        self,
+        semantic: Sdr,
+        visual: Sdr,
+        weight: float,
+        k: int = 10,
+        *,
+        exclude: str | None = None,
+        where: Filter | None = None,
     ) -> list[Match]:
-        """Top k by ``(1 - weight) * semantic overlap + weight * visual overlap``, exactly re-ranked.
+        """Top k passing ``where`` by ``(1 - weight) * semantic overlap + weight * visual overlap``, exactly re-ranked.
 
         As in ``SdrIndex.search_blend``: candidates from each space, every candidate
         scored exactly in both, lists grown until the k-th score is above what an
         unseen item could reach (from each list's last Hamming distance), or until
-        MAX_RESULTS candidates per space.
+        MAX_RESULTS candidates per space (the last round under a broad filter searches
+        the passing visual items completely, see ``_scan``).
         """
         if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
             raise InvalidInputError(f"blend_weight must be in [0, 1], got {weight!r}", field="blend_weight")
         self._checks.search(k, 0, VISUAL)
         self._checks.sdr(semantic, "semantic")
         self._checks.sdr(visual, "visual")
+        where = check_filter(where, self.config.max_metadata_bytes)
         self._check_open()
         queries = {SEMANTIC: semantic, VISUAL: visual}
         shares = {SEMANTIC: 1.0 - float(weight), VISUAL: float(weight)}
+        plans = {space: self._plan(space, where) for space in queries}
         skip = item_key(exclude) if exclude else None
         fetch = self._first_fetch(k)
         while True:
             bounds: dict[str, float] = {}
             keys: set[str] = set()
+            last = fetch >= MAX_RESULTS  # nothing to widen after this round: let _scan prove what it can
+
+            def settled(_: Sequence[tuple[int, _Row]], bound: float, last: bool = last) -> bool:
+                return not last
+
             for space, query in queries.items():
-                scored, bounds[space] = self._scan(space, query, lambda _, bound: True, skip, fetch)
+                scored, bounds[space] = self._scan(space, query, settled, skip, fetch, plan=plans[space])
                 keys.update(item_key(row.stored.id) for _, row in scored)
             rows = self._rows(keys)
             ranked = sorted(
-                (self._blend_match(row, queries, float(weight)) for row in rows.values()),
+                (self._blend_match(row, queries, float(weight)) for row in rows.values() if _passes(row.stored, where)),
                 key=lambda pair: (-pair[0].score, pair[1]),
             )
             best = [match for match, _ in ranked[:k]]
@@ -845,6 +1080,83 @@ class MilvusIndex:
         overlaps = {space: _overlap(query.positions, sdrs.get(space, _NONE)) for space, query in queries.items()}
         score = (1.0 - weight) * overlaps[SEMANTIC] + weight * overlaps[VISUAL]
         return self._match(row, overlaps, overlaps[SEMANTIC], score), row.seq
+
+    # -- custom concepts ----------------------------------------------------------
+
+    def put_concept(self, name: str, document: str) -> StoredConcept:
+        """Store a custom concept, replacing one of the same name; acknowledged once Milvus has it.
+
+        A new version is written whole (its chunks), then older versions are deleted:
+        readers take the newest complete version, so a put failing part-way leaves the
+        concept as it was, and of two replicas putting one name the later seq wins.
+        """
+        check_concept_name(name, "name")
+        _check_document(document)
+        key = item_key(name)
+        with self._write_lock:
+            self._check_open()
+            seq = self._next_seqs(1)[0]
+            chunks = [document[at : at + _TEXT_CHARS] for at in range(0, len(document), _TEXT_CHARS)] or [""]
+            version = {"key": key, "name": name, "seq": seq, "parts": len(chunks), "code": _NO_MARK}
+            rows = [
+                {**version, "row": f"{key}.{seq}.{part}", "part": part, "text": text}
+                for part, text in enumerate(chunks)
+            ]
+            for batch in _chunks(rows, 16):  # <= 1 MiB of text per request
+                self._upsert(CONCEPTS, batch)
+            try:
+                old = self._query(CONCEPTS, f'key == "{key}" and seq < {seq}', ["row"], level="Strong")
+                if old:
+                    self._delete(CONCEPTS, _rows_in([str(row["row"]) for row in old]))
+            except UpstreamError as exc:  # readers take the newest version anyway
+                logger.warning("old versions of concept %r stay behind: %s", name, exc)
+        return StoredConcept(name, document, seq // 1_000_000)
+
+    def get_concept(self, name: str) -> StoredConcept:
+        """The custom concept (read Strong: another replica's put is seen at once), or NotFoundError."""
+        check_concept_name(name, "name")
+        self._check_open()
+        fields = ["row", "name", "seq", "part", "parts", "text"]
+        found = _newest_complete(self._query(CONCEPTS, f'key == "{item_key(name)}"', fields, level="Strong"))
+        if not found:
+            raise NotFoundError(f"no custom concept named {name!r}", resource=name)
+        return found[0]
+
+    def list_concepts(self) -> list[StoredConcept]:
+        """Every custom concept, by name (read Strong)."""
+        self._check_open()
+        with self._reading("Strong"):
+            # The versions first (no text), then the text of the newest complete ones only.
+            rows = self._query_all(CONCEPTS, "parts > 0", ["row", "key", "seq", "part", "parts"])
+            wanted = {str(row["row"]) for row in _newest_rows(rows)}
+            texts = [
+                row
+                for chunk in _chunks(sorted(wanted))
+                for row in self._query(CONCEPTS, _rows_in(chunk), ["row", "name", "seq", "part", "parts", "text"])
+            ]
+        return sorted(_newest_complete(texts), key=lambda concept: concept.name)
+
+    def remove_concept(self, name: str) -> None:
+        """Remove a custom concept (every version of it), or NotFoundError."""
+        check_concept_name(name, "name")
+        key = item_key(name)
+        with self._write_lock:
+            self._check_open()
+            rows = self._query(CONCEPTS, f'key == "{key}"', ["row", "key", "seq", "part", "parts"], level="Strong")
+            if not _newest_rows(rows):
+                raise NotFoundError(f"no custom concept named {name!r}", resource=name)
+            self._delete(CONCEPTS, _rows_in([str(row["row"]) for row in rows]))
+
+    def _query_all(self, name: str, expression: str, fields: Sequence[str], prefix: str = "") -> list[dict[str, Any]]:
+        """Every row of ``name`` matching ``expression``: split by key prefix while a query fills up."""
+        conditions = [f"({expression})"] if expression else []
+        if prefix:  # hex digits: nothing to escape
+            conditions.append(f'key like "{prefix}%"')
+        rows = self._query(name, " and ".join(conditions) or 'key != ""', fields, limit=MAX_RESULTS)
+        if len(rows) < MAX_RESULTS or len(prefix) >= 32:
+            return rows
+        digits = "0123456789abcdef"
+        return [row for digit in digits for row in self._query_all(name, expression, fields, prefix + digit)]
 
     # -- rows -----------------------------------------------------------------
 
@@ -883,10 +1195,7 @@ class MilvusIndex:
 
     def _positions(self, code: object) -> npt.NDArray[np.uint32]:
         """The SDR of a stored code: its first sdr_size bits (the padding after them is dropped)."""
-        raw = code[0] if isinstance(code, list) else code  # query returns [bytes]; search returns bytes
-        if not isinstance(raw, bytes):
-            raise TypeError(f"Milvus returned a binary vector as {type(raw).__name__}")
-        packed = np.frombuffer(raw, dtype=np.uint8)
+        packed = np.frombuffer(_code_bytes(code), dtype=np.uint8)
         bits = np.unpackbits(packed, bitorder="little")[: self.sdr_size]
         return np.flatnonzero(bits).astype(np.uint32)
 
@@ -928,13 +1237,130 @@ def _keys_in(keys: Sequence[str]) -> str:
     return "key in [" + ",".join(f'"{key}"' for key in keys) + "]"  # hex keys: nothing to escape
 
 
+def _rows_in(rows: Sequence[str]) -> str:
+    return "row in [" + ",".join(f'"{row}"' for row in rows) + "]"  # "<hex>.<digits>.<digits>"
+
+
+def _check_document(document: object) -> None:
+    if not isinstance(document, str):
+        raise InvalidInputError("a concept's document is a string", field="document")
+    try:
+        size = len(document.encode())
+    except UnicodeEncodeError:
+        raise InvalidInputError("a concept's document is not valid Unicode text", field="document") from None
+    if size > _DOCUMENT_BYTES:
+        raise InvalidInputError(
+            f"a concept's document is at most {_DOCUMENT_BYTES} bytes, got {size}", field="document"
+        )
+
+
+def _newest_rows(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """The rows of each concept's newest complete version (every chunk present)."""
+    versions: dict[tuple[str, int], list[Mapping[str, Any]]] = {}
+    for row in rows:
+        versions.setdefault((str(row["row"]).split(".")[0], int(row["seq"])), []).append(row)
+    newest: dict[str, tuple[int, list[Mapping[str, Any]]]] = {}
+    for (key, seq), parts in versions.items():
+        complete = len({int(part["part"]) for part in parts}) == int(parts[0]["parts"])
+        if complete and seq > newest.get(key, (-1, []))[0]:
+            newest[key] = (seq, parts)
+    return [row for _, parts in newest.values() for row in parts]
+
+
+def _newest_complete(rows: Iterable[Mapping[str, Any]]) -> list[StoredConcept]:
+    """Each concept's newest complete version, assembled from its chunks."""
+    by_key: dict[str, list[Mapping[str, Any]]] = {}
+    for row in _newest_rows(rows):
+        by_key.setdefault(str(row["row"]).split(".")[0], []).append(row)
+    concepts = []
+    for parts in by_key.values():
+        parts.sort(key=lambda part: int(part["part"]))
+        first = parts[0]
+        document = "".join(str(part["text"]) for part in parts)
+        concepts.append(StoredConcept(str(first["name"]), document, int(first["seq"]) // 1_000_000))
+    return concepts
+
+
 def _versions_in(versions: Sequence[str]) -> str:
     return "version in [" + ",".join(f'"{version}"' for version in versions) + "]"  # "<hex>.<digits>"
 
 
-def _chunks(keys: Sequence[K]) -> Iterable[list[K]]:
-    for start in range(0, len(keys), _KEY_CHUNK):
-        yield list(keys[start : start + _KEY_CHUNK])
+def _chunks(keys: Sequence[K], size: int = _KEY_CHUNK) -> Iterable[list[K]]:
+    for start in range(0, len(keys), size):
+        yield list(keys[start : start + size])
+
+
+def _code_bytes(code: object) -> bytes:
+    raw = code[0] if isinstance(code, list) else code  # query returns [bytes]; search returns bytes
+    if not isinstance(raw, bytes):
+        raise TypeError(f"Milvus returned a binary vector as {type(raw).__name__}")
+    return raw
+
+
+# -- filters --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How one space is searched under a filter (``MilvusIndex._plan``)."""
+
+    restrictions: tuple[str, ...]  # one search per expression ("": the whole space), answers merged
+    where: Filter | None  # checked on every candidate read
+    fallback: str = ""  # broad: the passing items' expression, searched by key chunks when unproven
+
+
+def _hashed(text: str) -> str:
+    """A string's name in the filter index: "h" and 128 bits of BLAKE2b in hex (safe in any expression)."""
+    return "h" + hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+
+
+def _concepts_json(concepts: Sequence[tuple[str, float]], metadata: Mapping[str, str]) -> dict[str, Any]:
+    """The ``concepts`` JSON of a semantic row: the pairs as stored, and the filter index (layout v2).
+
+    ``names`` keeps each concept name's best confidence: a condition (name, c) holds
+    when one pair of that name reaches c, so when the best does.
+    """
+    names: dict[str, float] = {}
+    for term, score in concepts:
+        name = _hashed(term)
+        names[name] = max(float(score), names.get(name, float(score)))
+    return {
+        "terms": [term for term, _ in concepts],
+        "scores": [float(score) for _, score in concepts],
+        "v": LAYOUT,
+        "names": names,
+        "meta": {_hashed(key): _hashed(value) for key, value in metadata.items()},
+    }
+
+
+def _filter_expression(where: Filter | None) -> str:
+    """The Milvus expression selecting the semantic rows that pass ``where`` ("" for none).
+
+    Only hashes and a float's repr go into it: no key or value is quoted.
+    """
+    if where is None:
+        return ""
+    conditions = []
+    for key, values in where.metadata:
+        allowed = ",".join(f'"{value}"' for value in sorted({_hashed(value) for value in values}))
+        conditions.append(f'concepts["meta"]["{_hashed(key)}"] in [{allowed}]')
+    for condition in where.concepts:
+        floor = float(condition.min_confidence)
+        conditions.append(f'concepts["names"]["{_hashed(condition.name)}"] >= {floor!r}')
+    return " and ".join(conditions)
+
+
+def _passes(stored: StoredItem, where: Filter | None) -> bool:
+    """``where`` checked on a row read: what the expression selects, exactly (no hash can collide here)."""
+    if where is None:
+        return True
+    for key, values in where.metadata:
+        if key not in stored.metadata or stored.metadata[key] not in values:
+            return False
+    return all(
+        any(term == condition.name and score >= condition.min_confidence for term, score in stored.concepts)
+        for condition in where.concepts
+    )
 
 
 def _phash_code(phash: int) -> bytes:
@@ -950,13 +1376,25 @@ def _unsigned(value: int) -> int:
     return value + (1 << 64) if value < 0 else value
 
 
-def _page_position(token: object) -> tuple[int, str] | None:
+def _page_position(token: object, where: Filter | None = None) -> tuple[int, str] | None:
+    """The (seq, key) a page token continues below; None for the first page.
+
+    A token carries the digest of the filter it was given out for (as
+    ``checks.page_token`` does): under another filter it is refused.
+    """
     if token == "":
         return None
     match = _PAGE_TOKEN.fullmatch(token) if isinstance(token, str) else None
-    if match is None or int(match.group(1)) > _INT64_MAX:
-        raise InvalidInputError(f"page_token {token!r} is not one this index gave out", field="page_token")
+    if match is None or int(match.group(1)) > _INT64_MAX or (match.group(3) or "") != filter_digest(where):
+        raise InvalidInputError(
+            f"page_token {str(token)[:80]!r} is not one this index gave out for this filter", field="page_token"
+        )
     return int(match.group(1)), match.group(2)
+
+
+def _page_token(position: tuple[int, str], where: Filter | None) -> str:
+    digest = filter_digest(where)
+    return f"m{position[0]}.{position[1]}" + (f".{digest}" if digest else "")
 
 
 def _without_credentials(uri: str) -> str:
