@@ -13,22 +13,27 @@ from dataclasses import dataclass
 
 from image2sdr.v1 import image2sdr_pb2 as pb
 
+from ..concept_library import Defined
 from ..config import IndexConfig, SdrConfig
 from ..encoder import ConceptUse, EncodeOptions, Encoding
 from ..errors import InvalidInputError
 from ..fingerprints import PHASH_BITS, Fingerprint
+from ..index.checks import check_filter
 from ..index.protocol import (
     SEMANTIC,
     VISUAL,
     AddOutcome,
+    ConceptCondition,
     Duplicate,
     DuplicateKind,
     DuplicateThresholds,
+    Filter,
     Item,
     ItemPage,
     Match,
     OnDuplicate,
 )
+from ..queries import Expression, TermOverlap
 from ..sdr import Sdr
 from .status import status_for
 
@@ -41,10 +46,12 @@ __all__ = [
     "add_policy",
     "blend_weight",
     "concept_message",
+    "custom_concept_message",
     "duplicate_message",
     "encode_options",
     "encode_response",
     "error_response",
+    "expression",
     "fingerprint_message",
     "item_message",
     "item_page_message",
@@ -57,6 +64,7 @@ __all__ = [
     "stored_item",
     "thresholds",
     "thresholds_message",
+    "where",
 ]
 
 DEFAULT_K = 10  # what k = 0 (unset) means
@@ -160,6 +168,17 @@ def add_policy(request: pb.EncodeRequest, defaults: IndexConfig) -> AddPolicy:
     return AddPolicy(on_duplicate, None if on_duplicate is OnDuplicate.KEEP else checked)
 
 
+def where(message: pb.Filter, max_value_bytes: int) -> Filter | None:
+    """A request's filter, checked now (before any image is encoded); None when it sets no condition."""
+    metadata = tuple((condition.key, tuple(condition.values)) for condition in message.metadata)
+    concepts = tuple(ConceptCondition(c.name, float(c.min_confidence)) for c in message.concepts)
+    return check_filter(Filter(metadata, concepts), max_value_bytes)
+
+
+def expression(message: pb.ConceptExpression) -> Expression:
+    return Expression(tuple(message.all), tuple(message.any), tuple(message.none))
+
+
 def k_value(k: int, max_k: int) -> int:
     if k == 0:
         return min(DEFAULT_K, max_k)
@@ -195,7 +214,8 @@ def stored_item(request: pb.EncodeRequest, encoding: Encoding) -> Item:
     return Item(
         target.id,
         encoding.sdr,
-        tuple((c.name, c.confidence) for c in encoding.used),
+        # Custom concepts merged into the SDR are stored with the classifier's: searchable by tag.
+        tuple((c.name, c.confidence) for c in (*encoding.used, *(c for c in encoding.custom if c.used))),
         dict(target.metadata),
         spaces={} if encoding.visual is None else {VISUAL: encoding.visual},
         fingerprint=encoding.fingerprint,
@@ -242,6 +262,7 @@ def encode_response(
             appearance_ms=timings.appearance_ms,
         ),
         indexed=stored is not None and stored.stored,
+        custom_concepts=[concept_message(c) for c in encoding.custom],
     )
     if encoding.visual is not None:
         response.visual.CopyFrom(sdr_message(encoding.visual, dimensions))
@@ -263,7 +284,7 @@ def _stored_concepts(concepts: Sequence[tuple[str, float]]) -> list[pb.Concept]:
     return [pb.Concept(name=name, confidence=confidence, used=True) for name, confidence in concepts]
 
 
-def match_message(match: Match, space: str) -> pb.Match:
+def match_message(match: Match, space: str, explanation: Sequence[TermOverlap] = ()) -> pb.Match:
     """One FindSimilar answer; ``space`` is the one searched (``blend``: both scored it)."""
     overlaps = dict(match.overlaps) or {space: match.overlap}
     scored = (SEMANTIC, VISUAL) if space == BLEND else (space,)
@@ -276,6 +297,7 @@ def match_message(match: Match, space: str) -> pb.Match:
         semantic_overlap=overlaps.get(SEMANTIC) if SEMANTIC in scored else None,
         visual_overlap=overlaps.get(VISUAL) if VISUAL in scored else None,
         score=match.score if space == BLEND else float(match.overlap),
+        explanation=[pb.TermOverlap(term=t.term, overlap=t.overlap, negated=t.negated) for t in explanation],
     )
 
 
@@ -321,3 +343,21 @@ def item_page_message(page: ItemPage, dimensions: Sequence[int]) -> pb.ListItems
         next_page_token=page.next_page_token,
         total=page.total,
     )
+
+
+def custom_concept_message(defined: Defined, dimensions: Sequence[int]) -> pb.CustomConcept:
+    concept = defined.concept
+    message = pb.CustomConcept(
+        name=concept.name,
+        sdr=sdr_message(concept.sdrs[SEMANTIC], dimensions),
+        threshold=concept.threshold,
+        scale=concept.scale,
+        positives=concept.positives,
+        negatives=concept.negatives,
+        fit=pb.ConceptFit(precision=concept.report.precision, recall=concept.report.recall, f1=concept.report.f1),
+        updated_ms=defined.updated_ms,
+    )
+    visual = concept.sdrs.get(VISUAL)
+    if visual is not None:
+        message.visual.CopyFrom(sdr_message(visual, dimensions))
+    return message

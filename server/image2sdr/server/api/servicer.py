@@ -21,10 +21,13 @@ from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 
 from ..batching import OrderedBatcher
+from ..concept_library import ConceptLibrary
 from ..config import Config
-from ..encoder import EncodeOptions, Encoder, Encoding, Outcome
-from ..errors import Image2SdrError, InvalidInputError, NoFingerprintError, NoSdrInSpaceError
-from ..index.protocol import SEMANTIC, VISUAL, AddOutcome, Item, ItemIndex, Match
+from ..custom_concepts import Example
+from ..encoder import ConceptUse, EncodeOptions, Encoder, Encoding, Outcome
+from ..errors import Image2SdrError, InvalidInputError, NoFingerprintError, NoSdrInSpaceError, NotFoundError
+from ..index.protocol import SEMANTIC, VISUAL, AddOutcome, Filter, Item, ItemIndex, Match
+from ..queries import Query, QueryBuilder, check_expression, parse_text
 from ..sdr import Sdr
 from ..terms.base import SimilarTermsSource, TermSource, normalize_term
 from ..upstream import caller_deadline
@@ -34,10 +37,12 @@ from .conversion import (
     AddPolicy,
     add_policy,
     blend_weight,
+    custom_concept_message,
     duplicate_message,
     encode_options,
     encode_response,
     error_response,
+    expression,
     fingerprint_message,
     item_message,
     item_page_message,
@@ -50,6 +55,7 @@ from .conversion import (
     stored_item,
     thresholds,
     thresholds_message,
+    where,
 )
 from .malformed import Malformed
 from .status import status_for
@@ -95,6 +101,8 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
         self.encoder = encoder
         self.index = index
         self.vocabulary = vocabulary
+        self.concepts = ConceptLibrary(index, config)
+        self.queries = QueryBuilder(encoder.term_source, encoder.merger)
         service = config.service
         self._streams = StreamSlots(service.max_streams, service.max_streams_per_peer)
         # One concept-provider call per batch: the provider's own size unless configured.
@@ -105,7 +113,7 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
         options = encode_options(request)
         policy = self._check_target(request)  # a bad id or policy is refused before the encode, not after
         started = time.perf_counter()
-        encoding = self.encoder.encode(request.image, options)
+        encoding = self._with_custom(request, self.encoder.encode(request.image, options))
         stored = None
         if request.HasField("add_to_index"):
             (stored,) = self.index.add_many(
@@ -160,12 +168,21 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
         weight = blend_weight(request, space)
         if request.HasField("visual_sdr") and not (space == BLEND and request.WhichOneof("query") == "sdr"):
             raise InvalidInputError("visual_sdr goes with sdr and SPACE_BLEND only", field="visual_sdr")
-        if space == BLEND:
-            queries, matches = self._find_blended(request, weight, k)
+        chosen = where(request.filter, self.config.index.max_metadata_bytes)
+        words = self._words(request)
+        if words is not None:
+            if space != SEMANTIC:
+                raise InvalidInputError("text and expression queries search SPACE_SEMANTIC", field="space")
+            queries = {SEMANTIC: words.sdr}
+            matches = self.index.search(words.sdr, k, request.min_overlap, space=SEMANTIC, where=chosen)
+        elif space == BLEND:
+            queries, matches = self._find_blended(request, weight, k, chosen)
         else:
-            queries, matches = self._find_in(request, space, k)
+            queries, matches = self._find_in(request, space, k, chosen)
         dimensions = self.config.sdr.dimensions
-        response = pb.FindSimilarResponse(matches=[match_message(m, space) for m in matches])
+        response = pb.FindSimilarResponse(
+            matches=[match_message(m, space, words.explain(m.item.sdr) if words else ()) for m in matches]
+        )
         if SEMANTIC in queries:
             response.query.CopyFrom(sdr_message(queries[SEMANTIC], dimensions))
         if VISUAL in queries:
@@ -235,8 +252,35 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
     @_unary
     def ListItems(self, request: pb.ListItemsRequest, context: grpc.ServicerContext) -> pb.ListItemsResponse:
         # The index checks the size against max_k and the token, naming page_size or page_token.
-        page = self.index.list_items(page_size(request.page_size, self.config.index.max_k), request.page_token)
+        chosen = where(request.filter, self.config.index.max_metadata_bytes)
+        size = page_size(request.page_size, self.config.index.max_k)
+        page = self.index.list_items(size, request.page_token, where=chosen)
         return item_page_message(page, self.config.sdr.dimensions)
+
+    @_unary
+    def DefineConcept(self, request: pb.DefineConceptRequest, context: grpc.ServicerContext) -> pb.CustomConcept:
+        positives = self._examples(request.positives, "positives")
+        negatives = self._examples(request.negatives, "negatives")
+        defined = self.concepts.define(request.name, positives, negatives)
+        return custom_concept_message(defined, self.config.sdr.dimensions)
+
+    @_unary
+    def GetConcept(self, request: pb.GetConceptRequest, context: grpc.ServicerContext) -> pb.CustomConcept:
+        return custom_concept_message(self.concepts.get(request.name), self.config.sdr.dimensions)
+
+    @_unary
+    def ListConcepts(self, request: pb.ListConceptsRequest, context: grpc.ServicerContext) -> pb.ListConceptsResponse:
+        dimensions = self.config.sdr.dimensions
+        return pb.ListConceptsResponse(
+            concepts=[custom_concept_message(defined, dimensions) for defined in self.concepts.all()]
+        )
+
+    @_unary
+    def RemoveConcept(
+        self, request: pb.RemoveConceptRequest, context: grpc.ServicerContext
+    ) -> pb.RemoveConceptResponse:
+        self.concepts.remove(request.name)
+        return pb.RemoveConceptResponse()
 
     @_unary
     def Info(self, request: pb.InfoRequest, context: grpc.ServicerContext) -> pb.InfoResponse:
@@ -253,6 +297,7 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
             index_kind=_index_kind(config),
             index_size=self.index.count(),
             index_visual_size=self.index.count(VISUAL),
+            custom_concepts=self.concepts.count(),
             duplicate_thresholds=thresholds_message(thresholds(pb.DuplicateThresholds(), config.index, "")),
             limits=pb.Limits(
                 max_message_bytes=config.service.max_message_bytes,
@@ -268,33 +313,66 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
 
     # -- helpers --------------------------------------------------------------
 
-    def _find_in(self, request: pb.FindSimilarRequest, space: str, k: int) -> tuple[dict[str, Sdr], list[Match]]:
+    def _words(self, request: pb.FindSimilarRequest) -> Query | None:
+        """The query SDR of a text or expression query (None for the other kinds)."""
+        query, service = request.WhichOneof("query"), self.config.service
+        if query == "text":
+            parsed = parse_text(request.text, max_chars=service.max_text_chars, max_terms=service.max_query_terms)
+            field = "text"
+        elif query == "expression":
+            parsed = check_expression(expression(request.expression), service.max_query_terms)
+            field = "expression"
+        else:
+            return None
+        options = encode_options(request)
+        sparsity = options.sparsity if options is not None and options.sparsity is not None else None
+        active_bits = self.config.sdr.active_bits_for(sparsity) if sparsity is not None else self.config.sdr.active_bits
+        return self.queries.build(parsed, active_bits, field=field)
+
+    def _concept_in(self, name: str, space: str) -> Sdr:
+        """A custom concept's SDR in ``space`` (FindSimilar by concept)."""
+        sdr = self.concepts.get(name, "concept").concept.sdrs.get(space)
+        if sdr is None:
+            raise InvalidInputError(
+                f"custom concept {name!r} has no {space} SDR (an example had none): search SPACE_SEMANTIC",
+                field="concept",
+            )
+        return sdr
+
+    def _find_in(
+        self, request: pb.FindSimilarRequest, space: str, k: int, chosen: Filter | None
+    ) -> tuple[dict[str, Sdr], list[Match]]:
         """A FindSimilar in one space: the SDR searched (by space) and the matches."""
         query = request.WhichOneof("query")
         if query == "id":
             with _blame("id", NoSdrInSpaceError):
-                item, matches = self.index.neighbours(request.id, k, request.min_overlap, space=space)
+                item, matches = self.index.neighbours(request.id, k, request.min_overlap, space=space, where=chosen)
             searched = item.in_space(space)
         else:
             if query == "image":
                 searched = self._encoded_in(self.encoder.encode(request.image, encode_options(request)), space)
             elif query == "sdr":
                 searched = sdr_from_message(request.sdr, self.config.sdr, "sdr")
+            elif query == "concept":
+                searched = self._concept_in(request.concept, space)
             else:
-                raise InvalidInputError("set one of image, sdr or id", field="query")
-            matches = self.index.search(searched, k, request.min_overlap, space=space)
+                raise InvalidInputError("set one of image, sdr, id, text, expression or concept", field="query")
+            matches = self.index.search(searched, k, request.min_overlap, space=space, where=chosen)
         return ({} if searched is None else {space: searched}), matches
 
     def _find_blended(
-        self, request: pb.FindSimilarRequest, weight: float, k: int
+        self, request: pb.FindSimilarRequest, weight: float, k: int, chosen: Filter | None
     ) -> tuple[dict[str, Sdr], list[Match]]:
         """A FindSimilar over both spaces, ranked by the weighted sum of the two overlaps."""
         query, exclude = request.WhichOneof("query"), None
-        if query == "id":
+        if query == "concept":
+            semantic, visual = self._concept_in(request.concept, SEMANTIC), self._concept_in(request.concept, VISUAL)
+        elif query == "id":
             item = self.index.get(request.id)
-            semantic, visual, exclude = item.sdr, item.in_space(VISUAL), item.id
-            if visual is None:
+            stored_visual = item.in_space(VISUAL)
+            if stored_visual is None:
                 raise NoSdrInSpaceError(f"item {item.id!r} has no visual SDR (added without an image)", field="id")
+            semantic, visual, exclude = item.sdr, stored_visual, item.id
         elif query == "image":
             encoding = self.encoder.encode(request.image, encode_options(request))
             semantic, visual = encoding.sdr, self._encoded_in(encoding, VISUAL)
@@ -304,10 +382,56 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
             semantic = sdr_from_message(request.sdr, self.config.sdr, "sdr")
             visual = sdr_from_message(request.visual_sdr, self.config.sdr, "visual_sdr")
         else:
-            raise InvalidInputError("set one of image, sdr or id", field="query")
-        matches = self.index.search_blend(semantic, visual, weight, k, exclude=exclude)
+            raise InvalidInputError("set one of image, sdr, id or concept", field="query")
+        matches = self.index.search_blend(semantic, visual, weight, k, exclude=exclude, where=chosen)
         kept = [match for match in matches if match.score >= request.min_overlap]
         return {SEMANTIC: semantic, VISUAL: visual}, kept
+
+    def _examples(self, examples: Sequence[pb.ConceptExample], field: str) -> list[Example]:
+        """DefineConcept's examples as SDRs: images encoded in one batch, stored items read."""
+        limit = self.config.concepts.custom.max_examples
+        if len(examples) > limit:
+            raise InvalidInputError(f"{len(examples)} {field}, at most {limit}", field=field)
+        found: list[Example | None] = [None] * len(examples)
+        images = [(n, example.image) for n, example in enumerate(examples) if example.WhichOneof("example") == "image"]
+        for n, example in enumerate(examples):
+            kind = example.WhichOneof("example")
+            if kind == "id":
+                try:
+                    item = self.index.get(example.id)
+                except InvalidInputError as exc:
+                    exc.field = f"{field}[{n}].id"
+                    raise
+                except NotFoundError as exc:
+                    raise NotFoundError(f"{exc} ({field}[{n}].id)", resource=example.id) from None
+                found[n] = Example(item.sdr, item.in_space(VISUAL))
+            elif kind != "image":
+                raise InvalidInputError("an example is an image or a stored item's id", field=f"{field}[{n}]")
+        outcomes = self.encoder.encode_batch([image for _, image in images])
+        for (n, _), outcome in zip(images, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                if isinstance(outcome, InvalidInputError):
+                    outcome.field = f"{field}[{n}].image"
+                raise outcome
+            found[n] = Example(outcome.sdr, outcome.visual)
+        return [example for example in found if example is not None]
+
+    def _with_custom(self, request: pb.EncodeRequest, encoding: Encoding) -> Encoding:
+        """The custom concepts found in an encoding, merged into its SDR when the request asks."""
+        merge = request.HasField("options") and request.options.merge_custom_concepts
+        found = [
+            (ConceptUse(detection.name, detection.confidence, used=merge), detection.sdr)
+            for detection in self.concepts.detect(encoding.sdr, encoding.visual)
+        ]
+        return self.encoder.with_custom(encoding, found) if found else encoding
+
+    def _custom_outcome(self, request: pb.EncodeRequest, outcome: Outcome) -> Outcome:
+        if not isinstance(outcome, Encoding):
+            return outcome
+        try:
+            return self._with_custom(request, outcome)
+        except Exception as exc:  # that item's failure; the stream goes on
+            return exc
 
     def _encoded_in(self, encoding: Encoding, space: str) -> Sdr:
         """An encoding's SDR in ``space``; the visual one is missing only when the server's visual channel is off."""
@@ -338,7 +462,10 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
                 answers[slot] = error_response(request.request_id, exc)
                 continue
             accepted.append(_Accepted(slot, request, options, policy))
-        outcomes = self.encoder.encode_many([(entry.request.image, entry.options) for entry in accepted])
+        encoded = self.encoder.encode_many([(entry.request.image, entry.options) for entry in accepted])
+        outcomes = [
+            self._custom_outcome(entry.request, outcome) for entry, outcome in zip(accepted, encoded, strict=True)
+        ]
         stored = self._store_outcomes(accepted, outcomes)
         for entry, outcome, added in zip(accepted, outcomes, stored, strict=True):
             failed = added if isinstance(added, Exception) else outcome  # storing failed: the item failed

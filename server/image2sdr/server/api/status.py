@@ -66,7 +66,9 @@ def _exhausted(exc: Any) -> status_pb2.Status:
 
 
 def _not_found(exc: Any) -> status_pb2.Status:
-    info = error_details_pb2.ResourceInfo(resource_type=exc.resource_type, resource_name=exc.resource, description=str(exc))
+    info = error_details_pb2.ResourceInfo(
+        resource_type=exc.resource_type, resource_name=exc.resource, description=str(exc)
+    )
     return _status(code_pb2.NOT_FOUND, str(exc), info)
 
 

@@ -40,18 +40,18 @@ from .protocol import (
 from .store import StoredItem
 
 __all__ = [
-    "ItemChecks",
     "MAX_FILTER_CONDITIONS",
     "MAX_FILTER_KEY_BYTES",
     "MAX_FILTER_VALUES",
     "RESERVED_KEY_PREFIX",
+    "ItemChecks",
     "check_concept_name",
     "check_filter",
     "check_id",
     "check_metadata",
-    "filter_digest",
     "compare",
     "duplicate_order",
+    "filter_digest",
     "is_int",
     "page_label",
     "page_token",
@@ -265,18 +265,7 @@ def check_filter(where: object, max_value_bytes: int) -> Filter | None:
         if key in seen:
             raise InvalidInputError(f"key {key!r} is in the filter twice; give its values once", field=f"{field}.key")
         seen.add(key)
-        if not isinstance(values, tuple) or not values:
-            raise InvalidInputError(f"key {key!r} needs at least one value", field=f"{field}.values")
-        if len(values) > MAX_FILTER_VALUES:
-            raise InvalidInputError(f"at most {MAX_FILTER_VALUES} values per key", field=f"{field}.values")
-        for value in values:
-            if not isinstance(value, str):
-                raise InvalidInputError("filter values are strings", field=f"{field}.values")
-            if len(value.encode()) > max_value_bytes:
-                raise InvalidInputError(
-                    f"a filter value is longer than any stored one can be ({max_value_bytes} bytes)",
-                    field=f"{field}.values",
-                )
+        _check_values(key, values, max_value_bytes, f"{field}.values")
     for number, condition in enumerate(where.concepts):
         field = f"filter.concepts[{number}]"
         if not isinstance(condition, ConceptCondition):
@@ -288,6 +277,20 @@ def check_filter(where: object, max_value_bytes: int) -> Filter | None:
                 f"min_confidence must be in [0, 1], got {confidence!r}", field=f"{field}.min_confidence"
             )
     return None if where.empty else where
+
+
+def _check_values(key: str, values: object, max_value_bytes: int, field: str) -> None:
+    if not isinstance(values, tuple) or not values:
+        raise InvalidInputError(f"key {key!r} needs at least one value", field=field)
+    if len(values) > MAX_FILTER_VALUES:
+        raise InvalidInputError(f"at most {MAX_FILTER_VALUES} values per key", field=field)
+    for value in values:
+        if not isinstance(value, str):
+            raise InvalidInputError("filter values are strings", field=field)
+        if len(value.encode()) > max_value_bytes:
+            raise InvalidInputError(
+                f"a filter value is longer than any stored one can be ({max_value_bytes} bytes)", field=field
+            )
 
 
 def _check_key(key: object, field: str) -> None:
