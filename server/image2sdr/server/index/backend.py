@@ -26,7 +26,8 @@ import numpy as np
 import numpy.typing as npt
 
 from .codes import code_size
-from .live import Hits, Labels
+from .live import Hits, Labels, LiveLabels
+from .selection import Allowed
 
 __all__ = ["Backend", "Codes", "FlatState", "Frozen", "IvfState", "Layout", "ReadBytes"]
 
@@ -88,6 +89,11 @@ class Backend(Protocol):
     """One FAISS structure answering top-k by exact overlap for the labels it holds."""
 
     @property
+    def live(self) -> LiveLabels:
+        """Which labels are live, and their weights."""
+        ...
+
+    @property
     def live_count(self) -> int:
         """Live items (removed ones excluded)."""
         ...
@@ -112,8 +118,13 @@ class Backend(Protocol):
         k: int,
         min_overlap: int,
         exclude: Labels,
+        *,
+        allowed: Allowed | None = None,
     ) -> list[Hits]:
-        """Top-k by overlap for each query (positions concatenated); ``exclude[i]`` (or -1) is left out of answer i."""
+        """Top-k by overlap for each query (positions concatenated); ``exclude[i]`` (or -1) is left out of answer i.
+
+        With ``allowed`` (live labels passing a filter), only those are answered.
+        """
         ...
 
     def needs_compaction(self) -> bool: ...

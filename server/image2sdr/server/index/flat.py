@@ -5,6 +5,14 @@ returned), hence ``overlap <= (|a| + W_max - d_last) / 2``; if that bound is
 below the k-th overlap found (or below ``min_overlap``), nothing outside can
 enter the top k. Otherwise more candidates are fetched, finally by one range
 search.
+
+A filtered search (``allowed``: the live labels passing a filter) is exact the
+same way. Many passing: FAISS scans under an ``IDSelectorBitmap`` of them, so
+items that do not pass are never candidates and the bound above holds among
+those that do. Few passing: their codes are gathered by label (the id map is
+in label order) and every one is scored, which skips the scan of the whole
+collection that even a selector pays for. ``PREFILTER_BELOW`` is the crossover,
+measured by ``benchmarks/bench_filters.py``.
 """
 
 from __future__ import annotations
@@ -18,12 +26,17 @@ import numpy.typing as npt
 from ..config import IndexConfig
 from .backend import CHUNK_BYTES, Codes, FlatState, Frozen, Layout, ReadBytes, copy_bytes, read_array
 from .codes import pack_codes
-from .live import Hits, Labels, LiveLabels, empty_hits
+from .live import Hits, Labels, LiveLabels, empty_hits, hammings
+from .selection import Allowed
 
-__all__ = ["FlatBackend"]
+__all__ = ["PREFILTER_BELOW", "FlatBackend"]
 
 _RANGE_AFTER = 16384  # past this many candidates, one range search instead of growing k' again
 _GROWTH = 4  # k' multiplier between rounds
+# Score the passing items directly when fewer than this share of the entries pass; scan
+# under a selector above. A selector still visits every entry (~5 ns each), a direct
+# score costs a gather and a popcount per passing item: see bench_filters.py.
+PREFILTER_BELOW = 0.02
 
 
 class FlatBackend:
@@ -35,6 +48,7 @@ class FlatBackend:
         self._flat = faiss.IndexBinaryFlat(layout.bits)  # its codes buffer is read for snapshots
         self.index = faiss.IndexBinaryIDMap(self._flat)
         self.live = live if live is not None else LiveLabels(layout.max_weight, layout.equalize_bits)
+        self._in_label_order = True  # the id map ascends: labels are found by bisection
 
     @classmethod
     def from_snapshot(cls, layout: Layout, config: IndexConfig, state: FlatState, read: ReadBytes) -> FlatBackend:
@@ -65,6 +79,8 @@ class FlatBackend:
                 target[start:stop] = np.frombuffer(read(stop - start), dtype=np.uint8)
         self._flat.ntotal = entries
         self.index.ntotal = entries
+        stored = self._ids()
+        self._in_label_order = bool(stored.size < 2 or (np.diff(stored) > 0).all())
 
     # -- state ------------------------------------------------------------------
 
@@ -90,6 +106,9 @@ class FlatBackend:
     def add(self, labels: Labels, codes: Codes, lengths: npt.NDArray[np.int64]) -> None:
         if labels.size == 0:
             return
+        if self._in_label_order:  # the store hands out ascending labels; anything else loses the bisection
+            last = int(self.index.id_map.at(self.entries - 1)) if self.entries else -1
+            self._in_label_order = int(labels[0]) > last and bool((np.diff(labels) > 0).all())
         self.index.add_with_ids(codes, labels)
         self.live.add(labels, lengths)
 
@@ -131,9 +150,17 @@ class FlatBackend:
         k: int,
         min_overlap: int,
         exclude: Labels,
+        *,
+        allowed: Allowed | None = None,
     ) -> list[Hits]:
         codes = pack_codes(positions, lengths, self.layout.sdr_size, self.layout.equalize_bits, pad=False)
         count = int(lengths.size)
+        if allowed is not None and allowed.count == 0:
+            return [empty_hits() for _ in range(count)]
+        if allowed is not None and self.prefilter(allowed):
+            return self._score(codes, lengths, k, min_overlap, exclude=exclude, labels=allowed.labels())
+        # The allowed labels are live ones: their selector replaces the live one.
+        params = faiss.SearchParameters(sel=allowed.selector()) if allowed is not None else None  # type: ignore[call-arg]
         answers: list[Hits | None] = [None] * count
         floors = np.full(count, min_overlap, dtype=np.int64)  # best known lower bound on the k-th overlap
         pending = np.arange(count)
@@ -150,10 +177,13 @@ class FlatBackend:
                         min_overlap,
                         floor=int(floors[query]),
                         exclude=int(exclude[query]),
+                        params=params,
                     )
                 break
             fetch = min(fetch, max(self.entries, 1))
-            distances, labels = self.index.search(codes[pending], fetch, params=self.live.search_parameters())
+            distances, labels = self.index.search(
+                codes[pending], fetch, params=params if params is not None else self.live.search_parameters()
+            )
             retry: list[int] = []
             for row, query in enumerate(pending):
                 weight = int(lengths[query])
@@ -169,6 +199,35 @@ class FlatBackend:
             fetch *= _GROWTH
         return [answer if answer is not None else empty_hits() for answer in answers]
 
+    def prefilter(self, allowed: Allowed) -> bool:
+        """Whether scoring the passing items one by one beats a scan under their selector."""
+        return self._in_label_order and allowed.count < PREFILTER_BELOW * max(self.entries, 1)
+
+    def _score(
+        self, codes: Codes, lengths: npt.NDArray[np.int64], k: int, min_overlap: int, *, exclude: Labels, labels: Labels
+    ) -> list[Hits]:
+        """Each query against every one of ``labels`` (live), exactly: their codes gathered by label, then counted."""
+        ids = self._ids()
+        at = np.minimum(np.searchsorted(ids, labels), max(ids.size - 1, 0))
+        if ids.size == 0 or not (ids[at] == labels).all():
+            raise RuntimeError("a live label is missing from the flat index")  # the store and FAISS disagree
+        gathered = self._codes()[at]
+        distances = hammings(codes, gathered)
+        return [
+            self.live.rank(distances[row], labels, int(lengths[row]), k, min_overlap, exclude=int(exclude[row]))[0]
+            for row in range(int(lengths.size))
+        ]
+
+    def _ids(self) -> Labels:
+        """The id map as an array (a view: valid until the next write)."""
+        return faiss.rev_swig_ptr(self.index.id_map.data(), self.entries).view(np.int64)
+
+    def _codes(self) -> Codes:
+        """The stored codes, one row per entry (a view: valid until the next write)."""
+        size = self.entries * self.layout.code_size
+        buffer = faiss.rev_swig_ptr(self._flat.xb.data(), size)  # type: ignore[attr-defined]  # FAISS stubs omit xb
+        return buffer.reshape(self.entries, self.layout.code_size)
+
     def _settled(
         self, distances: npt.NDArray[np.int32], labels: Labels, query_weight: int, *, floor: int, fetch: int
     ) -> bool:
@@ -179,10 +238,20 @@ class FlatBackend:
         bound_twice = query_weight + self.live.max_weight() - int(distances[returned - 1])
         return bound_twice < 2 * floor
 
-    def _range(self, code: Codes, query_weight: int, k: int, min_overlap: int, *, floor: int, exclude: int) -> Hits:
+    def _range(
+        self,
+        code: Codes,
+        query_weight: int,
+        k: int,
+        min_overlap: int,
+        *,
+        floor: int,
+        exclude: int,
+        params: faiss.SearchParameters | None,
+    ) -> Hits:
         """Every item that could reach ``floor``, by one range search."""
         radius = query_weight + self.live.max_weight() - 2 * max(floor, 0) + 1  # FAISS keeps d < radius
-        params = self.live.search_parameters()
+        params = params if params is not None else self.live.search_parameters()
         _, distances, labels = self.index.range_search(code[None, :], radius, params=params)
         hits, _ = self.live.rank(distances.astype(np.int64), labels, query_weight, k, min_overlap, exclude=exclude)
         return hits

@@ -17,10 +17,23 @@ diffuse neighbourhood) goes on to scan up to ``ivf_nprobe_wide`` lists.
 
 Candidates are ranked by exact overlap (``live.py``); unlike the flat backend,
 the answer is not proven complete: items in lists not scanned are not seen.
+
+IndexBinaryIVF takes no IDSelector, so a filtered search (``allowed``: the live
+labels passing a filter) picks one of three ways by how many pass, each
+measured by ``benchmarks/bench_filters.py``:
+
+- few (at most ``EXACT_UP_TO``): their SDRs are read from the store and every
+  one is scored: exact, and cheaper than any scan;
+- a small share (below ``GATHER_BELOW``): the lists are visited best first and
+  only the passing entries' codes are gathered and counted, so the lists a
+  narrow filter needs (many: its best items are spread wide) cost little each;
+- a large share: the usual scan, the lists and candidates widened by the
+  share that passes, the others dropped in ``LiveLabels.rank`` as dead ones are.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator
 
 import faiss
@@ -31,9 +44,10 @@ from faiss.contrib import ivf_tools
 from ..config import IndexConfig
 from .backend import CHUNK_BYTES, Codes, Frozen, IvfState, Layout, ReadBytes, copy_bytes, read_array
 from .codes import pack_codes
-from .live import Hits, Labels, LiveLabels, empty_hits, unique_nearest
+from .live import Hits, Labels, LiveLabels, best, empty_hits, hammings, overlaps_of, unique_nearest
+from .selection import Allowed
 
-__all__ = ["PROBE_SCALE", "IvfBackend", "sdr_kmeans"]
+__all__ = ["EXACT_UP_TO", "GATHER_BELOW", "PROBE_SCALE", "IvfBackend", "sdr_kmeans"]
 
 ProbeTable = npt.NDArray[np.uint8]
 # FAISS's helper for IndexBinaryIVF.add_core: codes into lists chosen by the caller.
@@ -41,6 +55,9 @@ add_preassigned: Callable[[faiss.IndexBinaryIVF, Codes, Labels, Labels], None] =
 _GROWTH = 4  # k' multiplier between rounds
 PROBE_SCALE = 127  # probe table entries: a bit's frequency within a list, times this (uint8)
 _PROBE_SUM_UINT16 = 65535 // PROBE_SCALE  # query bits whose scores fit a uint16 sum
+EXACT_UP_TO = 3000  # passing items scored exactly from the store (~4 us each to read)
+GATHER_BELOW = 0.15  # share of the live items passing under which lists are gathered, not scanned
+GATHER_LISTS = 0.25  # share of the lists a gathering search visits (at least ivf_nprobe_wide)
 
 
 class IvfBackend:
@@ -202,23 +219,39 @@ class IvfBackend:
         k: int,
         min_overlap: int,
         exclude: Labels,
+        *,
+        allowed: Allowed | None = None,
     ) -> list[Hits]:
         codes = pack_codes(positions, lengths, self.layout.sdr_size, self.layout.equalize_bits, pad=False)
         count = int(lengths.size)
         queries = np.split(positions, np.cumsum(lengths)[:-1])  # per query, for the list choice
+        if allowed is not None and allowed.count == 0:
+            return [empty_hits() for _ in range(count)]
+        if allowed is not None and allowed.count <= EXACT_UP_TO:
+            return self._exact(queries, k, min_overlap, exclude, allowed)
+        if allowed is not None and allowed.fraction < GATHER_BELOW:
+            allowed.bitmap()  # made once here: each list's entries are tested against it
+            return [
+                self._gather(codes[q], queries[q], k, min_overlap, exclude=int(exclude[q]), allowed=allowed)
+                for q in range(count)
+            ]
+        passes = allowed.mask if allowed is not None else None
+        share = allowed.fraction if allowed is not None else 1.0
         answers: list[Hits | None] = [None] * count
         pending = np.arange(count)
-        fetch = max(k * self.config.candidate_factor, k + self.config.candidate_margin) + int(
+        fetch = math.ceil(max(k * self.config.candidate_factor, k + self.config.candidate_margin) / share) + int(
             exclude.max(initial=-1) >= 0
         )
         while pending.size:
             fetch = min(fetch, max(self.entries, 1))
-            distances, labels = self._knn(codes[pending], fetch, [queries[q] for q in pending], k, exclude[pending])
+            distances, labels = self._knn(
+                codes[pending], fetch, [queries[q] for q in pending], k, exclude[pending], passes=passes, share=share
+            )
             retry: list[int] = []
             for row, query in enumerate(pending):
                 weight = int(lengths[query])
                 hits, floor = self.live.rank(
-                    distances[row], labels[row], weight, k, min_overlap, exclude=int(exclude[query])
+                    distances[row], labels[row], weight, k, min_overlap, exclude=int(exclude[query]), passes=passes
                 )
                 if self._settled(hits, distances[row], labels[row], weight, k=k, floor=floor, fetch=fetch):
                     answers[query] = hits
@@ -227,6 +260,42 @@ class IvfBackend:
             pending = np.array(retry, dtype=np.int64)
             fetch *= _GROWTH
         return [answer if answer is not None else empty_hits() for answer in answers]
+
+    def _exact(
+        self, queries: list[npt.NDArray[np.uint32]], k: int, min_overlap: int, exclude: Labels, allowed: Allowed
+    ) -> list[Hits]:
+        """Every passing item scored, its SDR read from the store: exact, for the few a narrow filter lets through."""
+        labels, positions, lengths = allowed.read_sdrs(allowed.labels().tolist())
+        answers = []
+        for number, query in enumerate(queries):
+            overlaps = overlaps_of(query, positions, lengths, self.layout.sdr_size)
+            kept = labels != exclude[number]
+            answers.append(best(labels[kept], overlaps[kept], k, min_overlap)[0])
+        return answers
+
+    def _gather(
+        self, code: Codes, query: npt.NDArray[np.uint32], k: int, min_overlap: int, *, exclude: int, allowed: Allowed
+    ) -> Hits:
+        """The lists best first, only their passing entries counted: a narrow filter's items lie in many lists."""
+        wanted = max(math.ceil(GATHER_LISTS * self.nlist), min(self.config.ivf_nprobe_wide, self.nlist))
+        invlists = self.index.invlists
+        width = self.layout.code_size
+        found: list[Labels] = []
+        codes: list[Codes] = []
+        for number in self._probes(query, wanted).tolist():
+            size = invlists.list_size(number)
+            if not size:
+                continue
+            ids = faiss.rev_swig_ptr(invlists.get_ids(number), size).view(np.int64)
+            chosen = np.flatnonzero(allowed.mask(ids))
+            if chosen.size:
+                found.append(ids[chosen])
+                codes.append(faiss.rev_swig_ptr(invlists.get_codes(number), size * width).reshape(size, width)[chosen])
+        if not found:
+            return empty_hits()
+        labels, first = np.unique(np.concatenate(found), return_index=True)  # a spilled item comes once per list
+        distances = hammings(code[None, :], np.concatenate(codes)[first])[0]
+        return self.live.rank(distances, labels, int(query.size), k, min_overlap, exclude=exclude)[0]
 
     def _settled(
         self,
@@ -248,11 +317,24 @@ class IvfBackend:
         return hits.labels.size >= k or bound_twice < 2 * floor
 
     def _knn(
-        self, codes: Codes, fetch: int, queries: list[npt.NDArray[np.uint32]], k: int, exclude: Labels
+        self,
+        codes: Codes,
+        fetch: int,
+        queries: list[npt.NDArray[np.uint32]],
+        k: int,
+        exclude: Labels,
+        *,
+        passes: Callable[[Labels], npt.NDArray[np.bool_]] | None = None,
+        share: float = 1.0,
     ) -> tuple[npt.NDArray[np.int64], Labels]:
-        """Scan each query's best ``ivf_nprobe`` lists; a diffuse query's next ones up to ``ivf_nprobe_wide``."""
-        first = min(self.config.ivf_nprobe, self.nlist)
-        widest = min(self.config.ivf_nprobe_wide, self.nlist) if self.config.ivf_widen_below > 0 else first
+        """Scan each query's best ``ivf_nprobe`` lists; a diffuse query's next ones up to ``ivf_nprobe_wide``.
+
+        Under a filter passing ``share`` of the items, both breadths grow by ``1 / share``:
+        the lists then hold about as many passing items as an unfiltered search sees.
+        """
+        first = min(math.ceil(self.config.ivf_nprobe / share), self.nlist)
+        wide = math.ceil(self.config.ivf_nprobe_wide / share)
+        widest = min(wide, self.nlist) if self.config.ivf_widen_below > 0 else first
         widest = max(widest, first)
         probes = np.stack([self._probes(query, widest) for query in queries])  # best list first
         distances, labels = self._scan(codes, fetch, probes[:, :first])
@@ -261,7 +343,7 @@ class IvfBackend:
         diffuse = [
             row
             for row, query in enumerate(queries)
-            if self._diffuse(distances[row], labels[row], int(query.size), k, int(exclude[row]))
+            if self._diffuse(distances[row], labels[row], int(query.size), k, int(exclude[row]), passes=passes)
         ]
         if diffuse:
             more_distances, more_labels = self._scan(codes[diffuse], fetch, probes[diffuse, first:])
@@ -274,10 +356,17 @@ class IvfBackend:
         return distances, labels
 
     def _diffuse(
-        self, distances: npt.NDArray[np.int64], labels: Labels, query_weight: int, k: int, exclude: int
+        self,
+        distances: npt.NDArray[np.int64],
+        labels: Labels,
+        query_weight: int,
+        k: int,
+        exclude: int,
+        *,
+        passes: Callable[[Labels], npt.NDArray[np.bool_]] | None = None,
     ) -> bool:
         """Whether the k-th overlap found is below ``ivf_widen_below`` of the query's active bits."""
-        _, kth = self.live.rank(distances, labels, query_weight, k, 0, exclude=exclude)
+        _, kth = self.live.rank(distances, labels, query_weight, k, 0, exclude=exclude, passes=passes)
         return kth < self.config.ivf_widen_below * query_weight
 
     def _scan(self, codes: Codes, fetch: int, probes: Labels) -> tuple[npt.NDArray[np.int64], Labels]:

@@ -14,6 +14,7 @@ drops it physically once enough pile up (compaction).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import faiss
@@ -22,7 +23,7 @@ import numpy.typing as npt
 
 from .codes import stored_weights
 
-__all__ = ["Hits", "Labels", "LiveLabels", "empty_hits", "unique_nearest"]
+__all__ = ["Hits", "Labels", "LiveLabels", "best", "empty_hits", "hammings", "overlaps_of", "unique_nearest"]
 
 logger = logging.getLogger(__name__)
 
@@ -112,9 +113,21 @@ class LiveLabels:
         nonzero = np.flatnonzero(self._histogram)
         return int(nonzero[-1]) if nonzero.size else 0
 
+    def mask(self, labels: Labels) -> npt.NDArray[np.bool_]:
+        """Whether each of ``labels`` is live."""
+        inside = (labels >= 0) & (labels < self._weights.size)
+        live = np.zeros(labels.shape, dtype=bool)
+        live[inside] = self._weights[labels[inside]] >= 0
+        return live
+
+    def bitmap(self) -> npt.NDArray[np.uint8]:
+        """The live labels as a bitmap in FAISS's IDSelectorBitmap layout (this object's own: not to be written)."""
+        return self._bitmap
+
     def selector(self) -> faiss.IDSelectorBitmap:
         """A FAISS selector letting only live labels through; it holds the bitmap it points into."""
-        selector = faiss.IDSelectorBitmap(self._bitmap.size * 8, faiss.swig_ptr(self._bitmap))
+        # FAISS's n is the bitmap's size in bytes: labels past it are refused, never read.
+        selector = faiss.IDSelectorBitmap(self._bitmap.size, faiss.swig_ptr(self._bitmap))
         selector.referenced_objects = [self._bitmap]  # type: ignore[attr-defined]  # FAISS's own keep-alive slot
         return selector
 
@@ -131,20 +144,21 @@ class LiveLabels:
         min_overlap: int,
         *,
         exclude: int,
+        passes: Callable[[Labels], npt.NDArray[np.bool_]] | None = None,
     ) -> tuple[Hits, int]:
-        """Exact overlaps of the live candidates, best first; and the k-th overlap (or min_overlap)."""
+        """Exact overlaps of the live candidates, best first; and the k-th overlap (or min_overlap).
+
+        ``passes``, when given, tells which candidates a filter lets through; the others go as dead ones do.
+        """
         valid = labels >= 0
         labels, distances = labels[valid], distances[valid]
         weights = self._weights[labels]
         keep = (weights >= 0) & (labels != exclude)
+        if passes is not None:
+            keep &= passes(labels)
         labels, distances, weights = labels[keep], distances[keep], weights[keep]
         overlaps = (query_weight + weights.astype(np.int64) - distances) // 2
-        order = np.lexsort((labels, -overlaps))
-        labels, overlaps = labels[order], overlaps[order]
-        passing = overlaps >= min_overlap
-        labels, overlaps = labels[passing][:k], overlaps[passing][:k]
-        floor = int(overlaps[k - 1]) if overlaps.size >= k else min_overlap
-        return Hits(labels, overlaps), floor
+        return best(labels, overlaps, k, min_overlap)
 
     def _grow(self, size: int) -> None:
         if size <= self._weights.size:
@@ -156,6 +170,45 @@ class LiveLabels:
         bitmap = np.zeros(capacity // 8, dtype=np.uint8)
         bitmap[: self._bitmap.size] = self._bitmap
         self._weights, self._bitmap = weights, bitmap
+
+
+def best(labels: Labels, overlaps: npt.NDArray[np.int64], k: int, min_overlap: int) -> tuple[Hits, int]:
+    """The k highest overlaps of at least ``min_overlap``, ties to the lower label; and the k-th (or min_overlap)."""
+    order = np.lexsort((labels, -overlaps))
+    labels, overlaps = labels[order], overlaps[order]
+    passing = overlaps >= min_overlap
+    labels, overlaps = labels[passing][:k], overlaps[passing][:k]
+    floor = int(overlaps[k - 1]) if overlaps.size >= k else min_overlap
+    return Hits(labels, overlaps), floor
+
+
+def overlaps_of(
+    query: npt.NDArray[np.uint32], positions: npt.NDArray[np.uint32], lengths: npt.NDArray[np.int64], sdr_size: int
+) -> npt.NDArray[np.int64]:
+    """Active bits ``query`` shares with each SDR (``positions`` concatenated, ``lengths`` per SDR), counted exactly."""
+    active = np.zeros(sdr_size, dtype=bool)
+    active[query] = True
+    shared = np.concatenate(([0], np.cumsum(active[positions], dtype=np.int64)))
+    ends = np.cumsum(lengths)
+    overlaps: npt.NDArray[np.int64] = shared[ends] - shared[ends - lengths]
+    return overlaps
+
+
+def hammings(queries: npt.NDArray[np.uint8], codes: npt.NDArray[np.uint8]) -> Distances:
+    """Hamming distance of every query code to every code, (queries, codes): FAISS's popcount loop."""
+    queries = np.ascontiguousarray(queries)
+    codes = np.ascontiguousarray(codes)
+    distances = np.empty((queries.shape[0], codes.shape[0]), dtype=np.int32)
+    if distances.size:
+        faiss.hammings(  # type: ignore[attr-defined]  # FAISS stubs omit it
+            faiss.swig_ptr(queries),
+            faiss.swig_ptr(codes),
+            queries.shape[0],
+            codes.shape[0],
+            queries.shape[1],
+            faiss.swig_ptr(distances),
+        )
+    return distances.astype(np.int64)
 
 
 def unique_nearest(distances: Distances, labels: Labels, fetch: int) -> tuple[Distances, Labels]:

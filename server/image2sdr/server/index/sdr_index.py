@@ -43,7 +43,19 @@ from ..errors import (
 from ..fingerprints import Fingerprint
 from ..sdr import Sdr
 from .backend import Backend, Layout
-from .checks import ItemChecks, check_id, check_metadata, compare, duplicate_order, is_int, page_label, screen
+from .checks import (
+    ItemChecks,
+    check_concept_name,
+    check_filter,
+    check_id,
+    check_metadata,
+    compare,
+    duplicate_order,
+    is_int,
+    page_label,
+    screen,
+)
+from .checks import page_token as token_below
 from .codes import pack_codes
 from .flat import FlatBackend
 from .ivf import IvfBackend
@@ -55,12 +67,15 @@ from .protocol import (
     AddOutcome,
     Duplicate,
     DuplicateThresholds,
+    Filter,
     Item,
     ItemPage,
     Match,
     OnDuplicate,
+    StoredConcept,
 )
 from .rwlock import ReadWriteLock
+from .selection import Allowed, Selections
 from .snapshot import SnapshotKey, load_snapshot, remove_temporaries, write_snapshot
 from .store import Row, SqliteStore, StoredItem
 
@@ -73,6 +88,7 @@ LOCK_FILE = "LOCK"
 LEGACY_SNAPSHOT_FILE = "faiss.snapshot"  # the release before spaces; rebuilt, not read
 _EMPTY_METADATA: Mapping[str, str] = types.MappingProxyType({})
 _BLEND_DEPTH = 2048  # candidates per space a blended search examines at most
+_DOCUMENT_BYTES = 1 << 20  # UTF-8 bytes of a custom concept's document, at most
 
 
 def snapshot_file(space: str) -> str:
@@ -133,6 +149,7 @@ class SdrIndex:
         try:
             self._store_id = self._store.store_id
             self._changes = self._store.changes()  # kept here, read and written under the lock
+            self._selections = Selections(self._store)  # filters to labels, its cache kept in step with writes
             self._drop_legacy_snapshot()
             self._spaces = {space: self._open_space(space) for space in spaces}
             self._phashes = self._load_phashes()
@@ -237,6 +254,8 @@ class SdrIndex:
                 rows, space_codes, lengths = codes[name]
                 space.backend.remove(replaced)
                 space.backend.add(labels[rows], space_codes, lengths)
+            self._selections.note_removed(int(replaced.size))
+            self._selections.added(labels, kept)
             self._phashes.remove(replaced)
             printed = [n for n, item in enumerate(kept) if item.fingerprint is not None]
             hashes = np.array([kept[n].fingerprint.phash for n in printed], dtype=np.uint64)  # type: ignore[union-attr]
@@ -275,6 +294,7 @@ class SdrIndex:
             def change() -> None:
                 for space in self._spaces.values():
                     space.backend.remove(removed)
+                self._selections.note_removed(1)
                 self._phashes.remove(removed)
 
             self._apply(change)
@@ -301,6 +321,7 @@ class SdrIndex:
             for space in self._spaces.values():
                 space.backend = self._build(space.name)
             self._phashes = self._load_phashes()
+            self._selections.clear()
             raise
 
     # -- reads ----------------------------------------------------------------
@@ -332,19 +353,31 @@ class SdrIndex:
             self._check_open()
             return self._spaces[space or SEMANTIC].backend.live_count
 
-    def list_items(self, page_size: int, page_token: str = "") -> ItemPage:
-        """Stored items, newest first; the token is the label to continue below."""
+    def list_items(self, page_size: int, page_token: str = "", *, where: Filter | None = None) -> ItemPage:
+        """Stored items passing ``where``, newest first; the token is the label to continue below.
+
+        Under a filter, ``total`` counts the items passing it now, and the token also
+        carries the filter's digest: it continues only the listing it came from.
+        """
         if not is_int(page_size) or not 1 <= page_size <= self.config.max_k:
             raise InvalidInputError(
                 f"page_size must be an integer in [1, {self.config.max_k}], got {page_size!r}", field="page_size"
             )
-        before = page_label(page_token)
+        where = check_filter(where, self.config.max_metadata_bytes)
+        before = page_label(page_token, where)
         with self._lock.read():
             self._check_open()
-            rows = self._store.rows_before(before if before is not None else 1 << 62, page_size)
-            total = self._spaces[SEMANTIC].backend.live_count
-        more = len(rows) == page_size and rows[-1].label > 0
-        token = f"l{rows[-1].label}" if more else ""
+            if where is None:
+                rows = self._store.rows_before(before if before is not None else 1 << 62, page_size)
+                total = self._spaces[SEMANTIC].backend.live_count
+                more = len(rows) == page_size and rows[-1].label > 0
+            else:
+                allowed = self._passing(where, SEMANTIC)
+                labels, more = allowed.newest(before, page_size)
+                found = self._store.rows_by_label(labels.tolist())
+                rows = [found[label] for label in labels.tolist() if label in found]
+                total = allowed.count
+        token = token_below(rows[-1].label, where) if more and rows else ""
         return ItemPage(tuple(self._item(row) for row in rows), token, total)
 
     def find_duplicates(
@@ -391,7 +424,14 @@ class SdrIndex:
         return self._item(row), found
 
     def search_blend(
-        self, semantic: Sdr, visual: Sdr, weight: float, k: int = 10, *, exclude: str | None = None
+        self,
+        semantic: Sdr,
+        visual: Sdr,
+        weight: float,
+        k: int = 10,
+        *,
+        exclude: str | None = None,
+        where: Filter | None = None,
     ) -> list[Match]:
         """Top k by ``(1 - weight) * semantic overlap + weight * visual overlap``, exactly re-ranked.
 
@@ -407,25 +447,36 @@ class SdrIndex:
         self._checks.search(k, 0, VISUAL)
         self._checks.sdr(semantic, "semantic")
         self._checks.sdr(visual, "visual")
+        where = check_filter(where, self.config.max_metadata_bytes)
         with self._lock.read():
             self._check_open()
             skip = -1
             if exclude is not None:
                 row = self._store.get(exclude)
                 skip = row.label if row is not None else -1
-            return self._blend(semantic, visual, float(weight), k, skip)
+            allowed = {space: self._allowed(where, space) for space in (SEMANTIC, VISUAL)}
+            return self._blend(semantic, visual, float(weight), k, skip, allowed=allowed)
 
-    def search(self, query: Sdr, k: int = 10, min_overlap: int = 0, *, space: str = SEMANTIC) -> list[Match]:
-        """The k stored items sharing the most active bits with ``query`` in ``space``."""
-        return self.search_many([query], k, min_overlap, space=space)[0]
+    def search(
+        self, query: Sdr, k: int = 10, min_overlap: int = 0, *, space: str = SEMANTIC, where: Filter | None = None
+    ) -> list[Match]:
+        """The k stored items passing ``where`` that share the most active bits with ``query`` in ``space``."""
+        return self.search_many([query], k, min_overlap, space=space, where=where)[0]
 
     def search_many(
-        self, queries: Sequence[Sdr], k: int = 10, min_overlap: int = 0, *, space: str = SEMANTIC
+        self,
+        queries: Sequence[Sdr],
+        k: int = 10,
+        min_overlap: int = 0,
+        *,
+        space: str = SEMANTIC,
+        where: Filter | None = None,
     ) -> list[list[Match]]:
         """``search`` for many queries at once (FAISS scans the index once per batch)."""
         self._checks.search(k, min_overlap, space)
         for number, query in enumerate(queries):
             self._checks.sdr(query, f"queries[{number}]")
+        where = check_filter(where, self.config.max_metadata_bytes)
         if not queries:
             return []
         positions = np.concatenate([query.positions for query in queries])
@@ -434,14 +485,15 @@ class SdrIndex:
         with self._lock.read():
             self._check_open()
             backend = self._spaces[space].backend
-            return self._answer(backend.search(positions, lengths, k, min_overlap, exclude), space)
+            allowed = self._allowed(where, space)
+            return self._answer(backend.search(positions, lengths, k, min_overlap, exclude, allowed=allowed), space)
 
     def search_by_id(self, item_id: str, k: int = 10, min_overlap: int = 0, *, space: str = SEMANTIC) -> list[Match]:
         """Nearest neighbours of a stored item, the item itself left out."""
         return self.neighbours(item_id, k, min_overlap, space=space)[1]
 
     def neighbours(
-        self, item_id: str, k: int = 10, min_overlap: int = 0, *, space: str = SEMANTIC
+        self, item_id: str, k: int = 10, min_overlap: int = 0, *, space: str = SEMANTIC, where: Filter | None = None
     ) -> tuple[Item, list[Match]]:
         """A stored item and its nearest neighbours in ``space``, read together under one lock.
 
@@ -451,6 +503,7 @@ class SdrIndex:
         """
         check_id(item_id, self.config.max_id_length)
         self._checks.search(k, min_overlap, space)
+        where = check_filter(where, self.config.max_metadata_bytes)
         with self._lock.read():
             self._check_open()
             row = self._store.get(item_id)
@@ -462,8 +515,24 @@ class SdrIndex:
             lengths = np.array([positions.size], dtype=np.int64)
             exclude = np.array([row.label], dtype=np.int64)
             backend = self._spaces[space].backend
-            matches = self._answer(backend.search(positions, lengths, k, min_overlap, exclude), space)[0]
+            allowed = self._allowed(where, space)
+            hits = backend.search(positions, lengths, k, min_overlap, exclude, allowed=allowed)
+            matches = self._answer(hits, space)[0]
         return self._item(row), matches
+
+    def _allowed(self, where: Filter | None, space: str) -> Allowed | None:
+        """The live labels of ``space`` passing ``where`` (None: no filter); caller holds the lock."""
+        return self._passing(where, space) if where is not None else None
+
+    def _passing(self, where: Filter, space: str) -> Allowed:
+        """The live labels of ``space`` passing ``where``; caller holds the lock."""
+
+        def read_sdrs(
+            labels: Sequence[int],
+        ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.uint32], npt.NDArray[np.int64]]:
+            return self._store.positions_by_label(labels, space)
+
+        return self._selections.allowed(where, self._spaces[space].backend.live, read_sdrs)
 
     def _answer(self, hits: Sequence[Hits], space: str) -> list[list[Match]]:
         """Look up the rows of the final labels (only those: ids live in SQLite, not RAM)."""
@@ -481,6 +550,42 @@ class SdrIndex:
                 matches.append(Match(row.id, int(overlap), self._item(row), overlaps, float(overlap)))
             answers.append(matches)
         return answers
+
+    # -- custom concepts ---------------------------------------------------------------
+
+    def put_concept(self, name: str, document: str) -> StoredConcept:
+        """Store a custom concept durably (its own transaction), replacing one of the same name."""
+        check_concept_name(name, "name")
+        _check_document(document)
+        updated_ms = time.time_ns() // 1_000_000
+        with self._lock.write():
+            self._check_open()
+            self._store.put_concept(name, document, updated_ms)
+        return StoredConcept(name, document, updated_ms)
+
+    def get_concept(self, name: str) -> StoredConcept:
+        """The custom concept, or NotFoundError naming it."""
+        check_concept_name(name, "name")
+        with self._lock.read():
+            self._check_open()
+            found = self._store.concepts(name)
+        if not found:
+            raise NotFoundError(f"no custom concept named {name!r}", resource=name)
+        return StoredConcept(*found[0])
+
+    def list_concepts(self) -> list[StoredConcept]:
+        """Every custom concept, by name."""
+        with self._lock.read():
+            self._check_open()
+            return [StoredConcept(*found) for found in self._store.concepts()]
+
+    def remove_concept(self, name: str) -> None:
+        """Remove a custom concept, or NotFoundError naming it."""
+        check_concept_name(name, "name")
+        with self._lock.write():
+            self._check_open()
+            if not self._store.remove_concept(name):
+                raise NotFoundError(f"no custom concept named {name!r}", resource=name)
 
     # -- duplicates and blends (caller holds the lock) -----------------------------
 
@@ -528,10 +633,21 @@ class SdrIndex:
             )
         )
 
-    def _blend(self, semantic: Sdr, visual: Sdr, weight: float, k: int, exclude_label: int) -> list[Match]:
+    def _blend(
+        self,
+        semantic: Sdr,
+        visual: Sdr,
+        weight: float,
+        k: int,
+        exclude_label: int,
+        *,
+        allowed: Mapping[str, Allowed | None],
+    ) -> list[Match]:
+        """Candidates from each space (passing the filter, when ``allowed`` has one), scored exactly in both."""
         queries = {SEMANTIC: semantic, VISUAL: visual}
         fetch = max(k * self.config.candidate_factor, k + self.config.candidate_margin)
-        total = self._spaces[SEMANTIC].backend.live_count
+        passing = allowed[SEMANTIC]
+        total = passing.count if passing is not None else self._spaces[SEMANTIC].backend.live_count
         # When the two spaces disagree (an item near in one is average in the other), the
         # proof may need most of the collection; past this depth the answer is the best
         # of the candidates seen, each scored exactly.
@@ -547,6 +663,7 @@ class SdrIndex:
                     fetch,
                     0,
                     np.array([exclude_label], dtype=np.int64),
+                    allowed=allowed[space],
                 )[0]
                 candidates.update(hits.labels.tolist())
                 if hits.labels.size >= fetch:  # the list may have left out items scoring up to its last
@@ -713,6 +830,20 @@ class _BackgroundSnapshots:
                 self._write()
             except Exception:  # the store has every change; the next pass or the next open catches up
                 logger.exception("background snapshot failed")
+
+
+def _check_document(document: object) -> None:
+    """A concept's document: text (opaque here) of at most ``_DOCUMENT_BYTES`` UTF-8 bytes."""
+    if not isinstance(document, str):
+        raise InvalidInputError("a concept's document is a string", field="document")
+    try:
+        size = len(document.encode())
+    except UnicodeEncodeError:
+        raise InvalidInputError("a concept's document is not valid Unicode text", field="document") from None
+    if size > _DOCUMENT_BYTES:
+        raise InvalidInputError(
+            f"a concept's document is at most {_DOCUMENT_BYTES} bytes, got {size}", field="document"
+        )
 
 
 def _lock_directory(path: Path) -> IO[bytes]:

@@ -22,6 +22,12 @@ Schema versions (``meta.schema_version``), each opened by every later release:
     3  ``sha256`` and ``phash`` columns (an image's fingerprint; NULL for items
        added by SDR alone), an index on ``sha256`` and a covering one on
        ``(label, phash)``; upgraded from 2 by adding them
+    4  ``item_meta`` (one row per metadata pair of an item) and ``item_concepts``
+       (one per stored concept name of an item, its highest confidence): what a
+       filter is answered from, by key and value or by name, without reading
+       ``items``; and ``custom_concepts`` (named documents, opaque here).
+       Upgraded from 3 by creating them and filling the first two from every
+       row's JSON (``json_each``), in the same transaction
 
 Every upgrade runs in one transaction, so an interrupted one leaves the old
 version intact.
@@ -49,7 +55,7 @@ __all__ = ["Row", "SqliteStore", "StoredItem"]
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 _SCHEMA = (
     """
 CREATE TABLE IF NOT EXISTS items (
@@ -69,6 +75,40 @@ CREATE TABLE IF NOT EXISTS meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 )""",
+    # Clustered by (key, value): the labels with one pair are one range, read in label
+    # order. A row is deleted by its whole key (the items row it came from says which).
+    """
+CREATE TABLE IF NOT EXISTS item_meta (
+    key   TEXT NOT NULL,
+    value TEXT NOT NULL,
+    label INTEGER NOT NULL,
+    PRIMARY KEY (key, value, label)
+) WITHOUT ROWID""",
+    """
+CREATE TABLE IF NOT EXISTS item_concepts (
+    name       TEXT NOT NULL,
+    label      INTEGER NOT NULL,
+    confidence REAL NOT NULL,  -- the item's highest confidence for this name
+    PRIMARY KEY (name, label)
+) WITHOUT ROWID""",
+    """
+CREATE TABLE IF NOT EXISTS custom_concepts (
+    name       TEXT PRIMARY KEY,
+    document   TEXT NOT NULL,
+    updated_ms INTEGER NOT NULL
+)""",
+)
+# Version 3 -> 4: the filter tables from every stored row, in SQL (no row crosses into Python).
+_BACKFILL = (
+    """
+INSERT INTO item_meta(key, value, label)
+SELECT pair.key, pair.value, items.label FROM items, json_each(items.metadata) AS pair
+WHERE pair.type = 'text'""",
+    """
+INSERT INTO item_concepts(name, label, confidence)
+SELECT json_extract(pair.value, '$[0]'), items.label, max(json_extract(pair.value, '$[1]'))
+FROM items, json_each(items.concepts) AS pair
+GROUP BY 1, 2""",
 )
 _SPACE_NAME = re.compile(r"[a-z][a-z0-9_]{0,30}")  # it becomes part of a column name
 _SELECT_CHUNK = 900  # host parameters per IN (...); SQLite's default limit is 999 before 3.32
@@ -186,10 +226,11 @@ class SqliteStore:
             if version <= 2:
                 connection.execute("ALTER TABLE items ADD COLUMN sha256 TEXT")
                 connection.execute("ALTER TABLE items ADD COLUMN phash INTEGER")
-            if version < SCHEMA_VERSION:
-                logger.info("index store %s upgraded from schema %d to %d", self.path, version, SCHEMA_VERSION)
             for statement in _SCHEMA:  # one by one: executescript would commit first
                 connection.execute(statement)
+            if version <= 3:
+                for statement in _BACKFILL:
+                    connection.execute(statement)
             connection.execute(
                 "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
             )
@@ -197,6 +238,8 @@ class SqliteStore:
         except BaseException:
             connection.execute("ROLLBACK")
             raise
+        for step in range(version, SCHEMA_VERSION):  # one line per step, each a change of layout
+            logger.info("index store %s upgraded from schema %d to %d", self.path, step, step + 1)
 
     @staticmethod
     def _schema_version(connection: sqlite3.Connection) -> int:
@@ -282,6 +325,11 @@ class SqliteStore:
                 f"INSERT INTO items(label, id, {columns}, concepts, metadata, sha256, phash) VALUES ({marks})",
                 [(int(label), *row) for label, row in zip(labels, rows, strict=True)],
             )
+            pairs, names = _filter_rows(
+                labels.tolist(), [item.metadata for item in items], [item.concepts for item in items]
+            )
+            connection.executemany("INSERT INTO item_meta(key, value, label) VALUES (?, ?, ?)", pairs)
+            connection.executemany("INSERT INTO item_concepts(name, label, confidence) VALUES (?, ?, ?)", names)
             changes = self._bump(connection, next_label=first + len(rows))
             connection.execute("COMMIT")
         except BaseException:
@@ -306,12 +354,23 @@ class SqliteStore:
         return (int(removed[0]) if removed.size else None), changes
 
     def _delete_ids(self, connection: sqlite3.Connection, ids: Sequence[str]) -> npt.NDArray[np.int64]:
+        """Delete the items with ``ids`` and their filter rows; their labels, ascending."""
         labels: list[int] = []
+        metadata: list[Mapping[str, str]] = []
+        concepts: list[Sequence[tuple[str, float]]] = []
         for start in range(0, len(ids), _SELECT_CHUNK):
             chunk = ids[start : start + _SELECT_CHUNK]
             marks = ",".join("?" * len(chunk))
-            labels.extend(
-                row[0] for row in connection.execute(f"DELETE FROM items WHERE id IN ({marks}) RETURNING label", chunk)
+            query = f"DELETE FROM items WHERE id IN ({marks}) RETURNING label, metadata, concepts"
+            for label, metadata_json, concepts_json in connection.execute(query, chunk):
+                labels.append(int(label))
+                metadata.append(json.loads(metadata_json))
+                concepts.append(_load_concepts(concepts_json))
+        if labels:
+            pairs, names = _filter_rows(labels, metadata, concepts)
+            connection.executemany("DELETE FROM item_meta WHERE key = ? AND value = ? AND label = ?", pairs)
+            connection.executemany(
+                "DELETE FROM item_concepts WHERE name = ? AND label = ?", [(name, label) for name, label, _ in names]
             )
         return np.array(sorted(labels), dtype=np.int64)
 
@@ -323,6 +382,45 @@ class SqliteStore:
         if next_label is not None:
             connection.execute("UPDATE meta SET value = ? WHERE key = 'next_label'", (str(next_label),))
         return int(row[0])
+
+    # -- custom concepts -----------------------------------------------------
+
+    def put_concept(self, name: str, document: str, updated_ms: int) -> None:
+        """Store or replace one named document, in its own transaction."""
+        connection = self._writer
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            connection.execute(
+                "INSERT INTO custom_concepts(name, document, updated_ms) VALUES (?, ?, ?) "
+                "ON CONFLICT(name) DO UPDATE SET document = excluded.document, updated_ms = excluded.updated_ms",
+                (name, document, updated_ms),
+            )
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+
+    def remove_concept(self, name: str) -> bool:
+        """Delete one named document; whether there was one."""
+        connection = self._writer
+        connection.execute("BEGIN IMMEDIATE")
+        try:
+            gone = connection.execute("DELETE FROM custom_concepts WHERE name = ? RETURNING name", (name,)).fetchall()
+            connection.execute("COMMIT")
+        except BaseException:
+            connection.execute("ROLLBACK")
+            raise
+        return bool(gone)
+
+    def concepts(self, name: str | None = None) -> list[tuple[str, str, int]]:
+        """(name, document, updated_ms) of one named document (or of all), by name."""
+        query = "SELECT name, document, updated_ms FROM custom_concepts"
+        rows = (
+            self._reader().execute(f"{query} WHERE name = ?", (name,))
+            if name is not None
+            else self._reader().execute(f"{query} ORDER BY name")
+        )
+        return [(str(row[0]), str(row[1]), int(row[2])) for row in rows]
 
     # -- reads -------------------------------------------------------------
 
@@ -358,6 +456,16 @@ class SqliteStore:
             labels = np.fromiter((row[0] for row in page), dtype=np.int64, count=len(page))
             signed = np.fromiter((row[1] for row in page), dtype=np.int64, count=len(page))
             yield labels, signed.view(np.uint64)
+
+    def labels_with_pair(self, key: str, value: str) -> npt.NDArray[np.int64]:
+        """Labels of the items whose metadata maps ``key`` to ``value``, ascending (one index range)."""
+        query = "SELECT label FROM item_meta WHERE key = ? AND value = ? ORDER BY label"
+        return _label_array(self._reader().execute(query, (key, value)))
+
+    def labels_with_concept(self, name: str, min_confidence: float) -> npt.NDArray[np.int64]:
+        """Labels of the items with concept ``name`` at ``min_confidence`` or more, ascending (one index range)."""
+        query = "SELECT label FROM item_concepts WHERE name = ? AND confidence >= ? ORDER BY label"
+        return _label_array(self._reader().execute(query, (name, float(min_confidence))))
 
     def rows_before(self, label: int, limit: int) -> list[Row]:
         """Up to ``limit`` rows with a label below ``label``, highest (newest) first."""
@@ -439,7 +547,7 @@ class SqliteStore:
             if isinstance(blob, bytes)
         }
         concepts_json, metadata_json = str(row[2 + count]), str(row[3 + count])
-        concepts = tuple((str(term), float(confidence)) for term, confidence in json.loads(concepts_json))
+        concepts = _load_concepts(concepts_json)
         sha256, phash = row[4 + count], row[5 + count]
         fingerprint = (
             Fingerprint(sha256, int(phash) & _UINT64) if isinstance(sha256, str) and isinstance(phash, int) else None
@@ -457,3 +565,33 @@ def _signed(phash: int) -> int:
 
 def _dump_concepts(concepts: Sequence[tuple[str, float]]) -> str:
     return json.dumps([[term, confidence] for term, confidence in concepts], ensure_ascii=False, separators=(",", ":"))
+
+
+def _label_array(rows: Iterator[tuple[int]] | sqlite3.Cursor) -> npt.NDArray[np.int64]:
+    return np.fromiter((row[0] for row in rows), dtype=np.int64)
+
+
+def _load_concepts(concepts_json: str) -> tuple[tuple[str, float], ...]:
+    return tuple((str(term), float(confidence)) for term, confidence in json.loads(concepts_json))
+
+
+def _filter_rows(
+    labels: Sequence[int],
+    metadata: Sequence[Mapping[str, str]],
+    concepts: Sequence[Sequence[tuple[str, float]]],
+) -> tuple[list[tuple[str, str, int]], list[tuple[str, int, float]]]:
+    """The ``item_meta`` and ``item_concepts`` rows of items: (key, value, label) and (name, label, confidence).
+
+    A name given twice in one item's concepts is one row, at its highest confidence:
+    a concept condition asks whether any of the item's confidences reaches its minimum.
+    """
+    pairs = [
+        (key, value, label) for label, pairs_of in zip(labels, metadata, strict=True) for key, value in pairs_of.items()
+    ]
+    names: list[tuple[str, int, float]] = []
+    for label, concepts_of in zip(labels, concepts, strict=True):
+        best: dict[str, float] = {}
+        for name, confidence in concepts_of:
+            best[name] = max(confidence, best.get(name, confidence))
+        names.extend((name, label, confidence) for name, confidence in best.items())
+    return pairs, names
