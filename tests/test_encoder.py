@@ -16,7 +16,7 @@ from PIL import Image
 
 from image2sdr.server.concepts.base import Concept
 from image2sdr.server.config import Config
-from image2sdr.server.encoder import EncodeOptions, Encoder
+from image2sdr.server.encoder import ConceptUse, EncodeOptions, Encoder
 from image2sdr.server.errors import (
     ImageDecodeError,
     ImageTooSmallError,
@@ -218,3 +218,17 @@ def test_encode_many_batches_by_options_and_keeps_order(
     kept = [result for i, result in enumerate(results) if i != 2]
     assert [r.sdr for r in kept] == [e.sdr for e in expected]  # type: ignore[union-attr]
     assert [len(r.concepts) for r in kept] == [len(e.concepts) for e in expected]  # type: ignore[union-attr]
+
+
+def test_custom_concepts_are_reported_and_merged_only_when_used(encoder: Encoder, photos: dict[str, bytes]) -> None:
+    plain = encoder.encode(photos["chelsea"])
+    rocket = encoder.term_sdr("rocket")
+    assert rocket is not None
+    reported = encoder.with_custom(plain, [(ConceptUse("launch pad", 0.9, used=False), rocket)])
+    assert reported.custom == (ConceptUse("launch pad", 0.9, used=False),)
+    assert reported.sdr == plain.sdr  # reported, not merged
+    merged = encoder.with_custom(plain, [(ConceptUse("launch pad", 0.9, used=True), rocket)])
+    assert merged.sdr != plain.sdr and merged.sdr.active == plain.sdr.active
+    gained = np.intersect1d(merged.sdr.positions, rocket.positions).size
+    assert gained > np.intersect1d(plain.sdr.positions, rocket.positions).size  # merged like a concept
+    assert encoder.with_custom(plain, [(ConceptUse("launch pad", 0.9, used=True), rocket)]) == merged  # deterministic
