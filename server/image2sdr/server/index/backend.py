@@ -127,6 +127,10 @@ class Backend(Protocol):
         """
         ...
 
+    def strategy(self, allowed: Allowed) -> str:
+        """How a search under ``allowed`` would run (a name per kind's ways: for tests and benchmarks)."""
+        ...
+
     def needs_compaction(self) -> bool: ...
 
     def compact(self) -> int:

@@ -157,7 +157,7 @@ class FlatBackend:
         count = int(lengths.size)
         if allowed is not None and allowed.count == 0:
             return [empty_hits() for _ in range(count)]
-        if allowed is not None and self.prefilter(allowed):
+        if allowed is not None and self.strategy(allowed) == "prefilter":
             return self._score(codes, lengths, k, min_overlap, exclude=exclude, labels=allowed.labels())
         # The allowed labels are live ones: their selector replaces the live one.
         params = faiss.SearchParameters(sel=allowed.selector()) if allowed is not None else None  # type: ignore[call-arg]
@@ -199,9 +199,11 @@ class FlatBackend:
             fetch *= _GROWTH
         return [answer if answer is not None else empty_hits() for answer in answers]
 
-    def prefilter(self, allowed: Allowed) -> bool:
-        """Whether scoring the passing items one by one beats a scan under their selector."""
-        return self._in_label_order and allowed.count < PREFILTER_BELOW * max(self.entries, 1)
+    def strategy(self, allowed: Allowed) -> str:
+        """How a search under ``allowed`` runs: "prefilter" (each passing item scored) or "selector" (a scan)."""
+        if self._in_label_order and allowed.count < PREFILTER_BELOW * max(self.entries, 1):
+            return "prefilter"
+        return "selector"
 
     def _score(
         self, codes: Codes, lengths: npt.NDArray[np.int64], k: int, min_overlap: int, *, exclude: Labels, labels: Labels

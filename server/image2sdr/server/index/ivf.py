@@ -225,11 +225,12 @@ class IvfBackend:
         codes = pack_codes(positions, lengths, self.layout.sdr_size, self.layout.equalize_bits, pad=False)
         count = int(lengths.size)
         queries = np.split(positions, np.cumsum(lengths)[:-1])  # per query, for the list choice
+        way = self.strategy(allowed) if allowed is not None else "scan"
         if allowed is not None and allowed.count == 0:
             return [empty_hits() for _ in range(count)]
-        if allowed is not None and allowed.count <= EXACT_UP_TO:
+        if allowed is not None and way == "exact":
             return self._exact(queries, k, min_overlap, exclude, allowed)
-        if allowed is not None and allowed.fraction < GATHER_BELOW:
+        if allowed is not None and way == "gather":
             allowed.bitmap()  # made once here: each list's entries are tested against it
             return [
                 self._gather(codes[q], queries[q], k, min_overlap, exclude=int(exclude[q]), allowed=allowed)
@@ -260,6 +261,12 @@ class IvfBackend:
             pending = np.array(retry, dtype=np.int64)
             fetch *= _GROWTH
         return [answer if answer is not None else empty_hits() for answer in answers]
+
+    def strategy(self, allowed: Allowed) -> str:
+        """How a search under ``allowed`` runs: "exact" (few pass), "gather" (a small share) or "scan"."""
+        if allowed.count <= EXACT_UP_TO:
+            return "exact"
+        return "gather" if allowed.fraction < GATHER_BELOW else "scan"
 
     def _exact(
         self, queries: list[npt.NDArray[np.uint32]], k: int, min_overlap: int, exclude: Labels, allowed: Allowed
