@@ -6,7 +6,7 @@ MVENV := .venv-milvus
 PY := $(VENV)/bin/python
 MODELS := models
 
-.PHONY: setup models milvus-server serve test test-fast bench bench-quality bench-visual bench-index bench-service bench-hostile bench-dupes lint clean proto proto-check stubs node-client
+.PHONY: setup models milvus-server serve test test-fast bench bench-quality bench-visual bench-index bench-service bench-hostile bench-dupes bench-filters lint clean proto proto-check stubs node-client
 
 ## setup: the serving virtualenv (no torch in it)
 setup: $(VENV)/.installed
@@ -74,6 +74,11 @@ bench-hostile: setup models
 ## FindDuplicates), false duplicates, the threshold sweep; fetches the photo packages on first use (apt-get download)
 bench-dupes: setup models
 	$(PY) benchmarks/bench_dupes.py
+
+## bench-filters: filtered search (50 %, 5 %, 0.1 % passing) and search by tag at 1M synthetic items, exact and IVF,
+## with the strategy each chose and the crossovers behind it; N=50000 for a quick look
+bench-filters: setup
+	$(PY) benchmarks/bench_filters.py $(if $(N),--n $(N))
 
 lint: setup
 	$(PY) -m ruff check server tests benchmarks client/image2sdr/client
