@@ -360,6 +360,7 @@ class Filter:
         object.__setattr__(self, "metadata", metadata)
         object.__setattr__(self, "concepts", tuple(_condition(concept) for concept in self.concepts))
 
+    # The fields hold tuples and ConceptConditions once built; these views say so to the type checker.
     @property
     def conditions(self) -> tuple[tuple[str, tuple[str, ...]], ...]:
         """The metadata conditions as (key, values) pairs, in the order given."""
@@ -400,8 +401,9 @@ class ConceptFit:
 class CustomConcept:
     """A concept taught by examples: an SDR of the bits common among the positives, rare among the negatives.
 
-    An image's score is its overlap with ``sdr`` (and ``visual``); its confidence is
-    ``1 / (1 + exp(-(score - threshold) / scale))``, 0.5 at the threshold.
+    An image's score, in [0, 1], is the (weighted) share of the concept's bits its SDRs
+    hold; its confidence is ``1 / (1 + exp(-(score - threshold) / scale))``, 0.5 at the
+    threshold.
     """
 
     name: str
