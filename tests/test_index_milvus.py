@@ -143,9 +143,9 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[
     collection = f"m13_{request.node.name.split('[')[0][5:40]}_{next(_COLLECTIONS)}"
     opened: list[MilvusIndex] = []
 
-    def open_index() -> MilvusIndex:
+    def open_index(max_metadata_bytes: int = 512) -> MilvusIndex:
         milvus = MilvusConfig(uri=uri, collection=collection, consistency_level="Session")
-        config = IndexConfig(backend="milvus", milvus=milvus, max_metadata_bytes=512)
+        config = IndexConfig(backend="milvus", milvus=milvus, max_metadata_bytes=max_metadata_bytes)
         index = MilvusIndex(config, SIZE)
         opened.append(index)
         return index
@@ -180,6 +180,25 @@ def test_hostile_keys_and_values_match_exactly_and_inject_nothing(engine: Callab
     assert index.list_items(100, where=Filter(metadata=(("k", HOSTILE),))).total == len(HOSTILE)
     assert index.list_items(100, where=Filter(metadata=(("k", ('x" or true or "',)),))).total == 1
     assert index.count() == everyone  # nothing was written by a filter
+
+
+def test_the_filter_index_of_the_largest_default_item_fits_and_a_larger_one_is_refused_whole(
+    engine: Callable[..., MilvusIndex],
+) -> None:
+    """The server takes at most 65536 bytes of JSON per field: ~2000 tiny metadata pairs and 200 concepts fit."""
+    index = engine(max_metadata_bytes=4096)  # the default
+    keys = [chr(first) + chr(second) for first in range(65, 91) for second in range(65, 123)][:1365]
+    metadata = dict.fromkeys(keys, "v")  # 4095 bytes: as many pairs as the default allows, nearly
+    concepts = [(f"concept-{number:03d}", 0.5) for number in range(200)]
+    sdr, visual = Sdr.from_positions(range(10), SIZE), Sdr.from_positions(range(50), SIZE)
+    index.add_many([Item("full", sdr, tuple(concepts), metadata, {VISUAL: visual})])
+    where = Filter(metadata=((keys[-1], ("v",)),), concepts=(ConceptCondition("concept-199", 0.5),))
+    assert _ids(index.search(sdr, where=where)) == ["full"]
+    too_long = tuple((f"{'long-term-' * 40}{number}", 0.5) for number in range(200))  # ~80 kB of terms
+    with pytest.raises(InvalidInputError) as refused:
+        index.add_many([Item("over", sdr, too_long, {}, {VISUAL: visual})])
+    assert refused.value.field == "concepts"
+    assert (index.count(), index.count(VISUAL), index.contains(["over"])) == (1, 1, [False])
 
 
 def test_filtered_searches_are_the_best_passing_items_in_every_space(

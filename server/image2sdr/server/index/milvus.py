@@ -35,11 +35,14 @@ it. Rows of older versions are deleted after the commit, best effort.
 
 Filters (``where``) are Milvus expressions on the semantic row's ``concepts`` JSON,
 which holds, beside the concept terms and scores, a filter index: ``names`` maps a
-hash of each concept name to its best confidence, ``meta`` a hash of each metadata
-key to a hash of its value. Filters name hashes, never the strings themselves:
-neither engine can address every key in a JSON path (Milvus 2.3.5 splits paths at
-``][`` and refuses an empty key; milvus-lite 2.5 misses values with control
-characters), and hex needs no escaping, so no key or value can change an expression.
+hash of each concept name to its best confidence (``concepts["names"]["h<hash>"] >=
+0.5``), ``meta`` lists a hash of each (key, value) pair (``json_contains_any(
+concepts["meta"], [...])``). Filters name hashes, never the strings themselves: the
+two engines cannot both address every key in a JSON path nor match every value
+(Milvus 2.3.5 splits paths at ``][`` and refuses an empty key; milvus-lite 2.5
+misses values with control characters), and hex needs no escaping, so no key or
+value can change an expression. Every candidate is checked against the filter
+itself too, so a hash collision could only cost time.
 Items written by the release before this index existed (layout v1) are migrated in
 place when the index opens (``_migrate``): their rows are rewritten with the filter
 index, keeping their key, seq and everything else, and the meta row records v2.
@@ -128,6 +131,7 @@ _PREFILTER_MAX = 4096  # passing items up to which a visual/pHash search is rest
 _DOCUMENT_BYTES = 1 << 20  # UTF-8 bytes of a custom concept's document, at most
 _TEXT_CHARS = 16383  # characters per stored chunk of a document: at most 65532 bytes, under VARCHAR's 65535
 _NAME_BYTES = 1024  # VARCHAR length of a concept name (check_concept_name allows far fewer)
+_JSON_BYTES = 65536  # a JSON field value, at most (the server refuses more; milvus-lite does not)
 _NO_MARK = bytes(1)  # the concepts' 8-bit vector: Milvus 2.3 needs one per collection; never searched
 MAX_RESULTS = 16384  # Milvus's topk and query-window limit
 _ID_BYTES = 65535  # VARCHAR's own limit: ids are bounded by index.max_id_length, not by the schema
@@ -389,8 +393,17 @@ class MilvusIndex:
             fields = self._semantic_fields()
             for chunk in _chunks(keys, _MIGRATE_CHUNK):
                 rows = self._query(SEMANTIC, _keys_in(chunk), fields)
-                stale = [row for row in rows if (row["concepts"] or {}).get("v") != LAYOUT]
-                self._upsert(SEMANTIC, [self._migrated(row, fields) for row in stale])
+                stale = [self._migrated(row, fields) for row in rows if (row["concepts"] or {}).get("v") != LAYOUT]
+                fitting = [row for row in stale if _json_bytes(row["concepts"]) <= _JSON_BYTES]
+                if len(fitting) < len(stale):  # kept as they are: never dropped, but no filter finds them
+                    ids = sorted({str(row["id"]) for row in stale} - {str(row["id"]) for row in fitting})
+                    logger.error(
+                        "Milvus: %d items cannot hold the filter index (JSON over %d bytes): %s",
+                        len(ids),
+                        _JSON_BYTES,
+                        ", ".join(map(repr, ids[:20])),
+                    )
+                self._upsert(SEMANTIC, fitting)
             recorded = self._query(CONCEPTS, f'row == "{_META_ROW}"', ["seq"])
         if not recorded or int(recorded[0]["seq"]) < LAYOUT:
             note = json.dumps({"layout": LAYOUT, "migrated_items": len(keys), "at_ms": time.time_ns() // 1_000_000})
@@ -555,6 +568,8 @@ class MilvusIndex:
         prepared = self._checks.prepare(items)
         if not prepared:
             return []
+        for item in prepared:
+            _check_json_sizes(item)
         limits = self._checks.thresholds(thresholds)
         with self._write_lock:
             self._check_open()
@@ -1241,6 +1256,21 @@ def _keys_in(keys: Sequence[str]) -> str:
     return "key in [" + ",".join(f'"{key}"' for key in keys) + "]"  # hex keys: nothing to escape
 
 
+def _check_json_sizes(item: StoredItem) -> None:
+    """Refuse an item whose JSON fields the server would refuse, before anything of it is written."""
+    sizes = {
+        "concepts": _json_bytes(_concepts_json(item.concepts, item.metadata)),
+        "metadata": _json_bytes(dict(item.metadata)),
+    }
+    for field, size in sizes.items():
+        if size > _JSON_BYTES:
+            raise InvalidInputError(
+                f"item {item.id!r}: its {field} (with the filter index of its concepts and metadata) take"
+                f" {size} bytes as Milvus JSON, at most {_JSON_BYTES}",
+                field=field,
+            )
+
+
 def _rows_in(rows: Sequence[str]) -> str:
     return "row in [" + ",".join(f'"{row}"' for row in rows) + "]"  # "<hex>.<digits>.<digits>"
 
@@ -1313,28 +1343,41 @@ class _Plan:
     fallback: str = ""  # broad: the passing items' expression, searched by key chunks when unproven
 
 
-def _hashed(text: str) -> str:
-    """A string's name in the filter index: "h" and 128 bits of BLAKE2b in hex (safe in any expression)."""
-    return "h" + hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=16).hexdigest()
+def _hashed(*parts: str) -> str:
+    """Strings' name in the filter index: 64 bits of BLAKE2b in hex (safe in any expression).
+
+    Parts are joined by 0xff, a byte UTF-8 never holds: (key, value) pairs cannot run together.
+    """
+    joined = b"\xff".join(part.encode("utf-8", "surrogatepass") for part in parts)
+    return hashlib.blake2b(joined, digest_size=8).hexdigest()
 
 
 def _concepts_json(concepts: Sequence[tuple[str, float]], metadata: Mapping[str, str]) -> dict[str, Any]:
     """The ``concepts`` JSON of a semantic row: the pairs as stored, and the filter index (layout v2).
 
-    ``names`` keeps each concept name's best confidence: a condition (name, c) holds
-    when one pair of that name reaches c, so when the best does.
+    ``names`` maps "h<hash of a name>" to the best confidence of that name: a condition
+    (name, c) holds when the best one reaches c. ``meta`` lists the hash of each
+    (key, value) pair. 64-bit hashes keep the JSON under the server's 65536 bytes (a
+    4096-byte metadata may hold ~2000 pairs); a collision can only let an item through
+    (names keep the best of both, pairs are a set), never keep one out, and every
+    candidate is checked against the filter itself (``_passes``).
     """
     names: dict[str, float] = {}
     for term, score in concepts:
-        name = _hashed(term)
+        name = "h" + _hashed(term)  # a letter first: a path of digits alone could read as an index
         names[name] = max(float(score), names.get(name, float(score)))
     return {
         "terms": [term for term, _ in concepts],
         "scores": [float(score) for _, score in concepts],
         "v": LAYOUT,
         "names": names,
-        "meta": {_hashed(key): _hashed(value) for key, value in metadata.items()},
+        "meta": sorted({_hashed(key, value) for key, value in metadata.items()}),
     }
+
+
+def _json_bytes(value: object) -> int:
+    """How long Milvus takes a JSON value to be (pymilvus sends it compact, UTF-8)."""
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass"))
 
 
 def _filter_expression(where: Filter | None) -> str:
@@ -1346,11 +1389,11 @@ def _filter_expression(where: Filter | None) -> str:
         return ""
     conditions = []
     for key, values in where.metadata:
-        allowed = ",".join(f'"{value}"' for value in sorted({_hashed(value) for value in values}))
-        conditions.append(f'concepts["meta"]["{_hashed(key)}"] in [{allowed}]')
+        allowed = ",".join(f'"{pair}"' for pair in sorted({_hashed(key, value) for value in values}))
+        conditions.append(f'json_contains_any(concepts["meta"], [{allowed}])')
     for condition in where.concepts:
         floor = float(condition.min_confidence)
-        conditions.append(f'concepts["names"]["{_hashed(condition.name)}"] >= {floor!r}')
+        conditions.append(f'concepts["names"]["h{_hashed(condition.name)}"] >= {floor!r}')
     return " and ".join(conditions)
 
 
