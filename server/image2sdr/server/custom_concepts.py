@@ -45,7 +45,7 @@ MIN_SUPPORT = 2
 PRIOR = 0.1
 _PRIOR_ODDS = math.log((1.0 - PRIOR) / PRIOR)
 # Scores lie in [0, 1].  The logistic's scale never goes below MIN_SCALE (examples that
-# all score alike would make a step), nor is the class gap taken below MIN_GAP.
+# all score alike would make a step); classes closer than MIN_GAP are not told apart.
 MIN_SCALE = 0.02
 MIN_GAP = 0.01
 
@@ -444,9 +444,13 @@ def _threshold(
         mean_neg, variance = float(negative.mean()), (float(positive.var()) + float(negative.var())) / 2
     else:
         mean_neg, variance = chance, float(positive.var())
-    # Examples that do not tell the concept apart (a gap at or below zero) get a wide,
-    # high threshold, not a division by zero: the fit report then shows the recall lost.
-    scale = max(variance / max(mean_pos - mean_neg, MIN_GAP), MIN_SCALE)
+    gap = mean_pos - mean_neg
+    if gap < MIN_GAP:
+        # The examples do not tell the concept apart (the negatives score as high): present
+        # only beyond every example's score, and the fit report shows the recall lost.
+        highest = max(float(positive.max()), float(negative.max()) if negative.size else chance)
+        return highest + MIN_SCALE * _PRIOR_ODDS, MIN_SCALE
+    scale = max(variance / gap, MIN_SCALE)
     return (mean_pos + mean_neg) / 2 + scale * _PRIOR_ODDS, scale
 
 
