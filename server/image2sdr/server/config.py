@@ -219,7 +219,7 @@ class MilvusConfig(_Section):
     uri: str = ""
     # Variable holding the token ("user:password" or an API key); unset or empty = no auth. Never logged.
     token_env: str = Field("MILVUS_TOKEN", pattern=_ENV_NAME)
-    # Prefix of the collections: <collection>_semantic (items), _visual, _phash.
+    # Prefix of the collections: <collection>_semantic (items), _visual, _phash, _concepts (custom concepts).
     collection: str = Field("image2sdr", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,200}$")
     shards: int = Field(1, ge=1, le=64)  # shards_num of each collection, set when it is created
     load_replicas: int = Field(1, ge=1, le=64)  # in-memory replicas (query nodes) per collection
