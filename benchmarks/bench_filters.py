@@ -85,9 +85,9 @@ FORCED: dict[str, list[tuple[str, dict[str, float], float]]] = {
         ("selector", {"PREFILTER_BELOW": 0.0}, 1.0),
     ],
     "ivf": [
-        ("exact", {"EXACT_UP_TO": math.inf}, 0.03),
-        ("gather", {"EXACT_UP_TO": 0, "GATHER_BELOW": math.inf}, 0.30),
-        ("scan", {"EXACT_UP_TO": 0, "GATHER_BELOW": 0.0}, 1.0),
+        ("exact", {"EXACT_PER_LIST": math.inf}, 0.03),
+        ("gather", {"EXACT_PER_LIST": 0, "GATHER_BELOW": math.inf}, 0.30),
+        ("scan", {"EXACT_PER_LIST": 0, "GATHER_BELOW": 0.0}, 1.0),
     ],
 }
 
@@ -103,7 +103,7 @@ def main() -> None:
         "--set",
         action="append",
         default=[],
-        help="benchmark only: MODULE.CONSTANT=value (flat or ivf), e.g. ivf.GATHER_LISTS=0.3",
+        help="benchmark only: MODULE.CONSTANT=value (flat or ivf), e.g. ivf.GATHER_ITEMS=8000",
     )
     args = parser.parse_args()
     for setting in args.set:

@@ -374,7 +374,7 @@ def test_every_ivf_strategy_is_exact_when_it_probes_every_list(
     ivf_index: SdrIndex, monkeypatch: pytest.MonkeyPatch, way: str
 ) -> None:
     settings = {"exact": (np.inf, 0.0), "gather": (0, np.inf), "scan": (0, 0.0)}[way]
-    monkeypatch.setattr(ivf_module, "EXACT_UP_TO", settings[0])
+    monkeypatch.setattr(ivf_module, "EXACT_PER_LIST", settings[0])
     monkeypatch.setattr(ivf_module, "GATHER_BELOW", settings[1])
     for where in WHERE.values():
         assert _strategy(ivf_index, where) == way
@@ -385,7 +385,7 @@ def test_every_ivf_strategy_is_exact_when_it_probes_every_list(
 
 
 def test_the_ivf_strategy_follows_the_share_that_passes(ivf_index: SdrIndex, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ivf_module, "EXACT_UP_TO", 30)
+    monkeypatch.setattr(ivf_module, "EXACT_PER_LIST", 2)  # 16 items with 8 lists
     monkeypatch.setattr(ivf_module, "GATHER_BELOW", 0.3)
     assert [_strategy(ivf_index, WHERE[name]) for name in ("few", "a tenth", "half", "most")] == [
         "exact",
@@ -400,9 +400,9 @@ def test_a_gathering_search_visits_more_lists_than_an_unfiltered_one(
 ) -> None:
     """nprobe 1 of 8 lists: the unfiltered search sees one list; a narrow filter's best lie in others."""
     config = IVF.model_copy(update={"ivf_nprobe": 1, "ivf_nprobe_wide": 1})
-    monkeypatch.setattr(ivf_module, "EXACT_UP_TO", 0)
+    monkeypatch.setattr(ivf_module, "EXACT_PER_LIST", 0)
     monkeypatch.setattr(ivf_module, "GATHER_BELOW", np.inf)
-    monkeypatch.setattr(ivf_module, "GATHER_LISTS", 1.0)
+    monkeypatch.setattr(ivf_module, "GATHER_ITEMS", 1e9)
     with SdrIndex(tmp_path, config, spaces=(SEMANTIC,)) as index:
         index.add_many(ITEMS)
         _exact_under(index, WHERE["a tenth"])

@@ -22,8 +22,8 @@ IndexBinaryIVF takes no IDSelector, so a filtered search (``allowed``: the live
 labels passing a filter) picks one of three ways by how many pass, each
 measured by ``benchmarks/bench_filters.py``:
 
-- few (at most ``EXACT_UP_TO``): their SDRs are read from the store and every
-  one is scored: exact, and cheaper than any scan;
+- few (at most ``EXACT_PER_LIST`` per list): their SDRs are read from the store
+  and every one is scored: exact, and cheaper than visiting every list;
 - a small share (below ``GATHER_BELOW``): the lists are visited best first and
   only the passing entries' codes are gathered and counted, so the lists a
   narrow filter needs (many: its best items are spread wide) cost little each;
@@ -47,7 +47,7 @@ from .codes import pack_codes
 from .live import Hits, Labels, LiveLabels, best, empty_hits, hammings, overlaps_of, unique_nearest
 from .selection import Allowed
 
-__all__ = ["EXACT_UP_TO", "GATHER_BELOW", "PROBE_SCALE", "IvfBackend", "sdr_kmeans"]
+__all__ = ["EXACT_PER_LIST", "GATHER_BELOW", "PROBE_SCALE", "IvfBackend", "sdr_kmeans"]
 
 ProbeTable = npt.NDArray[np.uint8]
 # FAISS's helper for IndexBinaryIVF.add_core: codes into lists chosen by the caller.
@@ -55,9 +55,16 @@ add_preassigned: Callable[[faiss.IndexBinaryIVF, Codes, Labels, Labels], None] =
 _GROWTH = 4  # k' multiplier between rounds
 PROBE_SCALE = 127  # probe table entries: a bit's frequency within a list, times this (uint8)
 _PROBE_SUM_UINT16 = 65535 // PROBE_SCALE  # query bits whose scores fit a uint16 sum
-EXACT_UP_TO = 3000  # passing items scored exactly from the store (~4 us each to read)
+# Passing items per list up to which they are scored exactly from the store (~4 us each to read)
+# rather than gathered: a gathering search of a filter this narrow visits every list (~5 us each).
+EXACT_PER_LIST = 1.0
 GATHER_BELOW = 0.15  # share of the live items passing under which lists are gathered, not scanned
-GATHER_LISTS = 0.25  # share of the lists a gathering search visits (at least ivf_nprobe_wide)
+_NO_IDS = np.zeros(0, dtype=np.int64)
+_NO_CODES = np.zeros(0, dtype=np.uint8)
+GATHER_ITEMS = 6000  # passing entries a gathering search reads first: the lists it visits follow from the share
+GATHER_WIDEN = 4.0  # ... times as many lists for a query whose k-th overlap found first is diffuse:
+GATHER_DIFFUSE = 0.3  # ... below this share of its active bits
+SCAN_WIDEN = 1.25  # a scan under a filter passing share s visits s ** -SCAN_WIDEN times the lists
 
 
 class IvfBackend:
@@ -90,6 +97,9 @@ class IvfBackend:
         self.index = faiss.IndexBinaryIVF(self.quantizer, layout.bits, nlist)
         self.index.is_trained = True  # centroids are given; FAISS's float k-means is skipped
         self.index.nprobe = min(config.ivf_nprobe, nlist)
+        # List number -> (labels, codes) viewing FAISS's buffers; a write drops the views of the lists it
+        # touches (under the index's write lock), a search under the read lock makes them again.
+        self._views: dict[int, tuple[Labels, Codes]] = {}
 
     @classmethod
     def train(
@@ -163,6 +173,8 @@ class IvfBackend:
         codes = np.ascontiguousarray(codes)
         labels = np.ascontiguousarray(labels, dtype=np.int64)
         _, lists = self.quantizer.search(codes, self.copies)
+        for number in np.unique(lists).tolist():  # their buffers may move: views of them go
+            self._views.pop(number, None)
         for column in range(self.copies):
             add_preassigned(self.index, codes, np.ascontiguousarray(lists[:, column]), labels)
         self.live.add(labels, lengths)
@@ -174,6 +186,7 @@ class IvfBackend:
         return self.live.compaction_due(self.entries, self.config.compact_min, self.config.compact_ratio)
 
     def compact(self) -> int:
+        self._views.clear()  # every list may shrink or move
         return self.live.drop_dead(self.index, self.entries)
 
     def freeze(self) -> Frozen:
@@ -231,7 +244,6 @@ class IvfBackend:
         if allowed is not None and way == "exact":
             return self._exact(queries, k, min_overlap, exclude, allowed)
         if allowed is not None and way == "gather":
-            allowed.bitmap()  # made once here: each list's entries are tested against it
             return [
                 self._gather(codes[q], queries[q], k, min_overlap, exclude=int(exclude[q]), allowed=allowed)
                 for q in range(count)
@@ -264,7 +276,7 @@ class IvfBackend:
 
     def strategy(self, allowed: Allowed) -> str:
         """How a search under ``allowed`` runs: "exact" (few pass), "gather" (a small share) or "scan"."""
-        if allowed.count <= EXACT_UP_TO:
+        if allowed.count <= EXACT_PER_LIST * self.nlist:
             return "exact"
         return "gather" if allowed.fraction < GATHER_BELOW else "scan"
 
@@ -283,26 +295,66 @@ class IvfBackend:
     def _gather(
         self, code: Codes, query: npt.NDArray[np.uint32], k: int, min_overlap: int, *, exclude: int, allowed: Allowed
     ) -> Hits:
-        """The lists best first, only their passing entries counted: a narrow filter's items lie in many lists."""
-        wanted = max(math.ceil(GATHER_LISTS * self.nlist), min(self.config.ivf_nprobe_wide, self.nlist))
-        invlists = self.index.invlists
-        width = self.layout.code_size
-        found: list[Labels] = []
-        codes: list[Codes] = []
-        for number in self._probes(query, wanted).tolist():
-            size = invlists.list_size(number)
-            if not size:
-                continue
-            ids = faiss.rev_swig_ptr(invlists.get_ids(number), size).view(np.int64)
-            chosen = np.flatnonzero(allowed.mask(ids))
-            if chosen.size:
-                found.append(ids[chosen])
-                codes.append(faiss.rev_swig_ptr(invlists.get_codes(number), size * width).reshape(size, width)[chosen])
-        if not found:
-            return empty_hits()
-        labels, first = np.unique(np.concatenate(found), return_index=True)  # a spilled item comes once per list
-        distances = hammings(code[None, :], np.concatenate(codes)[first])[0]
+        """The lists best first, only their passing entries counted: a narrow filter's items lie in many lists.
+
+        First as many lists as hold ``GATHER_ITEMS`` passing entries (at least
+        ``ivf_nprobe_wide``); when the k-th overlap found there is below ``GATHER_DIFFUSE``
+        of the query's bits (a diffuse neighbourhood, as in an unfiltered search), on to
+        ``GATHER_WIDEN`` times as many.
+        """
+        per_list = max(allowed.count * self.copies / self.nlist, 1e-9)
+        first = min(max(math.ceil(GATHER_ITEMS / per_list), self.config.ivf_nprobe_wide), self.nlist)
+        wide = min(math.ceil(first * GATHER_WIDEN), self.nlist) if self.config.ivf_widen_below > 0 else first
+        probes = self._probes(query, wide)
+        labels, distances = self._gathered(code, probes[:first], allowed)
+        hits, kth = self.live.rank(distances, labels, int(query.size), k, min_overlap, exclude=exclude)
+        if wide == first or kth >= GATHER_DIFFUSE * query.size:
+            return hits
+        more_labels, more_distances = self._gathered(code, probes[first:], allowed)
+        labels, at = np.unique(np.concatenate([labels, more_labels]), return_index=True)  # spilled across both
+        distances = np.concatenate([distances, more_distances])[at]
         return self.live.rank(distances, labels, int(query.size), k, min_overlap, exclude=exclude)[0]
+
+    def _gathered(self, code: Codes, lists: Labels, allowed: Allowed) -> tuple[Labels, npt.NDArray[np.int64]]:
+        """The passing entries of ``lists`` (each item once) and their Hamming distances to ``code``.
+
+        The lists' labels are tested at once, and only the passing entries' codes are
+        copied out, so a list costs a few microseconds plus its passing items, not a
+        Hamming distance per entry as in a scan.
+        """
+        views = [view for view in self._list_views(lists) if view[0].size]
+        if not views:
+            return _NO_IDS, _NO_IDS
+        sizes = np.fromiter((ids.size for ids, _ in views), dtype=np.int64, count=len(views))
+        ids = np.concatenate([ids for ids, _ in views])
+        chosen = np.flatnonzero(allowed.mask(ids))
+        _, first = np.unique(ids[chosen], return_index=True)  # a spilled item comes once per list: one will do
+        chosen = np.sort(chosen[first])  # list by list, as concatenated
+        starts = np.concatenate(([0], np.cumsum(sizes)))
+        owner = np.searchsorted(starts, chosen, side="right") - 1
+        bounds = np.searchsorted(owner, np.arange(len(views) + 1))
+        offsets = chosen - starts[owner]
+        gathered = np.empty((chosen.size, self.layout.code_size), dtype=np.uint8)
+        for number in np.flatnonzero(np.diff(bounds)).tolist():
+            low, high = int(bounds[number]), int(bounds[number + 1])
+            np.take(views[number][1], offsets[low:high], axis=0, out=gathered[low:high])
+        return ids[chosen], hammings(code[None, :], gathered)[0]
+
+    def _list_views(self, numbers: Labels) -> list[tuple[Labels, Codes]]:
+        """Each list's labels and codes as arrays over FAISS's own buffers (no copy), kept until the list changes."""
+        views = []
+        invlists = self.index.invlists
+        for number in numbers.tolist():
+            view = self._views.get(number)
+            if view is None:
+                size = invlists.list_size(number)
+                ids = faiss.rev_swig_ptr(invlists.get_ids(number), size).view(np.int64) if size else _NO_IDS
+                width = self.layout.code_size
+                codes = faiss.rev_swig_ptr(invlists.get_codes(number), size * width) if size else _NO_CODES
+                view = (ids, codes.reshape(size, width))
+                self._views[number] = view
+            views.append(view)
+        return views
 
     def _settled(
         self,
@@ -339,8 +391,9 @@ class IvfBackend:
         Under a filter passing ``share`` of the items, both breadths grow by ``1 / share``:
         the lists then hold about as many passing items as an unfiltered search sees.
         """
-        first = min(math.ceil(self.config.ivf_nprobe / share), self.nlist)
-        wide = math.ceil(self.config.ivf_nprobe_wide / share)
+        breadth = share**-SCAN_WIDEN
+        first = min(math.ceil(self.config.ivf_nprobe * breadth), self.nlist)
+        wide = math.ceil(self.config.ivf_nprobe_wide * breadth)
         widest = min(wide, self.nlist) if self.config.ivf_widen_below > 0 else first
         widest = max(widest, first)
         probes = np.stack([self._probes(query, widest) for query in queries])  # best list first

@@ -12,6 +12,13 @@ is updated in memory under the same exclusive lock. Searches take the lock
 shared. Snapshots are written by a background thread once ``snapshot_every``
 changes have accumulated, and on close: a writer waits at most for one chunk
 of a snapshot to be copied (``backend.py``), never for the whole of it.
+
+Searches and listings take a ``Filter``: ``selection.py`` turns it into the
+live labels that pass (from the store's filter tables, through a cache kept in
+step with writes), and each backend answers among those only, exactly as
+unfiltered (flat) or as well as unfiltered (IVF): see ``flat.py`` and ``ivf.py``
+for how each picks its way by the share that passes. Custom concepts are named
+documents in the store, opaque here.
 """
 
 from __future__ import annotations
