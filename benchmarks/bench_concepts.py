@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import re
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -22,9 +22,11 @@ import numpy.typing as npt
 sys.path.insert(0, str(Path(__file__).parent))
 import real_images
 
+from image2sdr.server import custom_concepts
 from image2sdr.server.concepts.local import LocalConceptSource
 from image2sdr.server.config import Config, load_config
-from image2sdr.server.encoder import Encoder, Outcome
+from image2sdr.server.custom_concepts import ConceptSet, CustomConcept, Example, _threshold, define
+from image2sdr.server.encoder import Encoder
 from image2sdr.server.sdr import Sdr
 
 CLIPART_ROOT = "usr/share/openclipart/png"
@@ -53,6 +55,7 @@ CONCEPTS: dict[str, tuple[str, ...]] = {
 }
 OTHERS = 1500  # drawings outside every concept folder, spread over the sorted list
 ENCODE_BATCH = 16
+MIN_HELD_OUT = 5  # a draw that leaves fewer held-out positives is not judged
 
 
 @dataclass
@@ -95,7 +98,9 @@ def gather() -> tuple[list[str], list[bytes], list[frozenset[str]], list[frozens
         _, labels, unsure = by_digest.setdefault(digest, (path, set(), set()))
         labels.update(name for name, folders in CONCEPTS.items() if any(relative.startswith(f + "/") for f in folders))
         folder = relative.rpartition("/")[0]
-        unsure.update(name for name, folders in CONCEPTS.items() if any(folder == f.rpartition("/")[0] for f in folders))
+        unsure.update(
+            name for name, folders in CONCEPTS.items() if any(folder == f.rpartition("/")[0] for f in folders)
+        )
     labelled = [entry for entry in by_digest.values() if entry[1] and _usable(entry[0])]
     others = [entry for entry in by_digest.values() if not entry[1] and _usable(entry[0])]
     others.sort(key=lambda entry: entry[0].as_posix())
@@ -174,7 +179,7 @@ def _encode(encoder: Encoder, data: list[bytes]) -> tuple[list[Sdr], list[Sdr], 
     visual: list[Sdr] = []
     started = time.perf_counter()
     for first in range(0, len(data), ENCODE_BATCH):
-        outcomes: list[Outcome] = encoder.encode_batch(data[first : first + ENCODE_BATCH])
+        outcomes = encoder.encode_batch(data[first : first + ENCODE_BATCH])
         for outcome in outcomes:
             if isinstance(outcome, Exception):
                 raise outcome
@@ -215,16 +220,319 @@ def corpus(config: Config) -> Corpus:
     return Corpus(names, labels, unsure, groups, semantic, visual, features)
 
 
+# -- the measurement -------------------------------------------------------------------------
+
+
+@dataclass
+class Draw:
+    """One definition of one concept: its examples and the held-out images it is judged on."""
+
+    concept: str
+    positives: npt.NDArray[np.intp]
+    negatives: npt.NDArray[np.intp]
+    held_out: npt.NDArray[np.intp]
+    truth: npt.NDArray[np.bool_]  # per held-out image: one of the concept's
+
+
+def draw(found: Corpus, concept: str, positives: int, negatives: int, seed: int) -> Draw | None:
+    """Examples drawn at random; held out: every image that shares no group with them (None: too few left)."""
+    rng = np.random.default_rng([seed, positives, sorted(CONCEPTS).index(concept)])
+    members = np.array([i for i, labels in enumerate(found.labels) if concept in labels])
+    pool = np.array(
+        [i for i in range(len(found.names)) if concept not in found.labels[i] and concept not in found.unsure[i]]
+    )
+    chosen = np.sort(rng.choice(members, positives, replace=False))
+    against = np.sort(rng.choice(pool, negatives, replace=False)) if negatives else np.zeros(0, dtype=np.intp)
+    used = {found.groups[i] for i in np.concatenate([chosen, against])}
+    held = np.array(
+        [i for i in range(len(found.names)) if found.groups[i] not in used and concept not in found.unsure[i]]
+    )
+    truth = np.array([concept in found.labels[i] for i in held])
+    if truth.sum() < MIN_HELD_OUT:
+        return None
+    return Draw(concept, chosen, against, held, truth)
+
+
+@dataclass
+class Result:
+    seed: int
+    ours: npt.NDArray[np.float64]  # precision, recall, F1, false-positive rate, average precision
+    baseline: npt.NDArray[np.float64]  # nearest centroid on the pooled feature
+    thresholded: npt.NDArray[np.float64]  # its margin, cut by our threshold rule
+    visual_share: float
+    loo_f1: float
+
+
+def judge(
+    predicted: npt.NDArray[np.bool_], ranking: npt.NDArray[np.float64], truth: npt.NDArray[np.bool_]
+) -> np.ndarray:
+    hits = int((predicted & truth).sum())
+    flagged, wanted = int(predicted.sum()), int(truth.sum())
+    precision = hits / flagged if flagged else 0.0
+    recall = hits / wanted
+    f1 = 2 * precision * recall / (precision + recall) if hits else 0.0
+    false_positive_rate = (flagged - hits) / int((~truth).sum())
+    return np.array([precision, recall, f1, false_positive_rate, average_precision(ranking, truth)])
+
+
+def average_precision(ranking: npt.NDArray[np.float64], truth: npt.NDArray[np.bool_]) -> float:
+    """Mean precision at each held-out positive, images ranked by score (ties in image order)."""
+    order = np.argsort(-ranking, kind="stable")
+    found = truth[order]
+    precision = np.cumsum(found) / np.arange(1, found.size + 1)
+    return float(precision[found].mean())
+
+
+def ours(
+    found: Corpus, trial: Draw, config: Config, spaces: str = "both"
+) -> tuple[np.ndarray, CustomConcept, npt.NDArray[np.float64]]:
+    """Define the concept from the draw's examples and judge it on the held-out images (and their scores)."""
+
+    def example(i: int) -> Example:
+        if spaces == "semantic":
+            return Example(found.semantic[i])
+        if spaces == "visual":  # the visual SDR alone, passed through the semantic slot
+            return Example(found.visual[i])
+        return Example(found.semantic[i], found.visual[i])
+
+    concept = define(
+        trial.concept,
+        [example(i) for i in trial.positives],
+        [example(i) for i in trial.negatives],
+        active_bits=config.sdr.active_bits,
+        sdr_size=config.sdr.size,
+    )
+    table = ConceptSet([concept], config.sdr.size)
+    scores = table.scores_many([example_sdrs(example(i)) for i in trial.held_out])[:, 0]
+    fit = concept.fits[0]
+    return judge(scores >= fit.threshold, scores, trial.truth), concept, scores
+
+
+def other_rules(
+    concept: CustomConcept, scores: npt.NDArray[np.float64], truth: npt.NDArray[np.bool_]
+) -> dict[str, np.ndarray]:
+    """The same concept and scores, cut by the threshold rules that were not chosen."""
+    positive = np.array(concept.report.positive_scores)
+    negative = np.array(concept.report.negative_scores)
+    cuts = {
+        "best balanced accuracy on the examples (widest gap)": _widest_gap(positive, negative),
+        "midpoint of the class means (prior 0.5)": (positive.mean() + negative.mean()) / 2,
+        "highest negative": negative.max(),
+        "prior 0.1 (the module's rule)": concept.threshold,
+    }
+    return {rule: judge(scores >= cut, scores, truth) for rule, cut in cuts.items()}
+
+
+def _widest_gap(positive: npt.NDArray[np.float64], negative: npt.NDArray[np.float64]) -> float:
+    """The cut with the best TPR - FPR on the examples, in the middle of the widest such gap."""
+    values = np.unique(np.concatenate([positive, negative]))
+    cuts = np.concatenate([[values[0] - 1e-9], (values[1:] + values[:-1]) / 2, [values[-1] + 1e-9]])
+    gaps = np.concatenate([[0.0], np.diff(values), [0.0]])
+    balanced = np.array([(positive >= cut).mean() - (negative >= cut).mean() for cut in cuts]).round(12)
+    best = np.flatnonzero(balanced == balanced.max())
+    return float(cuts[best[np.argmax(gaps[best])]])
+
+
+def example_sdrs(example: Example) -> dict[str, Sdr]:
+    sdrs = {"semantic": example.semantic}
+    if example.visual is not None:
+        sdrs["visual"] = example.visual
+    return sdrs
+
+
+def nearest_centroid(found: Corpus, trial: Draw) -> tuple[np.ndarray, np.ndarray]:
+    """The baseline on the pooled feature: as is, and with the custom concepts' threshold rule.
+
+    As is: an image is the concept's when it is nearer (cosine) to the positives' mean
+    feature than to the negatives'.  Thresholded: the same margin (cosine to the one
+    mean minus cosine to the other) cut where ``custom_concepts`` cuts its own score,
+    fitted on the examples' leave-one-out margins, so the two differ only in what they score.
+    """
+    features = found.features / np.linalg.norm(found.features, axis=1, keepdims=True)
+    pos, neg = features[trial.positives], features[trial.negatives]
+    toward, away = pos.sum(axis=0), neg.sum(axis=0)
+    held = features[trial.held_out]
+    margin = held @ toward / len(pos) - held @ away / len(neg)
+    # Leave-one-out: each example against the means taken without it.
+    loo_pos = np.array([row @ (toward - row) / (len(pos) - 1) - row @ away / len(neg) for row in pos])
+    loo_neg = np.array([row @ toward / len(pos) - row @ (away - row) / max(len(neg) - 1, 1) for row in neg])
+    threshold, _ = _threshold(loo_pos, loo_neg, 0.0)  # the module's own rule, not a copy of it
+    return judge(margin > 0, margin, trial.truth), judge(margin >= threshold, margin, trial.truth)
+
+
+def measure(found: Corpus, config: Config, positives: int, negatives: int, repeats: int) -> dict[str, list[Result]]:
+    results: dict[str, list[Result]] = {}
+    for concept in CONCEPTS:
+        for seed in range(repeats):
+            trial = draw(found, concept, positives, negatives, seed)
+            if trial is None:
+                continue
+            judged, defined, _ = ours(found, trial, config)
+            share = defined.fits[0].weights[-1] if len(defined.fits[0].spaces) > 1 else 0.0
+            baseline, thresholded = nearest_centroid(found, trial) if negatives else (judged * np.nan, judged * np.nan)
+            results.setdefault(concept, []).append(
+                Result(seed, judged, baseline, thresholded, share, defined.report.f1)
+            )
+    return results
+
+
+def ablation(found: Corpus, config: Config, positives: int, negatives: int, repeats: int) -> dict[str, np.ndarray]:
+    """Ours with one space alone, with equal shares, and with the other threshold rules; means over draws."""
+    rows: dict[str, list[np.ndarray]] = {}
+    for concept in CONCEPTS:
+        for seed in range(repeats):
+            trial = draw(found, concept, positives, negatives, seed)
+            if trial is None:
+                continue
+            judged, defined, scores = ours(found, trial, config)
+            for rule, outcome in other_rules(defined, scores, trial.truth).items():
+                rows.setdefault(f"threshold: {rule}", []).append(outcome)
+            rows.setdefault("spaces: semantic SDR only", []).append(ours(found, trial, config, "semantic")[0])
+            rows.setdefault("spaces: visual SDR only", []).append(ours(found, trial, config, "visual")[0])
+            shares = custom_concepts._VISUAL_SHARES
+            custom_concepts._VISUAL_SHARES = (0.5,)  # the fit may only pick equal shares
+            try:
+                rows.setdefault("spaces: both, equal shares", []).append(ours(found, trial, config)[0])
+            finally:
+                custom_concepts._VISUAL_SHARES = shares
+            rows.setdefault("spaces: both, fitted shares (the module's)", []).append(judged)
+    return {label: np.mean(values, axis=0) for label, values in rows.items()}
+
+
+# -- the cost ------------------------------------------------------------------------------
+
+
+def scoring_cost(found: Corpus, config: Config) -> None:
+    """What scoring every custom concept costs one Encode, and what a definition costs."""
+    rng = np.random.default_rng(0)
+    everyone = [Example(s, v) for s, v in zip(found.semantic, found.visual, strict=True)]
+    concepts = []
+    for number in range(1000):
+        chosen = rng.choice(len(everyone), 30, replace=False)
+        concepts.append(
+            define(
+                f"c{number}",
+                [everyone[i] for i in chosen[:10]],
+                [everyone[i] for i in chosen[10:]],
+                active_bits=config.sdr.active_bits,
+                sdr_size=config.sdr.size,
+            )
+        )
+    images = [example_sdrs(everyone[i]) for i in rng.choice(len(everyone), 200, replace=False)]
+    print("\nScoring cost per Encode (one image, every custom concept; median of 200 images):")
+    for count in (10, 100, 1000):
+        table = ConceptSet(concepts[:count], config.sdr.size)
+        together = _median_us(table.confidences, images)
+        line = f"  {count:>5} concepts: ConceptSet.confidences {together:7.0f} µs"
+        if count <= 100:
+            alone = _median_us(partial(_one_by_one, concepts[:count]), images)
+            line += f"   CustomConcept.confidence one by one {alone:7.0f} µs"
+        print(line)
+    for n_pos, n_neg in ((5, 20), (10, 20), (10, 50), (200, 200)):
+        chosen = rng.choice(len(everyone), n_pos + n_neg, replace=False)
+        started = time.perf_counter()
+        define(
+            "cost",
+            [everyone[i] for i in chosen[:n_pos]],
+            [everyone[i] for i in chosen[n_pos:]],
+            active_bits=config.sdr.active_bits,
+            sdr_size=config.sdr.size,
+        )
+        print(f"  define from {n_pos} positives + {n_neg} negatives: {(time.perf_counter() - started) * 1000:.0f} ms")
+
+
+def _one_by_one(concepts: Sequence[CustomConcept], image: dict[str, Sdr]) -> list[float]:
+    return [concept.confidence(image) for concept in concepts]
+
+
+def _median_us(call: Callable[[dict[str, Sdr]], object], images: Sequence[dict[str, Sdr]]) -> float:
+    call(images[0])  # warm up
+    times = []
+    for image in images:
+        started = time.perf_counter()
+        call(image)
+        times.append(time.perf_counter() - started)
+    return float(np.median(times) * 1e6)
+
+
+# -- the report ------------------------------------------------------------------------------
+
+
+def print_results(label: str, results: dict[str, list[Result]], found: Corpus) -> dict[str, np.ndarray]:
+    """The per-concept table; returns each method's mean over concepts, one row per seed."""
+    print(f"\n{label}")
+    print(
+        f"{'concept':<15} {'images':>6} | {'ours P':>6} {'R':>5} {'F1':>5} {'FPR':>6} {'AP':>5} | "
+        f"{'NC P':>6} {'R':>5} {'F1':>5} {'FPR':>6} {'AP':>5} | {'NC+t P':>6} {'R':>5} {'F1':>5} | vis.share LOO-F1"
+    )
+    for concept, outcomes in results.items():
+        mine, base, cut = (np.mean([getattr(o, a) for o in outcomes], axis=0) for a in METHODS)
+        share = np.mean([o.visual_share for o in outcomes])
+        loo = np.mean([o.loo_f1 for o in outcomes])
+        members = sum(1 for labels in found.labels if concept in labels)
+        cells = f"{_cells(mine)} | {_cells(base)} | {_cells(cut)[:18]}"
+        print(f"{concept:<15} {members:>6} | {cells} | {share:9.2f} {loo:6.2f}")
+    per_seed = {method: _per_seed(results, method) for method in METHODS}
+    mine, base, cut = (rows.mean(axis=0) for rows in per_seed.values())
+    print(f"{'mean':<15} {'':>6} | {_cells(mine)} | {_cells(base)} | {_cells(cut)[:18]} |")
+    return per_seed
+
+
+METHODS = ("ours", "baseline", "thresholded")
+
+
+def _per_seed(results: dict[str, list[Result]], method: str) -> np.ndarray:
+    """(seeds, 5): the mean over concepts of each draw."""
+    seeds = sorted({o.seed for outcomes in results.values() for o in outcomes})
+    return np.array(
+        [
+            np.mean([getattr(o, method) for outcomes in results.values() for o in outcomes if o.seed == seed], axis=0)
+            for seed in seeds
+        ]
+    )
+
+
+def _cells(values: np.ndarray) -> str:
+    p, r, f1, fpr, ap = values
+    return f"{p:6.2f} {r:5.2f} {f1:5.2f} {fpr:6.3f} {ap:5.2f}"
+
+
+def _spread(rows: np.ndarray, column: int) -> str:
+    """Mean over draws +- their standard deviation."""
+    return f"{rows[:, column].mean():.2f}±{rows[:, column].std(ddof=1) if len(rows) > 1 else 0.0:.2f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=None)
+    parser.add_argument("--repeats", type=int, default=5, help="random draws of the examples per concept (seeds 0..)")
+    parser.add_argument("--negatives", type=int, default=20, help="negative examples per definition")
     args = parser.parse_args()
     config = load_config(args.config)
+    started = time.perf_counter()
     found = corpus(config)
-    for name in CONCEPTS:
-        members = [i for i, labels in enumerate(found.labels) if name in labels]
-        unsure = sum(1 for maybe in found.unsure if name in maybe)
-        print(f"{name}: {len(members)} images, {len({found.groups[i] for i in members})} groups, {unsure} unsure")
+    print(f"{len(CONCEPTS)} concepts; held out: the images that share no drawing group with the examples")
+    summary: dict[str, dict[str, np.ndarray]] = {}
+    for positives in (5, 10):
+        label = f"{positives} positives + {args.negatives} random negatives, {args.repeats} draws"
+        summary[label] = print_results(label, measure(found, config, positives, args.negatives, args.repeats), found)
+    for positives in (5, 10):
+        label = f"{positives} positives, no negatives"
+        summary[label] = {"ours": _per_seed(measure(found, config, positives, 0, args.repeats), "ours")}
+    for positives in (5, 10):
+        title = f"Variants ({positives} positives + {args.negatives} negatives, same draws)"
+        print(f"\n{title:<64} {'P':>6} {'R':>5} {'F1':>5} {'FPR':>6} {'AP':>5}")
+        for label, values in ablation(found, config, positives, args.negatives, args.repeats).items():
+            print(f"  {label:<62} {_cells(values)}")
+    print("\nSummary: means over concepts, ± sd over draws.  P / R / F1 / FPR / AP")
+    names = {"ours": "ours", "baseline": "nearest centroid", "thresholded": "nearest centroid + our threshold"}
+    for label, methods in summary.items():
+        print(f"  {label}")
+        for method, rows in methods.items():
+            cells = " / ".join(_spread(rows, column) for column in range(5))
+            print(f"    {names[method]:<34} {cells}")
+    scoring_cost(found, config)
+    print(f"\nTotal {time.perf_counter() - started:.0f} s")
 
 
 if __name__ == "__main__":

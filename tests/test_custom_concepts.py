@@ -263,3 +263,23 @@ def test_concepts_from_real_encodings(config: Config, photos: dict[str, bytes]) 
         assert not concept.present(sdrs(example(variant(photos["coffee"], 3))))
     finally:
         encoder.close()
+
+
+def test_concept_set_scores_a_batch_as_each_image_alone() -> None:
+    table = ConceptSet(
+        [teach(), define("lamp", examples(3, 5), examples(11, 6), active_bits=ACTIVE, sdr_size=SIZE)], SIZE
+    )
+    images = [sdrs(e) for e in examples(1, 2, start=6) + examples(3, 2, start=6, visual=False) + examples(9, 2)]
+    together = table.confidences_many(images)
+    assert together.shape == (6, 2)
+    for row, image in enumerate(images):
+        assert together[row].tolist() == pytest.approx([value for _, value in table.confidences(image)], abs=1e-12)
+        assert table.scores_many(images)[row].tolist() == pytest.approx(table.scores(image).tolist(), abs=1e-12)
+    assert table.scores_many([]).shape == (0, 2)
+
+
+def test_an_empty_concept_set_scores_nothing() -> None:
+    table = ConceptSet([], SIZE)
+    assert table.confidences(sdrs(examples(1, 1)[0])) == []
+    with pytest.raises(InvalidInputError):
+        table.scores({"semantic": Sdr.from_positions([1], 64)})
