@@ -43,20 +43,21 @@ classifier's feature through the projection (``appearance``), so the same exampl
 and the same SDRs serve FindSimilar by concept name.  The threshold rule was chosen
 by ``make bench-concepts`` (labelled openclipart drawings, held-out images, 18
 concepts, 20 random negatives): the best balanced accuracy on the examples (the
-widest-gap cut) and the midpoint of the classes both flag 13-20 % of unrelated
-images, because 20 negatives never show the tail of thousands; the prior of 0.1 flags
-2-3 %, F1 0.27 (10 positives) and 0.21 (5) against 0.16 and 0.14.  The fitted shares
-beat equal ones (oracle F1 0.37 vs 0.33): on drawings the visual SDR carries most
-concepts, the semantic one a few (road vehicles, instruments, clocks).
+widest-gap cut) and the midpoint of the classes flag 14-19 % of unrelated images,
+because 20 negatives never show the tail of thousands; the prior of 0.1 flags 2-3 %,
+F1 0.27 (10 positives) and 0.21 (5) against 0.16 and 0.16.  Fitted shares beat equal
+ones (F1 0.27 vs 0.19 with 10 positives, 0.21 vs 0.15 with 5): on drawings the visual
+SDR carries most concepts, the semantic one a few (clocks, road vehicles, music).
 
 Without negatives the threshold has nothing to stand on: an unrelated image is
 taken to score the chance overlap, and the concept then flags 60 % of unrelated
 images (measured).  A caller with no negatives should draw some from its collection
 (random stored items are what the benchmark's negatives are).
 
-Scoring every concept for one image costs about 0.3 ms for 100 concepts and 0.5 ms
-for 1000 (``ConceptSet``); a definition from 10 + 20 examples about 7 ms, from
-200 + 200 about 0.23 s (the leave-one-out builds 400 concepts per space).
+Scoring every concept for one image costs about 0.2 ms for 100 concepts and 0.6 ms
+for 1000 (``ConceptSet``; one ``CustomConcept`` at a time, 100 take 4.5 ms); a
+definition from 10 + 20 examples about 6 ms, from 200 + 200 about 0.2 s (the
+leave-one-out builds 400 concepts per space).
 
 Scores assume the image's SDRs have the sparsity the concept was defined at (the
 configured one): an SDR with twice the bits holds more of the concept's.
