@@ -199,12 +199,16 @@ def _damaged(document: str, change: str) -> str:
         raw["fits"][0]["scale"] = 0
     elif change == "fits":
         raw["fits"] = []
+    elif change == "semantic fit":
+        raw["fits"] = raw["fits"][:1]
     elif change == "report":
         raw["report"]["positives"] = 99
     return json.dumps(raw)
 
 
-@pytest.mark.parametrize("change", ["version", "positions", "weights", "space", "scale", "fits", "report"])
+@pytest.mark.parametrize(
+    "change", ["version", "positions", "weights", "space", "scale", "fits", "semantic fit", "report"]
+)
 def test_damaged_documents_are_refused(change: str) -> None:
     with pytest.raises(ConceptDocumentError, match="storefront"):
         CustomConcept.from_document("storefront", _damaged(teach().to_document(), change), SIZE)

@@ -84,6 +84,7 @@ from .sdr import Sdr
 __all__ = [
     "DOCUMENT_VERSION",
     "MIN_POSITIVES",
+    "ConceptBits",
     "ConceptDocumentError",
     "ConceptSet",
     "CustomConcept",
@@ -101,7 +102,7 @@ SPACES = (SEMANTIC, VISUAL)  # in the order they are combined and stored
 MIN_SUPPORT = 2
 # The share of images a custom concept is expected to show, before their scores are read:
 # it puts the threshold past the midpoint of the classes (see _threshold).  Measured by
-# make bench-concepts: 0.5 (the midpoint) flags 13-16 % of unrelated images, 0.1 about 3 %.
+# make bench-concepts: 0.5 (the midpoint) flags 14-15 % of unrelated images, 0.1 2-3 %.
 PRIOR = 0.1
 _PRIOR_ODDS = math.log((1.0 - PRIOR) / PRIOR)
 # Scores lie in [0, 1].  The logistic's scale never goes below MIN_SCALE (examples that
@@ -175,12 +176,18 @@ class FitReport:
         return 2 * self.precision * self.recall / total if total else 0.0
 
 
-@dataclass(frozen=True)
-class _Bits:
-    """A concept's SDR in one space, with each bit's weight (its positives-minus-negatives share)."""
+@dataclass(frozen=True, eq=False)
+class ConceptBits:
+    """A concept's SDR in one space, with each bit's weight (its positives-minus-negatives share).
+
+    Compared by identity, like ``CustomConcept``: compare concepts by ``to_document()``.
+    """
 
     sdr: Sdr
-    weights: npt.NDArray[np.float64]  # aligned with sdr.positions, all > 0
+    weights: npt.NDArray[np.float64]  # aligned with sdr.positions, all > 0; read-only
+
+    def __post_init__(self) -> None:
+        self.weights.flags.writeable = False
 
     def score(self, sdr: Sdr) -> float:
         """The weighted share of the concept's bits that ``sdr`` holds, in [0, 1]."""
@@ -189,10 +196,12 @@ class _Bits:
         return float(self.weights[held].sum()) / total if total > 0 else 0.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class CustomConcept:
+    """A defined concept: its SDR per space, how an image's scores combine, and where it is present."""
+
     name: str
-    bits: Mapping[str, _Bits]  # by space: semantic always, visual when every example had it
+    bits: Mapping[str, ConceptBits]  # by space: semantic always, visual when every example had it
     fits: tuple[Fit, ...]  # the first combines every space; then one per fewer spaces an image may have
     report: FitReport
     active_bits: int
@@ -337,7 +346,7 @@ class _Tally:
     def counts(self) -> tuple[int, int]:
         return len(self.positions[0]), len(self.positions[1])
 
-    def select(self, active_bits: int, *, without: tuple[int, int] | None = None) -> _Bits:
+    def select(self, active_bits: int, *, without: tuple[int, int] | None = None) -> ConceptBits:
         """The concept bits; ``without`` = (0, i) leaves positive i out, (1, j) negative j."""
         positive, negative = self.positive, self.negative
         n_pos, n_neg = self.counts
@@ -355,7 +364,7 @@ class _Tally:
 
 def _select(
     tallies: tuple[npt.NDArray[np.int64], npt.NDArray[np.int64]], counts: tuple[int, int], active_bits: int, size: int
-) -> _Bits:
+) -> ConceptBits:
     """The ``active_bits`` best bits of one space from the positives' and negatives' tallies."""
     positive, negative = tallies
     n_pos, n_neg = counts
@@ -375,7 +384,7 @@ def _select(
     chosen = candidates[order]
     weights = numerator[order] / denominator
     ascending = np.argsort(chosen)
-    return _Bits(Sdr.trusted(chosen[ascending], size), weights[ascending].astype(np.float64))
+    return ConceptBits(Sdr.trusted(chosen[ascending], size), np.array(weights[ascending], dtype=np.float64))
 
 
 def _count(rows: list[npt.NDArray[np.uint32]], size: int) -> npt.NDArray[np.int64]:
@@ -409,7 +418,7 @@ def _check_examples(examples: Sequence[Example], field: str, sdr_size: int) -> N
 
 
 def _fit_all(
-    tallies: Mapping[str, _Tally], active_bits: int, chance: float, bits: Mapping[str, _Bits]
+    tallies: Mapping[str, _Tally], active_bits: int, chance: float, bits: Mapping[str, ConceptBits]
 ) -> tuple[tuple[Fit, ...], FitReport]:
     """Fits for every space together, then for the semantic space alone (an image without a visual SDR)."""
     spaces = tuple(tallies)
@@ -533,18 +542,19 @@ def _read(name: str, raw: dict[str, Any], sdr_size: int) -> CustomConcept:
     spaces = raw["spaces"]
     if not isinstance(spaces, dict) or SEMANTIC not in spaces or not set(spaces) <= set(SPACES):
         raise ValueError(f"spaces must hold {SEMANTIC!r} and only {SPACES}")
-    bits: dict[str, _Bits] = {}
+    bits: dict[str, ConceptBits] = {}
     for space in SPACES:
         if space in spaces:
             positions = spaces[space]["positions"]
-            weights = np.asarray(spaces[space]["weights"], dtype=np.float64)
+            weights = np.array(spaces[space]["weights"], dtype=np.float64)
             sdr = Sdr.from_positions(positions, sdr_size)
             if weights.shape != (sdr.active,) or not np.isfinite(weights).all() or (weights <= 0).any():
                 raise ValueError(f"{space} weights must be one positive number per position")
-            bits[space] = _Bits(sdr, weights)
+            bits[space] = ConceptBits(sdr, weights)
     fits = tuple(_read_fit(fit, tuple(bits)) for fit in raw["fits"])
-    if not fits or fits[0].spaces != tuple(bits):
-        raise ValueError("the first fit must combine every space of the concept")
+    expected = [tuple(bits)] + ([(SEMANTIC,)] if len(bits) > 1 else [])
+    if [fit.spaces for fit in fits] != expected:
+        raise ValueError(f"the fits must be for the spaces {expected}")
     report = raw["report"]
     positive = tuple(float(s) for s in report["positive_scores"])
     negative = tuple(float(s) for s in report["negative_scores"])
