@@ -155,7 +155,8 @@ class ClarifaiConceptsConfig(_Section):
 
 class CustomConceptsConfig(_Section):
     # Custom concepts (DefineConcept): taught by a few example images, kept in the index.
-    max_examples: int = Field(200, ge=3, le=10_000)  # positives, and negatives, per definition
+    # Positives, and negatives, per definition; a definition from 200 + 200 takes ~0.25 s (leave-one-out).
+    max_examples: int = Field(200, ge=3, le=1000)
     max_defined: int = Field(1000, ge=1, le=100_000)  # concepts kept; Encode scores each one
     # Encode reports a custom concept at or above this confidence (0.5: the concept's own threshold).
     report_min_confidence: Confidence = 0.5

@@ -84,6 +84,9 @@ def parse_text(text: str, *, max_chars: int, max_terms: int, field: str = "text"
             excluded.append(negation.group("term"))
             continue
         options = [option for option in _ALTERNATIVES.split(clause) if option]
+        if len(options) > 1 and alternatives:
+            # One group of alternatives shares one weight; two would silently become one group.
+            raise InvalidInputError("only one clause of alternatives (X or Y) per query", field=field)
         (required if len(options) == 1 else alternatives).extend(options)
     return check_expression(Expression(tuple(required), tuple(alternatives), tuple(excluded)), max_terms, field)
 
@@ -127,5 +130,9 @@ class QueryBuilder:
         weighted += [WeightedSdr(sdrs[term], 1.0 / len(expression.any)) for term in expression.any]
         weighted += [WeightedSdr(sdrs[term], -_VETO) for term in expression.none]
         merged = self.merger.merge(weighted, active_bits)
+        if not merged.sdr.active:
+            raise InvalidInputError(
+                "the negated terms hold every bit of the wanted ones: nothing to search", field=field
+            )
         terms = tuple((term, sdrs[term], term in expression.none) for term in wanted)
         return Query(merged.sdr, terms, merged.short)

@@ -169,10 +169,10 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
         if request.HasField("visual_sdr") and not (space == BLEND and request.WhichOneof("query") == "sdr"):
             raise InvalidInputError("visual_sdr goes with sdr and SPACE_BLEND only", field="visual_sdr")
         chosen = where(request.filter, self.config.index.max_metadata_bytes)
+        if request.WhichOneof("query") in ("text", "expression") and space != SEMANTIC:
+            raise InvalidInputError("text and expression queries search SPACE_SEMANTIC", field="space")
         words = self._words(request)
         if words is not None:
-            if space != SEMANTIC:
-                raise InvalidInputError("text and expression queries search SPACE_SEMANTIC", field="space")
             queries = {SEMANTIC: words.sdr}
             matches = self.index.search(words.sdr, k, request.min_overlap, space=SEMANTIC, where=chosen)
         elif space == BLEND:
@@ -259,6 +259,8 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
 
     @_unary
     def DefineConcept(self, request: pb.DefineConceptRequest, context: grpc.ServicerContext) -> pb.CustomConcept:
+        # Everything that can be refused without the images is, before any is encoded.
+        self.concepts.check_definition(request.name, len(request.positives), len(request.negatives))
         positives = self._examples(request.positives, "positives")
         negatives = self._examples(request.negatives, "negatives")
         defined = self.concepts.define(request.name, positives, negatives)
@@ -350,7 +352,7 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
             searched = item.in_space(space)
         else:
             if query == "image":
-                searched = self._encoded_in(self.encoder.encode(request.image, encode_options(request)), space)
+                searched = self._encoded_in(self._encode_query(request), space)
             elif query == "sdr":
                 searched = sdr_from_message(request.sdr, self.config.sdr, "sdr")
             elif query == "concept":
@@ -374,7 +376,7 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
                 raise NoSdrInSpaceError(f"item {item.id!r} has no visual SDR (added without an image)", field="id")
             semantic, visual, exclude = item.sdr, stored_visual, item.id
         elif query == "image":
-            encoding = self.encoder.encode(request.image, encode_options(request))
+            encoding = self._encode_query(request)
             semantic, visual = encoding.sdr, self._encoded_in(encoding, VISUAL)
         elif query == "sdr":
             if not request.HasField("visual_sdr"):
@@ -388,10 +390,7 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
         return {SEMANTIC: semantic, VISUAL: visual}, kept
 
     def _examples(self, examples: Sequence[pb.ConceptExample], field: str) -> list[Example]:
-        """DefineConcept's examples as SDRs: images encoded in one batch, stored items read."""
-        limit = self.config.concepts.custom.max_examples
-        if len(examples) > limit:
-            raise InvalidInputError(f"{len(examples)} {field}, at most {limit}", field=field)
+        """DefineConcept's examples as SDRs: stored items read first, then the images encoded in one batch."""
         found: list[Example | None] = [None] * len(examples)
         images = [(n, example.image) for n, example in enumerate(examples) if example.WhichOneof("example") == "image"]
         for n, example in enumerate(examples):
@@ -416,7 +415,11 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
             found[n] = Example(outcome.sdr, outcome.visual)
         return [example for example in found if example is not None]
 
-    def _with_custom(self, request: pb.EncodeRequest, encoding: Encoding) -> Encoding:
+    def _encode_query(self, request: pb.FindSimilarRequest) -> Encoding:
+        """A query image encoded as Encode would (custom concepts merged when the options ask)."""
+        return self._with_custom(request, self.encoder.encode(request.image, encode_options(request)))
+
+    def _with_custom(self, request: pb.EncodeRequest | pb.FindSimilarRequest, encoding: Encoding) -> Encoding:
         """The custom concepts found in an encoding, merged into its SDR when the request asks."""
         merge = request.HasField("options") and request.options.merge_custom_concepts
         found = [

@@ -221,7 +221,7 @@ def page_label(token: object, where: Filter | None = None) -> int | None:
         return None
     if isinstance(token, str) and token.startswith("l"):
         label, _, digest = token[1:].partition(".")
-        if label.isdigit() and len(label) <= 19 and digest == filter_digest(where):
+        if label.isascii() and label.isdigit() and int(label) < 1 << 63 and digest == filter_digest(where):
             return int(label)
     raise InvalidInputError(
         f"page_token {str(token)[:80]!r} is not one this index gave out for this filter", field="page_token"

@@ -7,17 +7,23 @@ enter the top k. Otherwise more candidates are fetched, finally by one range
 search.
 
 A filtered search (``allowed``: the live labels passing a filter) is exact the
-same way. Many passing: FAISS scans under an ``IDSelectorBitmap`` of them, so
-items that do not pass are never candidates and the bound above holds among
-those that do. Few passing: their codes are gathered by label (the id map is
-in label order) and every one is scored, which skips the scan of the whole
-collection that even a selector pays for. ``PREFILTER_BELOW`` is the crossover,
-measured by ``benchmarks/bench_filters.py``.
+same way, in one of three ways by the share that passes (crossovers measured by
+``benchmarks/bench_filters.py``):
+
+- below ``PREFILTER_BELOW``: their codes are gathered by label (the id map is in
+  label order) and every one is scored, which skips the visit of every entry
+  that even a selector pays for;
+- up to ``SCAN_ABOVE``: FAISS scans under an ``IDSelectorBitmap`` of them, so
+  items that do not pass are never candidates and the bound holds among those
+  that do;
+- above: the unfiltered scan, more candidates fetched, those that do not pass
+  dropped when ranking; the bound covers every unseen item, passing or not.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import math
+from collections.abc import Callable, Iterator
 
 import faiss
 import numpy as np
@@ -29,14 +35,17 @@ from .codes import pack_codes
 from .live import Hits, Labels, LiveLabels, empty_hits, hammings
 from .selection import Allowed
 
-__all__ = ["PREFILTER_BELOW", "FlatBackend"]
+__all__ = ["PREFILTER_BELOW", "SCAN_ABOVE", "FlatBackend"]
 
 _RANGE_AFTER = 16384  # past this many candidates, one range search instead of growing k' again
 _GROWTH = 4  # k' multiplier between rounds
 # Score the passing items directly when fewer than this share of the entries pass; scan
 # under a selector above. A selector still visits every entry (~5 ns each), a direct
 # score costs a gather and a popcount per passing item: see bench_filters.py.
-PREFILTER_BELOW = 0.02
+PREFILTER_BELOW = 0.005
+# Above this share, scan the live items (the selector FAISS already checks) and drop the others when
+# ranking: a selector letting a random half through costs more than the whole scan (branches).
+SCAN_ABOVE = 0.3
 
 
 class FlatBackend:
@@ -155,16 +164,24 @@ class FlatBackend:
     ) -> list[Hits]:
         codes = pack_codes(positions, lengths, self.layout.sdr_size, self.layout.equalize_bits, pad=False)
         count = int(lengths.size)
+        way = self.strategy(allowed) if allowed is not None else "scan"
         if allowed is not None and allowed.count == 0:
             return [empty_hits() for _ in range(count)]
-        if allowed is not None and self.strategy(allowed) == "prefilter":
+        if allowed is not None and way == "prefilter":
             return self._score(codes, lengths, k, min_overlap, exclude=exclude, labels=allowed.labels())
-        # The allowed labels are live ones: their selector replaces the live one.
-        params = faiss.SearchParameters(sel=allowed.selector()) if allowed is not None else None  # type: ignore[call-arg]
+        # Under a selector the allowed labels (live ones) replace the live ones; a scan keeps the
+        # live selector and drops what does not pass in rank, fetching as many more as pass fewer.
+        params: faiss.SearchParameters | None = None
+        passes: Callable[[Labels], npt.NDArray[np.bool_]] | None = None
+        share = 1.0
+        if allowed is not None and way == "selector":
+            params = faiss.SearchParameters(sel=allowed.selector())  # type: ignore[call-arg]  # kwargs: faiss init
+        elif allowed is not None:
+            passes, share = allowed.mask, allowed.fraction
         answers: list[Hits | None] = [None] * count
         floors = np.full(count, min_overlap, dtype=np.int64)  # best known lower bound on the k-th overlap
         pending = np.arange(count)
-        fetch = max(k * self.config.candidate_factor, k + self.config.candidate_margin) + int(
+        fetch = math.ceil(max(k * self.config.candidate_factor, k + self.config.candidate_margin) / share) + int(
             exclude.max(initial=-1) >= 0
         )
         while pending.size:
@@ -178,6 +195,7 @@ class FlatBackend:
                         floor=int(floors[query]),
                         exclude=int(exclude[query]),
                         params=params,
+                        passes=passes,
                     )
                 break
             fetch = min(fetch, max(self.entries, 1))
@@ -188,7 +206,13 @@ class FlatBackend:
             for row, query in enumerate(pending):
                 weight = int(lengths[query])
                 hits, floor = self.live.rank(
-                    distances[row].astype(np.int64), labels[row], weight, k, min_overlap, exclude=int(exclude[query])
+                    distances[row].astype(np.int64),
+                    labels[row],
+                    weight,
+                    k,
+                    min_overlap,
+                    exclude=int(exclude[query]),
+                    passes=passes,
                 )
                 if self._settled(distances[row], labels[row], weight, floor=floor, fetch=fetch):
                     answers[query] = hits
@@ -200,10 +224,11 @@ class FlatBackend:
         return [answer if answer is not None else empty_hits() for answer in answers]
 
     def strategy(self, allowed: Allowed) -> str:
-        """How a search under ``allowed`` runs: "prefilter" (each passing item scored) or "selector" (a scan)."""
+        """How a search under ``allowed`` runs: "prefilter" (each passing item scored), "selector" (a scan
+        of the passing ones) or "scan" (of the live ones, the others dropped)."""
         if self._in_label_order and allowed.count < PREFILTER_BELOW * max(self.entries, 1):
             return "prefilter"
-        return "selector"
+        return "scan" if allowed.fraction >= SCAN_ABOVE else "selector"
 
     def _score(
         self, codes: Codes, lengths: npt.NDArray[np.int64], k: int, min_overlap: int, *, exclude: Labels, labels: Labels
@@ -250,12 +275,15 @@ class FlatBackend:
         floor: int,
         exclude: int,
         params: faiss.SearchParameters | None,
+        passes: Callable[[Labels], npt.NDArray[np.bool_]] | None,
     ) -> Hits:
         """Every item that could reach ``floor``, by one range search."""
         radius = query_weight + self.live.max_weight() - 2 * max(floor, 0) + 1  # FAISS keeps d < radius
         params = params if params is not None else self.live.search_parameters()
         _, distances, labels = self.index.range_search(code[None, :], radius, params=params)
-        hits, _ = self.live.rank(distances.astype(np.int64), labels, query_weight, k, min_overlap, exclude=exclude)
+        hits, _ = self.live.rank(
+            distances.astype(np.int64), labels, query_weight, k, min_overlap, exclude=exclude, passes=passes
+        )
         return hits
 
 
