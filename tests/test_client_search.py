@@ -287,3 +287,12 @@ def test_bad_queries_and_definitions_name_the_field_and_store_nothing(client: Im
     assert client.list_concepts() == before
     with pytest.raises(FileNotFoundError):
         client.define_concept("unread", [Path("/nonexistent/cat.jpg")] * 3)
+
+
+def test_one_concept_condition_is_one_condition_not_its_letters() -> None:
+    assert Filter(concepts="dog").concept_conditions == (ConceptCondition("dog"),)
+    assert Filter(concepts=("dog", 0.5)).concept_conditions == (ConceptCondition("dog", 0.5),)
+    assert Filter(concepts=["dog", ("cat", 0.3)]).concept_conditions == (
+        ConceptCondition("dog"),
+        ConceptCondition("cat", 0.3),
+    )

@@ -6,7 +6,7 @@ import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 from ._exceptions import Image2SdrError
 
@@ -334,6 +334,15 @@ def _condition(value: ConceptLike) -> ConceptCondition:
     return ConceptCondition(name, float(min_confidence))
 
 
+def _concept_list(concepts: Sequence[ConceptLike] | ConceptLike) -> tuple[ConceptLike, ...]:
+    """One name, one (name, min_confidence) pair or one condition is a list of one, not its letters."""
+    if isinstance(concepts, (str, ConceptCondition)):
+        return (concepts,)
+    if isinstance(concepts, tuple) and len(concepts) == 2 and isinstance(concepts[1], (int, float)):
+        return ((str(concepts[0]), float(concepts[1])),)
+    return tuple(cast("Sequence[ConceptLike]", concepts))
+
+
 def _values(key: str, value: str | Iterable[str]) -> tuple[str, ...]:
     values = (value,) if isinstance(value, str) else tuple(value)
     if not values or not all(isinstance(v, str) for v in values):
@@ -358,7 +367,7 @@ class Filter:
     def __post_init__(self) -> None:
         metadata = {key: _values(key, value) for key, value in self.metadata.items()}
         object.__setattr__(self, "metadata", metadata)
-        object.__setattr__(self, "concepts", tuple(_condition(concept) for concept in self.concepts))
+        object.__setattr__(self, "concepts", tuple(_condition(concept) for concept in _concept_list(self.concepts)))
 
     # The fields hold tuples and ConceptConditions once built; these views say so to the type checker.
     @property
@@ -368,7 +377,7 @@ class Filter:
 
     @property
     def concept_conditions(self) -> tuple[ConceptCondition, ...]:
-        return tuple(_condition(concept) for concept in self.concepts)
+        return tuple(_condition(concept) for concept in _concept_list(self.concepts))
 
     def __bool__(self) -> bool:
         return bool(self.metadata or self.concepts)
