@@ -362,7 +362,7 @@ class Filter:
     """
 
     metadata: Mapping[str, str | Sequence[str]] = field(default_factory=dict)
-    concepts: Sequence[ConceptLike] = ()
+    concepts: Sequence[ConceptLike] | ConceptLike = ()
 
     def __post_init__(self) -> None:
         metadata = {key: _values(key, value) for key, value in self.metadata.items()}
