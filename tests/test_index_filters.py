@@ -339,17 +339,29 @@ def _exact_under(index: SdrIndex, where: Filter, *, k: int = 10) -> None:
     ]
 
 
-def test_the_flat_index_scores_few_directly_and_scans_many_under_a_selector(
+def test_the_flat_index_picks_its_way_by_the_share_that_passes(
     flat_index: SdrIndex, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(flat_module, "PREFILTER_BELOW", 0.05)
-    assert _strategy(flat_index, WHERE["few"]) == "prefilter"
-    assert _strategy(flat_index, WHERE["half"]) == "selector"
-    for forced in (0.0, np.inf):  # every filter one way, then the other: both exact
-        monkeypatch.setattr(flat_module, "PREFILTER_BELOW", forced)
-        for where in WHERE.values():
-            _exact_under(flat_index, where)
-        _exact_under(flat_index, WHERE["few"], k=40)  # more than pass
+    monkeypatch.setattr(flat_module, "SCAN_ABOVE", 0.3)
+    assert [_strategy(flat_index, WHERE[name]) for name in ("few", "a tenth", "half", "most")] == [
+        "prefilter",
+        "selector",
+        "scan",
+        "scan",
+    ]
+
+
+@pytest.mark.parametrize("way", ["prefilter", "selector", "scan"])
+def test_every_flat_strategy_is_exact(flat_index: SdrIndex, monkeypatch: pytest.MonkeyPatch, way: str) -> None:
+    settings = {"prefilter": (np.inf, np.inf), "selector": (0.0, np.inf), "scan": (0.0, 0.0)}[way]
+    monkeypatch.setattr(flat_module, "PREFILTER_BELOW", settings[0])
+    monkeypatch.setattr(flat_module, "SCAN_ABOVE", settings[1])
+    for where in WHERE.values():
+        assert _strategy(flat_index, where) == way
+        _exact_under(flat_index, where)
+    _exact_under(flat_index, WHERE["few"], k=40)  # more than pass
+    _exact_under(flat_index, WHERE["a tenth"], k=200)  # more than pass, under a selector or not
 
 
 def test_direct_scoring_finds_codes_by_label_after_compaction(
@@ -382,6 +394,25 @@ def test_every_ivf_strategy_is_exact_when_it_probes_every_list(
     _exact_under(ivf_index, WHERE["few"], k=40)
     nothing = Filter(metadata=(("tag", ("none",)),))
     assert ivf_index.search(ITEMS[0].sdr, k=5, where=nothing) == []
+
+
+def test_a_gathering_search_sees_items_added_after_it_ran(ivf_index: SdrIndex, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Views of FAISS's lists are kept between searches: an add must drop those of the lists it grew."""
+    monkeypatch.setattr(ivf_module, "EXACT_PER_LIST", 0)
+    monkeypatch.setattr(ivf_module, "GATHER_BELOW", np.inf)
+    where = WHERE["a tenth"]
+    _exact_under(ivf_index, where)
+    late = [Item(f"late-{n}", item.sdr, item.concepts, {"tag": "t8"}) for n, item in enumerate(ITEMS[:60])]
+    ivf_index.add_many(late)
+    for item in ITEMS[:5]:
+        found = pairs(ivf_index.search(item.sdr, k=10, where=where))
+        assert found == brute_force(passing([*ITEMS, *late], where), item.sdr, 10)
+    for item in ITEMS[:200]:  # then compaction rewrites every list
+        ivf_index.remove(item.id)
+    assert semantic_backend(ivf_index).entries < len(ITEMS) + len(late) - 100  # compacted on the way
+    for item in ITEMS[200:205]:
+        found = pairs(ivf_index.search(item.sdr, k=10, where=where))
+        assert found == brute_force(passing([*ITEMS[200:], *late], where), item.sdr, 10)
 
 
 def test_the_ivf_strategy_follows_the_share_that_passes(ivf_index: SdrIndex, monkeypatch: pytest.MonkeyPatch) -> None:
