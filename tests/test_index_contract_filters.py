@@ -408,12 +408,11 @@ def test_hostile_keys_and_values_match_exactly(index: ItemIndex) -> None:
         "like": "%",
         "space key": " padded ",
     }
-    index.add_many(
-        [Item(f"odd-{n}", random_sdr(rng, 60), (), {key: value}) for n, (key, value) in enumerate(odd.items())]
-    )
+    stored = [Item(f"odd-{n}", random_sdr(rng, 60), (), {key: value}) for n, (key, value) in enumerate(odd.items())]
+    index.add_many(stored)
     index.add("near-miss", random_sdr(rng, 60), [], {"like": "x", "percent%": "100%"})
-    for number, (key, value) in enumerate(odd.items()):
+    for item, (key, value) in zip(stored, odd.items(), strict=True):
         where = Filter(metadata=((key, (value,)),))
-        assert [item.id for item in index.list_items(10, where=where).items] == [f"odd-{number}"]
-        assert [m.id for m in index.search(random_sdr(rng, 60), k=5, where=where)] == [f"odd-{number}"]
+        assert [found.id for found in index.list_items(10, where=where).items] == [item.id]
+        assert [m.id for m in index.search(item.sdr, k=5, where=where)] == [item.id]
     assert index.list_items(10, where=Filter(metadata=(("space key", ("padded",)),))).total == 0
