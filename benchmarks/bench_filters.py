@@ -11,7 +11,8 @@ over the whole collection) and a few concepts:
 
 Printed:
 
-- bulk add rate with those filter rows (``item_meta``, ``item_concepts``) in the same transactions;
+- bulk add rate with those filter rows (``item_meta``, ``item_concepts``) in the same transactions,
+  and at 100k what they cost: the same items bare, and with metadata but without the rows;
 - per index kind (exact: IndexBinaryFlat; ivf: IndexBinaryIVF, defaults) and selectivity (50 %,
   5 %, 0.1 % and a sweep between): the strategy the index chose, the first query's latency (the
   condition read from SQLite into the cache), then top-10 p50/p99 and recall@10 against the exact
@@ -19,7 +20,7 @@ Printed:
 - the crossover behind each choice: every strategy forced at each selectivity of the sweep;
 - search by tag: ``list_items(10, where=dog >= 0.5)`` with its exact total, cold and warm.
 
-    make bench-filters                 # 1M: ~30 minutes, ~8 GB of RAM at its peak (the IVF build)
+    make bench-filters                 # 1M: ~40 minutes (the IVF build ~5 of them), ~6 GB of RAM at its peak
     make bench-filters N=50000         # a quick look
     python benchmarks/bench_filters.py --n 200000 --kinds exact --queries 100
 """
@@ -49,6 +50,7 @@ from image2sdr.server.config import IndexConfig
 from image2sdr.server.index import SEMANTIC, Item, Match, SdrIndex
 from image2sdr.server.index import flat as flat_module
 from image2sdr.server.index import ivf as ivf_module
+from image2sdr.server.index import store as store_module
 from image2sdr.server.index.backend import Backend
 from image2sdr.server.index.protocol import ConceptCondition, Filter
 from image2sdr.server.sdr import Sdr
@@ -78,16 +80,17 @@ SWEEP = [
     ("30 %", _values("twentieth", 6), 0.30),
     ("dog >= 0.5", TAG, 0.05),
 ]
-# Forced strategies: (kind, name, patch of module constants, largest share worth timing)
-FORCED: dict[str, list[tuple[str, dict[str, float], float]]] = {
+# Forced strategies: kind -> (name, module constants set, shares worth timing: (lowest, highest))
+FORCED: dict[str, list[tuple[str, dict[str, float], tuple[float, float]]]] = {
     "exact": [
-        ("prefilter", {"PREFILTER_BELOW": math.inf}, 0.10),
-        ("selector", {"PREFILTER_BELOW": 0.0}, 1.0),
+        ("prefilter", {"PREFILTER_BELOW": math.inf}, (0.0, 0.10)),
+        ("selector", {"PREFILTER_BELOW": 0.0, "SCAN_ABOVE": math.inf}, (0.0, 1.0)),
+        ("scan", {"PREFILTER_BELOW": 0.0, "SCAN_ABOVE": 0.0}, (0.03, 1.0)),
     ],
     "ivf": [
-        ("exact", {"EXACT_PER_LIST": math.inf}, 0.03),
-        ("gather", {"EXACT_PER_LIST": 0, "GATHER_BELOW": math.inf}, 0.30),
-        ("scan", {"EXACT_PER_LIST": 0, "GATHER_BELOW": 0.0}, 1.0),
+        ("exact", {"EXACT_PER_LIST": math.inf}, (0.0, 0.03)),
+        ("gather", {"EXACT_PER_LIST": 0, "GATHER_BELOW": math.inf}, (0.0, 0.30)),
+        ("scan", {"EXACT_PER_LIST": 0, "GATHER_BELOW": 0.0}, (0.03, 1.0)),
     ],
 }
 
@@ -127,15 +130,16 @@ def run(args: argparse.Namespace, directory: Path) -> None:
     generator = SyntheticSdrs(size=SIZE)
     queries = [Sdr.trusted(p, SIZE) for p in generator.batch(args.queries, np.random.default_rng(999)).split()]
     build(directory, args.n, generator)
+    measure_add_cost(min(args.n, 100_000), generator)
     truth: dict[str, list[list[tuple[str, int]]]] = {}
     for kind in args.kinds.split(","):
         config = IndexConfig(kind="ivf" if kind == "ivf" else "exact", snapshot_every=0)
         began = time.perf_counter()
         with SdrIndex(directory, config, SIZE, spaces=(SEMANTIC,)) as index:
             print(f"\n{kind}: opened in {time.perf_counter() - began:.1f} s ({type(semantic(index)).__name__})")
-            measure(index, kind, queries, truth, sweep=not args.no_sweep)
             if kind == "exact":
-                measure_tags(index)
+                measure_tags(index)  # first, so that its first call reads the tag from the store
+            measure(index, kind, queries, truth, sweep=not args.no_sweep)
 
 
 def build(directory: Path, n: int, generator: SyntheticSdrs) -> None:
@@ -159,6 +163,36 @@ def build(directory: Path, n: int, generator: SyntheticSdrs) -> None:
             f"bulk add with 3 metadata pairs and ~2.1 concepts per item (filter rows in the same transaction): "
             f"{n / seconds:,.0f} items/s ({seconds:.1f} s)"
         )
+
+
+def measure_add_cost(n: int, generator: SyntheticSdrs) -> None:
+    """What the filter rows cost an add: the same items bare, with their metadata and concepts, and with
+    them but no filter rows (each in a fresh index)."""
+    rates = {}
+    for variant in ("bare", "filter rows", "no filter rows"):
+        directory = Path(tempfile.mkdtemp(prefix="bench-filters-add-"))
+        saved = store_module._filter_rows
+        if variant == "no filter rows":  # benchmark only: the store as it was before schema 4
+            store_module._filter_rows = lambda *_: ([], [])  # type: ignore[assignment]
+        try:
+            with SdrIndex(directory, IndexConfig(snapshot_every=0), SIZE, spaces=(SEMANTIC,)) as index:
+                rng, seconds = np.random.default_rng(3), 0.0
+                for start in range(0, n, CHUNK):
+                    items = list(catalogue(start, min(CHUNK, n - start), generator, rng))
+                    if variant == "bare":
+                        items = [Item(item.id, item.sdr) for item in items]
+                    began = time.perf_counter()
+                    index.add_many(items)
+                    seconds += time.perf_counter() - began
+            rates[variant] = n / seconds
+        finally:
+            store_module._filter_rows = saved
+            shutil.rmtree(directory, ignore_errors=True)
+    print(
+        f"bulk add of {n:,} items (fresh index): no metadata or concepts {rates['bare']:,.0f}/s; with them "
+        f"{rates['filter rows']:,.0f}/s; with them but without the filter rows (the store before schema 4) "
+        f"{rates['no filter rows']:,.0f}/s"
+    )
 
 
 def catalogue(start: int, count: int, generator: SyntheticSdrs, rng: np.random.Generator) -> Iterator[Item]:
@@ -197,8 +231,8 @@ def measure(
         print(f"crossover ({kind}): every strategy forced, p50 / recall@{K}")
         for label, where, share in GOALS + SWEEP[:-1]:
             cells = []
-            for name, patch, largest in FORCED[kind]:
-                if share > largest:
+            for name, patch, (lowest, highest) in FORCED[kind]:
+                if not lowest <= share <= highest:
                     cells.append(f"{name} -")
                     continue
                 with patched(flat_module if kind == "exact" else ivf_module, patch):
@@ -222,7 +256,7 @@ def measure_tags(index: SdrIndex) -> None:
     by_other = Filter(concepts=(ConceptCondition("c42", 0.3),))
     other_first = timed(lambda: index.list_items(10, where=by_other))
     print(
-        f"\nsearch by tag, list_items(10, where=dog >= 0.5), total {page.total:,}: first (read into the cache) "
+        f"search by tag, list_items(10, where=dog >= 0.5), total {page.total:,}: first (read into the cache) "
         f"{ms(first)}; then p50 {ms(np.median(warm))} p99 {ms(np.percentile(warm, 99))}; pages 2-21 p50 "
         f"{ms(np.median(onwards))}; another tag (c42 >= 0.3, {index.list_items(1, where=by_other).total:,} items) "
         f"first {ms(other_first)}"
