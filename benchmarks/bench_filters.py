@@ -20,7 +20,7 @@ Printed:
 - the crossover behind each choice: every strategy forced at each selectivity of the sweep;
 - search by tag: ``list_items(10, where=dog >= 0.5)`` with its exact total, cold and warm.
 
-    make bench-filters                 # 1M: ~40 minutes (the IVF build ~5 of them), ~6 GB of RAM at its peak
+    make bench-filters                 # 1M: ~20 minutes on 2 cores (5 of them the IVF build); ~5 GB of RAM
     make bench-filters N=50000         # a quick look
     python benchmarks/bench_filters.py --n 200000 --kinds exact --queries 100
 """
