@@ -290,6 +290,9 @@ class IndexConfig(_Section):
     sqlite_synchronous: Literal["FULL", "NORMAL"] = "FULL"  # FULL: an ack survives power loss too
     sqlite_cache_mib: int = Field(64, ge=1)  # MiB of SQLite page cache per connection
     sqlite_busy_timeout_ms: int = Field(5000, ge=0)  # wait this long for a locked database
+    # MiB of filter conditions kept in memory (the labels passing one metadata pair or one
+    # concept, read from SQLite on first use, then grown as items are added); 0: read every time.
+    filter_cache_mib: int = Field(256, ge=0, le=1 << 20)
 
     @model_validator(mode="after")
     def _nprobe_fits(self) -> IndexConfig:

@@ -156,7 +156,8 @@ class SdrIndex:
         try:
             self._store_id = self._store.store_id
             self._changes = self._store.changes()  # kept here, read and written under the lock
-            self._selections = Selections(self._store)  # filters to labels, its cache kept in step with writes
+            # Filters to labels, its cache kept in step with writes.
+            self._selections = Selections(self._store, budget=config.filter_cache_mib << 20)
             self._drop_legacy_snapshot()
             self._spaces = {space: self._open_space(space) for space in spaces}
             self._phashes = self._load_phashes()
