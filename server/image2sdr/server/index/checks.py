@@ -40,12 +40,14 @@ from .protocol import (
 from .store import StoredItem
 
 __all__ = [
+    "MAX_DOCUMENT_BYTES",
     "MAX_FILTER_CONDITIONS",
     "MAX_FILTER_KEY_BYTES",
     "MAX_FILTER_VALUES",
     "RESERVED_KEY_PREFIX",
     "ItemChecks",
     "check_concept_name",
+    "check_document",
     "check_filter",
     "check_id",
     "check_metadata",
@@ -313,6 +315,24 @@ def check_concept_name(name: object, field: str) -> str:
     if any(ord(character) < 32 for character in name):
         raise InvalidInputError("a concept name has no control characters", field=field)
     return name
+
+
+MAX_DOCUMENT_BYTES = 1 << 20  # UTF-8 bytes of a custom concept's document, at most
+
+
+def check_document(document: object) -> str:
+    """A custom concept's document: text (opaque to the index) of at most ``MAX_DOCUMENT_BYTES`` UTF-8 bytes."""
+    if not isinstance(document, str):
+        raise InvalidInputError("a concept's document is a string", field="document")
+    try:
+        size = len(document.encode())
+    except UnicodeEncodeError:
+        raise InvalidInputError("a concept's document is not valid Unicode text", field="document") from None
+    if size > MAX_DOCUMENT_BYTES:
+        raise InvalidInputError(
+            f"a concept's document is at most {MAX_DOCUMENT_BYTES} bytes, got {size}", field="document"
+        )
+    return document
 
 
 def filter_digest(where: Filter | None) -> str:

@@ -88,6 +88,7 @@ from ..upstream import RateLimiter, Retryable, RetryPolicy, Secret, call_with_re
 from .checks import (
     ItemChecks,
     check_concept_name,
+    check_document,
     check_filter,
     check_id,
     check_metadata,
@@ -128,7 +129,6 @@ _META_ROW = "meta.items"  # the concepts collection's row recording the items' l
 _META_KEY = "meta"  # its key: never a name key (those are 32 hex digits)
 _MIGRATE_CHUNK = 2000  # semantic rows rewritten per request while migrating (each read is Strong: ~0.3 s of wait)
 _PREFILTER_MAX = 4096  # passing items up to which a visual/pHash search is restricted to their keys
-_DOCUMENT_BYTES = 1 << 20  # UTF-8 bytes of a custom concept's document, at most
 _TEXT_CHARS = 16383  # characters per stored chunk of a document: at most 65532 bytes, under VARCHAR's 65535
 _NAME_BYTES = 1024  # VARCHAR length of a concept name (check_concept_name allows far fewer)
 _JSON_BYTES = 65536  # a JSON field value, at most (the server refuses more; milvus-lite does not)
@@ -1110,7 +1110,7 @@ class MilvusIndex:
         concept as it was, and of two replicas putting one name the later seq wins.
         """
         check_concept_name(name, "name")
-        _check_document(document)
+        check_document(document)
         key = item_key(name)
         with self._write_lock:
             self._check_open()
@@ -1273,19 +1273,6 @@ def _check_json_sizes(item: StoredItem) -> None:
 
 def _rows_in(rows: Sequence[str]) -> str:
     return "row in [" + ",".join(f'"{row}"' for row in rows) + "]"  # "<hex>.<digits>.<digits>"
-
-
-def _check_document(document: object) -> None:
-    if not isinstance(document, str):
-        raise InvalidInputError("a concept's document is a string", field="document")
-    try:
-        size = len(document.encode())
-    except UnicodeEncodeError:
-        raise InvalidInputError("a concept's document is not valid Unicode text", field="document") from None
-    if size > _DOCUMENT_BYTES:
-        raise InvalidInputError(
-            f"a concept's document is at most {_DOCUMENT_BYTES} bytes, got {size}", field="document"
-        )
 
 
 def _newest_rows(rows: Iterable[Mapping[str, Any]]) -> list[Mapping[str, Any]]:

@@ -53,6 +53,7 @@ from .backend import Backend, Layout
 from .checks import (
     ItemChecks,
     check_concept_name,
+    check_document,
     check_filter,
     check_id,
     check_metadata,
@@ -95,7 +96,6 @@ LOCK_FILE = "LOCK"
 LEGACY_SNAPSHOT_FILE = "faiss.snapshot"  # the release before spaces; rebuilt, not read
 _EMPTY_METADATA: Mapping[str, str] = types.MappingProxyType({})
 _BLEND_DEPTH = 2048  # candidates per space a blended search examines at most
-_DOCUMENT_BYTES = 1 << 20  # UTF-8 bytes of a custom concept's document, at most
 
 
 def snapshot_file(space: str) -> str:
@@ -564,7 +564,7 @@ class SdrIndex:
     def put_concept(self, name: str, document: str) -> StoredConcept:
         """Store a custom concept durably (its own transaction), replacing one of the same name."""
         check_concept_name(name, "name")
-        _check_document(document)
+        check_document(document)
         updated_ms = time.time_ns() // 1_000_000
         with self._lock.write():
             self._check_open()
@@ -838,20 +838,6 @@ class _BackgroundSnapshots:
                 self._write()
             except Exception:  # the store has every change; the next pass or the next open catches up
                 logger.exception("background snapshot failed")
-
-
-def _check_document(document: object) -> None:
-    """A concept's document: text (opaque here) of at most ``_DOCUMENT_BYTES`` UTF-8 bytes."""
-    if not isinstance(document, str):
-        raise InvalidInputError("a concept's document is a string", field="document")
-    try:
-        size = len(document.encode())
-    except UnicodeEncodeError:
-        raise InvalidInputError("a concept's document is not valid Unicode text", field="document") from None
-    if size > _DOCUMENT_BYTES:
-        raise InvalidInputError(
-            f"a concept's document is at most {_DOCUMENT_BYTES} bytes, got {size}", field="document"
-        )
 
 
 def _lock_directory(path: Path) -> IO[bytes]:
