@@ -28,6 +28,14 @@ class DuplicateKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DUPLICATE_KIND_SAME_BYTES: _ClassVar[DuplicateKind]
     DUPLICATE_KIND_NEAR_EXACT: _ClassVar[DuplicateKind]
     DUPLICATE_KIND_TRANSFORMED: _ClassVar[DuplicateKind]
+
+class MapState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MAP_STATE_UNSPECIFIED: _ClassVar[MapState]
+    MAP_STATE_QUEUED: _ClassVar[MapState]
+    MAP_STATE_RUNNING: _ClassVar[MapState]
+    MAP_STATE_DONE: _ClassVar[MapState]
+    MAP_STATE_FAILED: _ClassVar[MapState]
 ON_DUPLICATE_UNSPECIFIED: OnDuplicate
 ON_DUPLICATE_KEEP: OnDuplicate
 ON_DUPLICATE_SKIP: OnDuplicate
@@ -40,6 +48,11 @@ DUPLICATE_KIND_UNSPECIFIED: DuplicateKind
 DUPLICATE_KIND_SAME_BYTES: DuplicateKind
 DUPLICATE_KIND_NEAR_EXACT: DuplicateKind
 DUPLICATE_KIND_TRANSFORMED: DuplicateKind
+MAP_STATE_UNSPECIFIED: MapState
+MAP_STATE_QUEUED: MapState
+MAP_STATE_RUNNING: MapState
+MAP_STATE_DONE: MapState
+MAP_STATE_FAILED: MapState
 
 class Sdr(_message.Message):
     __slots__ = ("size", "dimensions", "active")
@@ -373,7 +386,7 @@ class GetItemRequest(_message.Message):
     def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class Item(_message.Message):
-    __slots__ = ("id", "sdr", "concepts", "metadata", "visual", "fingerprint")
+    __slots__ = ("id", "sdr", "concepts", "metadata", "visual", "fingerprint", "thumbnail")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -387,13 +400,15 @@ class Item(_message.Message):
     METADATA_FIELD_NUMBER: _ClassVar[int]
     VISUAL_FIELD_NUMBER: _ClassVar[int]
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    THUMBNAIL_FIELD_NUMBER: _ClassVar[int]
     id: str
     sdr: Sdr
     concepts: _containers.RepeatedCompositeFieldContainer[Concept]
     metadata: _containers.ScalarMap[str, str]
     visual: Sdr
     fingerprint: Fingerprint
-    def __init__(self, id: _Optional[str] = ..., sdr: _Optional[_Union[Sdr, _Mapping]] = ..., concepts: _Optional[_Iterable[_Union[Concept, _Mapping]]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., visual: _Optional[_Union[Sdr, _Mapping]] = ..., fingerprint: _Optional[_Union[Fingerprint, _Mapping]] = ...) -> None: ...
+    thumbnail: bytes
+    def __init__(self, id: _Optional[str] = ..., sdr: _Optional[_Union[Sdr, _Mapping]] = ..., concepts: _Optional[_Iterable[_Union[Concept, _Mapping]]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., visual: _Optional[_Union[Sdr, _Mapping]] = ..., fingerprint: _Optional[_Union[Fingerprint, _Mapping]] = ..., thumbnail: _Optional[bytes] = ...) -> None: ...
 
 class RemoveItemRequest(_message.Message):
     __slots__ = ("id",)
@@ -513,6 +528,126 @@ class RemoveConceptResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
 
+class ItemIds(_message.Message):
+    __slots__ = ("ids",)
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class CreateMapRequest(_message.Message):
+    __slots__ = ("ids", "filter", "concept", "space", "columns", "rows", "cell_pixels")
+    IDS_FIELD_NUMBER: _ClassVar[int]
+    FILTER_FIELD_NUMBER: _ClassVar[int]
+    CONCEPT_FIELD_NUMBER: _ClassVar[int]
+    SPACE_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    CELL_PIXELS_FIELD_NUMBER: _ClassVar[int]
+    ids: ItemIds
+    filter: Filter
+    concept: str
+    space: Space
+    columns: int
+    rows: int
+    cell_pixels: int
+    def __init__(self, ids: _Optional[_Union[ItemIds, _Mapping]] = ..., filter: _Optional[_Union[Filter, _Mapping]] = ..., concept: _Optional[str] = ..., space: _Optional[_Union[Space, str]] = ..., columns: _Optional[int] = ..., rows: _Optional[int] = ..., cell_pixels: _Optional[int] = ...) -> None: ...
+
+class MapCell(_message.Message):
+    __slots__ = ("id", "column", "row", "thumbnail")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    COLUMN_FIELD_NUMBER: _ClassVar[int]
+    ROW_FIELD_NUMBER: _ClassVar[int]
+    THUMBNAIL_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    column: int
+    row: int
+    thumbnail: bool
+    def __init__(self, id: _Optional[str] = ..., column: _Optional[int] = ..., row: _Optional[int] = ..., thumbnail: _Optional[bool] = ...) -> None: ...
+
+class MapJob(_message.Message):
+    __slots__ = ("id", "state", "progress", "stage", "error", "space", "columns", "rows", "items", "cells", "png", "cell_pixels", "created_ms", "elapsed_ms", "neighbourhood_kept")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    PROGRESS_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    SPACE_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    CELLS_FIELD_NUMBER: _ClassVar[int]
+    PNG_FIELD_NUMBER: _ClassVar[int]
+    CELL_PIXELS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_MS_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_MS_FIELD_NUMBER: _ClassVar[int]
+    NEIGHBOURHOOD_KEPT_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    state: MapState
+    progress: float
+    stage: str
+    error: _status_pb2.Status
+    space: Space
+    columns: int
+    rows: int
+    items: int
+    cells: _containers.RepeatedCompositeFieldContainer[MapCell]
+    png: bytes
+    cell_pixels: int
+    created_ms: int
+    elapsed_ms: float
+    neighbourhood_kept: float
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[MapState, str]] = ..., progress: _Optional[float] = ..., stage: _Optional[str] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., space: _Optional[_Union[Space, str]] = ..., columns: _Optional[int] = ..., rows: _Optional[int] = ..., items: _Optional[int] = ..., cells: _Optional[_Iterable[_Union[MapCell, _Mapping]]] = ..., png: _Optional[bytes] = ..., cell_pixels: _Optional[int] = ..., created_ms: _Optional[int] = ..., elapsed_ms: _Optional[float] = ..., neighbourhood_kept: _Optional[float] = ...) -> None: ...
+
+class GetMapRequest(_message.Message):
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
+
+class ExplainRequest(_message.Message):
+    __slots__ = ("image", "concept", "custom_concept", "like", "space", "patch", "stride", "options")
+    IMAGE_FIELD_NUMBER: _ClassVar[int]
+    CONCEPT_FIELD_NUMBER: _ClassVar[int]
+    CUSTOM_CONCEPT_FIELD_NUMBER: _ClassVar[int]
+    LIKE_FIELD_NUMBER: _ClassVar[int]
+    SPACE_FIELD_NUMBER: _ClassVar[int]
+    PATCH_FIELD_NUMBER: _ClassVar[int]
+    STRIDE_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
+    image: bytes
+    concept: str
+    custom_concept: str
+    like: str
+    space: Space
+    patch: int
+    stride: int
+    options: EncodeOptions
+    def __init__(self, image: _Optional[bytes] = ..., concept: _Optional[str] = ..., custom_concept: _Optional[str] = ..., like: _Optional[str] = ..., space: _Optional[_Union[Space, str]] = ..., patch: _Optional[int] = ..., stride: _Optional[int] = ..., options: _Optional[_Union[EncodeOptions, _Mapping]] = ...) -> None: ...
+
+class ExplainResponse(_message.Message):
+    __slots__ = ("target", "score", "columns", "rows", "heat", "patch", "stride", "variants", "png", "elapsed_ms")
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    COLUMNS_FIELD_NUMBER: _ClassVar[int]
+    ROWS_FIELD_NUMBER: _ClassVar[int]
+    HEAT_FIELD_NUMBER: _ClassVar[int]
+    PATCH_FIELD_NUMBER: _ClassVar[int]
+    STRIDE_FIELD_NUMBER: _ClassVar[int]
+    VARIANTS_FIELD_NUMBER: _ClassVar[int]
+    PNG_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_MS_FIELD_NUMBER: _ClassVar[int]
+    target: str
+    score: float
+    columns: int
+    rows: int
+    heat: _containers.RepeatedScalarFieldContainer[float]
+    patch: int
+    stride: int
+    variants: int
+    png: bytes
+    elapsed_ms: float
+    def __init__(self, target: _Optional[str] = ..., score: _Optional[float] = ..., columns: _Optional[int] = ..., rows: _Optional[int] = ..., heat: _Optional[_Iterable[float]] = ..., patch: _Optional[int] = ..., stride: _Optional[int] = ..., variants: _Optional[int] = ..., png: _Optional[bytes] = ..., elapsed_ms: _Optional[float] = ...) -> None: ...
+
 class InfoRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
@@ -528,20 +663,22 @@ class Provider(_message.Message):
     def __init__(self, name: _Optional[str] = ..., model: _Optional[str] = ..., version: _Optional[str] = ...) -> None: ...
 
 class Limits(_message.Message):
-    __slots__ = ("max_message_bytes", "max_image_bytes", "max_pixels", "min_image_side", "max_k", "stream_in_flight")
+    __slots__ = ("max_message_bytes", "max_image_bytes", "max_pixels", "min_image_side", "max_k", "stream_in_flight", "max_map_items")
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_IMAGE_BYTES_FIELD_NUMBER: _ClassVar[int]
     MAX_PIXELS_FIELD_NUMBER: _ClassVar[int]
     MIN_IMAGE_SIDE_FIELD_NUMBER: _ClassVar[int]
     MAX_K_FIELD_NUMBER: _ClassVar[int]
     STREAM_IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    MAX_MAP_ITEMS_FIELD_NUMBER: _ClassVar[int]
     max_message_bytes: int
     max_image_bytes: int
     max_pixels: int
     min_image_side: int
     max_k: int
     stream_in_flight: int
-    def __init__(self, max_message_bytes: _Optional[int] = ..., max_image_bytes: _Optional[int] = ..., max_pixels: _Optional[int] = ..., min_image_side: _Optional[int] = ..., max_k: _Optional[int] = ..., stream_in_flight: _Optional[int] = ...) -> None: ...
+    max_map_items: int
+    def __init__(self, max_message_bytes: _Optional[int] = ..., max_image_bytes: _Optional[int] = ..., max_pixels: _Optional[int] = ..., min_image_side: _Optional[int] = ..., max_k: _Optional[int] = ..., stream_in_flight: _Optional[int] = ..., max_map_items: _Optional[int] = ...) -> None: ...
 
 class InfoResponse(_message.Message):
     __slots__ = ("server_version", "geometry", "sparsity", "active_bits", "concepts", "terms", "index_kind", "index_size", "limits", "vocabulary_size", "visual", "visual_share", "duplicate_thresholds", "index_visual_size", "custom_concepts")

@@ -104,6 +104,21 @@ class Image2SdrStub:
                 request_serializer=image2sdr_dot_v1_dot_image2sdr__pb2.RemoveConceptRequest.SerializeToString,
                 response_deserializer=image2sdr_dot_v1_dot_image2sdr__pb2.RemoveConceptResponse.FromString,
                 _registered_method=True)
+        self.CreateMap = channel.unary_unary(
+                '/image2sdr.v1.Image2Sdr/CreateMap',
+                request_serializer=image2sdr_dot_v1_dot_image2sdr__pb2.CreateMapRequest.SerializeToString,
+                response_deserializer=image2sdr_dot_v1_dot_image2sdr__pb2.MapJob.FromString,
+                _registered_method=True)
+        self.GetMap = channel.unary_unary(
+                '/image2sdr.v1.Image2Sdr/GetMap',
+                request_serializer=image2sdr_dot_v1_dot_image2sdr__pb2.GetMapRequest.SerializeToString,
+                response_deserializer=image2sdr_dot_v1_dot_image2sdr__pb2.MapJob.FromString,
+                _registered_method=True)
+        self.Explain = channel.unary_unary(
+                '/image2sdr.v1.Image2Sdr/Explain',
+                request_serializer=image2sdr_dot_v1_dot_image2sdr__pb2.ExplainRequest.SerializeToString,
+                response_deserializer=image2sdr_dot_v1_dot_image2sdr__pb2.ExplainResponse.FromString,
+                _registered_method=True)
         self.Info = channel.unary_unary(
                 '/image2sdr.v1.Image2Sdr/Info',
                 request_serializer=image2sdr_dot_v1_dot_image2sdr__pb2.InfoRequest.SerializeToString,
@@ -215,6 +230,34 @@ class Image2SdrServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateMap(self, request, context):
+        """Lay stored items out on a grid by similarity (a 2-D embedding of their SDRs
+        by overlap, snapped to cells by a linear assignment) and render it as a PNG of
+        their thumbnails. Starts a job and answers at once with its id; poll GetMap.
+        Jobs live as long as the server; a bounded number run at once (more queue,
+        and past the queue: RESOURCE_EXHAUSTED).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMap(self, request, context):
+        """A map job's progress and, when it is done, each item's cell and the PNG.
+        An unknown job id is NOT_FOUND; a job that failed says why in MapJob.error.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Explain(self, request, context):
+        """Which parts of an image gave it a concept, a custom concept or its likeness to a
+        stored item: occlusion sensitivity. A grey patch slides over the image and each
+        cell of the heatmap is how far the target's score falls when its region is hidden.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Info(self, request, context):
         """SDR geometry, providers and model versions, index kind and size, limits.
         """
@@ -294,6 +337,21 @@ def add_Image2SdrServicer_to_server(servicer, server):
                     servicer.RemoveConcept,
                     request_deserializer=image2sdr_dot_v1_dot_image2sdr__pb2.RemoveConceptRequest.FromString,
                     response_serializer=image2sdr_dot_v1_dot_image2sdr__pb2.RemoveConceptResponse.SerializeToString,
+            ),
+            'CreateMap': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateMap,
+                    request_deserializer=image2sdr_dot_v1_dot_image2sdr__pb2.CreateMapRequest.FromString,
+                    response_serializer=image2sdr_dot_v1_dot_image2sdr__pb2.MapJob.SerializeToString,
+            ),
+            'GetMap': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMap,
+                    request_deserializer=image2sdr_dot_v1_dot_image2sdr__pb2.GetMapRequest.FromString,
+                    response_serializer=image2sdr_dot_v1_dot_image2sdr__pb2.MapJob.SerializeToString,
+            ),
+            'Explain': grpc.unary_unary_rpc_method_handler(
+                    servicer.Explain,
+                    request_deserializer=image2sdr_dot_v1_dot_image2sdr__pb2.ExplainRequest.FromString,
+                    response_serializer=image2sdr_dot_v1_dot_image2sdr__pb2.ExplainResponse.SerializeToString,
             ),
             'Info': grpc.unary_unary_rpc_method_handler(
                     servicer.Info,
@@ -679,6 +737,87 @@ class Image2Sdr:
             '/image2sdr.v1.Image2Sdr/RemoveConcept',
             image2sdr_dot_v1_dot_image2sdr__pb2.RemoveConceptRequest.SerializeToString,
             image2sdr_dot_v1_dot_image2sdr__pb2.RemoveConceptResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateMap(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/image2sdr.v1.Image2Sdr/CreateMap',
+            image2sdr_dot_v1_dot_image2sdr__pb2.CreateMapRequest.SerializeToString,
+            image2sdr_dot_v1_dot_image2sdr__pb2.MapJob.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMap(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/image2sdr.v1.Image2Sdr/GetMap',
+            image2sdr_dot_v1_dot_image2sdr__pb2.GetMapRequest.SerializeToString,
+            image2sdr_dot_v1_dot_image2sdr__pb2.MapJob.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Explain(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/image2sdr.v1.Image2Sdr/Explain',
+            image2sdr_dot_v1_dot_image2sdr__pb2.ExplainRequest.SerializeToString,
+            image2sdr_dot_v1_dot_image2sdr__pb2.ExplainResponse.FromString,
             options,
             channel_credentials,
             insecure,
