@@ -17,7 +17,9 @@ classifier's pooled feature projected by ``appearance``.  With the local
 concept provider one inference gives both the concepts and the feature; with
 Clarifai the local classifier runs once more per image, for the feature alone.
 ``visual_share`` > 0 gives the merged SDR's first places to the visual SDR's
-strongest bits (``merge``).
+strongest bits (``merge``).  When ``index.thumbnails`` is above 0 it also gets
+a small thumbnail (``thumbnails``), made on the decode threads from the image
+already decoded, for the index to keep.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from pydantic import TypeAdapter, ValidationError
 from .appearance import Appearance, FeatureResult
 from .concepts.base import Concept, ConceptResult, ConceptSource
 from .concepts.local import LocalConceptSource
+from .concepts.nsfw import WithNsfw
 from .config import Confidence, Config, MaxConcepts, Sparsity, VisualShare
 from .errors import (
     ConfigError,
@@ -52,6 +55,7 @@ from .merge import Merger, MergeResult, WeightedSdr
 from .sdr import Sdr
 from .terms.base import TermSource, normalize_term
 from .terms.cache import CachedTermSource, TermCache
+from .thumbnails import check_format, make_thumbnail
 
 __all__ = ["ConceptUse", "EncodeOptions", "Encoder", "Encoding", "Outcome", "StageTimings"]
 
@@ -105,6 +109,8 @@ class Encoding:
     merged: tuple[WeightedSdr, ...] = field(default=(), compare=False, repr=False)
     visual_bits: npt.NDArray[np.uint32] | None = field(default=None, compare=False, repr=False)
     active_bits: int = field(default=0, compare=False, repr=False)
+    # WebP or JPEG bytes for the index (None: index.thumbnails is 0, or no image).
+    thumbnail: bytes | None = field(default=None, compare=False, repr=False)
 
     @property
     def used(self) -> tuple[ConceptUse, ...]:
@@ -133,6 +139,7 @@ class _Looks:
     """What an image's appearance adds to its encoding."""
 
     fingerprint: Fingerprint | None
+    thumbnail: bytes | None = None
     visual: Sdr | None = None
     ranked: npt.NDArray[np.uint32] | None = None  # visual bits, strongest first (as many as the merge needs)
     appearance_ms: float = 0.0
@@ -154,6 +161,8 @@ class Encoder:
             raise ConfigError(f"term provider gives {terms.size}-bit SDRs, config.sdr.size is {config.sdr.size}")
         if appearance is not None and appearance.size != config.sdr.size:
             raise ConfigError(f"visual SDRs have {appearance.size} bits, config.sdr.size is {config.sdr.size}")
+        if config.index.thumbnails:  # refused at start, not on every image
+            check_format(config.index.thumbnail_format)
         self.config = config
         self.concept_source = concepts
         self.term_source = terms
@@ -321,7 +330,11 @@ class Encoder:
         source, appearance = self.concept_source, self.appearance
         none: list[FeatureResult | None] = [None] * len(images)
         try:
-            if isinstance(source, LocalConceptSource) and appearance is not None and appearance.features is source:
+            if (
+                isinstance(source, LocalConceptSource | WithNsfw)
+                and appearance is not None
+                and appearance.features is _classifier(source)
+            ):
                 # One inference: the classifier's probabilities and its pooled feature together.
                 observed = source.observe(images, settings.max_concepts, settings.min_confidence)
                 found: list[ConceptResult] = [o if isinstance(o, Exception) else o.concepts for o in observed]
@@ -343,7 +356,7 @@ class Encoder:
         looks: list[_Looks | Exception] = [
             feature
             if isinstance(feature, Exception)
-            else _Looks(decode.fingerprint, appearance_ms=decode.fingerprint_ms)
+            else _Looks(decode.fingerprint, decode.thumbnail, appearance_ms=decode.fingerprint_ms)
             for decode, feature in zip(timed, features, strict=True)
         ]
         rows = {row: feature for row, feature in enumerate(features) if isinstance(feature, np.ndarray)}
@@ -355,7 +368,13 @@ class Encoder:
         for row, bits in zip(rows, ranked, strict=True):
             fingerprint_ms = timed[row].fingerprint_ms
             visual = self.appearance.sdr(bits)
-            looks[row] = _Looks(timed[row].fingerprint, visual, bits[: settings.visual_bits], fingerprint_ms + share_ms)
+            looks[row] = _Looks(
+                timed[row].fingerprint,
+                timed[row].thumbnail,
+                visual,
+                bits[: settings.visual_bits],
+                fingerprint_ms + share_ms,
+            )
         return looks
 
     def _plan(self, concepts: Sequence[Concept], settings: _Settings) -> _Plan:
@@ -414,6 +433,7 @@ class Encoder:
             timings=timings,
             visual=look.visual if look is not None else None,
             fingerprint=look.fingerprint if look is not None else None,
+            thumbnail=look.thumbnail if look is not None else None,
             merged=tuple(weighted),
             visual_bits=visual_bits,
             active_bits=settings.active_bits,
@@ -426,16 +446,30 @@ def _concept_source(config: Config) -> ConceptSource:
     if config.concepts.provider == "clarifai":
         from .concepts.clarifai import ClarifaiConceptSource  # noqa: PLC0415
 
-        return ClarifaiConceptSource.from_config(config.concepts.clarifai)
-    return LocalConceptSource(config.models_dir, config.concepts.local)
+        source: ConceptSource = ClarifaiConceptSource.from_config(config.concepts.clarifai)
+    else:
+        source = LocalConceptSource(config.models_dir, config.concepts.local)
+    if not config.concepts.nsfw.enabled:
+        return source
+    try:
+        return WithNsfw.from_config(source, config.concepts.nsfw)
+    except BaseException:
+        _close(source)
+        raise
+
+
+def _classifier(source: ConceptSource) -> object:
+    """The provider under the nsfw wrapper: the local classifier the visual SDR can share."""
+    return source.base if isinstance(source, WithNsfw) else source
 
 
 def _appearance(config: Config, concepts: ConceptSource) -> Appearance | None:
     """The visual SDR's projection and its feature source: the local classifier, shared when it gives the concepts."""
     if not config.visual.enabled:
         return None
-    if isinstance(concepts, LocalConceptSource):
-        return Appearance(concepts, config.visual, config.sdr)
+    local = _classifier(concepts)
+    if isinstance(local, LocalConceptSource):
+        return Appearance(local, config.visual, config.sdr)
     try:
         classifier = LocalConceptSource(config.models_dir, config.concepts.local)
     except ModelsMissingError as exc:
@@ -484,11 +518,12 @@ class _Decoded:
     image: DecodedImage | Exception
     ms: float
     fingerprint: Fingerprint | None = None  # None when the image did not decode
-    fingerprint_ms: float = 0.0
+    fingerprint_ms: float = 0.0  # the fingerprint's and the thumbnail's
+    thumbnail: bytes | None = None
 
 
 def _timed_decode(data: bytes, config: Config, side: int | None) -> _Decoded:
-    # The fingerprint is made here, on the decode threads, while the image is at hand.
+    # The fingerprint and thumbnail are made here, on the decode threads, while the image is at hand.
     started = time.perf_counter()
     try:
         image = decode_image(data, config.image, side)
@@ -497,9 +532,23 @@ def _timed_decode(data: bytes, config: Config, side: int | None) -> _Decoded:
     decoded = time.perf_counter()
     try:
         found = fingerprint(data, image.image)
+        thumbnail = _thumbnail(image, config)
     except Exception as exc:  # as for decoding: this image fails alone
         return _Decoded(exc, (decoded - started) * 1000)
-    return _Decoded(image, (decoded - started) * 1000, found, (time.perf_counter() - decoded) * 1000)
+    return _Decoded(image, (decoded - started) * 1000, found, (time.perf_counter() - decoded) * 1000, thumbnail)
+
+
+def _thumbnail(image: DecodedImage, config: Config) -> bytes | None:
+    """The image's thumbnail for the index, or None when they are off.
+
+    A JPEG decoded at a reduced scale (draft) keeps both sides at least the
+    classifier's input side (224 px or so): a thumbnail larger than that comes out
+    at the drafted size, never enlarged.
+    """
+    side = config.index.thumbnails
+    if not side:
+        return None
+    return make_thumbnail(image.image, side, config.index.thumbnail_format, config.index.thumbnail_quality)
 
 
 # A per-request option is held to the same bounds as the config field it overrides.

