@@ -565,7 +565,7 @@ class MapCell(_message.Message):
     def __init__(self, id: _Optional[str] = ..., column: _Optional[int] = ..., row: _Optional[int] = ..., thumbnail: _Optional[bool] = ...) -> None: ...
 
 class MapJob(_message.Message):
-    __slots__ = ("id", "state", "progress", "stage", "error", "space", "columns", "rows", "items", "cells", "png", "cell_pixels", "created_ms", "elapsed_ms", "neighbourhood_kept")
+    __slots__ = ("id", "state", "progress", "stage", "error", "space", "columns", "rows", "items", "cells", "png", "cell_pixels", "created_ms", "elapsed_ms", "neighbourhood_kept", "skipped_without_visual")
     ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_FIELD_NUMBER: _ClassVar[int]
@@ -581,6 +581,7 @@ class MapJob(_message.Message):
     CREATED_MS_FIELD_NUMBER: _ClassVar[int]
     ELAPSED_MS_FIELD_NUMBER: _ClassVar[int]
     NEIGHBOURHOOD_KEPT_FIELD_NUMBER: _ClassVar[int]
+    SKIPPED_WITHOUT_VISUAL_FIELD_NUMBER: _ClassVar[int]
     id: str
     state: MapState
     progress: float
@@ -596,7 +597,8 @@ class MapJob(_message.Message):
     created_ms: int
     elapsed_ms: float
     neighbourhood_kept: float
-    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[MapState, str]] = ..., progress: _Optional[float] = ..., stage: _Optional[str] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., space: _Optional[_Union[Space, str]] = ..., columns: _Optional[int] = ..., rows: _Optional[int] = ..., items: _Optional[int] = ..., cells: _Optional[_Iterable[_Union[MapCell, _Mapping]]] = ..., png: _Optional[bytes] = ..., cell_pixels: _Optional[int] = ..., created_ms: _Optional[int] = ..., elapsed_ms: _Optional[float] = ..., neighbourhood_kept: _Optional[float] = ...) -> None: ...
+    skipped_without_visual: int
+    def __init__(self, id: _Optional[str] = ..., state: _Optional[_Union[MapState, str]] = ..., progress: _Optional[float] = ..., stage: _Optional[str] = ..., error: _Optional[_Union[_status_pb2.Status, _Mapping]] = ..., space: _Optional[_Union[Space, str]] = ..., columns: _Optional[int] = ..., rows: _Optional[int] = ..., items: _Optional[int] = ..., cells: _Optional[_Iterable[_Union[MapCell, _Mapping]]] = ..., png: _Optional[bytes] = ..., cell_pixels: _Optional[int] = ..., created_ms: _Optional[int] = ..., elapsed_ms: _Optional[float] = ..., neighbourhood_kept: _Optional[float] = ..., skipped_without_visual: _Optional[int] = ...) -> None: ...
 
 class GetMapRequest(_message.Message):
     __slots__ = ("id",)
