@@ -483,3 +483,88 @@ def test_a_page_token_out_of_range_is_refused(index: ItemIndex) -> None:
     for token in ("m9999999999999999999." + "0" * 32, "m1." + "0" * 32 + "\n", "l-1", "garbage"):
         with pytest.raises(InvalidInputError):
             index.list_items(10, token)
+
+
+# -- thumbnails ------------------------------------------------------------------------
+
+
+def _thumb(number: int, size: int = 600) -> bytes:
+    """Distinct bytes standing in for a WebP (the index keeps them as given, never decoded)."""
+    return hashlib.sha256(str(number).encode()).digest() * (size // 32) + bytes([number % 256])
+
+
+def test_a_thumbnail_comes_back_only_through_thumbnails(index: ItemIndex) -> None:
+    sdr = random_sdr(np.random.default_rng(7), 60)
+    index.add_many([Item("pic", sdr, (("cat", 0.9),), thumbnail=_thumb(1)), Item("bare", sdr)])
+    assert index.thumbnails(["pic", "bare", "unknown", BASE[0].id]) == {"pic": _thumb(1)}
+    assert index.thumbnails([]) == {}
+    assert index.thumbnails(["pic", "pic"]) == {"pic": _thumb(1)}
+    # Reads of the item itself never carry it: searches and listings stay as lean as before.
+    assert index.get("pic").thumbnail is None
+    assert index.get("pic") == Item("pic", sdr, (("cat", 0.9),))
+    assert all(match.item.thumbnail is None for match in index.search(sdr, k=3))
+    assert all(item.thumbnail is None for item in index.list_items(5).items)
+
+
+def test_a_replaced_item_keeps_only_the_thumbnail_of_its_last_add(index: ItemIndex) -> None:
+    sdr = random_sdr(np.random.default_rng(8), 60)
+    index.add_many([Item("pic", sdr, thumbnail=_thumb(1))])
+    index.add_many([Item("pic", sdr, thumbnail=_thumb(2))])
+    assert index.thumbnails(["pic"]) == {"pic": _thumb(2)}
+    index.add("pic", sdr)  # added again without an image: drawn as its SDR from now on
+    assert index.thumbnails(["pic"]) == {}
+    index.add_many([Item("pic", sdr, thumbnail=_thumb(3)), Item("pic", sdr, thumbnail=_thumb(4))])
+    assert index.thumbnails(["pic"]) == {"pic": _thumb(4)}  # the last occurrence of a repeated id
+
+
+def test_a_removed_item_takes_its_thumbnail_with_it(index: ItemIndex) -> None:
+    sdr = random_sdr(np.random.default_rng(9), 60)
+    index.add_many([Item("pic", sdr, thumbnail=_thumb(1)), Item("other", sdr, thumbnail=_thumb(2))])
+    index.remove("pic")
+    assert index.thumbnails(["pic", "other"]) == {"other": _thumb(2)}
+    index.add("pic", sdr)
+    assert index.thumbnails(["pic"]) == {}
+
+
+def test_a_duplicate_replaced_on_add_takes_its_thumbnail_with_it(index: ItemIndex) -> None:
+    sdr = random_sdr(np.random.default_rng(10), 60)
+    printed = Fingerprint("ab" * 32, 12345)
+    index.add_many([Item("first", sdr, fingerprint=printed, thumbnail=_thumb(1))])
+    (outcome,) = index.add_many(
+        [Item("second", sdr, fingerprint=printed, thumbnail=_thumb(2))], on_duplicate=OnDuplicate.REPLACE
+    )
+    assert outcome.replaced == ("first",)
+    assert index.thumbnails(["first", "second"]) == {"second": _thumb(2)}
+
+
+def test_thumbnails_of_many_items_large_and_small_are_read_at_once_and_kept(engine: Engine) -> None:
+    """1,500 ids: past one SQLite IN (...) chunk and one Milvus key chunk; one thumbnail of 200 kB."""
+    sdr = random_sdr(np.random.default_rng(11), 40)
+    items = [Item(f"many-{n:04d}", sdr, thumbnail=_thumb(n, 64) if n % 3 else None) for n in range(1500)]
+    large = _thumb(7, 200_000)
+    opened = engine.open()
+    try:
+        opened.add_many([*items, Item("large", sdr, thumbnail=large)])
+        wanted = {item.id: item.thumbnail for item in items if item.thumbnail is not None}
+        assert opened.thumbnails([item.id for item in items]) == wanted
+        assert opened.thumbnails(["large"]) == {"large": large}
+    finally:
+        opened.close()
+    reopened = engine.open()  # durable: read back from disk (or the server) by a new instance
+    try:
+        assert reopened.thumbnails(["many-0001", "many-0003", "large"]) == {"many-0001": _thumb(1, 64), "large": large}
+    finally:
+        reopened.close()
+
+
+def test_a_thumbnail_that_is_not_bytes_or_too_large_is_refused(index: ItemIndex) -> None:
+    sdr = random_sdr(np.random.default_rng(12), 40)
+    for bad in ("text", bytearray(b"x"), bytes((1 << 20) + 1)):
+        with pytest.raises(InvalidInputError) as caught:
+            index.add_many([Item("bad", sdr, thumbnail=bad)])  # type: ignore[arg-type]
+        assert caught.value.field == "thumbnail"
+    assert index.contains(["bad"]) == [False]
+    index.add_many([Item("empty", sdr, thumbnail=b"")])  # empty bytes: no thumbnail
+    assert index.thumbnails(["empty"]) == {}
+    with pytest.raises(InvalidIdError):
+        index.thumbnails([""])

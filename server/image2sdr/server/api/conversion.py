@@ -209,7 +209,7 @@ def sdr_from_message(message: pb.Sdr, geometry: SdrConfig, field: str) -> Sdr:
 
 
 def stored_item(request: pb.EncodeRequest, encoding: Encoding) -> Item:
-    """What an EncodeRequest with ``add_to_index`` stores: its SDRs, concepts used, metadata and fingerprint."""
+    """What an EncodeRequest with ``add_to_index`` stores: its SDRs, concepts used, metadata, fingerprint, thumbnail."""
     target = request.add_to_index
     return Item(
         target.id,
@@ -219,6 +219,7 @@ def stored_item(request: pb.EncodeRequest, encoding: Encoding) -> Item:
         dict(target.metadata),
         spaces={} if encoding.visual is None else {VISUAL: encoding.visual},
         fingerprint=encoding.fingerprint,
+        thumbnail=encoding.thumbnail,
     )
 
 

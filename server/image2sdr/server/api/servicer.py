@@ -228,7 +228,10 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
 
     @_unary
     def GetItem(self, request: pb.GetItemRequest, context: grpc.ServicerContext) -> pb.Item:
-        return item_message(self.index.get(request.id), self.config.sdr.dimensions)
+        message = item_message(self.index.get(request.id), self.config.sdr.dimensions)
+        # Read after the item: one removed in between has none, and GetItem still answers.
+        message.thumbnail = self.index.thumbnails([request.id]).get(request.id, b"")
+        return message
 
     @_unary
     def RemoveItem(self, request: pb.RemoveItemRequest, context: grpc.ServicerContext) -> pb.RemoveItemResponse:

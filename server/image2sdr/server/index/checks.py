@@ -44,6 +44,7 @@ __all__ = [
     "MAX_FILTER_CONDITIONS",
     "MAX_FILTER_KEY_BYTES",
     "MAX_FILTER_VALUES",
+    "MAX_THUMBNAIL_BYTES",
     "RESERVED_KEY_PREFIX",
     "ItemChecks",
     "check_concept_name",
@@ -51,6 +52,7 @@ __all__ = [
     "check_filter",
     "check_id",
     "check_metadata",
+    "check_thumbnail",
     "compare",
     "duplicate_order",
     "filter_digest",
@@ -101,7 +103,8 @@ class ItemChecks:
             fingerprint = item.fingerprint
             if fingerprint is not None and not isinstance(fingerprint, Fingerprint):
                 raise InvalidInputError("fingerprint must be a Fingerprint", field="fingerprint")
-            last[item.id] = StoredItem(item.id, sdrs, concepts, metadata, fingerprint)
+            thumbnail = check_thumbnail(item.thumbnail)
+            last[item.id] = StoredItem(item.id, sdrs, concepts, metadata, fingerprint, thumbnail)
         return list(last.values())
 
     def sdr(self, sdr: object, name: str) -> None:
@@ -126,6 +129,19 @@ class ItemChecks:
             raise InvalidInputError(f"k must be an integer in [1, {self.config.max_k}], got {k!r}", field="k")
         if not is_int(min_overlap) or min_overlap < 0:  # type: ignore[operator]
             raise InvalidInputError(f"min_overlap must be an integer >= 0, got {min_overlap!r}", field="min_overlap")
+
+
+def check_thumbnail(thumbnail: object) -> bytes | None:
+    """An item's thumbnail as stored: bytes up to MAX_THUMBNAIL_BYTES; empty is none."""
+    if thumbnail is None:
+        return None
+    if not isinstance(thumbnail, bytes):
+        raise InvalidInputError("thumbnail must be bytes", field="thumbnail")
+    if len(thumbnail) > MAX_THUMBNAIL_BYTES:
+        raise InvalidInputError(
+            f"thumbnail is {len(thumbnail)} bytes, at most {MAX_THUMBNAIL_BYTES}", field="thumbnail"
+        )
+    return thumbnail or None
 
 
 def compare(
@@ -318,6 +334,8 @@ def check_concept_name(name: object, field: str) -> str:
 
 
 MAX_DOCUMENT_BYTES = 1 << 20  # UTF-8 bytes of a custom concept's document, at most
+# A thumbnail's bytes, at most: a 512 px JPEG at quality 100 (the config's largest) is ~0.2 MiB.
+MAX_THUMBNAIL_BYTES = 1 << 20
 
 
 def check_document(document: object) -> str:

@@ -32,6 +32,11 @@ it. Rows of older versions are deleted after the commit, best effort.
 
     concepts   custom concepts (``put_concept``): each version of a document in chunks,
                keyed "<name key>.<seq>.<part>", and one meta row recording the layout version
+    thumbs     the thumbnail of each item version that has one, base64 in chunks (Milvus
+               2.3 has no bytes field), keyed "<key>.<seq>.<part>": a side row like the
+               visual ones, written before the semantic row and read only for the current
+               seq, so an add without a thumbnail leaves the item none. Collections of the
+               release before thumbnails have no ``thumbs``; it is created at open, empty.
 
 Filters (``where``) are Milvus expressions on the semantic row's ``concepts`` JSON,
 which holds, beside the concept terms and scores, a filter index: ``names`` maps a
@@ -53,6 +58,7 @@ checks the filter on each candidate, with the same proof of exactness (see ``_pl
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
@@ -123,6 +129,9 @@ K = TypeVar("K")
 
 PHASH = "phash"
 CONCEPTS = "concepts"
+THUMBS = "thumbs"
+_THUMB_CHARS = 65532  # base64 characters (ASCII) per chunk of a thumbnail: under VARCHAR's 65535 bytes
+_THUMB_BATCH_CHARS = 8 << 20  # base64 characters per upsert request, at most (beside one large chunk)
 SCHEMA = "image2sdr items v2"  # in each collection's description (v1: before the filter index)
 LAYOUT = 2  # concepts["v"] of a semantic row that holds the filter index; the meta row records it
 _META_ROW = "meta.items"  # the concepts collection's row recording the items' layout version
@@ -183,7 +192,7 @@ class MilvusIndex:
         self.shown_uri = _without_credentials(self.uri)  # the URI as errors and logs name it
         self._spaces = tuple(spaces)
         self._checks = ItemChecks(config, sdr_size, spaces)
-        self._names = {name: f"{settings.collection}_{name}" for name in (*spaces, PHASH, CONCEPTS)}
+        self._names = {name: f"{settings.collection}_{name}" for name in (*spaces, PHASH, CONCEPTS, THUMBS)}
         self._dim = code_size(sdr_size, config.equalize_bits) * 8
         self._token = Secret(os.environ.get(settings.token_env, "").strip())
         self._policy = RetryPolicy(
@@ -205,7 +214,7 @@ class MilvusIndex:
         self._closed = False
         self._client = self._connect()
         try:
-            for name in (*spaces, PHASH, CONCEPTS):
+            for name in (*spaces, PHASH, CONCEPTS, THUMBS):
                 self._open_collection(name)
             self._migrate()
         except BaseException:
@@ -242,7 +251,7 @@ class MilvusIndex:
         try:
             # A query, not a ping: after a restart Milvus answers pings well before it has
             # loaded the collections again, and until then every search would time out.
-            for name in (*self._spaces, PHASH, CONCEPTS):
+            for name in (*self._spaces, PHASH, CONCEPTS, THUMBS):
                 self._client.query(
                     self._names[name],
                     filter='key == ""',
@@ -310,6 +319,8 @@ class MilvusIndex:
 
         if name == CONCEPTS:
             return self._concepts_schema()
+        if name == THUMBS:
+            return self._thumbs_schema()
         schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False, description=SCHEMA)
         if name == SEMANTIC:
             schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=32)
@@ -353,9 +364,28 @@ class MilvusIndex:
         schema.add_field("code", DataType.BINARY_VECTOR, dim=8)
         return schema
 
+    def _thumbs_schema(self) -> Any:
+        """Thumbnails: one row per chunk of one item version's thumbnail, looked up by key.
+
+        As for concepts, the vector field is there because Milvus 2.3 wants one: 8 zero bits.
+        """
+        from pymilvus import DataType, MilvusClient  # noqa: PLC0415
+
+        schema = MilvusClient.create_schema(
+            auto_id=False, enable_dynamic_field=False, description="image2sdr thumbs v1"
+        )
+        schema.add_field("row", DataType.VARCHAR, is_primary=True, max_length=96)  # "<key>.<seq>.<part>"
+        schema.add_field("key", DataType.VARCHAR, max_length=32)  # item_key(id)
+        schema.add_field("seq", DataType.INT64)  # the item version it belongs to
+        schema.add_field("part", DataType.INT64)
+        schema.add_field("parts", DataType.INT64)
+        schema.add_field("text", DataType.VARCHAR, max_length=65535)  # base64 of the image bytes
+        schema.add_field("code", DataType.BINARY_VECTOR, dim=8)
+        return schema
+
     def _index_kind(self, name: str) -> dict[str, Any]:
         settings = self.config.milvus
-        if name in (PHASH, CONCEPTS) or self.embedded or settings.index_type == "BIN_FLAT":
+        if name in (PHASH, CONCEPTS, THUMBS) or self.embedded or settings.index_type == "BIN_FLAT":
             return {"index_type": "BIN_FLAT"}
         return {"index_type": "BIN_IVF_FLAT", "params": {"nlist": settings.nlist}}
 
@@ -365,7 +395,7 @@ class MilvusIndex:
             "describe_collection", lambda t: self._client.describe_collection(collection, timeout=t), setup=True
         )
         dims = {field["name"]: field.get("params", {}).get("dim") for field in described.get("fields", [])}
-        wanted = {PHASH: 64, CONCEPTS: 8}.get(name, self._dim)
+        wanted = {PHASH: 64, CONCEPTS: 8, THUMBS: 8}.get(name, self._dim)
         if int(dims.get("code") or 0) != wanted:
             raise ConfigError(
                 f"Milvus collection {collection} holds codes of {dims.get('code')} bits, this config makes"
@@ -600,6 +630,8 @@ class MilvusIndex:
                 if item.fingerprint is not None
             ],
         )
+        for batch in _thumb_batches(_thumb_rows(versions)):
+            self._upsert(THUMBS, batch)
         semantic = self._codes([item.sdrs[SEMANTIC] for item in kept])
         rows = [
             {
@@ -640,12 +672,13 @@ class MilvusIndex:
         """
         current = dict(zip(keys, seqs, strict=True))
         try:
-            for name in (*self._spaces[1:], PHASH):
+            for name in (*self._spaces[1:], PHASH, THUMBS):
+                primary = "row" if name == THUMBS else "version"
                 for chunk in _chunks(sorted(current)):
-                    rows = self._query(name, _keys_in(chunk), ["version", "key", "seq"])
-                    old = [str(row["version"]) for row in rows if int(row["seq"]) != current[str(row["key"])]]
+                    rows = self._query(name, _keys_in(chunk), [primary, "key", "seq"])
+                    old = [str(row[primary]) for row in rows if int(row["seq"]) != current[str(row["key"])]]
                     if old:
-                        self._delete(name, _versions_in(old))
+                        self._delete(name, _rows_in(old) if name == THUMBS else _versions_in(old))
         except UpstreamError as exc:
             logger.warning("old versions of %d items stay behind (ignored by reads): %s", len(keys), exc)
 
@@ -688,7 +721,7 @@ class MilvusIndex:
             self._delete(SEMANTIC, _keys_in(chunk))  # first: the items are gone from here on
         try:
             for chunk in _chunks(list(keys)):
-                for name in (*self._spaces[1:], PHASH):
+                for name in (*self._spaces[1:], PHASH, THUMBS):
                     self._delete(name, _keys_in(chunk))
         except UpstreamError as exc:  # the items are gone; their side rows are ignored by reads
             logger.warning("side rows of %d removed items stay behind: %s", len(keys), exc)
@@ -713,6 +746,28 @@ class MilvusIndex:
         for chunk in _chunks(sorted(set(keys))):
             present.update(str(row["key"]) for row in self._query(SEMANTIC, _keys_in(chunk), ["key"]))
         return [key in present for key in keys]
+
+    def thumbnails(self, item_ids: Sequence[str]) -> dict[str, bytes]:
+        """The stored thumbnails of these items (ids without one, or unknown, are absent).
+
+        Two queries per 1,000 ids: the items' current seqs, then their thumbnail rows
+        (those of older versions, not yet deleted, are ignored).
+        """
+        for item_id in item_ids:
+            check_id(item_id, self.config.max_id_length)
+        self._check_open()
+        ids = {item_key(item_id): item_id for item_id in item_ids}
+        found: dict[str, bytes] = {}
+        for chunk in _chunks(sorted(ids)):
+            current = {
+                str(row["key"]): int(row["seq"]) for row in self._query(SEMANTIC, _keys_in(chunk), ["key", "seq"])
+            }
+            if not current:
+                continue
+            rows = self._query(THUMBS, _keys_in(sorted(current)), ["key", "seq", "part", "parts", "text"])
+            for key, image in _assembled(rows, current).items():
+                found[ids[key]] = image
+        return found
 
     def count(self, space: str | None = None) -> int:
         """Items stored; with a space, those that have an SDR in it."""
@@ -1300,6 +1355,51 @@ def _newest_complete(rows: Iterable[Mapping[str, Any]]) -> list[StoredConcept]:
         document = "".join(str(part["text"]) for part in parts)
         concepts.append(StoredConcept(str(first["name"]), document, int(first["seq"]) // 1_000_000))
     return concepts
+
+
+def _thumb_rows(versions: Sequence[tuple[str, int, StoredItem]]) -> list[dict[str, Any]]:
+    """The thumbs rows of these item versions: base64 of each thumbnail, in chunks."""
+    rows: list[dict[str, Any]] = []
+    for key, seq, item in versions:
+        if item.thumbnail is None:
+            continue
+        text = base64.b64encode(item.thumbnail).decode("ascii")
+        parts = [text[at : at + _THUMB_CHARS] for at in range(0, len(text), _THUMB_CHARS)]
+        version = {"key": key, "seq": seq, "parts": len(parts), "code": _NO_MARK}
+        rows.extend(
+            {**version, "row": f"{key}.{seq}.{part}", "part": part, "text": chunk} for part, chunk in enumerate(parts)
+        )
+    return rows
+
+
+def _thumb_batches(rows: Sequence[dict[str, Any]]) -> Iterable[list[dict[str, Any]]]:
+    """``rows`` in upsert requests of at most _THUMB_BATCH_CHARS of text (Milvus caps a request's size)."""
+    batch: list[dict[str, Any]] = []
+    size = 0
+    for row in rows:
+        if batch and size + len(row["text"]) > _THUMB_BATCH_CHARS:
+            yield batch
+            batch, size = [], 0
+        batch.append(row)
+        size += len(row["text"])
+    if batch:
+        yield batch
+
+
+def _assembled(rows: Iterable[Mapping[str, Any]], current: Mapping[str, int]) -> dict[str, bytes]:
+    """Each key's thumbnail from the chunks of its current version; one with a chunk missing is none."""
+    parts: dict[str, dict[int, str]] = {}
+    expected: dict[str, int] = {}
+    for row in rows:
+        key = str(row["key"])
+        if current.get(key) == int(row["seq"]):
+            parts.setdefault(key, {})[int(row["part"])] = str(row["text"])
+            expected[key] = int(row["parts"])
+    return {
+        key: base64.b64decode("".join(chunks[part] for part in range(expected[key])))
+        for key, chunks in parts.items()
+        if len(chunks) == expected[key]
+    }
 
 
 def _versions_in(versions: Sequence[str]) -> str:

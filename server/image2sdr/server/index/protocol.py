@@ -15,6 +15,10 @@ An item added from an image also keeps its fingerprint (SHA-256 of the bytes,
 64-bit pHash), so copies of it can be found: the same bytes, a near-exact copy
 (pHash within a few bits) or a transformed one (resized, cropped, mirrored:
 visual overlap above a threshold).
+
+An item added from an image may also carry a small thumbnail (WebP or JPEG
+bytes, ``thumbnails.py``), kept beside it and read apart (``thumbnails``):
+searches and listings never carry it.
 """
 
 from __future__ import annotations
@@ -61,6 +65,8 @@ class Item:
     metadata: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     spaces: Mapping[str, Sdr] = field(default_factory=lambda: _NO_SPACES)
     fingerprint: Fingerprint | None = None  # None: added by SDR alone, without an image
+    # Given on add (None: none kept); items read back leave it None: ``ItemIndex.thumbnails`` reads it.
+    thumbnail: bytes | None = field(default=None, compare=False, repr=False)
 
     def in_space(self, space: str) -> Sdr | None:
         """This item's SDR in ``space``, or None when it has none there."""
@@ -223,6 +229,14 @@ class ItemIndex(Protocol):
 
     def remove(self, item_id: str) -> None:
         """Remove an item, or NotFoundError."""
+        ...
+
+    def thumbnails(self, item_ids: Sequence[str]) -> dict[str, bytes]:
+        """The stored thumbnails of these items; ids without one, or unknown, are absent.
+
+        An item's thumbnail is the one given with its last add: replaced with it,
+        gone when that add had none, removed with the item.
+        """
         ...
 
     def search(

@@ -2,7 +2,8 @@
 
 Where things live, under the index directory:
 
-    items.sqlite3      the source of truth: id, one SDR per space, concepts, metadata (WAL)
+    items.sqlite3      the source of truth: id, one SDR per space, concepts, metadata,
+                       thumbnails (WAL)
     <space>.snapshot   that space's FAISS backend as of some change counter; rebuilt from
                        items.sqlite3 whenever missing, stale, truncated or corrupt
     LOCK               held (flock) while a process has the index open
@@ -350,6 +351,14 @@ class SdrIndex:
             self._check_open()
             present = self._store.existing(item_ids)
         return [item_id in present for item_id in item_ids]
+
+    def thumbnails(self, item_ids: Sequence[str]) -> dict[str, bytes]:
+        """The stored thumbnails of these items (ids without one, or unknown, are absent)."""
+        for item_id in item_ids:
+            check_id(item_id, self.config.max_id_length)
+        with self._lock.read():
+            self._check_open()
+            return self._store.thumbnails(list(dict.fromkeys(item_ids)))
 
     def count(self, space: str | None = None) -> int:
         """Items stored; with a space, those that have an SDR in it."""

@@ -28,6 +28,9 @@ Schema versions (``meta.schema_version``), each opened by every later release:
        ``items``; and ``custom_concepts`` (named documents, opaque here).
        Upgraded from 3 by creating them and filling the first two from every
        row's JSON (``json_each``), in the same transaction
+    5  ``item_thumbnails`` (one row per item stored with a thumbnail, by label):
+       WebP or JPEG bytes, read apart from ``items`` so searches never load them.
+       Upgraded from 4 by creating it, empty: older items have no thumbnail
 
 Every upgrade runs in one transaction, so an interrupted one leaves the old
 version intact.
@@ -55,7 +58,7 @@ __all__ = ["Row", "SqliteStore", "StoredItem"]
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 _SCHEMA = (
     """
 CREATE TABLE IF NOT EXISTS items (
@@ -91,6 +94,13 @@ CREATE TABLE IF NOT EXISTS item_concepts (
     confidence REAL NOT NULL,  -- the item's highest confidence for this name
     PRIMARY KEY (name, label)
 ) WITHOUT ROWID""",
+    # Keyed by the item's label, as the filter tables are: deleted with the row, and a
+    # replaced item (a new label) never shows its old thumbnail.
+    """
+CREATE TABLE IF NOT EXISTS item_thumbnails (
+    label INTEGER PRIMARY KEY,
+    image BLOB NOT NULL  -- WebP or JPEG bytes
+)""",
     """
 CREATE TABLE IF NOT EXISTS custom_concepts (
     name       TEXT PRIMARY KEY,
@@ -123,6 +133,7 @@ class StoredItem:
     concepts: tuple[tuple[str, float], ...]
     metadata: Mapping[str, str]
     fingerprint: Fingerprint | None = None
+    thumbnail: bytes | None = None  # WebP or JPEG bytes; None: keep none
 
 
 @dataclass(frozen=True)
@@ -330,6 +341,14 @@ class SqliteStore:
             )
             connection.executemany("INSERT INTO item_meta(key, value, label) VALUES (?, ?, ?)", pairs)
             connection.executemany("INSERT INTO item_concepts(name, label, confidence) VALUES (?, ?, ?)", names)
+            connection.executemany(
+                "INSERT INTO item_thumbnails(label, image) VALUES (?, ?)",
+                [
+                    (int(label), item.thumbnail)
+                    for label, item in zip(labels, items, strict=True)
+                    if item.thumbnail is not None
+                ],
+            )
             changes = self._bump(connection, next_label=first + len(rows))
             connection.execute("COMMIT")
         except BaseException:
@@ -354,7 +373,7 @@ class SqliteStore:
         return (int(removed[0]) if removed.size else None), changes
 
     def _delete_ids(self, connection: sqlite3.Connection, ids: Sequence[str]) -> npt.NDArray[np.int64]:
-        """Delete the items with ``ids`` and their filter rows; their labels, ascending."""
+        """Delete the items with ``ids``, their filter rows and thumbnails; their labels, ascending."""
         labels: list[int] = []
         metadata: list[Mapping[str, str]] = []
         concepts: list[Sequence[tuple[str, float]]] = []
@@ -372,6 +391,7 @@ class SqliteStore:
             connection.executemany(
                 "DELETE FROM item_concepts WHERE name = ? AND label = ?", [(name, label) for name, label, _ in names]
             )
+            connection.executemany("DELETE FROM item_thumbnails WHERE label = ?", [(label,) for label in labels])
         return np.array(sorted(labels), dtype=np.int64)
 
     def _bump(self, connection: sqlite3.Connection, next_label: int | None = None) -> int:
@@ -436,6 +456,20 @@ class SqliteStore:
             chunk = list(ids[start : start + _SELECT_CHUNK])
             marks = ",".join("?" * len(chunk))
             found.update(row[0] for row in reader.execute(f"SELECT id FROM items WHERE id IN ({marks})", chunk))
+        return found
+
+    def thumbnails(self, ids: Sequence[str]) -> dict[str, bytes]:
+        """The thumbnails of the items with ``ids`` that have one, by id."""
+        found: dict[str, bytes] = {}
+        reader = self._reader()
+        for start in range(0, len(ids), _SELECT_CHUNK):
+            chunk = list(ids[start : start + _SELECT_CHUNK])
+            marks = ",".join("?" * len(chunk))
+            query = (
+                "SELECT items.id, item_thumbnails.image FROM items "
+                f"JOIN item_thumbnails ON item_thumbnails.label = items.label WHERE items.id IN ({marks})"
+            )
+            found.update((str(row[0]), bytes(row[1])) for row in reader.execute(query, chunk))
         return found
 
     def labels_by_sha256(self, sha256: str) -> list[int]:
