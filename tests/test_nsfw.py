@@ -10,7 +10,7 @@ import pytest
 from image2sdr.server.concepts.base import ConceptSource
 from image2sdr.server.concepts.local import LocalConceptSource
 from image2sdr.server.concepts.nsfw import NSFW, SFW, NsfwClassifier, WithNsfw
-from image2sdr.server.config import Config, ConceptsConfig, LocalConceptsConfig, NsfwConceptsConfig
+from image2sdr.server.config import ConceptsConfig, Config, LocalConceptsConfig, NsfwConceptsConfig
 from image2sdr.server.encoder import Encoder
 from image2sdr.server.imaging import DecodedImage, decode_image
 
