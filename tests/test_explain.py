@@ -169,7 +169,9 @@ def test_explain_finds_the_region_a_black_box_looks_at() -> None:
     image = Image.new("RGB", (160, 120), (255, 255, 255))
     decoded = DecodedImage(data=b"", image=image, format="PNG", width=160, height=120)
     target = _Scripted(calls=[])
-    explanation = explain(decoded, target, DEFAULTS)
+    explanation = explain(
+        decoded, target, plan_grid(decoded.width, decoded.height, DEFAULTS, None, None), DEFAULTS.fill
+    )
     grid = explanation.grid
     assert explanation.score == pytest.approx(1.0)
     assert max(target.calls) <= 7  # in batches of the target's size
@@ -202,7 +204,9 @@ def test_occluding_the_hottest_region_costs_more_than_the_coldest(
 ) -> None:
     decoded = decode_image(photos["chelsea"], Config().image, classifier.input_side)
     target = ConceptTarget.checked(classifier, "cat", decoded, 10, 0.0)
-    explanation = explain(decoded, target, DEFAULTS)
+    explanation = explain(
+        decoded, target, plan_grid(decoded.width, decoded.height, DEFAULTS, None, None), DEFAULTS.fill
+    )
     grid, heat = explanation.grid, explanation.heat
     assert heat.shape == (grid.rows, grid.columns)
     # Hide a patch over the hottest and over the coldest cell, on the image as classified.

@@ -17,8 +17,10 @@ from ..concept_library import Defined
 from ..config import IndexConfig, SdrConfig
 from ..encoder import ConceptUse, EncodeOptions, Encoding
 from ..errors import InvalidInputError
+from ..explain import Explanation
 from ..fingerprints import PHASH_BITS, Fingerprint
 from ..index.checks import check_filter
+from ..maps.jobs import MapState, MapStatus
 from ..index.protocol import (
     SEMANTIC,
     VISUAL,
@@ -51,6 +53,10 @@ __all__ = [
     "encode_options",
     "encode_response",
     "error_response",
+    "explain_options",
+    "explain_response",
+    "explain_sizes",
+    "explain_space",
     "expression",
     "fingerprint_message",
     "item_message",
@@ -361,4 +367,107 @@ def custom_concept_message(defined: Defined, dimensions: Sequence[int]) -> pb.Cu
     visual = concept.sdrs.get(VISUAL)
     if visual is not None:
         message.visual.CopyFrom(sdr_message(visual, dimensions))
+    return message
+
+
+# Explain's `like` compares one space with one stored SDR; a blend has no single overlap to explain.
+_EXPLAIN_SPACES = {pb.SPACE_UNSPECIFIED: SEMANTIC, pb.SPACE_SEMANTIC: SEMANTIC, pb.SPACE_VISUAL: VISUAL}
+
+
+def explain_space(request: pb.ExplainRequest) -> str:
+    """The space a `like` explanation compares in; any other target takes the default only."""
+    space = _EXPLAIN_SPACES.get(request.space)
+    if space is None:
+        raise InvalidInputError("Explain's like compares SPACE_SEMANTIC or SPACE_VISUAL SDRs", field="space")
+    if space != SEMANTIC and request.WhichOneof("target") != "like":
+        raise InvalidInputError("space applies to a `like` target only", field="space")
+    return space
+
+
+def explain_options(request: pb.ExplainRequest) -> EncodeOptions | None:
+    """The options of the encodings behind a score, checked as Encode checks them."""
+    return encode_options(pb.EncodeRequest(options=request.options)) if request.HasField("options") else None
+
+
+def explain_sizes(request: pb.ExplainRequest) -> tuple[int | None, int | None]:
+    """(patch, stride) in pixels; None where unset (a share of the image's shorter side)."""
+    patch = request.patch if request.HasField("patch") else None
+    stride = request.stride if request.HasField("stride") else None
+    return patch, stride
+
+
+def explain_response(explanation: Explanation) -> pb.ExplainResponse:
+    grid = explanation.grid
+    return pb.ExplainResponse(
+        target=explanation.target,
+        score=explanation.score,
+        columns=grid.columns,
+        rows=grid.rows,
+        heat=explanation.heat.ravel().tolist(),
+        patch=grid.patch,
+        stride=grid.stride,
+        variants=grid.variants,
+        png=explanation.png,
+        elapsed_ms=explanation.elapsed_ms,
+    )
+
+
+_MAP_SPACES = {pb.SPACE_UNSPECIFIED: SEMANTIC, pb.SPACE_SEMANTIC: SEMANTIC, pb.SPACE_VISUAL: VISUAL}
+_MAP_STATES = {
+    MapState.QUEUED: pb.MAP_STATE_QUEUED,
+    MapState.RUNNING: pb.MAP_STATE_RUNNING,
+    MapState.DONE: pb.MAP_STATE_DONE,
+    MapState.FAILED: pb.MAP_STATE_FAILED,
+}
+MIN_CELL_PIXELS, MAX_CELL_PIXELS = 8, 256
+
+
+def map_space(request: pb.CreateMapRequest) -> str:
+    """The space a map lays items out in: semantic or visual (a blend has no single SDR to embed)."""
+    space = _MAP_SPACES.get(request.space)
+    if space is None:
+        raise InvalidInputError(
+            f"space {request.space} cannot be mapped: SPACE_SEMANTIC or SPACE_VISUAL", field="space"
+        )
+    return space
+
+
+def map_cell_pixels(request: pb.CreateMapRequest) -> int:
+    """The cell side asked for; 0 leaves it to the map width (maps.map_pixels)."""
+    side = request.cell_pixels
+    if side != 0 and not MIN_CELL_PIXELS <= side <= MAX_CELL_PIXELS:
+        raise InvalidInputError(
+            f"cell_pixels must be 0 or in [{MIN_CELL_PIXELS}, {MAX_CELL_PIXELS}], got {side}", field="cell_pixels"
+        )
+    return side
+
+
+def map_job_message(status: MapStatus) -> pb.MapJob:
+    """A job as GetMap reports it: cells and PNG once done, the failure's status once failed."""
+    request = status.request
+    message = pb.MapJob(
+        id=status.id,
+        state=_MAP_STATES[status.state],
+        progress=status.progress,
+        stage=status.stage,
+        space=_SPACE_ENUMS[request.space],
+        items=len(request.ids),
+        created_ms=status.created_ms,
+        elapsed_ms=status.elapsed_ms,
+        skipped_without_visual=request.skipped_without_visual,
+    )
+    if status.error is not None:
+        message.error.CopyFrom(status_for(status.error))
+    result = status.result
+    if result is None:
+        return message
+    layout = result.layout
+    message.columns, message.rows = layout.columns, layout.rows
+    message.cell_pixels = result.cell_pixels
+    message.neighbourhood_kept = layout.neighbourhood_kept
+    message.png = result.png
+    message.cells.extend(
+        pb.MapCell(id=item_id, column=cell % layout.columns, row=cell // layout.columns, thumbnail=drawn)
+        for item_id, cell, drawn in zip(request.ids, layout.cells.tolist(), result.drawn, strict=True)
+    )
     return message

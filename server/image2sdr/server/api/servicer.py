@@ -26,6 +26,8 @@ from ..config import Config
 from ..custom_concepts import Example
 from ..encoder import ConceptUse, EncodeOptions, Encoder, Encoding, Outcome
 from ..errors import Image2SdrError, InvalidInputError, NoFingerprintError, NoSdrInSpaceError, NotFoundError
+from ..explain import ConceptTarget, Target, custom_target, explain, like_target, plan_grid
+from ..imaging import DecodedImage, decode_image
 from ..index.protocol import SEMANTIC, VISUAL, AddOutcome, Filter, Item, ItemIndex, Match
 from ..queries import Query, QueryBuilder, check_expression, parse_text
 from ..sdr import Sdr
@@ -42,6 +44,10 @@ from .conversion import (
     encode_options,
     encode_response,
     error_response,
+    explain_options,
+    explain_response,
+    explain_sizes,
+    explain_space,
     expression,
     fingerprint_message,
     item_message,
@@ -288,6 +294,17 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
         return pb.RemoveConceptResponse()
 
     @_unary
+    def Explain(self, request: pb.ExplainRequest, context: grpc.ServicerContext) -> pb.ExplainResponse:
+        kind = request.WhichOneof("target")
+        if kind is None:
+            raise InvalidInputError("set one of concept, custom_concept or like", field="target")
+        space, options = explain_space(request), explain_options(request)
+        image = decode_image(request.image, self.config.image, self.encoder.concept_source.input_side)
+        grid = plan_grid(image.width, image.height, self.config.explain, *explain_sizes(request))
+        target = self._explain_target(request, image, space, options)
+        return explain_response(explain(image, target, grid, self.config.explain.fill))
+
+    @_unary
     def Info(self, request: pb.InfoRequest, context: grpc.ServicerContext) -> pb.InfoResponse:
         config, encoder = self.config, self.encoder
         concepts, terms, look = encoder.concept_source, encoder.term_source, encoder.appearance
@@ -333,6 +350,22 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
         sparsity = options.sparsity if options is not None and options.sparsity is not None else None
         active_bits = self.config.sdr.active_bits_for(sparsity) if sparsity is not None else self.config.sdr.active_bits
         return self.queries.build(parsed, active_bits, field=field)
+
+    def _explain_target(
+        self, request: pb.ExplainRequest, image: DecodedImage, space: str, options: EncodeOptions | None
+    ) -> Target:
+        """What an explanation scores; refused before any occluded image is made."""
+        kind = request.WhichOneof("target")
+        if kind == "custom_concept":
+            return custom_target(self.encoder, self.concepts, request.custom_concept, options)
+        if kind == "like":
+            return like_target(self.encoder, self.index, request.like, space, options)
+        # As Encode would name it: the request's options, else the configured ones.
+        configured = self.config.concepts
+        chosen = options or EncodeOptions()
+        top = configured.max_concepts if chosen.max_concepts is None else chosen.max_concepts
+        floor = configured.min_confidence if chosen.min_confidence is None else chosen.min_confidence
+        return ConceptTarget.checked(self.encoder.concept_source, request.concept, image, top, floor)
 
     def _concept_in(self, name: str, space: str) -> Sdr:
         """A custom concept's SDR in ``space`` (FindSimilar by concept)."""

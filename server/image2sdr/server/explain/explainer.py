@@ -18,9 +18,8 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image
 
-from ..config import ExplainConfig
 from ..imaging import DecodedImage
-from .occlusion import Grid, heatmap, occluded, plan_grid
+from .occlusion import Grid, heatmap, occluded
 from .overlay import render
 from .targets import Target
 
@@ -39,18 +38,15 @@ class Explanation:
     elapsed_ms: float
 
 
-def explain(
-    image: DecodedImage, target: Target, config: ExplainConfig, patch: int | None = None, stride: int | None = None
-) -> Explanation:
-    """Occlusion sensitivity of ``target`` on ``image``; sizes in pixels of the image as sent."""
+def explain(image: DecodedImage, target: Target, grid: Grid, fill: int) -> Explanation:
+    """Occlusion sensitivity of ``target`` on ``image``: each patch of ``grid`` (``plan_grid``) hidden in grey."""
     started = time.perf_counter()
-    grid = plan_grid(image.width, image.height, config, patch, stride)
     work = working_image(image.image)
     (base,) = target.scores([_as_decoded(work, target.needs_bytes)])
     scores = np.empty(grid.variants, dtype=np.float64)
     for start in range(0, grid.variants, target.batch):
         which = range(start, min(start + target.batch, grid.variants))
-        variants = [_as_decoded(hidden, target.needs_bytes) for hidden in occluded(work, grid, which, config.fill)]
+        variants = [_as_decoded(hidden, target.needs_bytes) for hidden in occluded(work, grid, which, fill)]
         scores[which.start : which.stop] = target.scores(variants)
     heat = heatmap(grid, float(base), scores)
     png = render(work, heat)
