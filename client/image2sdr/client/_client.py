@@ -21,6 +21,7 @@ from ._convert import (
     duplicate_from_pb,
     encode_options_message,
     encoding_from_pb,
+    explanation_from_pb,
     expression_to_pb,
     filter_to_pb,
     info_from_pb,
@@ -43,6 +44,7 @@ from ._types import (
     DuplicateThresholds,
     EncodeItem,
     Encoding,
+    Explanation,
     Expression,
     Filter,
     ImageSource,
@@ -420,6 +422,50 @@ class Image2SdrClient:
     def remove_concept(self, name: str, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> None:
         """Forget a custom concept (NotFound when none is defined under ``name``)."""
         self._call(self._stub.RemoveConcept, pb.RemoveConceptRequest(name=name), timeout)
+
+    # -- explanations ----------------------------------------------------------------
+
+    def explain(
+        self,
+        image: ImageSource,
+        *,
+        concept: str | None = None,
+        custom_concept: str | None = None,
+        like: str | None = None,
+        space: Space = "semantic",
+        patch: int | None = None,
+        stride: int | None = None,
+        max_concepts: int | None = None,
+        min_confidence: float | None = None,
+        sparsity: float | None = None,
+        visual_share: float | None = None,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+    ) -> Explanation:
+        """Which parts of the image give it exactly one target: an occlusion heatmap and its PNG.
+
+        The target: a ``concept`` the image has (as ``encode`` names it; one it lacks is
+        InvalidArgument, field ``concept``), a ``custom_concept`` (unknown: NotFound), or a
+        stored item to compare with, ``like=id`` (the score is the overlap of the SDRs in
+        ``space``, "semantic" or "visual"; unknown id: NotFound).  A grey square of
+        ``patch`` pixels slides in steps of ``stride`` (None: the server's shares of the
+        shorter side); a patch larger than the image is InvalidArgument (field ``patch``).
+        The encode options shape the encodings behind a custom concept or ``like`` score.
+        """
+        targets = {"concept": concept, "custom_concept": custom_concept, "like": like}
+        given = {name: value for name, value in targets.items() if value is not None}
+        if len(given) != 1:
+            raise ValueError("explain takes exactly one of concept=, custom_concept=, like=")
+        request = pb.ExplainRequest(image=read_image(image), space=space_to_pb(space))
+        ((kind, value),) = given.items()
+        setattr(request, kind, value)
+        if patch is not None:
+            request.patch = patch
+        if stride is not None:
+            request.stride = stride
+        options = encode_options_message(max_concepts, min_confidence, sparsity, visual_share, False)
+        if options is not None:
+            request.options.CopyFrom(options)
+        return explanation_from_pb(self._call(self._stub.Explain, request, timeout))
 
     # -- the service ---------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from ._types import (
     DuplicateKind,
     DuplicateThresholds,
     Encoding,
+    Explanation,
     Expression,
     Filter,
     Fingerprint,
@@ -41,6 +42,7 @@ __all__ = [
     "duplicate_from_pb",
     "encode_options_message",
     "encoding_from_pb",
+    "explanation_from_pb",
     "expression_to_pb",
     "filter_to_pb",
     "fingerprint_from_pb",
@@ -222,6 +224,7 @@ def item_from_pb(message: pb.Item) -> Item:
         dict(message.metadata),
         visual=sdr_from_pb(message.visual) if message.HasField("visual") else None,
         fingerprint=fingerprint_from_pb(message.fingerprint) if message.HasField("fingerprint") else None,
+        thumbnail=message.thumbnail,
     )
 
 
@@ -297,4 +300,19 @@ def custom_concept_from_pb(message: pb.CustomConcept) -> CustomConcept:
         negatives=message.negatives,
         fit=ConceptFit(fit.precision, fit.recall, fit.f1),
         updated_ms=message.updated_ms,
+    )
+
+
+def explanation_from_pb(message: pb.ExplainResponse) -> Explanation:
+    return Explanation(
+        target=message.target,
+        score=message.score,
+        columns=message.columns,
+        rows=message.rows,
+        heat=tuple(message.heat),
+        patch=message.patch,
+        stride=message.stride,
+        variants=message.variants,
+        png=message.png,
+        elapsed_ms=message.elapsed_ms,
     )

@@ -21,6 +21,7 @@ __all__ = [
     "DuplicateThresholds",
     "EncodeItem",
     "Encoding",
+    "Explanation",
     "Expression",
     "Filter",
     "Fingerprint",
@@ -229,6 +230,9 @@ class Item:
     metadata: Mapping[str, str] = field(default_factory=dict)
     visual: Sdr | None = None  # None: no visual SDR (added by SDR alone, or before visual SDRs existed)
     fingerprint: Fingerprint | None = None  # None: not added from an image
+    # get_item only: WebP or JPEG bytes of the stored thumbnail; empty when there is none
+    # (thumbnails off on the server, or not added from an image): draw its SDR instead.
+    thumbnail: bytes = field(default=b"", repr=False)
 
 
 @dataclass(frozen=True)
@@ -424,3 +428,41 @@ class CustomConcept:
     negatives: int
     fit: ConceptFit  # leave-one-out on the examples
     updated_ms: int  # when it was (re)defined, Unix milliseconds
+
+
+@dataclass(frozen=True)
+class Explanation:
+    """Where an image's score for a target comes from: how much it falls when each region is hidden.
+
+    The target is a concept the image has, a custom concept, or a stored item (the
+    score is then the overlap of the two SDRs).  ``heat`` is ``rows`` x ``columns``
+    cells, row-major from the top left, one cell per ``stride`` pixels of the image:
+    the mean fall of the score over the grey ``patch``-pixel squares that covered it
+    (negative: hiding it raised the score).  ``png`` is the heatmap over the image.
+    """
+
+    target: str
+    score: float  # the target's score on the whole image (confidence, or overlap in bits)
+    columns: int
+    rows: int
+    heat: tuple[float, ...]
+    patch: int  # pixels, of the image as sent
+    stride: int
+    variants: int  # occluded images the server scored
+    png: bytes = field(repr=False)
+    elapsed_ms: float = 0.0
+
+    def cell(self, row: int, column: int) -> float:
+        """The heat of one cell."""
+        if not (0 <= row < self.rows and 0 <= column < self.columns):
+            raise IndexError(f"cell ({row}, {column}) is outside {self.rows} x {self.columns}")
+        return self.heat[row * self.columns + column]
+
+    def grid(self) -> list[list[float]]:
+        """The heat as rows of cells, top to bottom."""
+        return [list(self.heat[row * self.columns : (row + 1) * self.columns]) for row in range(self.rows)]
+
+    def hottest(self) -> tuple[int, int]:
+        """(row, column) of the cell whose hiding cost the most."""
+        best = max(range(len(self.heat)), key=self.heat.__getitem__)
+        return divmod(best, self.columns)

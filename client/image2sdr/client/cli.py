@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_concept(commands, connection)
     _add_dupes(commands, connection)
     _add_terms(commands, connection)
+    _add_explain(commands, connection)
     info = commands.add_parser("info", parents=[connection], help="the server's geometry, models, index and limits")
     info.add_argument("--json", action="store_true", help="machine-readable output")
     info.set_defaults(run=_run_info)
@@ -324,6 +325,29 @@ def _add_terms(commands: Any, connection: argparse.ArgumentParser) -> None:
     terms.add_argument("-k", type=_positive_int, default=10, help="terms to return (default 10)")
     terms.add_argument("--json", action="store_true", help="machine-readable output")
     terms.set_defaults(run=_run_terms)
+
+
+def _add_explain(commands: Any, connection: argparse.ArgumentParser) -> None:
+    explain = commands.add_parser(
+        "explain",
+        parents=[connection],
+        help="which parts of an image give it a concept, or a match (occlusion heatmap)",
+        description="Slides a grey square over the image and asks the server how much the target's score "
+        "falls with each part hidden.  The target: --concept (one the image has, as `encode` names it), "
+        "--custom (a custom concept) or --like ID (a stored item: the overlap of the two SDRs, in --space).  "
+        "Prints the heat grid (rows of cells, one per stride); --png writes the heatmap over the image.",
+    )
+    explain.add_argument("image", type=Path, metavar="IMG")
+    target = explain.add_mutually_exclusive_group(required=True)
+    target.add_argument("--concept", metavar="NAME", help="a concept the image has")
+    target.add_argument("--custom", metavar="NAME", help="a custom concept")
+    target.add_argument("--like", metavar="ID", help="a stored item to compare with")
+    explain.add_argument("--space", choices=["semantic", "visual"], default="semantic", help="--like: which SDRs")
+    explain.add_argument("--patch", type=_positive_int, metavar="PX", help="patch side in pixels (server default)")
+    explain.add_argument("--stride", type=_positive_int, metavar="PX", help="step in pixels (server default)")
+    explain.add_argument("--png", type=Path, metavar="FILE", help="write the heatmap over the image as a PNG")
+    explain.add_argument("--json", action="store_true", help="machine-readable output")
+    explain.set_defaults(run=_run_explain)
 
 
 def _add_output(parser: argparse.ArgumentParser) -> None:
@@ -712,6 +736,37 @@ def _run_dupes(args: argparse.Namespace) -> int:
         print(f"{len(found)} groups, {copies} images in them, of {len(names)} compared", file=sys.stderr)
         for name, reason in missing.items():
             print(f"not compared: {name}: {reason}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _run_explain(args: argparse.Namespace) -> int:
+    if not args.image.is_file():
+        raise UsageError(f"no such file: {args.image}")
+    if args.space != "semantic" and args.like is None:
+        raise UsageError("--space goes with --like")
+    with connect(args) as client:
+        found = client.explain(
+            args.image,
+            concept=args.concept,
+            custom_concept=args.custom,
+            like=args.like,
+            space=args.space,
+            patch=args.patch,
+            stride=args.stride,
+        )
+    if args.png is not None:
+        args.png.write_bytes(found.png)
+    if args.json:
+        plain = {key: value for key, value in _plain(found).items() if key not in ("png", "heat")}
+        _print_json({**plain, "heat": _plain(found.grid())})
+        return EXIT_OK
+    row, column = found.hottest()
+    print(
+        f"{found.target}: score {found.score:.4g}; {found.variants} occluded images, patch {found.patch} px, "
+        f"stride {found.stride} px; hottest cell: row {row}, column {column} ({found.cell(row, column):+.4g})"
+    )
+    for cells in found.grid():
+        print(" ".join(f"{heat:+.3f}" for heat in cells))
     return EXIT_OK
 
 
