@@ -21,8 +21,10 @@ Image2SdrError
 ├── IndexLockedError       another process has the index directory open  -> FAILED_PRECONDITION
 ├── IndexClosedError       the index was closed (the server is stopping)  -> FAILED_PRECONDITION
 ├── StreamIdleError        a stream sent nothing for too long     -> DEADLINE_EXCEEDED
+├── StoppingError          the server stopped before accepted work was done (a map job) -> UNAVAILABLE
 ├── NotFoundError          an unknown id                       -> NOT_FOUND
-│   └── ConceptNotFoundError   an unknown custom concept name   -> NOT_FOUND
+│   ├── ConceptNotFoundError   an unknown custom concept name   -> NOT_FOUND
+│   └── MapJobNotFoundError    an unknown (or long finished) map job -> NOT_FOUND
 └── UpstreamError          a provider failed                   -> UNAVAILABLE (+ its Retry-After, if it sent one)
     └── UpstreamKeyError       it refused the configured key   -> FAILED_PRECONDITION (no retry can help)
 """
@@ -44,12 +46,14 @@ __all__ = [
     "InvalidSdrError",
     "InvalidTermError",
     "LimitExceededError",
+    "MapJobNotFoundError",
     "MetadataTooLargeError",
     "ModelsMissingError",
     "NoFingerprintError",
     "NoSdrInSpaceError",
     "NotFoundError",
     "PixelLimitError",
+    "StoppingError",
     "StreamIdleError",
     "StreamLimitError",
     "TooManyConceptsError",
@@ -159,6 +163,14 @@ class NotFoundError(Image2SdrError):
 
 class ConceptNotFoundError(NotFoundError):
     resource_type = "custom concept"
+
+
+class MapJobNotFoundError(NotFoundError):
+    resource_type = "map job"
+
+
+class StoppingError(Image2SdrError):
+    """The server is stopping: work it had accepted ends unfinished (a map job, say); try again elsewhere."""
 
 
 class UpstreamError(Image2SdrError):

@@ -29,6 +29,7 @@ from ..errors import (
     InvalidInputError,
     LimitExceededError,
     NotFoundError,
+    StoppingError,
     StreamIdleError,
     UpstreamError,
     UpstreamKeyError,
@@ -86,6 +87,7 @@ _TABLE: tuple[tuple[type[BaseException], Callable[[Any], status_pb2.Status]], ..
     (StreamIdleError, lambda exc: _status(code_pb2.DEADLINE_EXCEEDED, str(exc))),
     (UpstreamKeyError, lambda exc: _status(code_pb2.FAILED_PRECONDITION, str(exc))),
     (UpstreamError, _unavailable),
+    (StoppingError, lambda exc: _status(code_pb2.UNAVAILABLE, str(exc))),
     (Image2SdrError, lambda exc: _status(code_pb2.FAILED_PRECONDITION, str(exc))),
 )
 

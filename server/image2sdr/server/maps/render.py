@@ -1,0 +1,100 @@
+"""A laid-out map as one PNG: each item's thumbnail in its cell, or its SDR when it has none.
+
+A thumbnail is fitted into its cell keeping its aspect ratio. An item added
+without an image (or before thumbnails existed) is drawn as its SDR: its bits
+on the 128 x 128 grid, tinted with a colour that the SDR's bits choose (a fixed
+random projection of them to RGB), so items that share many bits share a
+colour and a map of SDRs still reads as regions. Empty cells stay the
+background colour.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, UnidentifiedImageError
+
+from ..sdr import Sdr
+
+__all__ = ["BACKGROUND", "cell_pixels_for", "render"]
+
+BACKGROUND = (24, 24, 28)
+_TINT_SEED = 20260101
+_tints: dict[int, npt.NDArray[np.float64]] = {}
+_GAP = 1  # pixels between cells (at cells of 16 px and more)
+
+
+def cell_pixels_for(columns: int, map_pixels: int) -> int:
+    """The cell side that makes a map of ``columns`` about ``map_pixels`` wide (8..256)."""
+    return max(8, min(256, map_pixels // max(columns, 1)))
+
+
+def render(
+    cells: npt.NDArray[np.intp],
+    columns: int,
+    rows: int,
+    *,
+    cell_pixels: int,
+    thumbnails: Sequence[bytes | None],
+    sdrs: Sequence[Sdr],
+) -> tuple[bytes, list[bool]]:
+    """The map's PNG, and for each item whether its thumbnail was drawn (False: its SDR)."""
+    canvas = Image.new("RGB", (columns * cell_pixels, rows * cell_pixels), BACKGROUND)
+    gap = _GAP if cell_pixels >= 16 else 0
+    inner = cell_pixels - 2 * gap
+    drawn: list[bool] = []
+    for cell, thumbnail, sdr in zip(cells.tolist(), thumbnails, sdrs, strict=True):
+        picture = _thumbnail(thumbnail, inner)
+        drawn.append(picture is not None)
+        if picture is None:
+            picture = _sdr_picture(sdr, inner)
+        left = (cell % columns) * cell_pixels + gap + (inner - picture.width) // 2
+        top = (cell // columns) * cell_pixels + gap + (inner - picture.height) // 2
+        canvas.paste(picture, (left, top))
+    out = io.BytesIO()
+    canvas.save(out, "PNG", optimize=False, compress_level=6)
+    return out.getvalue(), drawn
+
+
+def _thumbnail(data: bytes | None, side: int) -> Image.Image | None:
+    """The stored thumbnail fitted into ``side`` x ``side``; None when there is none (or it cannot be read)."""
+    if not data:
+        return None
+    try:
+        with Image.open(io.BytesIO(data)) as opened:
+            picture = opened.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None  # a damaged thumbnail costs its picture, not the map
+    picture.thumbnail((side, side), Image.Resampling.LANCZOS)
+    return picture
+
+
+def _sdr_picture(sdr: Sdr, side: int) -> Image.Image:
+    """The SDR's bits as a square picture (its own grid when square, else the squarest that fits), tinted."""
+    width = math.isqrt(sdr.size - 1) + 1 if sdr.size > 1 else 1
+    height = -(-sdr.size // width)
+    bits = np.zeros(width * height, dtype=np.float64)
+    bits[sdr.positions.astype(np.intp)] = 1.0
+    grid = Image.fromarray((bits.reshape(height, width) * 255).astype(np.uint8), "L")
+    # Any active bit under a pixel lights it, however small the cell (an average would fade them away).
+    shown = np.asarray(grid.resize((side, side), Image.Resampling.BOX), dtype=np.float64) > 0
+    colour = _tint(sdr)
+    picture = np.where(shown[:, :, None], np.minimum(colour * 1.6, 255.0), colour * 0.55)
+    return Image.fromarray(picture.astype(np.uint8), "RGB")
+
+
+def _tint(sdr: Sdr) -> npt.NDArray[np.float64]:
+    """An RGB colour from the SDR's bits: a fixed +-1 projection per channel, so shared bits mean near colours."""
+    signs = _tints.get(sdr.size)
+    if signs is None:
+        signs = np.random.default_rng(_TINT_SEED).choice([-1.0, 1.0], size=(3, sdr.size))
+        _tints[sdr.size] = signs
+    if not sdr.active:
+        return np.full(3, 96.0)
+    projected = signs[:, sdr.positions.astype(np.intp)].sum(axis=1) / math.sqrt(sdr.active)  # ~N(0, 1) each
+    colour: npt.NDArray[np.float64] = np.clip(128.0 + 55.0 * projected, 16.0, 239.0)
+    return colour

@@ -1,0 +1,190 @@
+"""Maps in the core: grid shapes, exact Jaccard neighbours, the layout, the rendering, the job queue.
+
+The SDRs are clustered like real ones (members of a cluster share most of a
+prototype's bits), so a good layout must keep clusters together on the grid;
+a job's failure is a real one (the index it reads was closed).
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from image2sdr.server.config import IndexConfig, MapsConfig
+from image2sdr.server.errors import IndexClosedError, InvalidInputError, LimitExceededError, MapJobNotFoundError
+from image2sdr.server.index import SdrIndex
+from image2sdr.server.maps.jobs import MapJobs, MapRequest, MapState
+from image2sdr.server.maps.layout import grid_shape, jaccard_neighbours, lay_out, neighbourhood_kept
+from image2sdr.server.maps.render import cell_pixels_for, render
+from image2sdr.server.sdr import Sdr
+
+SIZE, ACTIVE = 16384, 328
+
+
+def clustered(clusters: int, per: int, keep: float = 0.7, seed: int = 0) -> tuple[list[Sdr], np.ndarray]:
+    """``clusters`` prototypes; each member keeps ``keep`` of its prototype's bits, the rest random."""
+    rng = np.random.default_rng(seed)
+    sdrs, labels = [], []
+    for cluster in range(clusters):
+        prototype = rng.choice(SIZE, ACTIVE, replace=False)
+        for _ in range(per):
+            kept = rng.choice(prototype, int(ACTIVE * keep), replace=False)
+            rest = rng.choice(np.setdiff1d(np.arange(SIZE), kept), ACTIVE - kept.size, replace=False)
+            sdrs.append(Sdr.from_positions(np.union1d(kept, rest), SIZE))
+            labels.append(cluster)
+    return sdrs, np.array(labels)
+
+
+def png_size(data: bytes) -> tuple[int, int]:
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.format == "PNG"
+        return image.size
+
+
+@pytest.mark.parametrize(
+    ("items", "columns", "rows", "expected"),
+    [(1, 0, 0, (1, 1)), (2, 0, 0, (2, 2)), (1024, 0, 0, (32, 32)), (1025, 0, 0, (33, 33)), (10, 5, 0, (5, 2)),
+     (10, 0, 3, (4, 3)), (12, 4, 3, (4, 3))],
+)  # fmt: skip
+def test_grid_shape(items: int, columns: int, rows: int, expected: tuple[int, int]) -> None:
+    assert grid_shape(items, columns, rows) == expected
+
+
+def test_grid_shape_refuses_too_few_cells_and_no_items() -> None:
+    with pytest.raises(InvalidInputError) as small:
+        grid_shape(10, 3, 3)
+    assert small.value.field == "columns" and "9 cells for 10 items" in str(small.value)
+    with pytest.raises(InvalidInputError) as none:
+        grid_shape(0)
+    assert none.value.field == "items"
+
+
+def test_jaccard_neighbours_are_exact() -> None:
+    sdrs, _ = clustered(4, 6, keep=0.5)
+    neighbours, distances = jaccard_neighbours(sdrs, 5)
+    for row, sdr in enumerate(sdrs):
+        brute = sorted(
+            (1 - sdr.overlap(other) / (2 * ACTIVE - sdr.overlap(other)), column)
+            for column, other in enumerate(sdrs)
+            if column != row
+        )[:5]
+        assert neighbours[row].tolist() == [column for _, column in brute]
+        np.testing.assert_allclose(distances[row], [distance for distance, _ in brute])
+
+
+def test_layout_keeps_clusters_together() -> None:
+    sdrs, labels = clustered(8, 32)
+    layout = lay_out(sdrs)
+    assert (layout.columns, layout.rows) == (16, 16)
+    assert sorted(set(layout.cells.tolist())) == sorted(layout.cells.tolist())  # one item per cell
+    assert layout.cells.max() < 256
+    # Random cells would keep ~24 / 255 of neighbourhoods; clusters of 32 fit in 6 x 6 blocks.
+    assert layout.neighbourhood_kept > 0.6
+    assert layout.embedding_kept >= 0.5
+    positions = np.column_stack([layout.cells % 16, layout.cells // 16])
+    same = positions[labels == 0]
+    assert np.ptp(same, axis=0).max() <= 10  # cluster 0 is one region, not spread over the grid
+    again = lay_out(sdrs)
+    assert again.cells.tolist() == layout.cells.tolist()  # the same SDRs give the same map
+
+
+def test_layout_of_tiny_sets() -> None:
+    for count in (1, 2, 3, 4, 5):
+        sdrs, _ = clustered(1, count)
+        layout = lay_out(sdrs)
+        assert len(set(layout.cells.tolist())) == count
+        assert layout.columns * layout.rows >= count
+
+
+def test_neighbourhood_kept_counts_pairs_within_radius() -> None:
+    positions = np.array([[0.0, 0.0], [2.0, 2.0], [5.0, 0.0]])
+    neighbours = np.array([[1, 2], [0, 2], [0, 1]])
+    assert neighbourhood_kept(positions, neighbours) == pytest.approx(2 / 6)
+
+
+def test_render_draws_thumbnails_and_sdrs() -> None:
+    sdrs, _ = clustered(1, 3)
+    thumbnail = io.BytesIO()
+    Image.new("RGB", (96, 64), (200, 30, 30)).save(thumbnail, "WEBP")
+    cells = np.array([0, 1, 3])
+    png, drawn = render(
+        cells, 2, 2, cell_pixels=32, thumbnails=[thumbnail.getvalue(), None, b"not an image"], sdrs=sdrs
+    )
+    assert drawn == [True, False, False]  # a damaged thumbnail costs its picture, not the map
+    assert png_size(png) == (64, 64)
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    assert tuple(pixels[16, 16]) == pytest.approx((200, 30, 30), abs=12)  # the thumbnail, centred in cell 0
+    assert tuple(pixels[48, 16]) == (24, 24, 28)  # cell 2 is empty: background
+    assert cell_pixels_for(32, 2048) == 64 and cell_pixels_for(1000, 2048) == 8 and cell_pixels_for(2, 2048) == 256
+
+
+def request_for(sdrs: list[Sdr], **fields: object) -> MapRequest:
+    ids = tuple(f"item-{number}" for number in range(len(sdrs)))
+    columns, rows = grid_shape(len(sdrs))
+    return MapRequest(ids, tuple(sdrs), "semantic", columns, rows, 0, **fields)  # type: ignore[arg-type]
+
+
+def wait(jobs: MapJobs, job_id: str, timeout_s: float = 120.0) -> MapState:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        status = jobs.get(job_id)
+        if status.state in (MapState.DONE, MapState.FAILED):
+            return status.state
+        time.sleep(0.05)
+    raise AssertionError(f"map job {job_id} still {jobs.get(job_id).state} after {timeout_s} s")
+
+
+def test_job_runs_to_done_with_progress() -> None:
+    jobs = MapJobs(MapsConfig(map_pixels=256))
+    try:
+        sdrs, _ = clustered(4, 16)
+        created = jobs.create(request_for(sdrs))
+        assert created.state in (MapState.QUEUED, MapState.RUNNING) and created.result is None
+        seen = []
+        while (status := jobs.get(created.id)).state not in (MapState.DONE, MapState.FAILED):
+            seen.append(status.progress)
+            time.sleep(0.01)
+        assert status.state is MapState.DONE and status.error is None and status.progress == 1.0
+        assert seen == sorted(seen)  # progress never goes back
+        assert status.result is not None and png_size(status.result.png) == (256, 256)
+        assert status.result.cell_pixels == 32 and status.elapsed_ms > 0
+    finally:
+        jobs.close()
+
+
+def test_failed_job_says_why(tmp_path: Path) -> None:
+    index = SdrIndex(tmp_path / "index", IndexConfig(), SIZE)
+    index.close()  # the job reads thumbnails from a closed index: a real failure, reported by GetMap
+    jobs = MapJobs(MapsConfig())
+    try:
+        sdrs, _ = clustered(1, 5)
+        job = jobs.create(request_for(sdrs, thumbnails=index.thumbnails))
+        assert wait(jobs, job.id) is MapState.FAILED
+        failed = jobs.get(job.id)
+        assert isinstance(failed.error, IndexClosedError) and failed.result is None
+        assert failed.stage == "failed"
+    finally:
+        jobs.close()
+
+
+def test_queue_is_bounded_and_finished_jobs_are_dropped_oldest_first() -> None:
+    jobs = MapJobs(MapsConfig(max_running=1, max_queued=1, keep_finished=1))
+    try:
+        big, _ = clustered(10, 150)  # 1500 items: seconds of work, so the first two are still pending
+        first = jobs.create(request_for(big))
+        second = jobs.create(request_for(big[:20]))
+        with pytest.raises(LimitExceededError):
+            jobs.create(request_for(big[:10]))
+        assert wait(jobs, first.id, 300) is MapState.DONE
+        assert wait(jobs, second.id) is MapState.DONE
+        with pytest.raises(MapJobNotFoundError):
+            jobs.get(first.id)  # keep_finished 1: the older one is gone
+        with pytest.raises(MapJobNotFoundError):
+            jobs.get("no-such-job")
+    finally:
+        jobs.close()
