@@ -24,6 +24,7 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
+from image2sdr.client import Image2SdrClient
 from image2sdr.server.api import Server, create_server
 from image2sdr.server.config import Config, IndexConfig, MilvusConfig, ServiceConfig
 from image2sdr.server.errors import ConfigError
@@ -220,6 +221,10 @@ def test_a_photo_added_by_encode_or_stream_gets_a_thumbnail_and_getitem_returns_
         for item_id, size in (("rocket", (96, 64)), ("cat", (96, 64))):
             thumbnail = _opened(stub.GetItem(pb.GetItemRequest(id=item_id), timeout=TIMEOUT).thumbnail)
             assert (thumbnail.format, thumbnail.size) == ("WEBP", size)
+        with Image2SdrClient(server.address, timeout=TIMEOUT) as client:  # the typed client carries it too
+            got = client.get_item("rocket")
+            assert _opened(got.thumbnail).size == (96, 64) and "thumbnail" not in repr(got)
+            assert client.list_items(10).items[0].thumbnail == b""
         # Listings leave it out: a page of 1000 items stays small (a Match has no such field).
         listed = stub.ListItems(pb.ListItemsRequest(page_size=10), timeout=TIMEOUT)
         assert listed.items and not any(item.thumbnail for item in listed.items)
