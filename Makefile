@@ -6,7 +6,7 @@ MVENV := .venv-milvus
 PY := $(VENV)/bin/python
 MODELS := models
 
-.PHONY: setup models milvus-server serve test test-fast bench bench-quality bench-visual bench-index bench-service bench-hostile bench-dupes bench-filters bench-concepts lint clean proto proto-check stubs node-client
+.PHONY: setup models milvus-server serve test test-fast bench bench-quality bench-visual bench-index bench-service bench-hostile bench-dupes bench-filters bench-concepts bench-explain lint clean proto proto-check stubs node-client
 
 ## setup: the serving virtualenv (no torch in it)
 setup: $(VENV)/.installed
@@ -84,6 +84,11 @@ bench-concepts: setup models
 ## with the strategy each chose and the crossovers behind it; N=50000 for a quick look
 bench-filters: setup
 	$(PY) benchmarks/bench_filters.py $(if $(N),--n $(N))
+
+## bench-explain: Explain's time per explanation at the default patch and stride (scikit-image photos), and the
+## score's fall with the hottest square hidden against a random square of the same size
+bench-explain: setup models
+	$(PY) benchmarks/bench_explain.py
 
 lint: setup
 	$(PY) -m ruff check server tests benchmarks client/image2sdr/client
