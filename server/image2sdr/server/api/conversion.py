@@ -34,6 +34,7 @@ from ..index.protocol import (
     Match,
     OnDuplicate,
 )
+from ..maps.jobs import MapState, MapStatus
 from ..queries import Expression, TermOverlap
 from ..sdr import Sdr
 from .status import status_for
@@ -409,3 +410,64 @@ def explain_response(explanation: Explanation) -> pb.ExplainResponse:
         png=explanation.png,
         elapsed_ms=explanation.elapsed_ms,
     )
+
+
+_MAP_SPACES = {pb.SPACE_UNSPECIFIED: SEMANTIC, pb.SPACE_SEMANTIC: SEMANTIC, pb.SPACE_VISUAL: VISUAL}
+_MAP_STATES = {
+    MapState.QUEUED: pb.MAP_STATE_QUEUED,
+    MapState.RUNNING: pb.MAP_STATE_RUNNING,
+    MapState.DONE: pb.MAP_STATE_DONE,
+    MapState.FAILED: pb.MAP_STATE_FAILED,
+}
+MIN_CELL_PIXELS, MAX_CELL_PIXELS = 8, 256
+
+
+def map_space(request: pb.CreateMapRequest) -> str:
+    """The space a map lays items out in: semantic or visual (a blend has no single SDR to embed)."""
+    space = _MAP_SPACES.get(request.space)
+    if space is None:
+        raise InvalidInputError(
+            f"space {request.space} cannot be mapped: SPACE_SEMANTIC or SPACE_VISUAL", field="space"
+        )
+    return space
+
+
+def map_cell_pixels(request: pb.CreateMapRequest) -> int:
+    """The cell side asked for; 0 leaves it to the map width (maps.map_pixels)."""
+    side = request.cell_pixels
+    if side != 0 and not MIN_CELL_PIXELS <= side <= MAX_CELL_PIXELS:
+        raise InvalidInputError(
+            f"cell_pixels must be 0 or in [{MIN_CELL_PIXELS}, {MAX_CELL_PIXELS}], got {side}", field="cell_pixels"
+        )
+    return side
+
+
+def map_job_message(status: MapStatus) -> pb.MapJob:
+    """A job as GetMap reports it: cells and PNG once done, the failure's status once failed."""
+    request = status.request
+    message = pb.MapJob(
+        id=status.id,
+        state=_MAP_STATES[status.state],
+        progress=status.progress,
+        stage=status.stage,
+        space=_SPACE_ENUMS[request.space],
+        items=len(request.ids),
+        created_ms=status.created_ms,
+        elapsed_ms=status.elapsed_ms,
+        skipped_without_visual=request.skipped_without_visual,
+    )
+    if status.error is not None:
+        message.error.CopyFrom(status_for(status.error))
+    result = status.result
+    if result is None:
+        return message
+    layout = result.layout
+    message.columns, message.rows = layout.columns, layout.rows
+    message.cell_pixels = result.cell_pixels
+    message.neighbourhood_kept = layout.neighbourhood_kept
+    message.png = result.png
+    message.cells.extend(
+        pb.MapCell(id=item_id, column=cell % layout.columns, row=cell // layout.columns, thumbnail=drawn)
+        for item_id, cell, drawn in zip(request.ids, layout.cells.tolist(), result.drawn, strict=True)
+    )
+    return message

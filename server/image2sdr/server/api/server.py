@@ -25,6 +25,7 @@ from ..encoder import Encoder
 from ..errors import ConfigError
 from ..index import MilvusIndex, SdrIndex
 from ..index.protocol import ItemIndex
+from ..maps.jobs import MapJobs
 from ..terms.base import TermSource
 from ..vocabulary import Vocabulary, default_terms, read_terms
 from .auth import BearerTokenInterceptor
@@ -51,6 +52,7 @@ class Server:
     index: ItemIndex
     grace_s: float
     watch: HealthWatch | None = None  # health follows the index (backend: milvus)
+    maps: MapJobs | None = None  # map jobs read the index: they stop before it closes
 
     @property
     def address(self) -> str:
@@ -63,6 +65,8 @@ class Server:
             self.watch.stop()
         self.health.enter_graceful_shutdown()
         self.grpc_server.stop(self.grace_s if grace_s is None else grace_s).wait()
+        if self.maps is not None:
+            self.maps.close()
         self.index.close()
         self.encoder.close()
 
@@ -129,7 +133,7 @@ def _start(config: Config, encoder: Encoder, index: ItemIndex) -> Server:
         watch = HealthWatch(index, health_servicer, ("", SERVICE_NAME), config.index.milvus.health_every_s)
         watch.start()
     logger.info("image2sdr serving on %s:%d (%s)", service.host, port, "TLS" if service.tls.cert_file else "plaintext")
-    return Server(server, port, health_servicer, encoder, index, service.shutdown_grace_s, watch)
+    return Server(server, port, health_servicer, encoder, index, service.shutdown_grace_s, watch, servicer.maps)
 
 
 def _vocabulary_terms(config: Config, terms: TermSource) -> list[str]:

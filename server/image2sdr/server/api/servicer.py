@@ -23,12 +23,15 @@ from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 from ..batching import OrderedBatcher
 from ..concept_library import ConceptLibrary
 from ..config import Config
-from ..custom_concepts import Example
+from ..custom_concepts import ConceptSet, Example
 from ..encoder import ConceptUse, EncodeOptions, Encoder, Encoding, Outcome
 from ..errors import Image2SdrError, InvalidInputError, NoFingerprintError, NoSdrInSpaceError, NotFoundError
 from ..explain import ConceptTarget, Target, custom_target, explain, like_target, plan_grid
 from ..imaging import DecodedImage, decode_image
 from ..index.protocol import SEMANTIC, VISUAL, AddOutcome, Filter, Item, ItemIndex, Match
+from ..maps import items as map_items
+from ..maps.jobs import MapJobs, MapRequest
+from ..maps.layout import grid_shape
 from ..queries import Query, QueryBuilder, check_expression, parse_text
 from ..sdr import Sdr
 from ..terms.base import SimilarTermsSource, TermSource, normalize_term
@@ -53,6 +56,9 @@ from .conversion import (
     item_message,
     item_page_message,
     k_value,
+    map_cell_pixels,
+    map_job_message,
+    map_space,
     match_message,
     page_size,
     sdr_from_message,
@@ -109,6 +115,7 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
         self.vocabulary = vocabulary
         self.concepts = ConceptLibrary(index, config)
         self.queries = QueryBuilder(encoder.term_source, encoder.merger)
+        self.maps = MapJobs(config.maps)
         service = config.service
         self._streams = StreamSlots(service.max_streams, service.max_streams_per_peer)
         # One concept-provider call per batch: the provider's own size unless configured.
@@ -267,6 +274,27 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
         return item_page_message(page, self.config.sdr.dimensions)
 
     @_unary
+    def CreateMap(self, request: pb.CreateMapRequest, context: grpc.ServicerContext) -> pb.MapJob:
+        space, cell_pixels = map_space(request), map_cell_pixels(request)
+        chosen = self._map_items(request, space)
+        columns, rows = grid_shape(len(chosen.ids), request.columns, request.rows)
+        job = MapRequest(
+            chosen.ids,
+            chosen.sdrs,
+            space,
+            columns,
+            rows,
+            cell_pixels,
+            chosen.skipped_without_visual,
+            self.index.thumbnails,
+        )
+        return map_job_message(self.maps.create(job))
+
+    @_unary
+    def GetMap(self, request: pb.GetMapRequest, context: grpc.ServicerContext) -> pb.MapJob:
+        return map_job_message(self.maps.get(request.id))
+
+    @_unary
     def DefineConcept(self, request: pb.DefineConceptRequest, context: grpc.ServicerContext) -> pb.CustomConcept:
         # Everything that can be refused without the images is, before any is encoded.
         self.concepts.check_definition(request.name, len(request.positives), len(request.negatives))
@@ -328,6 +356,7 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
                 min_image_side=config.image.min_side,
                 max_k=self.config.index.max_k,
                 stream_in_flight=config.service.stream_in_flight,
+                max_map_items=config.maps.max_items,
             ),
             vocabulary_size=len(self.vocabulary),
             visual=None if look is None else pb.Provider(name=look.name, model=look.model, version=look.version),
@@ -424,6 +453,25 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
         matches = self.index.search_blend(semantic, visual, weight, k, exclude=exclude, where=chosen)
         kept = [match for match in matches if match.score >= request.min_overlap]
         return {SEMANTIC: semantic, VISUAL: visual}, kept
+
+    def _map_items(self, request: pb.CreateMapRequest, space: str) -> map_items.Chosen:
+        """The items a map is asked for, read now: a bad choice is the caller's error before any job starts."""
+        limit, index_config = self.config.maps.max_items, self.config.index
+        kind = request.WhichOneof("items")
+        if kind == "ids":
+            return map_items.by_ids(self.index, list(request.ids.ids), space, limit)
+        if kind == "concept":
+            concept = ConceptSet([self.concepts.get(request.concept, "concept").concept], self.config.sdr.size)
+            return map_items.by_concept(self.index, concept, space, limit, index_config.max_k)
+        chosen = where(request.filter, index_config.max_metadata_bytes) if kind == "filter" else None
+        return map_items.by_filter(
+            self.index,
+            chosen,
+            space,
+            limit,
+            max_value_bytes=index_config.max_metadata_bytes,
+            page_size=index_config.max_k,
+        )
 
     def _examples(self, examples: Sequence[pb.ConceptExample], field: str) -> list[Example]:
         """DefineConcept's examples as SDRs: stored items read first, then the images encoded in one batch."""
