@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import queue
+import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -27,6 +28,7 @@ from ._convert import (
     info_from_pb,
     item_from_pb,
     item_page_from_pb,
+    map_job_from_pb,
     match_from_pb,
     result_from_pb,
     sdr_from_pb,
@@ -52,6 +54,7 @@ from ._types import (
     Item,
     ItemError,
     ItemPage,
+    MapJob,
     Matches,
     OnDuplicate,
     Sdr,
@@ -466,6 +469,72 @@ class Image2SdrClient:
         if options is not None:
             request.options.CopyFrom(options)
         return explanation_from_pb(self._call(self._stub.Explain, request, timeout))
+
+    # -- maps --------------------------------------------------------------------------
+
+    def create_map(
+        self,
+        *,
+        ids: Sequence[str] | None = None,
+        where: Filter | None = None,
+        concept: str | None = None,
+        space: Space = "semantic",
+        columns: int = 0,
+        rows: int = 0,
+        cell_pixels: int = 0,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+    ) -> MapJob:
+        """Start laying stored items out on a grid by similarity; answers at once with the job (poll ``get_map``).
+
+        The items: at most one of ``ids``, ``where`` (a ``Filter``) or ``concept`` (a
+        custom concept's name: the items it finds present); none means every stored
+        item. At most ``info().limits.max_map_items`` of them (more, or none:
+        InvalidArgument naming the field). ``space``: "semantic" or "visual" (items
+        without a visual SDR are left out and counted). ``columns``/``rows``: 0 for the
+        smallest square; ``cell_pixels``: 0 lets the server pick (a map ~2048 px wide).
+        """
+        given = [name for name, value in (("ids", ids), ("where", where), ("concept", concept)) if value is not None]
+        if len(given) > 1:
+            raise ValueError(f"create_map takes at most one of ids=, where=, concept=; got {', '.join(given)}")
+        request = pb.CreateMapRequest(space=space_to_pb(space), columns=columns, rows=rows, cell_pixels=cell_pixels)
+        if ids is not None:
+            if isinstance(ids, str):
+                raise TypeError("ids= takes a sequence of ids, not one string")
+            request.ids.ids.extend(ids)
+        elif where is not None:
+            chosen = filter_to_pb(where)
+            request.filter.CopyFrom(chosen if chosen is not None else pb.Filter())
+        elif concept is not None:
+            request.concept = concept
+        return map_job_from_pb(self._call(self._stub.CreateMap, request, timeout))
+
+    def get_map(self, id: str, *, timeout: Timeout = USE_CLIENT_DEFAULT) -> MapJob:
+        """A map job's progress, and once done its cells and PNG (a failed one carries ``error``)."""
+        return map_job_from_pb(self._call(self._stub.GetMap, pb.GetMapRequest(id=id), timeout))
+
+    def make_map(
+        self,
+        *,
+        poll_s: float = 0.25,
+        progress: Callable[[MapJob], None] | None = None,
+        timeout: Timeout = USE_CLIENT_DEFAULT,
+        **choice: Any,
+    ) -> MapJob:
+        """``create_map`` (same keywords), then poll until it is done; a failed job raises its error.
+
+        ``progress`` is called with each report while it runs; ``timeout`` applies per call.
+        """
+        job = self.create_map(timeout=timeout, **choice)
+        while not job.finished:
+            if progress is not None:
+                progress(job)
+            time.sleep(poll_s)
+            job = self.get_map(job.id, timeout=timeout)
+        if progress is not None:
+            progress(job)
+        if job.error is not None:
+            raise job.error
+        return job
 
     # -- the service ---------------------------------------------------------------
 

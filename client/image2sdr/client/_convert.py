@@ -24,6 +24,9 @@ from ._types import (
     ItemError,
     ItemPage,
     Limits,
+    MapCell,
+    MapJob,
+    MapState,
     Match,
     OnDuplicate,
     Provider,
@@ -248,6 +251,7 @@ def _limits_from_pb(message: pb.Limits) -> Limits:
         min_image_side=message.min_image_side,
         max_k=message.max_k,
         stream_in_flight=message.stream_in_flight,
+        max_map_items=message.max_map_items,
     )
 
 
@@ -315,4 +319,34 @@ def explanation_from_pb(message: pb.ExplainResponse) -> Explanation:
         variants=message.variants,
         png=message.png,
         elapsed_ms=message.elapsed_ms,
+    )
+
+
+_MAP_STATES: dict[int, MapState] = {
+    pb.MAP_STATE_QUEUED: "queued",
+    pb.MAP_STATE_RUNNING: "running",
+    pb.MAP_STATE_DONE: "done",
+    pb.MAP_STATE_FAILED: "failed",
+}
+
+
+def map_job_from_pb(message: pb.MapJob) -> MapJob:
+    space = _SPACE_NAMES.get(message.space, "semantic")
+    return MapJob(
+        id=message.id,
+        state=_MAP_STATES.get(message.state, "queued"),
+        progress=message.progress,
+        stage=message.stage,
+        space=space,  # type: ignore[arg-type]
+        items=message.items,
+        columns=message.columns,
+        rows=message.rows,
+        cells=tuple(MapCell(cell.id, cell.column, cell.row, cell.thumbnail) for cell in message.cells),
+        png=message.png,
+        cell_pixels=message.cell_pixels,
+        created_ms=message.created_ms,
+        elapsed_ms=message.elapsed_ms,
+        neighbourhood_kept=message.neighbourhood_kept,
+        skipped_without_visual=message.skipped_without_visual,
+        error=error_from_status(message.error) if message.HasField("error") else None,
     )

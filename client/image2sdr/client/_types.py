@@ -265,6 +265,7 @@ class Limits:
     min_image_side: int
     max_k: int
     stream_in_flight: int
+    max_map_items: int = 0  # CreateMap: items one map may hold (0: a server from before maps)
 
 
 @dataclass(frozen=True)
@@ -466,3 +467,47 @@ class Explanation:
         """(row, column) of the cell whose hiding cost the most."""
         best = max(range(len(self.heat)), key=self.heat.__getitem__)
         return divmod(best, self.columns)
+
+
+MapState = Literal["queued", "running", "done", "failed"]
+
+
+@dataclass(frozen=True)
+class MapCell:
+    """Where one item landed on a map: column and row from the top left, 0-based."""
+
+    id: str
+    column: int
+    row: int
+    thumbnail: bool  # drawn from its thumbnail; False: drawn as its SDR
+
+
+@dataclass(frozen=True)
+class MapJob:
+    """A map job as the server reports it: progress while it runs, cells and PNG once done.
+
+    ``neighbourhood_kept``: the share of each item's 10 nearest items (by overlap)
+    that landed within 2 cells of it, the map's own quality figure.  ``error`` is
+    the failure a failed job reports, as the exception a call would have raised.
+    """
+
+    id: str
+    state: MapState
+    progress: float  # 0..1
+    stage: str
+    space: Space
+    items: int
+    columns: int = 0
+    rows: int = 0
+    cells: tuple[MapCell, ...] = ()
+    png: bytes = field(default=b"", repr=False)
+    cell_pixels: int = 0
+    created_ms: int = 0
+    elapsed_ms: float = 0.0
+    neighbourhood_kept: float = 0.0
+    skipped_without_visual: int = 0
+    error: Exception | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.state in ("done", "failed")

@@ -30,6 +30,7 @@ from ._types import (
     Filter,
     Item,
     ItemError,
+    MapJob,
     Match,
     OnDuplicate,
     Sdr,
@@ -75,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dupes(commands, connection)
     _add_terms(commands, connection)
     _add_explain(commands, connection)
+    _add_map(commands, connection)
     info = commands.add_parser("info", parents=[connection], help="the server's geometry, models, index and limits")
     info.add_argument("--json", action="store_true", help="machine-readable output")
     info.set_defaults(run=_run_info)
@@ -348,6 +350,41 @@ def _add_explain(commands: Any, connection: argparse.ArgumentParser) -> None:
     explain.add_argument("--png", type=Path, metavar="FILE", help="write the heatmap over the image as a PNG")
     explain.add_argument("--json", action="store_true", help="machine-readable output")
     explain.set_defaults(run=_run_explain)
+
+
+def _add_map(commands: Any, connection: argparse.ArgumentParser) -> None:
+    drawing = commands.add_parser(
+        "map",
+        parents=[connection],
+        help="lay stored items out on a grid by similarity and draw it (PNG)",
+        description="Asks the server for a map of stored items: their SDRs embedded in two dimensions by "
+        "overlap (t-SNE) and snapped to a grid, each cell drawn with the item's thumbnail (or its SDR when it "
+        "has none).  The items: all (the default), --ids, those passing --filter/--tag, or those a custom "
+        "concept finds (--concept).  Waits for the job with a progress bar; prints each item's cell.",
+    )
+    drawing.add_argument("--png", type=Path, metavar="FILE", help="write the map as a PNG")
+    drawing.add_argument("--space", choices=["semantic", "visual"], default="semantic", help="which SDRs")
+    chosen = drawing.add_argument_group("items (default: every stored item)")
+    chosen.add_argument("--ids", nargs="+", metavar="ID", help="these stored items")
+    chosen.add_argument("--concept", metavar="NAME", help="the items a custom concept finds present")
+    chosen.add_argument(
+        "--filter",
+        "--where",
+        dest="where",
+        action="append",
+        default=[],
+        type=parse_where,
+        metavar="KEY=VALUE",
+        help="metadata KEY is VALUE (repeat a KEY for any of its values; other keys must all match)",
+    )
+    chosen.add_argument(
+        "--tag", action="append", default=[], type=parse_tag, metavar="NAME[:MIN]", help="a stored concept"
+    )
+    drawing.add_argument("--columns", type=_positive_int, default=0, metavar="N", help="grid columns (a square)")
+    drawing.add_argument("--rows", type=_positive_int, default=0, metavar="N", help="grid rows (a square)")
+    drawing.add_argument("--cell", type=_positive_int, default=0, metavar="PX", help="cell side in the PNG")
+    drawing.add_argument("--json", action="store_true", help="machine-readable output")
+    drawing.set_defaults(run=_run_map)
 
 
 def _add_output(parser: argparse.ArgumentParser) -> None:
@@ -767,6 +804,49 @@ def _run_explain(args: argparse.Namespace) -> int:
     )
     for cells in found.grid():
         print(" ".join(f"{heat:+.3f}" for heat in cells))
+    return EXIT_OK
+
+
+def _run_map(args: argparse.Namespace) -> int:
+    where = filter_from_args(args.where, args.tag)
+    given = [
+        name for name, value in (("--ids", args.ids), ("--filter/--tag", where), ("--concept", args.concept)) if value
+    ]
+    if len(given) > 1:
+        raise UsageError(f"choose the items one way: {' or '.join(given)}")
+    tqdm = _import_tqdm()
+    with connect(args) as client, tqdm(total=100, unit="%", disable=None, file=sys.stderr) as bar:
+
+        def report(job: MapJob) -> None:
+            bar.set_description(job.stage)
+            bar.update(round(job.progress * 100) - bar.n)
+
+        job = client.make_map(
+            ids=args.ids,
+            where=where,
+            concept=args.concept,
+            space=args.space,
+            columns=args.columns,
+            rows=args.rows,
+            cell_pixels=args.cell,
+            progress=report,
+        )
+    if args.png is not None:
+        args.png.write_bytes(job.png)
+    if args.json:
+        plain = {key: value for key, value in _plain(job).items() if key not in ("png", "error")}
+        _print_json(plain)
+        return EXIT_OK
+    _print_table(
+        ["ID", "COLUMN", "ROW", "DRAWN"],
+        [[c.id, str(c.column), str(c.row), "thumbnail" if c.thumbnail else "sdr"] for c in job.cells],
+    )
+    skipped = f"; {job.skipped_without_visual} without a visual SDR left out" if job.skipped_without_visual else ""
+    print(
+        f"{job.items} items on a {job.columns} x {job.rows} grid in {job.elapsed_ms / 1000:.1f} s; "
+        f"{job.neighbourhood_kept:.0%} of nearest neighbours within 2 cells{skipped}",
+        file=sys.stderr,
+    )
     return EXIT_OK
 
 
