@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from image2sdr.server.concepts.base import ConceptSource
+from image2sdr.server.concepts.base import Concept, ConceptSource
 from image2sdr.server.concepts.local import LocalConceptSource
 from image2sdr.server.concepts.nsfw import NSFW, SFW, NsfwClassifier, WithNsfw
 from image2sdr.server.config import ConceptsConfig, Config, LocalConceptsConfig, NsfwConceptsConfig
@@ -87,6 +87,10 @@ def test_encode_reports_the_pair_and_info_the_version(encoder: Encoder, photos: 
     named = {c.name: c for c in encoding.concepts}
     assert NSFW in named
     assert SFW in named
+    # Reported, not merged: "sfw" on every safe image would give them all the same bits.
+    assert not named[NSFW].used and not named[SFW].used and "moderation" in named[SFW].reason
+    content = encoder.encode_concepts([Concept(c.name, c.confidence) for c in encoding.concepts if c.used])
+    assert content.sdr == encoding.sdr
     assert len(encoding.concepts) <= encoder.config.concepts.max_concepts
     source = encoder.concept_source
     assert isinstance(source, WithNsfw)

@@ -39,7 +39,7 @@ from pydantic import TypeAdapter, ValidationError
 from .appearance import Appearance, FeatureResult
 from .concepts.base import Concept, ConceptResult, ConceptSource
 from .concepts.local import LocalConceptSource
-from .concepts.nsfw import WithNsfw
+from .concepts.nsfw import MODERATION, WithNsfw
 from .config import Confidence, Config, MaxConcepts, Sparsity, VisualShare
 from .errors import (
     ConfigError,
@@ -171,6 +171,10 @@ class Encoder:
             config.sdr.size, config.sdr.dimensions, config.sdr.tie_break_seed, config.sdr.normalization
         )
         self._decoders = ThreadPoolExecutor(config.image.decode_threads, thread_name_prefix="decode")
+        # Moderation labels describe a policy, not what the picture shows: "sfw" is strong on almost
+        # every image, so merged it would give all of them the same bits. They are reported and
+        # stored (filters, tags, Explain) but left out of the SDR.
+        self._unmerged = frozenset(MODERATION) if isinstance(concepts, WithNsfw) else frozenset()
 
     @classmethod
     def from_config(cls, config: Config) -> Encoder:
@@ -383,6 +387,8 @@ class Encoder:
         seen: dict[tuple[str, float], str] = {}
         for concept in concepts:
             reason, term, sign = _term_of(concept, settings.min_confidence)
+            if concept.name in self._unmerged:
+                reason = "a moderation label (concepts.nsfw): reported and stored, not merged into the SDR"
             if not reason and (term, sign) in seen:
                 reason = f"same term as {seen[term, sign]!r}"
             if reason:
