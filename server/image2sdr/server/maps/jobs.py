@@ -151,7 +151,11 @@ class MapJobs:
     def _make(self, job: _Job) -> MapResult:
         request = job.request
         layout = lay_out(
-            request.sdrs, request.columns, request.rows, progress=lambda stage, done: self._advance(job, stage, done)
+            request.sdrs,
+            request.columns,
+            request.rows,
+            progress=lambda stage, done: self._advance(job, stage, done),
+            threads=self.config.threads,
         )
         self._advance(job, "rendering", 0.0)
         found = request.thumbnails(request.ids) if request.thumbnails is not None else {}

@@ -18,6 +18,7 @@ The same SDRs in the same order always give the same layout (fixed seeds).
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -110,9 +111,13 @@ def _all_but_self(count: int) -> npt.NDArray[np.intp]:
 
 
 def embed(
-    neighbours: npt.NDArray[np.intp], distances: npt.NDArray[np.float64], progress: Progress | None = None
+    neighbours: npt.NDArray[np.intp],
+    distances: npt.NDArray[np.float64],
+    progress: Progress | None = None,
+    *,
+    threads: int = 0,
 ) -> npt.NDArray[np.float64]:
-    """t-SNE of the items from their nearest neighbours: one 2-D point each."""
+    """t-SNE of the items from their nearest neighbours: one 2-D point each (``threads`` 0: one per core)."""
     from openTSNE import TSNEEmbedding, affinity, initialization  # noqa: PLC0415 - heavy; only map jobs need it
     from openTSNE.nearest_neighbors import PrecomputedNeighbors  # noqa: PLC0415
 
@@ -121,9 +126,10 @@ def embed(
         return np.column_stack([np.arange(count, dtype=np.float64), np.zeros(count)])
     perplexity = min(_PERPLEXITY, (neighbours.shape[1] - 1) / 3)
     knn = PrecomputedNeighbors(neighbours, np.maximum(distances, 0.0))
-    affinities = affinity.PerplexityBasedNN(knn_index=knn, perplexity=perplexity, random_state=_SEED)
+    jobs = threads or os.cpu_count() or 1
+    affinities = affinity.PerplexityBasedNN(knn_index=knn, perplexity=perplexity, random_state=_SEED, n_jobs=jobs)
     start = initialization.spectral(affinities.P, random_state=_SEED)
-    embedding = TSNEEmbedding(start, affinities, n_jobs=1, random_state=_SEED)
+    embedding = TSNEEmbedding(start, affinities, n_jobs=jobs, random_state=_SEED)
     total = _EXAGGERATED_ITERATIONS + _ITERATIONS
     done = [0]
 
@@ -140,14 +146,28 @@ def embed(
 
 
 def snap(points: npt.NDArray[np.float64], columns: int, rows: int) -> npt.NDArray[np.intp]:
-    """Each point's own cell: the assignment of points to cell centres with the least summed squared distance."""
-    scaled = _to_grid(points, columns, rows)
+    """Each point's own cell: the assignment of points to cell centres with the least summed squared distance.
+
+    The points are first spread evenly along each axis (by rank): t-SNE packs clusters
+    densely with empty space between them, and asking a dense cluster to claim the
+    cells of the empty space around it is what makes the assignment slow. Measured at
+    4096 items (``make bench-map``): 8.7 s instead of 27.6 s, and more neighbourhoods
+    kept (0.577 against 0.550).
+    """
+    scaled = _spread(points, columns, rows)
     centres = np.column_stack([np.tile(np.arange(columns), rows), np.repeat(np.arange(rows), columns)])
     cost = ((scaled[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2)
     assigned_rows, assigned_cells = linear_sum_assignment(cost)
     cells = np.empty(len(points), dtype=np.intp)
     cells[assigned_rows] = assigned_cells
     return cells
+
+
+def _spread(points: npt.NDArray[np.float64], columns: int, rows: int) -> npt.NDArray[np.float64]:
+    """Each coordinate replaced by its rank, stretched over the grid (ties: the earlier item first)."""
+    ranks = np.argsort(np.argsort(points, axis=0, kind="stable"), axis=0, kind="stable").astype(np.float64)
+    spread: npt.NDArray[np.float64] = ranks / max(len(points) - 1, 1) * np.array([columns - 1, rows - 1])
+    return spread
 
 
 def _to_grid(points: npt.NDArray[np.float64], columns: int, rows: int) -> npt.NDArray[np.float64]:
@@ -173,7 +193,9 @@ def cell_positions(cells: npt.NDArray[np.intp], columns: int) -> npt.NDArray[np.
     return np.column_stack([cells % columns, cells // columns]).astype(np.float64)
 
 
-def lay_out(sdrs: Sequence[Sdr], columns: int = 0, rows: int = 0, *, progress: Progress | None = None) -> Layout:
+def lay_out(
+    sdrs: Sequence[Sdr], columns: int = 0, rows: int = 0, *, progress: Progress | None = None, threads: int = 0
+) -> Layout:
     """The whole layout of ``sdrs``: neighbours, embedding, cells, and the neighbourhood figures."""
     columns, rows = grid_shape(len(sdrs), columns, rows)
     if len(sdrs) == 1:
@@ -181,7 +203,7 @@ def lay_out(sdrs: Sequence[Sdr], columns: int = 0, rows: int = 0, *, progress: P
     if progress is not None:
         progress("embedding", 0.0)
     neighbours, distances = jaccard_neighbours(sdrs, _KNN)
-    points = embed(neighbours, distances, progress)
+    points = embed(neighbours, distances, progress, threads=threads)
     if progress is not None:
         progress("assigning", 0.0)
     cells = snap(points, columns, rows)
