@@ -6,7 +6,7 @@ MVENV := .venv-milvus
 PY := $(VENV)/bin/python
 MODELS := models
 
-.PHONY: setup models milvus-server serve test test-fast bench bench-quality bench-visual bench-index bench-service bench-hostile bench-dupes bench-filters bench-concepts bench-explain lint clean proto proto-check stubs node-client
+.PHONY: setup models milvus-server serve test test-fast bench bench-quality bench-visual bench-index bench-service bench-hostile bench-dupes bench-filters bench-concepts bench-explain bench-map lint clean proto proto-check stubs node-client
 
 ## setup: the serving virtualenv (no torch in it)
 setup: $(VENV)/.installed
@@ -89,6 +89,15 @@ bench-filters: setup
 ## score's fall with the hottest square hidden against a random square of the same size
 bench-explain: setup models
 	$(PY) benchmarks/bench_explain.py
+
+## bench-map: CreateMap -> DONE through a real server for 1024 and 4096 stored items (photos and openclipart drawings,
+## encoded once), neighbourhood preservation (map, 2-D embedding, random), and the layout's choices measured: openTSNE
+## against UMAP, SciPy's assignment against lap and lapjv (the `bench` extra); writes docs/images/map-1024.png
+bench-map: setup models $(VENV)/.bench-installed
+	$(PY) benchmarks/bench_map.py
+$(VENV)/.bench-installed: server/pyproject.toml
+	$(PY) -m pip install -q -e 'server[bench]'
+	touch $@
 
 lint: setup
 	$(PY) -m ruff check server tests benchmarks client/image2sdr/client

@@ -20,7 +20,7 @@ from image2sdr.server.errors import IndexClosedError, InvalidInputError, LimitEx
 from image2sdr.server.index import SdrIndex
 from image2sdr.server.maps.jobs import MapJobs, MapRequest, MapState
 from image2sdr.server.maps.layout import grid_shape, jaccard_neighbours, lay_out, neighbourhood_kept
-from image2sdr.server.maps.render import cell_pixels_for, render
+from image2sdr.server.maps.render import cell_pixels_for, check_canvas, render
 from image2sdr.server.sdr import Sdr
 
 SIZE, ACTIVE = 16384, 328
@@ -59,6 +59,10 @@ def test_grid_shape_refuses_too_few_cells_and_no_items() -> None:
     with pytest.raises(InvalidInputError) as small:
         grid_shape(10, 3, 3)
     assert small.value.field == "columns" and "9 cells for 10 items" in str(small.value)
+    with pytest.raises(InvalidInputError) as empty:
+        grid_shape(4096, 300, 300)  # 90000 cells for 4096 items: an empty map that costs gigabytes
+    assert empty.value.field == "columns"
+    assert grid_shape(2, 4, 4) == (4, 4)  # tiny maps may have 16 cells
     with pytest.raises(InvalidInputError) as none:
         grid_shape(0)
     assert none.value.field == "items"
@@ -120,7 +124,12 @@ def test_render_draws_thumbnails_and_sdrs() -> None:
     pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
     assert tuple(pixels[16, 16]) == pytest.approx((200, 30, 30), abs=12)  # the thumbnail, centred in cell 0
     assert tuple(pixels[48, 16]) == (24, 24, 28)  # cell 2 is empty: background
-    assert cell_pixels_for(32, 2048) == 64 and cell_pixels_for(1000, 2048) == 8 and cell_pixels_for(2, 2048) == 256
+    assert cell_pixels_for(32, 32, 2048) == 64 and cell_pixels_for(2, 2, 2048) == 256
+    assert cell_pixels_for(1, 4096, 2048) == 8  # a tall grid: by its longer side, not its columns
+    check_canvas(64, 64, 256)
+    with pytest.raises(InvalidInputError) as huge:
+        check_canvas(1, 4096, 8)
+    assert huge.value.field == "cell_pixels"
 
 
 def request_for(sdrs: list[Sdr], **fields: object) -> MapRequest:
@@ -167,7 +176,7 @@ def test_failed_job_says_why(tmp_path: Path) -> None:
         assert wait(jobs, job.id) is MapState.FAILED
         failed = jobs.get(job.id)
         assert isinstance(failed.error, IndexClosedError) and failed.result is None
-        assert failed.stage == "failed"
+        assert failed.stage == "rendering"  # where it failed: the thumbnails are read to draw the map
     finally:
         jobs.close()
 

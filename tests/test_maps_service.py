@@ -128,7 +128,13 @@ def test_bad_maps_are_refused_with_the_field_named(stub: pb_grpc.Image2SdrStub, 
     nothing = pb.Filter(metadata=[pb.MetadataCondition(key="kind", values=["painting"])])
     assert refused(stub, pb.CreateMapRequest(filter=nothing)) == (grpc.StatusCode.INVALID_ARGUMENT, "filter")
     assert refused(stub, pb.CreateMapRequest(ids=pb.ItemIds())) == (grpc.StatusCode.INVALID_ARGUMENT, "ids")
-    assert refused(stub, pb.CreateMapRequest(ids=pb.ItemIds(ids=["cat", "nope"])))[0] == grpc.StatusCode.NOT_FOUND
+    with pytest.raises(grpc.RpcError) as unknown_id:
+        stub.CreateMap(pb.CreateMapRequest(ids=pb.ItemIds(ids=["cat", "nope"])), timeout=TIMEOUT)
+    assert unknown_id.value.code() == grpc.StatusCode.NOT_FOUND and "ids[1]" in (unknown_id.value.details() or "")
+    assert refused(stub, pb.CreateMapRequest(columns=100, rows=100)) == (grpc.StatusCode.INVALID_ARGUMENT, "columns")
+    patterns = pb.CreateMapRequest(filter=pb.Filter(metadata=[pb.MetadataCondition(key="kind", values=["pattern"])]))
+    patterns.space = pb.SPACE_VISUAL
+    assert refused(stub, patterns) == (grpc.StatusCode.INVALID_ARGUMENT, "space")  # added by SDR: no visual SDRs
     assert refused(stub, pb.CreateMapRequest(ids=pb.ItemIds(ids=["cat", "cat"]))) == (
         grpc.StatusCode.INVALID_ARGUMENT,
         "ids",

@@ -6,7 +6,7 @@ from collections.abc import Iterable, Mapping
 
 from image2sdr.v1 import image2sdr_pb2 as pb
 
-from ._exceptions import error_from_status
+from ._exceptions import Image2SdrError, error_from_status
 from ._types import (
     Concept,
     ConceptFit,
@@ -332,9 +332,13 @@ _MAP_STATES: dict[int, MapState] = {
 
 def map_job_from_pb(message: pb.MapJob) -> MapJob:
     space = _SPACE_NAMES.get(message.space, "semantic")
+    state = _MAP_STATES.get(message.state)
+    error = error_from_status(message.error) if message.HasField("error") else None
+    if state is None:  # a state from a newer server: not one to keep polling for
+        state, error = "failed", error or Image2SdrError(f"map job in state {message.state}, unknown to this client")
     return MapJob(
         id=message.id,
-        state=_MAP_STATES.get(message.state, "queued"),
+        state=state,
         progress=message.progress,
         stage=message.stage,
         space=space,  # type: ignore[arg-type]
@@ -348,5 +352,5 @@ def map_job_from_pb(message: pb.MapJob) -> MapJob:
         elapsed_ms=message.elapsed_ms,
         neighbourhood_kept=message.neighbourhood_kept,
         skipped_without_visual=message.skipped_without_visual,
-        error=error_from_status(message.error) if message.HasField("error") else None,
+        error=error,
     )

@@ -457,7 +457,7 @@ def map_job_message(status: MapStatus) -> pb.MapJob:
         skipped_without_visual=request.skipped_without_visual,
     )
     if status.error is not None:
-        message.error.CopyFrom(status_for(status.error))
+        message.error.CopyFrom(status_for(status.error, logged=True))  # MapJobs logged it when it failed
     result = status.result
     if result is None:
         return message

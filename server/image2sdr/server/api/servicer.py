@@ -32,6 +32,7 @@ from ..index.protocol import SEMANTIC, VISUAL, AddOutcome, Filter, Item, ItemInd
 from ..maps import items as map_items
 from ..maps.jobs import MapJobs, MapRequest
 from ..maps.layout import grid_shape
+from ..maps.render import check_canvas
 from ..queries import Query, QueryBuilder, check_expression, parse_text
 from ..sdr import Sdr
 from ..terms.base import SimilarTermsSource, TermSource, normalize_term
@@ -115,7 +116,8 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
         self.vocabulary = vocabulary
         self.concepts = ConceptLibrary(index, config)
         self.queries = QueryBuilder(encoder.term_source, encoder.merger)
-        self.maps = MapJobs(config.maps)
+        # A map's PNG rides in one GetMap answer, beside its cells: leave them 1 MiB.
+        self.maps = MapJobs(config.maps, max_png_bytes=config.service.max_message_bytes - (1 << 20))
         service = config.service
         self._streams = StreamSlots(service.max_streams, service.max_streams_per_peer)
         # One concept-provider call per batch: the provider's own size unless configured.
@@ -278,6 +280,8 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
         space, cell_pixels = map_space(request), map_cell_pixels(request)
         chosen = self._map_items(request, space)
         columns, rows = grid_shape(len(chosen.ids), request.columns, request.rows)
+        if cell_pixels:
+            check_canvas(columns, rows, cell_pixels)
         job = MapRequest(
             chosen.ids,
             chosen.sdrs,

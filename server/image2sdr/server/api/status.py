@@ -4,6 +4,7 @@
     LimitExceededError  -> RESOURCE_EXHAUSTED  + QuotaFailure (limit and actual size)
     NotFoundError       -> NOT_FOUND           + ResourceInfo
     StreamIdleError     -> DEADLINE_EXCEEDED
+    DeadlineExceededError -> DEADLINE_EXCEEDED (the caller went; the work was stopped)
     UpstreamKeyError    -> FAILED_PRECONDITION (the server's key was refused: retrying cannot help)
     UpstreamError       -> UNAVAILABLE         + RetryInfo (the provider's Retry-After when it sent one)
     other core errors   -> FAILED_PRECONDITION (the server's state, e.g. a closed index)
@@ -25,6 +26,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from ..errors import (
+    DeadlineExceededError,
     Image2SdrError,
     InvalidInputError,
     LimitExceededError,
@@ -42,15 +44,21 @@ logger = logging.getLogger(__name__)
 RETRY_DELAY_S = 1  # what RetryInfo suggests to a caller after UNAVAILABLE
 
 
-def status_for(exc: BaseException) -> status_pb2.Status:
-    """The google.rpc.Status that reports ``exc`` to a caller: the first row of the table it is an instance of."""
+def status_for(exc: BaseException, *, logged: bool = False) -> status_pb2.Status:
+    """The google.rpc.Status that reports ``exc`` to a caller: the first row of the table it is an instance of.
+
+    An unexpected exception is logged with its traceback, unless ``logged`` says that
+    happened already (a failed map job is reported on every GetMap, logged once).
+    """
     for kind, report in _TABLE:
         if isinstance(exc, kind):
             return report(exc)
     if isinstance(exc, MemoryError):  # the server ran short, not the caller's fault; it may retry later
-        logger.error("out of memory while serving a call", exc_info=exc)
+        if not logged:
+            logger.error("out of memory while serving a call", exc_info=exc)
         return _status(code_pb2.RESOURCE_EXHAUSTED, "the server is short of memory; retry later")
-    logger.error("internal error", exc_info=exc)
+    if not logged:
+        logger.error("internal error", exc_info=exc)
     return _status(code_pb2.INTERNAL, "internal error; the server log has the details")
 
 
@@ -85,6 +93,7 @@ _TABLE: tuple[tuple[type[BaseException], Callable[[Any], status_pb2.Status]], ..
     (LimitExceededError, _exhausted),
     (NotFoundError, _not_found),
     (StreamIdleError, lambda exc: _status(code_pb2.DEADLINE_EXCEEDED, str(exc))),
+    (DeadlineExceededError, lambda exc: _status(code_pb2.DEADLINE_EXCEEDED, str(exc))),
     (UpstreamKeyError, lambda exc: _status(code_pb2.FAILED_PRECONDITION, str(exc))),
     (UpstreamError, _unavailable),
     (StoppingError, lambda exc: _status(code_pb2.UNAVAILABLE, str(exc))),

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..custom_concepts import ConceptSet
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, NotFoundError
 from ..index.checks import check_filter
 from ..index.protocol import SEMANTIC, VISUAL, Filter, Item, ItemIndex
 from ..sdr import Sdr
@@ -37,7 +37,16 @@ def by_ids(index: ItemIndex, ids: Sequence[str], space: str, limit: int) -> Chos
         if item_id in first:
             raise InvalidInputError(f"ids[{position}] repeats ids[{first[item_id]}] ({item_id!r})", field="ids")
         first[item_id] = position
-    return _in_space([index.get(item_id) for item_id in ids], space, "ids")
+    items = []
+    for position, item_id in enumerate(ids):
+        try:
+            items.append(index.get(item_id))
+        except InvalidInputError as exc:
+            exc.field = f"ids[{position}]"
+            raise
+        except NotFoundError as exc:
+            raise NotFoundError(f"{exc} (ids[{position}])", resource=item_id) from None
+    return _in_space(items, space, "ids")
 
 
 def by_filter(
@@ -90,7 +99,10 @@ def _sdrs_of(item: Item) -> dict[str, Sdr]:
 def _in_space(items: Sequence[Item], space: str, field: str) -> Chosen:
     kept = [(item.id, sdr) for item in items if (sdr := item.in_space(space)) is not None]
     if not kept:
-        raise InvalidInputError(f"none of the {len(items)} items chosen has an SDR in the {space} space", field=field)
+        raise InvalidInputError(
+            f"none of the {len(items)} items chosen has an SDR in the {space} space",
+            field=field if space == SEMANTIC else "space",
+        )
     return Chosen(tuple(item_id for item_id, _ in kept), tuple(sdr for _, sdr in kept), len(items) - len(kept))
 
 

@@ -23,7 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from ..config import MapsConfig
-from ..errors import LimitExceededError, MapJobNotFoundError, StoppingError
+from ..errors import LimitExceededError, MapJobNotFoundError, StoppingError, UpstreamError
 from ..sdr import Sdr
 from .layout import Layout, lay_out
 from .render import cell_pixels_for, render
@@ -99,8 +99,9 @@ class _Job:
 class MapJobs:
     """The map jobs of one server: at most ``max_running`` computed at once, ``max_queued`` waiting."""
 
-    def __init__(self, config: MapsConfig) -> None:
+    def __init__(self, config: MapsConfig, max_png_bytes: int = 1 << 62) -> None:
         self.config = config
+        self.max_png_bytes = max_png_bytes  # a PNG larger than a message may carry could never be fetched
         self._lock = threading.Lock()
         self._jobs: dict[str, _Job] = {}
         self._finished: OrderedDict[str, None] = OrderedDict()  # oldest first, for eviction
@@ -127,7 +128,11 @@ class MapJobs:
         with self._lock:
             job = self._jobs.get(job_id)
             if job is None:
-                raise MapJobNotFoundError(f"no map job {job_id!r} (jobs live as long as the server)", resource=job_id)
+                raise MapJobNotFoundError(
+                    f"no map job {job_id!r}: jobs live in the server that made them, until it stops or "
+                    f"maps.keep_finished ({self.config.keep_finished}) newer ones have finished",
+                    resource=job_id,
+                )
             return self._status(job)
 
     def close(self) -> None:
@@ -139,8 +144,8 @@ class MapJobs:
     # -- the work ---------------------------------------------------------------
 
     def _run(self, job: _Job) -> None:
-        self._advance(job, "reading", 0.0, MapState.RUNNING)
         try:
+            self._advance(job, "reading", 0.0, MapState.RUNNING)
             result = self._make(job)
         except Exception as exc:  # any failure is the job's, reported by GetMap; the worker goes on
             logger.warning("map job %s failed: %s", job.id, type(exc).__name__, exc_info=True)
@@ -158,13 +163,31 @@ class MapJobs:
             threads=self.config.threads,
         )
         self._advance(job, "rendering", 0.0)
-        found = request.thumbnails(request.ids) if request.thumbnails is not None else {}
-        cell_pixels = request.cell_pixels or cell_pixels_for(layout.columns, self.config.map_pixels)
+        found = self._thumbnails(job)
+        cell_pixels = request.cell_pixels or cell_pixels_for(layout.columns, layout.rows, self.config.map_pixels)
         thumbnails = [found.get(item_id) for item_id in request.ids]
         png, drawn = render(
             layout.cells, layout.columns, layout.rows, cell_pixels=cell_pixels, thumbnails=thumbnails, sdrs=request.sdrs
         )
+        if len(png) > self.max_png_bytes:
+            raise LimitExceededError(
+                f"the map's PNG is {len(png) / 1e6:.1f} MB, more than a message may carry "
+                f"({self.max_png_bytes / 1e6:.1f} MB): ask for smaller cell_pixels",
+                limit=self.max_png_bytes,
+                actual=len(png),
+            )
         return MapResult(layout, png, cell_pixels, tuple(drawn))
+
+    def _thumbnails(self, job: _Job) -> dict[str, bytes]:
+        """The items' thumbnails; when a remote engine cannot give them now, the map draws SDRs instead."""
+        read = job.request.thumbnails
+        if read is None:
+            return {}
+        try:
+            return read(job.request.ids)
+        except UpstreamError as exc:  # a damaged or missing thumbnail costs its picture, not the map
+            logger.warning("map job %s draws SDRs: thumbnails unavailable (%s)", job.id, type(exc).__name__)
+            return {}
 
     def _advance(self, job: _Job, stage: str, done: float, state: MapState | None = None) -> None:
         start, end = _STAGES[stage]
@@ -182,7 +205,8 @@ class MapJobs:
             job.ended = time.monotonic()
             job.result, job.error = result, error
             job.state = MapState.DONE if error is None else MapState.FAILED
-            job.stage = job.state.value
+            if error is None:
+                job.stage = "done"  # a failed job keeps the stage it failed in
             job.progress = 1.0 if error is None else job.progress
             self._finished[job.id] = None
             while len(self._finished) > self.config.keep_finished:

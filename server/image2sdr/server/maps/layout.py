@@ -1,18 +1,21 @@
 """Where SDRs become a grid: a 2-D embedding by overlap, snapped to cells by a linear assignment.
 
 The distance between two SDRs is their Jaccard distance (1 - overlap / union),
-computed exactly for every pair: 4096 items make 16.8 M pairs, one sparse
-product. t-SNE (openTSNE) embeds them from each item's nearest neighbours;
-SciPy's ``linear_sum_assignment`` then gives each item its own grid cell so
-that the summed squared distance between points and cells is smallest.
+computed exactly for every pair, a block of rows at a time (4096 items make
+16.8 M pairs). t-SNE (openTSNE) embeds the items from each one's nearest
+neighbours; the points are spread evenly along each axis (by rank), and
+``lapjv`` (Jonker-Volgenant) then gives each item its own grid cell so that the
+summed squared distance between points and cells is smallest.
 
-Both choices were measured (``make bench-map``, README "Maps") against UMAP
-with the same neighbours, and against ``lap`` and ``lapjv``: UMAP keeps
-neighbourhoods better in the plane but packs them into dense clumps that lose
-more when snapped to a grid, and SciPy's solver was the fastest of the three
-at 1024 and 3131 items on this machine.
+Each choice was measured at 1024 and 4096 items (``make bench-map``, README
+"Maps"): UMAP on the same neighbours keeps neighbourhoods better in the plane
+but packs them into dense clumps that lose more when snapped to a grid (0.520
+of neighbourhoods kept against t-SNE's 0.577 at 4096); on the same cost
+matrix ``lapjv`` took 4.4 s, SciPy's ``linear_sum_assignment`` 8.3 s and
+``lap`` 34.9 s, all three finding the same optimum.
 
-The same SDRs in the same order always give the same layout (fixed seeds).
+The same SDRs in the same order always give the same layout (fixed seeds;
+t-SNE's threads do not change it).
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 from scipy import sparse
-from scipy.optimize import linear_sum_assignment
 
 from ..errors import InvalidInputError
 from ..sdr import Sdr
@@ -47,6 +49,9 @@ RADIUS = 2  # ... kept when it lands within this grid distance (Chebyshev: a 5 x
 _KNN = 90  # neighbours t-SNE sees: 3 x perplexity 30, openTSNE's own rule
 _PERPLEXITY = 30.0
 _SEED = 42
+_BLOCK = 512  # rows of the pairwise overlaps held at once: memory stays O(block x items), not O(items^2)
+_MAX_EMPTY = 4  # a grid may have at most this many cells per item (more is a mostly empty map, and costly)
+_MIN_CELLS = 16  # ... or this many, for tiny maps
 _EXAGGERATED_ITERATIONS = 250  # openTSNE's defaults: early exaggeration 12, then the plain run
 _ITERATIONS = 500
 
@@ -76,10 +81,16 @@ def grid_shape(items: int, columns: int = 0, rows: int = 0) -> tuple[int, int]:
         columns = -(-items // rows)
     elif rows == 0:
         rows = -(-items // columns)
-    if columns * rows < items:
+    cells = columns * rows
+    if cells < items:
         raise InvalidInputError(
-            f"a {columns} x {rows} grid has {columns * rows} cells for {items} items",
+            f"a {columns} x {rows} grid has {cells} cells for {items} items",
             field="columns",  # only a grid given both ways can be short (one 0 is filled in to fit)
+        )
+    if cells > max(_MAX_EMPTY * items, _MIN_CELLS):
+        raise InvalidInputError(
+            f"a {columns} x {rows} grid has {cells} cells for {items} items; at most {_MAX_EMPTY} per item",
+            field="columns",
         )
     return columns, rows
 
@@ -91,23 +102,31 @@ def jaccard_neighbours(sdrs: Sequence[Sdr], k: int) -> tuple[npt.NDArray[np.intp
     pointers = np.zeros(count + 1, dtype=np.int64)
     np.cumsum([sdr.active for sdr in sdrs], out=pointers[1:])
     columns = np.concatenate([sdr.positions for sdr in sdrs]).astype(np.int32)
-    size = sdrs[0].size
-    bits = sparse.csr_matrix((np.ones(columns.size, dtype=np.float32), columns, pointers), shape=(count, size))
-    overlaps = np.asarray((bits @ bits.T).toarray(), dtype=np.float64)
-    active = np.diag(overlaps).copy()
-    union = active[:, None] + active[None, :] - overlaps
-    distance = 1.0 - overlaps / np.maximum(union, 1.0)
-    np.fill_diagonal(distance, np.inf)
-    # A stable sort of the k smallest: argpartition, then order them by (distance, index).
-    nearest = np.argpartition(distance, k - 1, axis=1)[:, :k] if k < count - 1 else _all_but_self(count)
-    chosen = np.take_along_axis(distance, nearest, axis=1)
+    bits = sparse.csr_matrix((np.ones(columns.size, dtype=np.float32), columns, pointers), shape=(count, sdrs[0].size))
+    across = bits.T.tocsc()
+    active = np.diff(pointers).astype(np.float64)
+    nearest = np.empty((count, k), dtype=np.intp)
+    chosen = np.empty((count, k), dtype=np.float64)
+    for start in range(0, count, _BLOCK):
+        stop = min(start + _BLOCK, count)
+        overlaps = np.asarray((bits[start:stop] @ across).toarray(), dtype=np.float64)
+        union = active[start:stop, None] + active[None, :] - overlaps
+        distance = 1.0 - overlaps / np.maximum(union, 1.0)
+        distance[np.arange(stop - start), np.arange(start, stop)] = np.inf  # not its own neighbour
+        block = np.argpartition(distance, k - 1, axis=1)[:, :k] if k < count - 1 else _all_but_self(start, stop, count)
+        nearest[start:stop] = block
+        chosen[start:stop] = np.take_along_axis(distance, block, axis=1)
+    # The k smallest of each row, ordered by (distance, index): the same neighbours on every run.
     order = np.lexsort((nearest, chosen), axis=1)
     return np.take_along_axis(nearest, order, axis=1), np.take_along_axis(chosen, order, axis=1)
 
 
-def _all_but_self(count: int) -> npt.NDArray[np.intp]:
-    every = np.tile(np.arange(count), (count, 1))
-    return every[~np.eye(count, dtype=bool)].reshape(count, count - 1)
+def _all_but_self(start: int, stop: int, count: int) -> npt.NDArray[np.intp]:
+    """Rows ``start:stop``: every other index (k = all of them)."""
+    every = np.tile(np.arange(count), (stop - start, 1))
+    keep = every != np.arange(start, stop)[:, None]
+    others: npt.NDArray[np.intp] = every[keep].reshape(stop - start, count - 1)
+    return others
 
 
 def embed(
@@ -151,16 +170,19 @@ def snap(points: npt.NDArray[np.float64], columns: int, rows: int) -> npt.NDArra
     The points are first spread evenly along each axis (by rank): t-SNE packs clusters
     densely with empty space between them, and asking a dense cluster to claim the
     cells of the empty space around it is what makes the assignment slow. Measured at
-    4096 items (``make bench-map``): 8.7 s instead of 27.6 s, and more neighbourhoods
-    kept (0.577 against 0.550).
+    4096 items (``make bench-map``): SciPy's solver took 8.3 s instead of 27.6 s, and
+    the map kept more neighbourhoods (0.577 against 0.550).
     """
+    from lapjv import lapjv  # noqa: PLC0415 - a compiled extension only map jobs need
+
     scaled = _spread(points, columns, rows)
-    centres = np.column_stack([np.tile(np.arange(columns), rows), np.repeat(np.arange(rows), columns)])
-    cost = ((scaled[:, None, :] - centres[None, :, :]) ** 2).sum(axis=2)
-    assigned_rows, assigned_cells = linear_sum_assignment(cost)
-    cells = np.empty(len(points), dtype=np.intp)
-    cells[assigned_rows] = assigned_cells
-    return cells
+    cells = columns * rows
+    x, y = np.tile(np.arange(columns), rows), np.repeat(np.arange(rows), columns)
+    # lapjv solves square problems: the rows past the points are free cells (zero cost anywhere).
+    cost = np.zeros((cells, cells), dtype=np.float64)
+    cost[: len(points)] = np.subtract.outer(scaled[:, 0], x) ** 2 + np.subtract.outer(scaled[:, 1], y) ** 2
+    assigned, _, _ = lapjv(cost)
+    return np.asarray(assigned[: len(points)], dtype=np.intp)
 
 
 def _spread(points: npt.NDArray[np.float64], columns: int, rows: int) -> npt.NDArray[np.float64]:
@@ -203,10 +225,14 @@ def lay_out(
     if progress is not None:
         progress("embedding", 0.0)
     neighbours, distances = jaccard_neighbours(sdrs, _KNN)
+    if progress is not None:
+        progress("embedding", 0.0)  # a point to stop at between the long steps
     points = embed(neighbours, distances, progress, threads=threads)
     if progress is not None:
         progress("assigning", 0.0)
     cells = snap(points, columns, rows)
+    if progress is not None:
+        progress("assigning", 1.0)
     judged = neighbours[:, :NEIGHBOURS]
     return Layout(
         columns,

@@ -18,19 +18,32 @@ import numpy as np
 import numpy.typing as npt
 from PIL import Image, UnidentifiedImageError
 
+from ..errors import InvalidInputError
 from ..sdr import Sdr
 
-__all__ = ["BACKGROUND", "cell_pixels_for", "render"]
+__all__ = ["BACKGROUND", "MAX_SIDE", "cell_pixels_for", "check_canvas", "render"]
 
 BACKGROUND = (24, 24, 28)
 _TINT_SEED = 20260101
 _tints: dict[int, npt.NDArray[np.float64]] = {}
 _GAP = 1  # pixels between cells (at cells of 16 px and more)
+MIN_CELL, MAX_CELL = 8, 256
+MAX_SIDE = 16_384  # pixels on the map's longer side at most: the canvas stays under 0.8 GB
 
 
-def cell_pixels_for(columns: int, map_pixels: int) -> int:
-    """The cell side that makes a map of ``columns`` about ``map_pixels`` wide (8..256)."""
-    return max(8, min(256, map_pixels // max(columns, 1)))
+def cell_pixels_for(columns: int, rows: int, map_pixels: int) -> int:
+    """The cell side that makes the map's longer side about ``map_pixels`` (8..256, within MAX_SIDE)."""
+    longer = max(columns, rows, 1)
+    return max(MIN_CELL, min(MAX_CELL, map_pixels // longer, MAX_SIDE // longer))
+
+
+def check_canvas(columns: int, rows: int, cell_pixels: int) -> None:
+    """Refuse a cell size that would draw a map over MAX_SIDE pixels on its longer side."""
+    longer = max(columns, rows) * cell_pixels
+    if longer > MAX_SIDE:
+        raise InvalidInputError(
+            f"cells of {cell_pixels} px make a map {longer} px long; at most {MAX_SIDE}", field="cell_pixels"
+        )
 
 
 def render(
