@@ -21,6 +21,7 @@ Image2SdrError
 ├── IndexLockedError       another process has the index directory open  -> FAILED_PRECONDITION
 ├── IndexClosedError       the index was closed (the server is stopping)  -> FAILED_PRECONDITION
 ├── StreamIdleError        a stream sent nothing for too long     -> DEADLINE_EXCEEDED
+├── DeadlineExceededError  the caller went (deadline, cancel): long work stopped unfinished -> DEADLINE_EXCEEDED
 ├── StoppingError          the server stopped before accepted work was done (a map job) -> UNAVAILABLE
 ├── NotFoundError          an unknown id                       -> NOT_FOUND
 │   ├── ConceptNotFoundError   an unknown custom concept name   -> NOT_FOUND
@@ -34,6 +35,7 @@ from __future__ import annotations
 __all__ = [
     "ConceptNotFoundError",
     "ConfigError",
+    "DeadlineExceededError",
     "IdTooLongError",
     "Image2SdrError",
     "ImageDecodeError",
@@ -151,6 +153,10 @@ class NoFingerprintError(InvalidInputError):
 
 class StreamIdleError(Image2SdrError):
     """The caller kept a stream open without sending; its slot is given back."""
+
+
+class DeadlineExceededError(Image2SdrError):
+    """The caller cancelled or its deadline passed: long work (an explanation) was stopped, nobody waits for it."""
 
 
 class NotFoundError(Image2SdrError):
