@@ -14,9 +14,10 @@ from PIL import Image
 
 from image2sdr.server.concepts.local import LocalConceptSource
 from image2sdr.server.config import Config, ExplainConfig, LocalConceptsConfig
-from image2sdr.server.errors import InvalidInputError
+from image2sdr.server.errors import DeadlineExceededError, InvalidInputError
 from image2sdr.server.explain import (
     MAX_CELLS,
+    WORK_PIXELS,
     WORK_SIDE,
     ConceptTarget,
     explain,
@@ -26,6 +27,7 @@ from image2sdr.server.explain import (
     render,
     sends_bytes,
     working_image,
+    working_size,
 )
 from image2sdr.server.imaging import DecodedImage, decode_image
 
@@ -67,6 +69,15 @@ def test_too_many_variants_names_the_field_that_made_them() -> None:
     with pytest.raises(InvalidInputError) as caught:
         plan_grid(200, 200, config, 4, None)
     assert caught.value.field == "patch"
+
+
+def test_a_panorama_at_the_default_patch_names_the_image_not_the_stride() -> None:
+    # 20:1 at the default shares: 159 x 7 patches, over max_variants; no size was set to blame.
+    with pytest.raises(InvalidInputError, match="larger patch") as caught:
+        plan_grid(20_000, 1000, DEFAULTS, None, None)
+    assert caught.value.field == "image"
+    assert "20000x1000" in str(caught.value)
+    assert plan_grid(20_000, 1000, DEFAULTS, 1000, None).variants <= DEFAULTS.max_variants  # the way out it names
 
 
 def test_too_many_cells_is_refused() -> None:
@@ -143,6 +154,65 @@ def test_overlay_of_no_fall_anywhere_is_the_image() -> None:
 def test_working_image_is_bounded_never_enlarged() -> None:
     assert working_image(Image.new("RGB", (2000, 1000))).size == (2 * WORK_SIDE, WORK_SIDE)
     assert working_image(Image.new("RGB", (300, 200))).size == (300, 200)
+
+
+@pytest.mark.parametrize("size", [(500, 100_000), (100_000, 500), (200, 40_000), (7000, 7000), (4096, 1024)])
+def test_the_working_copy_is_bounded_whatever_the_aspect_ratio(size: tuple[int, int]) -> None:
+    width, height = working_size(*size)
+    assert width * height <= WORK_PIXELS
+    assert min(width, height) <= WORK_SIDE
+    assert abs(width / height - size[0] / size[1]) / (size[0] / size[1]) < 0.02  # the shape is kept
+    assert working_size(300, 200) == (300, 200)  # never enlarged
+
+
+def test_a_long_thin_image_is_explained_on_a_bounded_copy() -> None:
+    # 1:200, as a 500 x 100000 strip (within image.max_pixels) with patch = stride = 500: 200 variants.
+    image = Image.new("RGB", (200, 40_000), (255, 255, 255))
+    decoded = DecodedImage(data=b"", image=image, format="PNG", width=image.width, height=image.height)
+    target = _Sized(calls=[])
+    grid = plan_grid(decoded.width, decoded.height, DEFAULTS, 200, 200)
+    assert grid.variants == 200
+    explanation = explain(decoded, target, grid, DEFAULTS.fill)
+    assert sum(len(call) for call in target.calls) == 1 + grid.variants
+    assert max(len(call) for call in target.calls) <= target.batch
+    seen = {size for call in target.calls for size in call}
+    assert seen == {working_size(200, 40_000)}
+    ((width, height),) = seen
+    assert width * height <= WORK_PIXELS  # each batch holds at most batch x WORK_PIXELS pixels
+    assert explanation.heat.shape == (grid.rows, grid.columns)
+
+
+def test_explain_stops_between_batches_once_the_caller_has_gone() -> None:
+    image = Image.new("RGB", (160, 120), (255, 255, 255))
+    decoded = DecodedImage(data=b"", image=image, format="PNG", width=160, height=120)
+    target = _Scripted(calls=[])
+    grid = plan_grid(decoded.width, decoded.height, DEFAULTS, None, None)
+    asked: list[int] = []
+
+    def stopped() -> bool:
+        asked.append(len(target.calls))
+        return len(target.calls) >= 3  # the base score and two batches, then the caller goes
+
+    with pytest.raises(DeadlineExceededError, match=f"after 14 of {grid.variants}"):
+        explain(decoded, target, grid, DEFAULTS.fill, stopped)
+    assert target.calls == [1, 7, 7]  # no scoring call after the stop
+    assert asked == [0, 1, 2, 3]
+    with pytest.raises(DeadlineExceededError):  # gone before it started: not even the base score
+        explain(decoded, _Scripted(calls=[]), grid, DEFAULTS.fill, lambda: True)
+
+
+@dataclass
+class _Sized:
+    """A target that records the size of every image it is given, call by call."""
+
+    calls: list[list[tuple[int, int]]]
+    name: str = "sizes"
+    batch: int = 16
+    needs_bytes: bool = False
+
+    def scores(self, images: Sequence[DecodedImage]) -> npt.NDArray[np.float64]:
+        self.calls.append([image.image.size for image in images])
+        return np.zeros(len(images))
 
 
 @dataclass

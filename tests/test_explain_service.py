@@ -7,8 +7,11 @@ Every refusal is checked for its status code and the field it names.
 from __future__ import annotations
 
 import io
+import math
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -200,3 +203,28 @@ def test_unknown_names_are_not_found(stub: pb_grpc.Image2SdrStub, fields: dict[s
     detail = _detail(error, error_details_pb2.ResourceInfo)
     assert isinstance(detail, error_details_pb2.ResourceInfo)
     assert detail.resource_type == kind
+
+
+def test_a_caller_past_its_deadline_stops_the_work_and_the_server_goes_on(
+    server: Server, stub: pb_grpc.Image2SdrStub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = server.encoder.concept_source
+    calls: list[int] = []
+    classify = source.concepts
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return classify(*args, **kwargs)
+
+    monkeypatch.setattr(source, "concepts", counted)
+    request = pb.ExplainRequest(image=photo("chelsea"), concept="cat", patch=30, stride=15)  # 30 x 19 variants
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.Explain(request, timeout=1.0)
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    batches = 1 + 1 + math.ceil(30 * 19 / source.max_batch)  # the check, the base, the variants
+    time.sleep(2.0)  # the batch under way when the deadline passed ends; no other starts
+    stopped_at = len(calls)
+    time.sleep(1.0)
+    assert len(calls) == stopped_at < batches
+    response = explained(stub, image=photo("chelsea"), concept="cat")  # the server goes on serving
+    assert response.variants == 11 * 7

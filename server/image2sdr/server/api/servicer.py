@@ -103,6 +103,12 @@ def _check_deadline(context: grpc.ServicerContext) -> None:
         context.abort(grpc.StatusCode.DEADLINE_EXCEEDED, "deadline passed before the work started")
 
 
+def _caller_gone(context: grpc.ServicerContext) -> bool:
+    """Whether the caller cancelled or its deadline passed: work on its answer can stop."""
+    remaining = context.time_remaining()
+    return not context.is_active() or (remaining is not None and remaining <= 0)
+
+
 def similar_terms_source(terms: TermSource) -> SimilarTermsSource | None:
     """The term provider, when it can list a retina's nearest terms itself (the term cache forwards this)."""
     return terms if isinstance(terms, SimilarTermsSource) else None
@@ -334,7 +340,9 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
         image = decode_image(request.image, self.config.image, self.encoder.concept_source.input_side)
         grid = plan_grid(image.width, image.height, self.config.explain, *explain_sizes(request))
         target = self._explain_target(request, image, space, options)
-        return explain_response(explain(image, target, grid, self.config.explain.fill))
+        # Up to explain.max_variants classifier passes: none once the caller has gone.
+        stopped = functools.partial(_caller_gone, context)
+        return explain_response(explain(image, target, grid, self.config.explain.fill, stopped))
 
     @_unary
     def Info(self, request: pb.InfoRequest, context: grpc.ServicerContext) -> pb.InfoResponse:

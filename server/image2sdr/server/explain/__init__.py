@@ -1,6 +1,6 @@
 """Explanations: occlusion heatmaps of a concept, a custom concept or a match (no gRPC here)."""
 
-from .explainer import WORK_SIDE, Explanation, explain, working_image
+from .explainer import WORK_PIXELS, WORK_SIDE, Explanation, explain, working_image, working_size
 from .occlusion import MAX_CELLS, Grid, heatmap, occluded, plan_grid
 from .overlay import render
 from .targets import WIDE, ConceptTarget, EncodingTarget, Target, custom_target, like_target, sends_bytes
@@ -8,6 +8,7 @@ from .targets import WIDE, ConceptTarget, EncodingTarget, Target, custom_target,
 __all__ = [
     "MAX_CELLS",
     "WIDE",
+    "WORK_PIXELS",
     "WORK_SIDE",
     "ConceptTarget",
     "EncodingTarget",
@@ -23,4 +24,5 @@ __all__ = [
     "render",
     "sends_bytes",
     "working_image",
+    "working_size",
 ]

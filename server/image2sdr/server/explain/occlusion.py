@@ -74,18 +74,30 @@ def plan_grid(width: int, height: int, config: ExplainConfig, patch: int | None,
             f"stride {step} px is larger than the patch ({size} px): parts would never be hidden", field="stride"
         )
     grid = Grid(width, height, size, step, _positions(width, size, step), _positions(height, size, step))
-    blame = "stride" if stride is not None or patch is None else "patch"
     if grid.variants > config.max_variants:
-        raise InvalidInputError(
-            f"patch {size} px at stride {step} px makes {grid.variants} occluded images, "
-            f"explain.max_variants allows {config.max_variants}: use a larger stride or patch",
-            field=blame,
-        )
+        raise _too_many_variants(grid, config.max_variants, patch, stride)
     if grid.rows * grid.columns > MAX_CELLS:
         raise InvalidInputError(
             f"stride {step} px makes a {grid.columns}x{grid.rows} heatmap, at most {MAX_CELLS} cells", field="stride"
         )
     return grid
+
+
+def _too_many_variants(grid: Grid, limit: int, patch: int | None, stride: int | None) -> InvalidInputError:
+    """The refusal of a grid over ``explain.max_variants``, naming what the caller can change."""
+    made = f"makes {grid.variants} occluded images, explain.max_variants allows {limit}"
+    if patch is None and stride is None:
+        # The default patch is a share of the shorter side: a long thin image (a panorama
+        # wider than about 18:1) gets many small patches along its length whatever is set.
+        return InvalidInputError(
+            f"the {grid.width}x{grid.height} image is too elongated for the default patch "
+            f"({grid.patch} px at stride {grid.stride} px {made}): set a larger patch",
+            field="image",
+        )
+    blame = "stride" if stride is not None else "patch"
+    return InvalidInputError(
+        f"patch {grid.patch} px at stride {grid.stride} px {made}: use a larger stride or patch", field=blame
+    )
 
 
 def _positions(length: int, patch: int, stride: int) -> tuple[int, ...]:
