@@ -106,6 +106,30 @@ def test_two_replicas_share_one_collection(replicas: tuple[Server, Server], phot
         assert [entry.id for entry in listed.items] == ["mug"]
 
 
+def test_a_map_of_items_stored_through_another_replica(
+    replicas: tuple[Server, Server], photos: dict[str, bytes]
+) -> None:
+    first, second = replicas
+    channel_a, a = _stub(first)
+    channel_b, b = _stub(second)
+    with channel_a, channel_b:
+        for item_id, name in (("cat", "chelsea"), ("mug", "coffee"), ("rocket", "rocket")):
+            request = pb.EncodeRequest(image=photos[name], add_to_index=pb.AddToIndex(id=item_id))
+            assert a.Encode(request, timeout=TIMEOUT).indexed
+        job = b.CreateMap(pb.CreateMapRequest(space=pb.SPACE_VISUAL, cell_pixels=32), timeout=TIMEOUT)
+        deadline = time.monotonic() + TIMEOUT
+        while job.state in (pb.MAP_STATE_QUEUED, pb.MAP_STATE_RUNNING) and time.monotonic() < deadline:
+            time.sleep(0.05)
+            job = b.GetMap(pb.GetMapRequest(id=job.id), timeout=TIMEOUT)
+        assert job.state == pb.MAP_STATE_DONE, job.error.message
+        assert sorted(cell.id for cell in job.cells) == ["cat", "mug", "rocket"]
+        assert all(cell.thumbnail for cell in job.cells)  # thumbnails kept in Milvus, drawn by the other replica
+        assert job.png.startswith(b"\x89PNG") and (job.columns, job.rows) == (2, 2)
+        with pytest.raises(grpc.RpcError) as elsewhere:
+            a.GetMap(pb.GetMapRequest(id=job.id), timeout=TIMEOUT)  # jobs live in the replica that runs them
+        assert elsewhere.value.code() == grpc.StatusCode.NOT_FOUND
+
+
 def test_milvus_down_at_start_is_a_clear_error_naming_the_uri(
     tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
