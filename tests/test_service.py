@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import queue
 import threading
@@ -21,7 +22,6 @@ from image2sdr.server.api.servicer import MAX_IDS_PER_CALL
 from image2sdr.server.api.stream_limits import StreamSlots
 from image2sdr.server.config import LocalConceptsConfig, ServiceConfig
 from image2sdr.server.encoder import EncodeOptions, Encoding
-from image2sdr.server.errors import Image2SdrError
 from image2sdr.server.index.protocol import AddOutcome, Item
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
@@ -60,14 +60,16 @@ def expect(code: grpc.StatusCode, call, *args, **kwargs) -> grpc.RpcError:  # ty
 def encoded(service: Server, monkeypatch: pytest.MonkeyPatch) -> queue.Queue[int]:
     """One entry per image the server encodes, seen from inside it."""
     seen = queue.Queue[int]()
-    encode_batch = service.encoder.encode_batch
+    encode_batch = service.encoder._encode_batch  # under encode_batch and encode_many both
 
-    def counting(images: Sequence[bytes], options: EncodeOptions | None = None) -> list[Encoding | Image2SdrError]:
+    def counting(
+        images: Sequence[bytes], options: EncodeOptions | None, thumbnails: Sequence[bool]
+    ) -> list[Encoding | Exception]:
         for _ in images:
             seen.put(1)
-        return encode_batch(images, options)
+        return encode_batch(images, options, thumbnails)
 
-    monkeypatch.setattr(service.encoder, "encode_batch", counting)
+    monkeypatch.setattr(service.encoder, "_encode_batch", counting)
     return seen
 
 
@@ -457,3 +459,44 @@ def test_a_stream_batch_is_stored_in_one_transaction(
     assert sum(transactions) == 12 and len(transactions) < 12  # whole batches, not one commit per image
     for i in range(12):
         stub.RemoveItem(pb.RemoveItemRequest(id=f"tx-{i}"), timeout=TIMEOUT)
+
+
+def test_only_encodings_that_are_stored_make_a_thumbnail(
+    service: Server, stub: pb_grpc.Image2SdrStub, photos: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A thumbnail costs ~3 ms: made for add_to_index, never for a query or Explain's variants."""
+    made: list[bytes | None] = []
+    encoder = service.encoder
+    encode_batch, encode_many = encoder.encode_batch, encoder.encode_many
+
+    def recorded(outcomes: list[Any]) -> list[Any]:
+        made.extend(outcome.thumbnail for outcome in outcomes if isinstance(outcome, Encoding))
+        return outcomes
+
+    monkeypatch.setattr(encoder, "encode_batch", lambda images, options=None: recorded(encode_batch(images, options)))
+    monkeypatch.setattr(encoder, "encode_many", lambda requests: recorded(encode_many(requests)))
+    add = pb.AddToIndex(id="thumbs/stored")
+    assert stub.Encode(pb.EncodeRequest(image=photos["chelsea"], add_to_index=add), timeout=TIMEOUT).indexed
+    try:
+        assert len(made) == 1 and made[0]
+        made.clear()
+        stub.Encode(pb.EncodeRequest(image=photos["chelsea"]), timeout=TIMEOUT)
+        stub.FindSimilar(pb.FindSimilarRequest(image=photos["chelsea"], k=1), timeout=TIMEOUT)
+        stub.FindSimilar(pb.FindSimilarRequest(image=photos["chelsea"], k=1, space=pb.SPACE_BLEND), timeout=TIMEOUT)
+        explained = stub.Explain(
+            pb.ExplainRequest(image=photos["chelsea"], like="thumbs/stored", patch=150, stride=150), timeout=TIMEOUT
+        )
+        assert made == [None] * (3 + 1 + explained.variants)  # Encode, FindSimilar x 2, Explain's base and variants
+        made.clear()
+        streamed = [
+            pb.EncodeRequest(image=photos["coffee"], request_id="kept", add_to_index=pb.AddToIndex(id="thumbs/mug")),
+            pb.EncodeRequest(image=photos["rocket"], request_id="asked"),
+        ]
+        answers = list(stub.EncodeStream(iter(streamed), timeout=TIMEOUT))
+        assert [a.request_id for a in answers] == ["kept", "asked"] and answers[0].indexed
+        assert len(made) == 2 and made[0] and made[1] is None
+        assert stub.GetItem(pb.GetItemRequest(id="thumbs/mug"), timeout=TIMEOUT).thumbnail
+    finally:
+        for item_id in ("thumbs/stored", "thumbs/mug"):
+            with contextlib.suppress(grpc.RpcError):
+                stub.RemoveItem(pb.RemoveItemRequest(id=item_id), timeout=TIMEOUT)

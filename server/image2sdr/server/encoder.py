@@ -17,9 +17,15 @@ classifier's pooled feature projected by ``appearance``.  With the local
 concept provider one inference gives both the concepts and the feature; with
 Clarifai the local classifier runs once more per image, for the feature alone.
 ``visual_share`` > 0 gives the merged SDR's first places to the visual SDR's
-strongest bits (``merge``).  When ``index.thumbnails`` is above 0 it also gets
-a small thumbnail (``thumbnails``), made on the decode threads from the image
-already decoded, for the index to keep.
+strongest bits (``merge``).  An image whose encoding will be stored
+(``EncodeOptions.thumbnail``, set by the service for ``add_to_index``) also gets
+a small thumbnail when ``index.thumbnails`` is above 0 (``thumbnails``), made
+on the decode threads from the image already decoded, for the index to keep;
+queries, examples and Explain's variants do not pay its ~3 ms.
+
+With ``concepts.nsfw`` the provider gives its ``max_concepts`` as ever and the
+"nsfw"/"sfw" pair comes on top (``ConceptUse.label``): reported and stored, never
+merged, so the SDR is the one the provider's concepts give without the pair.
 """
 
 from __future__ import annotations
@@ -75,6 +81,9 @@ class EncodeOptions:
     min_confidence: float | None = None
     sparsity: float | None = None
     visual_share: float | None = None  # share of the SDR's active bits taken from the visual SDR
+    # Internal (not in the proto): the encoding will be stored, so make its thumbnail
+    # (index.thumbnails). The service sets it for add_to_index; nothing else needs one.
+    thumbnail: bool = False
 
 
 @dataclass(frozen=True)
@@ -83,6 +92,7 @@ class ConceptUse:
     confidence: float
     used: bool
     reason: str = ""  # why a concept was skipped; empty when used
+    label: bool = False  # reported and stored but never merged, beside max_concepts (the nsfw/sfw pair)
 
 
 @dataclass(frozen=True)
@@ -119,6 +129,22 @@ class Encoding:
     @property
     def skipped(self) -> tuple[ConceptUse, ...]:
         return tuple(c for c in self.concepts if not c.used)
+
+    @property
+    def labels(self) -> tuple[ConceptUse, ...]:
+        """Concepts reported and stored but not merged (concepts.nsfw's pair)."""
+        return tuple(c for c in self.concepts if c.label)
+
+    def stored_concepts(self, max_concepts: int) -> tuple[tuple[str, float], ...]:
+        """What an add stores as the item's concepts: those merged (the provider's, then custom ones),
+        then the labels if all fit in ``max_concepts`` (index.max_concepts).
+
+        The labels come on top of the provider's max_concepts, so they could take an
+        item past the index's limit: then they are left out rather than fail the add.
+        """
+        merged = tuple((c.name, c.confidence) for c in (*self.used, *(c for c in self.custom if c.used)))
+        labels = tuple((c.name, c.confidence) for c in self.labels)
+        return merged + labels if len(merged) + len(labels) <= max_concepts else merged
 
 
 # One image's result in a batch: its encoding, or what went wrong with it alone.
@@ -204,12 +230,7 @@ class Encoder:
 
     def encode_batch(self, images: Sequence[bytes], options: EncodeOptions | None = None) -> list[Outcome]:
         """One result per image, in order: its Encoding or the error for that image alone."""
-        settings = self._settings(options)
-        results: list[Outcome | None] = [None] * len(images)
-        decoded, decode_ms = self._decode_all(images, results)
-        if decoded:
-            self._encode_decoded(decoded, decode_ms, settings, results)
-        return [_filled(result) for result in results]
+        return self._encode_batch(images, options, [_wants_thumbnail(options)] * len(images))
 
     def encode_many(self, requests: Sequence[tuple[bytes, EncodeOptions | None]]) -> list[Outcome]:
         """One result per (image, options), in order; images that share their options form one batch.
@@ -221,11 +242,13 @@ class Encoder:
         """
         groups: dict[EncodeOptions, list[int]] = {}
         for slot, (_, options) in enumerate(requests):
-            groups.setdefault(options or EncodeOptions(), []).append(slot)
+            # Whether an image is stored changes only its thumbnail: one batch still.
+            groups.setdefault(replace(options or EncodeOptions(), thumbnail=False), []).append(slot)
         results: list[Outcome | None] = [None] * len(requests)
         for options, slots in groups.items():
+            thumbnails = [_wants_thumbnail(requests[slot][1]) for slot in slots]
             try:
-                outcomes = self.encode_batch([requests[slot][0] for slot in slots], options)
+                outcomes = self._encode_batch([requests[slot][0] for slot in slots], options, thumbnails)
             except Exception as exc:  # the options themselves are bad: each of their images says so
                 outcomes = [exc] * len(slots)
             for slot, outcome in zip(slots, outcomes, strict=True):
@@ -262,6 +285,17 @@ class Encoder:
 
     # -- stages --------------------------------------------------------------
 
+    def _encode_batch(
+        self, images: Sequence[bytes], options: EncodeOptions | None, thumbnails: Sequence[bool]
+    ) -> list[Outcome]:
+        """``encode_batch``, with each image's own word on its thumbnail."""
+        settings = self._settings(options)
+        results: list[Outcome | None] = [None] * len(images)
+        decoded, decode_ms = self._decode_all(images, thumbnails, results)
+        if decoded:
+            self._encode_decoded(decoded, decode_ms, settings, results)
+        return [_filled(result) for result in results]
+
     def _settings(self, options: EncodeOptions | None) -> _Settings:
         options = options or EncodeOptions()
         configured = self.config.concepts
@@ -278,10 +312,12 @@ class Encoder:
         return _Settings(max_concepts, min_confidence, active_bits, round(visual_share * active_bits))
 
     def _decode_all(
-        self, images: Sequence[bytes], results: list[Outcome | None]
+        self, images: Sequence[bytes], thumbnails: Sequence[bool], results: list[Outcome | None]
     ) -> tuple[list[tuple[int, DecodedImage]], list[_Decoded]]:
         side = self.concept_source.input_side
-        outcomes = list(self._decoders.map(lambda data: _timed_decode(data, self.config, side), images))
+        outcomes = list(
+            self._decoders.map(lambda data, wanted: _timed_decode(data, self.config, side, wanted), images, thumbnails)
+        )
         decoded: list[tuple[int, DecodedImage]] = []
         timed: list[_Decoded] = []
         for slot, outcome in enumerate(outcomes):
@@ -389,6 +425,8 @@ class Encoder:
             reason, term, sign = _term_of(concept, settings.min_confidence)
             if concept.name in self._unmerged:
                 reason = "a moderation label (concepts.nsfw): reported and stored, not merged into the SDR"
+                plan.uses.append(ConceptUse(concept.name, concept.confidence, used=False, reason=reason, label=True))
+                continue
             if not reason and (term, sign) in seen:
                 reason = f"same term as {seen[term, sign]!r}"
             if reason:
@@ -528,7 +566,7 @@ class _Decoded:
     thumbnail: bytes | None = None
 
 
-def _timed_decode(data: bytes, config: Config, side: int | None) -> _Decoded:
+def _timed_decode(data: bytes, config: Config, side: int | None, thumbnail: bool) -> _Decoded:
     # The fingerprint and thumbnail are made here, on the decode threads, while the image is at hand.
     started = time.perf_counter()
     try:
@@ -538,10 +576,14 @@ def _timed_decode(data: bytes, config: Config, side: int | None) -> _Decoded:
     decoded = time.perf_counter()
     try:
         found = fingerprint(data, image.image)
-        thumbnail = _thumbnail(image, config)
+        small = _thumbnail(image, config) if thumbnail else None
     except Exception as exc:  # as for decoding: this image fails alone
         return _Decoded(exc, (decoded - started) * 1000)
-    return _Decoded(image, (decoded - started) * 1000, found, (time.perf_counter() - decoded) * 1000, thumbnail)
+    return _Decoded(image, (decoded - started) * 1000, found, (time.perf_counter() - decoded) * 1000, small)
+
+
+def _wants_thumbnail(options: EncodeOptions | None) -> bool:
+    return options is not None and options.thumbnail
 
 
 def _thumbnail(image: DecodedImage, config: Config) -> bytes | None:

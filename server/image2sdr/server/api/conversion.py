@@ -105,9 +105,14 @@ class AddPolicy:
 
 
 def encode_options(request: pb.EncodeRequest | pb.FindSimilarRequest) -> EncodeOptions | None:
-    """The request's options; None when it sets none (the configured values apply)."""
+    """The request's options; None when it sets none and stores nothing (the configured values apply).
+
+    Only an encoding that will be stored (``add_to_index``) asks for its thumbnail:
+    queries, examples and Explain's variants would make one for nothing.
+    """
+    stored = isinstance(request, pb.EncodeRequest) and request.HasField("add_to_index")
     if not request.HasField("options"):
-        return None
+        return EncodeOptions(thumbnail=True) if stored else None
     message = request.options
     visual_share = message.visual_share if message.HasField("visual_share") else None
     if visual_share is not None and not 0.0 <= visual_share <= 1.0:  # NaN fails too
@@ -117,6 +122,7 @@ def encode_options(request: pb.EncodeRequest | pb.FindSimilarRequest) -> EncodeO
         min_confidence=message.min_confidence if message.HasField("min_confidence") else None,
         sparsity=message.sparsity if message.HasField("sparsity") else None,
         visual_share=visual_share,
+        thumbnail=stored,
     )
 
 
@@ -214,14 +220,17 @@ def sdr_from_message(message: pb.Sdr, geometry: SdrConfig, field: str) -> Sdr:
         raise
 
 
-def stored_item(request: pb.EncodeRequest, encoding: Encoding) -> Item:
-    """What an EncodeRequest with ``add_to_index`` stores: its SDRs, concepts used, metadata, fingerprint, thumbnail."""
+def stored_item(request: pb.EncodeRequest, encoding: Encoding, max_concepts: int) -> Item:
+    """What an EncodeRequest with ``add_to_index`` stores: its SDRs, concepts used, metadata, fingerprint, thumbnail.
+
+    ``max_concepts`` is index.max_concepts: labels (nsfw/sfw) that would pass it are left out.
+    """
     target = request.add_to_index
     return Item(
         target.id,
         encoding.sdr,
         # Custom concepts merged into the SDR are stored with the classifier's: searchable by tag.
-        tuple((c.name, c.confidence) for c in (*encoding.used, *(c for c in encoding.custom if c.used))),
+        encoding.stored_concepts(max_concepts),
         dict(target.metadata),
         spaces={} if encoding.visual is None else {VISUAL: encoding.visual},
         fingerprint=encoding.fingerprint,

@@ -138,7 +138,9 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
         stored = None
         if request.HasField("add_to_index"):
             (stored,) = self.index.add_many(
-                [stored_item(request, encoding)], on_duplicate=policy.on_duplicate, thresholds=policy.thresholds
+                [stored_item(request, encoding, self.config.index.max_concepts)],
+                on_duplicate=policy.on_duplicate,
+                thresholds=policy.thresholds,
             )
         return self._respond(request, encoding, started, stored)
 
@@ -588,7 +590,7 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
                 self._store_run(run, policy, stored)
                 run = []
             policy = entry.policy
-            run.append((position, stored_item(entry.request, outcome)))
+            run.append((position, stored_item(entry.request, outcome, self.config.index.max_concepts)))
         if run:
             self._store_run(run, policy, stored)
         return stored

