@@ -92,7 +92,7 @@ bench-explain: setup models
 
 ## bench-map: CreateMap -> DONE through a real server for 1024 and 4096 stored items (photos and openclipart drawings,
 ## encoded once), neighbourhood preservation (map, 2-D embedding, random), and the layout's choices measured: openTSNE
-## against UMAP, SciPy's assignment against lap and lapjv (the `bench` extra); writes docs/images/map-1024.png
+## against UMAP, lapjv's assignment against SciPy's and lap's (UMAP and lap: the `bench` extra); writes docs/images/map-1024.jpg
 bench-map: setup models $(VENV)/.bench-installed
 	$(PY) benchmarks/bench_map.py
 $(VENV)/.bench-installed: server/pyproject.toml

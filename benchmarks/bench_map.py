@@ -17,7 +17,7 @@ against SciPy's linear_sum_assignment and ``lap`` on the same cost matrix, with
 the points spread by rank and as embedded (UMAP and lap come from the ``bench``
 extra that ``make bench-map`` installs; they are not serving dependencies).
 
-Also writes docs/images/map-1024.png, the README's picture.
+Also writes docs/images/map-1024.jpg, the README's picture.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ import real_images
 
 from image2sdr.server.api import create_server
 from image2sdr.server.config import Config, ServiceConfig
-from image2sdr.server.encoder import Encoder
+from image2sdr.server.encoder import EncodeOptions, Encoder
 from image2sdr.server.index.protocol import VISUAL, Item
 from image2sdr.server.maps import layout as core
 from image2sdr.server.sdr import Sdr
@@ -48,7 +48,7 @@ from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 
 SIZES = (1024, 4096)
 ROOT = Path(__file__).resolve().parent.parent
-PICTURE = ROOT / "docs" / "images" / "map-1024.png"
+PICTURE = ROOT / "docs" / "images" / "map-1024.jpg"
 ENCODE_BATCH = 32
 
 
@@ -87,7 +87,8 @@ def _encode_to(path: Path, config: Config, images: dict[str, bytes]) -> None:
         encoder = Encoder.from_config(config.model_copy(update={"data_dir": Path(scratch)}))
         try:
             for first in range(0, len(data), ENCODE_BATCH):
-                for outcome in encoder.encode_batch(data[first : first + ENCODE_BATCH]):
+                batch = data[first : first + ENCODE_BATCH]
+                for outcome in encoder.encode_batch(batch, EncodeOptions(thumbnail=True)):  # as if stored
                     if isinstance(outcome, Exception):
                         raise outcome
                     assert outcome.visual is not None and outcome.thumbnail is not None
@@ -188,13 +189,13 @@ def measure_service(config: Config, items: list[Item]) -> dict[tuple[int, str], 
 
 
 def save_picture(png: bytes) -> None:
-    """The README's picture: the 1024-item map at half size (1024 px wide), to keep the repository small."""
+    """The README's picture: the 1024-item map at half size (1024 px wide), as a JPEG to keep the repository small."""
     from PIL import Image  # noqa: PLC0415
 
     with Image.open(io.BytesIO(png)) as drawn:
         small = drawn.resize((drawn.width // 2, drawn.height // 2), Image.Resampling.LANCZOS)
     PICTURE.parent.mkdir(parents=True, exist_ok=True)
-    small.save(PICTURE, "PNG", optimize=True)
+    small.convert("RGB").save(PICTURE, "JPEG", quality=85, optimize=True)
 
 
 # -- the alternatives -----------------------------------------------------------------------
