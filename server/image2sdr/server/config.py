@@ -26,6 +26,7 @@ __all__ = [
     "CorticalTermsConfig",
     "CustomConceptsConfig",
     "ExplainConfig",
+    "HttpConfig",
     "ImageConfig",
     "IndexConfig",
     "LocalConceptsConfig",
@@ -399,6 +400,20 @@ class ServiceConfig(_Section):
         return self
 
 
+class HttpConfig(_Section):
+    # The HTTP/JSON face and the page, beside the gRPC port, over the same handlers: the same
+    # bearer token (service.token_env) and TLS files (service.tls) apply.
+    enabled: bool = True
+    host: str = "127.0.0.1"  # listen address; 0.0.0.0 to serve other machines
+    port: int = Field(8080, ge=0, le=65535)  # 0 picks a free port
+    cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API ("*": any); none: same origin only
+    max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)  # larger bodies get 413 before they are read whole
+    max_concurrent: int = Field(
+        8, ge=1, le=1024
+    )  # requests handled at once; the rest wait (the gRPC side keeps its own)
+    metrics: bool = True  # GET /metrics in Prometheus text format
+
+
 class Config(_Section):
     data_dir: Path = Path("data")  # term cache, index store and snapshots live here
     models_dir: Path = Path("models")  # written by `make models`
@@ -411,6 +426,7 @@ class Config(_Section):
     service: ServiceConfig = ServiceConfig()
     maps: MapsConfig = MapsConfig()
     explain: ExplainConfig = ExplainConfig()
+    http: HttpConfig = HttpConfig()
 
     @model_validator(mode="after")
     def _retina_fits(self) -> Config:
@@ -432,6 +448,8 @@ _ENV_OVERRIDES = {
     "IMAGE2SDR_MODELS_DIR": ("models_dir",),
     "IMAGE2SDR_HOST": ("service", "host"),
     "IMAGE2SDR_PORT": ("service", "port"),
+    "IMAGE2SDR_HTTP_HOST": ("http", "host"),
+    "IMAGE2SDR_HTTP_PORT": ("http", "port"),
 }
 
 
