@@ -26,7 +26,7 @@ from ..config import Config
 from ..custom_concepts import ConceptSet, Example
 from ..encoder import ConceptUse, EncodeOptions, Encoder, Encoding, Outcome
 from ..errors import Image2SdrError, InvalidInputError, NoFingerprintError, NoSdrInSpaceError, NotFoundError
-from ..explain import ConceptTarget, Target, custom_target, explain, like_target, plan_grid
+from ..explain import WORK_SIDE, ConceptTarget, Target, custom_target, explain, like_target, plan_grid, sends_bytes
 from ..imaging import DecodedImage, decode_image
 from ..index.protocol import SEMANTIC, VISUAL, AddOutcome, Filter, Item, ItemIndex, Match
 from ..maps import items as map_items
@@ -339,7 +339,11 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
         if kind is None:
             raise InvalidInputError("set one of concept, custom_concept or like", field="target")
         space, options = explain_space(request), explain_options(request)
-        image = decode_image(request.image, self.config.image, self.encoder.concept_source.input_side)
+        source = self.encoder.concept_source
+        # A remote provider is sent the occluded images themselves: they are made at the working
+        # size, not at its input_side (Clarifai's 64 px is for validation: a JPEG would go at 1/8).
+        draft = WORK_SIDE if sends_bytes(source) else source.input_side
+        image = decode_image(request.image, self.config.image, draft)
         grid = plan_grid(image.width, image.height, self.config.explain, *explain_sizes(request))
         target = self._explain_target(request, image, space, options)
         # Up to explain.max_variants classifier passes: none once the caller has gone.
