@@ -2,8 +2,11 @@
 plus a small HTTP proxy, for the provider tests.  Loopback only, port 0.
 
 - ``FakeClarifai`` is clarifai_grpc's own ``V2Servicer`` with PostModelOutputs:
-  concept lists per image, MIXED_STATUS, CONN_THROTTLED, UNAVAILABLE, slow
-  answers, and a check of the ``authorization: Key ...`` metadata.
+  concept lists per image, MIXED_STATUS, CONN_THROTTLED, UNAVAILABLE, an
+  in-band error status, slow answers, and a check of the ``authorization: Key
+  ...`` metadata.  On demand it reads the pixels it is sent (``red_concept``:
+  one concept's value is the share of a red square still visible) and quotes the
+  key it received in its errors (``echo_key``), as a careless upstream might.
 - ``FakeCortical`` answers /terms, /expressions, /expressions/bulk and
   /expressions/similar_terms with Cortical.io's JSON shapes, and on demand
   401, 429, 503, a stall, malformed JSON or impossible positions.
@@ -17,6 +20,7 @@ for every request (``always``).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import selectors
 import socket
@@ -35,8 +39,10 @@ import grpc
 import numpy as np
 from clarifai_grpc.grpc.api import resources_pb2, service_pb2, service_pb2_grpc
 from clarifai_grpc.grpc.api.status import status_code_pb2, status_pb2
+from PIL import Image
 
 RETINA_SIZE = 16384
+RED_MIN, OTHER_MAX = 200, 60  # a pixel counts as red: R at least this, G and B at most that
 
 # -- Clarifai ----------------------------------------------------------------------
 
@@ -59,9 +65,13 @@ class FakeClarifai(service_pb2_grpc.V2Servicer):  # type: ignore[misc]
         self.answers: dict[str, list[tuple[str, float]]] = {}  # image digest -> (name, value), any order
         self.default_answer: list[tuple[str, float]] = [("thing", 0.5)]
         self.failing: set[str] = set()  # image digests that fail in-band (MIXED_STATUS)
-        self.script: deque[str] = deque()  # "throttled" | "unavailable" | "slow" | "ok", one per call
+        self.script: deque[str] = deque()  # "throttled" | "unavailable" | "error" | "slow" | "ok", one per call
         self.always = "ok"
         self.slow_s = 1.0
+        # (name, pixels): images without an answer of their own get that concept, valued the share of
+        # those many pure red pixels still in the image (decoded from the bytes sent), beside "thing".
+        self.red_concept: tuple[str, int] | None = None
+        self.echo_key = False  # error descriptions quote the authorization received
         self.calls: list[SeenCall] = []
         self._lock = threading.Lock()
 
@@ -71,6 +81,8 @@ class FakeClarifai(service_pb2_grpc.V2Servicer):  # type: ignore[misc]
             self.failing.clear()
             self.script.clear()
             self.always = "ok"
+            self.red_concept = None
+            self.echo_key = False
             self.calls.clear()
 
     def PostModelOutputs(
@@ -80,12 +92,15 @@ class FakeClarifai(service_pb2_grpc.V2Servicer):  # type: ignore[misc]
         with self._lock:
             self.calls.append(SeenCall(request, metadata))
             action = self.script.popleft() if self.script else self.always
+        said = f" (sent: {metadata.get('authorization')})" if self.echo_key else ""
         if metadata.get("authorization") != f"Key {self.key}":
-            return _response(status_code_pb2.CONN_KEY_INVALID, "API key not found")
+            return _response(status_code_pb2.CONN_KEY_INVALID, f"API key not found{said}")
         if action == "unavailable":
-            context.abort(grpc.StatusCode.UNAVAILABLE, "upstream connect error")
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"upstream connect error{said}")
         if action == "throttled":
-            return _response(status_code_pb2.CONN_THROTTLED, "Making too many requests")
+            return _response(status_code_pb2.CONN_THROTTLED, f"Making too many requests{said}")
+        if action == "error":  # neither retryable nor about the key or an image
+            return _response(status_code_pb2.INTERNAL_UNCATEGORIZED, f"Internal error{said}")
         if action == "slow":
             time.sleep(self.slow_s)
         return self._predict(request)
@@ -100,7 +115,8 @@ class FakeClarifai(service_pb2_grpc.V2Servicer):  # type: ignore[misc]
                 status = status_pb2.Status(code=status_code_pb2.MP_IMAGE_DECODE_ERROR, description="Failed to decode")
                 outputs.append(resources_pb2.Output(input=resources_pb2.Input(id=item.id), status=status))
                 continue
-            ranked = sorted(self.answers.get(key, self.default_answer), key=lambda pair: -pair[1])
+            answer = self.answers[key] if key in self.answers else self._from_pixels(item.data.image.base64)
+            ranked = sorted(answer, key=lambda pair: -pair[1])
             concepts = [
                 resources_pb2.Concept(id=f"ai_{name[:8]}", name=name, value=value)
                 for name, value in ranked
@@ -123,6 +139,20 @@ class FakeClarifai(service_pb2_grpc.V2Servicer):  # type: ignore[misc]
         return service_pb2.MultiOutputResponse(
             status=status_pb2.Status(code=code, description=description), outputs=outputs
         )
+
+    def _from_pixels(self, data: bytes) -> list[tuple[str, float]]:
+        if self.red_concept is None:
+            return self.default_answer
+        name, area = self.red_concept
+        return [(name, min(1.0, red_pixels(data) / area)), *self.default_answer]
+
+
+def red_pixels(data: bytes) -> int:
+    """How many pixels of the encoded image are pure red (as ``red_concept`` counts them)."""
+    with Image.open(io.BytesIO(data)) as image:
+        pixels = np.asarray(image.convert("RGB")).astype(np.int16)
+    red = (pixels[..., 0] >= RED_MIN) & (pixels[..., 1] <= OTHER_MAX) & (pixels[..., 2] <= OTHER_MAX)
+    return int(red.sum())
 
 
 def _response(code: int, description: str) -> service_pb2.MultiOutputResponse:
