@@ -153,6 +153,10 @@ class CachedTermSource:
     def __init__(self, source: TermSource, cache: TermCache) -> None:
         self.source = source
         self.cache = cache
+        # Distinct terms per lookup, found here or asked of the provider; read by the metrics at scrape time.
+        self.hits = 0
+        self.misses = 0
+        self._counting = threading.Lock()
 
     def __getattr__(self, name: str) -> Any:
         # Only reached for names this class lacks; only capabilities pass, nothing else leaks through.
@@ -188,6 +192,9 @@ class CachedTermSource:
         found = {key: self.cache.get(key, self.size) for key in dict.fromkeys(keys)}
         missing = [term for term, key in zip(terms, keys, strict=True) if found[key] is _MISS]
         missing = list(dict.fromkeys(missing))  # each distinct term asked once
+        with self._counting:
+            self.hits += len(found) - len(missing)
+            self.misses += len(missing)
         if missing:
             for term, sdr in zip(missing, self.source.term_sdrs(missing), strict=True):
                 key = self.cache.key(self.source, term)
