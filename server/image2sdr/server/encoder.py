@@ -33,7 +33,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
@@ -201,6 +201,8 @@ class Encoder:
         # every image, so merged it would give all of them the same bits. They are reported and
         # stored (filters, tags, Explain) but left out of the SDR.
         self._unmerged = frozenset(MODERATION) if isinstance(concepts, WithNsfw) else frozenset()
+        # Told of every image encoded, whichever call encoded it (the server's metrics); None: nobody.
+        self.on_encoded: Callable[[Encoding], None] | None = None
 
     @classmethod
     def from_config(cls, config: Config) -> Encoder:
@@ -294,6 +296,10 @@ class Encoder:
         decoded, decode_ms = self._decode_all(images, thumbnails, results)
         if decoded:
             self._encode_decoded(decoded, decode_ms, settings, results)
+        if self.on_encoded is not None:
+            for result in results:
+                if isinstance(result, Encoding):
+                    self.on_encoded(result)
         return [_filled(result) for result in results]
 
     def _settings(self, options: EncodeOptions | None) -> _Settings:

@@ -166,6 +166,8 @@ class SdrIndex:
             self._store.close()  # what was opened is closed again, so the caller may retry
             self._lock_file.close()
             raise
+        # Told of each space's snapshot pass: (space, seconds, written); the server's metrics. None: nobody.
+        self.on_snapshot: Callable[[str, float, bool], None] | None = None
         self._background = _BackgroundSnapshots(self._write_snapshots)
         if self._snapshot_due():
             self._background.request()
@@ -797,12 +799,20 @@ class SdrIndex:
                 started = time.perf_counter()
                 try:
                     write_snapshot(space.path, key, frozen, self._lock.read)
+                except BaseException:
+                    self._snapshot_done(space.name, time.perf_counter() - started, written=False)
+                    raise
                 finally:
                     with self._lock.read():
                         self._freezes -= 1
                 space.saved_at = changes
                 elapsed = time.perf_counter() - started
+                self._snapshot_done(space.name, elapsed, written=True)
                 logger.info("snapshot written: %s at change %d in %.1f s", space.name, changes, elapsed)
+
+    def _snapshot_done(self, space: str, seconds: float, *, written: bool) -> None:
+        if self.on_snapshot is not None:
+            self.on_snapshot(space, seconds, written)
 
     def _item(self, row: Row) -> Item:
         spaces = {
