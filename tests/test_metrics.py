@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import math
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
 
+import grpc
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from image2sdr.server.api import Server, create_server
+from image2sdr.server.config import Config, HttpConfig, ServiceConfig
 from image2sdr.server.encoder import Encoding, StageTimings
 from image2sdr.server.metrics import STAGES, Metrics
 from image2sdr.server.sdr import Sdr
+from image2sdr.v1 import image2sdr_pb2 as pb
+from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 
 FAMILIES = (
     "image2sdr_requests",
@@ -20,7 +30,10 @@ FAMILIES = (
 )
 
 
-def samples(metrics: Metrics) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def samples(metrics: Metrics) -> Samples:
     """Every sample of ``render()``'s text, by (sample name, labels)."""
     body, _ = metrics.render()
     return {
@@ -30,12 +43,12 @@ def samples(metrics: Metrics) -> dict[tuple[str, frozenset[tuple[str, str]]], fl
     }
 
 
-def value(found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+def value(found: Samples, name: str, **labels: str) -> float:
     """One sample's value, 0 when it has not been observed yet."""
     return found.get((name, frozenset(labels.items())), 0.0)
 
 
-def total(found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str) -> float:
+def total(found: Samples, name: str, **labels: str) -> float:
     """The sum of ``name``'s samples whose labels include ``labels``."""
     wanted = set(labels.items())
     return sum(v for (n, sample_labels), v in found.items() if n == name and wanted <= sample_labels)
@@ -101,3 +114,113 @@ def test_each_metrics_has_its_own_registry() -> None:
     first, second = Metrics(), Metrics()
     first.observe_request("grpc", "Info", "OK", 0.001)
     assert value(samples(second), "image2sdr_requests_total", protocol="grpc", method="Info", code="OK") == 0
+
+
+# -- a real server ----------------------------------------------------------------
+
+
+def config_for(tmp_path: Path, models_dir: Path) -> Config:
+    """Both ports free ones (the HTTP one too: 8080 may be taken)."""
+    return Config(
+        data_dir=tmp_path / "data",
+        models_dir=models_dir,
+        service=ServiceConfig(port=0, shutdown_grace_s=0.5),
+        http=HttpConfig(port=0),
+    )
+
+
+@pytest.fixture
+def server(tmp_path: Path, models_dir: Path) -> Iterator[Server]:
+    started = create_server(config_for(tmp_path, models_dir))
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+def moved(before: Samples, after: Samples, name: str, **labels: str) -> float:
+    return value(after, name, **labels) - value(before, name, **labels)
+
+
+def test_grpc_calls_move_the_counts_by_exactly_what_was_called(server: Server, photos: dict[str, bytes]) -> None:
+    before = samples(server.metrics)
+    with grpc.insecure_channel(server.address) as channel:
+        stub = pb_grpc.Image2SdrStub(channel)
+        stub.Encode(pb.EncodeRequest(image=photos["chelsea"], add_to_index=pb.AddToIndex(id="cat")), timeout=60)
+        first = samples(server.metrics)
+        stub.Encode(pb.EncodeRequest(image=photos["chelsea"]), timeout=60)
+        second = samples(server.metrics)
+        with pytest.raises(grpc.RpcError) as bad:
+            stub.Encode(pb.EncodeRequest(image=b"not an image"), timeout=60)
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        stub.FindSimilar(pb.FindSimilarRequest(id="cat"), timeout=60)
+        names = ("coffee", "astronaut", "rocket")
+        stream = [pb.EncodeRequest(image=photos[n], add_to_index=pb.AddToIndex(id=n), request_id=n) for n in names]
+        answers = list(stub.EncodeStream(iter(stream), timeout=120))
+    assert [answer.request_id for answer in answers] == list(names)
+    after = samples(server.metrics)
+
+    def requests(method: str, code: str) -> float:
+        return moved(before, after, "image2sdr_requests_total", protocol="grpc", method=method, code=code)
+
+    assert requests("Encode", "OK") == 2
+    assert requests("Encode", "INVALID_ARGUMENT") == 1
+    assert requests("FindSimilar", "OK") == 1
+    assert requests("EncodeStream", "OK") == 1
+    assert total(after, "image2sdr_requests_total") - total(before, "image2sdr_requests_total") == 5
+    for method, calls in (("Encode", 3), ("FindSimilar", 1), ("EncodeStream", 1)):
+        assert moved(before, after, "image2sdr_request_seconds_count", protocol="grpc", method=method) == calls
+    # Five images encoded (two by Encode, three in the stream): the bad one never was, FindSimilar by id needs none.
+    for stage in STAGES:
+        assert moved(before, after, "image2sdr_encode_stage_seconds_count", stage=stage) == 5
+    # The second encoding of the same photo finds every term the first one asked for in the cache.
+    first_misses = moved(before, first, "image2sdr_term_cache_misses_total")
+    first_terms = first_misses + moved(before, first, "image2sdr_term_cache_hits_total")
+    assert first_misses > 0
+    assert moved(first, second, "image2sdr_term_cache_misses_total") == 0
+    assert moved(first, second, "image2sdr_term_cache_hits_total") == first_terms
+    for space in server.index.spaces:
+        assert value(after, "image2sdr_index_items", space=space) == 4
+    assert value(after, "image2sdr_stream_items_in_flight", method="EncodeStream") == 0
+
+
+def test_a_stream_the_caller_cancels_counts_as_cancelled_and_leaves_nothing_in_flight(
+    server: Server, photos: dict[str, bytes]
+) -> None:
+    release = threading.Event()
+
+    def requests() -> Iterator[pb.EncodeRequest]:
+        yield pb.EncodeRequest(image=photos["coffee"], request_id="first")
+        release.wait(30)  # the stream stays open until the caller gives up
+
+    with grpc.insecure_channel(server.address) as channel:
+        call = pb_grpc.Image2SdrStub(channel).EncodeStream(requests(), timeout=60)
+        assert next(call).request_id == "first"
+        call.cancel()
+    release.set()
+    cancelled = {"protocol": "grpc", "method": "EncodeStream", "code": "CANCELLED"}
+    deadline = time.monotonic() + 10
+    while value(samples(server.metrics), "image2sdr_requests_total", **cancelled) < 1:
+        assert time.monotonic() < deadline, "the cancelled stream was never counted"
+        time.sleep(0.05)
+    found = samples(server.metrics)
+    assert value(found, "image2sdr_requests_total", **cancelled) == 1
+    assert value(found, "image2sdr_stream_items_in_flight", method="EncodeStream") == 0
+
+
+def test_snapshots_written_at_close_are_counted_per_space(
+    tmp_path: Path, models_dir: Path, photos: dict[str, bytes]
+) -> None:
+    server = create_server(config_for(tmp_path, models_dir))
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            request = pb.EncodeRequest(image=photos["rocket"], add_to_index=pb.AddToIndex(id="rocket"))
+            pb_grpc.Image2SdrStub(channel).Encode(request, timeout=60)
+        assert total(samples(server.metrics), "image2sdr_index_snapshots_total") == 0  # snapshot_every is far off
+    finally:
+        server.stop()
+    found = samples(server.metrics)
+    for space in server.index.spaces:
+        assert value(found, "image2sdr_index_snapshots_total", space=space, result="written") == 1
+        assert value(found, "image2sdr_index_snapshot_seconds_count", space=space) == 1
+    assert total(found, "image2sdr_index_snapshots_total", result="failed") == 0

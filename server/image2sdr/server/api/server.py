@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
@@ -26,11 +26,13 @@ from ..errors import ConfigError
 from ..index import MilvusIndex, SdrIndex
 from ..index.protocol import ItemIndex
 from ..maps.jobs import MapJobs
+from ..metrics import Metrics
 from ..terms.base import TermSource
 from ..vocabulary import Vocabulary, default_terms, read_terms
 from .auth import BearerTokenInterceptor
 from .health_watch import HealthWatch
 from .malformed import MalformedRequestInterceptor
+from .request_metrics import RequestMetricsInterceptor
 from .servicer import Image2SdrServicer, similar_terms_source
 
 __all__ = ["SERVICE_NAME", "Server", "create_server", "open_index"]
@@ -53,6 +55,7 @@ class Server:
     grace_s: float
     watch: HealthWatch | None = None  # health follows the index (backend: milvus)
     maps: MapJobs | None = None  # map jobs read the index: they stop before it closes
+    metrics: Metrics = field(default_factory=Metrics)  # this server's own registry (GET /metrics renders it)
 
     @property
     def address(self) -> str:
@@ -74,11 +77,14 @@ class Server:
         self.grpc_server.wait_for_termination()
 
 
-def create_server(config: Config, *, encoder: Encoder | None = None, index: ItemIndex | None = None) -> Server:
+def create_server(
+    config: Config, *, encoder: Encoder | None = None, index: ItemIndex | None = None, metrics: Metrics | None = None
+) -> Server:
     """Build, bind and start the service; ``config.service.port = 0`` picks a free port.
 
     ``encoder`` and ``index`` may be handed in (the caller keeps them until ``stop``);
-    otherwise they are built from the config (``open_index``).
+    otherwise they are built from the config (``open_index``). ``metrics`` (default: a new
+    registry) is fed by the interceptors, the encoder and the index: ``Server.metrics``.
     If anything fails on the way, what this call opened is closed again (the index
     holds a lock on its directory), so a caller may fix the config and retry.
     """
@@ -90,7 +96,7 @@ def create_server(config: Config, *, encoder: Encoder | None = None, index: Item
         if index is None:
             index = open_index(config)
             opened.append(index)
-        return _start(config, encoder, index)
+        return _start(config, encoder, index, metrics or Metrics())
     except BaseException:
         for resource in reversed(opened):
             resource.close()
@@ -104,7 +110,8 @@ def open_index(config: Config) -> ItemIndex:
     return SdrIndex(config.data_dir / "index", config.index, config.sdr.size)
 
 
-def _start(config: Config, encoder: Encoder, index: ItemIndex) -> Server:
+def _start(config: Config, encoder: Encoder, index: ItemIndex, metrics: Metrics) -> Server:
+    _observe(metrics, encoder, index)
     vocabulary = Vocabulary(_vocabulary_terms(config, encoder.term_source), encoder.term_source)
     service = config.service
     options = [
@@ -115,7 +122,7 @@ def _start(config: Config, encoder: Encoder, index: ItemIndex) -> Server:
     ]
     server = grpc.server(
         ThreadPoolExecutor(max_workers=service.workers, thread_name_prefix="rpc"),
-        interceptors=_interceptors(config),
+        interceptors=_interceptors(config, metrics),
         options=options,
         maximum_concurrent_rpcs=service.workers * 4,
     )
@@ -133,7 +140,9 @@ def _start(config: Config, encoder: Encoder, index: ItemIndex) -> Server:
         watch = HealthWatch(index, health_servicer, ("", SERVICE_NAME), config.index.milvus.health_every_s)
         watch.start()
     logger.info("image2sdr serving on %s:%d (%s)", service.host, port, "TLS" if service.tls.cert_file else "plaintext")
-    return Server(server, port, health_servicer, encoder, index, service.shutdown_grace_s, watch, servicer.maps)
+    return Server(
+        server, port, health_servicer, encoder, index, service.shutdown_grace_s, watch, servicer.maps, metrics
+    )
 
 
 def _vocabulary_terms(config: Config, terms: TermSource) -> list[str]:
@@ -144,10 +153,24 @@ def _vocabulary_terms(config: Config, terms: TermSource) -> list[str]:
     return default_terms(config.models_dir)
 
 
-def _interceptors(config: Config) -> list[grpc.ServerInterceptor]:
-    # The token is checked first: a caller without it learns nothing, not even that its bytes were bad.
+def _observe(metrics: Metrics, encoder: Encoder, index: ItemIndex) -> None:
+    """Feed ``metrics`` from the core: every image encoded, every snapshot written, sizes when scraped."""
+    metrics.watch(encoder, index)
+    encoder.on_encoded = metrics.observe_encoding
+    if isinstance(index, SdrIndex):  # Milvus keeps its own storage: no snapshots here
+        index.on_snapshot = metrics.observe_snapshot
+
+
+def _interceptors(config: Config, metrics: Metrics) -> list[grpc.ServerInterceptor]:
+    # Metrics outermost, so refusals are counted too. Then the token: a caller without it
+    # learns nothing, not even that its bytes were bad.
+    paired = frozenset(
+        method.name for method in _SERVICE.methods if method.client_streaming and method.server_streaming
+    )
+    interceptors: list[grpc.ServerInterceptor] = [RequestMetricsInterceptor(metrics, SERVICE_NAME, paired)]
     token = os.environ.get(config.service.token_env, "")
-    interceptors: list[grpc.ServerInterceptor] = [BearerTokenInterceptor(token)] if token else []
+    if token:
+        interceptors.append(BearerTokenInterceptor(token))
     request_types = {method.name: method.input_type.full_name for method in _SERVICE.methods}
     return [*interceptors, MalformedRequestInterceptor(SERVICE_NAME, request_types)]
 
