@@ -12,7 +12,7 @@ from PIL import Image
 from skimage import data as skdata
 
 from image2sdr.server.api import Server, create_server
-from image2sdr.server.config import Config, ServiceConfig
+from image2sdr.server.config import Config, HttpConfig, ServiceConfig
 from tests.helpers.fake_service import FakeServicer, serve_fake
 from tests.helpers.images import encode_jpeg
 from tests.helpers.milvus import MilvusServer
@@ -77,6 +77,7 @@ def service(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Itera
         data_dir=tmp_path_factory.mktemp("service-data"),
         models_dir=models_dir,
         service=ServiceConfig(port=0, max_message_bytes=4 * 1024 * 1024, shutdown_grace_s=1.0),
+        http=HttpConfig(enabled=False),  # gRPC only: no two servers share the fixed HTTP port
     )
     server = create_server(config)
     yield server

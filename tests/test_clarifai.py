@@ -17,7 +17,14 @@ from google.rpc import error_details_pb2, status_pb2
 from image2sdr.server.api import Server, create_server
 from image2sdr.server.concepts.base import ConceptSource
 from image2sdr.server.concepts.clarifai import ClarifaiConceptSource, clarifai_channel_for
-from image2sdr.server.config import ClarifaiConceptsConfig, ConceptsConfig, Config, ImageConfig, ServiceConfig
+from image2sdr.server.config import (
+    ClarifaiConceptsConfig,
+    ConceptsConfig,
+    Config,
+    HttpConfig,
+    ImageConfig,
+    ServiceConfig,
+)
 from image2sdr.server.errors import ConfigError, ImageDecodeError, UpstreamError
 from image2sdr.server.imaging import DecodedImage, decode_image
 from image2sdr.server.merge import Merger, WeightedSdr
@@ -329,6 +336,7 @@ def service(
         models_dir=models_dir,
         concepts=ConceptsConfig(provider="clarifai", clarifai=settings(fake)),
         service=ServiceConfig(port=0, shutdown_grace_s=1.0),
+        http=HttpConfig(enabled=False),  # gRPC only: no two servers share the fixed HTTP port
     )
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(KEY_ENV, key)

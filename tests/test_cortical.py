@@ -21,6 +21,7 @@ from image2sdr.server.config import (
     ConceptsConfig,
     Config,
     CorticalTermsConfig,
+    HttpConfig,
     ServiceConfig,
     TermsConfig,
     VisualConfig,
@@ -378,6 +379,7 @@ def local_concepts(
         models_dir=models_dir,
         terms=TermsConfig(provider="cortical", cortical=settings(fake)),
         service=ServiceConfig(port=0, shutdown_grace_s=1.0),
+        http=HttpConfig(enabled=False),  # gRPC only: no two servers share the fixed HTTP port
     )
     server = start_service(config, {KEY_ENV: key})
     yield server
@@ -412,6 +414,7 @@ def both_remote(
         terms=TermsConfig(provider="cortical", cortical=settings(fake)),
         visual=VisualConfig(enabled=False),  # the visual SDR would need the local classifier
         service=ServiceConfig(port=0, shutdown_grace_s=1.0),
+        http=HttpConfig(enabled=False),  # gRPC only: no two servers share the fixed HTTP port
     )
     server = start_service(config, {KEY_ENV: key, CLARIFAI_KEY_ENV: clarifai.key})
     yield server

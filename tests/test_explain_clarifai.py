@@ -23,7 +23,14 @@ import pytest
 from PIL import Image
 
 from image2sdr.server.api import Server, create_server
-from image2sdr.server.config import ClarifaiConceptsConfig, ConceptsConfig, Config, ExplainConfig, ServiceConfig
+from image2sdr.server.config import (
+    ClarifaiConceptsConfig,
+    ConceptsConfig,
+    Config,
+    ExplainConfig,
+    HttpConfig,
+    ServiceConfig,
+)
 from image2sdr.server.explain import WIDE, heatmap, plan_grid
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
@@ -84,6 +91,7 @@ def service(
         concepts=ConceptsConfig(provider="clarifai", clarifai=clarifai),
         explain=ExplainConfig(fill=FILL),
         service=ServiceConfig(port=0, shutdown_grace_s=1.0),
+        http=HttpConfig(enabled=False),  # gRPC only: no two servers share the fixed HTTP port
     )
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(KEY_ENV, key)

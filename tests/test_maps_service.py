@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from image2sdr.server.api import Server, create_server
-from image2sdr.server.config import Config, MapsConfig, ServiceConfig
+from image2sdr.server.config import Config, HttpConfig, MapsConfig, ServiceConfig
 from image2sdr.server.sdr import Sdr
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
@@ -45,6 +45,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterat
         data_dir=tmp_path_factory.mktemp("maps") / "data",
         models_dir=models_dir,
         service=ServiceConfig(port=0, shutdown_grace_s=0.5),
+        http=HttpConfig(enabled=False),  # gRPC only: no two servers share the fixed HTTP port
         maps=MapsConfig(max_items=LIMIT, map_pixels=320),
     )
     server = create_server(config)

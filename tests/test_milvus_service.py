@@ -20,7 +20,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from image2sdr.server.api import Server, create_server
-from image2sdr.server.config import Config, IndexConfig, MilvusConfig, ServiceConfig
+from image2sdr.server.config import Config, HttpConfig, IndexConfig, MilvusConfig, ServiceConfig
 from image2sdr.server.errors import UpstreamError
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
@@ -38,6 +38,7 @@ def _config(tmp_path: Path, models_dir: Path, uri: str, collection: str, **milvu
         models_dir=models_dir,
         index=IndexConfig(backend="milvus", milvus=MilvusConfig(**settings)),  # type: ignore[arg-type]
         service=ServiceConfig(port=0, shutdown_grace_s=0.5),
+        http=HttpConfig(enabled=False),  # gRPC only: no two servers share the fixed HTTP port
     )
 
 

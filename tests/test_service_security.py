@@ -17,7 +17,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from image2sdr.server.api import Server, create_server
-from image2sdr.server.config import Config, ServiceConfig, TlsConfig
+from image2sdr.server.config import Config, HttpConfig, ServiceConfig, TlsConfig
 from image2sdr.server.errors import ConfigError
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
@@ -200,6 +200,7 @@ def test_a_busy_port_is_a_clear_error_and_nothing_stays_locked(tmp_path: Path, m
             data_dir=tmp_path / "b" / "data",
             models_dir=models_dir,
             service=ServiceConfig(host="127.0.0.1", port=first.port),
+            http=HttpConfig(enabled=False),  # gRPC only: no two servers share the fixed HTTP port
         )
         with pytest.raises(ConfigError, match="cannot listen"):
             create_server(busy)

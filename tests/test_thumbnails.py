@@ -26,7 +26,7 @@ from skimage import data as skdata
 
 from image2sdr.client import Image2SdrClient
 from image2sdr.server.api import Server, create_server
-from image2sdr.server.config import Config, IndexConfig, MilvusConfig, ServiceConfig
+from image2sdr.server.config import Config, HttpConfig, IndexConfig, MilvusConfig, ServiceConfig
 from image2sdr.server.errors import ConfigError
 from image2sdr.server.fingerprints import Fingerprint
 from image2sdr.server.index import SEMANTIC, VISUAL, Item, MilvusIndex, SdrIndex
@@ -196,6 +196,7 @@ def _server(tmp_path: Path, models_dir: Path, **index: object) -> Server:
         models_dir=models_dir,
         index=IndexConfig(**index),  # type: ignore[arg-type]
         service=ServiceConfig(port=0, shutdown_grace_s=0.5),
+        http=HttpConfig(enabled=False),  # gRPC only: no two servers share the fixed HTTP port
     )
     return create_server(config)
 

@@ -8,7 +8,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from image2sdr.server.api import Server, create_server
-from image2sdr.server.config import Config, ServiceConfig
+from image2sdr.server.config import Config, HttpConfig, ServiceConfig
 
 __all__ = ["healthy", "serving", "start_server"]
 
@@ -19,6 +19,7 @@ def start_server(tmp_path: Path, models_dir: Path, **service: object) -> Server:
         data_dir=tmp_path / "data",
         models_dir=models_dir,
         service=ServiceConfig(port=0, shutdown_grace_s=0.5, **service),  # type: ignore[arg-type]
+        http=HttpConfig(enabled=False),  # gRPC only: no two servers share the fixed HTTP port
     )
     return create_server(config)
 
