@@ -60,7 +60,8 @@ def capped_server(tmp_path: Path, models_dir: Path) -> Iterator[str]:
         resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE_CAP, ADDRESS_SPACE_CAP))
 
     env = {**os.environ, "IMAGE2SDR_MODELS_DIR": str(models_dir)}
-    command = [sys.executable, "-m", "image2sdr.server.serve", "--port", "0", "--data-dir", str(tmp_path / "data")]
+    command = [sys.executable, "-m", "image2sdr.server.serve", "--port", "0", "--http-port", "0"]
+    command += ["--data-dir", str(tmp_path / "data")]
     with subprocess.Popen(
         command,
         stdout=subprocess.PIPE,

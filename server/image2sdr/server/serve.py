@@ -21,10 +21,13 @@ logger = logging.getLogger("image2sdr")
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="image2sdr serve", description="Run the image2sdr gRPC service.")
+    parser = argparse.ArgumentParser(
+        prog="image2sdr serve", description="Run the image2sdr service: gRPC, and HTTP/JSON with its page."
+    )
     parser.add_argument("--config", type=Path, help="YAML config (see config_example.yml); default: built-in defaults")
     parser.add_argument("--host", help="listen address (overrides service.host)")
     parser.add_argument("--port", type=int, help="listen port, 0 for any free one (overrides service.port)")
+    parser.add_argument("--http-port", type=int, help="HTTP/JSON port, 0 for any free one (overrides http.port)")
     parser.add_argument("--data-dir", type=Path, help="term cache and index directory (overrides data_dir)")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     return parser.parse_args(argv)
@@ -37,6 +40,8 @@ def _apply(config: Config, args: argparse.Namespace) -> Config:
         raw["service"]["host"] = args.host
     if args.port is not None:
         raw["service"]["port"] = args.port
+    if args.http_port is not None:
+        raw["http"]["port"] = args.http_port
     if args.data_dir is not None:
         raw["data_dir"] = args.data_dir
     return Config.model_validate(raw)
@@ -102,6 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     # after the handlers are in place, so a signal sent as soon as this line is read
     # takes the graceful path rather than the default (instant death).
     print(f"image2sdr listening on {config.service.host}:{server.port}", flush=True)
+    if server.http_port is not None:  # a line of its own: scripts read the gRPC port from the first
+        scheme = "https" if config.service.tls.cert_file else "http"
+        print(f"image2sdr HTTP on {scheme}://{config.http.host}:{server.http_port}/", flush=True)
     signum = os.read(wake_read, 1)[0]  # blocks until SIGTERM or SIGINT
     logger.info("received %s, shutting down (grace %.0f s)", signal.Signals(signum).name, server.grace_s)
     server.stop()

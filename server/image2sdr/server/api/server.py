@@ -2,7 +2,8 @@
 
 The one place that builds the core (an ``Encoder``, the index the config
 names, the vocabulary) and puts the gRPC pieces around it: the servicer, health checking,
-reflection, the bearer-token and malformed-request interceptors, TLS.
+reflection, the bearer-token and malformed-request interceptors, TLS; and, beside them,
+the HTTP/JSON face over the same servicer (``web``) when ``http.enabled``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from ..maps.jobs import MapJobs
 from ..metrics import Metrics
 from ..terms.base import TermSource
 from ..vocabulary import Vocabulary, default_terms, read_terms
+from ..web import HttpServer, create_app
 from .auth import BearerTokenInterceptor
 from .health_watch import HealthWatch
 from .malformed import MalformedRequestInterceptor
@@ -56,10 +58,16 @@ class Server:
     watch: HealthWatch | None = None  # health follows the index (backend: milvus)
     maps: MapJobs | None = None  # map jobs read the index: they stop before it closes
     metrics: Metrics = field(default_factory=Metrics)  # this server's own registry (GET /metrics renders it)
+    http: HttpServer | None = None  # the HTTP/JSON face (http.enabled), on its own thread and port
 
     @property
     def address(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def http_port(self) -> int | None:
+        """The HTTP port (the one picked, for http.port 0); None when http.enabled is false."""
+        return None if self.http is None else self.http.port
 
     def stop(self, grace_s: float | None = None) -> None:
         # Health first, so load balancers stop sending new calls; then let the
@@ -67,7 +75,12 @@ class Server:
         if self.watch is not None:
             self.watch.stop()
         self.health.enter_graceful_shutdown()
-        self.grpc_server.stop(self.grace_s if grace_s is None else grace_s).wait()
+        grace = self.grace_s if grace_s is None else grace_s
+        if self.http is not None:  # both sides drain at once, within one grace period
+            self.http.begin_stop()
+        self.grpc_server.stop(grace).wait()
+        if self.http is not None:
+            self.http.join(grace)
         if self.maps is not None:
             self.maps.close()
         self.index.close()
@@ -135,14 +148,31 @@ def _start(config: Config, encoder: Encoder, index: ItemIndex, metrics: Metrics)
     server.start()
     for name in ("", SERVICE_NAME):
         health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    http = _start_http(config, servicer, health_servicer, metrics, server) if config.http.enabled else None
     watch = None
     if config.index.backend == "milvus":  # a remote engine can fail while this process runs on
         watch = HealthWatch(index, health_servicer, ("", SERVICE_NAME), config.index.milvus.health_every_s)
         watch.start()
     logger.info("image2sdr serving on %s:%d (%s)", service.host, port, "TLS" if service.tls.cert_file else "plaintext")
     return Server(
-        server, port, health_servicer, encoder, index, service.shutdown_grace_s, watch, servicer.maps, metrics
+        server, port, health_servicer, encoder, index, service.shutdown_grace_s, watch, servicer.maps, metrics, http
     )
+
+
+def _start_http(
+    config: Config,
+    servicer: Image2SdrServicer,
+    health_servicer: health.HealthServicer,
+    metrics: Metrics,
+    grpc_server: grpc.Server,
+) -> HttpServer:
+    """The HTTP/JSON face over the same servicer; if it cannot start, the gRPC server stops too."""
+    app = create_app(servicer, config, metrics, health=health_servicer)
+    try:
+        return HttpServer.start(app, config.http, config.service.tls, config.service.shutdown_grace_s)
+    except BaseException:
+        grpc_server.stop(0).wait()
+        raise
 
 
 def _vocabulary_terms(config: Config, terms: TermSource) -> list[str]:

@@ -1,0 +1,293 @@
+"""The HTTP/JSON API through a real server: uvicorn beside gRPC, real models, real HTTP calls.
+
+One server on port 0 (both protocols) with the real models and a real index on disk;
+the photos are scikit-image's.  What the HTTP side answers is checked against what
+gRPC answers for the same bytes (one contract, one implementation), and each refusal
+for its HTTP status and its google.rpc.Status body.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import httpx
+import pytest
+from google.protobuf import json_format
+from PIL import Image
+
+from image2sdr.server.api import Server, create_server
+from image2sdr.server.config import Config, HttpConfig, ServiceConfig
+from image2sdr.v1 import image2sdr_pb2 as pb
+from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
+
+TIMEOUT = 120
+ALLOWED_ORIGIN = "http://page.example"
+BODY_LIMIT = 1 << 20  # http.max_body_bytes here: the photos are well under it
+TOKEN_ENV = "IMAGE2SDR_TEST_HTTP_TOKEN"
+
+
+def config_for(data_dir: Path, models_dir: Path) -> Config:
+    return Config(
+        data_dir=data_dir,
+        models_dir=models_dir,
+        service=ServiceConfig(port=0, shutdown_grace_s=0.5, token_env=TOKEN_ENV),
+        http=HttpConfig(port=0, cors_origins=(ALLOWED_ORIGIN,), max_body_bytes=BODY_LIMIT, max_concurrent=2),
+    )
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Server]:
+    started = create_server(config_for(tmp_path_factory.mktemp("http") / "data", models_dir))
+    yield started
+    started.stop()
+
+
+@pytest.fixture(scope="module")
+def http(server: Server) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=f"http://127.0.0.1:{server.http_port}", timeout=TIMEOUT) as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def stub(server: Server) -> Iterator[pb_grpc.Image2SdrStub]:
+    with grpc.insecure_channel(server.address) as channel:
+        yield pb_grpc.Image2SdrStub(channel)
+
+
+def ok(response: httpx.Response) -> Any:
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def status_of(response: httpx.Response, http_status: int, code: grpc.StatusCode) -> dict[str, Any]:
+    """The google.rpc.Status body of a refusal, after checking its HTTP status and gRPC code."""
+    assert response.status_code == http_status, response.text
+    body: dict[str, Any] = response.json()
+    assert body["code"] == code.value[0]
+    assert body["message"]
+    return body
+
+
+def detail(body: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The detail of type google.rpc.<kind> in a Status body."""
+    found = [d for d in body.get("details", ()) if d["@type"] == f"type.googleapis.com/google.rpc.{kind}"]
+    assert found, body
+    return found[0]
+
+
+# -- Encode, three ways -------------------------------------------------------------------
+
+
+def test_encode_by_raw_body_form_and_json_gives_the_grpc_sdr(
+    http: httpx.Client, stub: pb_grpc.Image2SdrStub, photos: dict[str, bytes]
+) -> None:
+    image = photos["chelsea"]
+    expected = stub.Encode(pb.EncodeRequest(image=image, options=pb.EncodeOptions(max_concepts=5)), timeout=TIMEOUT)
+    answers = [
+        ok(http.post("/v1/encode?max_concepts=5", content=image, headers={"Content-Type": "image/jpeg"})),
+        ok(http.post("/v1/encode?max_concepts=5", files={"image": ("cat.jpg", image, "image/jpeg")})),
+        ok(
+            http.post(
+                "/v1/encode",
+                json={"image": base64.b64encode(image).decode(), "options": {"maxConcepts": 5}},
+            )
+        ),
+    ]
+    for answer in answers:
+        assert "decodeMs" in answer["timings"]  # canonical JSON: lowerCamelCase names
+        parsed = json_format.ParseDict(answer, pb.EncodeResponse())
+        assert parsed.sdr == expected.sdr
+        assert parsed.concepts == expected.concepts
+        assert len(parsed.concepts) == 5
+
+
+def test_info_parsed_back_is_the_grpc_answer(http: httpx.Client, stub: pb_grpc.Image2SdrStub) -> None:
+    answer = ok(http.get("/v1/info"))
+    assert "serverVersion" in answer and "server_version" not in answer
+    assert json_format.ParseDict(answer, pb.InfoResponse()) == stub.Info(pb.InfoRequest(), timeout=TIMEOUT)
+
+
+# -- the collection -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stored(http: httpx.Client, photos: dict[str, bytes]) -> list[str]:
+    """Three photos added over HTTP: by raw body with ?add=, by the prototype's form, by JSON."""
+    ok(http.post("/v1/encode?add=cat", content=photos["chelsea"], headers={"Content-Type": "image/jpeg"}))
+    form = {"id": "mug", "metadata": json.dumps({"source": "studio"})}
+    ok(http.post("/v1/encode", files={"image": ("mug.jpg", photos["coffee"], "image/jpeg")}, data=form))
+    rocket = {"image": base64.b64encode(photos["rocket"]).decode(), "addToIndex": {"id": "rocket"}}
+    assert ok(http.post("/v1/encode", json=rocket))["indexed"] is True
+    return ["cat", "mug", "rocket"]
+
+
+def test_a_stored_item_comes_back_with_its_metadata_and_thumbnail(http: httpx.Client, stored: list[str]) -> None:
+    item = ok(http.get("/v1/items/mug"))
+    assert item["id"] == "mug"
+    assert item["metadata"] == {"source": "studio"}
+    with Image.open(io.BytesIO(base64.b64decode(item["thumbnail"]))) as thumbnail:
+        assert max(thumbnail.size) > 0
+
+
+def test_similar_by_text_and_by_id(http: httpx.Client, stub: pb_grpc.Image2SdrStub, stored: list[str]) -> None:
+    by_text = ok(http.post("/v1/similar", json={"text": "cat", "k": 3}))
+    assert by_text["matches"][0]["id"] == "cat"
+    request = pb.FindSimilarRequest(id="cat", k=2)
+    by_id = ok(http.post("/v1/similar", json=json_format.MessageToDict(request)))
+    assert json_format.ParseDict(by_id, pb.FindSimilarResponse()) == stub.FindSimilar(request, timeout=TIMEOUT)
+    assert "cat" not in [match["id"] for match in by_id["matches"]]
+
+
+def test_items_are_listed_a_page_at_a_time(http: httpx.Client, stored: list[str]) -> None:
+    seen, token = [], ""
+    for _ in range(len(stored) + 1):
+        page = ok(http.get("/v1/items", params={"page_size": 1, "page_token": token}))
+        seen += [item["id"] for item in page.get("items", ())]
+        token = page.get("nextPageToken", "")
+        if not token:
+            break
+    assert sorted(seen) == sorted(stored)
+    filtered = ok(http.post("/v1/items:list", json={"filter": {"metadata": [{"key": "source", "values": ["studio"]}]}}))
+    assert [item["id"] for item in filtered["items"]] == ["mug"]
+
+
+def test_a_removed_item_is_not_found_with_a_status_naming_it(http: httpx.Client, stored: list[str]) -> None:
+    assert ok(http.delete("/v1/items/rocket")) == {}
+    body = status_of(http.get("/v1/items/rocket"), 404, grpc.StatusCode.NOT_FOUND)
+    assert detail(body, "ResourceInfo")["resourceName"] == "rocket"
+    stored.remove("rocket")
+
+
+# -- refusals -----------------------------------------------------------------------------
+
+
+def test_an_undecodable_image_is_400_naming_the_field(http: httpx.Client) -> None:
+    response = http.post("/v1/encode", content=b"not an image at all", headers={"Content-Type": "image/png"})
+    body = status_of(response, 400, grpc.StatusCode.INVALID_ARGUMENT)
+    assert detail(body, "BadRequest")["fieldViolations"][0]["field"] == "image"
+
+
+def test_an_unknown_json_field_is_400(http: httpx.Client) -> None:
+    body = status_of(http.post("/v1/similar", json={"txet": "cat"}), 400, grpc.StatusCode.INVALID_ARGUMENT)
+    assert "txet" in body["message"]
+    not_json = http.post("/v1/text", content=b"{not json", headers={"Content-Type": "application/json"})
+    status_of(not_json, 400, grpc.StatusCode.INVALID_ARGUMENT)
+
+
+def test_a_content_type_no_endpoint_reads_is_415(http: httpx.Client) -> None:
+    status_of(
+        http.post("/v1/encode", content=b"hello", headers={"Content-Type": "text/plain"}),
+        415,
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    as_text = http.post("/v1/similar", content=b"text=cat", headers={"Content-Type": "text/plain"})
+    status_of(as_text, 415, grpc.StatusCode.INVALID_ARGUMENT)
+
+
+def test_a_body_over_the_limit_is_413_declared_or_streamed(http: httpx.Client) -> None:
+    big = b"\xff" * (BODY_LIMIT + 1)
+    declared = http.post("/v1/encode", content=big, headers={"Content-Type": "image/jpeg"})
+    detail(status_of(declared, 413, grpc.StatusCode.RESOURCE_EXHAUSTED), "QuotaFailure")
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted while read
+        for _ in range(BODY_LIMIT // 65536 + 2):
+            yield b"\xff" * 65536
+
+    streamed = http.post("/v1/encode", content=chunks(), headers={"Content-Type": "image/jpeg"})
+    status_of(streamed, 413, grpc.StatusCode.RESOURCE_EXHAUSTED)
+    assert ok(http.get("/healthz")) == {"status": "SERVING"}
+
+
+def test_a_deadline_header_is_honoured_and_checked(http: httpx.Client) -> None:
+    status_of(http.get("/v1/info", headers={"X-Timeout-S": "1e-9"}), 504, grpc.StatusCode.DEADLINE_EXCEEDED)
+    body = status_of(http.get("/v1/info", headers={"X-Timeout-S": "soon"}), 400, grpc.StatusCode.INVALID_ARGUMENT)
+    assert detail(body, "BadRequest")["fieldViolations"][0]["field"] == "X-Timeout-S"
+    ok(http.get("/v1/info", headers={"X-Timeout-S": "30"}))
+
+
+def test_bad_query_parameters_and_unknown_routes_answer_a_status(http: httpx.Client) -> None:
+    status_of(http.get("/v1/items", params={"page_size": "many"}), 400, grpc.StatusCode.INVALID_ARGUMENT)
+    status_of(http.get("/v1/nothing-here"), 404, grpc.StatusCode.NOT_FOUND)
+    status_of(
+        http.post("/v1/encode?on_duplicate=sometimes&add=x", content=b"x", headers={"Content-Type": "image/jpeg"}),
+        400,
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+
+
+def test_the_token_guards_all_but_health_and_the_page(
+    tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(TOKEN_ENV, "s3cret-token")  # read when the server starts, as on the gRPC side
+    guarded = create_server(config_for(tmp_path / "data", models_dir))
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{guarded.http_port}", timeout=TIMEOUT) as client:
+            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret-token"}):
+                response = client.get("/v1/info", headers=headers)
+                status_of(response, 401, grpc.StatusCode.UNAUTHENTICATED)
+                assert "s3cret" not in response.text
+            status_of(client.get("/openapi.json"), 401, grpc.StatusCode.UNAUTHENTICATED)
+            assert ok(client.get("/v1/info", headers={"Authorization": "Bearer s3cret-token"}))["serverVersion"]
+            assert ok(client.get("/healthz")) == {"status": "SERVING"}
+            assert client.get("/").status_code != 401  # the page asks for the token itself
+            assert client.get("/static/none.css").status_code == 404
+    finally:
+        guarded.stop()
+
+
+def test_cors_preflight_is_allowed_only_for_configured_origins(http: httpx.Client) -> None:
+    asked = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "content-type,authorization"}
+    allowed = http.options("/v1/similar", headers={"Origin": ALLOWED_ORIGIN, **asked})
+    assert allowed.status_code == 200
+    assert allowed.headers["access-control-allow-origin"] == ALLOWED_ORIGIN
+    refused = http.options("/v1/similar", headers={"Origin": "http://elsewhere.example", **asked})
+    assert refused.status_code == 400
+    assert "access-control-allow-origin" not in refused.headers
+
+
+def test_openapi_lists_the_endpoints(http: httpx.Client) -> None:
+    paths = ok(http.get("/openapi.json"))["paths"]
+    for path in ("/v1/encode", "/v1/similar", "/v1/text", "/v1/terms", "/v1/items", "/v1/items/{item_id}", "/v1/info"):
+        assert path in paths, path
+    assert "multipart/form-data" in paths["/v1/encode"]["post"]["requestBody"]["content"]
+    assert http.get("/docs").status_code == 200
+
+
+def test_http_calls_are_counted_by_rpc_and_status(http: httpx.Client) -> None:
+    def encode_errors() -> float:
+        text = http.get("/metrics").text
+        wanted = 'image2sdr_requests_total{code="400",method="Encode",protocol="http"}'
+        return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(wanted))
+
+    before = encode_errors()
+    for _ in range(3):
+        http.post("/v1/encode", content=b"no image", headers={"Content-Type": "image/png"})
+    assert encode_errors() == before + 3
+
+
+# -- one side does not hold the other -----------------------------------------------------
+
+
+def test_grpc_and_http_serve_while_an_upload_stalls(
+    server: Server, http: httpx.Client, stub: pb_grpc.Image2SdrStub, photos: dict[str, bytes]
+) -> None:
+    head = (
+        f"POST /v1/encode HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
+        f"Content-Length: {BODY_LIMIT // 2}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.http_port or 0), timeout=TIMEOUT) as stalled:
+        stalled.sendall(head + b"\xff" * (BODY_LIMIT // 4))  # half the body, then nothing
+        started = time.monotonic()
+        answer = stub.Encode(pb.EncodeRequest(image=photos["coffee"]), timeout=TIMEOUT)
+        assert len(answer.sdr.active) > 0
+        assert ok(http.get("/healthz")) == {"status": "SERVING"}
+        assert ok(http.post("/v1/text", json={"text": "coffee"}))["term"] == "coffee"
+        assert time.monotonic() - started < TIMEOUT
