@@ -12,6 +12,7 @@ import base64
 import io
 import json
 import socket
+import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,9 +25,10 @@ from google.protobuf import json_format
 from PIL import Image
 
 from image2sdr.server.api import Server, create_server
-from image2sdr.server.config import Config, HttpConfig, ServiceConfig
+from image2sdr.server.config import Config, HttpConfig, ServiceConfig, TlsConfig
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
+from tests.helpers.tls import certificate
 
 TIMEOUT = 120
 ALLOWED_ORIGIN = "http://page.example"
@@ -271,6 +273,29 @@ def test_http_calls_are_counted_by_rpc_and_status(http: httpx.Client) -> None:
     for _ in range(3):
         http.post("/v1/encode", content=b"no image", headers={"Content-Type": "image/png"})
     assert encode_errors() == before + 3
+
+
+def test_mutual_tls_uses_the_grpc_side_files(tmp_path: Path, models_dir: Path) -> None:
+    ca_cert, _, ca_key, ca_name = certificate("test CA", ca=True)
+    files = {"ca": ca_cert}
+    for name in ("server", "client"):
+        files[f"{name}.crt"], files[f"{name}.key"], _, _ = certificate(name, ca_key, ca_name)
+    for name, content in files.items():
+        (tmp_path / name).write_bytes(content)
+    tls = TlsConfig(cert_file=tmp_path / "server.crt", key_file=tmp_path / "server.key", client_ca_file=tmp_path / "ca")
+    config = config_for(tmp_path / "data", models_dir)
+    secure = create_server(config.model_copy(update={"service": config.service.model_copy(update={"tls": tls})}))
+    try:
+        url = f"https://localhost:{secure.http_port}"
+        trusting = ssl.create_default_context(cafile=tmp_path / "ca")
+        with httpx.Client(verify=trusting, timeout=TIMEOUT) as anonymous, pytest.raises(httpx.TransportError):
+            anonymous.get(f"{url}/healthz")  # no client certificate: no handshake
+        trusting.load_cert_chain(tmp_path / "client.crt", tmp_path / "client.key")
+        with httpx.Client(verify=trusting, timeout=TIMEOUT) as client:
+            assert ok(client.get(f"{url}/healthz")) == {"status": "SERVING"}
+            assert ok(client.get(f"{url}/v1/info"))["serverVersion"]
+    finally:
+        secure.stop()
 
 
 # -- one side does not hold the other -----------------------------------------------------
