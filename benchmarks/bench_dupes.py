@@ -51,7 +51,7 @@ import real_images
 from image2sdr.client import DuplicateThresholds, EncodeItem, Encoding, Image2SdrClient, ItemError, Sdr
 from image2sdr.server.api import create_server
 from image2sdr.server.concepts.local import LocalConceptSource
-from image2sdr.server.config import Config, ServiceConfig, load_config
+from image2sdr.server.config import Config, HttpConfig, ServiceConfig, load_config
 from image2sdr.server.imaging import decode_image
 
 ALTERATIONS = tuple(real_images.ALTERATIONS)
@@ -385,7 +385,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     base = load_config(args.config) if args.config else Config()
     with tempfile.TemporaryDirectory(prefix="bench-dupes-") as data_dir:
         config = base.model_copy(
-            update={"data_dir": Path(data_dir), "service": ServiceConfig(port=0, max_message_bytes=64 << 20)}
+            update={
+                "data_dir": Path(data_dir),
+                "service": ServiceConfig(port=0, max_message_bytes=64 << 20),
+                "http": HttpConfig(enabled=False),  # gRPC only: no second server on port 8080
+            }
         )
         server = create_server(config)
         try:

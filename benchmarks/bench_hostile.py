@@ -64,7 +64,18 @@ def start_server(data_dir: Path, cap_gib: float) -> subprocess.Popen[str]:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
     process = subprocess.Popen(
-        [sys.executable, "-m", "image2sdr.server.serve", "--port", "0", "--data-dir", str(data_dir), *QUIET],
+        [
+            sys.executable,
+            "-m",
+            "image2sdr.server.serve",
+            "--port",
+            "0",
+            "--http-port",
+            "0",
+            "--data-dir",
+            str(data_dir),
+            *QUIET,
+        ],
         stdout=subprocess.PIPE,
         text=True,
         preexec_fn=cap,  # noqa: PLW1509 - the cap must be set in the child before it starts

@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import real_images
 
 from image2sdr.server.api import create_server
-from image2sdr.server.config import Config, ServiceConfig
+from image2sdr.server.config import Config, HttpConfig, ServiceConfig
 from image2sdr.server.encoder import EncodeOptions, Encoder
 from image2sdr.server.index.protocol import VISUAL, Item
 from image2sdr.server.maps import layout as core
@@ -272,7 +272,7 @@ def measure_choices(items: list[Item]) -> None:
 
 def main() -> None:
     warnings.filterwarnings("ignore", module="umap")  # it warns that a precomputed kNN cannot transform new data
-    config = Config(service=ServiceConfig(port=0), models_dir=ROOT / "models")
+    config = Config(service=ServiceConfig(port=0), http=HttpConfig(enabled=False), models_dir=ROOT / "models")
     images = collection(max(SIZES))
     photos = sum(1 for name in images if not name.startswith("clipart/"))
     print(f"{len(images)} images: {photos} photos, {len(images) - photos} drawings")

@@ -7,7 +7,10 @@ Prints
 - unary Encode latency p50/p99, one call at a time;
 - FindSimilar latency p50/p99 over gRPC with 100,000 items indexed (synthetic
   SDRs clustered like merged image SDRs, added to the index directory before
-  the server opens it), by SDR and by stored id.
+  the server opens it), by SDR and by stored id;
+- HTTP ``POST /v1/encode`` (the raw image as the body) against gRPC Encode, 4
+  concurrent clients each, alternating runs: images/s, p50, and the ratio
+  HTTP / gRPC (goal: HTTP keeps >= 0.8).
 
 The server runs in a child process, as it would in production, so client and
 server do not share one GIL.  Medians of repeated runs; the machine is noisy.
@@ -16,15 +19,18 @@ server do not share one GIL.  Medians of repeated runs; the machine is noisy.
 from __future__ import annotations
 
 import argparse
+import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import grpc
+import httpx
 import numpy as np
 import yaml
 
@@ -129,6 +135,83 @@ def latencies_ms(call: object, requests: list[object]) -> tuple[float, float]:
     return statistics.median(times), times[int(0.99 * (len(times) - 1))]
 
 
+CLIENTS = 4  # concurrent callers in the HTTP / gRPC comparison
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def concurrent_run(call: Callable[[bytes], None], images: list[bytes], clients: int) -> tuple[float, list[float]]:
+    """``clients`` threads sharing ``images``: images/s overall and each call's milliseconds."""
+    times: list[float] = []
+
+    def one(image: bytes) -> None:
+        started = time.perf_counter()
+        call(image)
+        times.append((time.perf_counter() - started) * 1000)
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(clients) as pool:
+        list(pool.map(one, images))
+    return len(images) / (time.perf_counter() - started), times
+
+
+def compare_http(stub: pb_grpc.Image2SdrStub, http_base: str, images: list[bytes], repeats: int) -> dict[str, float]:
+    """HTTP POST /v1/encode against gRPC Encode, CLIENTS at once, alternating; medians and the median ratio."""
+    local = threading_local_client(http_base)
+
+    def over_http(image: bytes) -> None:
+        answer = local().post("/v1/encode", content=image, headers={"content-type": "image/jpeg"})
+        if answer.status_code != 200:
+            raise SystemExit(f"POST /v1/encode answered {answer.status_code}: {answer.text[:200]}")
+
+    def over_grpc(image: bytes) -> None:
+        stub.Encode(pb.EncodeRequest(image=image), timeout=60)
+
+    concurrent_run(over_http, images[:16], CLIENTS)  # warm both
+    concurrent_run(over_grpc, images[:16], CLIENTS)
+    rates: dict[str, list[float]] = {"http": [], "grpc": []}
+    p50s: dict[str, list[float]] = {"http": [], "grpc": []}
+    for _ in range(repeats):
+        for name, call in (("http", over_http), ("grpc", over_grpc)):
+            rate, times = concurrent_run(call, images, CLIENTS)
+            rates[name].append(rate)
+            p50s[name].append(statistics.median(times))
+    ratios = [h / g for h, g in zip(rates["http"], rates["grpc"], strict=True)]
+    return {
+        "http_rate": statistics.median(rates["http"]),
+        "grpc_rate": statistics.median(rates["grpc"]),
+        "http_p50": statistics.median(p50s["http"]),
+        "grpc_p50": statistics.median(p50s["grpc"]),
+        "ratio": statistics.median(ratios),
+    }
+
+
+def threading_local_client(base: str) -> Callable[[], httpx.Client]:
+    """One keep-alive httpx client per thread (a client is not shared across threads here)."""
+    import threading  # noqa: PLC0415
+
+    local = threading.local()
+
+    def client() -> httpx.Client:
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(base_url=base, timeout=60)
+        found: httpx.Client = local.client
+        return found
+
+    return client
+
+
+def print_http(found: dict[str, float], repeats: int) -> None:
+    print(f"\nEncode with {CLIENTS} concurrent clients, 160 images, {repeats} alternating runs (medians):")
+    print(f"  {found['grpc_rate']:8.1f} images/s  gRPC Encode          (p50 {found['grpc_p50']:.1f} ms)")
+    print(f"  {found['http_rate']:8.1f} images/s  HTTP POST /v1/encode  (p50 {found['http_p50']:.1f} ms)")
+    print(f"  {found['ratio']:8.2f}   ratio HTTP / gRPC (median of the pairs; goal >= 0.8)")
+
+
 def sdr_message(sdr: Sdr) -> pb.Sdr:
     return pb.Sdr(size=sdr.size, dimensions=list(sdr.dimensions), active=sdr.positions.tolist())
 
@@ -145,6 +228,10 @@ def main() -> int:
         config = load_config(args.config).model_copy(update={"data_dir": Path(scratch) / "data"})
         config_path = Path(scratch) / "config.yml"
         config = config.model_copy(update={"models_dir": Path(config.models_dir).resolve()})
+        http_port = free_port()
+        config = config.model_copy(
+            update={"http": config.http.model_copy(update={"enabled": True, "host": "127.0.0.1", "port": http_port})}
+        )
         # The server gets exactly this config (its data directory is the one filled below).
         config_path.write_text(yaml.safe_dump(config.model_dump(mode="json")), encoding="utf-8")
         images = [jpeg(p) for p in photo_pixels()]
@@ -182,6 +269,10 @@ def main() -> int:
                 by_id = [pb.FindSimilarRequest(id=f"synthetic/{i * 499 % args.items}", k=10) for i in range(200)]
                 p50, p99 = latencies_ms(stub.FindSimilar, by_id)
                 print(f"  by id:  p50 {p50:.1f} ms, p99 {p99:.1f} ms  ({len(by_id)} queries)")
+
+                print_http(
+                    compare_http(stub, f"http://127.0.0.1:{http_port}", stream[:160], args.repeats), args.repeats
+                )
         finally:
             process.terminate()
             process.wait(timeout=60)
