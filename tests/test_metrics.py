@@ -9,10 +9,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from image2sdr.server.api import Server, create_server
+from image2sdr.server.api import SERVICE_NAME, Server, create_server
 from image2sdr.server.config import Config, HttpConfig, ServiceConfig
 from image2sdr.server.encoder import Encoding, StageTimings
 from image2sdr.server.metrics import STAGES, Metrics
@@ -20,6 +21,7 @@ from image2sdr.server.sdr import Sdr
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 
+JPEG = {"content-type": "image/jpeg"}
 FAMILIES = (
     "image2sdr_requests",
     "image2sdr_request_seconds",
@@ -34,11 +36,16 @@ Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
 def samples(metrics: Metrics) -> Samples:
-    """Every sample of ``render()``'s text, by (sample name, labels)."""
+    """Every sample of ``render()``'s text."""
     body, _ = metrics.render()
+    return parse(body.decode("utf-8"))
+
+
+def parse(text: str) -> Samples:
+    """Every sample of Prometheus text, by (sample name, labels)."""
     return {
         (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(body.decode("utf-8"))
+        for family in text_string_to_metric_families(text)
         for sample in family.samples
     }
 
@@ -224,3 +231,68 @@ def test_snapshots_written_at_close_are_counted_per_space(
         assert value(found, "image2sdr_index_snapshots_total", space=space, result="written") == 1
         assert value(found, "image2sdr_index_snapshot_seconds_count", space=space) == 1
     assert total(found, "image2sdr_index_snapshots_total", result="failed") == 0
+
+
+def test_refusals_before_the_servicer_are_counted_too(
+    tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("IMAGE2SDR_TOKEN", "a-token-for-tests")
+    server = create_server(config_for(tmp_path, models_dir))
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            info = channel.unary_unary(f"/{SERVICE_NAME}/Info")
+            with pytest.raises(grpc.RpcError) as refused:
+                info(pb.InfoRequest().SerializeToString(), timeout=30)  # no token
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            metadata = (("authorization", "Bearer a-token-for-tests"),)
+            with pytest.raises(grpc.RpcError) as malformed:
+                info(b"\xff\xff not a protobuf", timeout=30, metadata=metadata)
+            assert malformed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        found = samples(server.metrics)
+    finally:
+        server.stop()
+    assert value(found, "image2sdr_requests_total", protocol="grpc", method="Info", code="UNAUTHENTICATED") == 1
+    assert value(found, "image2sdr_requests_total", protocol="grpc", method="Info", code="INVALID_ARGUMENT") == 1
+
+
+def test_get_metrics_over_http_counts_the_http_calls_and_leaves_grpc_alone(
+    server: Server, photos: dict[str, bytes]
+) -> None:
+    assert server.http_port is not None
+    with httpx.Client(base_url=f"http://127.0.0.1:{server.http_port}", timeout=60) as http:
+
+        def scrape() -> Samples:
+            answer = http.get("/metrics")
+            assert answer.status_code == 200
+            assert answer.headers["content-type"].startswith("text/plain; version=")
+            return parse(answer.text)
+
+        before = scrape()
+        added = http.post("/v1/encode", params={"add": "cat"}, content=photos["chelsea"], headers=JPEG)
+        assert added.status_code == 200
+        refused = http.post("/v1/encode", content=b"not an image", headers={"content-type": "application/octet-stream"})
+        assert refused.status_code == 400
+        assert http.get("/v1/info").status_code == 200
+        assert http.post("/v1/similar", json={"id": "cat"}).status_code == 200
+        expected = {("Encode", "200"): 1, ("Encode", "400"): 1, ("Info", "200"): 1, ("FindSimilar", "200"): 1}
+
+        def requests(found: Samples, method: str, code: str) -> float:
+            return moved(before, found, "image2sdr_requests_total", protocol="http", method=method, code=code)
+
+        # A request is counted once its answer has gone, so the last one may trail the scrape a little.
+        deadline, after = time.monotonic() + 10, scrape()
+        while any(requests(after, *key) < calls for key, calls in expected.items()):
+            assert time.monotonic() < deadline, "the HTTP calls were never all counted"
+            time.sleep(0.05)
+            after = scrape()
+    for (method, code), calls in expected.items():
+        assert requests(after, method, code) == calls
+        assert moved(before, after, "image2sdr_request_seconds_count", protocol="http", method=method) >= calls
+    # The same servicer, called in-process: not a call to our own gRPC port.
+    assert total(after, "image2sdr_requests_total", protocol="grpc") == total(
+        before, "image2sdr_requests_total", protocol="grpc"
+    )
+    for stage in STAGES:  # one image encoded; the bad one never was
+        assert moved(before, after, "image2sdr_encode_stage_seconds_count", stage=stage) == 1
+    for space in server.index.spaces:
+        assert value(after, "image2sdr_index_items", space=space) == 1
