@@ -6,7 +6,7 @@ MVENV := .venv-milvus
 PY := $(VENV)/bin/python
 MODELS := models
 
-.PHONY: setup models milvus-server serve test test-fast bench bench-quality bench-visual bench-index bench-service bench-hostile bench-dupes bench-filters bench-concepts bench-explain bench-map lint clean proto proto-check stubs node-client
+.PHONY: setup models milvus-server chromium serve test test-fast bench bench-quality bench-visual bench-index bench-service bench-hostile bench-dupes bench-filters bench-concepts bench-explain bench-map lint clean proto proto-check stubs node-client
 
 ## setup: the serving virtualenv (no torch in it)
 setup: $(VENV)/.installed
@@ -30,13 +30,18 @@ $(MODELS)/manifest.json: server/tools/export_models.py requirements-export.txt
 	$(XVENV)/bin/python -m pip install -q -r requirements-export.txt
 	$(XVENV)/bin/python -W ignore server/tools/export_models.py $(MODELS)
 
+## chromium: Debian's Chromium for the page's browser test (Playwright drives it; it downloads no browser of its own)
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+chromium:
+	test -x /usr/bin/chromium || ($(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
 ## serve: the service on localhost:50051 with the embedded defaults (CONFIG=file.yml to change them)
 CONFIG ?=
 serve: setup models
 	$(VENV)/bin/image2sdr serve $(if $(CONFIG),--config $(CONFIG))
 
 ## test: the whole suite, real models, real files
-test: setup models milvus-server
+test: setup models milvus-server chromium
 	$(PY) -m pytest
 
 ## test-fast: the tests that need no exported models (tests/conftest.py marks the others), without `make models`
