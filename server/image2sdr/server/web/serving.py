@@ -86,6 +86,11 @@ class HttpServer:
 def _bind(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
-        return socket.create_server((host, port), family=family)
+        listener = socket.create_server((host, port), family=family)
     except OSError as exc:
         raise ConfigError(f"cannot listen for HTTP on {host}:{port}: {exc.strerror}") from exc
+    # asyncio turns Nagle off only on sockets whose proto says TCP, and create_server's says 0;
+    # accepted sockets inherit this. Without it uvicorn's header and body writes wait for the
+    # client's delayed ACK: every keep-alive answer took 44 ms instead of 2 (measured).
+    listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return listener
