@@ -316,3 +316,14 @@ def test_grpc_and_http_serve_while_an_upload_stalls(
         assert ok(http.get("/healthz")) == {"status": "SERVING"}
         assert ok(http.post("/v1/text", json={"text": "coffee"}))["term"] == "coffee"
         assert time.monotonic() - started < TIMEOUT
+
+
+def test_the_listener_turns_nagle_off() -> None:
+    # Accepted sockets inherit it; without it every keep-alive answer waited ~40 ms for a delayed ACK.
+    from image2sdr.server.web.serving import _bind  # noqa: PLC0415
+
+    listener = _bind("127.0.0.1", 0)
+    try:
+        assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+    finally:
+        listener.close()
