@@ -13,6 +13,7 @@ import io
 import json
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -239,7 +240,8 @@ def test_the_token_guards_all_but_health_and_the_page(
             status_of(client.get("/openapi.json"), 401, grpc.StatusCode.UNAUTHENTICATED)
             assert ok(client.get("/v1/info", headers={"Authorization": "Bearer s3cret-token"}))["serverVersion"]
             assert ok(client.get("/healthz")) == {"status": "SERVING"}
-            assert client.get("/").status_code != 401  # the page asks for the token itself
+            page = client.get("/")  # the page asks for the token itself
+            assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
             assert client.get("/static/none.css").status_code == 404
     finally:
         guarded.stop()
@@ -318,6 +320,55 @@ def test_grpc_and_http_serve_while_an_upload_stalls(
         assert time.monotonic() - started < TIMEOUT
 
 
+@pytest.fixture(scope="module")
+def narrow(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Server]:
+    """One handler slot (so 4 may wait) and a 2 s body timeout."""
+    config = config_for(tmp_path_factory.mktemp("narrow") / "data", models_dir)
+    config = config.model_copy(
+        update={"http": config.http.model_copy(update={"max_concurrent": 1, "body_timeout_s": 2.0})}
+    )
+    started = create_server(config)
+    yield started
+    started.stop()
+
+
+def test_calls_past_the_waiting_room_get_429_while_healthz_answers(narrow: Server, photos: dict[str, bytes]) -> None:
+    base = f"http://127.0.0.1:{narrow.http_port}"
+    image = base64.b64encode(photos["coffee"]).decode()
+    slow = {"image": image, "concept": "espresso", "patch": 40, "stride": 20}  # hundreds of occluded images
+    answers: list[int] = []
+    finished = threading.Event()
+
+    def explain() -> None:
+        with httpx.Client(base_url=base, timeout=TIMEOUT) as client:
+            answers.append(client.post("/v1/explain", json=slow).status_code)
+        finished.set()
+
+    callers = [threading.Thread(target=explain) for _ in range(7)]  # 1 running + 4 waiting + 2 refused
+    for caller in callers:
+        caller.start()
+    with httpx.Client(base_url=base, timeout=TIMEOUT) as client:
+        while len(answers) < 2 and not finished.is_set():  # the two refusals come at once
+            time.sleep(0.05)
+        assert sorted(answers)[:2] == [429, 429]
+        assert ok(client.get("/healthz")) == {"status": "SERVING"}  # waiting calls hold no worker thread
+        assert len(answers) == 2  # ... and the explanations are still going
+        refused = client.post("/v1/explain", json=slow)  # the waiting room is still full
+        status_of(refused, 429, grpc.StatusCode.RESOURCE_EXHAUSTED)
+    for caller in callers:
+        caller.join(TIMEOUT * 4)
+    assert sorted(answers) == [200] * 5 + [429] * 2
+
+
+def test_a_body_that_stops_coming_gets_408(narrow: Server) -> None:
+    head = b"POST /v1/encode HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\nContent-Length: 1000\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", narrow.http_port or 0), timeout=TIMEOUT) as stalled:
+        stalled.sendall(head + b"\xff" * 10)
+        answer = stalled.recv(65536).decode("latin-1")
+    assert answer.startswith("HTTP/1.1 408"), answer[:200]
+    assert "http.body_timeout_s" in answer
+
+
 def test_the_listener_turns_nagle_off() -> None:
     # Accepted sockets inherit it; without it every keep-alive answer waited ~40 ms for a delayed ACK.
     from image2sdr.server.web.serving import _bind  # noqa: PLC0415
@@ -327,3 +378,14 @@ def test_the_listener_turns_nagle_off() -> None:
         assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
     finally:
         listener.close()
+
+
+def test_deep_json_and_far_deadlines_are_400(http: httpx.Client) -> None:
+    deep = "[" * 100_000 + "]" * 100_000  # json.loads raises RecursionError, not ValueError
+    body = status_of(
+        http.post("/v1/similar", content=deep, headers={"content-type": "application/json"}),
+        400,
+        grpc.StatusCode.INVALID_ARGUMENT,
+    )
+    assert "not JSON" in body["message"]
+    status_of(http.get("/v1/info", headers={"X-Timeout-S": "1e10"}), 400, grpc.StatusCode.INVALID_ARGUMENT)

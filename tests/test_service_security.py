@@ -142,7 +142,17 @@ def test_signals_shut_down_gracefully(
 ) -> None:
     env = {**os.environ, "IMAGE2SDR_MODELS_DIR": str(models_dir)}
     with subprocess.Popen(
-        [sys.executable, "-m", "image2sdr.server.serve", "--port", "0", "--data-dir", str(tmp_path / "data")],
+        [
+            sys.executable,
+            "-m",
+            "image2sdr.server.serve",
+            "--port",
+            "0",
+            "--http-port",
+            "0",
+            "--data-dir",
+            str(tmp_path / "data"),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

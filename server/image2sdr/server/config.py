@@ -408,6 +408,7 @@ class HttpConfig(_Section):
     port: int = Field(8080, ge=0, le=65535)  # 0 picks a free port
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API ("*": any); none: same origin only
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)  # larger bodies get 413 before they are read whole
+    body_timeout_s: float = Field(60.0, gt=0.0, le=3600.0)  # a body not in by then gets 408 (its connection freed)
     max_concurrent: int = Field(
         8, ge=1, le=1024
     )  # requests handled at once; the rest wait (the gRPC side keeps its own)

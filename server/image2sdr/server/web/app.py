@@ -29,12 +29,13 @@ import json
 import logging
 import math
 import os
-import threading
 import time
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any, Protocol, TypeVar
 
+import anyio
+import anyio.to_thread
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
@@ -72,6 +73,8 @@ logger = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"  # the page: index.html, app.js, style.css
 TIMEOUT_HEADER = "X-Timeout-S"
+MAX_TIMEOUT_S = 86_400.0  # a deadline further away than a day is a mistake (and overflows timers)
+WAITING_PER_SLOT = 4  # calls that may wait per http.max_concurrent slot; more are refused with 429
 _UNAUTHENTICATED = "missing or invalid bearer token (header 'Authorization: Bearer ...')"
 _OPEN_PATHS = frozenset({"/healthz", "/"})  # and /static/...: probes and the page need no secret
 _IMAGE_TYPES = "image/* or application/octet-stream (the image), multipart/form-data (field 'image'), or JSON"
@@ -110,6 +113,7 @@ def create_app(
     )
     app.state.calls = _Calls(servicer, config.http.max_concurrent)
     app.state.max_body_bytes = config.http.max_body_bytes
+    app.state.body_timeout_s = config.http.body_timeout_s
     app.state.health = health
     app.state.metrics = metrics
     _add_routes(app, serve_metrics=metrics is not None and config.http.metrics)
@@ -153,28 +157,62 @@ base64, int64 as strings, enums by name; an unknown field is refused).
 
 
 class _Calls:
-    """Runs servicer methods for HTTP calls, at most ``limit`` at once."""
+    """Runs servicer methods for HTTP calls: at most ``limit`` at once, at most ``4 * limit`` waiting.
+
+    A call waits for its slot on the event loop, not on a thread, so waiting calls hold
+    no worker and ``/healthz`` and ``/metrics`` stay answerable under load; past the
+    waiting room it is refused at once with 429 (RESOURCE_EXHAUSTED), as gRPC refuses
+    calls past ``maximum_concurrent_rpcs``. The request message is parsed in the worker,
+    after the slot is taken: a large JSON body costs nothing until its turn.
+    """
 
     def __init__(self, servicer: Image2SdrServicer, limit: int) -> None:
         self._servicer = servicer
-        self._slots = threading.BoundedSemaphore(limit)
+        self._limit = limit
+        self._max_waiting = WAITING_PER_SLOT * limit
+        self._waiting = 0  # touched on the event loop only
+        self._slots: anyio.Semaphore | None = None  # made on the loop, at the first call
+        self._threads: anyio.CapacityLimiter | None = None
 
-    def run(self, rpc: str, message: Message, request: Request) -> Response:
-        """Call ``rpc`` as gRPC would; the answer in canonical JSON (a worker thread's work)."""
+    async def run(self, rpc: str, message: Message | Callable[[], Message], request: Request) -> Response:
+        """Call ``rpc`` as gRPC would; the answer in canonical JSON."""
         context = _context_for(request)
-        remaining = context.time_remaining()
-        if not self._slots.acquire(timeout=None if remaining is None else max(0.0, remaining)):
+        if self._slots is None or self._threads is None:
+            self._slots, self._threads = anyio.Semaphore(self._limit), anyio.CapacityLimiter(self._limit)
+        await self._take(self._slots, context.time_remaining())
+        try:
+            return await anyio.to_thread.run_sync(self._call, rpc, message, context, limiter=self._threads)
+        finally:
+            self._slots.release()
+
+    async def _take(self, slots: anyio.Semaphore, remaining: float | None) -> None:
+        if self._waiting >= self._max_waiting:
+            raise HttpApiError(
+                status_pb2.Status(
+                    code=code_pb2.RESOURCE_EXHAUSTED,
+                    message=f"{self._waiting} calls are waiting for one of http.max_concurrent ({self._limit}) "
+                    "slots; retry later",
+                )
+            )
+        self._waiting += 1
+        try:
+            with anyio.fail_after(None if remaining is None else max(0.0, remaining)):
+                await slots.acquire()
+        except TimeoutError:
             raise HttpApiError(
                 status_pb2.Status(code=code_pb2.DEADLINE_EXCEEDED, message="deadline passed waiting for a free slot")
-            )
+            ) from None
+        finally:
+            self._waiting -= 1
+
+    def _call(self, rpc: str, message: Message | Callable[[], Message], context: HttpContext) -> Response:
+        request = message() if callable(message) else message
         try:
-            answer = getattr(self._servicer, rpc)(message, context)
+            answer = getattr(self._servicer, rpc)(request, context)
         except HttpApiError:
             raise
         except Exception as exc:  # the servicer reports its own errors; this is a bug, logged
             raise HttpApiError(status_for(exc)) from exc
-        finally:
-            self._slots.release()
         return _message_response(answer)
 
 
@@ -195,8 +233,8 @@ def _timeout(request: Request) -> float | None:
         seconds = float(raw)
     except ValueError:
         seconds = math.nan
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise bad_request(f"{TIMEOUT_HEADER} must be a positive number of seconds", TIMEOUT_HEADER)
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_TIMEOUT_S):
+        raise bad_request(f"{TIMEOUT_HEADER} must be a number of seconds in (0, {MAX_TIMEOUT_S}]", TIMEOUT_HEADER)
     return seconds
 
 
@@ -214,11 +252,19 @@ async def _read_body(request: Request) -> bytes:
     if declared.isdigit() and int(declared) > limit:
         raise too_large(limit, int(declared))
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large(limit, None)
-        chunks.append(chunk)
+    seconds: float = request.app.state.body_timeout_s
+    try:
+        with anyio.fail_after(seconds):  # a sender that stalls gives its connection back
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise too_large(limit, None)
+                chunks.append(chunk)
+    except TimeoutError:
+        status = status_pb2.Status(
+            code=code_pb2.DEADLINE_EXCEEDED, message=f"the body took longer than http.body_timeout_s ({seconds:g} s)"
+        )
+        raise HttpApiError(status, http=408) from None
     return b"".join(chunks)
 
 
@@ -234,8 +280,10 @@ def _parse(body: bytes, message: _M) -> _M:
     name = message.DESCRIPTOR.full_name
     try:
         data = json.loads(body) if body.strip() else {}
-    except ValueError as exc:  # UnicodeDecodeError is one
-        raise bad_request(f"the body is not JSON ({exc}); send a {name} in canonical JSON", "body") from None
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError; RecursionError: deep nesting
+        raise bad_request(
+            f"the body is not JSON ({type(exc).__name__}); send a {name} in canonical JSON", "body"
+        ) from None
     if not isinstance(data, dict):
         raise bad_request(f"the body must be a JSON object: a {name}", "body")
     try:
@@ -296,7 +344,7 @@ async def _encode_request(
         ]
         if given:  # not silently dropped: the JSON body says it all
             raise bad_request(f"with a JSON body, {given[0]} goes in the EncodeRequest, not the query", given[0])
-        return _parse(body, pb.EncodeRequest())
+        return await anyio.to_thread.run_sync(_parse, body, pb.EncodeRequest())  # off the event loop
     message = pb.EncodeRequest()
     if kind == "multipart/form-data":
         await _from_form(request, body, message)
@@ -357,8 +405,8 @@ def _on_duplicate(name: str, add: str | None) -> pb.OnDuplicate:
         raise bad_request(f"on_duplicate is KEEP, SKIP or REPLACE, not {name!r}", "on_duplicate") from None
 
 
-def _encode(request: Request, message: Annotated[pb.EncodeRequest, Depends(_encode_request)]) -> Response:
-    return _calls(request).run("Encode", message, request)
+async def _encode(request: Request, message: Annotated[pb.EncodeRequest, Depends(_encode_request)]) -> Response:
+    return await _calls(request).run("Encode", message, request)
 
 
 def _calls(request: Request) -> _Calls:
@@ -382,53 +430,55 @@ _JSON_ROUTES: tuple[tuple[str, str, type[Message]], ...] = (
 )
 
 
-def _json_endpoint(rpc: str, message_type: type[Message]) -> Callable[[Request, bytes], Response]:
-    def endpoint(request: Request, body: Body) -> Response:
-        return _calls(request).run(rpc, _json_body(request, body, message_type()), request)
+def _json_endpoint(rpc: str, message_type: type[Message]) -> Callable[[Request, bytes], Awaitable[Response]]:
+    async def endpoint(request: Request, body: Body) -> Response:
+        return await _calls(request).run(rpc, lambda: _json_body(request, body, message_type()), request)
 
     return endpoint
 
 
-def _get_item(request: Request, item_id: str) -> Response:
-    return _calls(request).run("GetItem", pb.GetItemRequest(id=item_id), request)
+async def _get_item(request: Request, item_id: str) -> Response:
+    return await _calls(request).run("GetItem", pb.GetItemRequest(id=item_id), request)
 
 
-def _remove_item(request: Request, item_id: str) -> Response:
-    return _calls(request).run("RemoveItem", pb.RemoveItemRequest(id=item_id), request)
+async def _remove_item(request: Request, item_id: str) -> Response:
+    return await _calls(request).run("RemoveItem", pb.RemoveItemRequest(id=item_id), request)
 
 
-def _list_items(
+async def _list_items(
     request: Request,
     page_size: Annotated[int, Query(ge=0, le=1_000_000, description="0: the server's max_k")] = 0,
     page_token: str = "",
 ) -> Response:
-    return _calls(request).run("ListItems", pb.ListItemsRequest(page_size=page_size, page_token=page_token), request)
+    return await _calls(request).run(
+        "ListItems", pb.ListItemsRequest(page_size=page_size, page_token=page_token), request
+    )
 
 
-def _info(request: Request) -> Response:
-    return _calls(request).run("Info", pb.InfoRequest(), request)
+async def _info(request: Request) -> Response:
+    return await _calls(request).run("Info", pb.InfoRequest(), request)
 
 
-def _get_map(request: Request, job_id: str) -> Response:
-    return _calls(request).run("GetMap", pb.GetMapRequest(id=job_id), request)
+async def _get_map(request: Request, job_id: str) -> Response:
+    return await _calls(request).run("GetMap", pb.GetMapRequest(id=job_id), request)
 
 
-def _list_concepts(request: Request) -> Response:
-    return _calls(request).run("ListConcepts", pb.ListConceptsRequest(), request)
+async def _list_concepts(request: Request) -> Response:
+    return await _calls(request).run("ListConcepts", pb.ListConceptsRequest(), request)
 
 
-def _get_concept(request: Request, name: str) -> Response:
-    return _calls(request).run("GetConcept", pb.GetConceptRequest(name=name), request)
+async def _get_concept(request: Request, name: str) -> Response:
+    return await _calls(request).run("GetConcept", pb.GetConceptRequest(name=name), request)
 
 
-def _remove_concept(request: Request, name: str) -> Response:
-    return _calls(request).run("RemoveConcept", pb.RemoveConceptRequest(name=name), request)
+async def _remove_concept(request: Request, name: str) -> Response:
+    return await _calls(request).run("RemoveConcept", pb.RemoveConceptRequest(name=name), request)
 
 
 # -- service routes -----------------------------------------------------------------------
 
 
-def _healthz(request: Request) -> JSONResponse:
+async def _healthz(request: Request) -> JSONResponse:
     """As a gRPC health check of the whole server ("" service) would answer."""
     health: HealthChecker | None = request.app.state.health
     if health is None:

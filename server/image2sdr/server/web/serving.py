@@ -21,12 +21,14 @@ from fastapi import FastAPI
 
 from ..config import HttpConfig, TlsConfig
 from ..errors import ConfigError
+from .app import WAITING_PER_SLOT
 
 __all__ = ["HttpServer"]
 
 logger = logging.getLogger(__name__)
 
 _START_TIMEOUT_S = 30.0
+_SPARE_CONNECTIONS = 32
 
 
 class HttpServer:
@@ -41,10 +43,15 @@ class HttpServer:
     def start(cls, app: FastAPI, http: HttpConfig, tls: TlsConfig, grace_s: float) -> HttpServer:
         """Bind ``http.host:http.port`` (0: a free port) and serve ``app`` there until ``stop``."""
         listener = _bind(http.host, http.port)
+        # The handler slots, their waiting room, and room for /healthz, /metrics and the page.
+        limit_concurrency = http.max_concurrent * (1 + WAITING_PER_SLOT) + _SPARE_CONNECTIONS
         config = uvicorn.Config(
             app,
             log_config=None,
             access_log=False,
+            # Connections and tasks beyond the handler slots and their waiting room get 503 from
+            # uvicorn itself, before their bodies are read: memory and sockets stay bounded.
+            limit_concurrency=limit_concurrency,
             timeout_graceful_shutdown=max(1, math.ceil(grace_s)),
             ssl_certfile=tls.cert_file,
             ssl_keyfile=tls.key_file,
