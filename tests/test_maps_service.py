@@ -23,7 +23,8 @@ from image2sdr.server.config import Config, HttpConfig, MapsConfig, ServiceConfi
 from image2sdr.server.sdr import Sdr
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
-from tests.test_search_service import bad_request_field, photo
+from tests.helpers.images import sample_photo as photo
+from tests.helpers.status import bad_request_field
 
 TIMEOUT = 120
 PHOTOS = {"cat": "chelsea", "mug": "coffee", "rocket": "rocket", "astronaut": "astronaut", "camera": "camera"}

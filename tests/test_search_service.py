@@ -13,17 +13,17 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
-import numpy as np
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 from PIL import Image
-from skimage import data as skdata
 
 from image2sdr.server.api import Server
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
-from tests.helpers.images import encode_jpeg, half_size, mirrored
+from tests.helpers.images import half_size, mirrored
+from tests.helpers.images import sample_photo as photo
 from tests.helpers.servers import start_server
+from tests.helpers.status import bad_request_field
 
 TIMEOUT = 120
 STORED = {  # id -> (photo, metadata)
@@ -47,13 +47,6 @@ def crop(data: bytes, box: tuple[float, float, float, float]) -> bytes:
     return buffer.getvalue()
 
 
-def photo(name: str) -> bytes:
-    pixels = getattr(skdata, name)()
-    if pixels.ndim == 2:
-        pixels = np.stack([pixels] * 3, axis=-1)
-    return encode_jpeg(pixels)
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Server]:
     server = start_server(tmp_path_factory.mktemp("search"), models_dir)
@@ -70,15 +63,6 @@ def stub(server: Server) -> Iterator[pb_grpc.Image2SdrStub]:
             request = pb.EncodeRequest(image=photo(name), add_to_index=target)
             assert stub.Encode(request, timeout=TIMEOUT).indexed
         yield stub
-
-
-def bad_request_field(error: grpc.RpcError) -> str:
-    for key, value in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            bad = error_details_pb2.BadRequest()
-            assert status_pb2.Status.FromString(value).details[0].Unpack(bad)
-            return str(bad.field_violations[0].field)
-    raise AssertionError("no google.rpc.Status details")
 
 
 def resource_type(error: grpc.RpcError) -> str:

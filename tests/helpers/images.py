@@ -9,7 +9,7 @@ import zlib
 import numpy as np
 from PIL import Image
 
-__all__ = ["encode_jpeg", "encode_png", "half_size", "mirrored", "png_with_header"]
+__all__ = ["encode_jpeg", "encode_png", "half_size", "mirrored", "png_with_header", "sample_photo"]
 
 
 def encode_png(pixels: np.ndarray) -> bytes:
@@ -51,3 +51,13 @@ def half_size(data: bytes, quality: int = 50) -> bytes:
 def mirrored(data: bytes) -> bytes:
     """The picture flipped left to right: the same photo to a person, another pHash."""
     return encode_jpeg(np.ascontiguousarray(_pixels(data)[:, ::-1]))
+
+
+def sample_photo(name: str) -> bytes:
+    """One of scikit-image's sample photos (``chelsea``, ``coffee``, ...) as a JPEG; grey ones made RGB."""
+    from skimage import data as skdata  # noqa: PLC0415 - a dev dependency, only some tests need it
+
+    pixels = getattr(skdata, name)()
+    if pixels.ndim == 2:
+        pixels = np.stack([pixels] * 3, axis=-1)
+    return encode_jpeg(pixels)
