@@ -1,4 +1,5 @@
-"""The layout says the architecture: only the ``api`` package of the server knows gRPC."""
+"""The layout says the architecture: only the edges of the server (``api``, gRPC; ``web``, HTTP over
+the same servicer and its messages) know gRPC and the proto."""
 
 from __future__ import annotations
 
@@ -8,8 +9,9 @@ from pathlib import Path
 import pytest
 
 SERVER = Path(__file__).resolve().parent.parent / "server" / "image2sdr" / "server"
-# The gRPC edge, the command that starts it, and a gRPC *client* of a remote provider.
-EDGE = {"api", "serve.py", "concepts/clarifai.py"}
+# The gRPC edge, the HTTP edge (it speaks the proto's messages and calls the gRPC servicer),
+# the command that starts them, and a gRPC *client* of a remote provider.
+EDGE = {"api", "web", "serve.py", "concepts/clarifai.py"}
 GRPC_MODULES = ("grpc", "grpc_status", "grpc_health", "grpc_reflection", "google.rpc", "image2sdr.v1")
 
 
@@ -31,7 +33,7 @@ def _imports(module: Path) -> set[str]:
 def test_the_core_is_known_by_name() -> None:
     names = {m.relative_to(SERVER).as_posix() for m in _core_modules()}
     assert {"encoder.py", "batching.py", "index/protocol.py", "errors.py"} <= names
-    assert not any(name.startswith("api/") for name in names)
+    assert not any(name.startswith(("api/", "web/")) for name in names)
 
 
 @pytest.mark.parametrize("module", _core_modules(), ids=lambda m: m.relative_to(SERVER).as_posix())
