@@ -139,10 +139,14 @@ class Encoding:
         """What an add stores as the item's concepts: those merged (the provider's, then custom ones),
         then the labels if all fit in ``max_concepts`` (index.max_concepts).
 
-        The labels come on top of the provider's max_concepts, so they could take an
-        item past the index's limit: then they are left out rather than fail the add.
+        The labels come on top of the provider's max_concepts, and a concept may come
+        with several names (the local roll-up's synonyms), so an item could pass the
+        index's limit: then the labels are left out, and then the provider's weakest
+        names, rather than fail the add.
         """
-        merged = tuple((c.name, c.confidence) for c in (*self.used, *(c for c in self.custom if c.used)))
+        custom = tuple((c.name, c.confidence) for c in self.custom if c.used)
+        found = tuple((c.name, c.confidence) for c in self.used)[: max(max_concepts - len(custom), 0)]
+        merged = found + custom
         labels = tuple((c.name, c.confidence) for c in self.labels)
         return merged + labels if len(merged) + len(labels) <= max_concepts else merged
 

@@ -52,4 +52,9 @@ class ConceptSource(Protocol):
         """Most images one ``concepts`` call should be given."""
 
     def concepts(self, images: Sequence[DecodedImage], max_concepts: int, min_confidence: float) -> list[ConceptResult]:
-        """Concepts for each image, strongest first, at most ``max_concepts``, each >= ``min_confidence``."""
+        """Concepts for each image, strongest first, at most ``max_concepts``, each >= ``min_confidence``.
+
+        A provider that knows several names for one concept gives them all, and they
+        count once: the local roll-up's synonyms ("ball", "globule", "sphere" over one
+        class) may take a list past ``max_concepts`` names.
+        """

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -39,6 +40,7 @@ __all__ = [
     "CLASSIFIER_FILE",
     "FEATURES_OUTPUT",
     "HIERARCHY_FILE",
+    "ROLLUP_VERSION",
     "LocalConceptSource",
     "Observation",
     "ObservationResult",
@@ -62,15 +64,27 @@ CONFIDENCE_DECIMALS = 4
 # Images whose short side scaled to 256 leaves the long side above 16 x 256 (aspect
 # ratios beyond 16:1) are cropped before they are resized; see _centre_crop.
 MAX_RESIZED_PIXELS = RESIZE_SIDE * RESIZE_SIDE * 16
-MAX_SAME_MASS = 2  # concepts allowed to share one exact confidence (see WordNetRollup.concepts)
+# Bumped whenever the roll-up can name other concepts for the same probabilities (part of the
+# version Info reports). 2: names of equal mass no longer drop one another; synonyms share a place.
+ROLLUP_VERSION = 2
 
 
 @dataclass(frozen=True)
 class WordNetRollup:
-    """ImageNet class probabilities -> probability mass under each WordNet synset."""
+    """ImageNet class probabilities -> probability mass under each WordNet synset -> named concepts.
+
+    Synsets over exactly the same classes always carry the same mass: "ball",
+    "bubble", "form", "globule", "round shape" and "sphere" all stand over ImageNet's
+    one "bubble" class.  They are one concept said six ways, so they take one place
+    among the ``top`` and bring all their names; otherwise one photo of a wall clock
+    that looks a little like a bubble would spend six of its ten places on the bubble
+    and lose "clock".
+    """
 
     matrix: npt.NDArray[np.float32]  # [1000 classes, S synsets], 1 where the synset is above the class
     names: tuple[str, ...]  # display name per synset column ("cat", "coffee mug")
+    # Per synset column, the concept it names: columns over the same set of classes share one.
+    concept_of: npt.NDArray[np.intp]
 
     @classmethod
     def load(cls, path: Path, excluded: Sequence[str]) -> WordNetRollup:
@@ -84,26 +98,50 @@ class WordNetRollup:
                 if key in column:
                     matrix[entry["index"], column[key]] = 1.0
         names = tuple(doc["synsets"][key]["name"].lower() for key in keep)
-        return cls(matrix=matrix, names=names)
+        _, concept_of = np.unique(matrix.T, axis=0, return_inverse=True)
+        return cls(matrix=matrix, names=names, concept_of=concept_of.reshape(-1))
 
     def concepts(self, probabilities: npt.NDArray[np.float32], top: int, floor: float) -> list[Concept]:
+        """The names of the ``top`` concepts with the most mass (at least ``floor``): mass desc, then name.
+
+        Equal masses never drop a name: a confidently classified dog gives "canine",
+        "domestic animal" and "dog" one mass, and each is a name a caller may search by,
+        filter on or ask Explain about.  (Up to ROLLUP_VERSION 1 only two names per mass
+        were kept, in synset order, so "dog" was missing from every such dog.)  Those
+        three stand over different classes, so each takes a place; the synonyms of one
+        concept share theirs (see the class docstring).  Only ``top`` can part concepts
+        of equal mass, and then by name.
+        """
         mass = np.round((probabilities @ self.matrix).astype(np.float64), CONFIDENCE_DECIMALS)
         best: dict[str, float] = {}
-        same_mass: dict[float, int] = {}
-        # Most confident first; a name shared by two synsets keeps its best score.
-        for column in np.argsort(-mass, kind="stable")[: top * 8]:
-            score = float(mass[column])
-            if score < floor or score <= 0.0 or len(best) == top:
+        places: set[int] = set()
+        for score, columns in _levels(mass, floor):
+            if len(places) == top:  # all the synsets of a concept have its mass: every one was read
                 break
-            # Synsets with exactly the same mass cover the same likely classes
-            # (a chain like "drill rig" < "drilling platform" < "rig"): two names
-            # say it, more would crowd out concepts that add information.
-            if same_mass.get(score, 0) >= MAX_SAME_MASS or self.names[column] in best:
-                continue
-            same_mass[score] = same_mass.get(score, 0) + 1
-            best[self.names[column]] = score
-        ranked = sorted(best.items(), key=lambda item: (-item[1], item[0]))
-        return [Concept(name, min(score, 1.0)) for name, score in ranked[:top]]
+            for column in sorted(columns, key=self.names.__getitem__):
+                name, concept = self.names[column], int(self.concept_of[column])
+                if name in best:  # a name shared by two synsets keeps its best score
+                    continue
+                if concept not in places:
+                    if len(places) == top:  # a concept tied with the last one kept, later by name
+                        continue
+                    places.add(concept)
+                best[name] = min(score, 1.0)
+        return [Concept(name, score) for name, score in best.items()]  # read by mass desc, then name
+
+
+def _levels(mass: npt.NDArray[np.floating[Any]], floor: float) -> Iterator[tuple[float, list[int]]]:
+    """The synset columns by mass, strongest first, one list per mass; masses of 0 or below ``floor`` left out."""
+    order = np.argsort(-mass, kind="stable")
+    descending = mass[order]
+    start = 0
+    while start < order.size:
+        score = float(descending[start])
+        if score < floor or score <= 0.0:
+            return
+        end = int(np.searchsorted(-descending, -score, side="right"))
+        yield score, [int(column) for column in order[start:end]]
+        start = end
 
 
 @dataclass(frozen=True)
@@ -136,7 +174,7 @@ class LocalConceptSource:
         self.model = "efficientnet-lite0 (ImageNet-1k) + WordNet 3.0 roll-up"
         # Changes whenever the exported classifier or the hierarchy does (reported by Info).
         classifier, hierarchy = (file_fingerprint(models_dir, name) for name in (CLASSIFIER_FILE, HIERARCHY_FILE))
-        self.version = f"onnx={classifier},hierarchy={hierarchy}"
+        self.version = f"onnx={classifier},hierarchy={hierarchy},rollup={ROLLUP_VERSION}"
         self.feature_version = f"onnx={classifier}"  # the pooled feature depends on the classifier alone
 
     @property
