@@ -138,17 +138,19 @@ def test_the_pair_is_stored_unless_it_would_pass_index_max_concepts(encoder: Enc
     encoding = encoder.encode(photos["coffee"])
     request = pb.EncodeRequest(add_to_index=pb.AddToIndex(id="mug"))
     merged = [(c.name, c.confidence) for c in encoding.used]
-    assert len(merged) == 10
+    n = len(merged)
+    assert n >= 10  # ten concepts; one WordNet names several ways brings all its names
     stored = dict(stored_item(request, encoding, 200).concepts)
-    assert {NSFW, SFW} <= set(stored) and len(stored) == 12  # searchable and filterable by tag
-    assert list(stored_item(request, encoding, 12).concepts)[:10] == merged
-    assert list(stored_item(request, encoding, 11).concepts) == merged  # no room for both: left out, no failure
+    assert {NSFW, SFW} <= set(stored) and len(stored) == n + 2  # searchable and filterable by tag
+    assert list(stored_item(request, encoding, n + 2).concepts)[:n] == merged
+    assert list(stored_item(request, encoding, n + 1).concepts) == merged  # no room for both: left out, no failure
 
 
 def test_custom_concepts_count_before_the_pair(encoder: Encoder, photos: dict[str, bytes]) -> None:
     encoding = encoder.encode(photos["coffee"])
     custom = ConceptUse("my mug", 0.9, used=True)
     found = encoder.with_custom(encoding, [(custom, encoding.sdr)])
-    names = [name for name, _ in found.stored_concepts(12)]
+    n = len(encoding.used)
+    names = [name for name, _ in found.stored_concepts(n + 2)]
     assert "my mug" in names and NSFW not in names and SFW not in names
-    assert {NSFW, SFW} <= {name for name, _ in found.stored_concepts(13)}
+    assert {NSFW, SFW} <= {name for name, _ in found.stored_concepts(n + 3)}
