@@ -513,8 +513,9 @@ def test_encode_text_and_similar_terms_ask_the_retina(remote_stub: pb_grpc.Image
 def test_the_vocabulary_counts_only_terms_with_an_sdr(source: CorticalTermSource, fake: FakeCortical) -> None:
     fake.unknown.add("xyzzy")
     vocabulary = Vocabulary(["cat", "dog", "xyzzy"], source)
-    assert len(vocabulary) == 2  # Info publishes this: what SimilarTerms can answer with
+    assert len(vocabulary) == 3  # Info publishes this: before the build, the terms listed (never waits on it)
     assert [term for term, _ in vocabulary.nearest(Sdr.from_positions(fingerprint("cat"), 16384), 3)] == ["cat", "dog"]
+    assert len(vocabulary) == 2  # once built, what SimilarTerms can answer with
 
 
 def test_the_upstream_wait_reaches_the_caller(remote_stub: pb_grpc.Image2SdrStub, fake: FakeCortical) -> None:

@@ -5,7 +5,8 @@ vocabulary is a word list (by default the names of every concept the local
 classifier can report: the ImageNet classes and their WordNet ancestors), each
 term's SDR comes from the configured term provider (and its cache), and the
 nearest terms are found by exact overlap, a popcount over packed bits.
-The vocabulary is built on first use, so start-up stays fast.
+The vocabulary is built on first use (or on one background thread, ``warm``), so
+start-up stays fast; its size is known without building it (``len``), so Info is too.
 """
 
 from __future__ import annotations
@@ -50,10 +51,38 @@ class Vocabulary:
         # Built together on first use, or not at all: a failed build (an upstream
         # down) leaves nothing half-made behind, and the next call tries again.
         self._built_once: tuple[list[str], npt.NDArray[np.uint8]] | None = None
+        self._warming: threading.Thread | None = None
+        self._starting = threading.Lock()  # not _lock: a build holds that one for seconds
 
     def __len__(self) -> int:
-        """Terms that SimilarTerms can answer with: those the provider gave an SDR (builds on first use)."""
-        return len(self._built()[0])
+        """How many terms SimilarTerms answers from, known without building anything (Info reports it).
+
+        Once built: the terms the provider gave an SDR.  Before: the terms listed, the
+        same number for the local provider, which gives every term an SDR; a remote
+        one (Cortical.io) may not know some of them, and the number falls to what it
+        knows once the vocabulary is built.
+        """
+        built = self._built_once
+        return len(self._wanted) if built is None else len(built[0])
+
+    @property
+    def built(self) -> bool:
+        """Whether every term's SDR is at hand (SimilarTerms answers without waiting)."""
+        return self._built_once is not None
+
+    def warm(self) -> threading.Thread:
+        """Build the vocabulary on one background thread, so the first SimilarTerms need not wait for it.
+
+        For the server to call once it serves (never at import: a build asks the term
+        provider for every term, ~4 s for the default 1,800 with the local one).  At most
+        one thread: a second call returns the first one's.  A failure is logged, and the
+        first SimilarTerms tries again.
+        """
+        with self._starting:
+            if self._warming is None:
+                self._warming = threading.Thread(target=self._warm, name="vocabulary", daemon=True)
+                self._warming.start()
+            return self._warming
 
     def nearest(self, query: Sdr, k: int) -> list[tuple[str, int]]:
         """The k terms sharing most bits with ``query``: overlap desc, then term asc."""
@@ -64,6 +93,12 @@ class Vocabulary:
         # Sort key: overlap descending, then term ascending (terms are stored sorted).
         order = np.lexsort((np.arange(overlaps.size), -overlaps))[:k]
         return [(terms[i], int(overlaps[i])) for i in order]
+
+    def _warm(self) -> None:
+        try:
+            self._built()
+        except Exception:  # an upstream down, or the server closing its providers meanwhile
+            logger.warning("vocabulary not built in the background; the first SimilarTerms tries again", exc_info=True)
 
     def _built(self) -> tuple[list[str], npt.NDArray[np.uint8]]:
         with self._lock:
