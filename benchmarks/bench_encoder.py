@@ -30,9 +30,9 @@ import numpy as np
 from PIL import Image
 from skimage import data as skdata
 
-from image2sdr.server import encoder as encoder_module
 from image2sdr.server.config import Config, VisualConfig, load_config
 from image2sdr.server.encoder import Encoder, Encoding
+from image2sdr.server.encoder import decoding as encoder_module  # where fingerprints are made
 from image2sdr.server.merge import Merger, WeightedSdr
 from image2sdr.server.sdr import Sdr
 

@@ -1,31 +1,7 @@
-"""The encoder: image bytes -> concepts -> term SDRs -> one merged SDR, and how the image looks.
+"""The encoder's pipeline: image bytes -> concepts -> term SDRs -> one merged SDR, and how the image looks.
 
-``Encoder`` ties the stages together and knows nothing of gRPC.  Its
-providers are injected (``ConceptSource``, ``TermSource``), so a remote
-service can replace either stage; ``Encoder.from_config`` builds the embedded
-offline defaults.  Batches are the unit of work: images decode on a thread
-pool, the classifier sees the whole batch in one call, every distinct term of
-the batch is looked up once, and each image then merges on its own;
-``encode_many`` forms such batches from images with options of their own.
-A bad image fails only its own slot in a batch, whatever goes wrong with it;
-a failure of a whole stage (the classifier, a term provider) fails the images
-waiting on it, each in its own slot, and never the call that carries them.
-
-Every image also gets its fingerprint (SHA-256 of the bytes, pHash of the
-pixels) and, unless ``visual.enabled`` is off, its visual SDR: the local
-classifier's pooled feature projected by ``appearance``.  With the local
-concept provider one inference gives both the concepts and the feature; with
-Clarifai the local classifier runs once more per image, for the feature alone.
-``visual_share`` > 0 gives the merged SDR's first places to the visual SDR's
-strongest bits (``merge``).  An image whose encoding will be stored
-(``EncodeOptions.thumbnail``, set by the service for ``add_to_index``) also gets
-a small thumbnail when ``index.thumbnails`` is above 0 (``thumbnails``), made
-on the decode threads from the image already decoded, for the index to keep;
-queries, examples and Explain's variants do not pay its ~3 ms.
-
-With ``concepts.nsfw`` the provider gives its ``max_concepts`` as ever and the
-"nsfw"/"sfw" pair comes on top (``ConceptUse.label``): reported and stored, never
-merged, so the SDR is the one the provider's concepts give without the pair.
+See the package docstring for the stages; this module holds ``Encoder``, which
+runs them on a batch, and the per-image plan between them.
 """
 
 from __future__ import annotations
@@ -35,133 +11,35 @@ import re
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from dataclasses import dataclass, replace
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import TypeAdapter, ValidationError
 
-from .appearance import Appearance, FeatureResult
-from .concepts.base import Concept, ConceptResult, ConceptSource
-from .concepts.local import LocalConceptSource
-from .concepts.nsfw import MODERATION, WithNsfw
-from .config import Confidence, Config, MaxConcepts, Sparsity, VisualShare
-from .errors import (
-    ConfigError,
-    Image2SdrError,
-    InvalidInputError,
-    InvalidTermError,
-    ModelsMissingError,
-    UpstreamError,
-)
-from .fingerprints import Fingerprint, fingerprint
-from .imaging import DecodedImage, decode_image
-from .merge import Merger, MergeResult, WeightedSdr
-from .sdr import Sdr
-from .terms.base import TermSource, normalize_term
-from .terms.cache import CachedTermSource, TermCache
-from .thumbnails import check_format, make_thumbnail
+from ..appearance import Appearance, FeatureResult
+from ..concepts.base import Concept, ConceptResult, ConceptSource
+from ..concepts.local import LocalConceptSource
+from ..concepts.nsfw import MODERATION, WithNsfw
+from ..config import Config
+from ..errors import ConfigError, Image2SdrError, InvalidTermError, UpstreamError
+from ..fingerprints import Fingerprint
+from ..imaging import DecodedImage
+from ..merge import Merger, MergeResult, WeightedSdr
+from ..sdr import Sdr
+from ..terms.base import TermSource, normalize_term
+from ..terms.cache import CachedTermSource, TermCache
+from ..thumbnails import check_format
+from .decoding import Decoded, timed_decode, wants_thumbnail
+from .providers import appearance_for, classifier_of, close_provider, concept_source, term_source
+from .settings import Settings, resolve
+from .values import ConceptUse, EncodeOptions, Encoding, Outcome, StageTimings
 
-__all__ = ["ConceptUse", "EncodeOptions", "Encoder", "Encoding", "Outcome", "StageTimings"]
+__all__ = ["Encoder"]
 
 logger = logging.getLogger(__name__)
 
-T = TypeVar("T")
-
 # "no person", "no people": Clarifai's way of saying what is absent.
 _NEGATIVE = re.compile(r"^no\s+(?P<term>\S.*)$")
-
-
-@dataclass(frozen=True)
-class EncodeOptions:
-    """Per-request overrides; None takes the configured value."""
-
-    max_concepts: int | None = None
-    min_confidence: float | None = None
-    sparsity: float | None = None
-    visual_share: float | None = None  # share of the SDR's active bits taken from the visual SDR
-    # Internal (not in the proto): the encoding will be stored, so make its thumbnail
-    # (index.thumbnails). The service sets it for add_to_index; nothing else needs one.
-    thumbnail: bool = False
-
-
-@dataclass(frozen=True)
-class ConceptUse:
-    name: str
-    confidence: float
-    used: bool
-    reason: str = ""  # why a concept was skipped; empty when used
-    label: bool = False  # reported and stored but never merged, beside max_concepts (the nsfw/sfw pair)
-
-
-@dataclass(frozen=True)
-class StageTimings:
-    """Milliseconds per stage; batch-wide stages are shared out evenly per image."""
-
-    decode_ms: float = 0.0
-    concepts_ms: float = 0.0
-    terms_ms: float = 0.0
-    merge_ms: float = 0.0
-    appearance_ms: float = 0.0  # fingerprint and visual SDR projection (the feature comes with the concepts)
-
-
-@dataclass(frozen=True)
-class Encoding:
-    sdr: Sdr
-    concepts: tuple[ConceptUse, ...]  # as found, strongest first
-    short: bool  # the term SDRs' union held fewer than w bits
-    timings: StageTimings = field(default_factory=StageTimings)
-    visual: Sdr | None = None  # how the image looks (None: visual.enabled is off, or no image)
-    fingerprint: Fingerprint | None = None  # SHA-256 and pHash of the image (None: no image)
-    custom: tuple[ConceptUse, ...] = ()  # custom concepts found (concept_library); used: merged into sdr
-    # What the merge took, so that more terms (custom concepts) can be merged in later: ``with_terms``.
-    merged: tuple[WeightedSdr, ...] = field(default=(), compare=False, repr=False)
-    visual_bits: npt.NDArray[np.uint32] | None = field(default=None, compare=False, repr=False)
-    active_bits: int = field(default=0, compare=False, repr=False)
-    # WebP or JPEG bytes for the index (None: index.thumbnails is 0, or no image).
-    thumbnail: bytes | None = field(default=None, compare=False, repr=False)
-
-    @property
-    def used(self) -> tuple[ConceptUse, ...]:
-        return tuple(c for c in self.concepts if c.used)
-
-    @property
-    def skipped(self) -> tuple[ConceptUse, ...]:
-        return tuple(c for c in self.concepts if not c.used)
-
-    @property
-    def labels(self) -> tuple[ConceptUse, ...]:
-        """Concepts reported and stored but not merged (concepts.nsfw's pair)."""
-        return tuple(c for c in self.concepts if c.label)
-
-    def stored_concepts(self, max_concepts: int) -> tuple[tuple[str, float], ...]:
-        """What an add stores as the item's concepts: those merged (the provider's, then custom ones),
-        then the labels if all fit in ``max_concepts`` (index.max_concepts).
-
-        The labels come on top of the provider's max_concepts, and a concept may come
-        with several names (the local roll-up's synonyms), so an item could pass the
-        index's limit: then the labels are left out, and then the provider's weakest
-        names, rather than fail the add.
-        """
-        custom = tuple((c.name, c.confidence) for c in self.custom if c.used)
-        found = tuple((c.name, c.confidence) for c in self.used)[: max(max_concepts - len(custom), 0)]
-        merged = found + custom
-        labels = tuple((c.name, c.confidence) for c in self.labels)
-        return merged + labels if len(merged) + len(labels) <= max_concepts else merged
-
-
-# One image's result in a batch: its encoding, or what went wrong with it alone.
-# Core errors say what the caller did wrong; anything else is the server's fault.
-Outcome = Encoding | Exception
-
-
-@dataclass(frozen=True)
-class _Settings:
-    max_concepts: int
-    min_confidence: float
-    active_bits: int
-    visual_bits: int  # of active_bits, taken from the visual SDR: round(visual_share * active_bits)
 
 
 @dataclass(frozen=True)
@@ -211,20 +89,20 @@ class Encoder:
     @classmethod
     def from_config(cls, config: Config) -> Encoder:
         """The providers the config selects (default: the offline local ones), with the disk term cache."""
-        concepts = _concept_source(config)
+        concepts = concept_source(config)
         try:
-            appearance = _appearance(config, concepts)
-            terms = _term_source(config)
+            appearance = appearance_for(config, concepts)
+            terms = term_source(config)
         except BaseException:
-            _close(concepts)
+            close_provider(concepts)
             raise
         cache = TermCache(config.data_dir / "terms", config.terms.cache)
         return cls(config, concepts, CachedTermSource(terms, cache), appearance)
 
     def close(self) -> None:
         self._decoders.shutdown(wait=True)
-        _close(self.concept_source)
-        _close(self.term_source)  # a CachedTermSource closes its cache and its provider
+        close_provider(self.concept_source)
+        close_provider(self.term_source)  # a CachedTermSource closes its cache and its provider
 
     # -- public API --------------------------------------------------------
 
@@ -236,7 +114,7 @@ class Encoder:
 
     def encode_batch(self, images: Sequence[bytes], options: EncodeOptions | None = None) -> list[Outcome]:
         """One result per image, in order: its Encoding or the error for that image alone."""
-        return self._encode_batch(images, options, [_wants_thumbnail(options)] * len(images))
+        return self._encode_batch(images, options, [wants_thumbnail(options)] * len(images))
 
     def encode_many(self, requests: Sequence[tuple[bytes, EncodeOptions | None]]) -> list[Outcome]:
         """One result per (image, options), in order; images that share their options form one batch.
@@ -252,7 +130,7 @@ class Encoder:
             groups.setdefault(replace(options or EncodeOptions(), thumbnail=False), []).append(slot)
         results: list[Outcome | None] = [None] * len(requests)
         for options, slots in groups.items():
-            thumbnails = [_wants_thumbnail(requests[slot][1]) for slot in slots]
+            thumbnails = [wants_thumbnail(requests[slot][1]) for slot in slots]
             try:
                 outcomes = self._encode_batch([requests[slot][0] for slot in slots], options, thumbnails)
             except Exception as exc:  # the options themselves are bad: each of their images says so
@@ -306,30 +184,18 @@ class Encoder:
                     self.on_encoded(result)
         return [_filled(result) for result in results]
 
-    def _settings(self, options: EncodeOptions | None) -> _Settings:
-        options = options or EncodeOptions()
-        configured = self.config.concepts
-        max_concepts = _option("max_concepts", options.max_concepts, configured.max_concepts)
-        min_confidence = _option("min_confidence", options.min_confidence, configured.min_confidence)
-        sparsity = _option("sparsity", options.sparsity, self.config.sdr.sparsity)
-        visual_share = _option("visual_share", options.visual_share, self.config.sdr.visual_share)
-        if visual_share > 0 and self.appearance is None:
-            raise InvalidInputError(
-                f"visual_share {visual_share} asks for visual bits, but the visual SDR is off (visual.enabled)",
-                field="visual_share",
-            )
-        active_bits = self.config.sdr.active_bits_for(sparsity)
-        return _Settings(max_concepts, min_confidence, active_bits, round(visual_share * active_bits))
+    def _settings(self, options: EncodeOptions | None) -> Settings:
+        return resolve(self.config, options, visual=self.appearance is not None)
 
     def _decode_all(
         self, images: Sequence[bytes], thumbnails: Sequence[bool], results: list[Outcome | None]
-    ) -> tuple[list[tuple[int, DecodedImage]], list[_Decoded]]:
+    ) -> tuple[list[tuple[int, DecodedImage]], list[Decoded]]:
         side = self.concept_source.input_side
         outcomes = list(
-            self._decoders.map(lambda data, wanted: _timed_decode(data, self.config, side, wanted), images, thumbnails)
+            self._decoders.map(lambda data, wanted: timed_decode(data, self.config, side, wanted), images, thumbnails)
         )
         decoded: list[tuple[int, DecodedImage]] = []
-        timed: list[_Decoded] = []
+        timed: list[Decoded] = []
         for slot, outcome in enumerate(outcomes):
             if isinstance(outcome.image, Exception):
                 results[slot] = outcome.image
@@ -341,8 +207,8 @@ class Encoder:
     def _encode_decoded(
         self,
         decoded: list[tuple[int, DecodedImage]],
-        timed: list[_Decoded],
-        settings: _Settings,
+        timed: list[Decoded],
+        settings: Settings,
         results: list[Outcome | None],
     ) -> None:
         started = time.perf_counter()
@@ -374,7 +240,7 @@ class Encoder:
                     results[slot] = exc
 
     def _observe(
-        self, images: list[DecodedImage], settings: _Settings
+        self, images: list[DecodedImage], settings: Settings
     ) -> tuple[Sequence[ConceptResult], Sequence[FeatureResult | None]]:
         """Each image's concepts, and its pooled feature when the visual SDR is on."""
         source, appearance = self.concept_source, self.appearance
@@ -383,7 +249,7 @@ class Encoder:
             if (
                 isinstance(source, LocalConceptSource | WithNsfw)
                 and appearance is not None
-                and appearance.features is _classifier(source)
+                and appearance.features is classifier_of(source)
             ):
                 # One inference: the classifier's probabilities and its pooled feature together.
                 observed = source.observe(images, settings.max_concepts, settings.min_confidence)
@@ -400,7 +266,7 @@ class Encoder:
             return found, [exc] * len(images)
 
     def _looks(
-        self, timed: list[_Decoded], features: Sequence[FeatureResult | None], settings: _Settings
+        self, timed: list[Decoded], features: Sequence[FeatureResult | None], settings: Settings
     ) -> list[_Looks | Exception]:
         """Fingerprints (made while decoding) with the visual SDRs, projected as one batch."""
         looks: list[_Looks | Exception] = [
@@ -427,7 +293,7 @@ class Encoder:
             )
         return looks
 
-    def _plan(self, concepts: Sequence[Concept], settings: _Settings) -> _Plan:
+    def _plan(self, concepts: Sequence[Concept], settings: Settings) -> _Plan:
         plan = _Plan(uses=[], terms=[])
         # Keyed by sign too: "person" adds its bits and "no person" then subtracts from them.
         seen: dict[tuple[str, float], str] = {}
@@ -457,7 +323,7 @@ class Encoder:
         self,
         plan: _Plan,
         looked_up: dict[str, Sdr | None],
-        settings: _Settings,
+        settings: Settings,
         timings: StageTimings,
         look: _Looks | None = None,
     ) -> Encoding:
@@ -494,63 +360,6 @@ class Encoder:
         )
 
 
-# Remote providers are imported only when selected: their client libraries are
-# large, and an offline deployment need not load them.
-def _concept_source(config: Config) -> ConceptSource:
-    if config.concepts.provider == "clarifai":
-        from .concepts.clarifai import ClarifaiConceptSource  # noqa: PLC0415
-
-        source: ConceptSource = ClarifaiConceptSource.from_config(config.concepts.clarifai)
-    else:
-        source = LocalConceptSource(config.models_dir, config.concepts.local)
-    if not config.concepts.nsfw.enabled:
-        return source
-    try:
-        return WithNsfw.from_config(source, config.concepts.nsfw)
-    except BaseException:
-        _close(source)
-        raise
-
-
-def _classifier(source: ConceptSource) -> object:
-    """The provider under the nsfw wrapper: the local classifier the visual SDR can share."""
-    return source.base if isinstance(source, WithNsfw) else source
-
-
-def _appearance(config: Config, concepts: ConceptSource) -> Appearance | None:
-    """The visual SDR's projection and its feature source: the local classifier, shared when it gives the concepts."""
-    if not config.visual.enabled:
-        return None
-    local = _classifier(concepts)
-    if isinstance(local, LocalConceptSource):
-        return Appearance(local, config.visual, config.sdr)
-    try:
-        classifier = LocalConceptSource(config.models_dir, config.concepts.local)
-    except ModelsMissingError as exc:
-        raise ModelsMissingError(
-            f"{exc} (the visual SDR needs the local classifier, whatever the concept provider; "
-            "or set visual.enabled: false to run without visual SDRs)"
-        ) from exc
-    return Appearance(classifier, config.visual, config.sdr)
-
-
-def _term_source(config: Config) -> TermSource:
-    if config.terms.provider == "cortical":
-        from .terms.cortical import CorticalTermSource  # noqa: PLC0415
-
-        return CorticalTermSource.from_config(config.terms.cortical, config.sdr)
-    from .terms.local import LocalTermSource  # noqa: PLC0415  (loads a model)
-
-    return LocalTermSource(config.models_dir, config.terms.local, config.sdr)
-
-
-def _close(provider: object) -> None:
-    """Release what a provider holds (a channel, an HTTP client); local ones hold nothing to close."""
-    close = getattr(provider, "close", None)
-    if callable(close):
-        close()
-
-
 def _term_of(concept: Concept, min_confidence: float) -> tuple[str, str, float]:
     """(skip reason or "", normalised term, +1 or -1 for a negative concept)."""
     if not 0.0 <= concept.confidence <= 1.0:
@@ -565,67 +374,6 @@ def _term_of(concept: Concept, min_confidence: float) -> tuple[str, str, float]:
     if negative:
         return "", negative.group("term"), -1.0
     return "", term, 1.0
-
-
-@dataclass(frozen=True)
-class _Decoded:
-    image: DecodedImage | Exception
-    ms: float
-    fingerprint: Fingerprint | None = None  # None when the image did not decode
-    fingerprint_ms: float = 0.0  # the fingerprint's and the thumbnail's
-    thumbnail: bytes | None = None
-
-
-def _timed_decode(data: bytes, config: Config, side: int | None, thumbnail: bool) -> _Decoded:
-    # The fingerprint and thumbnail are made here, on the decode threads, while the image is at hand.
-    started = time.perf_counter()
-    try:
-        image = decode_image(data, config.image, side)
-    except Exception as exc:  # MemoryError included: this image fails, the batch goes on
-        return _Decoded(exc, (time.perf_counter() - started) * 1000)
-    decoded = time.perf_counter()
-    try:
-        found = fingerprint(data, image.image)
-        small = _thumbnail(image, config) if thumbnail else None
-    except Exception as exc:  # as for decoding: this image fails alone
-        return _Decoded(exc, (decoded - started) * 1000)
-    return _Decoded(image, (decoded - started) * 1000, found, (time.perf_counter() - decoded) * 1000, small)
-
-
-def _wants_thumbnail(options: EncodeOptions | None) -> bool:
-    return options is not None and options.thumbnail
-
-
-def _thumbnail(image: DecodedImage, config: Config) -> bytes | None:
-    """The image's thumbnail for the index, or None when they are off.
-
-    A JPEG decoded at a reduced scale (draft) keeps both sides at least the
-    classifier's input side (224 px or so): a thumbnail larger than that comes out
-    at the drafted size, never enlarged.
-    """
-    side = config.index.thumbnails
-    if not side:
-        return None
-    return make_thumbnail(image.image, side, config.index.thumbnail_format, config.index.thumbnail_quality)
-
-
-# A per-request option is held to the same bounds as the config field it overrides.
-_OPTION_BOUNDS: dict[str, TypeAdapter[Any]] = {
-    "max_concepts": TypeAdapter(MaxConcepts),
-    "min_confidence": TypeAdapter(Confidence),
-    "sparsity": TypeAdapter(Sparsity),
-    "visual_share": TypeAdapter(VisualShare),
-}
-
-
-def _option(name: str, value: T | None, configured: T) -> T:
-    if value is None:
-        return configured
-    try:
-        checked: T = _OPTION_BOUNDS[name].validate_python(value)
-    except ValidationError as exc:
-        raise InvalidInputError(f"{name}: {exc.errors()[0]['msg']}, got {value}", field=name) from None
-    return checked
 
 
 def _filled(result: Outcome | None) -> Outcome:

@@ -1,0 +1,61 @@
+"""An image's first stage, on the decode threads: pixels, fingerprint and (when stored) thumbnail.
+
+The fingerprint and the thumbnail are made here while the decoded image is at
+hand; an image that fails any of it fails alone (MemoryError included), and the
+batch goes on.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from ..config import Config
+from ..fingerprints import Fingerprint, fingerprint
+from ..imaging import DecodedImage, decode_image
+from ..thumbnails import make_thumbnail
+from .values import EncodeOptions
+
+__all__ = ["Decoded", "timed_decode", "wants_thumbnail"]
+
+
+@dataclass(frozen=True)
+class Decoded:
+    image: DecodedImage | Exception
+    ms: float
+    fingerprint: Fingerprint | None = None  # None when the image did not decode
+    fingerprint_ms: float = 0.0  # the fingerprint's and the thumbnail's
+    thumbnail: bytes | None = None
+
+
+def timed_decode(data: bytes, config: Config, side: int | None, thumbnail: bool) -> Decoded:
+    # The fingerprint and thumbnail are made here, on the decode threads, while the image is at hand.
+    started = time.perf_counter()
+    try:
+        image = decode_image(data, config.image, side)
+    except Exception as exc:  # MemoryError included: this image fails, the batch goes on
+        return Decoded(exc, (time.perf_counter() - started) * 1000)
+    decoded = time.perf_counter()
+    try:
+        found = fingerprint(data, image.image)
+        small = _thumbnail(image, config) if thumbnail else None
+    except Exception as exc:  # as for decoding: this image fails alone
+        return Decoded(exc, (decoded - started) * 1000)
+    return Decoded(image, (decoded - started) * 1000, found, (time.perf_counter() - decoded) * 1000, small)
+
+
+def wants_thumbnail(options: EncodeOptions | None) -> bool:
+    return options is not None and options.thumbnail
+
+
+def _thumbnail(image: DecodedImage, config: Config) -> bytes | None:
+    """The image's thumbnail for the index, or None when they are off.
+
+    A JPEG decoded at a reduced scale (draft) keeps both sides at least the
+    classifier's input side (224 px or so): a thumbnail larger than that comes out
+    at the drafted size, never enlarged.
+    """
+    side = config.index.thumbnails
+    if not side:
+        return None
+    return make_thumbnail(image.image, side, config.index.thumbnail_format, config.index.thumbnail_quality)
