@@ -1,0 +1,118 @@
+"""``concept define|ls|get|rm``: custom concepts taught by a few examples."""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+from pathlib import Path
+from typing import Any
+
+from .._types import (
+    ConceptExample,
+    CustomConcept,
+    StoredId,
+)
+from ._args import add_json
+from ._base import EXIT_OK, UsageError
+from ._connection import connect
+from ._files import require_files
+from ._output import bits_of, print_json, print_table
+
+
+def add_concept(commands: Any, connection: argparse.ArgumentParser) -> None:
+    concept = commands.add_parser(
+        "concept",
+        help="custom concepts taught by examples: define, ls, get, rm",
+        description="Custom concepts, taught by a few examples (no training run): the bits common among the "
+        "positives and rare among the negatives.  Once defined, `encode` reports them in the images that show "
+        "them and `similar --concept NAME` searches by them.",
+    )
+    actions = concept.add_subparsers(dest="action", required=True, metavar="ACTION")
+    define = actions.add_parser(
+        "define",
+        parents=[connection],
+        help="teach a concept by examples; an existing NAME is replaced",
+        description="Teach NAME by examples: images (--pos, --neg) or stored items (--pos-id, --neg-id), at least "
+        "3 positives.  Each option takes several values and may be repeated.",
+    )
+    define.add_argument("name", metavar="NAME")
+    examples = define.add_argument_group("examples")
+    examples.add_argument("--pos", nargs="+", action="extend", type=Path, default=[], metavar="IMG", help="show it")
+    examples.add_argument("--pos-id", nargs="+", action="extend", default=[], metavar="ID", help="stored, show it")
+    examples.add_argument("--neg", nargs="+", action="extend", type=Path, default=[], metavar="IMG", help="do not")
+    examples.add_argument("--neg-id", nargs="+", action="extend", default=[], metavar="ID", help="stored, do not")
+    add_json(define)
+    define.set_defaults(run=_run_concept_define, command="concept define")
+    listing = actions.add_parser("ls", aliases=["list"], parents=[connection], help="every custom concept, by name")
+    add_json(listing, "machine-readable output (with the SDRs)")
+    listing.set_defaults(run=_run_concept_list, command="concept ls")
+    get = actions.add_parser("get", parents=[connection], help="one custom concept")
+    get.add_argument("name", metavar="NAME")
+    add_json(get, "machine-readable output (with the SDRs)")
+    get.set_defaults(run=_run_concept_get, command="concept get")
+    remove = actions.add_parser("rm", aliases=["remove"], parents=[connection], help="forget a custom concept")
+    remove.add_argument("name", metavar="NAME")
+    remove.set_defaults(run=_run_concept_remove, command="concept rm")
+
+
+def _run_concept_define(args: argparse.Namespace) -> int:
+    require_files([*args.pos, *args.neg])
+    if not args.pos and not args.pos_id:
+        raise UsageError("give the examples that show it: --pos IMG ... and/or --pos-id ID ...")
+    positives: list[ConceptExample] = [*args.pos, *(StoredId(item_id) for item_id in args.pos_id)]
+    negatives: list[ConceptExample] = [*args.neg, *(StoredId(item_id) for item_id in args.neg_id)]
+    with connect(args) as client:
+        concept = client.define_concept(args.name, positives, negatives)
+    _print_concept(concept, as_json=args.json)
+    return EXIT_OK
+
+
+def _run_concept_list(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        concepts = client.list_concepts()
+    if args.json:
+        print_json(concepts)
+    else:
+        print_table(["NAME", "POS", "NEG", "F1", "UPDATED"], [_concept_row(concept) for concept in concepts])
+    return EXIT_OK
+
+
+def _run_concept_get(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        concept = client.get_concept(args.name)
+    _print_concept(concept, as_json=args.json)
+    return EXIT_OK
+
+
+def _run_concept_remove(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        client.remove_concept(args.name)
+    print(f"removed concept {args.name!r}")
+    return EXIT_OK
+
+
+def _updated(concept: CustomConcept) -> str:
+    moment = datetime.datetime.fromtimestamp(concept.updated_ms / 1000, tz=datetime.UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _concept_row(concept: CustomConcept) -> list[str]:
+    positives, negatives = str(concept.positives), str(concept.negatives)
+    return [concept.name, positives, negatives, f"{concept.fit.f1:.2f}", _updated(concept)]
+
+
+def _print_concept(concept: CustomConcept, *, as_json: bool) -> None:
+    if as_json:
+        print_json(concept)
+        return
+    fit = concept.fit
+    rows = [
+        ["name", concept.name],
+        ["examples", f"{concept.positives} positive, {concept.negatives} negative"],
+        ["fit", f"precision {fit.precision:.2f}, recall {fit.recall:.2f}, f1 {fit.f1:.2f} (leave-one-out)"],
+        ["threshold", f"{concept.threshold:.3g} (scale {concept.scale:.3g})"],
+        ["sdr", bits_of(concept.sdr)],
+        ["visual", "-" if concept.visual is None else bits_of(concept.visual)],
+        ["updated", _updated(concept)],
+    ]
+    print_table(["", ""], rows)
