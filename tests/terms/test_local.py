@@ -21,7 +21,7 @@ from image2sdr.server.terms.embedding import TextEmbedder
 from image2sdr.server.terms.local import LocalTermSource
 from image2sdr.server.terms.projection import SdrProjection, k_winners
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]  # the repository
 TERMS = ["cat", "kitten", "carburetor", "coffee mug", "hard hat", "helmet", "banana", "no person"]
 
 

@@ -36,7 +36,8 @@ from image2sdr.server.upstream import Secret
 from image2sdr.server.vocabulary import Vocabulary
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
-from tests.fake_upstreams import (
+from tests.helpers.servers import serving
+from tests.helpers.upstreams import (
     RETINA_SIZE,
     FakeClarifai,
     FakeCortical,
@@ -46,7 +47,6 @@ from tests.fake_upstreams import (
     start_clarifai,
     start_cortical,
 )
-from tests.helpers.servers import serving
 
 TIMEOUT = 60
 KEY_ENV = "IMAGE2SDR_TEST_CORTICAL_KEY"

@@ -31,8 +31,8 @@ from image2sdr.server.merge import Merger, WeightedSdr
 from image2sdr.server.upstream import RateLimiter, Secret, read_key
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
-from tests.fake_upstreams import FakeClarifai, FakeProxy, digest, start_clarifai
 from tests.helpers.servers import serving
+from tests.helpers.upstreams import FakeClarifai, FakeProxy, digest, start_clarifai
 
 TIMEOUT = 60
 KEY_ENV = "IMAGE2SDR_TEST_CLARIFAI_KEY"
