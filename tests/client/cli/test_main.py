@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import types
+from importlib import metadata
 from pathlib import Path
 
 import pytest
@@ -264,3 +265,10 @@ def test_png_paths_number_files_or_fill_a_directory(tmp_path: Path) -> None:
     assert cli.png_paths(images[:1], tmp_path / "sdr.png") == [tmp_path / "sdr.png"]
     assert cli.png_paths(images, tmp_path / "sdr.png") == [tmp_path / f"sdr-{i}.png" for i in (1, 2, 3)]
     assert cli.png_paths(images, tmp_path) == [tmp_path / "cat.png", tmp_path / "cat-2.png", tmp_path / "dog.png"]
+
+
+def test_the_package_exports_what_it_names_and_the_console_script_resolves() -> None:
+    assert all(getattr(cli, name, None) is not None for name in cli.__all__)
+    assert sorted(cli.__all__) == cli.__all__  # kept sorted, so a new name is seen
+    (script,) = (e for e in metadata.entry_points(group="console_scripts") if e.name == "image2sdr")
+    assert script.value == "image2sdr.client.cli:main" and script.load() is cli.main
