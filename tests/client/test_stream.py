@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,64 +26,23 @@ from image2sdr.client import (
     Unavailable,
     encode_frames,
 )
-from image2sdr.server.api import Server, create_server
-from image2sdr.server.api.server import open_index
-from image2sdr.server.config import Config, HttpConfig, ServiceConfig
-from image2sdr.server.index.protocol import ItemIndex
+from image2sdr.server.api import Server
+from tests.helpers.borrowed import BorrowedServer
 
 FRAMES = 12
 WINDOW = 4
 
 
-@dataclass
-class Restartable:
-    """A real server over the session's encoder and an index of its own, restartable on its port."""
-
-    config: Config
-    encoder: Any
-    index: ItemIndex
-    servers: list[Server] = field(default_factory=list)
-
-    @property
-    def address(self) -> str:
-        return self.servers[-1].address
-
-    def start(self) -> None:
-        port = self.servers[-1].port if self.servers else 0
-        config = self.config.model_copy(update={"service": self.config.service.model_copy(update={"port": port})})
-        self.servers.append(create_server(config, encoder=self.encoder, index=self.index))
-
-    def stop(self) -> None:
-        """The gRPC server stops at once (every stream broken); the encoder and index stay open."""
-        self.servers[-1].grpc_server.stop(0).wait()
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, service: Server, models_dir: Path) -> Iterator[Restartable]:
-    config = Config(
-        data_dir=tmp_path_factory.mktemp("stream-data"),
-        models_dir=models_dir,
-        service=ServiceConfig(port=0, shutdown_grace_s=0.0),
-        http=HttpConfig(enabled=False),
-    )
-    hook = service.encoder.on_encoded  # create_server points it at the new server's metrics: put it back after
-    restartable = Restartable(config, service.encoder, open_index(config))
+def server(tmp_path_factory: pytest.TempPathFactory, service: Server, models_dir: Path) -> Iterator[BorrowedServer]:
+    restartable = BorrowedServer(service.encoder, tmp_path_factory.mktemp("stream-data"), models_dir)
     restartable.start()
     yield restartable
-    restartable.stop()
-    for started in restartable.servers:
-        if started.maps is not None:
-            started.maps.close()
-    restartable.index.close()
-    service.encoder.on_encoded = hook
+    restartable.close()
 
 
 @pytest.fixture(scope="module")
-def expected(server: Restartable, photos: dict[str, bytes]) -> dict[bytes, Sdr]:
+def expected(server: BorrowedServer, photos: dict[str, bytes]) -> dict[bytes, Sdr]:
     """Each photo's SDR, from unary Encode: what every streamed frame of it must come back as."""
     with Image2SdrClient(server.address) as client:
         return {image: client.encode(image).sdr for image in photos.values()}
@@ -100,7 +58,7 @@ def _positions(results: list[Any]) -> list[int]:
 
 
 def test_a_restart_mid_stream_loses_no_frame_and_repeats_none(
-    server: Restartable, photos: dict[str, bytes], expected: dict[bytes, Sdr], tmp_path: Path
+    server: BorrowedServer, photos: dict[str, bytes], expected: dict[bytes, Sdr], tmp_path: Path
 ) -> None:
     images = _frames(photos, FRAMES)
     missing = tmp_path / "gone.jpg"  # unreadable here: an ItemError in its place, never sent
@@ -154,7 +112,7 @@ def test_a_restart_mid_stream_loses_no_frame_and_repeats_none(
 
 
 def test_a_server_that_does_not_come_back_loses_the_held_frames_explicitly_in_order(
-    server: Restartable, photos: dict[str, bytes], expected: dict[bytes, Sdr]
+    server: BorrowedServer, photos: dict[str, bytes], expected: dict[bytes, Sdr]
 ) -> None:
     images = _frames(photos, FRAMES)
     stopped_at = 5
@@ -188,7 +146,7 @@ def test_a_server_that_does_not_come_back_loses_the_held_frames_explicitly_in_or
 
 
 def test_frames_that_must_not_go_twice_are_lost_in_their_places_and_the_rest_go_on(
-    server: Restartable, photos: dict[str, bytes], expected: dict[bytes, Sdr]
+    server: BorrowedServer, photos: dict[str, bytes], expected: dict[bytes, Sdr]
 ) -> None:
     images = _frames(photos, 8)
     broken_at = 2
@@ -224,7 +182,7 @@ def test_frames_that_must_not_go_twice_are_lost_in_their_places_and_the_rest_go_
 
 
 def test_the_callers_iterator_failing_is_raised_after_the_frames_before_it(
-    server: Restartable, photos: dict[str, bytes]
+    server: BorrowedServer, photos: dict[str, bytes]
 ) -> None:
     def frames() -> Iterator[bytes]:
         yield from _frames(photos, 2)
@@ -237,7 +195,7 @@ def test_the_callers_iterator_failing_is_raised_after_the_frames_before_it(
     assert [result.request_id for result in results] == ["0", "1"]
 
 
-def test_bad_settings_are_refused(server: Restartable) -> None:
+def test_bad_settings_are_refused(server: BorrowedServer) -> None:
     with Image2SdrClient(server.address) as client:
         for settings in ({"window": 0}, {"max_reconnects": -1}, {"reconnect_timeout_s": 0}):
             with pytest.raises(ValueError, match="window"):
