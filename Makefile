@@ -6,7 +6,7 @@ MVENV := .venv-milvus
 PY := $(VENV)/bin/python
 MODELS := models
 
-.PHONY: setup models milvus-server chromium toolchains clients serve test test-fast bench bench-quality bench-visual bench-index bench-service bench-hostile bench-dupes bench-filters bench-concepts bench-explain bench-map lint clean proto proto-check stubs node-client
+.PHONY: setup models milvus-server chromium toolchains clients serve test test-fast bench bench-quality bench-visual bench-index bench-service bench-hostile bench-dupes bench-filters bench-concepts bench-explain bench-map lint clean proto proto-check stubs node-client example-htm conformance
 
 ## setup: the serving virtualenv (no torch in it)
 setup: $(VENV)/.installed
@@ -41,7 +41,7 @@ serve: setup models
 	$(VENV)/bin/image2sdr serve $(if $(CONFIG),--config $(CONFIG))
 
 ## test: the whole suite, real models, real files (and the Go, Java and Node clients against a real server)
-test: setup models milvus-server chromium clients
+test: setup models milvus-server chromium clients $(VENV)/.example-installed
 	$(PY) -m pytest
 
 ## test-fast: the tests that need no exported models (tests/conftest.py marks the others), without `make models`
@@ -103,6 +103,18 @@ bench-map: setup models $(VENV)/.bench-installed
 $(VENV)/.bench-installed: server/pyproject.toml
 	$(PY) -m pip install -q -e 'server[bench]'
 	touch $@
+
+## example-htm: the HTM example end to end (its requirements.txt: brainblocks, built once, PyAV, matplotlib); prints
+## frames/s from video file to anomaly score, each stage's share, spliced vs learned scores; writes docs/images/htm-anomaly.png
+example-htm: setup models $(VENV)/.example-installed
+	$(PY) examples/htm_anomaly/htm_anomaly.py --png docs/images/htm-anomaly.png
+$(VENV)/.example-installed: examples/htm_anomaly/requirements.txt
+	$(PY) -m pip install -q -r examples/htm_anomaly/requirements.txt
+	touch $@
+
+## conformance: the same cases through the Python, Node, Go and Java clients against one real server, timed
+conformance: setup models clients
+	$(PY) -m pytest tests/test_conformance.py -p no:cacheprovider -v --durations=0
 
 lint: setup
 	$(PY) -m ruff check server tests benchmarks client/image2sdr/client
