@@ -64,6 +64,8 @@ def test_dense_converts_both_ways() -> None:
     assert HtmSdr.from_dense(sdr.dense) == sdr  # the array's shape is the dimensions
     assert HtmSdr.from_dense(sdr.dense.ravel(), dimensions=[128, 128]) == sdr
     assert HtmSdr.from_dense(sdr.dense.tolist()) == sdr  # nested lists too
+    assert HtmSdr.from_dense(sdr.dense_view) == sdr  # and the memoryview, shape and all
+    assert HtmSdr.from_dense(sdr.dense.astype(bool)) == sdr
     other = HtmSdr([128, 128])
     other.dense = sdr.dense
     assert other == sdr
