@@ -293,10 +293,13 @@ class FrameStream(Iterator[FrameResult]):
 
     def _channel_ready(self) -> bool:
         """Waits, at most ``reconnect_timeout_s``, for the channel to connect (gRPC backs off between tries)."""
+        ready = grpc.channel_ready_future(self._client._channel)
         try:
-            grpc.channel_ready_future(self._client._channel).result(timeout=self._reconnect_timeout_s)
+            ready.result(timeout=self._reconnect_timeout_s)
         except grpc.FutureTimeoutError:
             return False
+        finally:
+            ready.cancel()  # stops watching the channel (a no-op once it is ready)
         return True
 
     # -- gRPC's request thread: frames in, requests out -------------------------------------
