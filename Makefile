@@ -6,7 +6,7 @@ MVENV := .venv-milvus
 PY := $(VENV)/bin/python
 MODELS := models
 
-.PHONY: setup models milvus-server chromium serve test test-fast bench bench-quality bench-visual bench-index bench-service bench-hostile bench-dupes bench-filters bench-concepts bench-explain bench-map lint clean proto proto-check stubs node-client
+.PHONY: setup models milvus-server chromium toolchains clients serve test test-fast bench bench-quality bench-visual bench-index bench-service bench-hostile bench-dupes bench-filters bench-concepts bench-explain bench-map lint clean proto proto-check stubs node-client example-htm conformance
 
 ## setup: the serving virtualenv (no torch in it)
 setup: $(VENV)/.installed
@@ -40,8 +40,8 @@ CONFIG ?=
 serve: setup models
 	$(VENV)/bin/image2sdr serve $(if $(CONFIG),--config $(CONFIG))
 
-## test: the whole suite, real models, real files
-test: setup models milvus-server chromium
+## test: the whole suite, real models, real files (and the Go, Java and Node clients against a real server)
+test: setup models milvus-server chromium clients $(VENV)/.example-installed
 	$(PY) -m pytest
 
 ## test-fast: the tests that need no exported models (tests/conftest.py marks the others), without `make models`
@@ -104,6 +104,18 @@ $(VENV)/.bench-installed: server/pyproject.toml
 	$(PY) -m pip install -q -e 'server[bench]'
 	touch $@
 
+## example-htm: the HTM example end to end (its requirements.txt: brainblocks, built once, PyAV, matplotlib); prints
+## frames/s from video file to anomaly score, each stage's share, spliced vs learned scores; writes docs/images/htm-anomaly.png
+example-htm: setup models $(VENV)/.example-installed
+	$(PY) examples/htm_anomaly/htm_anomaly.py --png docs/images/htm-anomaly.png
+$(VENV)/.example-installed: examples/htm_anomaly/requirements.txt
+	$(PY) -m pip install -q -r examples/htm_anomaly/requirements.txt
+	touch $@
+
+## conformance: the same cases through the Python, Node, Go and Java clients against one real server, timed
+conformance: setup models clients
+	$(PY) -m pytest tests/test_conformance.py -p no:cacheprovider -v --durations=0
+
 lint: setup
 	$(PY) -m ruff check server tests benchmarks client/image2sdr/client
 	$(PY) -m ruff format --check server tests benchmarks client/image2sdr/client
@@ -130,15 +142,32 @@ proto: setup
 proto-check: proto
 	git diff --exit-code -- client/image2sdr/v1
 
-## stubs: Node (TypeScript types for grpc-js), Go and Java stubs in gen/ (not committed)
+## toolchains: Debian's Go and Java gRPC toolchains and libraries for the Go and Java clients (apt, as `make chromium`)
+# package:a file it installs (installed when the file is missing).  GOPATH mode: Debian ships the Go
+# libraries as source under /usr/share/gocode, and no module proxy is reachable.
+TOOLCHAIN := protobuf-compiler:/usr/bin/protoc \
+	golang-go:/usr/bin/go protoc-gen-go:/usr/bin/protoc-gen-go protoc-gen-go-grpc:/usr/bin/protoc-gen-go-grpc \
+	golang-google-grpc-dev:/usr/share/gocode/src/google.golang.org/grpc \
+	golang-google-protobuf-dev:/usr/share/gocode/src/google.golang.org/protobuf \
+	golang-github-golang-protobuf-1-5-dev:/usr/share/gocode/src/github.com/golang/protobuf/internal/gengogrpc \
+	golang-google-genproto-dev:/usr/share/gocode/src/google.golang.org/genproto/googleapis/rpc/errdetails \
+	openjdk-17-jdk-headless:/usr/lib/jvm/java-17-openjdk-amd64/bin/javac \
+	protobuf-compiler-grpc-java-plugin:/usr/bin/grpc_java_plugin libgrpc-java:/usr/share/java/grpc-netty.jar \
+	libprotobuf-java:/usr/share/java/protobuf.jar libgoogle-common-protos-java:/usr/share/java/proto-google-common-protos.jar \
+	libnetty-java:/usr/share/java/netty-codec-http2.jar libperfmark-java:/usr/share/java/perfmark-api.jar \
+	libgoogle-gson-java:/usr/share/java/gson.jar libguava-java:/usr/share/java/guava.jar \
+	libgeronimo-annotation-1.3-spec-java:/usr/share/java/geronimo-annotation-1.3-spec.jar
+toolchains:
+	@missing=; for pair in $(TOOLCHAIN); do test -e $${pair#*:} || missing="$$missing $${pair%%:*}"; done; \
+	if [ -n "$$missing" ]; then echo "installing$$missing"; \
+		$(SUDO) $(APT) update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq $$missing >/dev/null; fi
+
+## stubs: Node (TypeScript types for grpc-js), Go and Java stubs in gen/ (not committed), made again when the proto changes
 # Go and Java use Debian's protoc and plugins (grpcio-tools' protoc has no Java generator);
 # the well-known types come from grpcio-tools, google/rpc from googleapis-common-protos.
-stubs: setup node-client
-	@missing=; for tool in protoc:protobuf-compiler protoc-gen-go:protoc-gen-go protoc-gen-go-grpc:protoc-gen-go-grpc \
-		grpc_java_plugin:protobuf-compiler-grpc-java-plugin; do \
-		command -v $${tool%%:*} >/dev/null || missing="$$missing $${tool#*:}"; done; \
-	if [ -n "$$missing" ]; then echo "installing$$missing"; $(APT) update -qq && $(APT) install -y -qq $$missing >/dev/null; fi
-	rm -rf $(GEN) && mkdir -p $(GEN)/node $(GEN)/go $(GEN)/java
+stubs: $(GEN)/.stubs
+$(GEN)/.stubs: $(PROTO) $(VENV)/.installed client/node/node_modules/.installed | toolchains
+	rm -rf $(GEN)/node $(GEN)/go $(GEN)/java && mkdir -p $(GEN)/node $(GEN)/go $(GEN)/java
 	cd client/node && npx proto-loader-gen-types --grpcLib=@grpc/grpc-js --keepCase --longs=String --enums=String \
 		--defaults --oneofs --includeDirs=../../protos --includeDirs=protos --outDir=../../$(GEN)/node image2sdr/v1/image2sdr.proto
 	protoc -I protos -I $(GOOGLEAPIS) -I $(WELL_KNOWN) \
@@ -146,6 +175,37 @@ stubs: setup node-client
 		--go-grpc_out=$(GEN)/go --go-grpc_opt=paths=source_relative \
 		--plugin=protoc-gen-grpc-java=$$(command -v grpc_java_plugin) --java_out=$(GEN)/java --grpc-java_out=$(GEN)/java \
 		$(PROTO)
+	touch $@
+
+## clients: the Go and Java clients compiled once (gen/bin/image2sdr-conformance{,-java}) and the Node client's dependencies
+clients: $(GEN)/bin/image2sdr-conformance $(GEN)/bin/image2sdr-conformance-java node-client
+
+# The Go client in GOPATH mode: gen/gopath/src/github.com/image2sdr/image2sdr/{gen/go,client/go} link to the
+# stubs and client/go (the proto's go_package), Debian's libraries come from /usr/share/gocode.
+GO_PATH := $(GEN)/gopath
+GO_ROOT_PKG := github.com/image2sdr/image2sdr
+GO_ENV := GO111MODULE=off GOPATH=$(CURDIR)/$(GO_PATH):/usr/share/gocode
+GO_PACKAGES := $(GO_ROOT_PKG)/client/go/image2sdr $(GO_ROOT_PKG)/client/go/cmd/image2sdr-conformance
+$(GEN)/bin/image2sdr-conformance: $(GEN)/.stubs $(wildcard client/go/*/*.go client/go/cmd/*/*.go)
+	mkdir -p $(GO_PATH)/src/$(GO_ROOT_PKG)/gen $(GO_PATH)/src/$(GO_ROOT_PKG)/client $(GEN)/bin
+	ln -sfn $(CURDIR)/$(GEN)/go $(GO_PATH)/src/$(GO_ROOT_PKG)/gen/go
+	ln -sfn $(CURDIR)/client/go $(GO_PATH)/src/$(GO_ROOT_PKG)/client/go
+	@test -z "$$(gofmt -l client/go)" || (echo "gofmt would change: $$(gofmt -l client/go)"; exit 1)
+	$(GO_ENV) go vet $(GO_PACKAGES)
+	$(GO_ENV) go build -o $@ $(GO_ROOT_PKG)/client/go/cmd/image2sdr-conformance
+
+# The Java client against Debian's jars; the launcher script carries the classpath.
+JAVA_JARS := grpc-api grpc-core grpc-netty grpc-protobuf grpc-protobuf-lite grpc-stub grpc-context protobuf \
+	proto-google-common-protos guava perfmark-api gson geronimo-annotation-1.3-spec netty-buffer netty-codec \
+	netty-codec-http netty-codec-http2 netty-common netty-handler netty-resolver netty-transport \
+	netty-transport-native-unix-common
+JAVA_CLASSPATH := $(subst $(eval) ,:,$(foreach jar,$(JAVA_JARS),/usr/share/java/$(jar).jar))
+JAVA_CLASSES := $(GEN)/java-classes
+$(GEN)/bin/image2sdr-conformance-java: $(GEN)/.stubs $(shell find client/java -name '*.java' 2>/dev/null)
+	rm -rf $(JAVA_CLASSES) && mkdir -p $(JAVA_CLASSES) $(GEN)/bin
+	javac -nowarn -encoding UTF-8 -d $(JAVA_CLASSES) -cp $(JAVA_CLASSPATH) $$(find $(GEN)/java client/java -name '*.java')
+	printf '#!/bin/sh\nexec java -cp "%s:%s" io.image2sdr.client.Conformance "$$@"\n' "$(CURDIR)/$(JAVA_CLASSES)" "$(JAVA_CLASSPATH)" > $@
+	chmod +x $@
 
 ## node-client: install the Node client's dependencies (client/node/package-lock.json)
 node-client: client/node/node_modules/.installed

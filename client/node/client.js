@@ -1,8 +1,7 @@
 #!/usr/bin/env node
 // A small Node.js client for image2sdr.v1.Image2Sdr.
 //
-// It loads the contract at run time with @grpc/proto-loader (no generated code),
-// then: Encode of the first image, EncodeStream of every image into the index
+// It loads the contract at run time through image2sdr.js (no generated code), then: Encode of the first image, EncodeStream of every image into the index
 // (checking that answers come back in request order), FindSimilar by the id
 // of the first stored image, and FindDuplicates of the first image's bytes
 // (its stored copy, at least).  Results are printed as one JSON document.
@@ -14,19 +13,7 @@ const fs = require('node:fs');
 const path = require('node:path');
 const { parseArgs } = require('node:util');
 const grpc = require('@grpc/grpc-js');
-const protoLoader = require('@grpc/proto-loader');
-
-// The contract lives at the top of the repository; google/rpc/status.proto is a
-// verbatim copy from googleapis kept beside this file (see client/README.md).
-const INCLUDE_DIRS = [path.join(__dirname, '..', '..', 'protos'), path.join(__dirname, 'protos')];
-const LOADER_OPTIONS = {
-  keepCase: true, // the proto's field names: request_id, add_to_index
-  longs: String,
-  enums: String,
-  defaults: true,
-  oneofs: true,
-  includeDirs: INCLUDE_DIRS,
-};
+const { loadService } = require('./image2sdr');
 
 const USAGE = `usage: node client.js [options] ADDRESS IMAGE...
 
@@ -82,11 +69,6 @@ function parse(argv) {
     idPrefix: values['id-prefix'],
     remove: values.remove,
   };
-}
-
-function loadService() {
-  const definition = protoLoader.loadSync('image2sdr/v1/image2sdr.proto', LOADER_OPTIONS);
-  return grpc.loadPackageDefinition(definition).image2sdr.v1.Image2Sdr;
 }
 
 function connect(Service, options) {

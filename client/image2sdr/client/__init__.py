@@ -7,6 +7,10 @@ Example::
     with Image2SdrClient("localhost:50051") as client:
         encoding = client.encode("cat.jpg")
         print(encoding.sdr.active, [c.name for c in encoding.concepts if c.used])
+
+For HTM models: ``HtmSdr.from_sdr(encoding.sdr)`` reads like htm.core's ``SDR``
+(``dimensions``, ``size``, ``sparse``, ``dense``), and ``encode_frames(client, frames)``
+keeps an EncodeStream open over endless frames, reconnecting without losing or repeating one.
 """
 
 from ._client import (
@@ -35,6 +39,8 @@ from ._exceptions import (
     Unavailable,
     Unimplemented,
 )
+from ._htm import HtmSdr, SdrLike
+from ._stream import FrameResult, FrameStream, LostFrame, StreamStats, encode_frames
 from ._types import (
     Concept,
     ConceptCondition,
@@ -95,6 +101,9 @@ __all__ = [
     "FieldViolation",
     "Filter",
     "Fingerprint",
+    "FrameResult",
+    "FrameStream",
+    "HtmSdr",
     "Image2SdrClient",
     "Image2SdrError",
     "ImageSource",
@@ -105,6 +114,7 @@ __all__ = [
     "ItemError",
     "ItemPage",
     "Limits",
+    "LostFrame",
     "MapCell",
     "MapJob",
     "MapState",
@@ -117,14 +127,17 @@ __all__ = [
     "QuotaViolation",
     "ResourceExhausted",
     "Sdr",
+    "SdrLike",
     "Space",
     "StageTimings",
     "StoredId",
+    "StreamStats",
     "TermMatch",
     "TermOverlap",
     "Unauthenticated",
     "Unavailable",
     "Unimplemented",
     "UseClientDefault",
+    "encode_frames",
     "read_image",
 ]

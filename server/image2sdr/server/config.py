@@ -181,10 +181,10 @@ class ConceptsConfig(_Section):
     provider: Literal["local", "clarifai"] = "local"
     max_concepts: MaxConcepts = 10  # concepts kept per image
     min_confidence: Confidence = 0.0  # concepts below are left out
-    local: LocalConceptsConfig = LocalConceptsConfig()
     clarifai: ClarifaiConceptsConfig = ClarifaiConceptsConfig()
     custom: CustomConceptsConfig = CustomConceptsConfig()
     nsfw: NsfwConceptsConfig = NsfwConceptsConfig()
+    local: LocalConceptsConfig = LocalConceptsConfig()  # last: it holds the long WordNet list
 
 
 class LocalTermsConfig(_Section):
@@ -233,15 +233,17 @@ class MilvusConfig(_Section):
     uri: str = ""
     # Variable holding the token ("user:password" or an API key); unset or empty = no auth. Never logged.
     token_env: str = Field("MILVUS_TOKEN", pattern=_ENV_NAME)
-    # Prefix of the collections: <collection>_semantic (items), _visual, _phash, _concepts (custom concepts).
+    # Prefix of the five collections: <collection>_semantic (items), _visual, _phash, _concepts
+    # (custom concepts), _thumbs (thumbnails).
     collection: str = Field("image2sdr", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,200}$")
     shards: int = Field(1, ge=1, le=64)  # shards_num of each collection, set when it is created
     load_replicas: int = Field(1, ge=1, le=64)  # in-memory replicas (query nodes) per collection
     # Bounded: reads may miss writes of the last few seconds, and cost nothing extra.
-    # Session: this process reads its own writes. Strong: every write, ~0.2 s per read here.
+    # Session: this process reads its own writes. Strong: every write, 0.2-1.3 s per call on the
+    # test server (docs/index.md, Consistency).
     consistency_level: Literal["Strong", "Session", "Bounded", "Eventually"] = "Bounded"
     # BIN_FLAT: exact Hamming scan, sharded across query nodes. BIN_IVF_FLAT: approximate
-    # (nlist lists, nprobe scanned), see the README before choosing it. The embedded engine
+    # (nlist lists, nprobe scanned), see docs/benchmarks.md before choosing it. The embedded engine
     # builds BIN_FLAT whatever this says.
     index_type: Literal["BIN_FLAT", "BIN_IVF_FLAT"] = "BIN_FLAT"
     nlist: int = Field(1024, ge=1, le=65536)  # BIN_IVF_FLAT lists
@@ -269,7 +271,7 @@ class IndexConfig(_Section):
     max_metadata_bytes: int = Field(4096, ge=0)  # UTF-8 bytes of keys + values per item
     max_concepts: int = Field(200, ge=0)  # (term, confidence) pairs kept per item
     # What counts as a copy of a stored image (FindDuplicates, add_to_index.on_duplicate;
-    # per request overridable). Chosen with `make bench-dupes`: see the README.
+    # per request overridable). Chosen with `make bench-dupes`: see docs/appearance.md.
     duplicate_max_phash_distance: int = Field(10, ge=0, le=64)  # near-exact: pHash within this many bits of 64
     duplicate_min_visual_share: float = Field(0.45, ge=0.0, le=1.0)  # transformed: this share of visual bits shared
     # Extra code bits set so that every SDR with up to this many active bits looks
@@ -416,18 +418,20 @@ class HttpConfig(_Section):
 
 
 class Config(_Section):
+    # In the order a user sets them (config_example.yml follows it): where the service
+    # listens, where items are kept, then the models and providers, then maps and explain.
     data_dir: Path = Path("data")  # term cache, index store and snapshots live here
     models_dir: Path = Path("models")  # written by `make models`
+    service: ServiceConfig = ServiceConfig()
+    http: HttpConfig = HttpConfig()
+    index: IndexConfig = IndexConfig()
     sdr: SdrConfig = SdrConfig()
     image: ImageConfig = ImageConfig()
     concepts: ConceptsConfig = ConceptsConfig()
     terms: TermsConfig = TermsConfig()
     visual: VisualConfig = VisualConfig()
-    index: IndexConfig = IndexConfig()
-    service: ServiceConfig = ServiceConfig()
     maps: MapsConfig = MapsConfig()
     explain: ExplainConfig = ExplainConfig()
-    http: HttpConfig = HttpConfig()
 
     @model_validator(mode="after")
     def _retina_fits(self) -> Config:
