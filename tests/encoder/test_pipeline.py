@@ -25,7 +25,7 @@ from image2sdr.server.errors import (
     InvalidTermError,
     PixelLimitError,
 )
-from tests.helpers.images import encode_png, png_with_header
+from tests.helpers.images import encode_png, png_with_header, sample_photo
 
 
 @pytest.fixture(scope="module")
@@ -256,3 +256,17 @@ def test_a_thumbnail_only_when_the_encoding_will_be_stored(
     assert calls == [2]  # stored or not, one batch: only the thumbnail differs
     assert not isinstance(stored, Exception) and stored.thumbnail is not None
     assert not isinstance(asked, Exception) and asked.thumbnail is None
+
+
+def test_stored_concepts_fit_the_index_limit_leaving_out_the_weakest_names(encoder: Encoder) -> None:
+    """Synonyms bring all their names (the clock photo: ten concepts, more names), so an add could pass
+    index.max_concepts: the provider's weakest names are left out instead, custom concepts kept."""
+    encoding = encoder.encode(sample_photo("clock"))
+    names = [(c.name, c.confidence) for c in encoding.used]
+    assert len(names) > 10
+    assert list(encoding.stored_concepts(200)) == names
+    assert list(encoding.stored_concepts(10)) == names[:10]
+    rocket = encoder.term_sdr("rocket")
+    assert rocket is not None
+    custom = encoder.with_custom(encoding, [(ConceptUse("launch pad", 0.9, used=True), rocket)])
+    assert list(custom.stored_concepts(10)) == [*names[:9], ("launch pad", 0.9)]
