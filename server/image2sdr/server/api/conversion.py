@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 from image2sdr.v1 import image2sdr_pb2 as pb
 
-from ..concept_library import Defined
 from ..config import IndexConfig, SdrConfig
+from ..custom_concepts import Defined
 from ..encoder import ConceptUse, EncodeOptions, Encoding
 from ..errors import InvalidInputError
 from ..explain import Explanation

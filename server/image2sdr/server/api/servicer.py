@@ -21,9 +21,8 @@ from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 
 from ..batching import OrderedBatcher
-from ..concept_library import ConceptLibrary
 from ..config import Config
-from ..custom_concepts import ConceptSet, Example
+from ..custom_concepts import ConceptLibrary, ConceptSet, Example
 from ..encoder import ConceptUse, EncodeOptions, Encoder, Encoding, Outcome
 from ..errors import Image2SdrError, InvalidInputError, NoFingerprintError, NoSdrInSpaceError, NotFoundError
 from ..explain import WORK_SIDE, ConceptTarget, Target, custom_target, explain, like_target, plan_grid, sends_bytes

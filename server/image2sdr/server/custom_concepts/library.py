@@ -1,9 +1,9 @@
 """The custom concepts a service knows: defined from examples, kept in the index, found in encodings.
 
-``custom_concepts`` holds the arithmetic (a concept's SDRs, threshold and
-confidence scale from its examples); this module keeps the definitions in the
-index (durable, and shared by every replica of a Milvus-backed service) and
-scores each encoding against all of them at once (``ConceptSet``).
+``fit`` holds the arithmetic (a concept's SDRs, threshold and confidence scale
+from its examples); this module keeps the definitions in the index (durable, and
+shared by every replica of a Milvus-backed service, as ``document`` JSON) and
+scores each encoding against all of them at once (``scoring.ConceptSet``).
 
 Encode never waits on the index for them. The library holds a copy of the
 definitions, read once when the service starts and refreshed in the background
@@ -24,18 +24,21 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from .config import Config
-from .custom_concepts import MIN_POSITIVES, ConceptDocumentError, ConceptSet, CustomConcept, Example, define
-from .errors import (
+from ..config import Config
+from ..errors import (
     ConceptNotFoundError,
     IndexClosedError,
     InvalidInputError,
     LimitExceededError,
     NotFoundError,
 )
-from .index.checks import check_concept_name
-from .index.protocol import SEMANTIC, VISUAL, ItemIndex, StoredConcept
-from .sdr import Sdr
+from ..index.checks import check_concept_name
+from ..index.protocol import SEMANTIC, VISUAL, ItemIndex, StoredConcept
+from ..sdr import Sdr
+from .concept import MIN_POSITIVES, ConceptDocumentError, CustomConcept, Example
+from .document import from_document, to_document
+from .fit import define
+from .scoring import ConceptSet
 
 __all__ = ["ConceptLibrary", "Defined", "Detection"]
 
@@ -119,7 +122,7 @@ class ConceptLibrary:
                 "the positive examples share no bit that the negatives lack: give examples that show one thing",
                 field="positives",
             )
-        stored = self.index.put_concept(name, concept.to_document())
+        stored = self.index.put_concept(name, to_document(concept))
         defined = Defined(concept, stored.updated_ms)
         self._change(lambda known: {**known, name: defined})
         return defined
@@ -187,7 +190,7 @@ class ConceptLibrary:
         return found
 
     def _parse(self, stored: StoredConcept) -> Defined:
-        return Defined(CustomConcept.from_document(stored.name, stored.document, self.sdr_size), stored.updated_ms)
+        return Defined(from_document(stored.name, stored.document, self.sdr_size), stored.updated_ms)
 
     def _copy_of(self, known: Mapping[str, Defined]) -> _Copy:
         concepts = [defined.concept for _, defined in sorted(known.items())]

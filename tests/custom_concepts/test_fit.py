@@ -1,4 +1,4 @@
-"""Custom concepts from examples: real Sdr values, clustered like images of one subject."""
+"""Custom concepts from examples (fit, document, scoring): real Sdr values, clustered like images of one subject."""
 
 from __future__ import annotations
 
@@ -17,14 +17,20 @@ from image2sdr.server.custom_concepts import (
     CustomConcept,
     Example,
     define,
+    from_document,
+    to_document,
 )
 from image2sdr.server.encoder import Encoder
 from image2sdr.server.errors import InvalidInputError
 from image2sdr.server.sdr import Sdr
 from tests.helpers.images import encode_jpeg
-from tests.index_helpers import SIZE, random_sdr
 
+SIZE = 16384
 ACTIVE = 328
+
+
+def random_sdr(rng: np.random.Generator, active: int, size: int = SIZE) -> Sdr:
+    return Sdr.from_positions(np.sort(rng.choice(size, active, replace=False)), size)
 
 
 def near(base: np.ndarray, rng: np.random.Generator, keep: int = 240) -> Sdr:
@@ -89,7 +95,7 @@ def test_same_examples_in_any_order_give_the_same_concept() -> None:
         active_bits=ACTIVE,
         sdr_size=SIZE,
     )
-    assert again.to_document() == first.to_document()
+    assert to_document(again) == to_document(first)
 
 
 def test_fewer_than_three_positives_are_refused() -> None:
@@ -174,13 +180,13 @@ def test_examples_that_do_not_separate_make_a_concept_that_is_never_present() ->
 
 def test_document_round_trip() -> None:
     concept = teach()
-    document = concept.to_document()
+    document = to_document(concept)
     assert json.loads(document)["version"] == DOCUMENT_VERSION
-    again = CustomConcept.from_document("storefront", document, SIZE)
+    again = from_document("storefront", document, SIZE)
     assert again.sdrs == concept.sdrs
     assert again.fits == concept.fits
     assert again.report == concept.report
-    assert again.to_document() == document
+    assert to_document(again) == document
     image = sdrs(examples(1, 1, start=3)[0])
     assert again.confidence(image) == concept.confidence(image)
 
@@ -211,18 +217,18 @@ def _damaged(document: str, change: str) -> str:
 )
 def test_damaged_documents_are_refused(change: str) -> None:
     with pytest.raises(ConceptDocumentError, match="storefront"):
-        CustomConcept.from_document("storefront", _damaged(teach().to_document(), change), SIZE)
+        from_document("storefront", _damaged(to_document(teach()), change), SIZE)
 
 
 @pytest.mark.parametrize("document", ["", "not json", "[]", "{}", '{"version": 1}', '{"version": "1"}'])
 def test_corrupt_documents_are_refused(document: str) -> None:
     with pytest.raises(ConceptDocumentError):
-        CustomConcept.from_document("c", document, SIZE)
+        from_document("c", document, SIZE)
 
 
 def test_document_of_another_sdr_size_is_refused() -> None:
     with pytest.raises(ConceptDocumentError, match="define it again"):
-        CustomConcept.from_document("c", teach().to_document(), 4096)
+        from_document("c", to_document(teach()), 4096)
 
 
 def test_concept_set_scores_as_each_concept_alone() -> None:

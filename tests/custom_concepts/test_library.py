@@ -1,4 +1,4 @@
-"""The custom concepts a service keeps (concept_library.py), on a real index on disk."""
+"""The custom concepts a service keeps (custom_concepts/library.py), on a real index on disk."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from image2sdr.server.concept_library import ConceptLibrary
 from image2sdr.server.config import Config, CustomConceptsConfig, IndexConfig
-from image2sdr.server.custom_concepts import Example
+from image2sdr.server.custom_concepts import ConceptLibrary, Example
 from image2sdr.server.errors import ConceptNotFoundError, InvalidInputError, LimitExceededError
 from image2sdr.server.index import Item, SdrIndex
 from image2sdr.server.sdr import Sdr
-from tests.index_helpers import SIZE
 
 ACTIVE = 328
+
+SIZE = 16384
 
 
 def near(base: np.ndarray, rng: np.random.Generator, keep: int = 240) -> Sdr:
