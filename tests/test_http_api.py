@@ -29,6 +29,7 @@ from image2sdr.server.api import Server, create_server
 from image2sdr.server.config import Config, HttpConfig, ServiceConfig, TlsConfig
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
+from tests.helpers.images import half_size, mirrored
 from tests.helpers.tls import certificate
 
 TIMEOUT = 120
@@ -167,6 +168,39 @@ def test_a_removed_item_is_not_found_with_a_status_naming_it(http: httpx.Client,
     body = status_of(http.get("/v1/items/rocket"), 404, grpc.StatusCode.NOT_FOUND)
     assert detail(body, "ResourceInfo")["resourceName"] == "rocket"
     stored.remove("rocket")
+
+
+def test_on_duplicate_in_the_query_is_honoured(http: httpx.Client, photos: dict[str, bytes]) -> None:
+    """Any valid on_duplicate, in any of its spellings (it answered 500: the enum wrapper was called)."""
+    jpeg = {"Content-Type": "image/jpeg"}
+    assert ok(http.post("/v1/encode?add=dupe-a", content=photos["astronaut"], headers=jpeg))["indexed"]
+    for value in ("skip", "SKIP", "ON_DUPLICATE_SKIP"):
+        skipped = ok(
+            http.post(f"/v1/encode?add=dupe-b&on_duplicate={value}", content=photos["astronaut"], headers=jpeg)
+        )
+        assert not skipped.get("indexed") and skipped["duplicate"]["id"] == "dupe-a", value
+    replaced = ok(http.post("/v1/encode?add=dupe-c&on_duplicate=replace", content=photos["astronaut"], headers=jpeg))
+    assert replaced["indexed"] and replaced["replaced"] == ["dupe-a"]
+    kept = ok(http.post("/v1/encode?add=dupe-d&on_duplicate=keep", content=photos["astronaut"], headers=jpeg))
+    assert kept["indexed"]
+    for item_id in ("dupe-c", "dupe-d"):  # the module's listing test counts what it stored
+        assert ok(http.delete(f"/v1/items/{item_id}")) == {}
+    status_of(http.get("/v1/items/dupe-b"), 404, grpc.StatusCode.NOT_FOUND)
+
+
+def test_a_custom_concept_named_with_a_slash_is_reachable(http: httpx.Client, photos: dict[str, bytes]) -> None:
+    """Every name the API accepts can be read and removed again (cats%2Fdogs answered 404)."""
+    chelsea = photos["chelsea"]
+    positives = [
+        {"image": base64.b64encode(image).decode()} for image in (chelsea, half_size(chelsea), mirrored(chelsea))
+    ]
+    defined = ok(http.post("/v1/concepts", json={"name": "cats/dogs", "positives": positives}))
+    assert defined["name"] == "cats/dogs"
+    assert ok(http.get("/v1/concepts/cats%2Fdogs"))["name"] == "cats/dogs"
+    assert "cats/dogs" in [c["name"] for c in ok(http.get("/v1/concepts"))["concepts"]]
+    assert ok(http.delete("/v1/concepts/cats%2Fdogs")) == {}
+    body = status_of(http.get("/v1/concepts/cats%2Fdogs"), 404, grpc.StatusCode.NOT_FOUND)
+    assert detail(body, "ResourceInfo")["resourceName"] == "cats/dogs"
 
 
 # -- refusals -----------------------------------------------------------------------------

@@ -400,7 +400,7 @@ def _on_duplicate(name: str, add: str | None) -> pb.OnDuplicate:
         raise bad_request("on_duplicate goes with add (the id to store under)", "on_duplicate")
     full = name.upper() if name.upper().startswith("ON_DUPLICATE_") else f"ON_DUPLICATE_{name.upper()}"
     try:
-        return pb.OnDuplicate(pb.OnDuplicate.Value(full))
+        return pb.OnDuplicate.Value(full)  # the enum wrapper maps names to numbers; it is not a type to call
     except ValueError:
         raise bad_request(f"on_duplicate is KEEP, SKIP or REPLACE, not {name!r}", "on_duplicate") from None
 
@@ -513,8 +513,9 @@ def _add_routes(app: FastAPI, *, serve_metrics: bool) -> None:
     add("/v1/info", _info, methods=["GET"], name="Info")
     add("/v1/maps/{job_id}", _get_map, methods=["GET"], name="GetMap")
     add("/v1/concepts", _list_concepts, methods=["GET"], name="ListConcepts")
-    add("/v1/concepts/{name}", _get_concept, methods=["GET"], name="GetConcept")
-    add("/v1/concepts/{name}", _remove_concept, methods=["DELETE"], name="RemoveConcept")
+    # :path, as for items: a name the API accepts may hold "/" ("cats/dogs", sent as cats%2Fdogs).
+    add("/v1/concepts/{name:path}", _get_concept, methods=["GET"], name="GetConcept")
+    add("/v1/concepts/{name:path}", _remove_concept, methods=["DELETE"], name="RemoveConcept")
     add("/healthz", _healthz, methods=["GET"], name="healthz")
     if serve_metrics:
         add("/metrics", _metrics, methods=["GET"], name="metrics", include_in_schema=False)
