@@ -189,6 +189,54 @@ def test_errors_shown_from_the_status_body(page: Page, base_url: str, tmp_path: 
     expect(error).to_have_text(f"{message['message']} (HTTP 400)")
 
 
+def test_the_id_follows_the_chosen_image_and_replacing_asks_first(page: Page, base_url: str, tmp_path: Path) -> None:
+    cat, mug = tmp_path / "cat-photo.jpg", tmp_path / "mug-photo.jpg"
+    cat.write_bytes(encode_jpeg(skdata.chelsea()))
+    mug.write_bytes(encode_jpeg(skdata.coffee()))
+    asked: list[str] = []
+    replies: list[bool] = []  # how the test answers each confirm, in order
+
+    def answer(dialog: Dialog) -> None:
+        asked.append(dialog.message)
+        if replies.pop(0):
+            dialog.accept()
+        else:
+            dialog.dismiss()
+
+    page.on("dialog", answer)
+    page.goto(f"{base_url}/")
+    status, add_id = page.get_by_test_id("status"), page.get_by_test_id("add-id")
+    page.get_by_test_id("image-input").set_input_files(str(cat))
+    expect(add_id).to_have_value("cat-photo")
+    expect(status).to_contain_text("Encoded cat-photo.jpg in")
+    page.get_by_test_id("add-button").click()
+    expect(status).to_have_text("Added cat-photo")
+    stored = page.request.get(f"{base_url}/v1/items/cat-photo").json()
+
+    # Another image proposes its own id, not the one the last image was stored under.
+    page.get_by_test_id("image-input").set_input_files(str(mug))
+    expect(add_id).to_have_value("mug-photo")
+    expect(status).to_contain_text("Encoded mug-photo.jpg in")
+
+    # Added over a stored id on purpose: asked first; cancelled, nothing is stored.
+    add_id.fill("cat-photo")
+    replies.append(False)
+    page.get_by_test_id("add-button").click()
+    expect(status).to_have_text("Not added: cat-photo is stored already")
+    assert len(asked) == 1 and "cat-photo" in asked[0] and "Replace" in asked[0]
+    assert page.request.get(f"{base_url}/v1/items/cat-photo").json()["sdr"] == stored["sdr"]
+
+    # Confirmed, it replaces the stored item, and says so.
+    replies.append(True)
+    page.get_by_test_id("add-button").click()
+    expect(status).to_have_text("Replaced cat-photo")
+    assert len(asked) == 2
+    replaced = page.request.get(f"{base_url}/v1/items/cat-photo").json()
+    assert replaced["sdr"] != stored["sdr"]
+    expect(page.get_by_test_id("collection-total")).to_contain_text("1 item,")
+    assert page.request.delete(f"{base_url}/v1/items/cat-photo").ok  # the next test starts from an empty index
+
+
 def test_token_asked_on_401_and_kept_for_the_tab(page: Page, token_url: str) -> None:
     asked: list[str] = []
 

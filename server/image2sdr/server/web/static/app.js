@@ -195,6 +195,11 @@ function querySdr() {
   return currentSpace() === "SPACE_VISUAL" ? state.query.visual : state.query.semantic;
 }
 
+/** The id an image proposes for itself: its file name without the extension. */
+function idFor(file) {
+  return (file.name || "image").replace(/\.[^.]*$/, "");
+}
+
 async function encodeFile(file, id) {
   const form = new FormData();
   form.append("image", file, file.name || "image");
@@ -209,7 +214,8 @@ const chooseFile = guarded(async (file) => {
   if (preview.src) URL.revokeObjectURL(preview.src);
   preview.src = URL.createObjectURL(file);
   preview.hidden = false;
-  if (!$("add-id").value) $("add-id").value = (file.name || "image").replace(/\.[^.]*$/, "");
+  // Each image proposes its own id: keeping the previous one would store this image over that item.
+  $("add-id").value = idFor(file);
   setStatus(`Encoding ${file.name}…`);
   const encoded = await encodeFile(file);
   renderConcepts(encoded.concepts);
@@ -310,10 +316,17 @@ async function chooseMatch(id, button) {
 const addToCollection = guarded(async () => {
   const id = $("add-id").value.trim();
   if (!state.file || !id) return;
-  setStatus(`Adding ${id}…`);
+  // Adding under a stored id replaces that item: said, and only once confirmed.
+  const found = await api("POST", "/v1/items:exist", { ids: [id] });
+  const replacing = Boolean(found.exists && found.exists[0]);
+  if (replacing && !window.confirm(`An item with the id “${id}” is stored already. Replace it with this image?`)) {
+    setStatus(`Not added: ${id} is stored already`);
+    return;
+  }
+  setStatus(`${replacing ? "Replacing" : "Adding"} ${id}…`);
   const encoded = await encodeFile(state.file, id);
   state.items.delete(id);
-  if (encoded.indexed) setStatus(`Added ${id}`);
+  if (encoded.indexed) setStatus(`${replacing ? "Replaced" : "Added"} ${id}`);
   else setStatus(`Not added: ${encoded.duplicate ? `a copy is stored as ${encoded.duplicate.id}` : "the server kept none"}`);
   await Promise.all([loadPage(), refreshQuery(), loadInfo()]);
 });
