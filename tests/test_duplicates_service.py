@@ -19,8 +19,8 @@ from google.rpc import error_details_pb2, status_pb2
 from skimage import data as skdata
 
 from image2sdr.client import cli
-from image2sdr.server.api import Server
 from image2sdr.server.sdr import Sdr
+from image2sdr.server.serve import Server
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 from tests.helpers.images import encode_jpeg, half_size, mirrored

@@ -20,12 +20,12 @@ import grpc
 import numpy as np
 import pytest
 
-from image2sdr.server.api import Server
-from image2sdr.server.api.stream_limits import StreamSlots, peer_host
 from image2sdr.server.config import IndexConfig
 from image2sdr.server.errors import StreamLimitError
+from image2sdr.server.grpc_api.stream_limits import StreamSlots, peer_host
 from image2sdr.server.index import SdrIndex
 from image2sdr.server.sdr import Sdr
+from image2sdr.server.serve import Server
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 from tests.helpers.hostile import broken_colour_profile_png, odd_strip_offsets_tiff, thin_png

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from image2sdr.server.api import Server, create_server
 from image2sdr.server.config import Config, HttpConfig, MapsConfig, ServiceConfig
 from image2sdr.server.sdr import Sdr
+from image2sdr.server.serve import Server, create_server
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 from tests.helpers.images import sample_photo as photo

@@ -13,11 +13,11 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from image2sdr.server.api import SERVICE_NAME, Server, create_server
 from image2sdr.server.config import Config, HttpConfig, ServiceConfig
 from image2sdr.server.encoder import Encoding, StageTimings
 from image2sdr.server.metrics import STAGES, Metrics
 from image2sdr.server.sdr import Sdr
+from image2sdr.server.serve import SERVICE_NAME, Server, create_server
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 

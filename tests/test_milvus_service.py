@@ -19,9 +19,9 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from image2sdr.server.api import Server, create_server
 from image2sdr.server.config import Config, HttpConfig, IndexConfig, MilvusConfig, ServiceConfig
 from image2sdr.server.errors import UpstreamError
+from image2sdr.server.serve import Server, create_server
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 from tests.helpers.milvus import MilvusServer

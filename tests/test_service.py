@@ -17,12 +17,12 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from PIL import Image
 
-from image2sdr.server.api import Server
-from image2sdr.server.api.servicer import MAX_IDS_PER_CALL
-from image2sdr.server.api.stream_limits import StreamSlots
 from image2sdr.server.config import LocalConceptsConfig, ServiceConfig
 from image2sdr.server.encoder import EncodeOptions, Encoding
+from image2sdr.server.grpc_api.stream_limits import StreamSlots
 from image2sdr.server.index.protocol import AddOutcome, Item
+from image2sdr.server.serve import Server
+from image2sdr.server.usecases.items import MAX_IDS_PER_CALL
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 from tests.helpers.images import png_with_header

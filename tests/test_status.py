@@ -8,7 +8,7 @@ import pytest
 from google.rpc import code_pb2, error_details_pb2
 
 from image2sdr.server import errors
-from image2sdr.server.api import status
+from image2sdr.server.messages import status
 
 DOCUMENTED = re.compile(r"^\s+(\w+)\s+->\s+([A-Z_]+)", re.MULTILINE)
 

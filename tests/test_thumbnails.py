@@ -25,7 +25,6 @@ from PIL import Image
 from skimage import data as skdata
 
 from image2sdr.client import Image2SdrClient
-from image2sdr.server.api import Server, create_server
 from image2sdr.server.config import Config, HttpConfig, IndexConfig, MilvusConfig, ServiceConfig
 from image2sdr.server.errors import ConfigError
 from image2sdr.server.fingerprints import Fingerprint
@@ -34,6 +33,7 @@ from image2sdr.server.index import milvus as milvus_module
 from image2sdr.server.index.sdr_index import STORE_FILE
 from image2sdr.server.index.store import SCHEMA_VERSION
 from image2sdr.server.sdr import Sdr
+from image2sdr.server.serve import Server, create_server
 from image2sdr.server.thumbnails import make_thumbnail
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc

@@ -1,9 +1,11 @@
-"""The HTTP/JSON API through a real server: uvicorn beside gRPC, real models, real HTTP calls.
+"""The HTTP/JSON API: the ASGI app in process (Starlette's TestClient), beside a real gRPC server.
 
-One server on port 0 (both protocols) with the real models and a real index on disk;
-the photos are scikit-image's.  What the HTTP side answers is checked against what
-gRPC answers for the same bytes (one contract, one implementation), and each refusal
-for its HTTP status and its google.rpc.Status body.
+One server on port 0 (both protocols, on the session's encoder) with a real index on
+disk; most calls go to its use cases through the app in process, and the tests where
+the socket is the point (a stalled upload, a body that stops coming, TLS, Nagle) use
+its real uvicorn port.  The photos are scikit-image's.  What the HTTP side answers is
+checked against what gRPC answers for the same bytes (one contract, one implementation),
+and each refusal for its HTTP status and its google.rpc.Status body.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import queue
 import socket
 import ssl
 import threading
@@ -24,9 +27,12 @@ import httpx
 import pytest
 from google.protobuf import json_format
 from PIL import Image
+from starlette.testclient import TestClient
 
-from image2sdr.server.api import Server, create_server
 from image2sdr.server.config import Config, HttpConfig, ServiceConfig, TlsConfig
+from image2sdr.server.encoder import Encoder
+from image2sdr.server.http_api import create_app
+from image2sdr.server.serve import Server, create_server
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 from tests.helpers.images import half_size, mirrored
@@ -48,14 +54,23 @@ def config_for(data_dir: Path, models_dir: Path) -> Config:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Server]:
-    started = create_server(config_for(tmp_path_factory.mktemp("http") / "data", models_dir))
+def server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path, shared_encoder: Encoder) -> Iterator[Server]:
+    started = create_server(config_for(tmp_path_factory.mktemp("http") / "data", models_dir), encoder=shared_encoder)
     yield started
     started.stop()
 
 
 @pytest.fixture(scope="module")
-def http(server: Server) -> Iterator[httpx.Client]:
+def http(server: Server, models_dir: Path) -> Iterator[httpx.Client]:
+    """The server's HTTP app, called in process: its use cases and metrics, no socket."""
+    app = create_app(server.cases, config_for(Path("unused"), models_dir), server.metrics)
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def socket_http(server: Server) -> Iterator[httpx.Client]:
+    """The same server over its real socket (uvicorn)."""
     with httpx.Client(base_url=f"http://127.0.0.1:{server.http_port}", timeout=TIMEOUT) as client:
         yield client
 
@@ -261,24 +276,22 @@ def test_bad_query_parameters_and_unknown_routes_answer_a_status(http: httpx.Cli
 
 
 def test_the_token_guards_all_but_health_and_the_page(
-    tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+    server: Server, models_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv(TOKEN_ENV, "s3cret-token")  # read when the server starts, as on the gRPC side
-    guarded = create_server(config_for(tmp_path / "data", models_dir))
-    try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{guarded.http_port}", timeout=TIMEOUT) as client:
-            for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret-token"}):
-                response = client.get("/v1/info", headers=headers)
-                status_of(response, 401, grpc.StatusCode.UNAUTHENTICATED)
-                assert "s3cret" not in response.text
-            status_of(client.get("/openapi.json"), 401, grpc.StatusCode.UNAUTHENTICATED)
-            assert ok(client.get("/v1/info", headers={"Authorization": "Bearer s3cret-token"}))["serverVersion"]
-            assert ok(client.get("/healthz")) == {"status": "SERVING"}
-            page = client.get("/")  # the page asks for the token itself
-            assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
-            assert client.get("/static/none.css").status_code == 404
-    finally:
-        guarded.stop()
+    monkeypatch.setenv(TOKEN_ENV, "s3cret-token")  # read when the app is made, as on the gRPC side
+    guarded = create_app(server.cases, config_for(Path("unused"), models_dir))
+    with TestClient(guarded, base_url="http://127.0.0.1") as client:
+        for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": "Basic s3cret-token"}):
+            response = client.get("/v1/info", headers=headers)
+            status_of(response, 401, grpc.StatusCode.UNAUTHENTICATED)
+            assert "s3cret" not in response.text
+        status_of(client.get("/openapi.json"), 401, grpc.StatusCode.UNAUTHENTICATED)
+        assert ok(client.get("/v1/info", headers={"Authorization": "Bearer s3cret-token"}))["serverVersion"]
+        assert ok(client.get("/v1/info", headers={"Authorization": "bearer s3cret-token"}))["serverVersion"]
+        assert ok(client.get("/healthz")) == {"status": "SERVING"}
+        page = client.get("/")  # the page asks for the token itself
+        assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+        assert client.get("/static/none.css").status_code == 404
 
 
 def test_cors_preflight_is_allowed_only_for_configured_origins(http: httpx.Client) -> None:
@@ -311,7 +324,7 @@ def test_http_calls_are_counted_by_rpc_and_status(http: httpx.Client) -> None:
     assert encode_errors() == before + 3
 
 
-def test_mutual_tls_uses_the_grpc_side_files(tmp_path: Path, models_dir: Path) -> None:
+def test_mutual_tls_uses_the_grpc_side_files(tmp_path: Path, models_dir: Path, shared_encoder: Encoder) -> None:
     ca_cert, _, ca_key, ca_name = certificate("test CA", ca=True)
     files = {"ca": ca_cert}
     for name in ("server", "client"):
@@ -320,7 +333,8 @@ def test_mutual_tls_uses_the_grpc_side_files(tmp_path: Path, models_dir: Path) -
         (tmp_path / name).write_bytes(content)
     tls = TlsConfig(cert_file=tmp_path / "server.crt", key_file=tmp_path / "server.key", client_ca_file=tmp_path / "ca")
     config = config_for(tmp_path / "data", models_dir)
-    secure = create_server(config.model_copy(update={"service": config.service.model_copy(update={"tls": tls})}))
+    secure_config = config.model_copy(update={"service": config.service.model_copy(update={"tls": tls})})
+    secure = create_server(secure_config, encoder=shared_encoder)
     try:
         url = f"https://localhost:{secure.http_port}"
         trusting = ssl.create_default_context(cafile=tmp_path / "ca")
@@ -334,11 +348,32 @@ def test_mutual_tls_uses_the_grpc_side_files(tmp_path: Path, models_dir: Path) -
         secure.stop()
 
 
+def test_healthz_and_grpc_health_read_one_state(server: Server, http: httpx.Client, socket_http: httpx.Client) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: PLC0415
+
+    def grpc_health() -> int:
+        with grpc.insecure_channel(server.address) as channel:
+            request = health_pb2.HealthCheckRequest()
+            return int(health_pb2_grpc.HealthStub(channel).Check(request, timeout=TIMEOUT).status)
+
+    try:
+        server.cases.health.set(False, "the index is unavailable")
+        answer = http.get("/healthz")
+        assert answer.status_code == 503
+        assert answer.json() == {"status": "NOT_SERVING", "reason": "the index is unavailable"}
+        assert socket_http.get("/healthz").status_code == 503
+        assert grpc_health() == health_pb2.HealthCheckResponse.NOT_SERVING
+    finally:
+        server.cases.health.set(True)
+    assert ok(http.get("/healthz")) == {"status": "SERVING"}
+    assert grpc_health() == health_pb2.HealthCheckResponse.SERVING
+
+
 # -- one side does not hold the other -----------------------------------------------------
 
 
 def test_grpc_and_http_serve_while_an_upload_stalls(
-    server: Server, http: httpx.Client, stub: pb_grpc.Image2SdrStub, photos: dict[str, bytes]
+    server: Server, socket_http: httpx.Client, stub: pb_grpc.Image2SdrStub, photos: dict[str, bytes]
 ) -> None:
     head = (
         f"POST /v1/encode HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
@@ -349,49 +384,67 @@ def test_grpc_and_http_serve_while_an_upload_stalls(
         started = time.monotonic()
         answer = stub.Encode(pb.EncodeRequest(image=photos["coffee"]), timeout=TIMEOUT)
         assert len(answer.sdr.active) > 0
-        assert ok(http.get("/healthz")) == {"status": "SERVING"}
-        assert ok(http.post("/v1/text", json={"text": "coffee"}))["term"] == "coffee"
+        assert ok(socket_http.get("/healthz")) == {"status": "SERVING"}
+        assert ok(socket_http.post("/v1/text", json={"text": "coffee"}))["term"] == "coffee"
         assert time.monotonic() - started < TIMEOUT
 
 
-@pytest.fixture(scope="module")
-def narrow(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Server]:
+def narrow_config(models_dir: Path) -> Config:
     """One handler slot (so 4 may wait) and a 2 s body timeout."""
-    config = config_for(tmp_path_factory.mktemp("narrow") / "data", models_dir)
-    config = config.model_copy(
+    config = config_for(Path("unused"), models_dir)
+    return config.model_copy(
         update={"http": config.http.model_copy(update={"max_concurrent": 1, "body_timeout_s": 2.0})}
     )
-    started = create_server(config)
+
+
+@pytest.fixture(scope="module")
+def narrow(tmp_path_factory: pytest.TempPathFactory, models_dir: Path, shared_encoder: Encoder) -> Iterator[Server]:
+    config = narrow_config(models_dir).model_copy(update={"data_dir": tmp_path_factory.mktemp("narrow") / "data"})
+    started = create_server(config, encoder=shared_encoder)
     yield started
     started.stop()
 
 
-def test_calls_past_the_waiting_room_get_429_while_healthz_answers(narrow: Server, photos: dict[str, bytes]) -> None:
-    base = f"http://127.0.0.1:{narrow.http_port}"
-    image = base64.b64encode(photos["coffee"]).decode()
-    slow = {"image": image, "concept": "espresso", "patch": 40, "stride": 20}  # hundreds of occluded images
-    answers: list[int] = []
-    finished = threading.Event()
+def test_calls_past_the_waiting_room_get_429_while_healthz_answers(
+    server: Server, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one slot is held by the test itself until it lets go: no call's speed decides anything."""
+    holding, release = threading.Event(), threading.Event()
+    info = server.cases.info
 
-    def explain() -> None:
-        with httpx.Client(base_url=base, timeout=TIMEOUT) as client:
-            answers.append(client.post("/v1/explain", json=slow).status_code)
-        finished.set()
+    def held() -> Any:
+        holding.set()
+        assert release.wait(TIMEOUT), "the test never let the slot go"
+        return info()
 
-    callers = [threading.Thread(target=explain) for _ in range(7)]  # 1 running + 4 waiting + 2 refused
-    for caller in callers:
-        caller.start()
-    with httpx.Client(base_url=base, timeout=TIMEOUT) as client:
-        while len(answers) < 2 and not finished.is_set():  # the two refusals come at once
-            time.sleep(0.05)
-        assert sorted(answers)[:2] == [429, 429]
+    monkeypatch.setattr(server.cases, "info", held)
+    app = create_app(server.cases, narrow_config(models_dir))
+    calls = app.state.calls
+    answers: queue.Queue[int] = queue.Queue()
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+
+        def ask() -> None:
+            answers.put(client.get("/v1/info").status_code)
+
+        running = threading.Thread(target=ask)
+        running.start()
+        assert holding.wait(TIMEOUT)  # the slot is taken
+        waiting = [threading.Thread(target=ask) for _ in range(4)]
+        for caller in waiting:
+            caller.start()
+        deadline = time.monotonic() + TIMEOUT
+        while calls.waiting < 4:  # a condition, not a time: each of them is queued for the slot
+            assert time.monotonic() < deadline, f"{calls.waiting} calls waiting, 4 expected"
+            threading.Event().wait(0.01)
+        for _ in range(2):  # past the waiting room: refused at once
+            status_of(client.get("/v1/info"), 429, grpc.StatusCode.RESOURCE_EXHAUSTED)
         assert ok(client.get("/healthz")) == {"status": "SERVING"}  # waiting calls hold no worker thread
-        assert len(answers) == 2  # ... and the explanations are still going
-        refused = client.post("/v1/explain", json=slow)  # the waiting room is still full
-        status_of(refused, 429, grpc.StatusCode.RESOURCE_EXHAUSTED)
-    for caller in callers:
-        caller.join(TIMEOUT * 4)
-    assert sorted(answers) == [200] * 5 + [429] * 2
+        assert answers.empty()  # ... and none of the five has been answered
+        release.set()
+        for caller in [running, *waiting]:
+            caller.join(TIMEOUT)
+    assert sorted(answers.get_nowait() for _ in range(5)) == [200] * 5
+    assert answers.empty()
 
 
 def test_a_body_that_stops_coming_gets_408(narrow: Server) -> None:
@@ -411,7 +464,7 @@ def test_a_body_that_stops_coming_gets_408(narrow: Server) -> None:
 
 def test_the_listener_turns_nagle_off() -> None:
     # Accepted sockets inherit it; without it every keep-alive answer waited ~40 ms for a delayed ACK.
-    from image2sdr.server.web.serving import _bind  # noqa: PLC0415
+    from image2sdr.server.http_api.serving import _bind  # noqa: PLC0415
 
     listener = _bind("127.0.0.1", 0)
     try:

@@ -1,7 +1,6 @@
 """Failed HTTP calls: one exception, answered as a ``google.rpc.Status`` in JSON.
 
 HttpApiError             an answer that is a google.rpc.Status (code, message, details)
-└── RpcAborted               the servicer aborted the call (``HttpContext.abort*``)
 
 The HTTP status comes from the gRPC code by the standard mapping (google/rpc/code.proto,
 as grpc-gateway applies it), unless the edge itself knows better (413 for a body over
@@ -12,17 +11,15 @@ so one client-side decoder serves both protocols.
 
 from __future__ import annotations
 
-import grpc
 from google.protobuf import json_format
 from google.rpc import code_pb2, status_pb2
 from starlette.responses import JSONResponse
 
-from ..api.status import status_for
 from ..errors import InvalidInputError, LimitExceededError
+from ..messages.status import status_for
 
 __all__ = [
     "HttpApiError",
-    "RpcAborted",
     "bad_request",
     "http_status",
     "status_response",
@@ -63,10 +60,6 @@ class HttpApiError(Exception):
         self.http = http_status(status.code) if http is None else http
 
 
-class RpcAborted(HttpApiError):
-    """``context.abort`` or ``abort_with_status`` in the servicer: the call ends with this Status."""
-
-
 def http_status(code: int) -> int:
     """The HTTP status for a google.rpc code (500 for a code this table does not know)."""
     return _HTTP_STATUS.get(code, 500)
@@ -75,14 +68,6 @@ def http_status(code: int) -> int:
 def code_for_http(http: int) -> int:
     """A google.rpc code for an HTTP status the framework chose (a route it does not know, a wrong method)."""
     return int(_CODE_FOR_HTTP.get(http, code_pb2.INVALID_ARGUMENT if http < 500 else code_pb2.INTERNAL))
-
-
-def status_of(grpc_status: grpc.Status) -> status_pb2.Status:
-    """The google.rpc.Status a ``grpc.Status`` carries in its trailing metadata, else one made of its code."""
-    for key, value in grpc_status.trailing_metadata or ():
-        if key == "grpc-status-details-bin":
-            return status_pb2.Status.FromString(value)
-    return status_pb2.Status(code=int(grpc_status.code.value[0]), message=grpc_status.details or "")
 
 
 def bad_request(message: str, field: str) -> HttpApiError:

@@ -24,8 +24,8 @@ import pytest
 from playwright.sync_api import Browser, Dialog, Page, expect, sync_playwright
 from skimage import data as skdata
 
-from image2sdr.server.api import Server, create_server
 from image2sdr.server.config import Config, HttpConfig, ServiceConfig
+from image2sdr.server.serve import Server, create_server
 from tests.helpers.images import encode_jpeg
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -1,30 +1,27 @@
 """Bearer-token check on every RPC except health checks, as a server interceptor.
 
-The token is compared in constant time (``hmac.compare_digest``) so response
-timing does not leak how much of a guess was right.  A refused call gets
-UNAUTHENTICATED with a message that never echoes what was sent.
+The token is parsed and compared by ``image2sdr.server.auth`` (the HTTP edge uses the
+same).  A refused call gets UNAUTHENTICATED with a message that never echoes what was sent.
 """
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health
 
+from ..auth import BearerToken
+
 __all__ = ["BearerTokenInterceptor"]
 
 _EXEMPT_PREFIX = f"/{health.SERVICE_NAME}/"  # orchestrators probe health without secrets
-_SCHEME = "bearer "
 
 
 class BearerTokenInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
-    def __init__(self, token: str) -> None:
-        if not token:
-            raise ValueError("an empty token would let everyone in")
-        self._expected = token.encode("utf-8")
+    def __init__(self, token: BearerToken) -> None:
+        self._token = token
 
     def intercept_service(
         self, continuation: Callable[[grpc.HandlerCallDetails], grpc.RpcMethodHandler], details: grpc.HandlerCallDetails
@@ -35,10 +32,9 @@ class BearerTokenInterceptor(grpc.ServerInterceptor):  # type: ignore[misc]
         return _denial_like(handler)
 
     def _allowed(self, details: grpc.HandlerCallDetails) -> bool:
-        for key, value in details.invocation_metadata or ():
-            if key == "authorization" and isinstance(value, str) and value[: len(_SCHEME)].lower() == _SCHEME:
-                return hmac.compare_digest(value[len(_SCHEME) :].strip().encode("utf-8"), self._expected)
-        return False
+        return any(
+            key == "authorization" and self._token.admits(value) for key, value in details.invocation_metadata or ()
+        )
 
 
 def _deny(request_or_iterator: Any, context: grpc.ServicerContext) -> Any:

@@ -21,7 +21,7 @@ from fastapi import FastAPI
 
 from ..config import HttpConfig, TlsConfig
 from ..errors import ConfigError
-from .app import WAITING_PER_SLOT
+from .calls import WAITING_PER_SLOT
 
 __all__ = ["HttpServer"]
 
