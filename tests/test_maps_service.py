@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from image2sdr.server.config import Config, HttpConfig, MapsConfig, ServiceConfig
+from image2sdr.server.encoder import Encoder
 from image2sdr.server.sdr import Sdr
 from image2sdr.server.serve import Server, create_server
 from image2sdr.v1 import image2sdr_pb2 as pb
@@ -41,7 +42,7 @@ def motif(seed: int) -> Sdr:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Server]:
+def server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path, shared_encoder: Encoder) -> Iterator[Server]:
     config = Config(
         data_dir=tmp_path_factory.mktemp("maps") / "data",
         models_dir=models_dir,
@@ -49,7 +50,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterat
         http=HttpConfig(enabled=False),  # gRPC only: no two servers share the fixed HTTP port
         maps=MapsConfig(max_items=LIMIT, map_pixels=320),
     )
-    server = create_server(config)
+    server = create_server(config, encoder=shared_encoder)
     yield server
     server.stop()
 

@@ -20,6 +20,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from image2sdr.server.config import Config, HttpConfig, IndexConfig, MilvusConfig, ServiceConfig
+from image2sdr.server.encoder import Encoder
 from image2sdr.server.errors import UpstreamError
 from image2sdr.server.serve import Server, create_server
 from image2sdr.v1 import image2sdr_pb2 as pb
@@ -49,11 +50,13 @@ def collection() -> str:
 
 @pytest.fixture
 def replicas(
-    tmp_path: Path, models_dir: Path, milvus_server: MilvusServer, collection: str
+    tmp_path: Path, models_dir: Path, milvus_server: MilvusServer, collection: str, shared_encoder: Encoder
 ) -> Iterator[tuple[Server, Server]]:
-    first = create_server(_config(tmp_path / "a", models_dir, milvus_server.uri, collection))
+    first = create_server(_config(tmp_path / "a", models_dir, milvus_server.uri, collection), encoder=shared_encoder)
     try:
-        second = create_server(_config(tmp_path / "b", models_dir, milvus_server.uri, collection))
+        second = create_server(
+            _config(tmp_path / "b", models_dir, milvus_server.uri, collection), encoder=shared_encoder
+        )
     except BaseException:
         first.stop()
         raise
@@ -132,14 +135,18 @@ def test_a_map_of_items_stored_through_another_replica(
 
 
 def test_milvus_down_at_start_is_a_clear_error_naming_the_uri(
-    tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    tmp_path: Path,
+    models_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    shared_encoder: Encoder,
 ) -> None:
     monkeypatch.setenv("MILVUS_TOKEN", "token-from-the-environment-" + SECRET)
     with socket_nobody_listens_on() as port:
         uri = f"http://root:{SECRET.split(':', 1)[1]}@127.0.0.1:{port}"
         config = _config(tmp_path, models_dir, uri, "nowhere", timeout_s=2.0)
         with pytest.raises(UpstreamError) as failed:
-            create_server(config)
+            create_server(config, encoder=shared_encoder)
     message = str(failed.value)
     assert f"127.0.0.1:{port}" in message and "Milvus" in message
     assert SECRET.split(":", 1)[1] not in message  # credentials in the URI are masked
@@ -147,12 +154,18 @@ def test_milvus_down_at_start_is_a_clear_error_naming_the_uri(
 
 
 def test_milvus_stopped_and_restarted_under_a_running_server(
-    tmp_path: Path, models_dir: Path, milvus_server: MilvusServer, collection: str, photos: dict[str, bytes]
+    tmp_path: Path,
+    models_dir: Path,
+    milvus_server: MilvusServer,
+    collection: str,
+    *,
+    photos: dict[str, bytes],
+    shared_encoder: Encoder,
 ) -> None:
     config = _config(
         tmp_path, models_dir, milvus_server.uri, collection, timeout_s=2.0, retry_total_s=3.0, health_every_s=0.2
     )
-    server = create_server(config)
+    server = create_server(config, encoder=shared_encoder)
     channel, stub = _stub(server)
     try:
         with channel:

@@ -17,6 +17,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from image2sdr.server.config import Config, HttpConfig, ServiceConfig, TlsConfig
+from image2sdr.server.encoder import Encoder
 from image2sdr.server.errors import ConfigError
 from image2sdr.server.serve import Server, create_server
 from image2sdr.v1 import image2sdr_pb2 as pb
@@ -193,7 +194,7 @@ def test_streams_beyond_the_limit_are_refused_and_health_stays_up(
             assert "max_streams" in (info.value.details() or "")
             health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
             assert health.status == health_pb2.HealthCheckResponse.SERVING
-            assert stub.Info(pb.InfoRequest(), timeout=10).active_bits == 328  # unary calls still served
+            assert stub.Info(pb.InfoRequest(), timeout=60).active_bits == 328  # unary calls still served
             release.set()
             assert list(first) == []
             again = list(stub.EncodeStream(iter([pb.EncodeRequest(image=photos["coffee"])]), timeout=30))
@@ -203,7 +204,9 @@ def test_streams_beyond_the_limit_are_refused_and_health_stays_up(
         server.stop()
 
 
-def test_a_busy_port_is_a_clear_error_and_nothing_stays_locked(tmp_path: Path, models_dir: Path) -> None:
+def test_a_busy_port_is_a_clear_error_and_nothing_stays_locked(
+    tmp_path: Path, models_dir: Path, shared_encoder: Encoder
+) -> None:
     first = start_server(tmp_path / "a", models_dir)
     try:
         busy = Config(
@@ -213,9 +216,9 @@ def test_a_busy_port_is_a_clear_error_and_nothing_stays_locked(tmp_path: Path, m
             http=HttpConfig(enabled=False),  # gRPC only: no two servers share the fixed HTTP port
         )
         with pytest.raises(ConfigError, match="cannot listen"):
-            create_server(busy)
+            create_server(busy, encoder=shared_encoder)
         # The index directory it opened was released: the same config on a free port starts.
-        second = create_server(busy.model_copy(update={"service": ServiceConfig(port=0)}))
+        second = create_server(busy.model_copy(update={"service": ServiceConfig(port=0)}), encoder=shared_encoder)
         second.stop()
     finally:
         first.stop()

@@ -4,7 +4,9 @@ Loading the models takes seconds; every real server of the suite used to load it
 ``shared_encoder`` builds one (default config, its term cache in a directory of its own)
 and hands the same one to every caller; ``close_shared`` (the session's end) closes them.
 ``with_fresh_cache`` is the shared models behind a term cache of its own, for a test that
-counts cache misses.
+counts cache misses; ``with_config`` the shared models under another config (thumbnails,
+say: what the encoder reads of its config, not what loads the models).  Close neither:
+their models are the shared ones (close the fresh cache).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from image2sdr.server.config import Config
 from image2sdr.server.encoder import Encoder
 from image2sdr.server.terms.cache import CachedTermSource, TermCache
 
-__all__ = ["close_shared", "shared_encoder", "with_fresh_cache"]
+__all__ = ["close_shared", "shared_encoder", "with_config", "with_fresh_cache"]
 
 _SHARED: dict[Path, tuple[Encoder, Path]] = {}
 
@@ -36,6 +38,11 @@ def with_fresh_cache(shared: Encoder, data_dir: Path) -> tuple[Encoder, TermCach
     provider = terms.source if isinstance(terms, CachedTermSource) else terms
     cache = TermCache(data_dir / "terms", shared.config.terms.cache)
     return Encoder(shared.config, shared.concept_source, CachedTermSource(provider, cache), shared.appearance), cache
+
+
+def with_config(shared: Encoder, config: Config) -> Encoder:
+    """The shared models under ``config`` (its sdr, concepts and terms settings must be the defaults)."""
+    return Encoder(config, shared.concept_source, shared.term_source, shared.appearance)
 
 
 def close_shared() -> None:

@@ -26,6 +26,7 @@ from skimage import data as skdata
 
 from image2sdr.server.config import Config, HttpConfig, ServiceConfig
 from image2sdr.server.serve import Server, create_server
+from tests.helpers.encoders import shared_encoder
 from tests.helpers.images import encode_jpeg
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -57,9 +58,10 @@ SHARED_BITS = PAINTED_BITS.replace(
 
 
 def _start(data_dir: Path, models_dir: Path, token_env: str = "IMAGE2SDR_TOKEN") -> Server:
-    """A real server, gRPC and HTTP both on free ports."""
+    """A real server, gRPC and HTTP both on free ports, on the session's encoder."""
     service = ServiceConfig(port=0, shutdown_grace_s=0.5, token_env=token_env)
-    return create_server(Config(data_dir=data_dir, models_dir=models_dir, service=service, http=HttpConfig(port=0)))
+    config = Config(data_dir=data_dir, models_dir=models_dir, service=service, http=HttpConfig(port=0))
+    return create_server(config, encoder=shared_encoder(models_dir))
 
 
 @pytest.fixture(scope="module")
