@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import io
 import math
-import time
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -208,23 +208,34 @@ def test_unknown_names_are_not_found(stub: pb_grpc.Image2SdrStub, fields: dict[s
 def test_a_caller_past_its_deadline_stops_the_work_and_the_server_goes_on(
     server: Server, stub: pb_grpc.Image2SdrStub, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """Each batch of variants is held until the caller has given up: no time window decides the outcome."""
     source = server.encoder.concept_source
     calls: list[int] = []
-    classify = source.concepts
+    classify, explain = source.concepts, server.cases.explain
+    gave_up, ended = threading.Event(), threading.Event()
 
     def counted(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
+        if len(calls) > 2:  # after the check and the base: a batch of variants waits for the caller to go
+            assert gave_up.wait(TIMEOUT)
         return classify(*args, **kwargs)
 
+    def explaining(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return explain(*args, **kwargs)
+        finally:
+            ended.set()
+
     monkeypatch.setattr(source, "concepts", counted)
+    monkeypatch.setattr(server.cases, "explain", explaining)
     request = pb.ExplainRequest(image=photo("chelsea"), concept="cat", patch=30, stride=15)  # 30 x 19 variants
     with pytest.raises(grpc.RpcError) as caught:
         stub.Explain(request, timeout=1.0)
     assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    gave_up.set()
+    assert ended.wait(TIMEOUT)  # the server's side of the call is over
     batches = 1 + 1 + math.ceil(30 * 19 / source.max_batch)  # the check, the base, the variants
-    time.sleep(2.0)  # the batch under way when the deadline passed ends; no other starts
-    stopped_at = len(calls)
-    time.sleep(1.0)
-    assert len(calls) == stopped_at < batches
+    assert len(calls) <= 3 < batches  # the batch under way when the caller left was the last
+    monkeypatch.undo()
     response = explained(stub, image=photo("chelsea"), concept="cat")  # the server goes on serving
     assert response.variants == 11 * 7
