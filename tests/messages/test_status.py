@@ -1,4 +1,4 @@
-"""Core errors -> status codes: the table in api/status.py, and its docstring saying the same."""
+"""Core errors -> status codes: the table in messages/status.py, and its docstring saying the same."""
 
 from __future__ import annotations
 
