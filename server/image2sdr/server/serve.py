@@ -15,13 +15,14 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
 from .auth import token_from_env
 from .config import Config, load_config
-from .encoder import Encoder
+from .encoder import Encoder, Encoding
 from .errors import Image2SdrError
 from .grpc_api import SERVICE_NAME, GrpcServer, start_grpc
 from .http_api import HttpServer, create_app
@@ -51,7 +52,7 @@ class Server:
     http: HttpServer | None = None  # the HTTP/JSON face (http.enabled), on its own thread and port
     watch: IndexWatch | None = None  # health follows the index (backend: milvus)
     owned: tuple[Encoder | ItemIndex, ...] = ()  # what create_server built, closed by stop
-    _observer: object = None  # what encoder.on_encoded was before this server
+    _observer: Callable[[Encoding], None] | None = None  # what encoder.on_encoded was before this server
 
     @property
     def port(self) -> int:
@@ -80,7 +81,7 @@ class Server:
             self.http.join(grace)
         self.cases.close()  # map jobs read the index: they stop before it closes
         if self.encoder.on_encoded == self.metrics.observe_encoding:  # a shared encoder outlives this server
-            self.encoder.on_encoded = self._observer  # type: ignore[assignment]
+            self.encoder.on_encoded = self._observer
         for part in reversed(self.owned):
             part.close()
 
@@ -161,7 +162,7 @@ def _vocabulary_terms(config: Config, terms: TermSource) -> list[str]:
     return default_terms(config.models_dir)
 
 
-def _observe(metrics: Metrics, encoder: Encoder, index: ItemIndex) -> object:
+def _observe(metrics: Metrics, encoder: Encoder, index: ItemIndex) -> Callable[[Encoding], None] | None:
     """Feed ``metrics`` from the core: every image encoded, every snapshot written, sizes when scraped.
 
     Returns what the encoder reported to before (a shared encoder reports to its newest server).

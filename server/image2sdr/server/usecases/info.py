@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from ..config import Config
 from ..index.protocol import VISUAL, DuplicateThresholds
@@ -53,8 +54,21 @@ def info(parts: Parts) -> ServiceInfo:
     )
 
 
-def _provider(source: object) -> Provider:
-    return Provider(getattr(source, "name"), getattr(source, "model"), getattr(source, "version"))  # noqa: B009
+class _Named(Protocol):
+    """What every provider says of itself (concept, term and visual sources alike)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def version(self) -> str: ...
+
+
+def _provider(source: _Named) -> Provider:
+    return Provider(source.name, source.model, source.version)
 
 
 def _index_kind(config: Config) -> str:
