@@ -24,7 +24,17 @@ from ..usecases.encode import EncodeRequest, StoreAs
 from ..usecases.explanations import ByClassifierConcept, ExplainRequest
 from ..usecases.maps import ByIds, MapAsked
 from ..usecases.parts import AskedThresholds
-from ..usecases.search import BLEND, ByConcept, ByExpression, ById, ByImage, BySdr, ByText, SimilarQuery, SimilarRequest
+from ..usecases.search import (
+    BLEND,
+    ByCustomConcept,
+    ByExpression,
+    ById,
+    ByImage,
+    BySdr,
+    ByText,
+    SimilarQuery,
+    SimilarRequest,
+)
 
 __all__ = [
     "define_request",
@@ -150,7 +160,7 @@ _QUERIES: dict[str, Callable[[pb.FindSimilarRequest, SdrConfig], SimilarQuery]] 
     "id": lambda request, _: ById(request.id),
     "text": lambda request, _: ByText(request.text),
     "expression": lambda request, _: ByExpression(_expression(request.expression)),
-    "concept": lambda request, _: ByConcept(request.concept),
+    "concept": lambda request, _: ByCustomConcept(request.concept),
 }
 
 
@@ -179,11 +189,11 @@ def define_request(request: pb.DefineConceptRequest) -> DefineRequest:
 def map_asked(request: pb.CreateMapRequest) -> MapAsked:
     space = _space(request.space, _ONE_SPACE, "space {value} cannot be mapped: SPACE_SEMANTIC or SPACE_VISUAL")
     kind = request.WhichOneof("items")
-    items: ByIds | ByConcept | Filter | None = None
+    items: ByIds | ByCustomConcept | Filter | None = None
     if kind == "ids":
         items = ByIds(list(request.ids.ids))
     elif kind == "concept":
-        items = ByConcept(request.concept)
+        items = ByCustomConcept(request.concept)
     elif kind == "filter":
         items = where(request.filter)
     return MapAsked(items, space, request.columns, request.rows, request.cell_pixels)
@@ -192,11 +202,11 @@ def map_asked(request: pb.CreateMapRequest) -> MapAsked:
 def explain_request(request: pb.ExplainRequest) -> ExplainRequest:
     space = _space(request.space, _ONE_SPACE, "Explain's like compares SPACE_SEMANTIC or SPACE_VISUAL SDRs")
     kind = request.WhichOneof("target")
-    target: ByClassifierConcept | ByConcept | ById | None = None
+    target: ByClassifierConcept | ByCustomConcept | ById | None = None
     if kind == "concept":
         target = ByClassifierConcept(request.concept)
     elif kind == "custom_concept":
-        target = ByConcept(request.custom_concept)
+        target = ByCustomConcept(request.custom_concept)
     elif kind == "like":
         target = ById(request.like)
     return ExplainRequest(

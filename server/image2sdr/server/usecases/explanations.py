@@ -26,7 +26,7 @@ from ..imaging import DecodedImage, decode_image
 from ..index.protocol import SEMANTIC
 from .context import CallContext, caller_gone
 from .parts import Parts
-from .search import ByConcept, ById
+from .search import ByCustomConcept, ById
 
 __all__ = ["ByClassifierConcept", "ExplainRequest", "explain_image"]
 
@@ -41,7 +41,7 @@ class ByClassifierConcept:
 @dataclass(frozen=True)
 class ExplainRequest:
     image: bytes
-    target: ByClassifierConcept | ByConcept | ById | None  # ById: the match with that stored item ("like")
+    target: ByClassifierConcept | ByCustomConcept | ById | None  # ById: the match with that stored item ("like")
     space: str = SEMANTIC  # the space a ``like`` compares in
     options: EncodeOptions | None = None
     patch: int | None = None  # pixels; None: a share of the image's shorter side
@@ -66,11 +66,11 @@ def explain_image(parts: Parts, request: ExplainRequest, call: CallContext) -> E
 
 
 def _target(
-    parts: Parts, wanted: ByClassifierConcept | ByConcept | ById, request: ExplainRequest, image: DecodedImage
+    parts: Parts, wanted: ByClassifierConcept | ByCustomConcept | ById, request: ExplainRequest, image: DecodedImage
 ) -> Target:
     """What an explanation scores; refused before any occluded image is made."""
     encoder = parts.encoder
-    if isinstance(wanted, ByConcept):
+    if isinstance(wanted, ByCustomConcept):
         return custom_target(encoder, parts.library, wanted.name, request.options)
     if isinstance(wanted, ById):
         return like_target(encoder, parts.index, wanted.id, request.space, request.options)

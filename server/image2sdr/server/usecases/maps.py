@@ -18,7 +18,7 @@ from ..maps.jobs import MapJobs, MapRequest, MapStatus
 from ..maps.layout import grid_shape
 from ..maps.render import check_canvas
 from .parts import Parts
-from .search import ByConcept
+from .search import ByCustomConcept
 
 __all__ = ["MAX_CELL_PIXELS", "MIN_CELL_PIXELS", "ByIds", "MapAsked", "create_map", "get_map"]
 
@@ -34,7 +34,7 @@ class ByIds:
 class MapAsked:
     """What a map is asked for: which items (None: every stored item), in which space, on what grid."""
 
-    items: ByIds | ByConcept | Filter | None = None
+    items: ByIds | ByCustomConcept | Filter | None = None
     space: str = SEMANTIC
     columns: int = 0  # 0: chosen from the item count
     rows: int = 0
@@ -66,7 +66,7 @@ def _chosen(parts: Parts, asked: MapAsked) -> map_items.Chosen:
     limit, index_config, space, items = parts.config.maps.max_items, parts.config.index, asked.space, asked.items
     if isinstance(items, ByIds):
         return map_items.by_ids(parts.index, list(items.ids), space, limit)
-    if isinstance(items, ByConcept):
+    if isinstance(items, ByCustomConcept):
         concept = ConceptSet([parts.library.get(items.name, "concept").concept], parts.config.sdr.size)
         return map_items.by_concept(parts.index, concept, space, limit, index_config.max_k)
     chosen = check_filter(items, index_config.max_metadata_bytes) if items is not None else None

@@ -21,7 +21,7 @@ from .parts import Parts, encode_query, encoded_in, k_value
 __all__ = [
     "BLEND",
     "DEFAULT_BLEND_WEIGHT",
-    "ByConcept",
+    "ByCustomConcept",
     "ByExpression",
     "ById",
     "ByImage",
@@ -63,13 +63,13 @@ class ByExpression:
 
 
 @dataclass(frozen=True)
-class ByConcept:
+class ByCustomConcept:
     """A custom concept, by name."""
 
     name: str
 
 
-SimilarQuery = ByImage | BySdr | ById | ByText | ByExpression | ByConcept
+SimilarQuery = ByImage | BySdr | ById | ByText | ByExpression | ByCustomConcept
 
 
 @dataclass(frozen=True)
@@ -176,7 +176,7 @@ def _find_in(
         searched = encoded_in(encoding, space)
     elif isinstance(query, BySdr):
         searched = query.sdr
-    elif isinstance(query, ByConcept):
+    elif isinstance(query, ByCustomConcept):
         searched = _concept_in(parts, query.name, space)
     else:
         raise InvalidInputError("set one of image, sdr, id, text, expression or concept", field="query")
@@ -188,7 +188,7 @@ def _find_blended(
 ) -> tuple[dict[str, Sdr], list[Match]]:
     """A search over both spaces, ranked by the weighted sum of the two overlaps."""
     query, exclude = request.query, None
-    if isinstance(query, ByConcept):
+    if isinstance(query, ByCustomConcept):
         semantic, visual = _concept_in(parts, query.name, SEMANTIC), _concept_in(parts, query.name, VISUAL)
     elif isinstance(query, ById):
         item = parts.index.get(query.id)
