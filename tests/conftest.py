@@ -66,8 +66,12 @@ def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusSe
     """One real Milvus standalone server for the session (tests use their own collections)."""
     try:
         server = MilvusServer(tmp_path_factory.mktemp("milvus") / "data")
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    try:
         server.start()
     except RuntimeError as exc:
+        server.stop()  # a wrapper that never answered would otherwise outlive the session
         pytest.fail(str(exc))
     yield server
     server.stop()
