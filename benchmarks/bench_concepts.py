@@ -81,10 +81,11 @@ import numpy.typing as npt
 sys.path.insert(0, str(Path(__file__).parent))
 import real_images
 
-from image2sdr.server import custom_concepts
 from image2sdr.server.concepts.local import LocalConceptSource
 from image2sdr.server.config import Config, load_config
-from image2sdr.server.custom_concepts import ConceptSet, CustomConcept, Example, _threshold, define
+from image2sdr.server.custom_concepts import ConceptSet, CustomConcept, Example, define
+from image2sdr.server.custom_concepts import fit as custom_fit
+from image2sdr.server.custom_concepts.fit import _threshold
 from image2sdr.server.encoder import Encoder
 from image2sdr.server.sdr import Sdr
 
@@ -448,12 +449,12 @@ def ablation(found: Corpus, config: Config, positives: int, negatives: int, repe
                 rows.setdefault(f"threshold: {rule}", []).append(outcome)
             rows.setdefault("spaces: semantic SDR only", []).append(ours(found, trial, config, "semantic")[0])
             rows.setdefault("spaces: visual SDR only", []).append(ours(found, trial, config, "visual")[0])
-            shares = custom_concepts._VISUAL_SHARES
-            custom_concepts._VISUAL_SHARES = (0.5,)  # the fit may only pick equal shares
+            shares = custom_fit._VISUAL_SHARES
+            custom_fit._VISUAL_SHARES = (0.5,)  # the fit may only pick equal shares
             try:
                 rows.setdefault("spaces: both, equal shares", []).append(ours(found, trial, config)[0])
             finally:
-                custom_concepts._VISUAL_SHARES = shares
+                custom_fit._VISUAL_SHARES = shares
             rows.setdefault("spaces: both, fitted shares (the module's)", []).append(judged)
     return {label: np.mean(values, axis=0) for label, values in rows.items()}
 

@@ -11,8 +11,10 @@ import pytest
 from PIL import Image
 from skimage import data as skdata
 
-from image2sdr.server.api import Server, create_server
 from image2sdr.server.config import Config, HttpConfig, ServiceConfig
+from image2sdr.server.encoder import Encoder
+from image2sdr.server.serve import Server, create_server
+from tests.helpers.encoders import close_shared, shared_encoder
 from tests.helpers.fake_service import FakeServicer, serve_fake
 from tests.helpers.images import encode_jpeg
 from tests.helpers.milvus import MilvusServer
@@ -47,13 +49,29 @@ def models_dir() -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _close_shared_encoders() -> Iterator[None]:
+    yield
+    close_shared()
+
+
+@pytest.fixture(scope="session", name="shared_encoder")
+def shared_encoder_fixture(models_dir: Path) -> Encoder:
+    """The one loaded encoder of the session (default config): servers in tests are handed it."""
+    return shared_encoder(models_dir)
+
+
 @pytest.fixture(scope="session")
 def milvus_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MilvusServer]:
     """One real Milvus standalone server for the session (tests use their own collections)."""
     try:
         server = MilvusServer(tmp_path_factory.mktemp("milvus") / "data")
+    except RuntimeError as exc:
+        pytest.fail(str(exc))
+    try:
         server.start()
     except RuntimeError as exc:
+        server.stop()  # a wrapper that never answered would otherwise outlive the session
         pytest.fail(str(exc))
     yield server
     server.stop()
@@ -71,7 +89,7 @@ def photos() -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="session")
-def service(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Server]:
+def service(tmp_path_factory: pytest.TempPathFactory, models_dir: Path, shared_encoder: Encoder) -> Iterator[Server]:
     """A real gRPC server on a free loopback port, shared by the service tests."""
     config = Config(
         data_dir=tmp_path_factory.mktemp("service-data"),
@@ -79,7 +97,7 @@ def service(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Itera
         service=ServiceConfig(port=0, max_message_bytes=4 * 1024 * 1024, shutdown_grace_s=1.0),
         http=HttpConfig(enabled=False),  # gRPC only: no two servers share the fixed HTTP port
     )
-    server = create_server(config)
+    server = create_server(config, encoder=shared_encoder)
     yield server
     server.stop()
 

@@ -22,7 +22,6 @@ import numpy.typing as npt
 import pytest
 from PIL import Image
 
-from image2sdr.server.api import Server, create_server
 from image2sdr.server.config import (
     ClarifaiConceptsConfig,
     ConceptsConfig,
@@ -32,6 +31,7 @@ from image2sdr.server.config import (
     ServiceConfig,
 )
 from image2sdr.server.explain import WIDE, heatmap, plan_grid
+from image2sdr.server.serve import Server, create_server
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 from tests.fake_upstreams import FakeClarifai, red_pixels, start_clarifai

@@ -13,13 +13,14 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from image2sdr.server.api import SERVICE_NAME, Server, create_server
 from image2sdr.server.config import Config, HttpConfig, ServiceConfig
-from image2sdr.server.encoder import Encoding, StageTimings
+from image2sdr.server.encoder import Encoder, Encoding, StageTimings
 from image2sdr.server.metrics import STAGES, Metrics
 from image2sdr.server.sdr import Sdr
+from image2sdr.server.serve import SERVICE_NAME, Server, create_server
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
+from tests.helpers.encoders import with_fresh_cache
 
 JPEG = {"content-type": "image/jpeg"}
 FAMILIES = (
@@ -137,12 +138,15 @@ def config_for(tmp_path: Path, models_dir: Path) -> Config:
 
 
 @pytest.fixture
-def server(tmp_path: Path, models_dir: Path) -> Iterator[Server]:
-    started = create_server(config_for(tmp_path, models_dir))
+def server(tmp_path: Path, models_dir: Path, shared_encoder: Encoder) -> Iterator[Server]:
+    """A server on the session's models with a term cache of its own: its first encodings miss."""
+    encoder, cache = with_fresh_cache(shared_encoder, tmp_path)
+    started = create_server(config_for(tmp_path, models_dir), encoder=encoder)
     try:
         yield started
     finally:
         started.stop()
+        cache.close()
 
 
 def moved(before: Samples, after: Samples, name: str, **labels: str) -> float:
@@ -216,9 +220,9 @@ def test_a_stream_the_caller_cancels_counts_as_cancelled_and_leaves_nothing_in_f
 
 
 def test_snapshots_written_at_close_are_counted_per_space(
-    tmp_path: Path, models_dir: Path, photos: dict[str, bytes]
+    tmp_path: Path, models_dir: Path, photos: dict[str, bytes], shared_encoder: Encoder
 ) -> None:
-    server = create_server(config_for(tmp_path, models_dir))
+    server = create_server(config_for(tmp_path, models_dir), encoder=shared_encoder)
     try:
         with grpc.insecure_channel(server.address) as channel:
             request = pb.EncodeRequest(image=photos["rocket"], add_to_index=pb.AddToIndex(id="rocket"))
@@ -234,10 +238,10 @@ def test_snapshots_written_at_close_are_counted_per_space(
 
 
 def test_refusals_before_the_servicer_are_counted_too(
-    tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, models_dir: Path, monkeypatch: pytest.MonkeyPatch, shared_encoder: Encoder
 ) -> None:
     monkeypatch.setenv("IMAGE2SDR_TOKEN", "a-token-for-tests")
-    server = create_server(config_for(tmp_path, models_dir))
+    server = create_server(config_for(tmp_path, models_dir), encoder=shared_encoder)
     try:
         with grpc.insecure_channel(server.address) as channel:
             info = channel.unary_unary(f"/{SERVICE_NAME}/Info")
@@ -288,7 +292,7 @@ def test_get_metrics_over_http_counts_the_http_calls_and_leaves_grpc_alone(
     for (method, code), calls in expected.items():
         assert requests(after, method, code) == calls
         assert moved(before, after, "image2sdr_request_seconds_count", protocol="http", method=method) >= calls
-    # The same servicer, called in-process: not a call to our own gRPC port.
+    # The same use cases, called in-process: not a call to our own gRPC port.
     assert total(after, "image2sdr_requests_total", protocol="grpc") == total(
         before, "image2sdr_requests_total", protocol="grpc"
     )

@@ -7,14 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from image2sdr.server.api.conversion import stored_item
 from image2sdr.server.concepts.base import Concept, ConceptSource
 from image2sdr.server.concepts.local import LocalConceptSource
 from image2sdr.server.concepts.nsfw import NSFW, SFW, NsfwClassifier, WithNsfw
 from image2sdr.server.config import ConceptsConfig, Config, LocalConceptsConfig, NsfwConceptsConfig
 from image2sdr.server.encoder import ConceptUse, EncodeOptions, Encoder
 from image2sdr.server.imaging import DecodedImage, decode_image
-from image2sdr.v1 import image2sdr_pb2 as pb
+from image2sdr.server.usecases.encode import StoreAs, stored_item
 
 
 @pytest.fixture(scope="module")
@@ -38,11 +37,9 @@ def encoder(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Itera
 
 
 @pytest.fixture(scope="module")
-def without(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Encoder]:
-    """The same encoder with concepts.nsfw off."""
-    encoder = Encoder.from_config(Config(data_dir=tmp_path_factory.mktemp("plain"), models_dir=models_dir))
-    yield encoder
-    encoder.close()
+def without(shared_encoder: Encoder) -> Encoder:
+    """The same encoder with concepts.nsfw off: the session's."""
+    return shared_encoder
 
 
 def decoded(photos: dict[str, bytes], name: str) -> DecodedImage:
@@ -136,7 +133,7 @@ def test_one_concept_asked_is_still_one_merged(encoder: Encoder, without: Encode
 
 def test_the_pair_is_stored_unless_it_would_pass_index_max_concepts(encoder: Encoder, photos: dict[str, bytes]) -> None:
     encoding = encoder.encode(photos["coffee"])
-    request = pb.EncodeRequest(add_to_index=pb.AddToIndex(id="mug"))
+    request = StoreAs("mug")
     merged = [(c.name, c.confidence) for c in encoding.used]
     n = len(merged)
     assert n >= 10  # ten concepts; one WordNet names several ways brings all its names

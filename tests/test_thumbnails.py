@@ -25,8 +25,8 @@ from PIL import Image
 from skimage import data as skdata
 
 from image2sdr.client import Image2SdrClient
-from image2sdr.server.api import Server, create_server
 from image2sdr.server.config import Config, HttpConfig, IndexConfig, MilvusConfig, ServiceConfig
+from image2sdr.server.encoder import Encoder
 from image2sdr.server.errors import ConfigError
 from image2sdr.server.fingerprints import Fingerprint
 from image2sdr.server.index import SEMANTIC, VISUAL, Item, MilvusIndex, SdrIndex
@@ -34,9 +34,11 @@ from image2sdr.server.index import milvus as milvus_module
 from image2sdr.server.index.sdr_index import STORE_FILE
 from image2sdr.server.index.store import SCHEMA_VERSION
 from image2sdr.server.sdr import Sdr
+from image2sdr.server.serve import Server, create_server
 from image2sdr.server.thumbnails import make_thumbnail
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
+from tests.helpers.encoders import with_config
 from tests.helpers.images import encode_jpeg
 
 from .index_helpers import SIZE, random_sdr
@@ -190,7 +192,7 @@ def test_a_milvus_collection_set_without_thumbs_opens_and_takes_thumbnails(
 # -- the service --------------------------------------------------------------------------
 
 
-def _server(tmp_path: Path, models_dir: Path, **index: object) -> Server:
+def _server(tmp_path: Path, models_dir: Path, shared: Encoder, **index: object) -> Server:
     config = Config(
         data_dir=tmp_path / "data",
         models_dir=models_dir,
@@ -198,12 +200,12 @@ def _server(tmp_path: Path, models_dir: Path, **index: object) -> Server:
         service=ServiceConfig(port=0, shutdown_grace_s=0.5),
         http=HttpConfig(enabled=False),  # gRPC only: no two servers share the fixed HTTP port
     )
-    return create_server(config)
+    return create_server(config, encoder=with_config(shared, config))  # the encoder makes the thumbnails
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Server]:
-    server = _server(tmp_path_factory.mktemp("thumbnails"), models_dir)  # the defaults: WebP, 96 px
+def server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path, shared_encoder: Encoder) -> Iterator[Server]:
+    server = _server(tmp_path_factory.mktemp("thumbnails"), models_dir, shared_encoder)  # the defaults: WebP, 96 px
     yield server
     server.stop()
 
@@ -253,9 +255,13 @@ def test_an_item_added_by_sdr_alone_or_replaced_so_has_none(server: Server) -> N
     [({"thumbnails": 0}, None), ({"thumbnails": 40, "thumbnail_format": "jpeg"}, ("JPEG", (40, 27)))],
 )
 def test_the_configured_side_and_format_or_none_at_all(
-    tmp_path: Path, models_dir: Path, settings: dict[str, object], expected: tuple[str, tuple[int, int]] | None
+    tmp_path: Path,
+    models_dir: Path,
+    shared_encoder: Encoder,
+    settings: dict[str, object],
+    expected: tuple[str, tuple[int, int]] | None,
 ) -> None:
-    server = _server(tmp_path, models_dir, **settings)
+    server = _server(tmp_path, models_dir, shared_encoder, **settings)
     try:
         with grpc.insecure_channel(server.address) as channel:
             stub = pb_grpc.Image2SdrStub(channel)

@@ -1,4 +1,11 @@
-"""`image2sdr serve`: run the service until SIGTERM or SIGINT, then shut down gracefully."""
+"""The composition root and `image2sdr serve`.
+
+``create_server(config)`` builds the core (an ``Encoder``, the index the config names,
+the vocabulary), the use cases over it, and starts both edges around them: gRPC
+(``grpc_api``) and, when ``http.enabled``, HTTP/JSON with the page (``http_api``).
+Parts already built (an encoder) may be handed in: tests share one loaded encoder.
+``main`` runs the service until SIGTERM or SIGINT, then shuts it down gracefully.
+"""
 
 from __future__ import annotations
 
@@ -8,16 +15,164 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
-from .api import create_server
+from .auth import token_from_env
 from .config import Config, load_config
+from .encoder import Encoder, Encoding
 from .errors import Image2SdrError
+from .grpc_api import SERVICE_NAME, GrpcServer, start_grpc
+from .http_api import HttpServer, create_app
+from .index import MilvusIndex, SdrIndex
+from .index.protocol import ItemIndex
+from .metrics import Metrics
+from .terms.base import TermSource
+from .usecases import IndexWatch, UseCases
+from .usecases.terms import similar_terms_source
+from .vocabulary import Vocabulary, default_terms, read_terms
 
-__all__ = ["main"]
+__all__ = ["SERVICE_NAME", "Server", "create_server", "main", "open_index"]
 
 logger = logging.getLogger("image2sdr")
+
+
+@dataclass
+class Server:
+    """A started service and what it owns; ``stop`` shuts everything down in order."""
+
+    grpc: GrpcServer
+    cases: UseCases
+    encoder: Encoder
+    index: ItemIndex
+    grace_s: float
+    metrics: Metrics = field(default_factory=Metrics)  # this server's own registry (GET /metrics renders it)
+    http: HttpServer | None = None  # the HTTP/JSON face (http.enabled), on its own thread and port
+    watch: IndexWatch | None = None  # health follows the index (backend: milvus)
+    owned: tuple[Encoder | ItemIndex, ...] = ()  # what create_server built, closed by stop
+    _observer: Callable[[Encoding], None] | None = None  # what encoder.on_encoded was before this server
+
+    @property
+    def port(self) -> int:
+        return self.grpc.port
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def http_port(self) -> int | None:
+        """The HTTP port (the one picked, for http.port 0); None when http.enabled is false."""
+        return None if self.http is None else self.http.port
+
+    def stop(self, grace_s: float | None = None) -> None:
+        # Health first, so load balancers stop sending new calls; then let the
+        # calls in flight finish within the grace period; then close storage.
+        if self.watch is not None:
+            self.watch.stop()
+        self.cases.health.stop()
+        grace = self.grace_s if grace_s is None else grace_s
+        if self.http is not None:  # both sides drain at once, within one grace period
+            self.http.begin_stop()
+        self.grpc.stop(grace)
+        if self.http is not None:
+            self.http.join(grace)
+        self.cases.close()  # map jobs read the index: they stop before it closes
+        if self.encoder.on_encoded == self.metrics.observe_encoding:  # a shared encoder outlives this server
+            self.encoder.on_encoded = self._observer
+        for part in reversed(self.owned):
+            part.close()
+
+    def wait(self) -> None:
+        self.grpc.server.wait_for_termination()
+
+
+def create_server(
+    config: Config, *, encoder: Encoder | None = None, index: ItemIndex | None = None, metrics: Metrics | None = None
+) -> Server:
+    """Build, bind and start the service; ``config.service.port = 0`` picks a free port.
+
+    ``encoder`` and ``index`` may be handed in: the caller keeps them (``stop`` leaves
+    them open), so tests share one loaded encoder. Otherwise they are built from the
+    config (``open_index``) and closed by ``stop``. ``metrics`` (default: a new registry)
+    is fed by both edges, the encoder and the index: ``Server.metrics``. If anything fails
+    on the way, what this call opened is closed again (the index holds a lock on its
+    directory), so a caller may fix the config and retry.
+    """
+    opened: list[Encoder | ItemIndex] = []
+    try:
+        if encoder is None:
+            encoder = Encoder.from_config(config)
+            opened.append(encoder)
+        if index is None:
+            index = open_index(config)
+            opened.append(index)
+        return _start(config, encoder, index, metrics or Metrics(), tuple(opened))
+    except BaseException:
+        for resource in reversed(opened):
+            resource.close()
+        raise
+
+
+def open_index(config: Config) -> ItemIndex:
+    """The index ``config.index.backend`` names: FAISS + SQLite under ``data_dir``, or Milvus."""
+    if config.index.backend == "milvus":
+        return MilvusIndex(config.index, config.sdr.size, data_dir=config.data_dir / "index")
+    return SdrIndex(config.data_dir / "index", config.index, config.sdr.size)
+
+
+def _start(
+    config: Config, encoder: Encoder, index: ItemIndex, metrics: Metrics, owned: tuple[Encoder | ItemIndex, ...]
+) -> Server:
+    observer = _observe(metrics, encoder, index)
+    vocabulary = Vocabulary(_vocabulary_terms(config, encoder.term_source), encoder.term_source)
+    cases = UseCases(config, encoder, index, vocabulary)
+    token = token_from_env(config.service)
+    try:
+        grpc_server = start_grpc(config, cases, metrics, token)
+    except BaseException:
+        cases.close()
+        raise
+    http = None
+    if config.http.enabled:  # if it cannot start, the gRPC server stops too
+        try:
+            http = HttpServer.start(
+                create_app(cases, config, metrics), config.http, config.service.tls, config.service.shutdown_grace_s
+            )
+        except BaseException:
+            grpc_server.stop(0)
+            cases.close()
+            raise
+    watch = None
+    if config.index.backend == "milvus":  # a remote engine can fail while this process runs on
+        watch = IndexWatch(index, cases.health, config.index.milvus.health_every_s)
+        watch.start()
+    return Server(
+        grpc_server, cases, encoder, index, config.service.shutdown_grace_s, metrics, http, watch, owned, observer
+    )
+
+
+def _vocabulary_terms(config: Config, terms: TermSource) -> list[str]:
+    if config.service.vocabulary_file is not None:
+        return read_terms(config.service.vocabulary_file)
+    if similar_terms_source(terms) is not None:
+        return []  # SimilarTerms asks the provider; no word list to fingerprint
+    return default_terms(config.models_dir)
+
+
+def _observe(metrics: Metrics, encoder: Encoder, index: ItemIndex) -> Callable[[Encoding], None] | None:
+    """Feed ``metrics`` from the core: every image encoded, every snapshot written, sizes when scraped.
+
+    Returns what the encoder reported to before (a shared encoder reports to its newest server).
+    """
+    metrics.watch(encoder, index)
+    before = encoder.on_encoded
+    encoder.on_encoded = metrics.observe_encoding
+    if isinstance(index, SdrIndex):  # Milvus keeps its own storage: no snapshots here
+        index.on_snapshot = metrics.observe_snapshot
+    return before
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:

@@ -1,18 +1,9 @@
-"""The gRPC edge: the only package of the server that knows protobuf and grpc.
+"""Old import path, kept so callers not yet moved keep working: the service is built by ``serve``.
 
-    server.py         create_server(config) -> Server: assembly, binding, TLS, health, reflection
-    servicer.py       Image2SdrServicer: each RPC converts, calls the core, converts back
-    conversion.py     protobuf messages <-> the core's plain values
-    status.py         core errors -> google.rpc.Status with details, one table
-    stream_limits.py  how many streams are open, in all and per peer host
-    auth.py           the bearer-token interceptor
-    malformed.py      request bytes that are not a protobuf -> INVALID_ARGUMENT
-
-The core beside this package (encoder, imaging, merge, sdr, concepts/, terms/,
-index/, ...) is plain typed Python and is tested without a socket.
+The gRPC edge is ``grpc_api``, the HTTP edge ``http_api``, the composition root
+``serve.create_server``.  New code imports those; this module only re-exports.
 """
 
-from .server import SERVICE_NAME, Server, create_server
-from .servicer import Image2SdrServicer
+from ..serve import SERVICE_NAME, Server, create_server, open_index
 
-__all__ = ["SERVICE_NAME", "Image2SdrServicer", "Server", "create_server"]
+__all__ = ["SERVICE_NAME", "Server", "create_server", "open_index"]

@@ -22,9 +22,9 @@ from typing import Protocol, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from ..concept_library import ConceptLibrary
 from ..concepts.base import Concept, ConceptResult, ConceptSource
 from ..concepts.local import LocalConceptSource
+from ..custom_concepts import ConceptLibrary
 from ..encoder import EncodeOptions, Encoder, Encoding
 from ..errors import Image2SdrError, InvalidInputError, NoSdrInSpaceError, UpstreamError
 from ..imaging import DecodedImage

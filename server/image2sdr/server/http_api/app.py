@@ -1,0 +1,280 @@
+"""``create_app(cases, config)``: the HTTP/JSON face of the service, over the use cases.
+
+Each endpoint parses its body into the RPC's request message with ``json_format`` (the
+proto's canonical JSON: lowerCamelCase names, bytes as base64, int64 as strings; an
+unknown field is an error), calls the very function the gRPC servicer calls for that
+RPC (``messages.rpcs``), and answers with the response message in the same JSON.  So
+the two APIs are one contract and one implementation; a failure is the same
+``google.rpc.Status`` (see ``errors``).
+
+FastAPI, on Starlette, served by uvicorn: it gives the OpenAPI description
+(``/openapi.json``) and browsable docs (``/docs``) for free, Starlette underneath
+brings the pieces used here (static files, CORS, the multipart parser), and FastAPI
+and uvicorn are a well-kept pair, released together.
+
+    app.py         create_app: routes, OpenAPI, error handlers, middleware order
+    calls.py       Calls: a slot per call, the waiting room, the deadline header, the worker thread
+    bodies.py      bodies read under http.max_body_bytes, parsed (JSON, multipart, raw image)
+    middleware.py  the bearer token, the request metrics
+    errors.py      gRPC code -> HTTP status; failures answered as google.rpc.Status JSON
+
+Deadlines: an optional ``X-Timeout-S`` header (seconds) plays grpc-timeout's part;
+without it a call has no deadline.  The bearer token is gRPC's (``service.token_env``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from google.protobuf.message import Message
+from google.rpc import code_pb2, status_pb2
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.staticfiles import StaticFiles
+
+from image2sdr.v1 import image2sdr_pb2 as pb
+
+from ..auth import token_from_env
+from ..config import Config
+from ..usecases import UseCases
+from ..usecases.info import SERVER_VERSION
+from .bodies import Body, encode_request, json_body
+from .calls import TIMEOUT_HEADER, Calls
+from .errors import HttpApiError, bad_request, code_for_http, status_response
+from .middleware import BearerTokenMiddleware, Metrics, ObservedMiddleware
+
+__all__ = ["STATIC_DIR", "TIMEOUT_HEADER", "create_app"]
+
+STATIC_DIR = Path(__file__).parent / "static"  # the page: index.html, app.js, style.css
+
+
+def create_app(cases: UseCases, config: Config, metrics: Metrics | None = None) -> FastAPI:
+    """The app for one service: its routes over ``cases``, with ``config.http``'s limits and the token."""
+    app = FastAPI(
+        title="image2sdr",
+        version=SERVER_VERSION,
+        summary="Images to semantic SDRs, and search by SDR overlap.",
+        description=_DESCRIPTION,
+        redoc_url=None,
+    )
+    app.state.cases = cases
+    app.state.calls = Calls(cases, config.http.max_concurrent)
+    app.state.max_body_bytes = config.http.max_body_bytes
+    app.state.body_timeout_s = config.http.body_timeout_s
+    app.state.metrics = metrics
+    _add_routes(app, serve_metrics=metrics is not None and config.http.metrics)
+    _add_error_handlers(app)
+    # add_middleware wraps what is there: the last added runs first.
+    token = token_from_env(config.service)
+    if token is not None:
+        app.add_middleware(BearerTokenMiddleware, token=token)
+    if config.http.cors_origins:  # a preflight carries no token: answered before the check
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=list(config.http.cors_origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", TIMEOUT_HEADER],
+        )
+    if metrics is not None:  # outermost: refusals are counted too
+        app.add_middleware(ObservedMiddleware, metrics=metrics)
+    return app
+
+
+_DESCRIPTION = f"""
+The gRPC service `image2sdr.v1.Image2Sdr` over HTTP/JSON: the same request and response
+messages in the proto's canonical JSON mapping (lowerCamelCase field names, bytes as
+base64, int64 as strings, enums by name; an unknown field is refused).
+
+* **Errors** are a `google.rpc.Status` in JSON, as gRPC sends in `grpc-status-details-bin`
+  (details keep their `@type`); the HTTP status follows the gRPC code (400 INVALID_ARGUMENT,
+  404 NOT_FOUND, 429 RESOURCE_EXHAUSTED, 503 UNAVAILABLE, 504 DEADLINE_EXCEEDED, ...).
+  A body over the server's limit is 413, a content type an endpoint does not read 415.
+* **Token**: when the server has one, every route but `/healthz`, `/` and `/static/` needs
+  `Authorization: Bearer <token>`; without it, 401.
+* **Deadline**: an optional `{TIMEOUT_HEADER}` header, in seconds; past it the call ends
+  with 504. Without it a call has no deadline.
+* `POST /v1/encode` takes the image itself (`Content-Type: image/*` or
+  `application/octet-stream`, options as query parameters), a multipart form (file field
+  `image`, optional fields `id` and `metadata`, a JSON object), or an `EncodeRequest` in JSON.
+"""
+
+
+# -- routes ------------------------------------------------------------------------------
+
+
+async def _encode(request: Request, message: Annotated[pb.EncodeRequest, Depends(encode_request)]) -> Response:
+    return await _calls(request).run("Encode", message, request)
+
+
+def _calls(request: Request) -> Calls:
+    calls: Calls = request.app.state.calls
+    return calls
+
+
+# -- the other RPCs -----------------------------------------------------------------------
+
+# POST path -> (RPC, request message): the body is that message in JSON.
+_JSON_ROUTES: tuple[tuple[str, str, type[Message]], ...] = (
+    ("/v1/similar", "FindSimilar", pb.FindSimilarRequest),
+    ("/v1/duplicates", "FindDuplicates", pb.FindDuplicatesRequest),
+    ("/v1/text", "EncodeText", pb.EncodeTextRequest),
+    ("/v1/terms", "SimilarTerms", pb.SimilarTermsRequest),
+    ("/v1/items:list", "ListItems", pb.ListItemsRequest),
+    ("/v1/items:exist", "ItemsExist", pb.ItemsExistRequest),
+    ("/v1/maps", "CreateMap", pb.CreateMapRequest),
+    ("/v1/explain", "Explain", pb.ExplainRequest),
+    ("/v1/concepts", "DefineConcept", pb.DefineConceptRequest),
+)
+
+
+def _json_endpoint(rpc: str, message_type: type[Message]) -> Callable[[Request, bytes], Awaitable[Response]]:
+    async def endpoint(request: Request, body: Body) -> Response:
+        return await _calls(request).run(rpc, lambda: json_body(request, body, message_type()), request)
+
+    return endpoint
+
+
+async def _get_item(request: Request, item_id: str) -> Response:
+    return await _calls(request).run("GetItem", pb.GetItemRequest(id=item_id), request)
+
+
+async def _remove_item(request: Request, item_id: str) -> Response:
+    return await _calls(request).run("RemoveItem", pb.RemoveItemRequest(id=item_id), request)
+
+
+async def _list_items(
+    request: Request,
+    page_size: Annotated[int, Query(ge=0, le=1_000_000, description="0: the server's max_k")] = 0,
+    page_token: str = "",
+) -> Response:
+    return await _calls(request).run(
+        "ListItems", pb.ListItemsRequest(page_size=page_size, page_token=page_token), request
+    )
+
+
+async def _info(request: Request) -> Response:
+    return await _calls(request).run("Info", pb.InfoRequest(), request)
+
+
+async def _get_map(request: Request, job_id: str) -> Response:
+    return await _calls(request).run("GetMap", pb.GetMapRequest(id=job_id), request)
+
+
+async def _list_concepts(request: Request) -> Response:
+    return await _calls(request).run("ListConcepts", pb.ListConceptsRequest(), request)
+
+
+async def _get_concept(request: Request, name: str) -> Response:
+    return await _calls(request).run("GetConcept", pb.GetConceptRequest(name=name), request)
+
+
+async def _remove_concept(request: Request, name: str) -> Response:
+    return await _calls(request).run("RemoveConcept", pb.RemoveConceptRequest(name=name), request)
+
+
+# -- service routes -----------------------------------------------------------------------
+
+
+async def _healthz(request: Request) -> JSONResponse:
+    """As a gRPC health check of the whole server would answer; when not serving, why."""
+    cases: UseCases = request.app.state.cases
+    state = cases.health.state()
+    if state.serving:
+        return JSONResponse({"status": "SERVING"})
+    return JSONResponse({"status": "NOT_SERVING", "reason": state.reason}, status_code=503)
+
+
+def _metrics(request: Request) -> Response:
+    metrics: Metrics = request.app.state.metrics
+    body, content_type = metrics.render()
+    return Response(body, headers={"content-type": content_type})
+
+
+def _page(request: Request) -> Response:
+    index = STATIC_DIR / "index.html"
+    if not index.is_file():
+        raise HttpApiError(status_pb2.Status(code=code_pb2.NOT_FOUND, message="the page is not installed"))
+    return FileResponse(index)
+
+
+def _add_routes(app: FastAPI, *, serve_metrics: bool) -> None:
+    add = app.add_api_route
+    add("/v1/encode", _encode, methods=["POST"], name="Encode", openapi_extra=_encode_doc())
+    for path, rpc, message_type in _JSON_ROUTES:
+        add(path, _json_endpoint(rpc, message_type), methods=["POST"], name=rpc, openapi_extra=_json_doc(message_type))
+    add("/v1/items", _list_items, methods=["GET"], name="ListItems")
+    add("/v1/items/{item_id:path}", _get_item, methods=["GET"], name="GetItem")
+    add("/v1/items/{item_id:path}", _remove_item, methods=["DELETE"], name="RemoveItem")
+    add("/v1/info", _info, methods=["GET"], name="Info")
+    add("/v1/maps/{job_id}", _get_map, methods=["GET"], name="GetMap")
+    add("/v1/concepts", _list_concepts, methods=["GET"], name="ListConcepts")
+    # :path, as for items: a name the API accepts may hold "/" ("cats/dogs", sent as cats%2Fdogs).
+    add("/v1/concepts/{name:path}", _get_concept, methods=["GET"], name="GetConcept")
+    add("/v1/concepts/{name:path}", _remove_concept, methods=["DELETE"], name="RemoveConcept")
+    add("/healthz", _healthz, methods=["GET"], name="healthz")
+    if serve_metrics:
+        add("/metrics", _metrics, methods=["GET"], name="metrics", include_in_schema=False)
+    add("/", _page, methods=["GET"], name="page", include_in_schema=False)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
+
+
+def _json_doc(message_type: type[Message]) -> dict[str, Any]:
+    name = message_type.DESCRIPTOR.full_name
+    schema = {"type": "object", "description": f"a {name} in the proto's canonical JSON mapping"}
+    return {"requestBody": {"required": False, "content": {"application/json": {"schema": schema}}}}
+
+
+def _encode_doc() -> dict[str, Any]:
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    form = {
+        "type": "object",
+        "required": ["image"],
+        "properties": {
+            "image": {"type": "string", "format": "binary"},
+            "id": {"type": "string", "description": "store the result under this item id"},
+            "metadata": {"type": "string", "description": "a JSON object of strings, stored with the item"},
+        },
+    }
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "image/*": binary,
+                "application/octet-stream": binary,
+                "multipart/form-data": {"schema": form},
+                **_json_doc(pb.EncodeRequest)["requestBody"]["content"],
+            },
+        }
+    }
+
+
+# -- errors ---------------------------------------------------------------------------------
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(HttpApiError, _api_error)  # type: ignore[arg-type]
+    app.add_exception_handler(RequestValidationError, _invalid_parameters)  # type: ignore[arg-type]
+    app.add_exception_handler(StarletteHTTPException, _framework_error)  # type: ignore[arg-type]
+
+
+async def _api_error(request: Request, error: HttpApiError) -> Response:
+    return status_response(error.status, error.http)
+
+
+async def _invalid_parameters(request: Request, error: RequestValidationError) -> Response:
+    """A query or path parameter FastAPI refused: 400 with a BadRequest naming it."""
+    first = error.errors()[0] if error.errors() else {}
+    where = [str(part) for part in first.get("loc", ()) if part not in ("query", "path", "header")]
+    field = ".".join(where) or "request"
+    return await _api_error(request, bad_request(f"{field}: {first.get('msg', 'invalid')}", field))
+
+
+async def _framework_error(request: Request, error: StarletteHTTPException) -> Response:
+    """Starlette's own answers (no such route, a method the route lacks) as a Status too."""
+    status = status_pb2.Status(code=code_for_http(error.status_code), message=str(error.detail))
+    return status_response(status, error.status_code, dict(error.headers or {}))

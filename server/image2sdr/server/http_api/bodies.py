@@ -1,0 +1,186 @@
+"""Request bodies: read under http.max_body_bytes and http.body_timeout_s, parsed as the proto's JSON or a form."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncGenerator
+from typing import Annotated, TypeVar
+
+import anyio
+import anyio.to_thread
+from fastapi import Depends, Query, Request
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from google.rpc import code_pb2, status_pb2
+from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from image2sdr.v1 import image2sdr_pb2 as pb
+
+from .errors import HttpApiError, bad_request, too_large, unsupported_media_type
+
+__all__ = ["Body", "encode_request", "json_body"]
+
+_IMAGE_TYPES = "image/* or application/octet-stream (the image), multipart/form-data (field 'image'), or JSON"
+
+_M = TypeVar("_M", bound=Message)
+
+
+async def _read_body(request: Request) -> bytes:
+    """The body, refused with 413 once it passes http.max_body_bytes (declared or counted)."""
+    limit: int = request.app.state.max_body_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise too_large(limit, int(declared))
+    chunks, size = [], 0
+    seconds: float = request.app.state.body_timeout_s
+    try:
+        with anyio.fail_after(seconds):  # a sender that stalls gives its connection back
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise too_large(limit, None)
+                chunks.append(chunk)
+    except TimeoutError:
+        status = status_pb2.Status(
+            code=code_pb2.DEADLINE_EXCEEDED, message=f"the body took longer than http.body_timeout_s ({seconds:g} s)"
+        )
+        raise HttpApiError(status, http=408) from None
+    return b"".join(chunks)
+
+
+Body = Annotated[bytes, Depends(_read_body)]
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+
+
+def _parse(body: bytes, message: _M) -> _M:
+    """``body`` (JSON, empty for {}) parsed into ``message``; a bad body is 400 naming what is wrong."""
+    name = message.DESCRIPTOR.full_name
+    try:
+        data = json.loads(body) if body.strip() else {}
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError; RecursionError: deep nesting
+        raise bad_request(
+            f"the body is not JSON ({type(exc).__name__}); send a {name} in canonical JSON", "body"
+        ) from None
+    if not isinstance(data, dict):
+        raise bad_request(f"the body must be a JSON object: a {name}", "body")
+    try:
+        json_format.ParseDict(data, message, ignore_unknown_fields=False)
+    except json_format.ParseError as exc:
+        raise bad_request(str(exc), "body") from None
+    return message
+
+
+def json_body(request: Request, body: bytes, message: _M) -> _M:
+    kind = _media_type(request)
+    if body.strip() and kind != "application/json":
+        raise unsupported_media_type(kind, "application/json")
+    return _parse(body, message)
+
+
+async def _form(request: Request, body: bytes) -> FormData:
+    """A multipart body, already read (and so capped), parsed."""
+
+    async def once() -> AsyncGenerator[bytes, None]:
+        yield body
+
+    parser = MultiPartParser(request.headers, once(), max_files=1, max_fields=8)
+    try:
+        return await parser.parse()
+    except MultiPartException as exc:
+        raise bad_request(f"unreadable multipart form: {exc.message}", "body") from None
+
+
+Positive = Annotated[int | None, Query(ge=0, le=1_000_000)]
+Share = Annotated[float | None, Query(ge=0.0, le=1.0)]
+
+
+async def encode_request(
+    request: Request,
+    body: Body,
+    *,
+    max_concepts: Positive = None,
+    min_confidence: Share = None,
+    sparsity: Share = None,
+    visual_share: Share = None,
+    add: Annotated[str | None, Query(description="store the result under this item id")] = None,
+    on_duplicate: Annotated[str | None, Query(description="KEEP, SKIP or REPLACE (with add)")] = None,
+) -> pb.EncodeRequest:
+    """The EncodeRequest of any of the three bodies; query options go with the image and form ones."""
+    kind = _media_type(request)
+    options = {
+        "max_concepts": max_concepts,
+        "min_confidence": min_confidence,
+        "sparsity": sparsity,
+        "visual_share": visual_share,
+    }
+    if kind == "application/json":
+        given = [
+            name for name, value in {**options, "add": add, "on_duplicate": on_duplicate}.items() if value is not None
+        ]
+        if given:  # not silently dropped: the JSON body says it all
+            raise bad_request(f"with a JSON body, {given[0]} goes in the EncodeRequest, not the query", given[0])
+        return await anyio.to_thread.run_sync(_parse, body, pb.EncodeRequest())  # off the event loop
+    message = pb.EncodeRequest()
+    if kind == "multipart/form-data":
+        await _from_form(request, body, message)
+    elif kind.startswith("image/") or kind == "application/octet-stream":
+        message.image = body
+    else:
+        raise unsupported_media_type(kind, _IMAGE_TYPES)
+    for name, value in options.items():
+        if value is not None:
+            setattr(message.options, name, value)
+    if add is not None:
+        message.add_to_index.id = add
+    if on_duplicate is not None:
+        message.add_to_index.on_duplicate = _on_duplicate(on_duplicate, add)
+    return message
+
+
+async def _from_form(request: Request, body: bytes, message: pb.EncodeRequest) -> None:
+    """The 2018 prototype's form: file ``image``, optional ``id`` and ``metadata`` (a JSON object)."""
+    form = await _form(request, body)
+    try:
+        image = form.get("image")
+        if not isinstance(image, UploadFile):
+            raise bad_request("the form needs a file field 'image'", "image")
+        message.image = await image.read()
+        item_id, metadata = form.get("id"), form.get("metadata")
+        if isinstance(item_id, str) and item_id:
+            message.add_to_index.id = item_id
+        if isinstance(metadata, str) and metadata:
+            if not item_id:
+                raise bad_request("metadata is stored with an item: give its id too", "metadata")
+            _add_metadata(metadata, message.add_to_index)
+    finally:
+        await form.close()
+
+
+def _add_metadata(text: str, target: pb.AddToIndex) -> None:
+    """The form's ``metadata`` field (a JSON object of strings) into ``target.metadata``."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        raise bad_request("metadata must be a JSON object of strings", "metadata")
+    try:
+        json_format.ParseDict({"metadata": value}, target)
+    except json_format.ParseError as exc:
+        raise bad_request(f"metadata: {exc}", "metadata") from None
+
+
+def _on_duplicate(name: str, add: str | None) -> pb.OnDuplicate:
+    if add is None:
+        raise bad_request("on_duplicate goes with add (the id to store under)", "on_duplicate")
+    full = name.upper() if name.upper().startswith("ON_DUPLICATE_") else f"ON_DUPLICATE_{name.upper()}"
+    try:
+        # The enum wrapper maps a name to its number; it is not a type to call (that was a 500).
+        value: pb.OnDuplicate = pb.OnDuplicate.Value(full)
+        return value
+    except ValueError:
+        raise bad_request(f"on_duplicate is KEEP, SKIP or REPLACE, not {name!r}", "on_duplicate") from None

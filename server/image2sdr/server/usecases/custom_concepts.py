@@ -1,0 +1,90 @@
+"""Custom concepts as a caller sees them: define from examples (images or stored items), read, list, remove."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ..custom_concepts import Defined, Example
+from ..errors import InvalidInputError, NotFoundError
+from ..index.protocol import VISUAL
+from .parts import Parts
+
+__all__ = [
+    "DefineRequest",
+    "ExampleImage",
+    "ExampleItem",
+    "define_concept",
+    "get_concept",
+    "list_concepts",
+    "remove_concept",
+]
+
+
+@dataclass(frozen=True)
+class ExampleImage:
+    image: bytes
+
+
+@dataclass(frozen=True)
+class ExampleItem:
+    """A stored item, by id."""
+
+    id: str
+
+
+@dataclass(frozen=True)
+class DefineRequest:
+    name: str
+    positives: Sequence[ExampleImage | ExampleItem | None]  # None: an example that says neither
+    negatives: Sequence[ExampleImage | ExampleItem | None] = ()
+
+
+def define_concept(parts: Parts, request: DefineRequest) -> Defined:
+    # Everything that can be refused without the images is, before any is encoded.
+    parts.library.check_definition(request.name, len(request.positives), len(request.negatives))
+    positives = _examples(parts, request.positives, "positives")
+    negatives = _examples(parts, request.negatives, "negatives")
+    return parts.library.define(request.name, positives, negatives)
+
+
+def get_concept(parts: Parts, name: str) -> Defined:
+    return parts.library.get(name)
+
+
+def list_concepts(parts: Parts) -> list[Defined]:
+    return parts.library.all()
+
+
+def remove_concept(parts: Parts, name: str) -> None:
+    parts.library.remove(name)
+
+
+def _examples(parts: Parts, examples: Sequence[ExampleImage | ExampleItem | None], field: str) -> list[Example]:
+    """Examples as SDRs: stored items read first, then the images encoded in one batch."""
+    found: list[Example | None] = [None] * len(examples)
+    images = [(n, example.image) for n, example in enumerate(examples) if isinstance(example, ExampleImage)]
+    for n, example in enumerate(examples):
+        if isinstance(example, ExampleItem):
+            found[n] = _stored_example(parts, example.id, f"{field}[{n}].id")
+        elif not isinstance(example, ExampleImage):
+            raise InvalidInputError("an example is an image or a stored item's id", field=f"{field}[{n}]")
+    outcomes = parts.encoder.encode_batch([image for _, image in images])
+    for (n, _), outcome in zip(images, outcomes, strict=True):
+        if isinstance(outcome, Exception):
+            if isinstance(outcome, InvalidInputError):
+                outcome.field = f"{field}[{n}].image"
+            raise outcome
+        found[n] = Example(outcome.sdr, outcome.visual)
+    return [example for example in found if example is not None]
+
+
+def _stored_example(parts: Parts, item_id: str, field: str) -> Example:
+    try:
+        item = parts.index.get(item_id)
+    except InvalidInputError as exc:
+        exc.field = field
+        raise
+    except NotFoundError as exc:
+        raise NotFoundError(f"{exc} ({field})", resource=item_id) from None
+    return Example(item.sdr, item.in_space(VISUAL))

@@ -1,0 +1,257 @@
+"""The page at ``/`` in a real browser: Playwright driving Debian's Chromium against a real server.
+
+A real server on port 0 with its HTTP face on port 0; the page uploads a real photo
+(scikit-image's chelsea as a JPEG), shows its concepts and draws its SDR bit for bit,
+adds it under an id, finds it again by the word "cat", highlights the bits a match
+shares, and removes it from the collection (GET /v1/items/{id} is 404 afterwards).
+Every request the page makes stays on the server's own origin (the machine has no
+internet, and the page must work without one). A screenshot goes under tmp_path.
+
+Chromium comes from Debian (`make chromium`): Playwright never downloads a browser
+here, so executable_path is always passed. Without /usr/bin/chromium the tests skip,
+except under CI, where they must run (and fail if the browser is missing).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from playwright.sync_api import Browser, Dialog, Page, expect, sync_playwright
+from skimage import data as skdata
+
+from image2sdr.server.config import Config, HttpConfig, ServiceConfig
+from image2sdr.server.serve import Server, create_server
+from tests.helpers.encoders import shared_encoder
+from tests.helpers.images import encode_jpeg
+
+CHROMIUM = Path("/usr/bin/chromium")
+TIMEOUT_MS = 60_000  # an encode on a busy 2-core machine, first model use included
+ITEM_ID = "chelsea-from-the-page"
+TOKEN_ENV = "IMAGE2SDR_PAGE_TEST_TOKEN"
+TOKEN = "page-test-token"
+
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists() and not os.environ.get("CI"),
+    reason=f"no {CHROMIUM}: run `make chromium` (Debian's chromium package) to drive the page in a browser",
+)
+
+# Pixels of the canvas that are not background, as bit positions (row-major, one pixel a bit).
+PAINTED_BITS = """() => {
+  const canvas = document.getElementById("sdr-canvas");
+  const pixels = canvas.getContext("2d").getImageData(0, 0, canvas.width, canvas.height).data;
+  const bits = [];
+  for (let i = 0; i < pixels.length; i += 4) {
+    if (pixels[i] !== 255 || pixels[i + 1] !== 255 || pixels[i + 2] !== 255) bits.push(i / 4);
+  }
+  return bits;
+}"""
+# Bits drawn in the "shared with the chosen match" colour (app.js COLOURS.shared).
+SHARED_BITS = PAINTED_BITS.replace(
+    "pixels[i] !== 255 || pixels[i + 1] !== 255 || pixels[i + 2] !== 255",
+    "pixels[i] === 234 && pixels[i + 1] === 88 && pixels[i + 2] === 12",
+)
+
+
+def _start(data_dir: Path, models_dir: Path, token_env: str = "IMAGE2SDR_TOKEN") -> Server:
+    """A real server, gRPC and HTTP both on free ports, on the session's encoder."""
+    service = ServiceConfig(port=0, shutdown_grace_s=0.5, token_env=token_env)
+    config = Config(data_dir=data_dir, models_dir=models_dir, service=service, http=HttpConfig(port=0))
+    return create_server(config, encoder=shared_encoder(models_dir))
+
+
+@pytest.fixture(scope="module")
+def base_url(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[str]:
+    server = _start(tmp_path_factory.mktemp("page-data"), models_dir)
+    yield f"http://127.0.0.1:{server.http_port}"
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def token_url(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[str]:
+    """A server that wants a bearer token (read from the environment when it starts)."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv(TOKEN_ENV, TOKEN)
+        server = _start(tmp_path_factory.mktemp("page-token-data"), models_dir, TOKEN_ENV)
+    yield f"http://127.0.0.1:{server.http_port}"
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    expect.set_options(timeout=TIMEOUT_MS)  # expect's own default is 5 s, too short for a first encode
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+class Recorded:
+    """What a page did that the test checks afterwards: the URLs it asked for and its script errors."""
+
+    def __init__(self, page: Page) -> None:
+        self.urls: list[str] = []
+        self.errors: list[str] = []
+        page.on("request", lambda request: self.urls.append(request.url))
+        page.on("pageerror", lambda error: self.errors.append(str(error)))
+
+    def foreign(self, origin: str) -> list[str]:
+        """Requests that left ``origin`` (a blob: URL is the page's own; data: URLs fetch nothing)."""
+        return [url for url in self.urls if _origin(url.removeprefix("blob:")) not in (origin, "data:")]
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return "data:" if parts.scheme == "data" else f"{parts.scheme}://{parts.netloc}"
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    opened = context.new_page()
+    opened.set_default_timeout(TIMEOUT_MS)
+    yield opened
+    context.close()
+
+
+@pytest.fixture
+def chelsea_jpeg(tmp_path: Path) -> Path:
+    path = tmp_path / "chelsea.jpg"
+    path.write_bytes(encode_jpeg(skdata.chelsea()))
+    return path
+
+
+def test_upload_add_search_highlight_remove(page: Page, base_url: str, chelsea_jpeg: Path, tmp_path: Path) -> None:
+    recorded = Recorded(page)
+    page.goto(f"{base_url}/")
+    expect(page.get_by_test_id("collection-total")).to_contain_text("0 items")
+
+    # Upload: concepts with confidences, the SDR drawn, its decoded terms.
+    page.get_by_test_id("image-input").set_input_files(str(chelsea_jpeg))
+    expect(page.get_by_test_id("concept").filter(has_text="cat").first).to_be_visible()
+    expect(page.get_by_test_id("concepts")).to_contain_text("%")
+    expect(page.get_by_test_id("term").first).to_be_visible()
+    drawn = page.evaluate(PAINTED_BITS)
+    assert len(drawn) > 100, "the SDR canvas is blank"
+    assert int(page.get_by_test_id("sdr-canvas").get_attribute("data-active") or 0) == len(drawn)
+
+    # Add under an id: it is stored, listed with its thumbnail, and the query now finds it.
+    page.get_by_test_id("add-id").fill(ITEM_ID)
+    page.get_by_test_id("add-button").click()
+    expect(page.get_by_test_id("status")).to_have_text(f"Added {ITEM_ID}")
+    stored = page.request.get(f"{base_url}/v1/items/{ITEM_ID}").json()
+    assert drawn == stored["sdr"]["active"], "the canvas is not the stored SDR bit for bit"
+    listed = page.locator(f'[data-testid="collection-item"][data-id="{ITEM_ID}"]')
+    thumbnail = re.compile(rf"^data:image/\w+;base64,{re.escape(stored['thumbnail'])}$")
+    expect(listed.locator("img.thumb")).to_have_attribute("src", thumbnail)
+    match = page.locator(f'[data-testid="match"][data-id="{ITEM_ID}"]')
+    expect(match.get_by_test_id("match-overlap")).to_have_text(f"{len(drawn)} bits shared")
+
+    # Clicking the match highlights the bits it shares with the query: all of them, the same photo.
+    match.get_by_role("button").click()
+    expect(page.get_by_test_id("sdr-canvas")).to_have_attribute("data-shared", str(len(drawn)))
+    assert page.evaluate(SHARED_BITS) == drawn
+
+    # Words: "cat" finds it, thumbnail and overlap shown.
+    page.get_by_test_id("search-text").fill("cat")
+    page.get_by_test_id("search-button").click()
+    expect(page.get_by_test_id("sdr-caption")).to_contain_text("“cat”")
+    found = page.locator(f'[data-testid="match"][data-id="{ITEM_ID}"]')
+    expect(found.locator("img.thumb")).to_have_attribute("src", thumbnail)
+    expect(found.get_by_test_id("match-overlap")).to_contain_text("bits shared")
+    page.screenshot(path=tmp_path / "page.png", full_page=True)
+
+    # Remove it from the collection list: gone from the page and from the server.
+    listed.get_by_test_id("remove").click()
+    expect(page.get_by_test_id("status")).to_have_text(f"Removed {ITEM_ID}")
+    expect(listed).to_have_count(0)
+    expect(found).to_have_count(0)
+    gone = page.request.get(f"{base_url}/v1/items/{ITEM_ID}")
+    assert gone.status == 404
+    assert ITEM_ID in gone.json()["message"]
+
+    assert recorded.foreign(base_url) == []
+    assert recorded.errors == []
+
+
+def test_errors_shown_from_the_status_body(page: Page, base_url: str, tmp_path: Path) -> None:
+    not_an_image = tmp_path / "notes.jpg"
+    not_an_image.write_text("these are words, not pixels")
+    page.goto(f"{base_url}/")
+    page.get_by_test_id("image-input").set_input_files(str(not_an_image))
+    error = page.get_by_test_id("error")
+    expect(error).to_be_visible()
+    expect(error).to_contain_text("(HTTP 400)")
+    upload = {"name": "notes.jpg", "mimeType": "image/jpeg", "buffer": not_an_image.read_bytes()}
+    message = page.request.post(f"{base_url}/v1/encode", multipart={"image": upload}).json()
+    expect(error).to_have_text(f"{message['message']} (HTTP 400)")
+
+
+def test_the_id_follows_the_chosen_image_and_replacing_asks_first(page: Page, base_url: str, tmp_path: Path) -> None:
+    cat, mug = tmp_path / "cat-photo.jpg", tmp_path / "mug-photo.jpg"
+    cat.write_bytes(encode_jpeg(skdata.chelsea()))
+    mug.write_bytes(encode_jpeg(skdata.coffee()))
+    asked: list[str] = []
+    replies: list[bool] = []  # how the test answers each confirm, in order
+
+    def answer(dialog: Dialog) -> None:
+        asked.append(dialog.message)
+        if replies.pop(0):
+            dialog.accept()
+        else:
+            dialog.dismiss()
+
+    page.on("dialog", answer)
+    page.goto(f"{base_url}/")
+    status, add_id = page.get_by_test_id("status"), page.get_by_test_id("add-id")
+    page.get_by_test_id("image-input").set_input_files(str(cat))
+    expect(add_id).to_have_value("cat-photo")
+    expect(status).to_contain_text("Encoded cat-photo.jpg in")
+    page.get_by_test_id("add-button").click()
+    expect(status).to_have_text("Added cat-photo")
+    stored = page.request.get(f"{base_url}/v1/items/cat-photo").json()
+
+    # Another image proposes its own id, not the one the last image was stored under.
+    page.get_by_test_id("image-input").set_input_files(str(mug))
+    expect(add_id).to_have_value("mug-photo")
+    expect(status).to_contain_text("Encoded mug-photo.jpg in")
+
+    # Added over a stored id on purpose: asked first; cancelled, nothing is stored.
+    add_id.fill("cat-photo")
+    replies.append(False)
+    page.get_by_test_id("add-button").click()
+    expect(status).to_have_text("Not added: cat-photo is stored already")
+    assert len(asked) == 1 and "cat-photo" in asked[0] and "Replace" in asked[0]
+    assert page.request.get(f"{base_url}/v1/items/cat-photo").json()["sdr"] == stored["sdr"]
+
+    # Confirmed, it replaces the stored item, and says so.
+    replies.append(True)
+    page.get_by_test_id("add-button").click()
+    expect(status).to_have_text("Replaced cat-photo")
+    assert len(asked) == 2
+    replaced = page.request.get(f"{base_url}/v1/items/cat-photo").json()
+    assert replaced["sdr"] != stored["sdr"]
+    expect(page.get_by_test_id("collection-total")).to_contain_text("1 item,")
+    assert page.request.delete(f"{base_url}/v1/items/cat-photo").ok  # the next test starts from an empty index
+
+
+def test_token_asked_on_401_and_kept_for_the_tab(page: Page, token_url: str) -> None:
+    asked: list[str] = []
+
+    def answer(dialog: Dialog) -> None:  # a wrong token first, then the right one
+        dialog.accept(TOKEN if asked else "not-the-token")
+        asked.append(dialog.message)
+
+    page.on("dialog", answer)
+    page.goto(f"{token_url}/")
+    expect(page.get_by_test_id("info")).to_contain_text("server")
+    expect(page.get_by_test_id("collection-total")).to_contain_text("0 items")
+    assert asked == ["This server needs a bearer token:", "That token was refused. Bearer token:"]
+    assert page.evaluate("sessionStorage.getItem('image2sdr.token')") == TOKEN
+    page.reload()
+    expect(page.get_by_test_id("collection-total")).to_contain_text("0 items")
+    assert len(asked) == 2, "asked again although the tab kept the token"
