@@ -49,10 +49,10 @@ sys.path.insert(0, str(Path(__file__).parent))
 import real_images
 
 from image2sdr.client import DuplicateThresholds, EncodeItem, Encoding, Image2SdrClient, ItemError, Sdr
-from image2sdr.server.api import create_server
 from image2sdr.server.concepts.local import LocalConceptSource
 from image2sdr.server.config import Config, HttpConfig, ServiceConfig, load_config
 from image2sdr.server.imaging import decode_image
+from image2sdr.server.serve import create_server
 
 ALTERATIONS = tuple(real_images.ALTERATIONS)
 ROTATION = "rotate 90"

@@ -37,12 +37,12 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import real_images
 
-from image2sdr.server.api import create_server
 from image2sdr.server.config import Config, HttpConfig, ServiceConfig
 from image2sdr.server.encoder import EncodeOptions, Encoder
 from image2sdr.server.index.protocol import VISUAL, Item
 from image2sdr.server.maps import layout as core
 from image2sdr.server.sdr import Sdr
+from image2sdr.server.serve import create_server
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 

@@ -22,7 +22,7 @@ import grpc
 import pytest
 
 from image2sdr.client import EncodeItem, Encoding, Image2SdrClient, Image2SdrError
-from image2sdr.server.api import Server
+from image2sdr.server.serve import Server
 from image2sdr.v1 import image2sdr_pb2 as pb
 from tests.helpers.borrowed import BorrowedServer
 

@@ -34,8 +34,8 @@ from image2sdr.server.explain import WIDE, heatmap, plan_grid
 from image2sdr.server.serve import Server, create_server
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
-from tests.fake_upstreams import FakeClarifai, red_pixels, start_clarifai
 from tests.helpers.servers import serving
+from tests.helpers.upstreams import FakeClarifai, red_pixels, start_clarifai
 
 TIMEOUT = 60
 KEY_ENV = "IMAGE2SDR_TEST_CLARIFAI_KEY"

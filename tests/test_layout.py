@@ -20,7 +20,7 @@ import pytest
 SERVER = Path(__file__).resolve().parent.parent / "server" / "image2sdr" / "server"
 PACKAGE = "image2sdr.server"
 EDGES = {"grpc_api", "http_api"}
-ABOVE_THE_CORE = {*EDGES, "usecases", "messages", "serve", "api"}  # api: the old import path, re-exports serve
+ABOVE_THE_CORE = {*EDGES, "usecases", "messages", "serve"}
 GRPC = ("grpc", "grpc_status", "grpc_health", "grpc_reflection")
 PROTO = ("google.protobuf", "google.rpc", "image2sdr.v1")
 HTTP = ("fastapi", "starlette", "uvicorn")  # the HTTP server side (httpx is a client of remote providers)
@@ -101,7 +101,7 @@ def test_use_cases_import_no_edge_and_no_transport(module: Path) -> None:
 @pytest.mark.parametrize("module", [m for m in _modules() if _layer(m) == "messages"], ids=_name)
 def test_messages_belong_to_neither_edge(module: Path) -> None:
     names = _imports(module)
-    assert not _server_layers(names) & {*EDGES, "serve", "api"}, _name(module)
+    assert not _server_layers(names) & {*EDGES, "serve"}, _name(module)
     assert not _of(names, GRPC + HTTP), f"{_name(module)} imports {sorted(_of(names, GRPC + HTTP))}"
 
 
@@ -109,12 +109,12 @@ def test_messages_belong_to_neither_edge(module: Path) -> None:
 def test_an_edge_never_imports_the_other_edge_nor_the_root(module: Path) -> None:
     other = EDGES - {_layer(module)}
     layers = _server_layers(_imports(module))
-    assert not layers & {*other, "serve", "api"}, f"{_name(module)} imports {sorted(layers & {*other, 'serve'})}"
+    assert not layers & {*other, "serve"}, f"{_name(module)} imports {sorted(layers & {*other, 'serve'})}"
     if _layer(module) == "http_api":
         assert not _of(_imports(module), GRPC), f"{_name(module)} imports grpc"
 
 
-@pytest.mark.parametrize("package", ["usecases", "messages", "grpc_api", "http_api", "serve", "api"])
+@pytest.mark.parametrize("package", ["usecases", "messages", "grpc_api", "http_api", "serve"])
 def test_each_layer_imports_on_its_own(package: str) -> None:
     """``import image2sdr.server.web`` once failed: the two edges imported each other."""
     done = subprocess.run(

@@ -16,8 +16,8 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 
 from image2sdr.client import Image2SdrClient, InvalidArgument, ItemPage, cli
-from image2sdr.server.api import Server
 from image2sdr.server.sdr import Sdr
+from image2sdr.server.serve import Server
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 from tests.helpers.images import half_size

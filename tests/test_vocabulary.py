@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 
 from image2sdr.client import Image2SdrClient
-from image2sdr.server.api import Server, create_server
 from image2sdr.server.config import Config, HttpConfig, ServiceConfig
 from image2sdr.server.encoder import Encoder
 from image2sdr.server.errors import UpstreamError
 from image2sdr.server.sdr import Sdr
+from image2sdr.server.serve import Server, create_server
 from image2sdr.server.terms.base import TermSource
 from image2sdr.server.terms.local import LocalTermSource
 from image2sdr.server.vocabulary import Vocabulary

@@ -209,8 +209,8 @@ def plot(report: Report, path: Path) -> None:
 @contextmanager
 def local_server() -> Iterator[str]:
     """A server in this process on a free port, with the repository's models and a throwaway data dir."""
-    from image2sdr.server.api import create_server  # noqa: PLC0415 - only without --address
     from image2sdr.server.config import Config, HttpConfig, ServiceConfig  # noqa: PLC0415
+    from image2sdr.server.serve import create_server  # noqa: PLC0415 - only without --address
 
     with tempfile.TemporaryDirectory() as data:
         grpc_only = {"service": ServiceConfig(port=0), "http": HttpConfig(enabled=False)}

@@ -27,7 +27,7 @@ from image2sdr.client import (
     TermOverlap,
 )
 from image2sdr.client import _convert as convert
-from image2sdr.server.api import Server
+from image2sdr.server.serve import Server
 from image2sdr.v1 import image2sdr_pb2 as pb
 from tests.helpers.images import encode_jpeg, half_size, mirrored
 from tests.helpers.servers import start_server

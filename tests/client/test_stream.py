@@ -26,7 +26,7 @@ from image2sdr.client import (
     Unavailable,
     encode_frames,
 )
-from image2sdr.server.api import Server
+from image2sdr.server.serve import Server
 from tests.helpers.borrowed import BorrowedServer
 
 FRAMES = 12

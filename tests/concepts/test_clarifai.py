@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
-from image2sdr.server.api import Server, create_server
 from image2sdr.server.concepts.base import ConceptSource
 from image2sdr.server.concepts.clarifai import ClarifaiConceptSource, clarifai_channel_for
 from image2sdr.server.config import (
@@ -28,6 +27,7 @@ from image2sdr.server.config import (
 from image2sdr.server.errors import ConfigError, ImageDecodeError, UpstreamError
 from image2sdr.server.imaging import DecodedImage, decode_image
 from image2sdr.server.merge import Merger, WeightedSdr
+from image2sdr.server.serve import Server, create_server
 from image2sdr.server.upstream import RateLimiter, Secret, read_key
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc

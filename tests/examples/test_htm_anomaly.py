@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from image2sdr.client import HtmSdr
-from image2sdr.server.api import Server
+from image2sdr.server.serve import Server
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "htm_anomaly" / "htm_anomaly.py"
 

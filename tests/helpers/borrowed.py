@@ -6,11 +6,10 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from image2sdr.server.api import Server, create_server
-from image2sdr.server.api.server import open_index
 from image2sdr.server.config import Config, HttpConfig, ServiceConfig
 from image2sdr.server.encoder import Encoder
 from image2sdr.server.index.protocol import ItemIndex
+from image2sdr.server.serve import Server, create_server, open_index
 
 __all__ = ["BorrowedServer"]
 
@@ -19,9 +18,9 @@ __all__ = ["BorrowedServer"]
 class BorrowedServer:
     """``start`` binds (port 0 first, then the same port again); ``stop`` breaks every call at once.
 
-    ``Server.stop`` would close the encoder it was given: this one stops only the gRPC
-    server, and ``close`` closes what it opened and gives the encoder its hook back
-    (``create_server`` points ``on_encoded`` at the new server's metrics).
+    ``stop`` stops only the gRPC server (the index stays open, so a restart on the same
+    port finds it); ``close`` stops every server it started, closes the index it opened
+    and gives the encoder its hook back.
     """
 
     encoder: Encoder
@@ -61,7 +60,7 @@ class BorrowedServer:
                 os.environ[self.token_env] = saved
 
     def stop(self) -> None:
-        self.servers[-1].grpc_server.stop(0).wait()
+        self.servers[-1].grpc.server.stop(0).wait()
 
     def restart(self) -> None:
         self.stop()
@@ -70,7 +69,6 @@ class BorrowedServer:
     def close(self) -> None:
         self.stop()
         for started in self.servers:
-            if started.maps is not None:
-                started.maps.close()
+            started.stop(0)  # stops what each made (health, map jobs); the index and encoder were lent
         self.index.close()
         self.encoder.on_encoded = self._hook

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from google.rpc import error_details_pb2, status_pb2
 
-from image2sdr.server.api import Server, create_server
 from image2sdr.server.config import (
     CacheConfig,
     ClarifaiConceptsConfig,
@@ -29,6 +28,7 @@ from image2sdr.server.config import (
 from image2sdr.server.errors import ConfigError, UpstreamError, UpstreamKeyError
 from image2sdr.server.merge import Merger, WeightedSdr
 from image2sdr.server.sdr import Sdr
+from image2sdr.server.serve import Server, create_server
 from image2sdr.server.terms.base import SimilarTermsSource, TermSource
 from image2sdr.server.terms.cache import CachedTermSource, TermCache
 from image2sdr.server.terms.cortical import CorticalTermSource

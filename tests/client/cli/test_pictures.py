@@ -13,7 +13,7 @@ from PIL import Image
 from skimage import data as skdata
 
 from image2sdr.client import Explanation, Filter, Image2SdrClient, InvalidArgument, MapJob, NotFound, cli
-from image2sdr.server.api import Server
+from image2sdr.server.serve import Server
 from tests.helpers.images import encode_jpeg
 from tests.helpers.servers import start_server
 

@@ -19,7 +19,7 @@ import pytest
 from skimage import data as skdata
 
 from image2sdr.client import ConceptCondition, Filter, Image2SdrClient, cli
-from image2sdr.server.api import Server
+from image2sdr.server.serve import Server
 from tests.helpers.images import encode_jpeg, half_size, mirrored
 from tests.helpers.servers import start_server
 
