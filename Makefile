@@ -42,7 +42,7 @@ serve: setup models
 
 ## test: the whole suite, real models, real files (and the Go, Java and Node clients against a real server)
 test: setup models milvus-server chromium clients $(VENV)/.example-installed
-	$(PY) -m pytest
+	$(PY) -m pytest --durations=20
 
 ## test-fast: the tests that need no exported models (tests/conftest.py marks the others), without `make models`
 test-fast: setup
@@ -117,8 +117,8 @@ conformance: setup models clients
 	$(PY) -m pytest tests/test_conformance.py -p no:cacheprovider -v --durations=0
 
 lint: setup
-	$(PY) -m ruff check server tests benchmarks client/image2sdr/client
-	$(PY) -m ruff format --check server tests benchmarks client/image2sdr/client
+	$(PY) -m ruff check server tests benchmarks examples client/image2sdr/client
+	$(PY) -m ruff format --check server tests benchmarks examples client/image2sdr/client
 	$(PY) -m mypy
 
 clean:
