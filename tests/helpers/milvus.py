@@ -97,3 +97,14 @@ class MilvusServer:
                 if probe.connect_ex(("127.0.0.1", self.port)) != 0:
                     return
             time.sleep(0.2)
+
+
+def drop_collections(uri: str, prefix: str) -> None:
+    """Drop every collection whose name starts with ``prefix`` (a test's collection set), so the server unloads it."""
+    client = MilvusClient(uri=uri, timeout=30)
+    try:
+        for name in client.list_collections():
+            if name.startswith(prefix):
+                client.drop_collection(name)
+    finally:
+        client.close()

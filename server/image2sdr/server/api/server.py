@@ -24,7 +24,8 @@ from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 from ..config import Config
 from ..encoder import Encoder
 from ..errors import ConfigError
-from ..index import MilvusIndex, SdrIndex
+from ..index import SdrIndex
+from ..index import open_index as open_configured_index
 from ..index.protocol import ItemIndex
 from ..maps.jobs import MapJobs
 from ..metrics import Metrics
@@ -117,10 +118,8 @@ def create_server(
 
 
 def open_index(config: Config) -> ItemIndex:
-    """The index ``config.index.backend`` names: FAISS + SQLite under ``data_dir``, or Milvus."""
-    if config.index.backend == "milvus":
-        return MilvusIndex(config.index, config.sdr.size, data_dir=config.data_dir / "index")
-    return SdrIndex(config.data_dir / "index", config.index, config.sdr.size)
+    """The index ``config.index.backend`` names (``image2sdr.server.index.open_index``)."""
+    return open_configured_index(config)
 
 
 def _start(config: Config, encoder: Encoder, index: ItemIndex, metrics: Metrics) -> Server:

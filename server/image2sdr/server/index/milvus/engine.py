@@ -78,49 +78,19 @@ from urllib.parse import urlsplit, urlunsplit
 import numpy as np
 import numpy.typing as npt
 
-from ..config import IndexConfig
-from ..errors import (
-    ConfigError,
-    IndexClosedError,
-    InvalidInputError,
-    NoFingerprintError,
-    NoSdrInSpaceError,
-    NotFoundError,
-    UpstreamError,
-)
-from ..fingerprints import Fingerprint
-from ..sdr import Sdr
-from ..upstream import RateLimiter, Retryable, RetryPolicy, Secret, call_with_retries
-from .checks import (
-    ItemChecks,
-    check_concept_name,
-    check_document,
-    check_filter,
-    check_id,
-    check_metadata,
-    compare,
-    duplicate_order,
-    filter_digest,
-    is_int,
-    screen,
-)
-from .codes import code_size, pack_codes
-from .protocol import (
-    SEMANTIC,
-    VISUAL,
-    AddOutcome,
-    Duplicate,
-    DuplicateThresholds,
-    Filter,
-    Item,
-    ItemPage,
-    Match,
-    OnDuplicate,
-    StoredConcept,
-)
-from .store import StoredItem
+from ...config import IndexConfig
+from ...errors import ConfigError, IndexClosedError, InvalidInputError, UpstreamError
+from ...fingerprints import Fingerprint
+from ...sdr import Sdr
+from ...upstream import RateLimiter, Retryable, RetryPolicy, Secret, call_with_retries
+from ..codes import code_size, pack_codes
+from ..duplicates import visual_floor
+from ..engine import Decide, Listing, SnapshotHook
+from ..filters import passes
+from ..paging import BadCursorError
+from ..values import SEMANTIC, VISUAL, DuplicateThresholds, Filter, Item, Match, StoredConcept, StoredItem
 
-__all__ = ["MilvusIndex"]
+__all__ = ["MilvusEngine", "item_key"]
 
 logger = logging.getLogger(__name__)
 
@@ -146,13 +116,12 @@ MAX_RESULTS = 16384  # Milvus's topk and query-window limit
 _ID_BYTES = 65535  # VARCHAR's own limit: ids are bounded by index.max_id_length, not by the schema
 _KEY_CHUNK = 1000  # keys per "key in [...]" expression
 _FIRST_SPAN_NS = 1 << 36  # ~69 s: the first time window a listing page looks back over
-_PAGE_TOKEN = re.compile(r"m(\d{1,19})\.([0-9a-f]{32})(?:\.([0-9a-f]{12}))?")  # fullmatch; the last: filter digest
+_CURSOR = re.compile(r"m(\d{1,19})\.([0-9a-f]{32})")  # fullmatch: (seq, key) to continue below
 _SETUP_S = 120.0  # at least this long for creating and loading the collections at start
 _HEAVY_RECHECK_S = 10.0  # how stale "no heavy SDRs here" may be (see _has_heavy)
 _DELETE_SETTLE_S = 1.5  # after a delete, Session reads are Strong this long (see _level)
 _SHA256 = re.compile(r"[0-9a-f]{64}")  # fullmatch
 _INT64_MAX = (1 << 63) - 1
-_EMPTY: Mapping[str, str] = types.MappingProxyType({})
 
 
 def item_key(item_id: str) -> str:
@@ -166,10 +135,10 @@ class _Row:
     seq: int
 
 
-class MilvusIndex:
+class MilvusEngine:
     """Items by id in Milvus collections, searchable by SDR overlap in each space. Thread-safe.
 
-    Same contract as ``SdrIndex`` (``protocol.ItemIndex``). Across replicas, two
+    Across replicas, two
     concurrent adds of one photo under SKIP may both be stored: the duplicate check
     and the add are atomic within one process only.
     """
@@ -191,7 +160,6 @@ class MilvusIndex:
         self.embedded = self.uri.endswith(".db")  # as pymilvus decides: a .db path runs milvus-lite
         self.shown_uri = _without_credentials(self.uri)  # the URI as errors and logs name it
         self._spaces = tuple(spaces)
-        self._checks = ItemChecks(config, sdr_size, spaces)
         self._names = {name: f"{settings.collection}_{name}" for name in (*spaces, PHASH, CONCEPTS, THUMBS)}
         self._dim = code_size(sdr_size, config.equalize_bits) * 8
         self._token = Secret(os.environ.get(settings.token_env, "").strip())
@@ -211,7 +179,8 @@ class MilvusIndex:
         self._write_lock = threading.Lock()  # duplicate screening and the add it decides, per process
         self._seq_lock = threading.Lock()
         self._last_seq = 0
-        self._closed = False
+        self._closed = False  # set by closing(): a call in flight stops retrying
+        self.on_snapshot: SnapshotHook | None = None  # Milvus keeps its own storage: no snapshots here
         self._client = self._connect()
         try:
             for name in (*spaces, PHASH, CONCEPTS, THUMBS):
@@ -227,17 +196,15 @@ class MilvusIndex:
     def spaces(self) -> tuple[str, ...]:
         return self._spaces
 
-    def __enter__(self) -> MilvusIndex:
-        return self
+    @property
+    def description(self) -> str:
+        return f"the Milvus index at {self.shown_uri}"
 
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+    def closing(self) -> None:
+        self._closed = True
 
     def close(self) -> None:
-        with self._write_lock:
-            if self._closed:
-                return
-            self._closed = True
+        self._closed = True
         self._client.close()
         if self.embedded:  # stop the milvus-lite process, so the file can be opened again
             from milvus_lite.server_manager import server_manager_instance  # noqa: PLC0415
@@ -246,8 +213,6 @@ class MilvusIndex:
 
     def available(self) -> bool:
         """Whether Milvus answers now (one cheap request, no retries): the health check's question."""
-        if self._closed:
-            return False
         try:
             # A query, not a ping: after a restart Milvus answers pings well before it has
             # loaded the collections again, and until then every search would time out.
@@ -571,50 +536,28 @@ class MilvusIndex:
 
     # -- writes ---------------------------------------------------------------
 
-    def add(
-        self,
-        item_id: str,
-        sdr: Sdr,
-        concepts: Sequence[tuple[str, float]] = (),
-        metadata: Mapping[str, str] | None = None,
-    ) -> None:
-        """Insert or replace one item (semantic space only); acknowledged once Milvus has it."""
-        self.add_many([Item(item_id, sdr, tuple(concepts), metadata if metadata is not None else _EMPTY)])
-
-    def add_many(
-        self,
-        items: Sequence[Item],
-        *,
-        on_duplicate: OnDuplicate = OnDuplicate.KEEP,
-        thresholds: DuplicateThresholds | None = None,
-    ) -> list[AddOutcome]:
-        """Insert or replace many items; a repeated id keeps its last occurrence.
+    def write(self, offered: Sequence[StoredItem], decide: Decide) -> None:
+        """Decide, write the kept items and delete what the decision replaces, under this process's write lock.
 
         Each item is written as a new version (side rows first, its semantic row
         last), so a batch that fails part-way leaves every stored item as it was;
-        the caller adds it again. Under SKIP or REPLACE the duplicate check reads
-        Strong, so it sees every acknowledged add, this replica's or another's.
+        the caller adds it again. Copies are looked for reading Strong, so the
+        decision sees every acknowledged add, this replica's or another's.
         """
-        prepared = self._checks.prepare(items)
-        if not prepared:
-            return []
-        for item in prepared:
+        for item in offered:
             _check_json_sizes(item)
-        limits = self._checks.thresholds(thresholds)
         with self._write_lock:
-            self._check_open()
+            decided = decide(self._strong_copies)
+            if decided.store:
+                self._write(decided.store)
+            if decided.delete:  # after the new item is in: a failure here loses nothing acknowledged
+                self._delete_items([item_key(item_id) for item_id in decided.delete])
 
-            def stored_copies(fingerprint: Fingerprint, visual: Sdr | None) -> list[Duplicate]:
-                with self._reading("Strong"):
-                    return self._duplicates(fingerprint, visual, limits, self.config.max_k, exclude=None)
-
-            outcomes, removed = screen(prepared, on_duplicate, limits, stored_copies, self.sdr_size)
-            kept = [item for item, outcome in zip(prepared, outcomes, strict=True) if outcome.stored]
-            if kept:
-                self._write(kept)
-            if removed:  # after the new item is in: a failure here loses nothing acknowledged
-                self._delete_items([item_key(item_id) for item_id in removed])
-        return outcomes
+    def _strong_copies(
+        self, fingerprint: Fingerprint | None, visual: Sdr | None, limits: DuplicateThresholds, k: int
+    ) -> list[Item]:
+        with self._reading("Strong"):
+            return self.copies(fingerprint, visual, limits, k, None)
 
     def _write(self, kept: Sequence[StoredItem]) -> None:
         keys = [item_key(item.id) for item in kept]
@@ -701,20 +644,14 @@ class MilvusIndex:
             self._last_seq = first + count - 1
         return list(range(first, first + count))
 
-    def check_item(self, item_id: str, metadata: Mapping[str, str] | None = None) -> None:
-        """Raise what ``add`` would raise for this id and metadata, storing nothing."""
-        check_id(item_id, self.config.max_id_length)
-        check_metadata(metadata if metadata is not None else _EMPTY, self.config.max_metadata_bytes)
-
-    def remove(self, item_id: str) -> None:
-        """Remove an item; NotFoundError if there is none with this id (read Strong)."""
-        check_id(item_id, self.config.max_id_length)
+    def remove(self, item_id: str) -> bool:
+        """Remove an item (its absence read Strong); False when none has this id."""
         key = item_key(item_id)
         with self._write_lock:
-            self._check_open()
             if not self._query(SEMANTIC, _keys_in([key]), ["key"], level="Strong"):
-                raise NotFoundError(f"no item with id {item_id!r}", resource=item_id)
+                return False
             self._delete_items([key])
+        return True
 
     def _delete_items(self, keys: Sequence[str]) -> None:
         for chunk in _chunks(list(keys)):
@@ -732,20 +669,16 @@ class MilvusIndex:
         """Within this block, this thread's reads use ``level``."""
         return _ReadLevel(self._forced, level)
 
-    def get(self, item_id: str) -> Item:
-        check_id(item_id, self.config.max_id_length)
-        self._check_open()
-        return self._item(self._row(item_id))
+    def get(self, item_id: str) -> Item | None:
+        row = self._row(item_id)
+        return None if row is None else self._item(row)
 
-    def contains(self, item_ids: Sequence[str]) -> list[bool]:
-        for item_id in item_ids:
-            check_id(item_id, self.config.max_id_length)
-        self._check_open()
-        keys = [item_key(item_id) for item_id in item_ids]
+    def contains(self, item_ids: Sequence[str]) -> set[str]:
+        ids = {item_key(item_id): item_id for item_id in item_ids}
         present: set[str] = set()
-        for chunk in _chunks(sorted(set(keys))):
-            present.update(str(row["key"]) for row in self._query(SEMANTIC, _keys_in(chunk), ["key"]))
-        return [key in present for key in keys]
+        for chunk in _chunks(sorted(ids)):
+            present.update(ids[str(row["key"])] for row in self._query(SEMANTIC, _keys_in(chunk), ["key"]))
+        return present
 
     def thumbnails(self, item_ids: Sequence[str]) -> dict[str, bytes]:
         """The stored thumbnails of these items (ids without one, or unknown, are absent).
@@ -753,9 +686,6 @@ class MilvusIndex:
         Two queries per 1,000 ids: the items' current seqs, then their thumbnail rows
         (those of older versions, not yet deleted, are ignored).
         """
-        for item_id in item_ids:
-            check_id(item_id, self.config.max_id_length)
-        self._check_open()
         ids = {item_key(item_id): item_id for item_id in item_ids}
         found: dict[str, bytes] = {}
         for chunk in _chunks(sorted(ids)):
@@ -769,37 +699,20 @@ class MilvusIndex:
                 found[ids[key]] = image
         return found
 
-    def count(self, space: str | None = None) -> int:
-        """Items stored; with a space, those that have an SDR in it."""
-        if space is not None and space not in self._spaces:
-            raise InvalidInputError(
-                f"unknown space {space!r}; this index keeps {', '.join(self.spaces)}", field="space"
-            )
-        self._check_open()
-        return self._count_where("" if space in (None, SEMANTIC) else f"in_{space} == true")
+    def count(self, space: str) -> int:
+        return self._count_where("" if space == SEMANTIC else f"in_{space} == true")
 
-    def list_items(self, page_size: int, page_token: str = "", *, where: Filter | None = None) -> ItemPage:
-        """Stored items passing ``where``, newest first (by seq, then key).
-
-        The token is the (seq, key) to continue below, and the digest of the filter
-        it was given out for: under another filter it would skip or repeat items.
-        """
-        if not is_int(page_size) or not 1 <= page_size <= self.config.max_k:
-            raise InvalidInputError(
-                f"page_size must be an integer in [1, {self.config.max_k}], got {page_size!r}", field="page_size"
-            )
-        where = check_filter(where, self.config.max_metadata_bytes)
-        below = _page_position(page_token, where)
-        self._check_open()
+    def list_items(self, page_size: int, cursor: str, where: Filter | None) -> Listing:
+        """Newest first (by seq, then key); the cursor is ``m<seq>.<key>``, the position to continue below."""
+        below = _position_of(cursor)
         expression = _filter_expression(where)
         found = self._newest(page_size, below, expression)
         page = found[:page_size]
         rows = self._rows([key for _, key in page])
         # A row replaced since _newest read it may no longer pass: skipped, as a removed one is.
-        items = tuple(self._item(rows[key]) for _, key in page if key in rows and _passes(rows[key].stored, where))
-        more = len(found) > page_size
-        token = _page_token(page[-1], where) if more else ""
-        return ItemPage(items, token, self._count_where(expression))
+        items = tuple(self._item(rows[key]) for _, key in page if key in rows and passes(rows[key].stored, where))
+        following = f"m{page[-1][0]}.{page[-1][1]}" if len(found) > page_size else ""
+        return Listing(items, following, self._count_where(expression))
 
     def _count_where(self, expression: str, *, exact: bool = True) -> int:
         """Semantic rows matching ``expression`` (all of them for "").
@@ -850,43 +763,21 @@ class MilvusIndex:
                 return sorted(((int(row["seq"]), str(row["key"])) for row in rows), reverse=True)
 
     def search(
-        self, query: Sdr, k: int = 10, min_overlap: int = 0, *, space: str = SEMANTIC, where: Filter | None = None
-    ) -> list[Match]:
-        """The k stored items passing ``where`` that share the most active bits with ``query`` in ``space``."""
-        return self.search_many([query], k, min_overlap, space=space, where=where)[0]
-
-    def search_many(
-        self,
-        queries: Sequence[Sdr],
-        k: int = 10,
-        min_overlap: int = 0,
-        *,
-        space: str = SEMANTIC,
-        where: Filter | None = None,
+        self, queries: Sequence[Sdr], k: int, min_overlap: int, space: str, where: Filter | None
     ) -> list[list[Match]]:
-        """``search`` for each query."""
-        self._checks.search(k, min_overlap, space)
-        for number, query in enumerate(queries):
-            self._checks.sdr(query, f"queries[{number}]")
-        where = check_filter(where, self.config.max_metadata_bytes)
-        self._check_open()
-        if not queries:
-            return []
         plan = self._plan(space, where)
         return [self._ranked(query, k, min_overlap, space, exclude=None, plan=plan) for query in queries]
 
     def neighbours(
-        self, item_id: str, k: int = 10, min_overlap: int = 0, *, space: str = SEMANTIC, where: Filter | None = None
-    ) -> tuple[Item, list[Match]]:
-        """A stored item and its nearest neighbours in ``space`` passing ``where``, searched with its own SDR."""
-        check_id(item_id, self.config.max_id_length)
-        self._checks.search(k, min_overlap, space)
-        where = check_filter(where, self.config.max_metadata_bytes)
-        self._check_open()
+        self, item_id: str, k: int, min_overlap: int, space: str, where: Filter | None
+    ) -> tuple[Item, list[Match]] | None:
+        """The item and its nearest in ``space`` passing ``where``, searched with its own SDR."""
         row = self._row(item_id)
+        if row is None:
+            return None
         positions = row.stored.sdrs.get(space)
         if positions is None:
-            raise NoSdrInSpaceError(f"item {item_id!r} has no SDR in space {space!r}", field="id")
+            return self._item(row), []
         query = Sdr.trusted(positions, self.sdr_size)
         plan = self._plan(space, where)
         return self._item(row), self._ranked(query, k, min_overlap, space, exclude=item_key(item_id), plan=plan)
@@ -997,7 +888,7 @@ class MilvusIndex:
                 row = rows.get(key)
                 positions = row.stored.sdrs.get(space) if row is not None and row.seq == seq else None
                 # else an old version, or one half-written
-                if row is not None and positions is not None and _passes(row.stored, where):
+                if row is not None and positions is not None and passes(row.stored, where):
                     scored.append((_overlap(query.positions, positions), row))
             scored.sort(key=lambda pair: (-pair[0], pair[1].seq))
             exhausted = len(hits) < min(fetch, MAX_RESULTS)
@@ -1024,49 +915,37 @@ class MilvusIndex:
     def _first_fetch(self, k: int) -> int:
         return min(max(k * self.config.candidate_factor, k + self.config.candidate_margin), MAX_RESULTS)
 
-    def find_duplicates(
-        self,
-        fingerprint: Fingerprint | None,
-        visual: Sdr | None,
-        thresholds: DuplicateThresholds | None = None,
-        k: int = 10,
-        *,
-        exclude: str | None = None,
-    ) -> list[Duplicate]:
-        """Stored copies of an image: same bytes, near-exact (pHash) or transformed (visual overlap)."""
-        limits = self._checks.thresholds(thresholds)
-        self._checks.search(k, 0, SEMANTIC)
-        if visual is not None:
-            self._checks.sdr(visual, "visual")
-        self._check_open()
-        return self._duplicates(fingerprint, visual, limits, k, exclude=item_key(exclude) if exclude else None)
-
-    def duplicates_of(
-        self, item_id: str, thresholds: DuplicateThresholds | None = None, k: int = 10
-    ) -> tuple[Item, list[Duplicate]]:
-        """A stored item and its stored copies, itself left out."""
-        check_id(item_id, self.config.max_id_length)
-        limits = self._checks.thresholds(thresholds)
-        self._checks.search(k, 0, SEMANTIC)
-        self._check_open()
-        row = self._row(item_id)
-        if row.stored.fingerprint is None:
-            raise NoFingerprintError(f"item {item_id!r} was added without an image: it has no fingerprint", field="id")
-        visual = row.stored.sdrs.get(VISUAL)
-        query = Sdr.trusted(visual, self.sdr_size) if visual is not None else None
-        found = self._duplicates(row.stored.fingerprint, query, limits, k, exclude=item_key(item_id))
-        return self._item(row), found
-
-    def _duplicates(
+    def copies(
         self,
         fingerprint: Fingerprint | None,
         visual: Sdr | None,
         limits: DuplicateThresholds,
         k: int,
-        *,
         exclude: str | None,
-    ) -> list[Duplicate]:
-        """Stored copies by all three tests, each item once under its strongest kind, best first."""
+    ) -> list[Item]:
+        skip = item_key(exclude) if exclude else None
+        return [self._item(row) for row in self._copy_rows(fingerprint, visual, limits, k, skip).values()]
+
+    def copies_of(self, item_id: str, limits: DuplicateThresholds, k: int) -> tuple[Item, list[Item]] | None:
+        row = self._row(item_id)
+        if row is None:
+            return None
+        item = self._item(row)
+        if row.stored.fingerprint is None:
+            return item, []
+        visual = item.spaces.get(VISUAL)
+        found = self._copy_rows(row.stored.fingerprint, visual, limits, k, item_key(item_id))
+        return item, [self._item(other) for other in found.values()]
+
+    def _copy_rows(
+        self,
+        fingerprint: Fingerprint | None,
+        visual: Sdr | None,
+        limits: DuplicateThresholds,
+        k: int,
+        exclude: str | None,
+    ) -> dict[str, _Row]:
+        """Stored items that may copy the image by any of the three tests (``duplicates.py`` judges)."""
         keys: set[str] = set()
         if fingerprint is not None:
             if _SHA256.fullmatch(fingerprint.sha256):  # always, from fingerprints.py; the check keeps the filter safe
@@ -1074,17 +953,11 @@ class MilvusIndex:
                 keys.update(str(row["key"]) for row in same)
             keys.update(self._near_phashes(fingerprint.phash, limits.max_phash_distance, exclude))
         if VISUAL in self._spaces and visual is not None and visual.active:
-            floor = max(1, math.ceil(limits.min_visual_share * visual.active))
+            floor = visual_floor(visual, limits)
             scored, _ = self._scan(VISUAL, visual, lambda _, bound: bound < floor, exclude, self._first_fetch(k))
             keys.update(item_key(row.stored.id) for overlap, row in scored if overlap >= floor)
         keys.discard(exclude or "")
-        found = []
-        for row in self._rows(keys).values():
-            duplicate = compare(fingerprint, visual, row.stored, limits, self.sdr_size)
-            if duplicate is not None:
-                kind, distance, overlap = duplicate.kind, duplicate.phash_distance, duplicate.visual_overlap
-                found.append(Duplicate(duplicate.id, kind, distance, overlap, self._item(row)))
-        return sorted(found, key=duplicate_order)[:k]
+        return self._rows(keys)
 
     def _near_phashes(self, phash: int, max_distance: int, exclude: str | None) -> set[str]:
         """Keys of the items whose pHash lies within ``max_distance`` bits: every one, not the top few."""
@@ -1096,30 +969,16 @@ class MilvusIndex:
             fetch = min(fetch * 4, MAX_RESULTS)
 
     def search_blend(
-        self,
-        semantic: Sdr,
-        visual: Sdr,
-        weight: float,
-        k: int = 10,
-        *,
-        exclude: str | None = None,
-        where: Filter | None = None,
+        self, semantic: Sdr, visual: Sdr, weight: float, k: int, *, exclude: str | None, where: Filter | None
     ) -> list[Match]:
         """Top k passing ``where`` by ``(1 - weight) * semantic overlap + weight * visual overlap``, exactly re-ranked.
 
-        As in ``SdrIndex.search_blend``: candidates from each space, every candidate
+        As in the FAISS engine (``faiss/appearance.py``): candidates from each space, every candidate
         scored exactly in both, lists grown until the k-th score is above what an
         unseen item could reach (from each list's last Hamming distance), or until
         MAX_RESULTS candidates per space (the last round under a broad filter searches
         the passing visual items completely, see ``_scan``).
         """
-        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0.0 <= weight <= 1.0:
-            raise InvalidInputError(f"blend_weight must be in [0, 1], got {weight!r}", field="blend_weight")
-        self._checks.search(k, 0, VISUAL)
-        self._checks.sdr(semantic, "semantic")
-        self._checks.sdr(visual, "visual")
-        where = check_filter(where, self.config.max_metadata_bytes)
-        self._check_open()
         queries = {SEMANTIC: semantic, VISUAL: visual}
         shares = {SEMANTIC: 1.0 - float(weight), VISUAL: float(weight)}
         plans = {space: self._plan(space, where) for space in queries}
@@ -1138,7 +997,7 @@ class MilvusIndex:
                 keys.update(item_key(row.stored.id) for _, row in scored)
             rows = self._rows(keys)
             ranked = sorted(
-                (self._blend_match(row, queries, float(weight)) for row in rows.values() if _passes(row.stored, where)),
+                (self._blend_match(row, queries, float(weight)) for row in rows.values() if passes(row.stored, where)),
                 key=lambda pair: (-pair[0].score, pair[1]),
             )
             best = [match for match, _ in ranked[:k]]
@@ -1164,11 +1023,8 @@ class MilvusIndex:
         readers take the newest complete version, so a put failing part-way leaves the
         concept as it was, and of two replicas putting one name the later seq wins.
         """
-        check_concept_name(name, "name")
-        check_document(document)
         key = item_key(name)
         with self._write_lock:
-            self._check_open()
             seq = self._next_seqs(1)[0]
             chunks = [document[at : at + _TEXT_CHARS] for at in range(0, len(document), _TEXT_CHARS)] or [""]
             version = {"key": key, "name": name, "seq": seq, "parts": len(chunks), "code": _NO_MARK}
@@ -1186,19 +1042,14 @@ class MilvusIndex:
                 logger.warning("old versions of concept %r stay behind: %s", name, exc)
         return StoredConcept(name, document, seq // 1_000_000)
 
-    def get_concept(self, name: str) -> StoredConcept:
-        """The custom concept (read Strong: another replica's put is seen at once), or NotFoundError."""
-        check_concept_name(name, "name")
-        self._check_open()
+    def get_concept(self, name: str) -> StoredConcept | None:
+        """The custom concept (read Strong: another replica's put is seen at once), or None."""
         fields = ["row", "name", "seq", "part", "parts", "text"]
         found = _newest_complete(self._query(CONCEPTS, f'key == "{item_key(name)}"', fields, level="Strong"))
-        if not found:
-            raise NotFoundError(f"no custom concept named {name!r}", resource=name)
-        return found[0]
+        return found[0] if found else None
 
     def list_concepts(self) -> list[StoredConcept]:
         """Every custom concept, by name (read Strong)."""
-        self._check_open()
         with self._reading("Strong"):
             # The versions first (no text), then the text of the newest complete ones only.
             rows = self._query_all(CONCEPTS, "parts > 0", ["row", "key", "seq", "part", "parts"])
@@ -1210,16 +1061,15 @@ class MilvusIndex:
             ]
         return sorted(_newest_complete(texts), key=lambda concept: concept.name)
 
-    def remove_concept(self, name: str) -> None:
-        """Remove a custom concept (every version of it), or NotFoundError."""
-        check_concept_name(name, "name")
+    def remove_concept(self, name: str) -> bool:
+        """Remove a custom concept (every version of it); False when there is none."""
         key = item_key(name)
         with self._write_lock:
-            self._check_open()
             rows = self._query(CONCEPTS, f'key == "{key}"', ["row", "key", "seq", "part", "parts"], level="Strong")
             if not _newest_rows(rows):
-                raise NotFoundError(f"no custom concept named {name!r}", resource=name)
+                return False
             self._delete(CONCEPTS, _rows_in([str(row["row"]) for row in rows]))
+        return True
 
     def _query_all(self, name: str, expression: str, fields: Sequence[str], prefix: str = "") -> list[dict[str, Any]]:
         """Every row of ``name`` matching ``expression``: split by key prefix while a query fills up."""
@@ -1234,12 +1084,9 @@ class MilvusIndex:
 
     # -- rows -----------------------------------------------------------------
 
-    def _row(self, item_id: str) -> _Row:
+    def _row(self, item_id: str) -> _Row | None:
         key = item_key(item_id)
-        row = self._rows([key]).get(key)
-        if row is None:
-            raise NotFoundError(f"no item with id {item_id!r}", resource=item_id)
-        return row
+        return self._rows([key]).get(key)
 
     def _rows(self, keys: Iterable[str]) -> dict[str, _Row]:
         """The stored items with these keys (absent ones left out), each with its current side rows."""
@@ -1297,7 +1144,7 @@ class MilvusIndex:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise IndexClosedError(f"the Milvus index at {self.shown_uri} is closed")
+            raise IndexClosedError(f"{self.description} is closed")
 
 
 _NONE: npt.NDArray[np.uint32] = np.zeros(0, dtype=np.uint32)
@@ -1484,19 +1331,6 @@ def _filter_expression(where: Filter | None) -> str:
     return " and ".join(conditions)
 
 
-def _passes(stored: StoredItem, where: Filter | None) -> bool:
-    """``where`` checked on a row read: what the expression selects, exactly (no hash can collide here)."""
-    if where is None:
-        return True
-    for key, values in where.metadata:
-        if key not in stored.metadata or stored.metadata[key] not in values:
-            return False
-    return all(
-        any(term == condition.name and score >= condition.min_confidence for term, score in stored.concepts)
-        for condition in where.concepts
-    )
-
-
 def _phash_code(phash: int) -> bytes:
     return int(phash).to_bytes(8, "little")
 
@@ -1510,25 +1344,14 @@ def _unsigned(value: int) -> int:
     return value + (1 << 64) if value < 0 else value
 
 
-def _page_position(token: object, where: Filter | None = None) -> tuple[int, str] | None:
-    """The (seq, key) a page token continues below; None for the first page.
-
-    A token carries the digest of the filter it was given out for (as
-    ``checks.page_token`` does): under another filter it is refused.
-    """
-    if token == "":
+def _position_of(cursor: str) -> tuple[int, str] | None:
+    """The (seq, key) a cursor continues below; None for the first page."""
+    if not cursor:
         return None
-    match = _PAGE_TOKEN.fullmatch(token) if isinstance(token, str) else None
-    if match is None or int(match.group(1)) > _INT64_MAX or (match.group(3) or "") != filter_digest(where):
-        raise InvalidInputError(
-            f"page_token {str(token)[:80]!r} is not one this index gave out for this filter", field="page_token"
-        )
+    match = _CURSOR.fullmatch(cursor)
+    if match is None or int(match.group(1)) > _INT64_MAX:
+        raise BadCursorError(cursor)
     return int(match.group(1)), match.group(2)
-
-
-def _page_token(position: tuple[int, str], where: Filter | None) -> str:
-    digest = filter_digest(where)
-    return f"m{position[0]}.{position[1]}" + (f".{digest}" if digest else "")
 
 
 def _without_credentials(uri: str) -> str:

@@ -22,10 +22,9 @@ from image2sdr.server.index import (
     SdrIndex,
     TooManyConceptsError,
 )
-from image2sdr.server.index.ivf import IvfBackend
+from image2sdr.server.index.faiss.ivf import IvfBackend
 from image2sdr.server.sdr import Sdr
-
-from .index_helpers import SIZE, brute_force, clustered_items, pairs, random_sdr, semantic_backend
+from tests.helpers.index import SIZE, brute_force, clustered_items, pairs, random_sdr, semantic_backend
 
 EXACT = IndexConfig()
 # IVF trained on tiny collections so the tests exercise the real IVF structure.
@@ -148,9 +147,9 @@ def test_search_by_id_excludes_itself(tmp_path: Path) -> None:
     with SdrIndex(tmp_path, EXACT) as index:
         index.add_many(items)
         for item in items[:10]:
-            assert pairs(index.search_by_id(item.id, k=7)) == brute_force(items, item.sdr, 7, exclude=item.id)
+            assert pairs(index.neighbours(item.id, k=7)[1]) == brute_force(items, item.sdr, 7, exclude=item.id)
         with pytest.raises(NotFoundError):
-            index.search_by_id("nobody")
+            index.neighbours("nobody")
 
 
 def test_ivf_is_trained_and_finds_near_items(tmp_path: Path) -> None:
@@ -261,7 +260,7 @@ def test_ivf_widens_the_search_for_a_diffuse_query(tmp_path: Path, monkeypatch: 
         # bits) would otherwise make the best match look close and stop the widening.
         index.add("mixture", mixture)
         scanned.clear()
-        assert pairs(index.search_by_id("mixture", k=1)) == brute_force(items, mixture, 1)
+        assert pairs(index.neighbours("mixture", k=1)[1]) == brute_force(items, mixture, 1)
         assert scanned == [1, 7]
 
 

@@ -41,9 +41,9 @@ import numpy as np
 import numpy.typing as npt
 from faiss.contrib import ivf_tools
 
-from ..config import IndexConfig
+from ...config import IndexConfig
+from ..codes import pack_codes
 from .backend import CHUNK_BYTES, Codes, Frozen, IvfState, Layout, ReadBytes, copy_bytes, read_array
-from .codes import pack_codes
 from .live import Hits, Labels, LiveLabels, best, empty_hits, hammings, overlaps_of, unique_nearest
 from .selection import Allowed
 
