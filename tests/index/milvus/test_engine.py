@@ -19,7 +19,12 @@ import pytest
 from image2sdr.server.config import IndexConfig, MilvusConfig
 from image2sdr.server.errors import InvalidInputError, NotFoundError, UpstreamError
 from image2sdr.server.index import SEMANTIC, VISUAL, ConceptCondition, Filter, Item, Match, MilvusIndex
-from image2sdr.server.index.milvus import engine as milvus_module
+from image2sdr.server.index import milvus as milvus_module
+from image2sdr.server.index.milvus import calls as calls_module
+from image2sdr.server.index.milvus import listing as listing_module
+from image2sdr.server.index.milvus import schema as schema_module
+from image2sdr.server.index.milvus import search as search_module
+from image2sdr.server.index.milvus import writes as writes_module
 from image2sdr.server.sdr import Sdr
 from tests.helpers.index import SIZE
 from tests.helpers.milvus import drop_collections
@@ -77,7 +82,7 @@ def test_listing_finds_a_page_when_a_burst_outnumbers_one_query(
     index: MilvusIndex, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """More items in a moment than a query returns (16384 in Milvus; 20 here): no loop, none skipped."""
-    monkeypatch.setattr(milvus_module, "MAX_RESULTS", 20)
+    monkeypatch.setattr(listing_module, "MAX_RESULTS", 20)
     burst = [Item(f"burst-{n:02d}", Sdr.from_positions([n], SIZE)) for n in range(50)]
     index.add_many(burst)
     index.add("newest", Sdr.from_positions([99], SIZE))
@@ -217,7 +222,7 @@ def test_filtered_searches_are_the_best_passing_items_in_every_space(
     assert visual is not None
     plans = []
     for prefilter in (4096, 5):  # every visual filter restricted by keys; then the broad ones per candidate
-        monkeypatch.setattr(milvus_module, "_PREFILTER_MAX", prefilter)
+        monkeypatch.setattr(search_module, "_PREFILTER_MAX", prefilter)
         for where in (rare, broad):
             plans.append(bool(index.engine._plan(VISUAL, where).fallback))
             for space, query in ((SEMANTIC, probe.sdr), (VISUAL, visual)):
@@ -229,9 +234,9 @@ def test_filtered_searches_are_the_best_passing_items_in_every_space(
             assert [m.id for m in blended] == _blend_oracle(items, (probe.sdr, visual), 0.3, where, 10)
     assert plans == [False, False, True, True]
     # A window of 8 candidates proves nothing here: the passing items are searched by key chunks.
-    monkeypatch.setattr(milvus_module, "MAX_RESULTS", 8)
+    monkeypatch.setattr(search_module, "MAX_RESULTS", 8)
     far = Filter(metadata=(("shop", ("s3",)),))
-    with caplog.at_level("INFO", logger=milvus_module.__name__):
+    with caplog.at_level("INFO", logger=search_module.__name__):
         expected = _oracle(items, visual, VISUAL, far, 10)
         assert [(m.id, m.overlap) for m in index.search(visual, k=10, space=VISUAL, where=far)] == expected
         blended = index.search_blend(probe.sdr, visual, 0.5, k=5, where=far)
@@ -305,8 +310,8 @@ def test_an_index_of_the_previous_layout_is_migrated_in_place(
     items = _catalog(30)
     with monkeypatch.context() as patch:  # the previous release's rows: concepts as terms and scores only
         patch.setattr(
-            milvus_module,
-            "_concepts_json",
+            writes_module,
+            "concepts_json",
             lambda concepts, metadata: {"terms": [t for t, _ in concepts], "scores": [s for _, s in concepts]},
         )
         old.add_many(items[:20])
@@ -319,8 +324,8 @@ def test_an_index_of_the_previous_layout_is_migrated_in_place(
     old.close()
 
     with monkeypatch.context() as patch:
-        patch.setattr(milvus_module, "MAX_RESULTS", 8)  # the listing of keys to migrate splits by prefix
-        patch.setattr(milvus_module, "_MIGRATE_CHUNK", 7)
+        patch.setattr(calls_module, "MAX_RESULTS", 8)  # the listing of keys to migrate splits by prefix
+        patch.setattr(schema_module, "_MIGRATE_CHUNK", 7)
         new = engine()
     assert {item.id: new.get(item.id) for item in items} == before
     assert [item.id for item in new.list_items(100).items] == listed  # seqs kept: the same order
@@ -328,7 +333,7 @@ def test_an_index_of_the_previous_layout_is_migrated_in_place(
     expected = _oracle(items, items[0].sdr, SEMANTIC, where, 50)
     assert [(m.id, m.overlap) for m in new.search(items[0].sdr, k=50, where=where)] == expected
     assert new.engine._query(SEMANTIC, f'concepts["v"] != {milvus_module.LAYOUT}', ["key"], limit=100) == []
-    meta = new.engine._query(milvus_module.CONCEPTS, f'row == "{milvus_module._META_ROW}"', ["seq", "text"])
+    meta = new.engine._query(milvus_module.CONCEPTS, f'row == "{schema_module._META_ROW}"', ["seq", "text"])
     assert meta[0]["seq"] == milvus_module.LAYOUT and json.loads(meta[0]["text"])["migrated_items"] == len(items)
     new.put_concept("after", "{}")
     assert new.get_concept("after").document == "{}"

@@ -1,6 +1,6 @@
 """The Milvus engine: Milvus both stores and searches the items (``index.backend: milvus``).
 
-``engine.MilvusEngine`` is the entry.
+``engine.MilvusEngine`` is the entry; its docstring says where each part lives.
 """
 
 from .engine import CONCEPTS, LAYOUT, PHASH, THUMBS, MilvusEngine, item_key
