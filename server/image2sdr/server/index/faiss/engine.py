@@ -21,7 +21,6 @@ import fcntl
 import logging
 import os
 import time
-import types
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import IO
@@ -33,7 +32,6 @@ from ...config import IndexConfig
 from ...errors import IndexLockedError
 from ...fingerprints import Fingerprint
 from ...sdr import Sdr
-from ..codes import pack_codes
 from ..engine import Decide, Listing, SnapshotHook
 from ..paging import BadCursorError
 from ..values import SEMANTIC, VISUAL, DuplicateThresholds, Filter, Item, Match, StoredConcept, StoredItem
@@ -41,10 +39,11 @@ from .appearance import blend, copy_labels
 from .backend import Backend, Layout
 from .live import Hits
 from .phashes import PhashTable
+from .rows import Codes, Row, codes_of, item_of, matches_of
 from .rwlock import ReadWriteLock
 from .selection import Allowed, Selections
 from .spaces import BackgroundSnapshots, Spaces
-from .store import Row, SqliteStore
+from .store import SqliteStore
 
 __all__ = ["LOCK_FILE", "STORE_FILE", "FaissEngine"]
 
@@ -52,7 +51,6 @@ logger = logging.getLogger(__name__)
 
 STORE_FILE = "items.sqlite3"
 LOCK_FILE = "LOCK"
-Codes = tuple[npt.NDArray[np.int64], npt.NDArray[np.uint8], npt.NDArray[np.int64]]  # rows, codes, lengths
 Positions = tuple[npt.NDArray[np.int64], npt.NDArray[np.uint32], npt.NDArray[np.int64]]  # labels, bits, lengths
 
 
@@ -384,19 +382,7 @@ class FaissEngine:
     def _answer(self, hits: Sequence[Hits], space: str) -> list[list[Match]]:
         """Look up the rows of the final labels (only those: ids live in SQLite, not RAM)."""
         wanted = np.unique(np.concatenate([hit.labels for hit in hits])) if hits else np.zeros(0, dtype=np.int64)
-        rows = self._store.rows_by_label(wanted.tolist())
-        answers: list[list[Match]] = []
-        for hit in hits:
-            matches = []
-            for label, overlap in zip(hit.labels.tolist(), hit.overlaps.tolist(), strict=True):
-                row = rows.get(label)
-                if row is None:  # cannot happen under the read lock; never invent a result
-                    logger.error("label %d is indexed but not in the store", label)
-                    continue
-                overlaps = types.MappingProxyType({space: int(overlap)})
-                matches.append(Match(row.id, int(overlap), self._item(row), overlaps, float(overlap)))
-            answers.append(matches)
-        return answers
+        return matches_of(hits, self._store.rows_by_label(wanted.tolist()), space, self.sdr_size)
 
     def _load_phashes(self) -> PhashTable:
         table = PhashTable()
@@ -405,26 +391,10 @@ class FaissEngine:
         return table
 
     def _codes(self, prepared: Sequence[StoredItem], space: str) -> Codes:
-        """(rows of ``prepared`` with an SDR in ``space``, their padded codes, their active counts)."""
-        rows = np.array([n for n, item in enumerate(prepared) if space in item.sdrs], dtype=np.int64)
-        sdrs = [prepared[n].sdrs[space] for n in rows.tolist()]
-        positions = np.concatenate(sdrs) if sdrs else np.zeros(0, dtype=np.uint32)
-        lengths = np.fromiter((sdr.size for sdr in sdrs), dtype=np.int64, count=len(sdrs))
-        codes = pack_codes(positions, lengths, self.sdr_size, self.config.equalize_bits, pad=True)
-        return rows, codes, lengths
+        return codes_of(prepared, space, self.sdr_size, self.config.equalize_bits)
 
     def _item(self, row: Row) -> Item:
-        spaces = {
-            name: Sdr.trusted(positions, self.sdr_size) for name, positions in row.sdrs.items() if name != SEMANTIC
-        }
-        return Item(
-            row.id,
-            Sdr.trusted(row.sdrs[SEMANTIC], self.sdr_size),
-            row.concepts,
-            types.MappingProxyType(row.metadata),
-            types.MappingProxyType(spaces),
-            row.fingerprint,
-        )
+        return item_of(row, self.sdr_size)
 
 
 def _label_of(cursor: str) -> int | None:

@@ -24,31 +24,20 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from ...fingerprints import Fingerprint
 from ..values import StoredItem
+from .rows import Row, decode_row, dump_concepts, label_array, load_concepts, to_signed
 from .schema import check_space_names, open_schema
 
-__all__ = ["Row", "SqliteStore"]
+__all__ = ["Row", "SqliteStore"]  # Row: re-exported from rows.py
 
 logger = logging.getLogger(__name__)
 
 _SELECT_CHUNK = 900  # host parameters per IN (...); SQLite's default limit is 999 before 3.32
-
-
-@dataclass(frozen=True)
-class Row:
-    label: int
-    id: str
-    sdrs: dict[str, npt.NDArray[np.uint32]]  # positions by space, for the spaces this item has
-    concepts: tuple[tuple[str, float], ...]
-    metadata: dict[str, str]
-    fingerprint: Fingerprint | None = None
 
 
 class SqliteStore:
@@ -147,10 +136,10 @@ class SqliteStore:
             (
                 item.id,
                 *(self._blob(item.sdrs.get(space)) for space in self.spaces),
-                _dump_concepts(item.concepts),
+                dump_concepts(item.concepts),
                 json.dumps(dict(item.metadata), ensure_ascii=False, separators=(",", ":")),
                 item.fingerprint.sha256 if item.fingerprint else None,
-                _signed(item.fingerprint.phash) if item.fingerprint else None,
+                to_signed(item.fingerprint.phash) if item.fingerprint else None,
             )
             for item in items
         ]
@@ -214,7 +203,7 @@ class SqliteStore:
             for label, metadata_json, concepts_json in connection.execute(query, chunk):
                 labels.append(int(label))
                 metadata.append(json.loads(metadata_json))
-                concepts.append(_load_concepts(concepts_json))
+                concepts.append(load_concepts(concepts_json))
         if labels:
             pairs, names = _filter_rows(labels, metadata, concepts)
             connection.executemany("DELETE FROM item_meta WHERE key = ? AND value = ? AND label = ?", pairs)
@@ -276,7 +265,7 @@ class SqliteStore:
 
     def get(self, item_id: str) -> Row | None:
         row = self._reader().execute(f"{self._select} WHERE id = ?", (item_id,)).fetchone()
-        return None if row is None else self._row(row)
+        return None if row is None else decode_row(self.spaces, self._dtype, row)
 
     def existing(self, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` are stored."""
@@ -324,17 +313,17 @@ class SqliteStore:
     def labels_with_pair(self, key: str, value: str) -> npt.NDArray[np.int64]:
         """Labels of the items whose metadata maps ``key`` to ``value``, ascending (one index range)."""
         query = "SELECT label FROM item_meta WHERE key = ? AND value = ? ORDER BY label"
-        return _label_array(self._reader().execute(query, (key, value)))
+        return label_array(self._reader().execute(query, (key, value)))
 
     def labels_with_concept(self, name: str, min_confidence: float) -> npt.NDArray[np.int64]:
         """Labels of the items with concept ``name`` at ``min_confidence`` or more, ascending (one index range)."""
         query = "SELECT label FROM item_concepts WHERE name = ? AND confidence >= ? ORDER BY label"
-        return _label_array(self._reader().execute(query, (name, float(min_confidence))))
+        return label_array(self._reader().execute(query, (name, float(min_confidence))))
 
     def rows_before(self, label: int, limit: int) -> list[Row]:
         """Up to ``limit`` rows with a label below ``label``, highest (newest) first."""
         query = f"{self._select} WHERE label < ? ORDER BY label DESC LIMIT ?"
-        return [self._row(row) for row in self._reader().execute(query, (label, limit))]
+        return [decode_row(self.spaces, self._dtype, row) for row in self._reader().execute(query, (label, limit))]
 
     def rows_by_label(self, labels: Sequence[int]) -> dict[int, Row]:
         """The rows for ``labels`` (missing labels are simply absent)."""
@@ -345,7 +334,7 @@ class SqliteStore:
             marks = ",".join("?" * len(chunk))
             query = f"{self._select} WHERE label IN ({marks})"
             for row in reader.execute(query, chunk):
-                found[int(row[0])] = self._row(row)
+                found[int(row[0])] = decode_row(self.spaces, self._dtype, row)
         return found
 
     def positions_by_label(
@@ -400,43 +389,6 @@ class SqliteStore:
         if space not in self.spaces:
             raise ValueError(f"no space {space!r} in this store")
         return f"sdr_{space}"
-
-    def _row(self, row: Sequence[object]) -> Row:
-        """(label, id, one column per space, concepts, metadata) as a Row."""
-        count = len(self.spaces)
-        blobs = row[2 : 2 + count]
-        sdrs = {
-            space: np.frombuffer(blob, dtype=self._dtype).astype(np.uint32)
-            for space, blob in zip(self.spaces, blobs, strict=True)
-            if isinstance(blob, bytes)
-        }
-        concepts_json, metadata_json = str(row[2 + count]), str(row[3 + count])
-        concepts = _load_concepts(concepts_json)
-        sha256, phash = row[4 + count], row[5 + count]
-        fingerprint = (
-            Fingerprint(sha256, int(phash) & _UINT64) if isinstance(sha256, str) and isinstance(phash, int) else None
-        )
-        return Row(int(str(row[0])), str(row[1]), sdrs, concepts, dict(json.loads(metadata_json)), fingerprint)
-
-
-_UINT64 = (1 << 64) - 1
-
-
-def _signed(phash: int) -> int:
-    """A 64-bit pHash as SQLite's signed INTEGER holds it (the same bits)."""
-    return phash - (1 << 64) if phash >= 1 << 63 else phash
-
-
-def _dump_concepts(concepts: Sequence[tuple[str, float]]) -> str:
-    return json.dumps([[term, confidence] for term, confidence in concepts], ensure_ascii=False, separators=(",", ":"))
-
-
-def _label_array(rows: Iterator[tuple[int]] | sqlite3.Cursor) -> npt.NDArray[np.int64]:
-    return np.fromiter((row[0] for row in rows), dtype=np.int64)
-
-
-def _load_concepts(concepts_json: str) -> tuple[tuple[str, float], ...]:
-    return tuple((str(term), float(confidence)) for term, confidence in json.loads(concepts_json))
 
 
 def _filter_rows(
