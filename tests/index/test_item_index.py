@@ -17,15 +17,17 @@ import numpy as np
 import pytest
 
 from image2sdr.server.config import IndexConfig
-from image2sdr.server.errors import InvalidInputError, InvalidSdrError, LimitExceededError
+from image2sdr.server.errors import InvalidInputError, InvalidSdrError, LimitExceededError, NotFoundError
 from image2sdr.server.index import (
     DuplicateThresholds,
     Filter,
+    IdTooLongError,
     IndexClosedError,
     InvalidIdError,
     Item,
     MetadataTooLargeError,
     SdrIndex,
+    TooManyConceptsError,
 )
 from image2sdr.server.index.values import ConceptCondition
 from image2sdr.server.sdr import Sdr
@@ -101,6 +103,44 @@ def test_a_batch_with_one_bad_item_stores_none(index: SdrIndex) -> None:
             index.add_many([*good, bad])
     assert index.contains([item.id for item in good]) == [False, False, False]
     _unchanged(index)
+
+
+def test_bad_input_is_refused_and_changes_nothing(tmp_path: Path) -> None:
+    good = Sdr.from_positions([1, 2, 3], SIZE)
+    with SdrIndex(tmp_path, IndexConfig(max_id_length=10, max_metadata_bytes=20, max_concepts=2)) as index:
+        index.add("keep", good)
+        cases: list[tuple[type[Exception], dict[str, object]]] = [
+            (InvalidSdrError, {"sdr": Sdr.from_positions([1], 1024)}),  # wrong size
+            (InvalidSdrError, {"sdr": Sdr(SIZE, np.array([5, 3], dtype=np.uint32))}),  # unsorted
+            (InvalidSdrError, {"sdr": Sdr(SIZE, np.array([3, 3], dtype=np.uint32))}),  # duplicated
+            (InvalidSdrError, {"sdr": Sdr(SIZE, np.array([SIZE], dtype=np.uint32))}),  # out of range
+            (InvalidIdError, {"item_id": ""}),
+            (InvalidIdError, {"item_id": "   "}),
+            (IdTooLongError, {"item_id": "x" * 11}),
+            (MetadataTooLargeError, {"metadata": {"k": "v" * 30}}),
+            (InvalidInputError, {"metadata": {"k": 1}}),
+            (TooManyConceptsError, {"concepts": [("a", 1.0)] * 3}),
+            (InvalidInputError, {"concepts": [("a", float("nan"))]}),
+        ]
+        for error, change in cases:
+            arguments: dict[str, object] = {"item_id": "new", "sdr": good, **change}
+            with pytest.raises(error):
+                index.add(**arguments)  # type: ignore[arg-type]
+        for bad_positions in ([5, 3], [3, 3], [SIZE], [-1]):
+            with pytest.raises(InvalidSdrError):
+                Sdr.from_positions(bad_positions, SIZE)
+        for k in (0, -1, 1001, 2.5, True):
+            with pytest.raises(InvalidInputError) as caught:
+                index.search(good, k=k)  # type: ignore[arg-type]
+            assert caught.value.field == "k"
+        with pytest.raises(InvalidInputError):
+            index.search(good, min_overlap=-1)
+        with pytest.raises(InvalidSdrError):
+            index.search(Sdr.from_positions([1], 1024))
+        with pytest.raises(NotFoundError):
+            index.get("unknown")
+        assert issubclass(IdTooLongError, InvalidInputError)  # a malformed argument (INVALID_ARGUMENT)
+        assert index.count() == 1 and pairs(index.search(good, k=5)) == [("keep", 3)]  # unchanged, serving
 
 
 def test_check_item_refuses_what_add_would(index: SdrIndex) -> None:
