@@ -4,36 +4,8 @@ The values live in ``values.py`` and ``ItemIndex`` in ``item_index.py``; new cod
 imports them from ``image2sdr.server.index``.
 """
 
+from . import values
 from .item_index import ItemIndex
-from .values import (
-    SEMANTIC,
-    VISUAL,
-    AddOutcome,
-    ConceptCondition,
-    Duplicate,
-    DuplicateKind,
-    DuplicateThresholds,
-    Filter,
-    Item,
-    ItemPage,
-    Match,
-    OnDuplicate,
-    StoredConcept,
-)
+from .values import *  # noqa: F403 - every value, as this module offered them before
 
-__all__ = [
-    "SEMANTIC",
-    "VISUAL",
-    "AddOutcome",
-    "ConceptCondition",
-    "Duplicate",
-    "DuplicateKind",
-    "DuplicateThresholds",
-    "Filter",
-    "Item",
-    "ItemIndex",
-    "ItemPage",
-    "Match",
-    "OnDuplicate",
-    "StoredConcept",
-]
+__all__ = ["ItemIndex", *values.__all__]  # noqa: PLE0604 - values.__all__ holds only str
