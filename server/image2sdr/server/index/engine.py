@@ -18,13 +18,24 @@ from ..fingerprints import Fingerprint
 from ..sdr import Sdr
 from .values import DuplicateThresholds, Filter, Item, Match, StoredConcept, StoredItem
 
-__all__ = ["Decide", "Engine", "FindCopies", "Listing", "SnapshotHook", "Write"]
+__all__ = ["CopyQuery", "Decide", "Engine", "FindCopies", "Listing", "SnapshotHook", "Write"]
 
 # Told of each space's snapshot pass: (space, seconds, written). Only an engine that snapshots calls it.
 SnapshotHook = Callable[[str, float, bool], None]
-# Candidate copies of an image among the stored items (fingerprint, visual SDR, thresholds, at most
-# about k by visual overlap), unjudged: ``duplicates.rank`` decides which are copies.
-FindCopies = Callable[[Fingerprint | None, Sdr | None, DuplicateThresholds, int], list[Item]]
+
+
+@dataclass(frozen=True)
+class CopyQuery:
+    """Copies of one image looked for: by its fingerprint, by its look, within the thresholds."""
+
+    fingerprint: Fingerprint | None
+    visual: Sdr | None
+    limits: DuplicateThresholds
+    k: int  # candidates by look, about; every one by bytes and pHash
+
+
+# Candidate copies of an image among the stored items, unjudged: ``duplicates.rank`` decides.
+FindCopies = Callable[[CopyQuery], list[Item]]
 
 
 @dataclass(frozen=True)
@@ -112,14 +123,7 @@ class Engine(Protocol):
         """
         ...
 
-    def copies(
-        self,
-        fingerprint: Fingerprint | None,
-        visual: Sdr | None,
-        limits: DuplicateThresholds,
-        k: int,
-        exclude: str | None,
-    ) -> list[Item]:
+    def copies(self, query: CopyQuery, exclude: str | None) -> list[Item]:
         """Candidate copies of an image (``FindCopies``); the item ``exclude`` left out."""
         ...
 

@@ -17,7 +17,7 @@ from ..errors import IndexClosedError, NoFingerprintError, NoSdrInSpaceError, No
 from ..fingerprints import Fingerprint
 from ..sdr import Sdr
 from . import duplicates
-from .engine import Engine, FindCopies, SnapshotHook, Write
+from .engine import CopyQuery, Engine, FindCopies, SnapshotHook, Write
 from .filters import check_concept_name, check_filter
 from .paging import BadCursorError, page_cursor, refuse_token
 from .paging import page_token as token_for
@@ -122,7 +122,7 @@ class ItemIndex:
 
         def decide(find: FindCopies) -> Write:
             def stored(fingerprint: Fingerprint, visual: Sdr | None) -> list[Duplicate]:
-                found = find(fingerprint, visual, limits, self.config.max_k)
+                found = find(CopyQuery(fingerprint, visual, limits, self.config.max_k))
                 return duplicates.rank(fingerprint, visual, found, limits, self.config.max_k)
 
             decided, removed = duplicates.screen(prepared, on_duplicate, limits, stored, self.sdr_size)
@@ -263,7 +263,7 @@ class ItemIndex:
         if visual is not None:
             self._rules.sdr(visual, "visual")
         with self._gate:
-            candidates = self.engine.copies(fingerprint, visual, limits, k, exclude)
+            candidates = self.engine.copies(CopyQuery(fingerprint, visual, limits, k), exclude)
         return duplicates.rank(fingerprint, visual, candidates, limits, k)
 
     def duplicates_of(

@@ -14,10 +14,10 @@ from collections.abc import Callable, Mapping
 import numpy as np
 
 from ...config import IndexConfig
-from ...fingerprints import Fingerprint
 from ...sdr import Sdr
 from ..duplicates import visual_floor
-from ..values import SEMANTIC, VISUAL, DuplicateThresholds, Item, Match
+from ..engine import CopyQuery
+from ..values import SEMANTIC, VISUAL, Item, Match
 from .backend import Backend
 from .phashes import PhashTable
 from .selection import Allowed
@@ -29,28 +29,21 @@ BLEND_DEPTH = 2048  # candidates per space a blended search examines at most
 
 
 def copy_labels(
-    store: SqliteStore,
-    phashes: PhashTable,
-    looks: Backend | None,
-    *,
-    fingerprint: Fingerprint | None,
-    visual: Sdr | None,
-    limits: DuplicateThresholds,
-    k: int,
-    exclude: int,
+    store: SqliteStore, phashes: PhashTable, looks: Backend | None, query: CopyQuery, *, exclude: int
 ) -> set[int]:
     """Labels of the stored items that may copy the image: by bytes, by pHash, by look (``exclude`` left out)."""
     labels: set[int] = set()
+    fingerprint, visual = query.fingerprint, query.visual
     if fingerprint is not None:
         labels.update(store.labels_by_sha256(fingerprint.sha256))
-        near, _ = phashes.near(fingerprint.phash, limits.max_phash_distance)
+        near, _ = phashes.near(fingerprint.phash, query.limits.max_phash_distance)
         labels.update(near.tolist())
     if looks is not None and visual is not None and visual.active:
         hits = looks.search(
             visual.positions,
             np.array([visual.active], dtype=np.int64),
-            k + len(labels),
-            visual_floor(visual, limits),
+            query.k + len(labels),
+            visual_floor(visual, query.limits),
             np.array([exclude], dtype=np.int64),
         )[0]
         labels.update(hits.labels.tolist())

@@ -30,9 +30,8 @@ import numpy.typing as npt
 
 from ...config import IndexConfig
 from ...errors import IndexLockedError
-from ...fingerprints import Fingerprint
 from ...sdr import Sdr
-from ..engine import Decide, Listing, SnapshotHook
+from ..engine import CopyQuery, Decide, Listing, SnapshotHook
 from ..paging import BadCursorError
 from ..values import SEMANTIC, VISUAL, DuplicateThresholds, Filter, Item, Match, StoredConcept, StoredItem
 from .appearance import blend, copy_labels
@@ -159,10 +158,8 @@ class FaissEngine:
         if due:
             self._background.request()
 
-    def _find_copies(
-        self, fingerprint: Fingerprint | None, visual: Sdr | None, limits: DuplicateThresholds, k: int
-    ) -> list[Item]:
-        return self._rows_as_items(self._copy_labels(fingerprint, visual, limits, k, -1))
+    def _find_copies(self, query: CopyQuery) -> list[Item]:
+        return self._rows_as_items(self._copy_labels(query, -1))
 
     def _commit(self, kept: Sequence[StoredItem], codes: Mapping[str, Codes], removed: Sequence[str]) -> None:
         """Store ``kept`` and delete ``removed`` in one transaction, then update every space; caller holds the lock."""
@@ -285,17 +282,9 @@ class FaissEngine:
             matches = self._answer(hits, space)[0]
         return self._item(row), matches
 
-    def copies(
-        self,
-        fingerprint: Fingerprint | None,
-        visual: Sdr | None,
-        limits: DuplicateThresholds,
-        k: int,
-        exclude: str | None,
-    ) -> list[Item]:
+    def copies(self, query: CopyQuery, exclude: str | None) -> list[Item]:
         with self._lock.read():
-            skip = self._label_of_id(exclude)
-            return self._rows_as_items(self._copy_labels(fingerprint, visual, limits, k, skip))
+            return self._rows_as_items(self._copy_labels(query, self._label_of_id(exclude)))
 
     def copies_of(self, item_id: str, limits: DuplicateThresholds, k: int) -> tuple[Item, list[Item]] | None:
         with self._lock.read():
@@ -305,7 +294,7 @@ class FaissEngine:
             item = self._item(row)
             if row.fingerprint is None:
                 return item, []
-            labels = self._copy_labels(row.fingerprint, item.spaces.get(VISUAL), limits, k, row.label)
+            labels = self._copy_labels(CopyQuery(row.fingerprint, item.spaces.get(VISUAL), limits, k), row.label)
             return item, self._rows_as_items(labels)
 
     def search_blend(
@@ -352,13 +341,9 @@ class FaissEngine:
 
     # -- helpers (caller holds the lock) ------------------------------------------------
 
-    def _copy_labels(
-        self, fingerprint: Fingerprint | None, visual: Sdr | None, limits: DuplicateThresholds, k: int, skip: int
-    ) -> set[int]:
+    def _copy_labels(self, query: CopyQuery, skip: int) -> set[int]:
         looks: Backend | None = self.backends.backend(VISUAL) if VISUAL in self.spaces else None
-        return copy_labels(
-            self._store, self._phashes, looks, fingerprint=fingerprint, visual=visual, limits=limits, k=k, exclude=skip
-        )
+        return copy_labels(self._store, self._phashes, looks, query, exclude=skip)
 
     def _label_of_id(self, item_id: str | None) -> int:
         row = self._store.get(item_id) if item_id is not None else None

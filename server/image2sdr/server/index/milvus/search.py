@@ -19,9 +19,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from ...fingerprints import Fingerprint
 from ...sdr import Sdr
 from ..duplicates import visual_floor
+from ..engine import CopyQuery
 from ..filters import passes
 from ..values import SEMANTIC, VISUAL, DuplicateThresholds, Filter, Item, Match
 from .calls import MAX_RESULTS, PHASH
@@ -203,16 +203,9 @@ class MilvusSearch(MilvusRows):
     def _first_fetch(self, k: int) -> int:
         return min(max(k * self.config.candidate_factor, k + self.config.candidate_margin), MAX_RESULTS)
 
-    def copies(
-        self,
-        fingerprint: Fingerprint | None,
-        visual: Sdr | None,
-        limits: DuplicateThresholds,
-        k: int,
-        exclude: str | None,
-    ) -> list[Item]:
+    def copies(self, query: CopyQuery, exclude: str | None) -> list[Item]:
         skip = item_key(exclude) if exclude else None
-        return [self._item(row) for row in self._copy_rows(fingerprint, visual, limits, k, skip).values()]
+        return [self._item(row) for row in self._copy_rows(query, skip).values()]
 
     def copies_of(self, item_id: str, limits: DuplicateThresholds, k: int) -> tuple[Item, list[Item]] | None:
         row = self._row(item_id)
@@ -221,20 +214,13 @@ class MilvusSearch(MilvusRows):
         item = self._item(row)
         if row.stored.fingerprint is None:
             return item, []
-        visual = item.spaces.get(VISUAL)
-        found = self._copy_rows(row.stored.fingerprint, visual, limits, k, item_key(item_id))
-        return item, [self._item(other) for other in found.values()]
+        query = CopyQuery(row.stored.fingerprint, item.spaces.get(VISUAL), limits, k)
+        return item, [self._item(other) for other in self._copy_rows(query, item_key(item_id)).values()]
 
-    def _copy_rows(
-        self,
-        fingerprint: Fingerprint | None,
-        visual: Sdr | None,
-        limits: DuplicateThresholds,
-        k: int,
-        exclude: str | None,
-    ) -> dict[str, Row]:
+    def _copy_rows(self, query: CopyQuery, exclude: str | None) -> dict[str, Row]:
         """Stored items that may copy the image by any of the three tests (``duplicates.py`` judges)."""
         keys: set[str] = set()
+        fingerprint, visual, limits = query.fingerprint, query.visual, query.limits
         if fingerprint is not None:
             if _SHA256.fullmatch(fingerprint.sha256):  # always, from fingerprints.py; the check keeps the filter safe
                 same = self._query(SEMANTIC, f'sha256 == "{fingerprint.sha256}"', ["key"], limit=MAX_RESULTS)
@@ -242,7 +228,7 @@ class MilvusSearch(MilvusRows):
             keys.update(self._near_phashes(fingerprint.phash, limits.max_phash_distance, exclude))
         if VISUAL in self._spaces and visual is not None and visual.active:
             floor = visual_floor(visual, limits)
-            scored, _ = self._scan(VISUAL, visual, lambda _, bound: bound < floor, exclude, self._first_fetch(k))
+            scored, _ = self._scan(VISUAL, visual, lambda _, bound: bound < floor, exclude, self._first_fetch(query.k))
             keys.update(item_key(row.stored.id) for overlap, row in scored if overlap >= floor)
         keys.discard(exclude or "")
         return self._rows(keys)

@@ -13,10 +13,8 @@ from collections.abc import Sequence
 from typing import Any
 
 from ...errors import UpstreamError
-from ...fingerprints import Fingerprint
-from ...sdr import Sdr
-from ..engine import Decide
-from ..values import SEMANTIC, DuplicateThresholds, Item, StoredItem
+from ..engine import CopyQuery, Decide
+from ..values import SEMANTIC, Item, StoredItem
 from .calls import PHASH, THUMBS
 from .expressions import (
     check_json_sizes,
@@ -57,11 +55,9 @@ class MilvusWrites(MilvusSearch):
             if decided.delete:  # after the new item is in: a failure here loses nothing acknowledged
                 self._delete_items([item_key(item_id) for item_id in decided.delete])
 
-    def _strong_copies(
-        self, fingerprint: Fingerprint | None, visual: Sdr | None, limits: DuplicateThresholds, k: int
-    ) -> list[Item]:
+    def _strong_copies(self, query: CopyQuery) -> list[Item]:
         with self._reading("Strong"):
-            return self.copies(fingerprint, visual, limits, k, None)
+            return self.copies(query, None)
 
     def _write(self, kept: Sequence[StoredItem]) -> None:
         keys = [item_key(item.id) for item in kept]
