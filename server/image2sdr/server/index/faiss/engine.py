@@ -71,6 +71,7 @@ class FaissEngine:
         self.directory.mkdir(parents=True, exist_ok=True)
         self._lock_file = _lock_directory(self.directory / LOCK_FILE)
         self._lock = ReadWriteLock()
+        self.on_snapshot: SnapshotHook | None = None  # told of each space's snapshot pass
         try:
             self._store = SqliteStore(
                 self.directory / STORE_FILE,
@@ -87,7 +88,7 @@ class FaissEngine:
             # Filters to labels, its cache kept in step with writes.
             self._selections = Selections(self._store, budget=config.filter_cache_mib << 20)
             layout = Layout(sdr_size, config.equalize_bits)
-            self.backends = Spaces(self.directory, self._store, config, layout, spaces)
+            self.backends = Spaces(self.directory, self._store, config, layout, spaces, report=self._snapshot_done)
             self._phashes = self._load_phashes()
         except BaseException:
             self._store.close()  # what was opened is closed again, so the caller may retry
@@ -111,14 +112,6 @@ class FaissEngine:
     def description(self) -> str:
         return f"the index at {self.directory}"
 
-    @property
-    def on_snapshot(self) -> SnapshotHook | None:
-        return self.backends.on_snapshot
-
-    @on_snapshot.setter
-    def on_snapshot(self, hook: SnapshotHook | None) -> None:
-        self.backends.on_snapshot = hook
-
     def available(self) -> bool:
         """Everything lives in this process: it serves whenever it is open."""
         return True
@@ -134,6 +127,10 @@ class FaissEngine:
         finally:
             self._store.close()
             self._lock_file.close()
+
+    def _snapshot_done(self, space: str, seconds: float, written: bool) -> None:
+        if self.on_snapshot is not None:
+            self.on_snapshot(space, seconds, written)
 
     def snapshot(self) -> None:
         """Write every space's snapshot now, in the caller's thread (searches and writes go on)."""

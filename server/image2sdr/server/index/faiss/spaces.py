@@ -58,14 +58,21 @@ class Spaces:
     """The backends of every space, by name, with their snapshots; ``changes`` is the store's counter."""
 
     def __init__(
-        self, directory: Path, store: SqliteStore, config: IndexConfig, layout: Layout, names: Sequence[str]
+        self,
+        directory: Path,
+        store: SqliteStore,
+        config: IndexConfig,
+        layout: Layout,
+        names: Sequence[str],
+        *,
+        report: SnapshotHook,
     ) -> None:
         self.directory = directory
         self.config = config
         self.layout = layout
         self.changes = store.changes()  # read and written under the index's lock
-        self.on_snapshot: SnapshotHook | None = None
         self._store = store
+        self._report = report  # told of each space's snapshot pass
         self._store_id = store.store_id
         self._snapshot_mutex = threading.Lock()  # one snapshot pass at a time
         self._freezes = 0  # snapshots being written: compaction waits (it would move frozen bytes)
@@ -134,19 +141,15 @@ class Spaces:
                 try:
                     write_snapshot(space.path, key, frozen, read_lock)
                 except BaseException:
-                    self._snapshot_done(space.name, time.perf_counter() - started, written=False)
+                    self._report(space.name, time.perf_counter() - started, False)
                     raise
                 finally:
                     with read_lock():
                         self._freezes -= 1
                 space.saved_at = changes
                 elapsed = time.perf_counter() - started
-                self._snapshot_done(space.name, elapsed, written=True)
+                self._report(space.name, elapsed, True)
                 logger.info("snapshot written: %s at change %d in %.1f s", space.name, changes, elapsed)
-
-    def _snapshot_done(self, space: str, seconds: float, *, written: bool) -> None:
-        if self.on_snapshot is not None:
-            self.on_snapshot(space, seconds, written)
 
     def _open(self, name: str) -> _Space:
         path = self.directory / snapshot_file(name)

@@ -78,6 +78,14 @@ class MilvusCalls:
         self._closed = False  # set by closing(): a call in flight stops retrying
         self.on_snapshot: SnapshotHook | None = None  # Milvus keeps its own storage: no snapshots here
         self._client = self._connect()
+        try:
+            self._open()
+        except BaseException:
+            self._client.close()
+            raise
+
+    def _open(self) -> None:
+        """Create or check the collections (``schema.MilvusSchema`` does)."""
 
     @property
     def spaces(self) -> tuple[str, ...]:

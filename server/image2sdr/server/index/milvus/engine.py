@@ -64,11 +64,6 @@ checks the filter on each candidate, with the same proof of exactness (see ``_pl
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
-
-from ...config import IndexConfig
-from ..values import SEMANTIC, VISUAL
 from .calls import CONCEPTS, PHASH, THUMBS
 from .concepts import MilvusConcepts
 from .expressions import LAYOUT, item_key
@@ -87,20 +82,3 @@ class MilvusEngine(MilvusWrites, MilvusListing, MilvusConcepts, MilvusThumbnails
     SKIP may both be stored: the duplicate check and the add are atomic within one
     process only.
     """
-
-    def __init__(
-        self,
-        config: IndexConfig,
-        sdr_size: int = 16384,
-        spaces: Sequence[str] = (SEMANTIC, VISUAL),
-        *,
-        data_dir: Path | None = None,
-    ) -> None:
-        super().__init__(config, sdr_size, spaces, data_dir=data_dir)
-        try:
-            for name in (*spaces, PHASH, CONCEPTS, THUMBS):
-                self._open_collection(name)
-            self._migrate()
-        except BaseException:
-            self._client.close()
-            raise

@@ -36,6 +36,12 @@ _ID_BYTES = 65535  # VARCHAR's own limit: ids are bounded by index.max_id_length
 class MilvusSchema(MilvusCalls):
     """Creates, checks and migrates the collections."""
 
+    def _open(self) -> None:
+        """Create or check every collection, then migrate what an older release wrote."""
+        for name in (*self._spaces, PHASH, CONCEPTS, THUMBS):
+            self._open_collection(name)
+        self._migrate()
+
     def _open_collection(self, name: str) -> None:
         collection = self._names[name]
         if self._call("has_collection", lambda t: self._client.has_collection(collection, timeout=t), setup=True):
