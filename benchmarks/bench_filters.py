@@ -47,12 +47,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic_sdrs import SyntheticSdrs
 
 from image2sdr.server.config import IndexConfig
-from image2sdr.server.index import SEMANTIC, Item, Match, SdrIndex
-from image2sdr.server.index import flat as flat_module
-from image2sdr.server.index import ivf as ivf_module
-from image2sdr.server.index import store as store_module
-from image2sdr.server.index.backend import Backend
-from image2sdr.server.index.protocol import ConceptCondition, Filter
+from image2sdr.server.index import SEMANTIC, ConceptCondition, Filter, Item, Match, SdrIndex
+from image2sdr.server.index.faiss import flat as flat_module
+from image2sdr.server.index.faiss import ivf as ivf_module
+from image2sdr.server.index.faiss import store as store_module
+from image2sdr.server.index.faiss.backend import Backend
 from image2sdr.server.sdr import Sdr
 
 SIZE = 16384
@@ -286,8 +285,8 @@ def recall(answers: list[list[tuple[str, int]]], truth: list[list[tuple[str, int
 
 
 def passing(index: SdrIndex, where: Filter):  # type: ignore[no-untyped-def]
-    with index._lock.read():  # benchmark only: the set a search under `where` is given
-        return index._passing(where, SEMANTIC)
+    with index.engine._lock.read():  # benchmark only: the set a search under `where` is given
+        return index.engine._passing(where, SEMANTIC)
 
 
 @contextmanager
@@ -304,7 +303,7 @@ def patched(module: object, values: dict[str, float]) -> Iterator[None]:
 
 
 def semantic(index: SdrIndex) -> Backend:
-    return index._spaces[SEMANTIC].backend
+    return index.engine.backends.backend(SEMANTIC)
 
 
 def pairs(matches: list[Match]) -> list[tuple[str, int]]:

@@ -39,10 +39,10 @@ from synthetic_sdrs import SdrBatch, SyntheticSdrs
 from image2sdr.server.config import IndexConfig
 from image2sdr.server.fingerprints import Fingerprint
 from image2sdr.server.index import SEMANTIC, VISUAL, Item, SdrIndex
-from image2sdr.server.index import snapshot as snapshot_module
-from image2sdr.server.index.backend import Backend
 from image2sdr.server.index.codes import pack_codes
-from image2sdr.server.index.sdr_index import snapshot_file
+from image2sdr.server.index.faiss import snapshot as snapshot_module
+from image2sdr.server.index.faiss import snapshot_file
+from image2sdr.server.index.faiss.backend import Backend
 from image2sdr.server.sdr import Sdr
 
 SIZE = 16384
@@ -320,7 +320,7 @@ class _Timed:
 
 
 def semantic(index: SdrIndex) -> Backend:
-    return index._spaces[SEMANTIC].backend
+    return index.engine.backends.backend(SEMANTIC)
 
 
 def run_child(mode: str, directory: Path) -> dict[str, float]:

@@ -59,10 +59,8 @@ from pymilvus import DataType, MilvusClient
 from synthetic_sdrs import SyntheticSdrs
 
 from image2sdr.server.config import IndexConfig, MilvusConfig
-from image2sdr.server.index import SEMANTIC, Item, SdrIndex
+from image2sdr.server.index import SEMANTIC, Item, Match, MilvusIndex, SdrIndex
 from image2sdr.server.index.codes import code_size, pack_codes
-from image2sdr.server.index.milvus import MilvusIndex
-from image2sdr.server.index.protocol import Match
 from image2sdr.server.sdr import Sdr
 from tests.helpers.milvus import MilvusServer
 
@@ -339,7 +337,7 @@ class CallTimes:
 
     def __init__(self, index: MilvusIndex) -> None:
         self.times: dict[str, list[float]] = {}
-        call = index._call
+        call = index.engine._call
 
         def timed(what: str, request: Callable[[float], Any], **kwargs: Any) -> Any:
             began = time.perf_counter()
@@ -348,7 +346,7 @@ class CallTimes:
             finally:
                 self.times.setdefault(what, []).append(time.perf_counter() - began)
 
-        index._call = timed  # type: ignore[method-assign]
+        index.engine._call = timed  # type: ignore[method-assign]
 
     def clear(self) -> None:
         self.times.clear()

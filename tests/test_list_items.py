@@ -1,7 +1,8 @@
 """ListItems on a real server (port 0): newest first, a page at a time, tokens across writes, bad input;
 the client's ``list_items`` and ``iter_items``, and ``image2sdr dupes --index`` over everything stored.
 
-Each test has a server of its own, so what it stores is all its index holds.
+The module shares one server (its models load once); each test starts from an empty index, so
+what it stores is all its index holds.
 """
 
 from __future__ import annotations
@@ -27,11 +28,21 @@ TIMEOUT = 60
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
 
 
-@pytest.fixture
-def server(tmp_path: Path, models_dir: Path) -> Iterator[Server]:
-    server = start_server(tmp_path, models_dir)
+@pytest.fixture(scope="module")
+def running(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iterator[Server]:
+    server = start_server(tmp_path_factory.mktemp("list-items"), models_dir)
     yield server
     server.stop()
+
+
+@pytest.fixture
+def server(running: Server) -> Server:
+    """The module's server, its index emptied first."""
+    index = running.index
+    while stored := [item.id for item in index.list_items(1000).items]:
+        for item_id in stored:
+            index.remove(item_id)
+    return running
 
 
 @pytest.fixture

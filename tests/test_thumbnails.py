@@ -31,8 +31,7 @@ from image2sdr.server.errors import ConfigError
 from image2sdr.server.fingerprints import Fingerprint
 from image2sdr.server.index import SEMANTIC, VISUAL, Item, MilvusIndex, SdrIndex
 from image2sdr.server.index import milvus as milvus_module
-from image2sdr.server.index.sdr_index import STORE_FILE
-from image2sdr.server.index.store import SCHEMA_VERSION
+from image2sdr.server.index.faiss import SCHEMA_VERSION, STORE_FILE
 from image2sdr.server.sdr import Sdr
 from image2sdr.server.serve import Server, create_server
 from image2sdr.server.thumbnails import make_thumbnail
@@ -138,7 +137,7 @@ def test_a_schema_4_store_opens_keeps_every_item_and_takes_thumbnails_from_then_
         assert index.get_concept("mine").document == json.dumps({"kind": "test"})
         assert index.list_items(3, where=None).total == 11
         # The snapshots still match (an upgrade changes no item): loaded, not rebuilt.
-        assert all(space.saved_at == index._changes for space in index._spaces.values())
+        assert all(space.saved_at == index.engine.backends.changes for space in index.engine.backends)
         first = index.get("v4-00")
         index.add_many(
             [Item("v4-00", first.sdr, first.concepts, first.metadata, first.spaces, first.fingerprint, b"new")]
@@ -174,7 +173,7 @@ def test_a_milvus_collection_set_without_thumbs_opens_and_takes_thumbnails(
     old = MilvusIndex(config, SIZE)
     try:
         old.add_many(items)
-        old._client.drop_collection(old._names[milvus_module.THUMBS])  # as the previous release left it
+        old.engine._client.drop_collection(old.engine._names[milvus_module.THUMBS])  # as the previous release left it
     finally:
         old.close()
     new = MilvusIndex(config, SIZE)

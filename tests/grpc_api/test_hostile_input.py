@@ -24,6 +24,7 @@ from image2sdr.server.config import IndexConfig
 from image2sdr.server.errors import StreamLimitError
 from image2sdr.server.grpc_api.stream_limits import StreamSlots, peer_host
 from image2sdr.server.index import SdrIndex
+from image2sdr.server.index.faiss.spaces import Spaces
 from image2sdr.server.sdr import Sdr
 from image2sdr.server.serve import Server
 from image2sdr.v1 import image2sdr_pb2 as pb
@@ -303,10 +304,10 @@ def test_a_failed_open_closes_the_store(tmp_path: Path, monkeypatch: pytest.Monk
     for snapshot in snapshots:  # the next open must rebuild, and the rebuild fails
         snapshot.unlink()
 
-    def failing_build(self: SdrIndex, *args: object) -> None:
+    def failing_build(self: Spaces, *args: object) -> None:
         raise MemoryError("no room for FAISS")
 
-    monkeypatch.setattr(SdrIndex, "_build", failing_build)
+    monkeypatch.setattr(Spaces, "build", failing_build)
     with pytest.raises(MemoryError):
         SdrIndex(tmp_path, IndexConfig())
     assert not [path for path in open_files() if path.startswith(str(tmp_path))]

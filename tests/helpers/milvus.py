@@ -61,7 +61,11 @@ class MilvusServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self._log, "ab") as log:
             self._process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self._wait_ready(timeout_s)
+        try:
+            self._wait_ready(timeout_s)
+        except BaseException:  # a server that never answered is not left running (nor its wrapper)
+            self.stop()
+            raise
 
     def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
@@ -97,3 +101,14 @@ class MilvusServer:
                 if probe.connect_ex(("127.0.0.1", self.port)) != 0:
                     return
             time.sleep(0.2)
+
+
+def drop_collections(uri: str, prefix: str) -> None:
+    """Drop every collection whose name starts with ``prefix`` (a test's collection set), so the server unloads it."""
+    client = MilvusClient(uri=uri, timeout=30)
+    try:
+        for name in client.list_collections():
+            if name.startswith(prefix):
+                client.drop_collection(name)
+    finally:
+        client.close()

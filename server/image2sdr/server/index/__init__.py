@@ -1,12 +1,11 @@
-"""The SDR similarity index: SQLite as the source of truth, FAISS to find candidates fast.
+"""The SDR similarity index: ``ItemIndex`` (every rule) over an engine (storage and search).
 
-Start at ``protocol.ItemIndex`` (what the service needs) and ``sdr_index.SdrIndex``
-(the implementation). ``store.py`` is where items and their SDRs are stored;
-``backend.py`` is the seam to the FAISS structures, ``flat.py`` (exact) and
-``ivf.py`` (approximate); ``live.py`` turns Hamming distances into exact
-overlaps; ``snapshot.py`` saves a backend safely. ``milvus.MilvusIndex`` is the
-other engine: Milvus both stores and searches (``index.backend: milvus``).
-``checks.py`` holds the rules both engines apply to items, searches and copies.
+Start at ``item_index.ItemIndex`` (what the service calls) and ``engine.Engine``
+(what an engine implements). The rules ``ItemIndex`` applies are in
+``validation.py`` (items, searches), ``filters.py``, ``duplicates.py`` and
+``paging.py``; the values passed in and out in ``values.py``. The engines live in
+``faiss/`` (SQLite stores the items, FAISS searches them) and ``milvus/`` (Milvus
+does both). ``open_index(config)`` opens the one the config names (``opening.py``).
 """
 
 from ..errors import (  # re-exported: callers of the index meet them here
@@ -19,30 +18,34 @@ from ..errors import (  # re-exported: callers of the index meet them here
     NoSdrInSpaceError,
     TooManyConceptsError,
 )
-from .backend import Layout
-from .milvus import MilvusIndex
-from .protocol import (
+from .faiss.backend import Layout
+from .item_index import ItemIndex
+from .opening import MilvusIndex, SdrIndex, open_index
+from .values import (
     SEMANTIC,
     VISUAL,
     AddOutcome,
+    ConceptCondition,
     Duplicate,
     DuplicateKind,
     DuplicateThresholds,
+    Filter,
     Item,
-    ItemIndex,
     ItemPage,
     Match,
     OnDuplicate,
+    StoredConcept,
 )
-from .sdr_index import SdrIndex
 
 __all__ = [
     "SEMANTIC",
     "VISUAL",
     "AddOutcome",
+    "ConceptCondition",
     "Duplicate",
     "DuplicateKind",
     "DuplicateThresholds",
+    "Filter",
     "IdTooLongError",
     "IndexClosedError",
     "IndexLockedError",
@@ -58,5 +61,7 @@ __all__ = [
     "NoSdrInSpaceError",
     "OnDuplicate",
     "SdrIndex",
+    "StoredConcept",
     "TooManyConceptsError",
+    "open_index",
 ]

@@ -1,6 +1,6 @@
 """Filters on the FAISS index: the store's migration to schema 4, the cache of conditions, the strategies.
 
-What every engine must do under a filter is in ``test_index_contract_filters.py``;
+What every engine must do under a filter is in ``tests/index/test_contract_filters.py``;
 here is what only ``SdrIndex`` has: the filter tables filled from an earlier
 release's rows, the atoms kept in step with writes, and each way of searching
 (flat: a selector or direct scoring; IVF: exact from the store, gathered lists,
@@ -21,22 +21,19 @@ import numpy.typing as npt
 import pytest
 
 from image2sdr.server.config import IndexConfig
-from image2sdr.server.index import SEMANTIC, Item, SdrIndex
-from image2sdr.server.index import flat as flat_module
-from image2sdr.server.index import ivf as ivf_module
-from image2sdr.server.index import store as store_module
-from image2sdr.server.index.flat import FlatBackend
-from image2sdr.server.index.ivf import IvfBackend
-from image2sdr.server.index.protocol import ConceptCondition, Filter
-from image2sdr.server.index.sdr_index import STORE_FILE
-from image2sdr.server.index.selection import Allowed
-from image2sdr.server.index.store import SCHEMA_VERSION
+from image2sdr.server.index import SEMANTIC, ConceptCondition, Filter, Item, SdrIndex
+from image2sdr.server.index.faiss import SCHEMA_VERSION, STORE_FILE
+from image2sdr.server.index.faiss import flat as flat_module
+from image2sdr.server.index.faiss import ivf as ivf_module
+from image2sdr.server.index.faiss import schema as schema_module
+from image2sdr.server.index.faiss.flat import FlatBackend
+from image2sdr.server.index.faiss.ivf import IvfBackend
+from image2sdr.server.index.faiss.selection import Allowed
+from image2sdr.server.index.filters import passes
 from image2sdr.server.sdr import Sdr
+from tests.helpers.index import SIZE, brute_force, clustered_items, pairs, passing, random_sdr, semantic_backend
 
-from .index_helpers import SIZE, brute_force, clustered_items, pairs, random_sdr, semantic_backend
-from .test_index_contract_filters import passes, passing
-
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 FLAT = IndexConfig(compact_min=16, compact_ratio=0.1)
 IVF = IndexConfig(kind="ivf", ivf_nlist=8, ivf_nprobe=8, ivf_train_min=200, ivf_train_sample=400, compact_min=16)
 
@@ -143,8 +140,8 @@ def test_an_index_from_an_earlier_release_filters_lists_and_tags_its_items(
 def test_an_interrupted_upgrade_leaves_the_old_schema_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     directory = tmp_path / "index"
     shutil.copytree(FIXTURES / "index_v1", directory)
-    failing = (*store_module._BACKFILL, "INSERT INTO no_such_table VALUES (1)")  # fails after the backfill ran
-    monkeypatch.setattr(store_module, "_BACKFILL", failing)
+    failing = (*schema_module._BACKFILL, "INSERT INTO no_such_table VALUES (1)")  # fails after the backfill ran
+    monkeypatch.setattr(schema_module, "_BACKFILL", failing)
     with pytest.raises(sqlite3.OperationalError):
         SdrIndex(directory, IndexConfig())
     version, tables = _schema(directory)
@@ -176,7 +173,7 @@ def test_the_filter_rows_follow_every_write_in_its_transaction(
     def fail(*args: object, **kwargs: object) -> int:
         raise sqlite3.OperationalError("disk I/O error")  # after the item and filter rows were written
 
-    monkeypatch.setattr(flat_index._store, "_bump", fail)
+    monkeypatch.setattr(flat_index.engine._store, "_bump", fail)
     with pytest.raises(sqlite3.OperationalError):
         flat_index.add_many([Item("late", ITEMS[5].sdr, (("z", 1.0),), {"tag": "t9", "y": "2"})])
     with pytest.raises(sqlite3.OperationalError):
@@ -193,7 +190,7 @@ def test_the_filter_rows_follow_every_write_in_its_transaction(
 def reads(flat_index: SdrIndex, monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
     """Every read of a condition from the store, as it happens."""
     seen: list[tuple[str, ...]] = []
-    store = flat_index._store
+    store = flat_index.engine._store
     by_pair, by_concept = store.labels_with_pair, store.labels_with_concept
 
     def pair(key: str, value: str) -> npt.NDArray[np.int64]:
@@ -242,12 +239,12 @@ def test_a_condition_mostly_removed_is_read_again(flat_index: SdrIndex, reads: l
 
 
 def test_a_cache_too_small_for_a_condition_still_answers(flat_index: SdrIndex, reads: list[tuple[str, ...]]) -> None:
-    flat_index._selections._budget = 64  # bytes: no condition fits
+    flat_index.engine._selections._budget = 64  # bytes: no condition fits
     where = Filter(metadata=(("odd", ("1",)),), concepts=(ConceptCondition("cat"),))
     for _ in range(2):
         got = flat_index.search(ITEMS[5].sdr, k=10, where=where)
         assert pairs(got) == brute_force(passing(ITEMS, where), ITEMS[5].sdr, 10)
-    assert len(reads) == 4 and flat_index._selections.cached_bytes == 0
+    assert len(reads) == 4 and flat_index.engine._selections.cached_bytes == 0
 
 
 def test_a_failed_faiss_update_rebuilds_and_forgets_the_conditions(
@@ -263,7 +260,7 @@ def test_a_failed_faiss_update_rebuilds_and_forgets_the_conditions(
     monkeypatch.setattr(backend, "add", broken)
     with pytest.raises(MemoryError):
         flat_index.add("late", ITEMS[0].sdr, [], {"tag": "t1"})  # committed, then FAISS failed: rebuilt
-    assert flat_index._selections.cached_bytes == 0
+    assert flat_index.engine._selections.cached_bytes == 0
     assert flat_index.search(ITEMS[0].sdr, k=1, where=where)[0].id in {"late", ITEMS[0].id}
     assert flat_index.list_items(1, where=where).items[0].id == "late"
 
@@ -323,8 +320,8 @@ WHERE = {
 
 
 def _strategy(index: SdrIndex, where: Filter) -> str:
-    with index._lock.read():
-        return semantic_backend(index).strategy(index._passing(where, SEMANTIC))
+    with index.engine._lock.read():
+        return semantic_backend(index).strategy(index.engine._passing(where, SEMANTIC))
 
 
 def _exact_under(index: SdrIndex, where: Filter, *, k: int = 10) -> None:

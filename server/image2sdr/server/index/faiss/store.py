@@ -14,136 +14,30 @@ One row per item; its SDR in each space is a column ``sdr_<space>``
 (``sdr_semantic`` always set; other spaces' columns NULL where an item has
 none). Adding a space adds a column, which SQLite does without rewriting rows.
 
-Schema versions (``meta.schema_version``), each opened by every later release:
-
-    1  (no version recorded) one ``positions`` column: the semantic SDR
-    2  ``sdr_<space>`` columns; upgraded from 1 in place by renaming ``positions``
-       to ``sdr_semantic``, in one transaction and without copying a row
-    3  ``sha256`` and ``phash`` columns (an image's fingerprint; NULL for items
-       added by SDR alone), an index on ``sha256`` and a covering one on
-       ``(label, phash)``; upgraded from 2 by adding them
-    4  ``item_meta`` (one row per metadata pair of an item) and ``item_concepts``
-       (one per stored concept name of an item, its highest confidence): what a
-       filter is answered from, by key and value or by name, without reading
-       ``items``; and ``custom_concepts`` (named documents, opaque here).
-       Upgraded from 3 by creating them and filling the first two from every
-       row's JSON (``json_each``), in the same transaction
-    5  ``item_thumbnails`` (one row per item stored with a thumbnail, by label):
-       WebP or JPEG bytes, read apart from ``items`` so searches never load them.
-       Upgraded from 4 by creating it, empty: older items have no thumbnail
-
-Every upgrade runs in one transaction, so an interrupted one leaves the old
-version intact.
+The schema and its migrations are in ``schema.py``.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import re
-import secrets
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
 
-from ..errors import ConfigError
-from ..fingerprints import Fingerprint
+from ..values import StoredItem
+from .rows import Row, decode_row, dump_concepts, label_array, load_concepts, to_signed
+from .schema import check_space_names, open_schema
 
-__all__ = ["Row", "SqliteStore", "StoredItem"]
+__all__ = ["Row", "SqliteStore"]  # Row: re-exported from rows.py
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 5
-_SCHEMA = (
-    """
-CREATE TABLE IF NOT EXISTS items (
-    label        INTEGER PRIMARY KEY,  -- FAISS id; from meta.next_label, never reused
-    id           TEXT NOT NULL UNIQUE,
-    sdr_semantic BLOB NOT NULL,        -- sorted active bits, little-endian uint16 or uint32
-    concepts     TEXT NOT NULL,        -- JSON [[term, confidence], ...]
-    metadata     TEXT NOT NULL,        -- JSON {key: value}
-    sha256       TEXT,                 -- hex SHA-256 of the image bytes; NULL: added by SDR alone
-    phash        INTEGER               -- 64-bit pHash, stored as a signed 64-bit integer
-)""",
-    "CREATE INDEX IF NOT EXISTS items_sha256 ON items(sha256) WHERE sha256 IS NOT NULL",
-    # Covers the pHash scan at open: reading the table itself would read every SDR too.
-    "CREATE INDEX IF NOT EXISTS items_phash ON items(label, phash) WHERE phash IS NOT NULL",
-    """
-CREATE TABLE IF NOT EXISTS meta (
-    key   TEXT PRIMARY KEY,
-    value TEXT NOT NULL
-)""",
-    # Clustered by (key, value): the labels with one pair are one range, read in label
-    # order. A row is deleted by its whole key (the items row it came from says which).
-    """
-CREATE TABLE IF NOT EXISTS item_meta (
-    key   TEXT NOT NULL,
-    value TEXT NOT NULL,
-    label INTEGER NOT NULL,
-    PRIMARY KEY (key, value, label)
-) WITHOUT ROWID""",
-    """
-CREATE TABLE IF NOT EXISTS item_concepts (
-    name       TEXT NOT NULL,
-    label      INTEGER NOT NULL,
-    confidence REAL NOT NULL,  -- the item's highest confidence for this name
-    PRIMARY KEY (name, label)
-) WITHOUT ROWID""",
-    # Keyed by the item's label, as the filter tables are: deleted with the row, and a
-    # replaced item (a new label) never shows its old thumbnail.
-    """
-CREATE TABLE IF NOT EXISTS item_thumbnails (
-    label INTEGER PRIMARY KEY,
-    image BLOB NOT NULL  -- WebP or JPEG bytes
-)""",
-    """
-CREATE TABLE IF NOT EXISTS custom_concepts (
-    name       TEXT PRIMARY KEY,
-    document   TEXT NOT NULL,
-    updated_ms INTEGER NOT NULL
-)""",
-)
-# Version 3 -> 4: the filter tables from every stored row, in SQL (no row crosses into Python).
-_BACKFILL = (
-    """
-INSERT INTO item_meta(key, value, label)
-SELECT pair.key, pair.value, items.label FROM items, json_each(items.metadata) AS pair
-WHERE pair.type = 'text'""",
-    """
-INSERT INTO item_concepts(name, label, confidence)
-SELECT json_extract(pair.value, '$[0]'), items.label, max(json_extract(pair.value, '$[1]'))
-FROM items, json_each(items.concepts) AS pair
-GROUP BY 1, 2""",
-)
-_SPACE_NAME = re.compile(r"[a-z][a-z0-9_]{0,30}")  # it becomes part of a column name
 _SELECT_CHUNK = 900  # host parameters per IN (...); SQLite's default limit is 999 before 3.32
-
-
-@dataclass(frozen=True)
-class StoredItem:
-    """One item as prepared for storage (positions already validated)."""
-
-    id: str
-    sdrs: Mapping[str, npt.NDArray[np.uint32]]  # positions by space; semantic always present
-    concepts: tuple[tuple[str, float], ...]
-    metadata: Mapping[str, str]
-    fingerprint: Fingerprint | None = None
-    thumbnail: bytes | None = None  # WebP or JPEG bytes; None: keep none
-
-
-@dataclass(frozen=True)
-class Row:
-    label: int
-    id: str
-    sdrs: dict[str, npt.NDArray[np.uint32]]  # positions by space, for the spaces this item has
-    concepts: tuple[tuple[str, float], ...]
-    metadata: dict[str, str]
-    fingerprint: Fingerprint | None = None
 
 
 class SqliteStore:
@@ -164,9 +58,7 @@ class SqliteStore:
         cache_mib: int,
         busy_timeout_ms: int,
     ) -> None:
-        for space in spaces:
-            if not _SPACE_NAME.fullmatch(space):
-                raise ConfigError(f"a space is named by lowercase letters, digits and _, not {space!r}")
+        check_space_names(spaces)
         self.path = path
         self.sdr_size = sdr_size
         self.spaces = tuple(spaces)
@@ -179,9 +71,7 @@ class SqliteStore:
         self._writer = self._connect()
         try:
             self._writer.execute("PRAGMA journal_mode = WAL")
-            self._migrate()
-            self._init_meta()
-            self._add_space_columns()
+            open_schema(self._writer, path, sdr_size, self.spaces)
         except BaseException:
             self._writer.close()
             raise
@@ -218,77 +108,6 @@ class SqliteStore:
             self._readers.clear()
         self._writer.close()
 
-    # -- schema ------------------------------------------------------------
-
-    def _migrate(self) -> None:
-        """Bring the schema to ``SCHEMA_VERSION`` in place, in one transaction; never drops a row."""
-        connection = self._writer
-        connection.execute("BEGIN IMMEDIATE")
-        try:
-            version = self._schema_version(connection)
-            if version > SCHEMA_VERSION:
-                raise ConfigError(
-                    f"the index at {self.path} has schema version {version}, written by a newer release "
-                    f"(this one reads up to {SCHEMA_VERSION})"
-                )
-            if version == 1:
-                # Version 1 kept the semantic SDR in `positions`; a rename touches no row.
-                connection.execute("ALTER TABLE items RENAME COLUMN positions TO sdr_semantic")
-            if version <= 2:
-                connection.execute("ALTER TABLE items ADD COLUMN sha256 TEXT")
-                connection.execute("ALTER TABLE items ADD COLUMN phash INTEGER")
-            for statement in _SCHEMA:  # one by one: executescript would commit first
-                connection.execute(statement)
-            if version <= 3:
-                for statement in _BACKFILL:
-                    connection.execute(statement)
-            connection.execute(
-                "INSERT OR REPLACE INTO meta(key, value) VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),)
-            )
-            connection.execute("COMMIT")
-        except BaseException:
-            connection.execute("ROLLBACK")
-            raise
-        for step in range(version, SCHEMA_VERSION):  # one line per step, each a change of layout
-            logger.info("index store %s upgraded from schema %d to %d", self.path, step, step + 1)
-
-    @staticmethod
-    def _schema_version(connection: sqlite3.Connection) -> int:
-        """The version on disk: recorded in meta since 2; 1 when items exist without it; current when new."""
-        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-        if "meta" in tables:
-            row = connection.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            if row is not None:
-                return int(row[0])
-        if "items" not in tables:
-            return SCHEMA_VERSION  # a new store
-        columns = {row[1] for row in connection.execute("PRAGMA table_info(items)")}
-        return 1 if "positions" in columns else 2
-
-    def _add_space_columns(self) -> None:
-        present = {row[1] for row in self._writer.execute("PRAGMA table_info(items)")}
-        missing = [space for space in self.spaces if f"sdr_{space}" not in present]
-        for space in missing:  # NULL for every existing item: none has an SDR there yet
-            self._writer.execute(f"ALTER TABLE items ADD COLUMN sdr_{space} BLOB")
-            logger.info("index store %s: space %r added", self.path, space)
-
-    # -- meta --------------------------------------------------------------
-
-    def _init_meta(self) -> None:
-        with self._writer:
-            self._writer.execute("BEGIN IMMEDIATE")
-            defaults = {
-                "store_id": secrets.token_hex(16),
-                "changes": "0",
-                "next_label": "0",
-                "sdr_size": str(self.sdr_size),
-            }
-            for key, value in defaults.items():
-                self._writer.execute("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)", (key, value))
-        stored_size = int(self._meta("sdr_size"))
-        if stored_size != self.sdr_size:
-            raise ConfigError(f"the index at {self.path} holds SDRs of size {stored_size}, not {self.sdr_size}")
-
     def _meta(self, key: str, connection: sqlite3.Connection | None = None) -> str:
         row = (connection or self._writer).execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return str(row[0])
@@ -317,10 +136,10 @@ class SqliteStore:
             (
                 item.id,
                 *(self._blob(item.sdrs.get(space)) for space in self.spaces),
-                _dump_concepts(item.concepts),
+                dump_concepts(item.concepts),
                 json.dumps(dict(item.metadata), ensure_ascii=False, separators=(",", ":")),
                 item.fingerprint.sha256 if item.fingerprint else None,
-                _signed(item.fingerprint.phash) if item.fingerprint else None,
+                to_signed(item.fingerprint.phash) if item.fingerprint else None,
             )
             for item in items
         ]
@@ -384,7 +203,7 @@ class SqliteStore:
             for label, metadata_json, concepts_json in connection.execute(query, chunk):
                 labels.append(int(label))
                 metadata.append(json.loads(metadata_json))
-                concepts.append(_load_concepts(concepts_json))
+                concepts.append(load_concepts(concepts_json))
         if labels:
             pairs, names = _filter_rows(labels, metadata, concepts)
             connection.executemany("DELETE FROM item_meta WHERE key = ? AND value = ? AND label = ?", pairs)
@@ -446,7 +265,7 @@ class SqliteStore:
 
     def get(self, item_id: str) -> Row | None:
         row = self._reader().execute(f"{self._select} WHERE id = ?", (item_id,)).fetchone()
-        return None if row is None else self._row(row)
+        return None if row is None else decode_row(self.spaces, self._dtype, row)
 
     def existing(self, ids: Sequence[str]) -> set[str]:
         """Which of ``ids`` are stored."""
@@ -494,17 +313,17 @@ class SqliteStore:
     def labels_with_pair(self, key: str, value: str) -> npt.NDArray[np.int64]:
         """Labels of the items whose metadata maps ``key`` to ``value``, ascending (one index range)."""
         query = "SELECT label FROM item_meta WHERE key = ? AND value = ? ORDER BY label"
-        return _label_array(self._reader().execute(query, (key, value)))
+        return label_array(self._reader().execute(query, (key, value)))
 
     def labels_with_concept(self, name: str, min_confidence: float) -> npt.NDArray[np.int64]:
         """Labels of the items with concept ``name`` at ``min_confidence`` or more, ascending (one index range)."""
         query = "SELECT label FROM item_concepts WHERE name = ? AND confidence >= ? ORDER BY label"
-        return _label_array(self._reader().execute(query, (name, float(min_confidence))))
+        return label_array(self._reader().execute(query, (name, float(min_confidence))))
 
     def rows_before(self, label: int, limit: int) -> list[Row]:
         """Up to ``limit`` rows with a label below ``label``, highest (newest) first."""
         query = f"{self._select} WHERE label < ? ORDER BY label DESC LIMIT ?"
-        return [self._row(row) for row in self._reader().execute(query, (label, limit))]
+        return [decode_row(self.spaces, self._dtype, row) for row in self._reader().execute(query, (label, limit))]
 
     def rows_by_label(self, labels: Sequence[int]) -> dict[int, Row]:
         """The rows for ``labels`` (missing labels are simply absent)."""
@@ -515,7 +334,7 @@ class SqliteStore:
             marks = ",".join("?" * len(chunk))
             query = f"{self._select} WHERE label IN ({marks})"
             for row in reader.execute(query, chunk):
-                found[int(row[0])] = self._row(row)
+                found[int(row[0])] = decode_row(self.spaces, self._dtype, row)
         return found
 
     def positions_by_label(
@@ -570,43 +389,6 @@ class SqliteStore:
         if space not in self.spaces:
             raise ValueError(f"no space {space!r} in this store")
         return f"sdr_{space}"
-
-    def _row(self, row: Sequence[object]) -> Row:
-        """(label, id, one column per space, concepts, metadata) as a Row."""
-        count = len(self.spaces)
-        blobs = row[2 : 2 + count]
-        sdrs = {
-            space: np.frombuffer(blob, dtype=self._dtype).astype(np.uint32)
-            for space, blob in zip(self.spaces, blobs, strict=True)
-            if isinstance(blob, bytes)
-        }
-        concepts_json, metadata_json = str(row[2 + count]), str(row[3 + count])
-        concepts = _load_concepts(concepts_json)
-        sha256, phash = row[4 + count], row[5 + count]
-        fingerprint = (
-            Fingerprint(sha256, int(phash) & _UINT64) if isinstance(sha256, str) and isinstance(phash, int) else None
-        )
-        return Row(int(str(row[0])), str(row[1]), sdrs, concepts, dict(json.loads(metadata_json)), fingerprint)
-
-
-_UINT64 = (1 << 64) - 1
-
-
-def _signed(phash: int) -> int:
-    """A 64-bit pHash as SQLite's signed INTEGER holds it (the same bits)."""
-    return phash - (1 << 64) if phash >= 1 << 63 else phash
-
-
-def _dump_concepts(concepts: Sequence[tuple[str, float]]) -> str:
-    return json.dumps([[term, confidence] for term, confidence in concepts], ensure_ascii=False, separators=(",", ":"))
-
-
-def _label_array(rows: Iterator[tuple[int]] | sqlite3.Cursor) -> npt.NDArray[np.int64]:
-    return np.fromiter((row[0] for row in rows), dtype=np.int64)
-
-
-def _load_concepts(concepts_json: str) -> tuple[tuple[str, float], ...]:
-    return tuple((str(term), float(confidence)) for term, confidence in json.loads(concepts_json))
 
 
 def _filter_rows(

@@ -14,13 +14,11 @@ import pytest
 from image2sdr.server.config import IndexConfig
 from image2sdr.server.errors import ConfigError, InvalidInputError
 from image2sdr.server.index import SEMANTIC, Item, NoSdrInSpaceError, SdrIndex
-from image2sdr.server.index.sdr_index import LEGACY_SNAPSHOT_FILE, STORE_FILE, snapshot_file
-from image2sdr.server.index.store import SCHEMA_VERSION
+from image2sdr.server.index.faiss import LEGACY_SNAPSHOT_FILE, SCHEMA_VERSION, STORE_FILE, snapshot_file
 from image2sdr.server.sdr import Sdr
+from tests.helpers.index import SIZE, brute_force, clustered_items, pairs, random_sdr
 
-from .index_helpers import SIZE, brute_force, clustered_items, pairs, random_sdr
-
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 BOTH = (SEMANTIC, "visual")
 ONLY_SEMANTIC = (SEMANTIC,)
 

@@ -19,15 +19,14 @@ import pytest
 
 from image2sdr.server.config import IndexConfig
 from image2sdr.server.index import SEMANTIC, Item, SdrIndex
-from image2sdr.server.index import snapshot as snapshot_module
-from image2sdr.server.index.sdr_index import snapshot_file
+from image2sdr.server.index.faiss import snapshot as snapshot_module
+from image2sdr.server.index.faiss import snapshot_file
+from tests.helpers.index import brute_force, clustered_items, pairs
+from tests.helpers.index_child_writer import child_sdr
 
-from .index_child_writer import child_sdr
-from .index_helpers import brute_force, clustered_items, pairs
-
-CHILD = Path(__file__).with_name("index_child_writer.py")
+CHILD = Path(__file__).resolve().parents[2] / "helpers" / "index_child_writer.py"
 LOAD = snapshot_module._load
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 
 
 class Child:

@@ -33,7 +33,7 @@ from typing import Annotated, BinaryIO, Literal
 
 import pydantic
 
-from ..config import IndexConfig
+from ...config import IndexConfig
 from .backend import Backend, FlatState, Frozen, IvfState, Layout
 from .flat import FlatBackend
 from .ivf import IvfBackend

@@ -13,15 +13,14 @@ import pytest
 
 from image2sdr.server.config import IndexConfig
 from image2sdr.server.index import SEMANTIC, SdrIndex
-from image2sdr.server.index import backend as backend_module
-from image2sdr.server.index import flat as flat_module
-from image2sdr.server.index import ivf as ivf_module
-from image2sdr.server.index import snapshot as snapshot_module
 from image2sdr.server.index.codes import pack_codes
-from image2sdr.server.index.ivf import IvfBackend
-from image2sdr.server.index.snapshot import SnapshotKey, load_snapshot, write_snapshot
-
-from .index_helpers import brute_force, clustered_items, pairs, semantic_backend
+from image2sdr.server.index.faiss import backend as backend_module
+from image2sdr.server.index.faiss import flat as flat_module
+from image2sdr.server.index.faiss import ivf as ivf_module
+from image2sdr.server.index.faiss import snapshot as snapshot_module
+from image2sdr.server.index.faiss.ivf import IvfBackend
+from image2sdr.server.index.faiss.snapshot import SnapshotKey, load_snapshot, write_snapshot
+from tests.helpers.index import brute_force, clustered_items, pairs, semantic_backend
 
 EXACT = IndexConfig()
 IVF = IndexConfig(kind="ivf", ivf_nlist=8, ivf_nprobe=8, ivf_train_min=200, ivf_train_sample=400)

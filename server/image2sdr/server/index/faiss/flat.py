@@ -29,9 +29,9 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
-from ..config import IndexConfig
+from ...config import IndexConfig
+from ..codes import pack_codes
 from .backend import CHUNK_BYTES, Codes, FlatState, Frozen, Layout, ReadBytes, copy_bytes, read_array
-from .codes import pack_codes
 from .live import Hits, Labels, LiveLabels, empty_hits, hammings
 from .selection import Allowed
 

@@ -25,7 +25,7 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from .codes import code_size
+from ..codes import code_size
 from .live import Hits, Labels, LiveLabels
 from .selection import Allowed
 

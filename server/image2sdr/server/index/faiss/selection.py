@@ -27,9 +27,9 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
+from ..values import Filter, StoredItem
 from .live import Labels, LiveLabels
-from .protocol import Filter
-from .store import SqliteStore, StoredItem
+from .store import SqliteStore
 
 __all__ = ["Allowed", "Bitmap", "ReadSdrs", "Selections"]
 

@@ -21,7 +21,7 @@ import faiss
 import numpy as np
 import numpy.typing as npt
 
-from .codes import stored_weights
+from ..codes import stored_weights
 
 __all__ = ["Hits", "Labels", "LiveLabels", "best", "empty_hits", "hammings", "overlaps_of", "unique_nearest"]
 

@@ -1,0 +1,336 @@
+"""The connection to Milvus and every call through it: retries, read levels, queries, searches, writes.
+
+Only ``milvus.uri`` tells an embedded file (milvus-lite) from a server or a cluster.
+Each call is retried with the configured budget; a request Milvus refuses as
+malformed is a bug here, not an outage, and is not retried.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+from ...config import IndexConfig
+from ...errors import IndexClosedError, UpstreamError
+from ...upstream import RateLimiter, Retryable, RetryPolicy, Secret, call_with_retries
+from ..codes import code_size
+from ..engine import SnapshotHook
+from ..values import SEMANTIC, VISUAL
+
+__all__ = ["CONCEPTS", "MAX_RESULTS", "PHASH", "THUMBS", "MilvusCalls"]
+
+
+T = TypeVar("T")
+
+PHASH = "phash"
+CONCEPTS = "concepts"
+THUMBS = "thumbs"
+MAX_RESULTS = 16384  # Milvus's topk and query-window limit
+_SETUP_S = 120.0  # at least this long for creating and loading the collections at start
+_DELETE_SETTLE_S = 1.5  # after a delete, Session reads are Strong this long (see _level)
+
+
+class MilvusCalls:
+    """One index's collections on one Milvus, and the calls to them (the base of the engine's parts)."""
+
+    def __init__(
+        self,
+        config: IndexConfig,
+        sdr_size: int = 16384,
+        spaces: Sequence[str] = (SEMANTIC, VISUAL),
+        *,
+        data_dir: Path | None = None,
+    ) -> None:
+        if not spaces or spaces[0] != SEMANTIC or len(set(spaces)) != len(spaces):
+            raise ValueError(f"spaces must start with {SEMANTIC!r} and not repeat, got {spaces!r}")
+        settings = config.milvus
+        self.config = config
+        self.sdr_size = sdr_size
+        self.uri = settings.uri or str(Path(data_dir if data_dir is not None else ".") / "milvus.db")
+        self.embedded = self.uri.endswith(".db")  # as pymilvus decides: a .db path runs milvus-lite
+        self.shown_uri = _without_credentials(self.uri)  # the URI as errors and logs name it
+        self._spaces = tuple(spaces)
+        self._names = {name: f"{settings.collection}_{name}" for name in (*spaces, PHASH, CONCEPTS, THUMBS)}
+        self._dim = code_size(sdr_size, config.equalize_bits) * 8
+        self._token = Secret(os.environ.get(settings.token_env, "").strip())
+        self._policy = RetryPolicy(
+            f"Milvus at {self.shown_uri}", settings.timeout_s, settings.retry_total_s, settings.backoff_s
+        )
+        # Creating and loading a collection may take far longer than a request (Milvus
+        # builds and loads the index); the connection itself was already checked.
+        self._setup_policy = RetryPolicy(
+            self._policy.provider, max(settings.timeout_s, _SETUP_S), max(settings.retry_total_s, _SETUP_S), 1.0
+        )
+        self._unlimited = RateLimiter(1e9)  # retries and budgets as for the providers; no rate cap
+        self._read_level = settings.consistency_level
+        self._strong_until = 0.0  # monotonic time until which Session reads are made Strong (_level)
+        self._heavy: dict[str, tuple[bool, float]] = {}  # space: (heavy SDRs stored, when asked)
+        self._forced = threading.local()  # .level: this thread's reads use it (_reading)
+        self._write_lock = threading.Lock()  # duplicate screening and the add it decides, per process
+        self._seq_lock = threading.Lock()
+        self._last_seq = 0
+        self._closed = False  # set by closing(): a call in flight stops retrying
+        self.on_snapshot: SnapshotHook | None = None  # Milvus keeps its own storage: no snapshots here
+        self._client = self._connect()
+        try:
+            self._open()
+        except BaseException:
+            self._client.close()
+            raise
+
+    def _open(self) -> None:
+        """Create or check the collections (``schema.MilvusSchema`` does)."""
+
+    @property
+    def spaces(self) -> tuple[str, ...]:
+        return self._spaces
+
+    @property
+    def description(self) -> str:
+        return f"the Milvus index at {self.shown_uri}"
+
+    def closing(self) -> None:
+        self._closed = True
+
+    def close(self) -> None:
+        self._closed = True
+        self._client.close()
+        if self.embedded:  # stop the milvus-lite process, so the file can be opened again
+            from milvus_lite.server_manager import server_manager_instance  # noqa: PLC0415
+
+            server_manager_instance.release_server(self.uri)
+
+    def available(self) -> bool:
+        """Whether Milvus answers now (one cheap request, no retries): the health check's question."""
+        try:
+            # A query, not a ping: after a restart Milvus answers pings well before it has
+            # loaded the collections again, and until then every search would time out.
+            for name in (*self._spaces, PHASH, CONCEPTS, THUMBS):
+                self._client.query(
+                    self._names[name],
+                    filter='key == ""',
+                    output_fields=["key"],
+                    limit=1,
+                    consistency_level=self._level(),  # Strong reads wait for Milvus's clock: so does this
+                    timeout=min(2.0, self.config.milvus.timeout_s),
+                )
+        except Exception:
+            return False
+        return True
+
+    def _connect(self) -> Any:
+        from pymilvus import MilvusClient  # noqa: PLC0415 - only the milvus backend pays for the import
+
+        if self.embedded:
+            Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with warnings.catch_warnings():  # milvus-lite 2.5 imports pkg_resources, deprecated but pinned
+                warnings.filterwarnings("ignore", "pkg_resources is deprecated", UserWarning)
+                # dedicated: a connection of its own, which close() really closes
+                return MilvusClient(
+                    uri=self.uri, token=self._token.reveal(), timeout=self.config.milvus.timeout_s, dedicated=True
+                )
+        except Exception as exc:
+            raise UpstreamError(f"cannot reach Milvus at {self.shown_uri}: {self._describe(exc)}") from None
+
+    def _call(self, what: str, request: Callable[[float], T], *, setup: bool = False) -> T:
+        """``request(timeout_s)`` with the configured retries; UpstreamError (UNAVAILABLE) when they run out."""
+
+        def attempt(timeout_s: float) -> T:
+            self._check_open()  # a call racing close() fails at once instead of retrying
+            try:
+                return request(timeout_s)
+            except Exception as exc:
+                if _is_request_error(exc):  # our request is wrong: no retry can help
+                    raise UpstreamError(f"Milvus at {self.shown_uri} refused {what}: {self._describe(exc)}") from None
+                raise Retryable(f"{what}: {self._describe(exc)}") from None
+
+        return call_with_retries(attempt, self._setup_policy if setup else self._policy, self._unlimited)
+
+    def _describe(self, exc: Exception) -> str:
+        message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+        return self._token.redact(str(message))[:300]
+
+    def _query(
+        self, name: str, expression: str, fields: Sequence[str], limit: int | None = None, *, level: str = ""
+    ) -> list[dict[str, Any]]:
+        collection = self._names[name]
+        extra = {"limit": limit} if limit is not None else {}
+        return list(
+            self._call(
+                "query",
+                lambda t: self._client.query(
+                    collection,
+                    filter=expression,
+                    output_fields=list(fields),
+                    consistency_level=level or self._level(),
+                    timeout=t,
+                    **extra,
+                ),
+            )
+        )
+
+    def _search(
+        self,
+        name: str,
+        vector: bytes,
+        limit: int,
+        *,
+        exclude: str | None = None,
+        heavy: bool = False,
+        restriction: str = "",
+    ) -> list[tuple[str, int, float]]:
+        """(key, seq, Hamming distance) of the nearest ``limit`` rows, nearest first.
+
+        ``heavy``: only the rows flagged heavy (SDRs above equalize_bits, whose distance
+        overstates how far they are). ``exclude``: an item key left out. ``restriction``:
+        a filter expression the rows must match (Milvus returns the nearest that do).
+        """
+        collection = self._names[name]
+        params: dict[str, Any] = {"metric_type": "HAMMING"}
+        if self._index_kind(name)["index_type"] == "BIN_IVF_FLAT":
+            params["params"] = {"nprobe": self.config.milvus.nprobe}
+        conditions = [f'key != "{exclude}"'] if exclude else []
+        if heavy:
+            conditions.append("heavy == true")
+        if restriction:
+            conditions.append(f"({restriction})")
+        fields = ["seq"] if name == SEMANTIC else ["key", "seq"]
+        results = self._call(
+            "search",
+            lambda t: self._client.search(
+                collection,
+                data=[vector],
+                limit=min(limit, MAX_RESULTS),
+                anns_field="code",
+                search_params=params,
+                filter=" and ".join(conditions),
+                output_fields=fields,
+                consistency_level=self._level(),
+                timeout=t,
+            ),
+        )
+        hits = []
+        for hit in results[0]:
+            entity = hit["entity"]
+            key = str(hit["id"]) if name == SEMANTIC else str(entity["key"])
+            hits.append((key, int(entity["seq"]), float(hit["distance"])))
+        return hits
+
+    def _level(self) -> str:
+        """The consistency level of the next read.
+
+        Under Session, a Milvus 2.3 server shows this process's own deletes to its
+        reads only some 0.2-1 s later (inserts and upserts at once); reads in the
+        second after a delete ask for Strong instead, so a removed item stays removed.
+        """
+        forced = getattr(self._forced, "level", "")
+        if forced:
+            return str(forced)
+        if self._read_level == "Session" and time.monotonic() < self._strong_until:
+            return "Strong"
+        return self._read_level
+
+    def _upsert(self, name: str, rows: list[dict[str, Any]]) -> None:
+        if rows:
+            collection = self._names[name]
+            self._call("upsert", lambda t: self._client.upsert(collection, rows, timeout=t))
+
+    def _delete(self, name: str, expression: str) -> None:
+        collection = self._names[name]
+        self._call("delete", lambda t: self._client.delete(collection, filter=expression, timeout=t))
+        self._strong_until = time.monotonic() + _DELETE_SETTLE_S
+
+    def _reading(self, level: str) -> _ReadLevel:
+        """Within this block, this thread's reads use ``level``."""
+        return _ReadLevel(self._forced, level)
+
+    def _query_all(self, name: str, expression: str, fields: Sequence[str], prefix: str = "") -> list[dict[str, Any]]:
+        """Every row of ``name`` matching ``expression``: split by key prefix while a query fills up."""
+        conditions = [f"({expression})"] if expression else []
+        if prefix:  # hex digits: nothing to escape
+            conditions.append(f'key like "{prefix}%"')
+        rows = self._query(name, " and ".join(conditions) or 'key != ""', fields, limit=MAX_RESULTS)
+        if len(rows) < MAX_RESULTS or len(prefix) >= 32:
+            return rows
+        digits = "0123456789abcdef"
+        return [row for digit in digits for row in self._query_all(name, expression, fields, prefix + digit)]
+
+    def _keys_where(self, expression: str) -> list[str]:
+        """Keys of every semantic row matching ``expression``."""
+        return [str(row["key"]) for row in self._query_all(SEMANTIC, expression, ["key"])]
+
+    def _count_where(self, expression: str, *, exact: bool = True) -> int:
+        """Semantic rows matching ``expression`` (all of them for "").
+
+        count(*) on a Milvus 2.3 server lags behind this process's own deletes under
+        Session (queries do not): a caller who asked to read its own writes gets Strong,
+        which waits for the server's clock (~0.3 s here). ``exact=False`` reads at the
+        configured level, for a count that only picks a search plan.
+        """
+        level = "Strong" if exact and self._read_level == "Session" else ""
+        rows = self._query(SEMANTIC, expression, ["count(*)"], level=level)
+        return int(rows[0]["count(*)"])
+
+    def _index_kind(self, name: str) -> dict[str, Any]:
+        settings = self.config.milvus
+        if name in (PHASH, CONCEPTS, THUMBS) or self.embedded or settings.index_type == "BIN_FLAT":
+            return {"index_type": "BIN_FLAT"}
+        return {"index_type": "BIN_IVF_FLAT", "params": {"nlist": settings.nlist}}
+
+    def _next_seqs(self, count: int) -> list[int]:
+        """Nanosecond stamps, increasing within this process: the listing and tie-breaking order.
+
+        Across replicas the order is that of their clocks (keep them synchronised).
+        """
+        with self._seq_lock:
+            first = max(time.time_ns(), self._last_seq + 1)
+            self._last_seq = first + count - 1
+        return list(range(first, first + count))
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise IndexClosedError(f"{self.description} is closed")
+
+
+def _without_credentials(uri: str) -> str:
+    """``uri`` with any user:password part masked, for errors and logs."""
+    parts = urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    host = parts.hostname or ""
+    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+class _ReadLevel:
+    """Context manager: the reads of this thread use ``level`` inside the block."""
+
+    def __init__(self, forced: threading.local, level: str) -> None:
+        self._forced = forced
+        self._level = level
+
+    def __enter__(self) -> None:
+        self._saved = getattr(self._forced, "level", "")
+        self._forced.level = self._level
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._forced.level = self._saved
+
+
+def _is_request_error(exc: Exception) -> bool:
+    """Whether Milvus (or pymilvus) refused the request itself: a bug here, not an outage to wait out."""
+    from pymilvus.exceptions import DataTypeNotMatchException, MilvusException, ParamError  # noqa: PLC0415
+
+    if isinstance(exc, (ParamError, DataTypeNotMatchException)):
+        return True
+    return isinstance(exc, MilvusException) and exc.code == _INVALID_PARAMETER
+
+
+_INVALID_PARAMETER = 1100  # Milvus's ErrParameterInvalid (a bad expression, a wrong field)
