@@ -39,7 +39,7 @@ import real_images
 
 from image2sdr.server.config import Config, HttpConfig, ServiceConfig
 from image2sdr.server.encoder import EncodeOptions, Encoder
-from image2sdr.server.index.protocol import VISUAL, Item
+from image2sdr.server.index.values import VISUAL, Item
 from image2sdr.server.maps import layout as core
 from image2sdr.server.sdr import Sdr
 from image2sdr.server.serve import create_server

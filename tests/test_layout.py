@@ -76,7 +76,7 @@ CORE = [m for m in _modules() if _layer(m) not in ABOVE_THE_CORE]
 
 def test_the_layers_are_known_by_name() -> None:
     names = {_name(m) for m in CORE}
-    assert {"encoder/pipeline.py", "batching.py", "index/protocol.py", "errors.py", "custom_concepts/fit.py"} <= names
+    assert {"encoder/pipeline.py", "batching.py", "index/item_index.py", "errors.py", "custom_concepts/fit.py"} <= names
     layers = {_layer(m) for m in _modules()}
     assert {"usecases", "messages", "grpc_api", "http_api", "serve"} <= layers
 

@@ -40,7 +40,7 @@ from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 from tests.helpers.encoders import with_config
 from tests.helpers.images import encode_jpeg
 
-from .index_helpers import SIZE, random_sdr
+from tests.helpers.index import SIZE, random_sdr
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TIMEOUT = 120

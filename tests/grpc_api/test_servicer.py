@@ -20,7 +20,7 @@ from PIL import Image
 from image2sdr.server.config import LocalConceptsConfig, ServiceConfig
 from image2sdr.server.encoder import EncodeOptions, Encoding
 from image2sdr.server.grpc_api.stream_limits import StreamSlots
-from image2sdr.server.index.protocol import AddOutcome, Item
+from image2sdr.server.index.values import AddOutcome, Item
 from image2sdr.server.serve import Server
 from image2sdr.server.usecases.items import MAX_IDS_PER_CALL
 from image2sdr.v1 import image2sdr_pb2 as pb

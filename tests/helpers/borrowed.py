@@ -8,7 +8,7 @@ from pathlib import Path
 
 from image2sdr.server.config import Config, HttpConfig, ServiceConfig
 from image2sdr.server.encoder import Encoder
-from image2sdr.server.index.protocol import ItemIndex
+from image2sdr.server.index.item_index import ItemIndex
 from image2sdr.server.serve import Server, create_server, open_index
 
 __all__ = ["BorrowedServer"]

@@ -20,7 +20,7 @@ from google.rpc import error_details_pb2, status_pb2
 from PIL import Image
 from skimage import data as skdata
 
-from image2sdr.server.index.protocol import SEMANTIC
+from image2sdr.server.index.values import SEMANTIC
 from image2sdr.server.serve import Server
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc

@@ -35,7 +35,7 @@ from .terms.cache import CachedTermSource
 
 if TYPE_CHECKING:
     from .encoder import Encoder, Encoding
-    from .index.protocol import ItemIndex
+    from .index.item_index import ItemIndex
 
 __all__ = ["REQUEST_BUCKETS", "STAGES", "STAGE_BUCKETS", "Metrics"]
 

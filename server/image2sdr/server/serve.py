@@ -26,8 +26,8 @@ from .encoder import Encoder, Encoding
 from .errors import Image2SdrError
 from .grpc_api import SERVICE_NAME, GrpcServer, start_grpc
 from .http_api import HttpServer, create_app
-from .index import MilvusIndex, SdrIndex
-from .index.protocol import ItemIndex
+from .index import SdrIndex, open_index
+from .index.item_index import ItemIndex
 from .metrics import Metrics
 from .terms.base import TermSource
 from .usecases import IndexWatch, UseCases
@@ -115,12 +115,6 @@ def create_server(
             resource.close()
         raise
 
-
-def open_index(config: Config) -> ItemIndex:
-    """The index ``config.index.backend`` names: FAISS + SQLite under ``data_dir``, or Milvus."""
-    if config.index.backend == "milvus":
-        return MilvusIndex(config.index, config.sdr.size, data_dir=config.data_dir / "index")
-    return SdrIndex(config.data_dir / "index", config.index, config.sdr.size)
 
 
 def _start(

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import Image2SdrError, InvalidInputError
-from ..index.protocol import SEMANTIC, VISUAL
+from ..index.values import SEMANTIC, VISUAL
 from ..sdr import Sdr
 
 __all__ = [

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidSdrError
-from ..index.protocol import SEMANTIC
+from ..index.values import SEMANTIC
 from ..sdr import Sdr
 from .concept import SPACES, ConceptBits, ConceptDocumentError, CustomConcept, Fit, FitReport
 

@@ -74,8 +74,8 @@ import numpy as np
 import numpy.typing as npt
 
 from ..errors import InvalidInputError
-from ..index.checks import check_concept_name
-from ..index.protocol import SEMANTIC
+from ..index.filters import check_concept_name
+from ..index.values import SEMANTIC
 from ..sdr import Sdr
 from .concept import MIN_POSITIVES, SPACES, ConceptBits, CustomConcept, Example, Fit, FitReport
 

@@ -32,8 +32,9 @@ from ..errors import (
     LimitExceededError,
     NotFoundError,
 )
-from ..index.checks import check_concept_name
-from ..index.protocol import SEMANTIC, VISUAL, ItemIndex, StoredConcept
+from ..index.filters import check_concept_name
+from ..index.values import SEMANTIC, VISUAL, StoredConcept
+from ..index.item_index import ItemIndex
 from ..sdr import Sdr
 from .concept import MIN_POSITIVES, ConceptDocumentError, CustomConcept, Example
 from .document import from_document, to_document

@@ -9,7 +9,7 @@ import numpy.typing as npt
 from scipy import sparse
 
 from ..errors import InvalidInputError
-from ..index.protocol import SEMANTIC, VISUAL
+from ..index.values import SEMANTIC, VISUAL
 from ..sdr import Sdr
 from .concept import SPACES, CustomConcept, Fit
 

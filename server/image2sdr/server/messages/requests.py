@@ -15,7 +15,7 @@ from image2sdr.v1 import image2sdr_pb2 as pb
 from ..config import SdrConfig
 from ..encoder import EncodeOptions
 from ..errors import InvalidInputError
-from ..index.protocol import SEMANTIC, VISUAL, ConceptCondition, Filter, OnDuplicate
+from ..index.values import SEMANTIC, VISUAL, ConceptCondition, Filter, OnDuplicate
 from ..queries import Expression
 from ..sdr import Sdr
 from ..usecases.custom_concepts import DefineRequest, ExampleImage, ExampleItem

@@ -14,7 +14,7 @@ from ..custom_concepts import Defined
 from ..encoder import ConceptUse, Encoding
 from ..explain import Explanation
 from ..fingerprints import Fingerprint
-from ..index.protocol import SEMANTIC, VISUAL, Duplicate, DuplicateKind, DuplicateThresholds, Item, ItemPage, Match
+from ..index.values import SEMANTIC, VISUAL, Duplicate, DuplicateKind, DuplicateThresholds, Item, ItemPage, Match
 from ..maps.jobs import MapState, MapStatus
 from ..queries import TermOverlap
 from ..sdr import Sdr

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from ..custom_concepts import Defined, Example
 from ..errors import InvalidInputError, NotFoundError
-from ..index.protocol import VISUAL
+from ..index.values import VISUAL
 from .parts import Parts
 
 __all__ = [

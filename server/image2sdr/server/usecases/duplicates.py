@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 from ..errors import InvalidInputError, NoFingerprintError
 from ..fingerprints import Fingerprint
-from ..index.protocol import VISUAL, Duplicate, DuplicateThresholds
+from ..index.values import VISUAL, Duplicate, DuplicateThresholds
 from ..sdr import Sdr
 from .parts import AskedThresholds, Parts, k_value, thresholds
 from .search import ById, ByImage

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from ..encoder import EncodeOptions, Encoding, Outcome
 from ..errors import Image2SdrError, InvalidInputError
-from ..index.protocol import VISUAL, AddOutcome, DuplicateThresholds, Item, OnDuplicate
+from ..index.values import VISUAL, AddOutcome, DuplicateThresholds, Item, OnDuplicate
 from .parts import AskedThresholds, Parts, thresholds, with_custom
 
 __all__ = ["AddPolicy", "EncodeRequest", "Encoded", "StoreAs", "encode", "encode_batch", "stored_item"]

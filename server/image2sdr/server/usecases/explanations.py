@@ -23,7 +23,7 @@ from ..explain import (
     sends_bytes,
 )
 from ..imaging import DecodedImage, decode_image
-from ..index.protocol import SEMANTIC
+from ..index.values import SEMANTIC
 from .context import CallContext, caller_gone
 from .parts import Parts
 from .search import ByCustomConcept, ById

@@ -12,7 +12,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..index.protocol import ItemIndex
+from ..index.item_index import ItemIndex
 
 __all__ = ["Health", "HealthState", "IndexWatch"]
 

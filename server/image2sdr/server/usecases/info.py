@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ..config import Config
-from ..index.protocol import VISUAL, DuplicateThresholds
+from ..index.values import VISUAL, DuplicateThresholds
 from .parts import AskedThresholds, Parts, thresholds
 
 __all__ = ["SERVER_VERSION", "Provider", "ServiceInfo", "info"]

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import InvalidInputError
-from ..index.checks import check_filter
-from ..index.protocol import Filter, Item, ItemPage
+from ..index.filters import check_filter
+from ..index.values import Filter, Item, ItemPage
 from .parts import Parts
 
 __all__ = [

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from ..custom_concepts import ConceptSet
 from ..errors import InvalidInputError
-from ..index.checks import check_filter
-from ..index.protocol import SEMANTIC, Filter
+from ..index.filters import check_filter
+from ..index.values import SEMANTIC, Filter
 from ..maps import items as map_items
 from ..maps.jobs import MapJobs, MapRequest, MapStatus
 from ..maps.layout import grid_shape

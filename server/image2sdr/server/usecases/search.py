@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 from ..encoder import EncodeOptions
 from ..errors import InvalidInputError, NoSdrInSpaceError
-from ..index.checks import check_filter
-from ..index.protocol import SEMANTIC, VISUAL, Filter, Match
+from ..index.filters import check_filter
+from ..index.values import SEMANTIC, VISUAL, Filter, Match
 from ..queries import Expression, Query, TermOverlap, check_expression, parse_text
 from ..sdr import Sdr
 from .parts import Parts, encode_query, encoded_in, k_value
