@@ -42,7 +42,7 @@ serve: setup models
 
 ## test: the whole suite, real models, real files (and the Go, Java and Node clients against a real server)
 test: setup models milvus-server chromium clients $(VENV)/.example-installed
-	$(PY) -m pytest --durations=20
+	$(PY) -m pytest -n 2 --dist loadgroup --durations=20
 
 ## test-fast: the tests that need no exported models (tests/conftest.py marks the others), without `make models`
 test-fast: setup

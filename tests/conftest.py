@@ -27,10 +27,27 @@ MODEL_FIXTURES = frozenset({"models_dir"})
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark the tests that need the exported models: `make test-fast` leaves them out (-m "not models")."""
+    """Mark the tests that need the exported models (`make test-fast` leaves them out: -m "not models"),
+    and group them for pytest-xdist (`make test` runs two workers with --dist loadgroup).
+
+    A module's tests stay on one worker (its module-scoped servers and indexes are made once),
+    and every test on the real Milvus server goes to one worker: only one Milvus standalone
+    server can run on a machine (etcd's peer port is fixed), so it is the session's, on that worker.
+    """
     for item in items:
         if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.models)
+        group = "milvus-server" if _on_milvus_server(item) else item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
+def _on_milvus_server(item: pytest.Item) -> bool:
+    """Whether a test uses the real Milvus server: by fixture, or by a parameter naming it."""
+    if "milvus_server" in getattr(item, "fixturenames", ()):
+        return True
+    callspec = getattr(item, "callspec", None)
+    params = callspec.params.values() if callspec is not None else ()
+    return any(value in ("milvus-server", "server") for value in params if isinstance(value, str))
 
 
 @pytest.fixture(autouse=True)
