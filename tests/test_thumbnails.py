@@ -39,7 +39,6 @@ from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 from tests.helpers.encoders import with_config
 from tests.helpers.images import encode_jpeg
-
 from tests.helpers.index import SIZE, random_sdr
 
 FIXTURES = Path(__file__).parent / "fixtures"

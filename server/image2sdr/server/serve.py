@@ -116,7 +116,6 @@ def create_server(
         raise
 
 
-
 def _start(
     config: Config, encoder: Encoder, index: ItemIndex, metrics: Metrics, owned: tuple[Encoder | ItemIndex, ...]
 ) -> Server:

@@ -33,8 +33,8 @@ from ..errors import (
     NotFoundError,
 )
 from ..index.filters import check_concept_name
-from ..index.values import SEMANTIC, VISUAL, StoredConcept
 from ..index.item_index import ItemIndex
+from ..index.values import SEMANTIC, VISUAL, StoredConcept
 from ..sdr import Sdr
 from .concept import MIN_POSITIVES, ConceptDocumentError, CustomConcept, Example
 from .document import from_document, to_document

@@ -28,8 +28,8 @@ from ..custom_concepts import ConceptLibrary
 from ..encoder import EncodeOptions, Encoder, Encoding
 from ..errors import Image2SdrError, InvalidInputError, NoSdrInSpaceError, UpstreamError
 from ..imaging import DecodedImage
-from ..index.values import SEMANTIC, VISUAL
 from ..index.item_index import ItemIndex
+from ..index.values import SEMANTIC, VISUAL
 from ..sdr import Sdr
 
 __all__ = ["WIDE", "ConceptTarget", "EncodingTarget", "Target", "custom_target", "like_target", "sends_bytes"]

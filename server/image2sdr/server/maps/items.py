@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from ..custom_concepts import ConceptSet
 from ..errors import InvalidInputError, NotFoundError
 from ..index.filters import check_filter
-from ..index.values import SEMANTIC, VISUAL, Filter, Item
 from ..index.item_index import ItemIndex
+from ..index.values import SEMANTIC, VISUAL, Filter, Item
 from ..sdr import Sdr
 
 __all__ = ["Chosen", "by_concept", "by_filter", "by_ids"]

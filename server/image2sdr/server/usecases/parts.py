@@ -9,8 +9,8 @@ from ..custom_concepts import ConceptLibrary
 from ..encoder import ConceptUse, EncodeOptions, Encoder, Encoding
 from ..errors import InvalidInputError
 from ..fingerprints import PHASH_BITS
-from ..index.values import SEMANTIC, DuplicateThresholds
 from ..index.item_index import ItemIndex
+from ..index.values import SEMANTIC, DuplicateThresholds
 from ..queries import QueryBuilder
 from ..sdr import Sdr
 from ..vocabulary import Vocabulary

@@ -13,8 +13,8 @@ from ..config import Config
 from ..custom_concepts import ConceptLibrary, Defined
 from ..encoder import Encoder
 from ..explain import Explanation
-from ..index.values import Filter, ItemPage
 from ..index.item_index import ItemIndex
+from ..index.values import Filter, ItemPage
 from ..maps.jobs import MapJobs, MapStatus
 from ..queries import QueryBuilder
 from ..sdr import Sdr
