@@ -44,9 +44,10 @@ serve: setup models
 test: setup models milvus-server chromium clients $(VENV)/.example-installed
 	$(PY) -m pytest -n 2 --dist loadgroup --durations=20
 
-## test-fast: the tests that need no exported models (tests/conftest.py marks the others), without `make models`
+## test-fast: the quick tier (about a minute): the tests that need neither the exported models nor the Milvus
+## server (tests/conftest.py marks the others), without `make models`
 test-fast: setup
-	$(PY) -m pytest -m "not models"
+	$(PY) -m pytest -n 2 --dist loadgroup --durations=10 -m "not models and not milvus_server"
 
 ## bench: encoder throughput, cold term SDRs, stage shares, merges/s vs the 2018 algorithm
 bench: setup models

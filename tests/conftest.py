@@ -26,28 +26,36 @@ REPO = Path(__file__).resolve().parent.parent
 MODEL_FIXTURES = frozenset({"models_dir"})
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark the tests that need the exported models (`make test-fast` leaves them out: -m "not models"),
+def pytest_itemcollected(item: pytest.Item) -> None:  # as each is collected: before pytest-xdist reads the groups
+    """Mark the tests that need the exported models or the Milvus server (`make test-fast` leaves both out),
     and group them for pytest-xdist (`make test` runs two workers with --dist loadgroup).
 
     A module's tests stay on one worker (its module-scoped servers and indexes are made once),
-    and every test on the real Milvus server goes to one worker: only one Milvus standalone
-    server can run on a machine (etcd's peer port is fixed), so it is the session's, on that worker.
+    and every test on Milvus goes to one worker, one after another as before: only one Milvus
+    standalone server can run on a machine (etcd's peer port is fixed), so it is the session's,
+    on that worker, and milvus-lite's embedded servers are kept beside it, not beside the other.
     """
-    for item in items:
-        if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.models)
-        group = "milvus-server" if _on_milvus_server(item) else item.nodeid.split("::", 1)[0]
-        item.add_marker(pytest.mark.xdist_group(group))
+    if MODEL_FIXTURES & set(getattr(item, "fixturenames", ())):
+        item.add_marker(pytest.mark.models)
+    engine = _milvus(item)
+    if engine == "server":
+        item.add_marker(pytest.mark.milvus_server)
+    module = item.nodeid.split("::", 1)[0]
+    item.add_marker(pytest.mark.xdist_group("milvus" if engine else module))
 
 
-def _on_milvus_server(item: pytest.Item) -> bool:
-    """Whether a test uses the real Milvus server: by fixture, or by a parameter naming it."""
-    if "milvus_server" in getattr(item, "fixturenames", ()):
-        return True
+_MILVUS_MODULES = ("tests/index/milvus/", "tests/usecases/test_milvus_replicas.py")
+
+
+def _milvus(item: pytest.Item) -> str:
+    """ "server" for a test on the real Milvus server, "embedded" for one on milvus-lite, "" otherwise."""
     callspec = getattr(item, "callspec", None)
-    params = callspec.params.values() if callspec is not None else ()
-    return any(value in ("milvus-server", "server") for value in params if isinstance(value, str))
+    params = {value for value in (callspec.params.values() if callspec else ()) if isinstance(value, str)}
+    if "milvus_server" in getattr(item, "fixturenames", ()) or params & {"milvus-server", "server"}:
+        return "server"
+    if params & {"milvus-embedded", "embedded"} or item.nodeid.startswith(_MILVUS_MODULES):
+        return "embedded"
+    return ""
 
 
 @pytest.fixture(autouse=True)

@@ -36,6 +36,11 @@ _SETUP_S = 120.0  # at least this long for creating and loading the collections 
 _DELETE_SETTLE_S = 1.5  # after a delete, Session reads are Strong this long (see _level)
 
 
+# milvus-lite files open in this process, and how many engines use each (see MilvusCalls._leave_embedded).
+_EMBEDDED_USERS: dict[str, int] = {}
+_EMBEDDED_LOCK = threading.Lock()
+
+
 class MilvusCalls:
     """One index's collections on one Milvus, and the calls to them (the base of the engine's parts)."""
 
@@ -82,6 +87,7 @@ class MilvusCalls:
             self._open()
         except BaseException:
             self._client.close()
+            self._leave_embedded()
             raise
 
     def _open(self) -> None:
@@ -101,7 +107,24 @@ class MilvusCalls:
     def close(self) -> None:
         self._closed = True
         self._client.close()
-        if self.embedded:  # stop the milvus-lite process, so the file can be opened again
+        self._leave_embedded()
+
+    def _leave_embedded(self) -> None:
+        """Stop the milvus-lite process once no engine of this process uses its file (it may be opened again).
+
+        milvus-lite runs one process per file for the whole Python process: stopping it while
+        another engine (another collection set in the same file) still talks to it would cut
+        that engine off mid-call.
+        """
+        if not self.embedded:
+            return
+        key = str(Path(self.uri).absolute().resolve())
+        with _EMBEDDED_LOCK:
+            users = _EMBEDDED_USERS.get(key, 0) - 1
+            if users > 0:
+                _EMBEDDED_USERS[key] = users
+                return
+            _EMBEDDED_USERS.pop(key, None)
             from milvus_lite.server_manager import server_manager_instance  # noqa: PLC0415
 
             server_manager_instance.release_server(self.uri)
@@ -133,11 +156,16 @@ class MilvusCalls:
             with warnings.catch_warnings():  # milvus-lite 2.5 imports pkg_resources, deprecated but pinned
                 warnings.filterwarnings("ignore", "pkg_resources is deprecated", UserWarning)
                 # dedicated: a connection of its own, which close() really closes
-                return MilvusClient(
+                client = MilvusClient(
                     uri=self.uri, token=self._token.reveal(), timeout=self.config.milvus.timeout_s, dedicated=True
                 )
         except Exception as exc:
             raise UpstreamError(f"cannot reach Milvus at {self.shown_uri}: {self._describe(exc)}") from None
+        if self.embedded:
+            key = str(Path(self.uri).absolute().resolve())
+            with _EMBEDDED_LOCK:
+                _EMBEDDED_USERS[key] = _EMBEDDED_USERS.get(key, 0) + 1
+        return client
 
     def _call(self, what: str, request: Callable[[float], T], *, setup: bool = False) -> T:
         """``request(timeout_s)`` with the configured retries; UpstreamError (UNAVAILABLE) when they run out."""
