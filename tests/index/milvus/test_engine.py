@@ -115,6 +115,31 @@ def test_close_releases_the_embedded_engine(tmp_path: Path) -> None:
     assert done.stdout.strip() == "True", done.stderr[-2000:]
 
 
+def test_the_embedded_engine_outlives_a_crash_of_milvus_lite(tmp_path: Path) -> None:
+    """milvus-lite's process may die (it crashes now and then): the next call starts it again, nothing lost."""
+    from milvus_lite.server_manager import server_manager_instance as lite  # noqa: PLC0415
+
+    path = tmp_path / "milvus.db"
+    milvus = MilvusConfig(uri=str(path), consistency_level="Session", retry_total_s=60.0)
+    first = MilvusIndex(IndexConfig(backend="milvus", milvus=milvus), SIZE)
+    other = MilvusIndex(IndexConfig(backend="milvus", milvus=milvus.model_copy(update={"collection": "other"})), SIZE)
+    try:
+        kept = Sdr.from_positions([1, 2, 3], SIZE)
+        first.add("kept", kept)
+        other.add("theirs", kept)
+        process = lite._servers[str(path.resolve())]._p
+        process.kill()
+        process.wait(timeout=30)
+        assert first.contains(["kept", "never"]) == [True, False]
+        assert [m.id for m in first.search(kept, 1)] == ["kept"]
+        first.add("after", Sdr.from_positions([4, 5, 6], SIZE))
+        assert other.contains(["theirs"]) == [True]  # the other engine on the file found the new process
+        assert lite._servers[str(path.resolve())]._p.poll() is None
+    finally:
+        first.close()
+        other.close()
+
+
 # -- issue 13: filters, the layout migration, custom concepts ----------------------------------------
 
 HOSTILE = (

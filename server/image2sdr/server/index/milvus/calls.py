@@ -7,6 +7,7 @@ malformed is a bug here, not an outage, and is not retried.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
@@ -27,6 +28,8 @@ __all__ = ["CONCEPTS", "MAX_RESULTS", "PHASH", "THUMBS", "MilvusCalls"]
 
 
 T = TypeVar("T")
+
+logger = logging.getLogger(__name__)
 
 PHASH = "phash"
 CONCEPTS = "concepts"
@@ -82,6 +85,7 @@ class MilvusCalls:
         self._last_seq = 0
         self._closed = False  # set by closing(): a call in flight stops retrying
         self.on_snapshot: SnapshotHook | None = None  # Milvus keeps its own storage: no snapshots here
+        self._lite_socket: str | None = None  # the milvus-lite process the client talks to (embedded only)
         self._client = self._connect()
         try:
             self._open()
@@ -148,24 +152,56 @@ class MilvusCalls:
         return True
 
     def _connect(self) -> Any:
-        from pymilvus import MilvusClient  # noqa: PLC0415 - only the milvus backend pays for the import
-
         if self.embedded:
             Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
         try:
             with warnings.catch_warnings():  # milvus-lite 2.5 imports pkg_resources, deprecated but pinned
                 warnings.filterwarnings("ignore", "pkg_resources is deprecated", UserWarning)
-                # dedicated: a connection of its own, which close() really closes
-                client = MilvusClient(
-                    uri=self.uri, token=self._token.reveal(), timeout=self.config.milvus.timeout_s, dedicated=True
-                )
+                client = self._new_client()
         except Exception as exc:
             raise UpstreamError(f"cannot reach Milvus at {self.shown_uri}: {self._describe(exc)}") from None
         if self.embedded:
             key = str(Path(self.uri).absolute().resolve())
             with _EMBEDDED_LOCK:
                 _EMBEDDED_USERS[key] = _EMBEDDED_USERS.get(key, 0) + 1
+                self._lite_socket = _lite_server(key)
         return client
+
+    def _revive_embedded(self) -> None:
+        """Start milvus-lite again if its process died, and reconnect to the one now running.
+
+        milvus-lite 2.5's process crashes now and then (a general protection fault in its gRPC
+        thread, seen on this project's CI); the data is in its file, but pymilvus would dial
+        the dead socket until every retry budget ran out. The first engine to notice starts
+        a new process; every other engine on the file reconnects to it on its next failure.
+        """
+        if not self.embedded or self._closed:
+            return
+        from milvus_lite.server_manager import server_manager_instance as lite  # noqa: PLC0415
+
+        key = str(Path(self.uri).absolute().resolve())
+        with _EMBEDDED_LOCK:
+            server = lite._servers.get(key)  # milvus-lite keeps no public handle on its process
+            process = getattr(server, "_p", None)
+            if process is not None and process.poll() is not None:
+                logger.warning(
+                    "milvus-lite for %s exited (code %s): starting it again", self.shown_uri, process.returncode
+                )
+                lite.release_server(key)
+            socket = _lite_server(key)
+            if socket is None or socket == self._lite_socket:
+                return
+            old, self._client = self._client, self._new_client()
+            self._lite_socket = socket
+        old.close()
+
+    def _new_client(self) -> Any:
+        from pymilvus import MilvusClient  # noqa: PLC0415 - only the milvus backend pays for the import
+
+        # dedicated: a connection of its own, which close() really closes
+        return MilvusClient(
+            uri=self.uri, token=self._token.reveal(), timeout=self.config.milvus.timeout_s, dedicated=True
+        )
 
     def _call(self, what: str, request: Callable[[float], T], *, setup: bool = False) -> T:
         """``request(timeout_s)`` with the configured retries; UpstreamError (UNAVAILABLE) when they run out."""
@@ -177,6 +213,7 @@ class MilvusCalls:
             except Exception as exc:
                 if _is_request_error(exc):  # our request is wrong: no retry can help
                     raise UpstreamError(f"Milvus at {self.shown_uri} refused {what}: {self._describe(exc)}") from None
+                self._revive_embedded()
                 raise Retryable(f"{what}: {self._describe(exc)}") from None
 
         return call_with_retries(attempt, self._setup_policy if setup else self._policy, self._unlimited)
@@ -350,6 +387,13 @@ class _ReadLevel:
 
     def __exit__(self, *exc_info: object) -> None:
         self._forced.level = self._saved
+
+
+def _lite_server(key: str) -> str | None:
+    """The socket of the milvus-lite process serving the file at ``key``, started if none runs."""
+    from milvus_lite.server_manager import server_manager_instance as lite  # noqa: PLC0415
+
+    return lite.start_and_get_uri(key)
 
 
 def _is_request_error(exc: Exception) -> bool:
