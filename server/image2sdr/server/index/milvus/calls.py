@@ -393,7 +393,8 @@ def _lite_server(key: str) -> str | None:
     """The socket of the milvus-lite process serving the file at ``key``, started if none runs."""
     from milvus_lite.server_manager import server_manager_instance as lite  # noqa: PLC0415
 
-    return lite.start_and_get_uri(key)
+    socket: str | None = lite.start_and_get_uri(key)
+    return socket
 
 
 def _is_request_error(exc: Exception) -> bool:
