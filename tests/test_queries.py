@@ -56,6 +56,26 @@ def test_expression_terms_are_named_by_their_place() -> None:
     assert refused.value.field == "expression.all[1]"
 
 
+def test_terms_are_counted_as_sent_before_any_is_read() -> None:
+    """Issue 22: terms were read and de-duplicated one by one before the limit was checked (32,000
+    cost 4.7 s of CPU), and a term repeated 60,000 times counted once."""
+    with pytest.raises(InvalidInputError, match=r"60000 terms, at most 32 \(service.max_query_terms\)") as refused:
+        check_expression(Expression(("dog",) * 60_000), 32)
+    assert refused.value.field == "expression" and len(str(refused.value)) < 100
+    with pytest.raises(InvalidInputError, match="33 terms") as refused:  # the bad last term is never read
+        check_expression(Expression((*(f"t{n}" for n in range(32)), "")), 32)
+    assert refused.value.field == "expression"
+    assert check_expression(Expression(("Dog", "dog ", "cat"), ("Cat",)), 4) == Expression(("dog", "cat"), ("cat",))
+
+
+@pytest.mark.parametrize("character", ["\u202e", "\u200b", "\x7f", "\x9b", "\ufeff"])
+def test_a_term_with_a_control_or_format_character_is_refused_naming_its_code_point(character: str) -> None:
+    with pytest.raises(InvalidInputError, match=f"U\\+{ord(character):04X}") as refused:
+        check_expression(Expression(("cat", f"do{character}g")), 8)
+    assert refused.value.field == "expression.all[1]"
+    assert check_expression(Expression(("coffee\tmug\u2028",)), 8) == Expression(("coffee mug",))  # whitespace
+
+
 def test_negated_terms_keep_every_one_of_their_bits_out(builder: QueryBuilder) -> None:
     query = builder.build(Expression(("cat", "kitten"), (), ("dog",)), SDR.active_bits)
     dog = builder.terms.term_sdrs(["dog"])[0]

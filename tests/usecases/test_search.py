@@ -26,6 +26,7 @@ from tests.helpers.servers import start_server
 from tests.helpers.status import bad_request_field
 
 TIMEOUT = 120
+LONG_VALUES = [f"{n:0100}" for n in range(1000)]  # 100 kB in all: over index.max_filter_bytes
 STORED = {  # id -> (photo, metadata)
     "cat": ("chelsea", {"source": "studio", "licence": "cc0"}),
     "mug": ("coffee", {"source": "studio", "licence": "cc-by"}),
@@ -259,6 +260,31 @@ def _refused(call: object, request: object) -> grpc.RpcError:
         ({"expression": pb.ConceptExpression(none=["cat"])}, "expression"),
         ({"expression": pb.ConceptExpression(all=["cat"], none=["cat"])}, "expression"),
         ({"text": "cat", "space": pb.SPACE_VISUAL}, "space"),
+        # Issue 22: counted before any term or value is read (a repeated term counts each time).
+        ({"expression": pb.ConceptExpression(all=["dog"] * 60_000)}, "expression"),
+        ({"expression": pb.ConceptExpression(all=["cat", "do\u202eg"])}, "expression.all[1]"),
+        (
+            {
+                "text": "cat",
+                "filter": pb.Filter(
+                    metadata=[
+                        pb.MetadataCondition(key=f"k{k}", values=[f"unseen{v}" for v in range(1000)]) for k in range(5)
+                    ]
+                ),
+            },
+            "filter",
+        ),
+        (
+            {
+                "text": "cat",
+                "filter": pb.Filter(metadata=[pb.MetadataCondition(key="k", values=LONG_VALUES)]),
+            },
+            "filter",
+        ),
+        (
+            {"text": "cat", "filter": pb.Filter(concepts=[pb.ConceptCondition(name="cat\u200b", min_confidence=0.5)])},
+            "filter.concepts[0].name",
+        ),
         (
             {"text": "cat", "filter": pb.Filter(metadata=[pb.MetadataCondition(key="_id", values=["x"])])},
             "filter.metadata[0].key",
@@ -283,6 +309,38 @@ def test_bad_queries_are_invalid_argument_naming_the_field(
     error = _refused(stub.FindSimilar, pb.FindSimilarRequest(**request_fields))  # type: ignore[arg-type]
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
     assert bad_request_field(error) == field
+    assert len(error.details() or "") < 300  # the limit and the field, never the input echoed
+
+
+@pytest.mark.parametrize(
+    ("character", "request_fields", "field"),
+    [
+        ("\u202e", {"add_to_index": pb.AddToIndex(id="invoice\u202egpj.exe")}, "add_to_index.id"),
+        ("\u200b", {"add_to_index": pb.AddToIndex(id="meta", metadata={"sou\u200brce": "x"})}, "add_to_index.metadata"),
+        ("\x7f", {"add_to_index": pb.AddToIndex(id="cat\x7f")}, "add_to_index.id"),
+        ("\u2028", {"add_to_index": pb.AddToIndex(id="two\u2028lines")}, "add_to_index.id"),
+    ],
+)
+def test_a_stored_name_with_a_control_format_or_separator_character_is_refused_naming_it(
+    stub: pb_grpc.Image2SdrStub, character: str, request_fields: dict[str, object], field: str
+) -> None:
+    """Issue 22: names a caller stores held DEL, C1 controls, bidi overrides and zero-width characters."""
+    before = stub.ListItems(pb.ListItemsRequest(page_size=100), timeout=TIMEOUT).total
+    request = pb.EncodeRequest(image=photo("coffee"), **request_fields)  # type: ignore[arg-type]
+    error = _refused(stub.Encode, request)
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and bad_request_field(error) == field
+    assert f"U+{ord(character):04X}" in (error.details() or "")
+    assert stub.ListItems(pb.ListItemsRequest(page_size=100), timeout=TIMEOUT).total == before
+
+
+def test_a_concept_name_with_a_bidi_override_is_refused_before_its_examples_are_encoded(
+    stub: pb_grpc.Image2SdrStub,
+) -> None:
+    three = [pb.ConceptExample(image=image) for image in cat_examples()[:3]]
+    for name in ("cat\u202e", "cat\x9b", "\u200bcat"):
+        error = _refused(stub.DefineConcept, pb.DefineConceptRequest(name=name, positives=three))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and bad_request_field(error) == "name"
+        assert f"U+{ord(next(c for c in name if not c.isalpha())):04X}" in (error.details() or "")
 
 
 def test_bad_definitions_are_refused_and_store_nothing(stub: pb_grpc.Image2SdrStub) -> None:

@@ -270,6 +270,11 @@ class IndexConfig(_Section):
     max_id_length: int = Field(256, ge=1, le=4096)  # characters in an item id
     max_metadata_bytes: int = Field(4096, ge=0)  # UTF-8 bytes of keys + values per item
     max_concepts: int = Field(200, ge=0)  # (term, confidence) pairs kept per item
+    # What one filter may hold, counted before any value is looked up (each unseen value is a lookup).
+    max_filter_conditions: int = Field(32, ge=1, le=1024)  # metadata and concept conditions
+    max_filter_values_per_key: int = Field(1024, ge=1, le=100_000)  # values of one metadata key
+    max_filter_values: int = Field(4096, ge=1, le=1_000_000)  # values over all keys
+    max_filter_bytes: int = Field(65_536, ge=1)  # UTF-8 bytes of every key, value and concept name
     # What counts as a copy of a stored image (FindDuplicates, add_to_index.on_duplicate;
     # per request overridable). Chosen with `make bench-dupes`: see docs/appearance.md.
     duplicate_max_phash_distance: int = Field(10, ge=0, le=64)  # near-exact: pHash within this many bits of 64

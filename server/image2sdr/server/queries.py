@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import InvalidInputError
+from .index.validation import check_name_characters
 from .merge import Merger, WeightedSdr
 from .sdr import Sdr
 from .terms.base import TermSource, normalize_term
@@ -92,20 +93,26 @@ def parse_text(text: str, *, max_chars: int, max_terms: int, field: str = "text"
 
 
 def check_expression(expression: Expression, max_terms: int, field: str = "expression") -> Expression:
-    """Terms normalised and de-duplicated; at least one positive term, at most ``max_terms`` in all."""
+    """Terms normalised and de-duplicated; at least one positive term, at most ``max_terms`` in all.
+
+    The terms are counted as sent, before any is read: an expression over the limit
+    costs microseconds whatever it holds (a repeated term counts each time it is given).
+    """
     groups = {"all": expression.all, "any": expression.any, "none": expression.none}
+    count = sum(len(terms) for terms in groups.values())
+    if count > max_terms:
+        raise InvalidInputError(
+            f"the query has {count} terms, at most {max_terms} (service.max_query_terms)", field=field
+        )
     normal: dict[str, list[str]] = {}
     for name, terms in groups.items():
-        normal[name] = []
+        found: dict[str, None] = {}  # insertion-ordered: de-duplication in one pass
         for number, term in enumerate(terms):
-            normalised = normalize_term(term, field=f"{field}.{name}[{number}]" if field == "expression" else field)
-            if normalised not in normal[name]:
-                normal[name].append(normalised)
+            where = f"{field}.{name}[{number}]" if field == "expression" else field
+            found.setdefault(check_name_characters(normalize_term(term, field=where), where))
+        normal[name] = list(found)
     if not normal["all"] and not normal["any"]:
         raise InvalidInputError("the query needs at least one term that is not negated", field=field)
-    count = sum(len(terms) for terms in normal.values())
-    if count > max_terms:
-        raise InvalidInputError(f"the query has {count} terms, at most {max_terms}", field=field)
     clash = set(normal["none"]) & (set(normal["all"]) | set(normal["any"]))
     if clash:
         raise InvalidInputError(f"{sorted(clash)[0]!r} is both wanted and negated", field=field)

@@ -13,7 +13,7 @@ import json
 import shutil
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -191,17 +191,22 @@ def reads(flat_index: SdrIndex, monkeypatch: pytest.MonkeyPatch) -> list[tuple[s
     """Every read of a condition from the store, as it happens."""
     seen: list[tuple[str, ...]] = []
     store = flat_index.engine._store
-    by_pair, by_concept = store.labels_with_pair, store.labels_with_concept
+    by_pair, by_pairs, by_concept = store.labels_with_pair, store.labels_with_pairs, store.labels_with_concept
 
     def pair(key: str, value: str) -> npt.NDArray[np.int64]:
         seen.append(("m", key, value))
         return by_pair(key, value)
+
+    def many(key: str, values: Sequence[str]) -> dict[str, npt.NDArray[np.int64]]:
+        seen.extend(("m", key, value) for value in values)
+        return by_pairs(key, values)
 
     def concept(name: str, minimum: float) -> npt.NDArray[np.int64]:
         seen.append(("c", name, str(minimum)))
         return by_concept(name, minimum)
 
     monkeypatch.setattr(store, "labels_with_pair", pair)
+    monkeypatch.setattr(store, "labels_with_pairs", many)
     monkeypatch.setattr(store, "labels_with_concept", concept)
     return seen
 
@@ -245,6 +250,33 @@ def test_a_cache_too_small_for_a_condition_still_answers(flat_index: SdrIndex, r
         got = flat_index.search(ITEMS[5].sdr, k=10, where=where)
         assert pairs(got) == brute_force(passing(ITEMS, where), ITEMS[5].sdr, 10)
     assert len(reads) == 4 and flat_index.engine._selections.cached_bytes == 0
+
+
+def test_unseen_values_are_read_together_and_count_against_the_cache(
+    flat_index: SdrIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 22: a filter of values no item has (each an empty condition) used to cost nothing
+    against the cache's budget, and each one kept rescanned the whole cache: 30 x 1,024 such
+    values kept a server busy for minutes. Now a key's unread values are one batch of reads
+    and every kept condition costs its bytes and a fixed overhead."""
+    selections, store = flat_index.engine._selections, flat_index.engine._store
+    budget = 512 << 10  # two rounds of 1,000 empty conditions fit, not three
+    monkeypatch.setattr(selections, "_budget", budget)
+    batches: list[int] = []
+    by_pairs = store.labels_with_pairs
+
+    def counted(key: str, values: Sequence[str]) -> dict[str, npt.NDArray[np.int64]]:
+        batches.append(len(values))
+        return by_pairs(key, values)
+
+    monkeypatch.setattr(store, "labels_with_pairs", counted)
+    query = ITEMS[3].sdr
+    for round_ in range(4):
+        values = ("t3", *(f"unseen-{round_}-{n}" for n in range(1000)))
+        where = Filter(metadata=(("tag", values),))
+        assert pairs(flat_index.search(query, k=8, where=where)) == brute_force(passing(ITEMS, where), query, 8)
+        assert (budget // 3 if round_ else 0) < selections.cached_bytes <= budget
+    assert batches == [1001, 1000, 1000, 1000]  # "t3" was kept from the first round on
 
 
 def test_a_failed_faiss_update_rebuilds_and_forgets_the_conditions(

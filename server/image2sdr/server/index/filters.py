@@ -8,16 +8,21 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 
+from ..config import IndexConfig
 from ..errors import InvalidInputError
+from .validation import check_name_characters
 from .values import ConceptCondition, Filter, Item, StoredItem
 
 __all__ = [
+    "DEFAULT_FILTER_LIMITS",
     "MAX_CONCEPT_NAME_BYTES",
     "MAX_FILTER_CONDITIONS",
     "MAX_FILTER_KEY_BYTES",
     "MAX_FILTER_VALUES",
     "RESERVED_KEY_PREFIX",
+    "FilterLimits",
     "check_concept_name",
     "check_filter",
     "filter_digest",
@@ -26,23 +31,46 @@ __all__ = [
 
 RESERVED_KEY_PREFIX = "_"  # metadata keys the service keeps for fields of its own; not filterable
 MAX_FILTER_KEY_BYTES = 256  # UTF-8 bytes of a key in a filter
-MAX_FILTER_VALUES = 1024  # values allowed for one key
-MAX_FILTER_CONDITIONS = 32  # metadata and concept conditions in one filter
+MAX_FILTER_VALUES = 1024  # values allowed for one key (index.max_filter_values_per_key's default)
+MAX_FILTER_CONDITIONS = 32  # metadata and concept conditions in one filter (index.max_filter_conditions's default)
 MAX_CONCEPT_NAME_BYTES = 200  # UTF-8 bytes of a concept name (stored or custom)
 
 
-def check_filter(where: object, max_value_bytes: int) -> Filter | None:
+@dataclass(frozen=True)
+class FilterLimits:
+    """What one filter may hold (``index.max_filter_*``): every value costs a lookup, so all are counted first."""
+
+    conditions: int = MAX_FILTER_CONDITIONS  # metadata and concept conditions
+    values_per_key: int = MAX_FILTER_VALUES
+    values: int = 4096  # over all keys
+    bytes: int = 65_536  # UTF-8 bytes of every key, value and concept name
+
+    @classmethod
+    def of(cls, config: IndexConfig) -> FilterLimits:
+        return cls(
+            config.max_filter_conditions,
+            config.max_filter_values_per_key,
+            config.max_filter_values,
+            config.max_filter_bytes,
+        )
+
+
+DEFAULT_FILTER_LIMITS = FilterLimits()
+
+
+def check_filter(where: object, max_value_bytes: int, limits: FilterLimits = DEFAULT_FILTER_LIMITS) -> Filter | None:
     """``where`` validated, or None when it filters nothing; InvalidInputError names the bad field.
 
-    The same key twice is refused rather than guessed at (AND of two value sets
-    is their intersection, which a caller can write as one condition).
+    The counts are checked first, in one pass that reads no value twice, so a filter
+    over the limits costs microseconds. The same key twice is refused rather than
+    guessed at (AND of two value sets is their intersection, which a caller can
+    write as one condition).
     """
     if where is None:
         return None
     if not isinstance(where, Filter):
         raise InvalidInputError("filter must be a Filter", field="filter")
-    if len(where.metadata) + len(where.concepts) > MAX_FILTER_CONDITIONS:
-        raise InvalidInputError(f"a filter holds at most {MAX_FILTER_CONDITIONS} conditions", field="filter")
+    _check_counts(where, limits)
     seen: set[str] = set()
     for number, pair in enumerate(where.metadata):
         field = f"filter.metadata[{number}]"
@@ -53,10 +81,34 @@ def check_filter(where: object, max_value_bytes: int) -> Filter | None:
         if key in seen:
             raise InvalidInputError(f"key {key!r} is in the filter twice; give its values once", field=f"{field}.key")
         seen.add(key)
-        _check_values(key, values, max_value_bytes, f"{field}.values")
+        _check_values(key, values, max_value_bytes, f"{field}.values", limits.values_per_key)
     for number, condition in enumerate(where.concepts):
         _check_condition(condition, f"filter.concepts[{number}]")
     return None if where.empty else where
+
+
+def _check_counts(where: Filter, limits: FilterLimits) -> None:
+    """Conditions, values and bytes within ``limits``, counted before anything is looked up."""
+    conditions = len(where.metadata) + len(where.concepts)
+    if conditions > limits.conditions:
+        raise InvalidInputError(
+            f"the filter has {conditions} conditions, index.max_filter_conditions allows {limits.conditions}",
+            field="filter",
+        )
+    pairs = [pair for pair in where.metadata if isinstance(pair, tuple) and len(pair) == 2]
+    values = sum(len(given) for _, given in pairs if isinstance(given, tuple))
+    if values > limits.values:
+        raise InvalidInputError(
+            f"the filter has {values} values, index.max_filter_values allows {limits.values}", field="filter"
+        )
+    texts = [key for key, _ in pairs] + [value for _, given in pairs if isinstance(given, tuple) for value in given]
+    texts += [condition.name for condition in where.concepts if isinstance(condition, ConceptCondition)]
+    size = sum(len(text.encode()) for text in texts if isinstance(text, str))
+    if size > limits.bytes:
+        raise InvalidInputError(
+            f"the filter is {size} bytes of keys, values and names, index.max_filter_bytes allows {limits.bytes}",
+            field="filter",
+        )
 
 
 def _check_condition(condition: object, field: str) -> None:
@@ -70,11 +122,13 @@ def _check_condition(condition: object, field: str) -> None:
         )
 
 
-def _check_values(key: str, values: object, max_value_bytes: int, field: str) -> None:
+def _check_values(key: str, values: object, max_value_bytes: int, field: str, limit: int) -> None:
     if not isinstance(values, tuple) or not values:
         raise InvalidInputError(f"key {key!r} needs at least one value", field=field)
-    if len(values) > MAX_FILTER_VALUES:
-        raise InvalidInputError(f"at most {MAX_FILTER_VALUES} values per key", field=field)
+    if len(values) > limit:
+        raise InvalidInputError(
+            f"{len(values)} values for one key, index.max_filter_values_per_key allows {limit}", field=field
+        )
     for value in values:
         if not isinstance(value, str):
             raise InvalidInputError("filter values are strings", field=field)
@@ -93,17 +147,16 @@ def _check_key(key: object, field: str) -> None:
         raise InvalidInputError(
             f"keys starting with {RESERVED_KEY_PREFIX!r} are reserved for the service's own fields", field=field
         )
+    check_name_characters(key, field)
 
 
 def check_concept_name(name: object, field: str) -> str:
-    """A concept name: non-empty, at most ``MAX_CONCEPT_NAME_BYTES``, no control characters."""
+    """A concept name: non-empty, at most ``MAX_CONCEPT_NAME_BYTES``, no control or format characters."""
     if not isinstance(name, str) or not name.strip():
         raise InvalidInputError("a concept name is a non-empty string", field=field)
     if len(name.encode()) > MAX_CONCEPT_NAME_BYTES:
         raise InvalidInputError(f"a concept name is at most {MAX_CONCEPT_NAME_BYTES} bytes", field=field)
-    if any(ord(character) < 32 for character in name):
-        raise InvalidInputError("a concept name has no control characters", field=field)
-    return name
+    return check_name_characters(name, field)
 
 
 def passes(item: Item | StoredItem, where: Filter | None) -> bool:

@@ -18,7 +18,7 @@ from ..fingerprints import Fingerprint
 from ..sdr import Sdr
 from . import duplicates
 from .engine import CopyQuery, Engine, FindCopies, SnapshotHook, Write
-from .filters import check_concept_name, check_filter
+from .filters import FilterLimits, check_concept_name, check_filter
 from .paging import BadCursorError, page_cursor, refuse_token
 from .paging import page_token as token_for
 from .validation import EMPTY_METADATA, ItemRules, check_document, check_metadata
@@ -139,7 +139,7 @@ class ItemIndex:
 
         Lets a caller refuse a bad request before the work that produces its SDR.
         """
-        self._rules.id(item_id)
+        self._rules.new_id(item_id)
         check_metadata(metadata if metadata is not None else EMPTY_METADATA, self.config.max_metadata_bytes)
 
     def remove(self, item_id: str) -> None:
@@ -194,7 +194,7 @@ class ItemIndex:
         is only good with the filter it was issued for; another is INVALID_ARGUMENT.
         """
         self._rules.page_size(page_size)
-        where = check_filter(where, self.config.max_metadata_bytes)
+        where = check_filter(where, self.config.max_metadata_bytes, FilterLimits.of(self.config))
         cursor = page_cursor(page_token, where)
         with self._gate:
             try:
@@ -224,7 +224,7 @@ class ItemIndex:
         self._rules.search(k, min_overlap, space)
         for number, query in enumerate(queries):
             self._rules.sdr(query, f"queries[{number}]")
-        where = check_filter(where, self.config.max_metadata_bytes)
+        where = check_filter(where, self.config.max_metadata_bytes, FilterLimits.of(self.config))
         with self._gate:
             return self.engine.search(queries, k, min_overlap, space, where) if queries else []
 
@@ -239,7 +239,7 @@ class ItemIndex:
         """
         self._rules.id(item_id)
         self._rules.search(k, min_overlap, space)
-        where = check_filter(where, self.config.max_metadata_bytes)
+        where = check_filter(where, self.config.max_metadata_bytes, FilterLimits.of(self.config))
         with self._gate:
             found = self.engine.neighbours(item_id, k, min_overlap, space, where)
         if found is None:
@@ -300,7 +300,7 @@ class ItemIndex:
         self._rules.search(k, 0, VISUAL)
         self._rules.sdr(semantic, "semantic")
         self._rules.sdr(visual, "visual")
-        where = check_filter(where, self.config.max_metadata_bytes)
+        where = check_filter(where, self.config.max_metadata_bytes, FilterLimits.of(self.config))
         with self._gate:
             return self.engine.search_blend(semantic, visual, checked, k, exclude=exclude, where=where)
 

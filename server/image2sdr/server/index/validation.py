@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import types
+import unicodedata
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -35,6 +36,7 @@ __all__ = [
     "check_document",
     "check_id",
     "check_metadata",
+    "check_name_characters",
     "check_thumbnail",
     "is_int",
 ]
@@ -42,6 +44,11 @@ __all__ = [
 MAX_DOCUMENT_BYTES = 1 << 20  # UTF-8 bytes of a custom concept's document, at most
 # A thumbnail's bytes, at most: a 512 px JPEG at quality 100 (the config's largest) is ~0.2 MiB.
 MAX_THUMBNAIL_BYTES = 1 << 20
+# Unicode categories no stored name may hold: controls (Cc: C0, DEL, C1), format characters
+# (Cf: zero-width joiners and spaces, bidi overrides such as U+202E), line and paragraph
+# separators (Zl, Zp). Each makes a name that looks like another, or reorders what is printed
+# after it, in every log, listing and page that shows it.
+REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
 
 
 class ItemRules:
@@ -70,7 +77,7 @@ class ItemRules:
         for number, item in enumerate(items):
             if not isinstance(item, Item):
                 raise InvalidInputError(f"items[{number}] is not an Item", field=f"items[{number}]")
-            check_id(item.id, self.config.max_id_length)
+            self.new_id(item.id)
             sdrs = self._sdrs(item)
             concepts = check_concepts(item.concepts, self.config.max_concepts)
             metadata = check_metadata(item.metadata, self.config.max_metadata_bytes)
@@ -136,6 +143,14 @@ class ItemRules:
         check_id(item_id, self.config.max_id_length)
         return str(item_id)
 
+    def new_id(self, item_id: object) -> str:
+        """An id to store under: ``id``'s rules and no control, format or separator character.
+
+        Reads keep ``id``'s rules alone, so an item stored by an earlier release under
+        such an id can still be read and removed.
+        """
+        return check_name_characters(self.id(item_id), "id")
+
 
 def check_thumbnail(thumbnail: object) -> bytes | None:
     """An item's thumbnail as stored: bytes up to MAX_THUMBNAIL_BYTES; empty is none."""
@@ -180,6 +195,24 @@ def check_id(item_id: object, max_length: int) -> None:
         raise InvalidIdError("an item id must not contain NUL", field="id")
 
 
+def check_name_characters(name: str, field: str) -> str:
+    """``name`` when it holds no character of ``REFUSED_CATEGORIES``; else INVALID_ARGUMENT naming the first.
+
+    One rule for every name the API stores (item ids, metadata keys, concept names) and for
+    terms; the error names the code point and its place, never the whole value.
+    """
+    for position, character in enumerate(name):
+        category = unicodedata.category(character)
+        if category in REFUSED_CATEGORIES:
+            described = unicodedata.name(character, "a control character")
+            raise InvalidInputError(
+                f"U+{ord(character):04X} ({described}, Unicode category {category}) at character {position}: "
+                "names hold no control, format or separator characters (categories Cc, Cf, Zl, Zp)",
+                field=field,
+            )
+    return name
+
+
 def check_concepts(concepts: object, max_concepts: int) -> tuple[tuple[str, float], ...]:
     if isinstance(concepts, (str, bytes)) or not isinstance(concepts, Sequence):
         raise InvalidInputError("concepts must be a sequence of (term, confidence) pairs", field="concepts")
@@ -204,6 +237,7 @@ def check_metadata(metadata: object, max_bytes: int) -> dict[str, str]:
     for key, value in metadata.items():
         if not isinstance(key, str) or not isinstance(value, str):
             raise InvalidInputError("metadata keys and values must be strings", field="metadata")
+        check_name_characters(key, "metadata")
         size += len(key.encode()) + len(value.encode())
     if size > max_bytes:
         raise MetadataTooLargeError(f"metadata is {size} bytes, at most {max_bytes}", limit=max_bytes, actual=size)

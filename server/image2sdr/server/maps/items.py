@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from ..custom_concepts import ConceptSet
 from ..errors import InvalidInputError, NotFoundError
-from ..index.filters import check_filter
+from ..index.filters import DEFAULT_FILTER_LIMITS, FilterLimits, check_filter
 from ..index.item_index import ItemIndex
 from ..index.values import SEMANTIC, VISUAL, Filter, Item
 from ..sdr import Sdr
@@ -51,11 +51,18 @@ def by_ids(index: ItemIndex, ids: Sequence[str], space: str, limit: int) -> Chos
 
 
 def by_filter(
-    index: ItemIndex, where: Filter | None, space: str, limit: int, *, max_value_bytes: int, page_size: int
+    index: ItemIndex,
+    where: Filter | None,
+    space: str,
+    limit: int,
+    *,
+    max_value_bytes: int,
+    page_size: int,
+    limits: FilterLimits = DEFAULT_FILTER_LIMITS,
 ) -> Chosen:
     """Every stored item passing ``where`` (None: every stored item), newest first, read ``page_size`` at a time."""
     field = "filter" if where is not None and not where.empty else "items"
-    where = check_filter(where, max_value_bytes)
+    where = check_filter(where, max_value_bytes, limits)
     page = index.list_items(1, where=where)
     _check_count(page.total, limit, field)
     items: list[Item] = []

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import InvalidInputError
-from ..index.filters import check_filter
+from ..index.filters import FilterLimits, check_filter
 from ..index.values import Filter, Item, ItemPage
 from .parts import Parts
 
@@ -53,6 +53,6 @@ def items_exist(parts: Parts, ids: Sequence[str]) -> list[bool]:
 def list_items(parts: Parts, page_size: int, page_token: str, where: Filter | None = None) -> ItemPage:
     """A page of items, newest first; the index checks the size against max_k and the token."""
     index_config = parts.config.index
-    chosen = check_filter(where, index_config.max_metadata_bytes) if where else None
+    chosen = check_filter(where, index_config.max_metadata_bytes, FilterLimits.of(index_config)) if where else None
     size = min(DEFAULT_PAGE_SIZE, index_config.max_k) if page_size == 0 else page_size
     return parts.index.list_items(size, page_token, where=chosen)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from ..custom_concepts import ConceptSet
 from ..errors import InvalidInputError
-from ..index.filters import check_filter
+from ..index.filters import FilterLimits, check_filter
 from ..index.values import SEMANTIC, Filter
 from ..maps import items as map_items
 from ..maps.jobs import MapJobs, MapRequest, MapStatus
@@ -69,12 +69,14 @@ def _chosen(parts: Parts, asked: MapAsked) -> map_items.Chosen:
     if isinstance(items, ByCustomConcept):
         concept = ConceptSet([parts.library.get(items.name, "concept").concept], parts.config.sdr.size)
         return map_items.by_concept(parts.index, concept, space, limit, index_config.max_k)
-    chosen = check_filter(items, index_config.max_metadata_bytes) if items is not None else None
+    limits = FilterLimits.of(index_config)
+    chosen = check_filter(items, index_config.max_metadata_bytes, limits) if items is not None else None
     return map_items.by_filter(
         parts.index,
         chosen,
         space,
         limit,
         max_value_bytes=index_config.max_metadata_bytes,
+        limits=limits,
         page_size=index_config.max_k,
     )

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from ..encoder import EncodeOptions
 from ..errors import InvalidInputError, NoSdrInSpaceError
-from ..index.filters import check_filter
+from ..index.filters import FilterLimits, check_filter
 from ..index.values import SEMANTIC, VISUAL, Filter, Match
 from ..queries import Expression, Query, TermOverlap, check_expression, parse_text
 from ..sdr import Sdr
@@ -101,7 +101,9 @@ def find_similar(parts: Parts, request: SimilarRequest) -> SimilarAnswer:
     weight = _blend_weight(request)
     if request.visual_sdr is not None and not (request.space == BLEND and isinstance(request.query, BySdr)):
         raise InvalidInputError("visual_sdr goes with sdr and SPACE_BLEND only", field="visual_sdr")
-    chosen = check_filter(request.where, parts.config.index.max_metadata_bytes) if request.where else None
+    index_config = parts.config.index
+    limits = FilterLimits.of(index_config)
+    chosen = check_filter(request.where, index_config.max_metadata_bytes, limits) if request.where else None
     if isinstance(request.query, (ByText, ByExpression)) and request.space != SEMANTIC:
         raise InvalidInputError("text and expression queries search SPACE_SEMANTIC", field="space")
     words = _words(parts, request)

@@ -40,6 +40,10 @@ AtomKey = tuple[str, str, str] | tuple[str, str, float]
 CACHE_BYTES = 256 << 20  # atoms kept at most (labels and bitmaps): ~60 conditions passing half of 1M items
 _DENSE = 64  # an atom holding more than one label in this many also keeps a bitmap (it is then the smaller)
 _NO_LABELS = np.zeros(0, dtype=np.int64)
+# What an atom costs the budget beyond its arrays (its key, its entry, the array headers):
+# an atom of a value no item has is not free, or a filter of unseen values would grow the
+# cache without bound.
+_ATOM_OVERHEAD = 256
 
 
 def _no_sdrs(labels: Sequence[int]) -> tuple[Labels, npt.NDArray[np.uint32], npt.NDArray[np.int64]]:
@@ -133,7 +137,8 @@ class _Atom:
 
     @property
     def nbytes(self) -> int:
-        return int(self._buffer.nbytes) + (int(self._bitmap.nbytes) if self._bitmap is not None else 0)
+        bitmap = int(self._bitmap.nbytes) if self._bitmap is not None else 0
+        return _ATOM_OVERHEAD + int(self._buffer.nbytes) + bitmap
 
     def dense(self, nbits: int) -> bool:
         return self.count * _DENSE > nbits
@@ -180,9 +185,9 @@ class Selections:
         nbits = live.size
         parts: list[_Part] = []
         for key, values in where.metadata:
-            parts.append(_union([self._atom(("m", key, value)) for value in dict.fromkeys(values)], nbits))
+            parts.append(_union(self._pairs(key, list(dict.fromkeys(values))), nbits))
         for condition in where.concepts:
-            parts.append(_union([self._atom(("c", condition.name, float(condition.min_confidence)))], nbits))
+            parts.append(_union([self._concept(condition.name, float(condition.min_confidence))], nbits))
         if not parts:  # an empty filter lets every live label through
             return Allowed(live_count=live.count, bitmap=live.bitmap(), read_sdrs=read_sdrs)
         parts.sort(key=lambda part: part.count)
@@ -197,36 +202,63 @@ class Selections:
             bitmap = _and(bitmap, part.bitmap())
         return Allowed(live_count=live.count, bitmap=bitmap, read_sdrs=read_sdrs)
 
-    def _atom(self, key: AtomKey) -> _Atom:
+    def _pairs(self, key: str, values: Sequence[str]) -> list[_Atom]:
+        """The atoms of one key's values: kept ones from the cache, the others read in one batch."""
+        found: dict[str, _Atom] = {}
         with self._mutex:
-            atom = self._atoms.get(key)
-            if atom is not None:
-                self._atoms.move_to_end(key)
-        if atom is not None and self._removed - atom.removed_at <= atom.count // 2:
-            return atom
-        # Read (or re-read, once removals may have left half of it dead) from the store.
-        kind, name, value = key
-        if kind == "m":
-            labels = self._store.labels_with_pair(name, str(value))
-        else:
-            labels = self._store.labels_with_concept(name, float(value))
-        atom = _Atom(labels, self._removed)
-        self._keep(key, atom)
+            for value in values:
+                atom = self._kept(("m", key, value))
+                if atom is not None:
+                    found[value] = atom
+        missing = [value for value in values if value not in found]
+        if missing:
+            read = self._store.labels_with_pairs(key, missing)
+            fresh = {value: _Atom(read[value], self._removed) for value in missing}
+            self._keep([(("m", key, value), atom) for value, atom in fresh.items()])
+            found.update(fresh)
+        return [found[value] for value in values]
+
+    def _concept(self, name: str, minimum: float) -> _Atom:
+        key: AtomKey = ("c", name, minimum)
+        with self._mutex:
+            atom = self._kept(key)
+        if atom is None:
+            atom = _Atom(self._store.labels_with_concept(name, minimum), self._removed)
+            self._keep([(key, atom)])
         return atom
 
-    def _keep(self, key: AtomKey, atom: _Atom) -> None:
+    def _kept(self, key: AtomKey) -> _Atom | None:
+        """The kept atom, now the most recently used; None when removals may have left half of it dead (mutex held)."""
+        atom = self._atoms.get(key)
+        if atom is None:
+            return None
+        self._atoms.move_to_end(key)
+        return atom if self._removed - atom.removed_at <= atom.count // 2 else None
+
+    def _keep(self, fresh: Sequence[tuple[AtomKey, _Atom]]) -> None:
+        """Keep atoms just read, evicting the least recently used: O(1) each (the thresholds too)."""
         with self._mutex:
-            old = self._atoms.pop(key, None)
-            if old is not None:
-                self._bytes -= old.nbytes
-            if atom.nbytes > self._budget:
-                return
-            self._atoms[key] = atom
-            self._bytes += atom.nbytes
+            for key, atom in fresh:
+                self._forget(key)
+                if atom.nbytes > self._budget:
+                    continue
+                self._atoms[key] = atom
+                self._bytes += atom.nbytes
+                if key[0] == "c":
+                    self._thresholds.setdefault(key[1], set()).add(float(key[2]))
             while self._bytes > self._budget:
-                _, evicted = self._atoms.popitem(last=False)
-                self._bytes -= evicted.nbytes
-            self._thresholds = _thresholds_of(self._atoms)
+                self._forget(next(iter(self._atoms)))
+
+    def _forget(self, key: AtomKey) -> None:
+        atom = self._atoms.pop(key, None)
+        if atom is None:
+            return
+        self._bytes -= atom.nbytes
+        if key[0] == "c":
+            minimums = self._thresholds[key[1]]
+            minimums.discard(float(key[2]))
+            if not minimums:
+                del self._thresholds[key[1]]
 
     # -- writes (under the index's write lock, after the store committed) ---------------------
 
@@ -297,14 +329,6 @@ def _union(atoms: Sequence[_Atom], nbits: int) -> _Part:
         other = atom.bitmap() if atom.dense(nbits) else _to_bitmap(atom.labels)
         bitmap = _or(bitmap, other)
     return _Part(count, bitmap_=bitmap)
-
-
-def _thresholds_of(atoms: OrderedDict[AtomKey, _Atom]) -> dict[str, set[float]]:
-    found: dict[str, set[float]] = {}
-    for kind, name, value in atoms:
-        if kind == "c":
-            found.setdefault(name, set()).add(float(value))
-    return found
 
 
 # -- bitmaps -----------------------------------------------------------------------------

@@ -315,6 +315,18 @@ class SqliteStore:
         query = "SELECT label FROM item_meta WHERE key = ? AND value = ? ORDER BY label"
         return label_array(self._reader().execute(query, (key, value)))
 
+    def labels_with_pairs(self, key: str, values: Sequence[str]) -> dict[str, npt.NDArray[np.int64]]:
+        """``labels_with_pair`` for many values of one key, a few statements in all; every value answered."""
+        found: dict[str, list[int]] = {value: [] for value in values}
+        reader = self._reader()
+        for start in range(0, len(values), _SELECT_CHUNK - 1):
+            chunk = list(values[start : start + _SELECT_CHUNK - 1])
+            marks = ",".join("?" * len(chunk))
+            query = f"SELECT value, label FROM item_meta WHERE key = ? AND value IN ({marks}) ORDER BY value, label"
+            for value, label in reader.execute(query, [key, *chunk]):
+                found[value].append(label)
+        return {value: np.array(labels, dtype=np.int64) for value, labels in found.items()}
+
     def labels_with_concept(self, name: str, min_confidence: float) -> npt.NDArray[np.int64]:
         """Labels of the items with concept ``name`` at ``min_confidence`` or more, ascending (one index range)."""
         query = "SELECT label FROM item_concepts WHERE name = ? AND confidence >= ? ORDER BY label"
