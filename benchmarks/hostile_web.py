@@ -57,6 +57,7 @@ def _amplifying_body() -> bytes:
 def _amplification(server: HostileServer, victim: Victim, path: str, body: bytes, copies: int) -> None:
     headers = {"Content-Type": "application/json"}
     server.reset_peak()
+    before = server.memory()["VmRSS"]
     with victim.watching() as seen:
         started = time.perf_counter()
         with ThreadPoolExecutor(copies) as pool:
@@ -64,7 +65,7 @@ def _amplification(server: HostileServer, victim: Victim, path: str, body: bytes
         elapsed = time.perf_counter() - started
     outcome = "/".join(str(status) for status in sorted(set(answers)))
     name = f"{path} {ARRAYS:,} empty arrays" + (f", {copies} at once" if copies > 1 else "")
-    row(name, len(body) * copies, outcome, elapsed, server.memory()["VmHWM"], seen)
+    row(name, len(body) * copies, outcome, elapsed, server.memory()["VmHWM"] - before, seen)
 
 
 def _http_case(
@@ -84,7 +85,7 @@ def _http_case(
         code = f" {json.loads(answer).get('code', '')}"
     except ValueError:
         code = " (not JSON)"
-    row(name, len(body) + len(path), f"{status}{code}, {len(answer)} B", elapsed, server.memory()["VmHWM"], None)
+    row(name, len(body) + len(path), f"{status}{code}, {len(answer)} B", elapsed, 0, None)
 
 
 def _grpc_case(server: HostileServer, name: str, call: str, request: object) -> None:
@@ -99,7 +100,7 @@ def _grpc_case(server: HostileServer, name: str, call: str, request: object) -> 
             size = len((exc.details() or "").encode()) + len(trailers.get("grpc-status-details-bin", b""))
             outcome = f"{exc.code().name}, {size} B"
     sent = len(request.SerializeToString())  # type: ignore[attr-defined]
-    row(name, sent, outcome, time.perf_counter() - started, server.memory()["VmHWM"], None)
+    row(name, sent, outcome, time.perf_counter() - started, 0, None)
 
 
 def _multipart(fields: dict[str, tuple[str, bytes, str]], boundary: str = "hostile-web-boundary") -> tuple[bytes, str]:
@@ -129,8 +130,8 @@ def _errors(server: HostileServer, photo: bytes) -> None:
     long_id = "m" * LONG
     _grpc_case(server, "gRPC GetMap id of 10 kB", "GetMap", pb.GetMapRequest(id=long_id))
     _http_case(server, "GET /v1/maps/<10 kB id>", "GET", f"/v1/maps/{long_id}")
-    request = pb.ExplainRequest(image=photo, custom_concept="c" * LONG)
-    _grpc_case(server, "gRPC Explain custom_concept of 10 kB", "Explain", request)
+    request = pb.ExplainRequest(image=photo, concept="c" * LONG)
+    _grpc_case(server, "gRPC Explain concept of 10 kB", "Explain", request)
 
 
 def _browser(server: HostileServer, photo: bytes) -> None:
@@ -156,6 +157,7 @@ def run(args: argparse.Namespace, directory: Path) -> None:
     with HostileServer(directory / "web", cap_gib=args.cap_gib) as server:
         victim = Victim(server)
         header(f"web: JSON amplification (server pid {server.pid}, cap {args.cap_gib} GiB, {os.cpu_count()} cores)")
+        print("  (peak MiB: the peak's growth over the resident size before the case)")
         body = _amplifying_body()
         for path in ("/v1/encode", "/v1/similar"):
             for copies in (1, 8):
