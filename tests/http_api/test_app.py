@@ -572,3 +572,16 @@ def test_a_client_gone_mid_upload_is_one_line_at_info(server: Server, caplog: py
     about = [record for record in caplog.records if "went away" in record.getMessage() or record.levelname == "ERROR"]
     assert [(record.levelname, record.exc_info) for record in about] == [("INFO", None)]
     assert "after 1000 bytes" in about[0].getMessage()
+
+
+def test_an_unexpected_failure_is_a_status_not_plain_text(
+    server: Server, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken() -> Any:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(server.cases.health, "state", broken)
+    app = create_app(server.cases, config_for(Path("unused"), models_dir))
+    with TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False) as client:
+        body = status_of(client.get("/healthz"), 500, grpc.StatusCode.INTERNAL)
+    assert "a bug" not in body["message"]

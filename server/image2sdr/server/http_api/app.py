@@ -42,12 +42,13 @@ from image2sdr.v1 import image2sdr_pb2 as pb
 
 from ..auth import token_from_env
 from ..config import Config
+from ..messages.status import status_for
 from ..usecases import UseCases
 from ..usecases.info import SERVER_VERSION
 from .bodies import Body, encode_request, json_body
 from .browser import REQUESTED_WITH, BrowserGuardMiddleware, allowed_hosts
 from .calls import TIMEOUT_HEADER, Calls
-from .errors import HttpApiError, bad_request, code_for_http, status_response
+from .errors import HttpApiError, bad_request, code_for_http, http_status, status_response
 from .middleware import BearerTokenMiddleware, Metrics, ObservedMiddleware
 
 __all__ = ["STATIC_DIR", "TIMEOUT_HEADER", "create_app"]
@@ -277,6 +278,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HttpApiError, _api_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid_parameters)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _framework_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _unexpected)
 
 
 async def _api_error(request: Request, error: HttpApiError) -> Response:
@@ -289,6 +291,15 @@ async def _invalid_parameters(request: Request, error: RequestValidationError) -
     where = [str(part) for part in first.get("loc", ()) if part not in ("query", "path", "header")]
     field = ".".join(where) or "request"
     return await _api_error(request, bad_request(f"{field}: {first.get('msg', 'invalid')}", field))
+
+
+async def _unexpected(request: Request, error: Exception) -> Response:
+    """Anything no other handler took: a Status (INTERNAL for a bug), never Starlette's plain-text 500.
+
+    Starlette re-raises it after this answer is sent, so uvicorn logs the traceback once (``logged``).
+    """
+    status = status_for(error, logged=True)
+    return status_response(status, http_status(status.code))
 
 
 async def _framework_error(request: Request, error: StarletteHTTPException) -> Response:
