@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import grpc
 import httpx
 import pytest
@@ -498,7 +499,40 @@ def test_json_values_are_counted_before_parsing(http: httpx.Client, path: str) -
         grpc.StatusCode.RESOURCE_EXHAUSTED,
     )
     assert "http.max_json_values (100000)" in refused["message"]
-    assert detail(refused, "QuotaFailure")["violations"][0]["description"].endswith("(limit 100000, got 400003)")
+    assert "(limit 100000, got " in detail(refused, "QuotaFailure")["violations"][0]["description"]
+
+
+def test_json_past_the_limit_is_refused_before_the_rest_is_read(server: Server, models_dir: Path) -> None:
+    """A body that never ends, of empty arrays: 413 at the chunk that passes the limit, read no further."""
+    app = create_app(server.cases, config_for(Path("unused"), models_dir))
+    chunk = b"[]," * 10_000  # 20,000 marks a chunk: the 5th passes 100,000
+    read, answered = 0, []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal read
+        read += 1
+        return {"type": "http.request", "body": b'{"unknownField": [' if read == 1 else chunk, "more_body": True}
+
+    async def send(message: dict[str, Any]) -> None:
+        answered.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/similar",
+        "raw_path": b"/v1/similar",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    anyio.run(app, scope, receive, send)
+    assert answered[0]["status"] == 413
+    assert read == 6  # the opening, then five chunks
 
 
 def test_encode_json_is_parsed_after_its_slot(

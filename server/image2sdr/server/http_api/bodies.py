@@ -3,7 +3,8 @@
 JSON is counted before it is parsed: ``json.loads`` makes a Python object of every
 value, so 30 MB of empty arrays once cost 780 MB before an unknown field was refused.
 A body's commas, colons and opening brackets (a bound on its values and keys, found
-at memory speed) may number at most http.max_json_values; past that it is 413 before
+at memory speed, counted as the body comes in) may number at most
+http.max_json_values; past that it is 413, before the rest is read and before
 parsing.  Deep nesting is 400 (the parser's own recursion guard, reported as such).
 JSON is parsed in the call's worker, after its slot is taken (``Calls.run`` takes a
 function), so waiting calls hold bytes, not objects.
@@ -48,12 +49,19 @@ async def _read_body(request: Request) -> bytes:
         raise too_large(limit, int(declared))
     chunks, size = [], 0
     seconds: float = request.app.state.body_timeout_s
+    # JSON is counted as it comes in (each mark is one byte: no chunk boundary splits one), so
+    # a body of too many values is refused at the chunk that passes the limit, not read whole.
+    values, max_values = 1, _max_json_values(request) if _media_type(request) == "application/json" else None
     try:
         with anyio.fail_after(seconds):  # a sender that stalls gives its connection back
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > limit:
                     raise too_large(limit, None)
+                if max_values is not None:
+                    values += json_values(chunk) - 1
+                    if values > max_values:
+                        raise _too_many_values("body", max_values, values)
                 chunks.append(chunk)
     except ClientDisconnect:
         # Not a server fault: one line, not uvicorn's traceback at ERROR. Nobody reads the answer.
@@ -90,16 +98,21 @@ def _loads(text: bytes, limit: int, field: str) -> object:
     """``text`` parsed as JSON once counted under ``limit`` values (http.max_json_values)."""
     counted = json_values(text)
     if counted > limit:
-        error = LimitExceededError(
-            f"{field}: more JSON values than http.max_json_values ({limit}): {counted} commas, colons and brackets",
-            limit=limit,
-            actual=counted,
-        )
-        raise HttpApiError(status_for(error), 413)
+        raise _too_many_values(field, limit, counted)
     try:
         return json.loads(text)
     except RecursionError:
         raise bad_request(f"{field}: JSON nested too deep for the parser (about 1,000 levels)", field) from None
+
+
+def _too_many_values(field: str, limit: int, counted: int) -> HttpApiError:
+    """413 RESOURCE_EXHAUSTED with a QuotaFailure: JSON of more values than http.max_json_values."""
+    error = LimitExceededError(
+        f"{field}: more JSON values than http.max_json_values ({limit}): {counted} commas, colons and brackets",
+        limit=limit,
+        actual=counted,
+    )
+    return HttpApiError(status_for(error), 413)
 
 
 def _parse(body: bytes, message: _M, limit: int) -> _M:
