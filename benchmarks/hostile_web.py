@@ -17,6 +17,7 @@ Three groups of cases against one real server (``hostile_harness.HostileServer``
 from __future__ import annotations
 
 import argparse
+import contextlib
 import http.client
 import json
 import os
@@ -43,8 +44,13 @@ def _request(
     parts = urlsplit(server.http_url)
     connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=300)
     try:
-        connection.request(method, path, body=body or None, headers=headers or {})
-        answer = connection.getresponse()
+        # The server may answer before the body is all sent, and stop reading: its answer may be in.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            connection.request(method, path, body=body or None, headers=headers or {})
+        try:
+            answer = connection.getresponse()
+        except (ConnectionResetError, http.client.RemoteDisconnected):
+            return 0, {}, b""  # reset before an answer could be read: outcome "0"
         return answer.status, {k.lower(): v for k, v in answer.getheaders()}, answer.read()
     finally:
         connection.close()
