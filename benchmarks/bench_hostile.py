@@ -35,6 +35,7 @@ from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hostile_cost
+import hostile_web
 from hostile_harness import HostileServer, Victim, header, row
 
 from tests.helpers.hostile import broken_colour_profile_png, odd_strip_offsets_tiff, png, thin_png
@@ -94,6 +95,7 @@ def images(args: argparse.Namespace, directory: Path) -> None:
 SECTIONS: dict[str, Callable[[argparse.Namespace, Path], None]] = {
     "images": images,
     "cost": hostile_cost.run,
+    "web": hostile_web.run,
 }
 
 

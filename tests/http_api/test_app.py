@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import grpc
 import httpx
 import pytest
@@ -474,11 +475,147 @@ def test_the_listener_turns_nagle_off() -> None:
 
 
 def test_deep_json_and_far_deadlines_are_400(http: httpx.Client) -> None:
-    deep = "[" * 100_000 + "]" * 100_000  # json.loads raises RecursionError, not ValueError
+    deep = "[" * 5_000 + "]" * 5_000  # json.loads raises RecursionError, not ValueError
     body = status_of(
         http.post("/v1/similar", content=deep, headers={"content-type": "application/json"}),
         400,
         grpc.StatusCode.INVALID_ARGUMENT,
     )
-    assert "not JSON" in body["message"]
+    assert "nested too deep" in body["message"]
+    assert detail(body, "BadRequest")["fieldViolations"][0]["field"] == "body"
     status_of(http.get("/v1/info", headers={"X-Timeout-S": "1e10"}), 400, grpc.StatusCode.INVALID_ARGUMENT)
+
+
+# -- what a request may cost, and errors that are errors ------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/v1/encode", "/v1/similar"])
+def test_json_values_are_counted_before_parsing(http: httpx.Client, path: str) -> None:
+    """200,000 empty arrays in an unknown field (600 kB): 413 naming the limit, before any is made."""
+    body = b'{"unknownField": [' + b"[]," * 199_999 + b"[]]}"
+    refused = status_of(
+        http.post(path, content=body, headers={"content-type": "application/json"}),
+        413,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    )
+    assert "http.max_json_values (100000)" in refused["message"]
+    assert "(limit 100000, got " in detail(refused, "QuotaFailure")["violations"][0]["description"]
+
+
+def test_json_past_the_limit_is_refused_before_the_rest_is_read(server: Server, models_dir: Path) -> None:
+    """A body that never ends, of empty arrays: 413 at the chunk that passes the limit, read no further."""
+    app = create_app(server.cases, config_for(Path("unused"), models_dir))
+    chunk = b"[]," * 10_000  # 20,000 marks a chunk: the 5th passes 100,000
+    read, answered = 0, []
+
+    async def receive() -> dict[str, Any]:
+        nonlocal read
+        read += 1
+        return {"type": "http.request", "body": b'{"unknownField": [' if read == 1 else chunk, "more_body": True}
+
+    async def send(message: dict[str, Any]) -> None:
+        answered.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/similar",
+        "raw_path": b"/v1/similar",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json")],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 80),
+    }
+    anyio.run(app, scope, receive, send)
+    assert answered[0]["status"] == 413
+    assert read == 6  # the opening, then five chunks
+
+
+def test_encode_json_is_parsed_after_its_slot(
+    server: Server, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the one slot held by the test, a bad JSON Encode waits for it (504 at its deadline), not 400 at once."""
+    holding, release = threading.Event(), threading.Event()
+    info = server.cases.info
+
+    def held() -> Any:
+        holding.set()
+        assert release.wait(TIMEOUT), "the test never let the slot go"
+        return info()
+
+    monkeypatch.setattr(server.cases, "info", held)
+    app = create_app(server.cases, narrow_config(models_dir))
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        running = threading.Thread(target=lambda: client.get("/v1/info"))
+        running.start()
+        try:
+            assert holding.wait(TIMEOUT)  # the slot is taken
+            bad = client.post("/v1/encode", json={"unknownField": []}, headers={"X-Timeout-S": "0.2"})
+            status_of(bad, 504, grpc.StatusCode.DEADLINE_EXCEEDED)
+        finally:
+            release.set()
+            running.join(TIMEOUT)
+        status_of(client.post("/v1/encode", json={"unknownField": []}), 400, grpc.StatusCode.INVALID_ARGUMENT)
+
+
+def test_form_metadata_nested_deep_is_400_naming_it(http: httpx.Client, photos: dict[str, bytes]) -> None:
+    form = {"id": "deep", "metadata": "[" * 5_000 + "]" * 5_000}
+    answer = http.post("/v1/encode", files={"image": ("cat.jpg", photos["chelsea"], "image/jpeg")}, data=form)
+    refused = status_of(answer, 400, grpc.StatusCode.INVALID_ARGUMENT)
+    assert detail(refused, "BadRequest")["fieldViolations"][0]["field"] == "metadata"
+
+
+def test_a_page_token_past_the_int_limit_is_400_naming_it(http: httpx.Client, stub: pb_grpc.Image2SdrStub) -> None:
+    token = "l" + "9" * 4_301  # Python refuses to read an int of more than 4,300 digits
+    refused = status_of(http.get("/v1/items", params={"page_token": token}), 400, grpc.StatusCode.INVALID_ARGUMENT)
+    assert detail(refused, "BadRequest")["fieldViolations"][0]["field"] == "page_token"
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ListItems(pb.ListItemsRequest(page_token=token), timeout=TIMEOUT)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_a_long_id_is_cut_in_the_status_not_refused_by_the_transport(
+    http: httpx.Client, stub: pb_grpc.Image2SdrStub
+) -> None:
+    """A 10 kB map id: NOT_FOUND with the id's start and end, not "metadata size exceeds hard limit"."""
+    long_id = "a" + "m" * 10_000 + "z"
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.GetMap(pb.GetMapRequest(id=long_id), timeout=TIMEOUT)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND, caught.value.details()
+    message = caught.value.details() or ""
+    assert "'amm" in message and "mmz'" in message and "characters cut" in message
+    assert len(message.encode()) <= 512
+    answer = http.get(f"/v1/maps/{long_id}")
+    refused = status_of(answer, 404, grpc.StatusCode.NOT_FOUND)
+    assert len(answer.content) < 2_000 and "characters cut" in detail(refused, "ResourceInfo")["resourceName"]
+
+
+def test_a_client_gone_mid_upload_is_one_line_at_info(server: Server, caplog: pytest.LogCaptureFixture) -> None:
+    head = b"POST /v1/encode HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\nContent-Length: 100000\r\n\r\n"
+    caplog.set_level("INFO")
+    with socket.create_connection(("127.0.0.1", server.http_port or 0), timeout=TIMEOUT) as leaving:
+        leaving.sendall(head + b"\xff" * 1_000)
+    deadline = time.monotonic() + TIMEOUT  # a failure bound: the server notices the close at once
+    while not any("went away" in record.getMessage() or record.levelname == "ERROR" for record in caplog.records):
+        assert time.monotonic() < deadline, "the server never noticed the client leave"
+        threading.Event().wait(0.01)
+    about = [record for record in caplog.records if "went away" in record.getMessage() or record.levelname == "ERROR"]
+    assert [(record.levelname, record.exc_info) for record in about] == [("INFO", None)]
+    assert "after 1000 bytes" in about[0].getMessage()
+
+
+def test_an_unexpected_failure_is_a_status_not_plain_text(
+    server: Server, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken() -> Any:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(server.cases.health, "state", broken)
+    app = create_app(server.cases, config_for(Path("unused"), models_dir))
+    with TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False) as client:
+        body = status_of(client.get("/healthz"), 500, grpc.StatusCode.INTERNAL)
+    assert "a bug" not in body["message"]

@@ -91,13 +91,19 @@ def browser() -> Iterator[Browser]:
 
 
 class Recorded:
-    """What a page did that the test checks afterwards: the URLs it asked for and its script errors."""
+    """What a page did that the test checks afterwards: the URLs it asked for, its script errors, what CSP blocked."""
 
     def __init__(self, page: Page) -> None:
         self.urls: list[str] = []
         self.errors: list[str] = []
+        self.blocked: list[str] = []  # the server's Content-Security-Policy refusing something the page does
         page.on("request", lambda request: self.urls.append(request.url))
         page.on("pageerror", lambda error: self.errors.append(str(error)))
+        page.on("console", lambda message: self._console(message.text))
+
+    def _console(self, text: str) -> None:
+        if "Content Security Policy" in text:
+            self.blocked.append(text)
 
     def foreign(self, origin: str) -> list[str]:
         """Requests that left ``origin`` (a blob: URL is the page's own; data: URLs fetch nothing)."""
@@ -176,6 +182,7 @@ def test_upload_add_search_highlight_remove(page: Page, base_url: str, chelsea_j
 
     assert recorded.foreign(base_url) == []
     assert recorded.errors == []
+    assert recorded.blocked == []
 
 
 def test_errors_shown_from_the_status_body(page: Page, base_url: str, tmp_path: Path) -> None:

@@ -54,3 +54,17 @@ def test_details_name_the_field_the_limit_and_the_wait() -> None:
     assert down.details[0].Unpack(retry) and retry.retry_delay.seconds == 62
     refused = status.status_for(errors.UpstreamKeyError("key refused"))
     assert refused.code == code_pb2.FAILED_PRECONDITION and not refused.details  # no retry hint: retrying cannot help
+
+
+def test_long_values_are_cut_in_every_string_of_the_status() -> None:
+    """A 10 kB id echoed by the core: each string at most MAX_TEXT_BYTES, its start and end kept."""
+    long_id = "a" + "é" * 10_000 + "z"  # two bytes a character: the cut counts bytes, not characters
+    answer = status.status_for(errors.MapJobNotFoundError(f"no map job {long_id!r}", resource=long_id))
+    info = error_details_pb2.ResourceInfo()
+    assert answer.details[0].Unpack(info)
+    for text in (answer.message, info.resource_name, info.description):
+        assert len(text.encode()) <= status.MAX_TEXT_BYTES
+        assert "characters cut" in text
+    assert answer.message.startswith("no map job 'aé") and answer.message.endswith("éz'")
+    assert info.resource_name.startswith("aé") and info.resource_name.endswith("éz")
+    assert status.cut("short") == "short"

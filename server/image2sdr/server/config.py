@@ -414,7 +414,12 @@ class HttpConfig(_Section):
     host: str = "127.0.0.1"  # listen address; 0.0.0.0 to serve other machines
     port: int = Field(8080, ge=0, le=65535)  # 0 picks a free port
     cors_origins: tuple[str, ...] = ()  # browser origins allowed to call the API ("*": any); none: same origin only
+    # Host header names served (DNS rebinding): these, plus localhost, 127.0.0.1, [::1] and
+    # http.host; "*" serves any (behind a proxy that checks it). Others get 400.
+    allowed_hosts: tuple[str, ...] = ()
     max_body_bytes: int = Field(32 * 1024 * 1024, ge=1024)  # larger bodies get 413 before they are read whole
+    # Values and keys a JSON body may hold (counted before parsing: each costs ~100 bytes parsed); more get 413.
+    max_json_values: int = Field(100_000, ge=100, le=100_000_000)
     body_timeout_s: float = Field(60.0, gt=0.0, le=3600.0)  # a body not in by then gets 408 (its connection freed)
     max_concurrent: int = Field(
         8, ge=1, le=1024

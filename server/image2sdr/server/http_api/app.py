@@ -14,7 +14,8 @@ and uvicorn are a well-kept pair, released together.
 
     app.py         create_app: routes, OpenAPI, error handlers, middleware order
     calls.py       Calls: a slot per call, the waiting room, the deadline header, the worker thread
-    bodies.py      bodies read under http.max_body_bytes, parsed (JSON, multipart, raw image)
+    bodies.py      bodies read under http.max_body_bytes, parsed (JSON under http.max_json_values, multipart, image)
+    browser.py     what a web page may do: the Host check, the origin check, the page's security headers
     middleware.py  the bearer token, the request metrics
     errors.py      gRPC code -> HTTP status; failures answered as google.rpc.Status JSON
 
@@ -41,11 +42,13 @@ from image2sdr.v1 import image2sdr_pb2 as pb
 
 from ..auth import token_from_env
 from ..config import Config
+from ..messages.status import status_for
 from ..usecases import UseCases
 from ..usecases.info import SERVER_VERSION
 from .bodies import Body, encode_request, json_body
+from .browser import REQUESTED_WITH, BrowserGuardMiddleware, allowed_hosts
 from .calls import TIMEOUT_HEADER, Calls
-from .errors import HttpApiError, bad_request, code_for_http, status_response
+from .errors import HttpApiError, bad_request, code_for_http, http_status, status_response
 from .middleware import BearerTokenMiddleware, Metrics, ObservedMiddleware
 
 __all__ = ["STATIC_DIR", "TIMEOUT_HEADER", "create_app"]
@@ -65,6 +68,7 @@ def create_app(cases: UseCases, config: Config, metrics: Metrics | None = None) 
     app.state.cases = cases
     app.state.calls = Calls(cases, config.http.max_concurrent)
     app.state.max_body_bytes = config.http.max_body_bytes
+    app.state.max_json_values = config.http.max_json_values
     app.state.body_timeout_s = config.http.body_timeout_s
     app.state.metrics = metrics
     _add_routes(app, serve_metrics=metrics is not None and config.http.metrics)
@@ -78,8 +82,14 @@ def create_app(cases: UseCases, config: Config, metrics: Metrics | None = None) 
             CORSMiddleware,
             allow_origins=list(config.http.cors_origins),
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", TIMEOUT_HEADER],
+            allow_headers=["Authorization", "Content-Type", TIMEOUT_HEADER, REQUESTED_WITH],
         )
+    app.add_middleware(
+        BrowserGuardMiddleware,
+        hosts=allowed_hosts(config.http.allowed_hosts, config.http.host),
+        cors_origins=config.http.cors_origins,
+        check_origin=token is None,  # with a token, the token decides (a foreign page cannot send one)
+    )
     if metrics is not None:  # outermost: refusals are counted too
         app.add_middleware(ObservedMiddleware, metrics=metrics)
     return app
@@ -96,6 +106,12 @@ base64, int64 as strings, enums by name; an unknown field is refused).
   A body over the server's limit is 413, a content type an endpoint does not read 415.
 * **Token**: when the server has one, every route but `/healthz`, `/` and `/static/` needs
   `Authorization: Bearer <token>`; without it, 401.
+* **Browsers**: the `Host` header must name the server (`http.allowed_hosts`, localhost by
+  default; another is 400). Without a token, a POST or DELETE whose `Origin` (or `Referer`)
+  is another site's is 403 unless that origin is in `http.cors_origins` or the call carries
+  `{REQUESTED_WITH}`; callers that send neither header (curl, client libraries) are not browsers.
+* **JSON** bodies may hold at most `http.max_json_values` values and keys (counted before
+  parsing; more: 413).
 * **Deadline**: an optional `{TIMEOUT_HEADER}` header, in seconds; past it the call ends
   with 504. Without it a call has no deadline.
 * `POST /v1/encode` takes the image itself (`Content-Type: image/*` or
@@ -107,7 +123,9 @@ base64, int64 as strings, enums by name; an unknown field is refused).
 # -- routes ------------------------------------------------------------------------------
 
 
-async def _encode(request: Request, message: Annotated[pb.EncodeRequest, Depends(encode_request)]) -> Response:
+async def _encode(
+    request: Request, message: Annotated[pb.EncodeRequest | Callable[[], pb.EncodeRequest], Depends(encode_request)]
+) -> Response:
     return await _calls(request).run("Encode", message, request)
 
 
@@ -260,6 +278,7 @@ def _add_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HttpApiError, _api_error)  # type: ignore[arg-type]
     app.add_exception_handler(RequestValidationError, _invalid_parameters)  # type: ignore[arg-type]
     app.add_exception_handler(StarletteHTTPException, _framework_error)  # type: ignore[arg-type]
+    app.add_exception_handler(Exception, _unexpected)
 
 
 async def _api_error(request: Request, error: HttpApiError) -> Response:
@@ -272,6 +291,15 @@ async def _invalid_parameters(request: Request, error: RequestValidationError) -
     where = [str(part) for part in first.get("loc", ()) if part not in ("query", "path", "header")]
     field = ".".join(where) or "request"
     return await _api_error(request, bad_request(f"{field}: {first.get('msg', 'invalid')}", field))
+
+
+async def _unexpected(request: Request, error: Exception) -> Response:
+    """Anything no other handler took: a Status (INTERNAL for a bug), never Starlette's plain-text 500.
+
+    Starlette re-raises it after this answer is sent, so uvicorn logs the traceback once (``logged``).
+    """
+    status = status_for(error, logged=True)
+    return status_response(status, http_status(status.code))
 
 
 async def _framework_error(request: Request, error: StarletteHTTPException) -> Response:

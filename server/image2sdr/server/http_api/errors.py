@@ -16,7 +16,7 @@ from google.rpc import code_pb2, status_pb2
 from starlette.responses import JSONResponse
 
 from ..errors import InvalidInputError, LimitExceededError
-from ..messages.status import status_for
+from ..messages.status import cut, status_for
 
 __all__ = [
     "HttpApiError",
@@ -55,6 +55,7 @@ class HttpApiError(Exception):
     """A call that failed: the Status to send, and the HTTP status it goes with."""
 
     def __init__(self, status: status_pb2.Status, http: int | None = None) -> None:
+        status.message = cut(status.message)  # the edge's own messages echo what was sent too
         super().__init__(status.message)
         self.status = status
         self.http = http_status(status.code) if http is None else http

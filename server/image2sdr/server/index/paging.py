@@ -4,6 +4,8 @@ A token is ``<cursor>`` without a filter and ``<cursor>.<digest>`` under one. Co
 a listing under another filter would skip or repeat items, so a token is only taken
 back with the filter it came from; what the cursor says (a label, a (seq, key) pair)
 is the engine's business, and the engine refuses a cursor it did not give out.
+A token longer than any given out (``MAX_TOKEN_CHARS``) is refused before an engine
+reads it: "l" and 4,301 digits once reached Python's int-string limit (a 500).
 """
 
 from __future__ import annotations
@@ -12,7 +14,12 @@ from ..errors import InvalidInputError
 from .filters import filter_digest
 from .values import Filter
 
-__all__ = ["BadCursorError", "page_cursor", "page_token", "refuse_token"]
+__all__ = ["MAX_TOKEN_CHARS", "BadCursorError", "page_cursor", "page_token", "refuse_token"]
+
+# Longer than any token an engine gives out (FAISS "l" + at most 19 digits; Milvus "m" +
+# 19 digits + "." + 32 hex digits; then "." + the filter's digest), shorter than anything
+# that costs to read.
+MAX_TOKEN_CHARS = 256
 
 
 class BadCursorError(ValueError):
@@ -31,7 +38,7 @@ def page_cursor(token: object, where: Filter | None) -> str:
     """The engine's cursor inside ``token`` ("" for the first page); refused when bound to another filter."""
     if token == "":
         return ""
-    if not isinstance(token, str):
+    if not isinstance(token, str) or len(token) > MAX_TOKEN_CHARS:
         raise refuse_token(token)
     digest = filter_digest(where)
     if not digest:

@@ -12,7 +12,12 @@
     anything else       -> INTERNAL, with a generic message (the detail goes to the log)
 
 A known failure never surfaces as UNKNOWN.  Messages are the core's own,
-which name the problem and never carry a secret.
+which name the problem and never carry a secret.  Every string of a Status (its
+message and each detail's) is cut to ``MAX_TEXT_BYTES`` of UTF-8, its start and end
+kept around a note of what was left out: a core message echoes what the caller sent
+(an id, a concept, a token), and gRPC carries the Status in headers, where a 10 kB
+echo made the client see RESOURCE_EXHAUSTED "received metadata size exceeds hard
+limit" instead of the error itself.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from collections.abc import Callable
 from typing import Any
 
 from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from ..errors import (
@@ -37,11 +44,16 @@ from ..errors import (
     UpstreamKeyError,
 )
 
-__all__ = ["RETRY_DELAY_S", "status_for"]
+__all__ = ["MAX_TEXT_BYTES", "RETRY_DELAY_S", "cut", "status_for"]
 
 logger = logging.getLogger(__name__)
 
 RETRY_DELAY_S = 1  # what RetryInfo suggests to a caller after UNAVAILABLE
+# UTF-8 bytes of any one string in a Status. A Status holds a message and up to three
+# strings per detail; even percent-encoded (grpc-message) and base64'd
+# (grpc-status-details-bin) that stays far under gRPC's 8 KiB default header limit.
+MAX_TEXT_BYTES = 512
+_KEEP = (MAX_TEXT_BYTES - 48) // 2  # bytes kept at each end of a cut string; the rest is room for the note
 
 
 def status_for(exc: BaseException, *, logged: bool = False) -> status_pb2.Status:
@@ -101,10 +113,35 @@ _TABLE: tuple[tuple[type[BaseException], Callable[[Any], status_pb2.Status]], ..
 )
 
 
-def _status(code: int, message: str, *details: object) -> status_pb2.Status:
+def cut(text: str) -> str:
+    """``text`` when it fits ``MAX_TEXT_BYTES``; else its start and end around how much was cut."""
+    raw = text.encode()
+    if len(raw) <= MAX_TEXT_BYTES:
+        return text
+    head = raw[:_KEEP].decode(errors="ignore")  # "ignore": a character split at the cut is dropped
+    tail = raw[-_KEEP:].decode(errors="ignore")
+    return f"{head}...[{len(text) - len(head) - len(tail):,} characters cut]...{tail}"
+
+
+def _cut_strings(message: Message) -> None:
+    """Every string field of ``message`` (nested messages too) cut in place."""
+    for field, value in message.ListFields():
+        repeated = field.is_repeated
+        if field.type == FieldDescriptor.TYPE_STRING:
+            if repeated:
+                value[:] = [cut(item) for item in value]
+            else:
+                setattr(message, field.name, cut(value))
+        elif field.type == FieldDescriptor.TYPE_MESSAGE and not field.message_type.GetOptions().map_entry:
+            for item in value if repeated else (value,):
+                _cut_strings(item)
+
+
+def _status(code: int, message: str, *details: Message) -> status_pb2.Status:
     packed = []
     for detail in details:
+        _cut_strings(detail)
         holder = any_pb2.Any()
         holder.Pack(detail)
         packed.append(holder)
-    return status_pb2.Status(code=code, message=message, details=packed)
+    return status_pb2.Status(code=code, message=cut(message), details=packed)

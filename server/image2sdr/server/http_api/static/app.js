@@ -35,7 +35,9 @@ class ApiError extends Error {
 /** One request to the API; a 401 asks for a bearer token (kept for this tab) and tries again. */
 async function api(method, path, body) {
   for (;;) {
-    const headers = {};
+    // X-Requested-With: a header no foreign page can add without a CORS preflight, so the
+    // server knows a state-changing call is the page's own even behind a proxy that renames it.
+    const headers = { "X-Requested-With": "image2sdr-page" };
     const token = sessionStorage.getItem(TOKEN_KEY);
     if (token) headers.Authorization = `Bearer ${token}`;
     let payload = body;
