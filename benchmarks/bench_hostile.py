@@ -34,6 +34,7 @@ from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import hostile_memory
 from hostile_harness import HostileServer, Victim, header, row
 
 from tests.helpers.hostile import broken_colour_profile_png, odd_strip_offsets_tiff, png, thin_png
@@ -92,6 +93,7 @@ def images(args: argparse.Namespace, directory: Path) -> None:
 # Each section: a function (args, a scratch directory) that starts the servers it needs and prints its rows.
 SECTIONS: dict[str, Callable[[argparse.Namespace, Path], None]] = {
     "images": images,
+    "memory": hostile_memory.run,
 }
 
 
