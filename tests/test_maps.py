@@ -132,6 +132,33 @@ def test_render_draws_thumbnails_and_sdrs() -> None:
     assert huge.value.field == "cell_pixels"
 
 
+def _status_mib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) >> 10
+    raise AssertionError(f"no {field} in /proc/self/status")
+
+
+def test_a_large_map_is_drawn_a_row_of_cells_at_a_time() -> None:
+    """An 8,192-px map: its canvas alone was 256 MiB in Pillow; a row of cells is 6 MiB."""
+    sdrs, _ = clustered(1, 3)
+    thumbnail = io.BytesIO()
+    Image.new("RGB", (96, 64), (200, 30, 30)).save(thumbnail, "WEBP")
+    Path("/proc/self/clear_refs").write_text("5")  # this process's peak starts again from here
+    before = _status_mib("VmRSS")
+    png, drawn = render(
+        np.array([0, 33, 1023]), 32, 32, cell_pixels=256, thumbnails=[None, thumbnail.getvalue(), None], sdrs=sdrs
+    )
+    assert _status_mib("VmHWM") - before < 64
+    assert drawn == [False, True, False]
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+    assert pixels.shape == (8192, 8192, 3)
+    assert tuple(pixels[256 + 128, 256 + 128]) == pytest.approx((200, 30, 30), abs=12)  # cell 33: row 1, column 1
+    assert tuple(pixels[8191, 0]) == (24, 24, 28)  # the last row's empty first cell: background
+    assert tuple(pixels[0, 0]) == (24, 24, 28) and tuple(pixels[8191, 8191]) == (24, 24, 28)  # the 1-px gap
+    assert pixels[7936:, 7936:].std() > 0  # the last cell holds an SDR picture
+
+
 def request_for(sdrs: list[Sdr], **fields: object) -> MapRequest:
     ids = tuple(f"item-{number}" for number in range(len(sdrs)))
     columns, rows = grid_shape(len(sdrs))
