@@ -95,7 +95,8 @@ def _draw(band: npt.NDArray[np.uint8], column: int, cell_pixels: int, thumbnail:
 def _signed_sizes(rows: npt.NDArray[np.uint8]) -> npt.NDArray[np.int64]:
     """Per row, the sum of its bytes' sizes read as signed (|-128| is 128 as uint8): libpng's filter cost."""
     sizes = np.abs(rows.view(np.int8)).view(np.uint8)
-    return sizes.sum(axis=1, dtype=np.int64)
+    sums: npt.NDArray[np.int64] = sizes.sum(axis=1, dtype=np.int64)
+    return sums
 
 
 class _PngRows:
@@ -132,7 +133,7 @@ class _PngRows:
         for kind, candidate in enumerate(candidates):
             picked = chosen == kind
             rows[picked, 1:] = candidate[picked]
-        self._idat(self._zip.compress(rows))  # rows is C-contiguous: zlib reads it in place
+        self._idat(self._zip.compress(rows.data))  # C-contiguous: zlib reads it in place
 
     def finish(self) -> bytes:
         self._idat(self._zip.flush())
