@@ -141,8 +141,7 @@ def service(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Itera
     )
     server = create_server(config, encoder=with_config(shared_encoder(models_dir), config))
     yield server
-    server.stop()
-    server.encoder._decoders.shutdown(wait=True)  # its models are the session's: close nothing else
+    server.stop()  # the encoder's models are the session's: nothing else is closed
 
 
 @pytest.fixture(scope="module")
