@@ -35,6 +35,7 @@ from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import hostile_cost
+import hostile_memory
 import hostile_web
 from hostile_harness import HostileServer, Victim, header, row
 
@@ -96,6 +97,7 @@ SECTIONS: dict[str, Callable[[argparse.Namespace, Path], None]] = {
     "images": images,
     "cost": hostile_cost.run,
     "web": hostile_web.run,
+    "memory": hostile_memory.run,
 }
 
 

@@ -8,6 +8,8 @@ a job's failure is a real one (the index it reads was closed).
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -130,6 +132,56 @@ def test_render_draws_thumbnails_and_sdrs() -> None:
     with pytest.raises(InvalidInputError) as huge:
         check_canvas(1, 4096, 8)
     assert huge.value.field == "cell_pixels"
+
+
+_RENDER_IN_A_FRESH_PROCESS = """
+import sys
+from pathlib import Path
+import numpy as np
+from image2sdr.server.maps.render import render
+from image2sdr.server.sdr import Sdr
+
+def status(field):
+    return int(next(l for l in open("/proc/self/status") if l.startswith(field)).split()[1]) >> 10
+
+rng = np.random.default_rng(0)
+sdrs = [Sdr.from_positions(np.sort(rng.choice(16384, 328, replace=False)), 16384) for _ in range(3)]
+thumbnail = Path(sys.argv[1]).read_bytes()
+Path("/proc/self/clear_refs").write_text("5")  # the peak starts again from here
+before = status("VmRSS:")
+png, drawn = render(np.array([0, 17, 255]), 16, 16, cell_pixels=256, thumbnails=[None, thumbnail, None], sdrs=sdrs)
+Path(sys.argv[2]).write_bytes(png)
+print(status("VmHWM:") - before, drawn)
+"""
+
+
+def test_a_large_map_is_drawn_a_row_of_cells_at_a_time(tmp_path: Path) -> None:
+    """A 4,096-px map: its canvas alone was 64 MiB in Pillow; a row of cells is 3 MiB.
+
+    Drawn in a fresh process, whose peak is the map's alone (a process that drew before
+    may hold freed pages it reuses, and would show no growth whatever the map took).
+    """
+    thumbnail = io.BytesIO()
+    Image.new("RGB", (96, 64), (200, 30, 30)).save(thumbnail, "WEBP")
+    (tmp_path / "thumbnail.webp").write_bytes(thumbnail.getvalue())
+    command = [
+        sys.executable,
+        "-c",
+        _RENDER_IN_A_FRESH_PROCESS,
+        str(tmp_path / "thumbnail.webp"),
+        str(tmp_path / "map.png"),
+    ]
+    added_mib, drawn = subprocess.run(command, capture_output=True, text=True, check=True, timeout=120).stdout.split(
+        " ", 1
+    )
+    assert int(added_mib) < 32
+    assert drawn.strip() == "[False, True, False]"
+    pixels = np.asarray(Image.open(tmp_path / "map.png").convert("RGB"))
+    assert pixels.shape == (4096, 4096, 3)
+    assert tuple(pixels[256 + 128, 256 + 128]) == pytest.approx((200, 30, 30), abs=12)  # cell 17: row 1, column 1
+    assert tuple(pixels[4095, 0]) == (24, 24, 28)  # the last row's empty first cell: background
+    assert tuple(pixels[0, 0]) == (24, 24, 28) and tuple(pixels[4095, 4095]) == (24, 24, 28)  # the 1-px gap
+    assert pixels[3840:, 3840:].std() > 0  # the last cell holds an SDR picture
 
 
 def request_for(sdrs: list[Sdr], **fields: object) -> MapRequest:

@@ -100,6 +100,12 @@ class ImageConfig(_Section):
     max_pixels: int = Field(50_000_000, gt=0)  # width x height, checked before decoding
     min_side: int = Field(16, ge=1)  # px; smaller images carry nothing to classify
     decode_threads: int = Field(2, ge=1, le=64)  # images decoded in parallel (Pillow releases the GIL)
+    # MiB of decoding in flight in the whole process, charged from each image's header before its
+    # pixels are read: an image that alone needs more is refused (RESOURCE_EXHAUSTED), others wait.
+    decode_budget_mb: int = Field(1024, ge=16)
+    # Decoded images with more pixels are box-reduced by a whole factor right after decoding, so a
+    # batch holds at most this many pixels an image whatever the caller sends (ordinary photos are smaller).
+    working_pixels: int = Field(2_000_000, ge=65_536)
 
 
 class LocalConceptsConfig(_Section):

@@ -36,7 +36,16 @@ from typing import TypeVar
 
 from .errors import ConfigError, UpstreamError
 
-__all__ = ["RateLimiter", "RetryPolicy", "Retryable", "Secret", "call_with_retries", "caller_deadline", "read_key"]
+__all__ = [
+    "RateLimiter",
+    "RetryPolicy",
+    "Retryable",
+    "Secret",
+    "call_with_retries",
+    "caller_deadline",
+    "caller_deadline_at",
+    "read_key",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -136,6 +145,11 @@ def caller_deadline(remaining_s: float | None, *, clock: Callable[[], float] = t
         yield
     finally:
         _caller_deadline.reset(token)
+
+
+def caller_deadline_at() -> float | None:
+    """time.monotonic() by which the current caller wants its answer (None: it set no deadline)."""
+    return _caller_deadline.get()
 
 
 def _deadline(total_s: float, now: float) -> float:

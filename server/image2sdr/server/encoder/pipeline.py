@@ -6,6 +6,7 @@ runs them on a batch, and the per-image plan between them.
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import re
 import time
@@ -191,8 +192,15 @@ class Encoder:
         self, images: Sequence[bytes], thumbnails: Sequence[bool], results: list[Outcome | None]
     ) -> tuple[list[tuple[int, DecodedImage]], list[Decoded]]:
         side = self.concept_source.input_side
+        # Run in the caller's context: a decode waits for the decode budget until the caller's deadline.
+        contexts = [contextvars.copy_context() for _ in images]
         outcomes = list(
-            self._decoders.map(lambda data, wanted: timed_decode(data, self.config, side, wanted), images, thumbnails)
+            self._decoders.map(
+                lambda context, data, wanted: context.run(timed_decode, data, self.config, side, wanted),
+                contexts,
+                images,
+                thumbnails,
+            )
         )
         decoded: list[tuple[int, DecodedImage]] = []
         timed: list[Decoded] = []

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import io
 import math
+import struct
+import zlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -28,7 +30,7 @@ _TINT_SEED = 20260101
 _tints: dict[int, npt.NDArray[np.float64]] = {}
 _GAP = 1  # pixels between cells (at cells of 16 px and more)
 MIN_CELL, MAX_CELL = 8, 256
-MAX_SIDE = 16_384  # pixels on the map's longer side at most: the canvas stays under 0.8 GB
+MAX_SIDE = 16_384  # pixels on the map's longer side at most (drawn a row of cells at a time: see render)
 
 
 def cell_pixels_for(columns: int, rows: int, map_pixels: int) -> int:
@@ -55,22 +57,96 @@ def render(
     thumbnails: Sequence[bytes | None],
     sdrs: Sequence[Sdr],
 ) -> tuple[bytes, list[bool]]:
-    """The map's PNG, and for each item whether its thumbnail was drawn (False: its SDR)."""
-    canvas = Image.new("RGB", (columns * cell_pixels, rows * cell_pixels), BACKGROUND)
+    """The map's PNG, and for each item whether its thumbnail was drawn (False: its SDR).
+
+    The map is drawn and compressed one row of cells at a time: a whole 16,384-px canvas
+    would be 1 GiB in Pillow (RGB is kept in 4 bytes a pixel); a row of cells is at most 12 MiB.
+    """
+    width = columns * cell_pixels
+    by_row: list[list[int]] = [[] for _ in range(rows)]
+    for item, cell in enumerate(cells.tolist()):
+        by_row[cell // columns].append(item)
+    drawn = [False] * len(thumbnails)
+    png = _PngRows(width, rows * cell_pixels)
+    band = np.empty((cell_pixels, width, 3), dtype=np.uint8)  # one row of cells, drawn again for each
+    blank = np.tile(np.array(BACKGROUND, dtype=np.uint8), width)  # a row of background (a fast copy)
+    for items in by_row:
+        band.reshape(cell_pixels, -1)[:] = blank
+        for item in items:
+            drawn[item] = _draw(band, int(cells[item]) % columns, cell_pixels, thumbnails[item], sdrs[item])
+        png.add(band)
+    return png.finish(), drawn
+
+
+def _draw(band: npt.NDArray[np.uint8], column: int, cell_pixels: int, thumbnail: bytes | None, sdr: Sdr) -> bool:
+    """Draw one item in its cell of ``band`` (a row of cells, RGB); whether it was its thumbnail."""
     gap = _GAP if cell_pixels >= 16 else 0
     inner = cell_pixels - 2 * gap
-    drawn: list[bool] = []
-    for cell, thumbnail, sdr in zip(cells.tolist(), thumbnails, sdrs, strict=True):
-        picture = _thumbnail(thumbnail, inner)
-        drawn.append(picture is not None)
-        if picture is None:
-            picture = _sdr_picture(sdr, inner)
-        left = (cell % columns) * cell_pixels + gap + (inner - picture.width) // 2
-        top = (cell // columns) * cell_pixels + gap + (inner - picture.height) // 2
-        canvas.paste(picture, (left, top))
-    out = io.BytesIO()
-    canvas.save(out, "PNG", optimize=False, compress_level=6)
-    return out.getvalue(), drawn
+    picture = _thumbnail(thumbnail, inner)
+    drawn = picture is not None
+    if picture is None:
+        picture = _sdr_picture(sdr, inner)
+    left = column * cell_pixels + gap + (inner - picture.width) // 2
+    top = gap + (inner - picture.height) // 2
+    band[top : top + picture.height, left : left + picture.width] = np.asarray(picture)
+    return drawn
+
+
+def _signed_sizes(rows: npt.NDArray[np.uint8]) -> npt.NDArray[np.int64]:
+    """Per row, the sum of its bytes' sizes read as signed (|-128| is 128 as uint8): libpng's filter cost."""
+    sizes = np.abs(rows.view(np.int8)).view(np.uint8)
+    sums: npt.NDArray[np.int64] = sizes.sum(axis=1, dtype=np.int64)
+    return sums
+
+
+class _PngRows:
+    """An 8-bit RGB PNG written a band of rows at a time (Pillow encodes only a whole image).
+
+    PNG's container is three kinds of chunk (IHDR, IDAT, IEND) around one zlib stream of
+    rows, each led by its filter type. Each row takes the filter that leaves the smallest
+    sum of absolute (signed) bytes, libpng's rule, of None, Sub (each byte less the one a
+    pixel to its left) and Up (less the byte above): the files come out the size of
+    Pillow's (a 16 x 4 map of SDR pictures: 115.8 KB, Pillow 115.9 KB; Sub alone 153.8 KB).
+    """
+
+    def __init__(self, width: int, height: int) -> None:
+        self._out = io.BytesIO()
+        self._out.write(b"\x89PNG\r\n\x1a\n")
+        self._chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))  # 8-bit RGB, no interlace
+        self._zip = zlib.compressobj(6)
+        self._above = np.zeros(width * 3, dtype=np.uint8)  # the row before the next band's first (none: zeros)
+
+    def add(self, pixels: npt.NDArray[np.uint8]) -> None:
+        """Rows of ``pixels`` (height x width x 3) after those added before."""
+        flat = pixels.reshape(pixels.shape[0], -1)
+        sub = flat.copy()
+        np.subtract(flat[:, 3:], flat[:, :-3], out=sub[:, 3:])  # uint8 wraps modulo 256, as PNG wants
+        up = np.empty_like(flat)
+        np.subtract(flat[1:], flat[:-1], out=up[1:])
+        np.subtract(flat[0], self._above, out=up[0])
+        self._above = flat[-1].copy()
+        candidates = (flat, sub, up)  # filter types 0, 1, 2
+        costs = np.stack([_signed_sizes(candidate) for candidate in candidates])
+        chosen = costs.argmin(axis=0)
+        rows = np.empty((flat.shape[0], flat.shape[1] + 1), dtype=np.uint8)
+        rows[:, 0] = chosen
+        for kind, candidate in enumerate(candidates):
+            picked = chosen == kind
+            rows[picked, 1:] = candidate[picked]
+        self._idat(self._zip.compress(rows.data))  # C-contiguous: zlib reads it in place
+
+    def finish(self) -> bytes:
+        self._idat(self._zip.flush())
+        self._chunk(b"IEND", b"")
+        return self._out.getvalue()
+
+    def _idat(self, data: bytes) -> None:
+        if data:
+            self._chunk(b"IDAT", data)
+
+    def _chunk(self, kind: bytes, data: bytes) -> None:
+        self._out.write(struct.pack(">I", len(data)) + kind + data)
+        self._out.write(struct.pack(">I", zlib.crc32(kind + data)))
 
 
 def _thumbnail(data: bytes | None, side: int) -> Image.Image | None:

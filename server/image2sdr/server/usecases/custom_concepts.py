@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from ..custom_concepts import Defined, Example
+from ..encoder import Outcome
 from ..errors import InvalidInputError, NotFoundError
 from ..index.values import VISUAL
 from .parts import Parts
@@ -61,7 +62,7 @@ def remove_concept(parts: Parts, name: str) -> None:
 
 
 def _examples(parts: Parts, examples: Sequence[ExampleImage | ExampleItem | None], field: str) -> list[Example]:
-    """Examples as SDRs: stored items read first, then the images encoded in one batch."""
+    """Examples as SDRs: stored items read first, then the images encoded a classifier batch at a time."""
     found: list[Example | None] = [None] * len(examples)
     images = [(n, example.image) for n, example in enumerate(examples) if isinstance(example, ExampleImage)]
     for n, example in enumerate(examples):
@@ -69,14 +70,24 @@ def _examples(parts: Parts, examples: Sequence[ExampleImage | ExampleItem | None
             found[n] = _stored_example(parts, example.id, f"{field}[{n}].id")
         elif not isinstance(example, ExampleImage):
             raise InvalidInputError("an example is an image or a stored item's id", field=f"{field}[{n}]")
-    outcomes = parts.encoder.encode_batch([image for _, image in images])
-    for (n, _), outcome in zip(images, outcomes, strict=True):
+    for (n, _), outcome in zip(images, _encoded(parts, [image for _, image in images]), strict=True):
         if isinstance(outcome, Exception):
             if isinstance(outcome, InvalidInputError):
                 outcome.field = f"{field}[{n}].image"
             raise outcome
         found[n] = Example(outcome.sdr, outcome.visual)
     return [example for example in found if example is not None]
+
+
+def _encoded(parts: Parts, images: Sequence[bytes]) -> Iterator[Outcome]:
+    """Each image's encoding, a classifier batch at a time: at most one batch of decoded images is held.
+
+    (One batch of all 200 examples held them all, decoded, until the last one was.)  A
+    failed image stops the rest: the caller raises its error, and no later batch is encoded.
+    """
+    chunk = max(1, parts.encoder.concept_source.max_batch)
+    for start in range(0, len(images), chunk):
+        yield from parts.encoder.encode_batch(images[start : start + chunk])
 
 
 def _stored_example(parts: Parts, item_id: str, field: str) -> Example:
