@@ -92,6 +92,7 @@ def images(args: argparse.Namespace, directory: Path) -> None:
 # Each section: a function (args, a scratch directory) that starts the servers it needs and prints its rows.
 SECTIONS: dict[str, Callable[[argparse.Namespace, Path], None]] = {
     "images": images,
+    "slots": __import__("hostile_slots").run,  # idle or slow callers holding slots: workers, connections, streams
 }
 
 
