@@ -1,7 +1,7 @@
 """Core errors -> gRPC status codes with google.rpc details, chosen on purpose.
 
     InvalidInputError   -> INVALID_ARGUMENT    + BadRequest (the field at fault)
-    LimitExceededError  -> RESOURCE_EXHAUSTED  + QuotaFailure (limit and actual size)
+    LimitExceededError  -> RESOURCE_EXHAUSTED  + QuotaFailure (limit and actual size); BusyError + RetryInfo
     NotFoundError       -> NOT_FOUND           + ResourceInfo
     StreamIdleError     -> DEADLINE_EXCEEDED
     DeadlineExceededError -> DEADLINE_EXCEEDED (the caller went; the work was stopped)
@@ -26,6 +26,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from ..errors import (
+    BusyError,
     DeadlineExceededError,
     Image2SdrError,
     InvalidInputError,
@@ -71,7 +72,10 @@ def _exhausted(exc: Any) -> status_pb2.Status:
     quota = error_details_pb2.QuotaFailure.Violation(
         subject=type(exc).__name__, description=f"{exc} (limit {exc.limit}, got {exc.actual})"
     )
-    return _status(code_pb2.RESOURCE_EXHAUSTED, str(exc), error_details_pb2.QuotaFailure(violations=[quota]))
+    details: list[object] = [error_details_pb2.QuotaFailure(violations=[quota])]
+    if isinstance(exc, BusyError):  # a slot frees soon: say when to try again
+        details.append(error_details_pb2.RetryInfo(retry_delay=_seconds(exc.retry_after_s)))
+    return _status(code_pb2.RESOURCE_EXHAUSTED, str(exc), *details)
 
 
 def _not_found(exc: Any) -> status_pb2.Status:
@@ -83,8 +87,12 @@ def _not_found(exc: Any) -> status_pb2.Status:
 
 def _unavailable(exc: Any) -> status_pb2.Status:
     wait = RETRY_DELAY_S if exc.retry_after_s is None else max(RETRY_DELAY_S, math.ceil(exc.retry_after_s))
-    retry = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=wait))
+    retry = error_details_pb2.RetryInfo(retry_delay=_seconds(wait))
     return _status(code_pb2.UNAVAILABLE, str(exc), retry)
+
+
+def _seconds(seconds: float) -> duration_pb2.Duration:
+    return duration_pb2.Duration(seconds=max(RETRY_DELAY_S, math.ceil(seconds)))
 
 
 # Most specific first: the first row whose type the error is an instance of answers.
