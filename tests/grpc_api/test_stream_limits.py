@@ -39,7 +39,10 @@ def test_the_slowest_stream_old_enough_gives_its_slot_to_a_new_caller() -> None:
     closed: list[str] = []
     fast.on_preempt(lambda: closed.append("fast"))
     slow.on_preempt(lambda: closed.append("slow"))
-    fast.received, slow.received = 500, 3
+    for _ in range(500):
+        fast.read()
+    for _ in range(3):
+        slow.read()
     clock.now += 10.0
     young = slots.acquire("c")  # a free slot: nobody is given up
     assert closed == []
@@ -54,6 +57,22 @@ def test_the_slowest_stream_old_enough_gives_its_slot_to_a_new_caller() -> None:
     assert closed == ["slow", "fast"]
     with pytest.raises(StreamLimitError, match=r"service\.max_streams\)"):
         slots.acquire("f")  # the rest are all younger than 10 s
+
+
+def test_a_stream_waiting_on_its_caller_gives_way_first_whatever_its_age() -> None:
+    clock = Clock()
+    slots = StreamSlots(total=2, per_peer=0, preempt_after_s=10.0, preempt_waiting_s=1.0, clock=clock)
+    busy, trickling = slots.acquire("a"), slots.acquire("b")
+    for stream in (busy, trickling):
+        stream.read()
+    trickling.answer()  # all it sent is answered: from now on it waits on its caller
+    clock.now += 0.9
+    with pytest.raises(StreamLimitError):
+        slots.acquire("c")  # waiting 0.9 s, open 0.9 s: nobody gives way yet
+    clock.now += 0.1
+    slots.acquire("c")
+    assert trickling.preempted() is not None and busy.preempted() is None  # "busy" has a request in hand
+    assert "service.stream_preempt_waiting_s" in str(trickling.preempted())
 
 
 def test_a_stream_given_up_before_its_close_is_known_is_closed_at_once() -> None:

@@ -372,11 +372,14 @@ class ServiceConfig(_Section):
     # A stream that sends nothing for this long, with all it sent answered, is closed
     # (DEADLINE_EXCEEDED) and its slot given back; 0 = wait forever.
     stream_idle_timeout_s: float = Field(60.0, ge=0.0, le=86_400.0)
-    # When every stream slot is taken and another caller asks for one, the stream that has
-    # sent fewest requests per second of those open at least this long is closed
-    # (RESOURCE_EXHAUSTED; what it was answered stands) and its slot given to the new
-    # caller, so streams that trickle cannot hold the slots; 0 = never (the caller is refused).
-    stream_preempt_after_s: float = Field(10.0, ge=0.0, le=86_400.0)
+    # When every stream slot is taken and another caller asks for one, a stream is closed
+    # (RESOURCE_EXHAUSTED; what it was answered stands) and its slot given to the new caller,
+    # so streams that trickle cannot hold the slots: the one waiting on its caller longest
+    # (all it sent answered), if for stream_preempt_waiting_s or more, else the one that has
+    # sent fewest requests per second of those open stream_preempt_after_s or more. 0 = that
+    # rule off (both 0: the new caller is refused).
+    stream_preempt_waiting_s: float = Field(1.0, ge=0.0, le=86_400.0)  # waiting on its caller: gives way first
+    stream_preempt_after_s: float = Field(10.0, ge=0.0, le=86_400.0)  # a stream that keeps sending holds a slot so long
     # Long calls (Explain, DefineConcept with images, CreateMap) running at once, both edges
     # together; more get RESOURCE_EXHAUSTED with RetryInfo at once, so they never fill the
     # workers. 0 = half the workers that streams leave, at least 1.

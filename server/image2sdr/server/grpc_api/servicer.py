@@ -65,7 +65,12 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
         self.cases = cases
         self.config = config
         service = config.service
-        self._streams = StreamSlots(service.max_streams, service.max_streams_per_peer, service.stream_preempt_after_s)
+        self._streams = StreamSlots(
+            service.max_streams,
+            service.max_streams_per_peer,
+            service.stream_preempt_after_s,
+            service.stream_preempt_waiting_s,
+        )
         # One concept-provider call per batch: the provider's own size unless configured.
         self.stream_batch = service.stream_batch_for(cases.parts.encoder.concept_source.max_batch)
 
@@ -91,7 +96,9 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
         stream.on_preempt(batcher.cancel)  # its slot given to a waiting caller: the batch in hand is answered
         try:
             with caller_deadline(context.time_remaining()):  # the stream's deadline bounds upstream retries
-                yield from batcher
+                for answer in batcher:
+                    stream.answer()
+                    yield answer
         except grpc.RpcError:
             return  # the caller cancelled; nothing is left to answer
         except Exception as exc:
@@ -108,9 +115,9 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
 
 
 def _counted(requests: Iterator[_StreamItem], stream: OpenStream) -> Iterator[_StreamItem]:
-    """The stream's requests, each counted as read (a stream's rate decides which gives up its slot)."""
+    """The stream's requests, each counted as read (which stream gives up its slot goes by these counts)."""
     for request in requests:
-        stream.received += 1
+        stream.read()
         yield request
 
 
