@@ -16,7 +16,7 @@ Image2SdrError
 │   ├── ImageTooLargeError     more bytes than image.max_bytes
 │   ├── PixelLimitError        more pixels than image.max_pixels (decompression bomb)
 │   ├── StreamLimitError       no stream slot left, in all or for this peer
-│   ├── BusyError              every slot for long calls is taken now (+ RetryInfo: when to retry)
+│   ├── BusyError              a long call past its share, a stream given up for a waiting caller (+ RetryInfo)
 │   ├── MetadataTooLargeError  an item's metadata over index.max_metadata_bytes
 │   └── TooManyConceptsError   an item with more concepts than index.max_concepts
 ├── IndexLockedError       another process has the index directory open  -> FAILED_PRECONDITION

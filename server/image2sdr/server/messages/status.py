@@ -74,7 +74,8 @@ def _exhausted(exc: Any) -> status_pb2.Status:
     )
     details: list[object] = [error_details_pb2.QuotaFailure(violations=[quota])]
     if isinstance(exc, BusyError):  # a slot frees soon: say when to try again
-        details.append(error_details_pb2.RetryInfo(retry_delay=_seconds(exc.retry_after_s)))
+        wait = duration_pb2.Duration(seconds=max(RETRY_DELAY_S, math.ceil(exc.retry_after_s)))
+        details.append(error_details_pb2.RetryInfo(retry_delay=wait))
     return _status(code_pb2.RESOURCE_EXHAUSTED, str(exc), *details)
 
 
@@ -87,12 +88,8 @@ def _not_found(exc: Any) -> status_pb2.Status:
 
 def _unavailable(exc: Any) -> status_pb2.Status:
     wait = RETRY_DELAY_S if exc.retry_after_s is None else max(RETRY_DELAY_S, math.ceil(exc.retry_after_s))
-    retry = error_details_pb2.RetryInfo(retry_delay=_seconds(wait))
+    retry = error_details_pb2.RetryInfo(retry_delay=duration_pb2.Duration(seconds=wait))
     return _status(code_pb2.UNAVAILABLE, str(exc), retry)
-
-
-def _seconds(seconds: float) -> duration_pb2.Duration:
-    return duration_pb2.Duration(seconds=max(RETRY_DELAY_S, math.ceil(seconds)))
 
 
 # Most specific first: the first row whose type the error is an instance of answers.
