@@ -98,6 +98,7 @@ SECTIONS: dict[str, Callable[[argparse.Namespace, Path], None]] = {
     "cost": hostile_cost.run,
     "web": hostile_web.run,
     "memory": hostile_memory.run,
+    "slots": __import__("hostile_slots").run,  # idle or slow callers holding slots: workers, connections, streams
 }
 
 

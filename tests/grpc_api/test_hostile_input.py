@@ -228,14 +228,14 @@ def test_stream_slots_share_per_peer_host() -> None:
     a, b = peer_host("ipv4:10.0.0.7:50001"), peer_host("ipv4:10.0.0.7:50002")
     assert a == b == "ipv4:10.0.0.7"  # a new connection is the same peer
     assert peer_host("ipv6:[::1]:4242") == "ipv6:[::1]"
-    slots.acquire(a)
+    first = slots.acquire(a)
     slots.acquire(b)
     with pytest.raises(StreamLimitError, match="max_streams_per_peer"):
         slots.acquire(a)
     slots.acquire("ipv4:10.0.0.8")  # another host still gets in
     with pytest.raises(StreamLimitError, match=r"service\.max_streams\)"):
         slots.acquire("ipv4:10.0.0.9")
-    slots.release(a)
+    slots.release(first)
     slots.acquire("ipv4:10.0.0.9")
     assert slots.open_streams() == 3
     assert StreamSlots(total=2, per_peer=0).per_peer == 2  # 0: no share below the total

@@ -176,7 +176,9 @@ def test_signals_shut_down_gracefully(
 def test_streams_beyond_the_limit_are_refused_and_health_stays_up(
     tmp_path: Path, models_dir: Path, photos: dict[str, bytes]
 ) -> None:
-    server = start_server(tmp_path, models_dir, workers=2, max_streams=1)
+    server = start_server(
+        tmp_path, models_dir, workers=2, max_streams=1, stream_preempt_after_s=0, stream_preempt_waiting_s=0
+    )
     release = threading.Event()
 
     def held_open() -> Iterator[pb.EncodeRequest]:

@@ -19,7 +19,7 @@ from PIL import Image
 
 from image2sdr.server.config import LocalConceptsConfig, ServiceConfig
 from image2sdr.server.encoder import EncodeOptions, Encoding
-from image2sdr.server.grpc_api.stream_limits import StreamSlots
+from image2sdr.server.grpc_api.stream_limits import OpenStream, StreamSlots
 from image2sdr.server.index.values import AddOutcome, Item
 from image2sdr.server.serve import Server
 from image2sdr.server.usecases.items import MAX_IDS_PER_CALL
@@ -79,9 +79,9 @@ def streams_ended(monkeypatch: pytest.MonkeyPatch) -> queue.Queue[str]:
     ended = queue.Queue[str]()
     release = StreamSlots.release
 
-    def releasing(self: StreamSlots, peer: str) -> None:
-        release(self, peer)
-        ended.put(peer)
+    def releasing(self: StreamSlots, stream: OpenStream) -> None:
+        release(self, stream)
+        ended.put(stream.peer)
 
     monkeypatch.setattr(StreamSlots, "release", releasing)
     return ended

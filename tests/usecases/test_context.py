@@ -43,3 +43,13 @@ def test_a_cancelled_caller_is_gone_whatever_its_deadline() -> None:
             return True
 
     assert caller_gone(Cancelled())
+
+
+def test_an_edge_cancels_a_deadline_when_its_caller_goes() -> None:
+    call = Deadline(None)
+    with working_for(call):
+        assert not caller_gone(call)
+        call.cancel()  # the HTTP client hung up while the work ran: it stops at its next check
+        assert call.cancelled() and caller_gone(call)
+    with pytest.raises(DeadlineExceededError, match="caller went before the work started"), working_for(call):
+        pytest.fail("the work ran")

@@ -383,6 +383,18 @@ class ServiceConfig(_Section):
     # A stream that sends nothing for this long, with all it sent answered, is closed
     # (DEADLINE_EXCEEDED) and its slot given back; 0 = wait forever.
     stream_idle_timeout_s: float = Field(60.0, ge=0.0, le=86_400.0)
+    # When every stream slot is taken and another caller asks for one, a stream is closed
+    # (RESOURCE_EXHAUSTED; what it was answered stands) and its slot given to the new caller,
+    # so streams that trickle cannot hold the slots: the one waiting on its caller longest
+    # (all it sent answered), if for stream_preempt_waiting_s or more, else the one that has
+    # sent fewest requests per second of those open stream_preempt_after_s or more. 0 = that
+    # rule off (both 0: the new caller is refused).
+    stream_preempt_waiting_s: float = Field(1.0, ge=0.0, le=86_400.0)  # waiting on its caller: gives way first
+    stream_preempt_after_s: float = Field(10.0, ge=0.0, le=86_400.0)  # a stream that keeps sending holds a slot so long
+    # Long calls (Explain, DefineConcept with images, CreateMap) running at once, both edges
+    # together; more get RESOURCE_EXHAUSTED with RetryInfo at once, so they never fill the
+    # workers. 0 = half the workers that streams leave, at least 1.
+    max_long_calls: int = Field(0, ge=0, le=1023)
     max_message_bytes: int = Field(32 * 1024 * 1024, ge=1024)  # larger requests get RESOURCE_EXHAUSTED
     stream_in_flight: int = Field(32, ge=1, le=4096)  # EncodeStream requests read ahead per stream
     # EncodeStream images encoded together (one concept-provider call); 0 = the provider's own
@@ -406,10 +418,20 @@ class ServiceConfig(_Section):
         """Images EncodeStream encodes together, given the concept provider's own batch size."""
         return min(self.stream_batch or provider_batch, self.stream_in_flight)
 
+    @property
+    def long_calls(self) -> int:
+        """Long calls that may run at once: max_long_calls, or half the workers streams leave."""
+        return self.max_long_calls or max(1, (self.workers - self.max_streams) // 2)
+
     @model_validator(mode="after")
     def _streams_leave_workers(self) -> ServiceConfig:
         if self.max_streams >= self.workers:
             raise ValueError(f"max_streams {self.max_streams} must be below workers {self.workers}")
+        if self.max_streams + self.max_long_calls >= self.workers:
+            raise ValueError(
+                f"max_streams {self.max_streams} + max_long_calls {self.max_long_calls} must be below "
+                f"workers {self.workers}: short calls need a worker too"
+            )
         return self
 
 
@@ -427,6 +449,12 @@ class HttpConfig(_Section):
     # Values and keys a JSON body may hold (counted before parsing: each costs ~100 bytes parsed); more get 413.
     max_json_values: int = Field(100_000, ge=100, le=100_000_000)
     body_timeout_s: float = Field(60.0, gt=0.0, le=3600.0)  # a body not in by then gets 408 (its connection freed)
+    header_timeout_s: float = Field(10.0, gt=0.0, le=3600.0)  # a request head not in by then: the connection is closed
+    keep_alive_s: float = Field(5.0, gt=0.0, le=3600.0)  # an idle connection between requests is closed after this
+    # Open connections at most; one more closes the connection idle longest (none with a request
+    # in flight), so idle sockets cannot lock callers out. Requests in flight have their own cap
+    # (max_concurrent, its waiting room and room for the page); /healthz is outside it.
+    max_connections: int = Field(1024, ge=1, le=65_536)
     max_concurrent: int = Field(
         8, ge=1, le=1024
     )  # requests handled at once; the rest wait (the gRPC side keeps its own)

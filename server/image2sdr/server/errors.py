@@ -16,6 +16,7 @@ Image2SdrError
 │   ├── ImageTooLargeError     more bytes than image.max_bytes
 │   ├── PixelLimitError        more pixels than image.max_pixels (decompression bomb)
 │   ├── StreamLimitError       no stream slot left, in all or for this peer
+│   ├── BusyError              a long call past its share, a stream given up for a waiting caller (+ RetryInfo)
 │   ├── MetadataTooLargeError  an item's metadata over index.max_metadata_bytes
 │   └── TooManyConceptsError   an item with more concepts than index.max_concepts
 ├── IndexLockedError       another process has the index directory open  -> FAILED_PRECONDITION
@@ -33,6 +34,7 @@ Image2SdrError
 from __future__ import annotations
 
 __all__ = [
+    "BusyError",
     "ConceptNotFoundError",
     "ConfigError",
     "DeadlineExceededError",
@@ -125,6 +127,14 @@ class PixelLimitError(LimitExceededError):
 
 class StreamLimitError(LimitExceededError):
     pass
+
+
+class BusyError(LimitExceededError):
+    """Every slot of a kind is taken now (long calls, streams given up for a waiting caller): retry later."""
+
+    def __init__(self, message: str, *, limit: int, actual: int, retry_after_s: float = 1.0) -> None:
+        super().__init__(message, limit=limit, actual=actual)
+        self.retry_after_s = retry_after_s
 
 
 class MetadataTooLargeError(LimitExceededError):

@@ -26,6 +26,7 @@ from ..metrics import Metrics
 from ..usecases import HealthState, UseCases
 from .auth import BearerTokenInterceptor
 from .malformed import MalformedRequestInterceptor
+from .own_pool import HEALTH_CHECK, OwnPoolInterceptor
 from .request_metrics import RequestMetricsInterceptor
 from .servicer import Image2SdrServicer
 
@@ -36,6 +37,7 @@ logger = logging.getLogger(__name__)
 _SERVICE = pb.DESCRIPTOR.services_by_name["Image2Sdr"]
 SERVICE_NAME = _SERVICE.full_name
 _HEALTH_NAMES = ("", SERVICE_NAME)  # the whole server, and the service
+_HEALTH_THREADS = 2  # health checks answer in microseconds: two threads serve any prober
 
 
 @dataclass
@@ -43,11 +45,14 @@ class GrpcServer:
     server: grpc.Server
     port: int
     health: health.HealthServicer
+    health_pool: ThreadPoolExecutor | None = None  # health checks' own threads (``own_pool``)
 
     def stop(self, grace_s: float) -> None:
         """Health says NOT_SERVING for good, then the calls in flight finish within ``grace_s``."""
         self.health.enter_graceful_shutdown()
         self.server.stop(grace_s).wait()
+        if self.health_pool is not None:
+            self.health_pool.shutdown(wait=False)
 
     def begin_stop(self) -> None:
         self.health.enter_graceful_shutdown()
@@ -62,9 +67,10 @@ def start_grpc(config: Config, cases: UseCases, metrics: Metrics, token: BearerT
         ("grpc.so_reuseport", 0),
         ("grpc.http2.bdp_probe", int(service.http2_bdp_probe)),
     ]
+    health_pool = ThreadPoolExecutor(max_workers=_HEALTH_THREADS, thread_name_prefix="rpc-health")
     server = grpc.server(
         ThreadPoolExecutor(max_workers=service.workers, thread_name_prefix="rpc"),
-        interceptors=_interceptors(metrics, token),
+        interceptors=[OwnPoolInterceptor(frozenset({HEALTH_CHECK}), health_pool), *_interceptors(metrics, token)],
         options=options,
         maximum_concurrent_rpcs=service.workers * 4,
     )
@@ -76,7 +82,7 @@ def start_grpc(config: Config, cases: UseCases, metrics: Metrics, token: BearerT
     server.start()
     cases.health.listen(lambda state: _mirror(health_servicer, state))
     logger.info("image2sdr serving on %s:%d (%s)", service.host, port, "TLS" if service.tls.cert_file else "plaintext")
-    return GrpcServer(server, port, health_servicer)
+    return GrpcServer(server, port, health_servicer, health_pool)
 
 
 def _mirror(servicer: health.HealthServicer, state: HealthState) -> None:

@@ -24,9 +24,11 @@ from ..messages import UNARY, encode_batch, status_for
 from ..upstream import caller_deadline
 from ..usecases import CallContext, UseCases, working_for
 from .malformed import Malformed
-from .stream_limits import StreamSlots, peer_host
+from .stream_limits import OpenStream, StreamSlots, peer_host
 
 __all__ = ["Image2SdrServicer"]
+
+_StreamItem = pb.EncodeRequest | Malformed  # a stream's request, or bytes that did not parse as one
 
 
 class GrpcCall:
@@ -63,7 +65,12 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
         self.cases = cases
         self.config = config
         service = config.service
-        self._streams = StreamSlots(service.max_streams, service.max_streams_per_peer)
+        self._streams = StreamSlots(
+            service.max_streams,
+            service.max_streams_per_peer,
+            service.stream_preempt_after_s,
+            service.stream_preempt_waiting_s,
+        )
         # One concept-provider call per batch: the provider's own size unless configured.
         self.stream_batch = service.stream_batch_for(cases.parts.encoder.concept_source.max_batch)
 
@@ -71,13 +78,12 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
         self, requests: Iterator[pb.EncodeRequest | Malformed], context: grpc.ServicerContext
     ) -> Iterator[pb.EncodeResponse]:
         service = self.config.service
-        peer = peer_host(context.peer())
         try:
-            self._streams.acquire(peer)
+            stream = self._streams.acquire(peer_host(context.peer()))
         except Image2SdrError as busy:
             context.abort_with_status(rpc_status.to_status(status_for(busy)))
         batcher: OrderedBatcher[pb.EncodeRequest | Malformed, pb.EncodeResponse] = OrderedBatcher(
-            requests,
+            _counted(requests, stream),
             self._encode_batch,
             in_flight=service.stream_in_flight,
             batch=self.stream_batch,
@@ -87,19 +93,32 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
         # the batches stop at once, as in grpc's cancellation example: no polling.
         if not context.add_callback(batcher.cancel):
             batcher.cancel()  # it has ended already
+        stream.on_preempt(batcher.cancel)  # its slot given to a waiting caller: the batch in hand is answered
         try:
             with caller_deadline(context.time_remaining()):  # the stream's deadline bounds upstream retries
-                yield from batcher
+                for answer in batcher:
+                    stream.answer()
+                    yield answer
         except grpc.RpcError:
             return  # the caller cancelled; nothing is left to answer
         except Exception as exc:
             context.abort_with_status(rpc_status.to_status(status_for(exc)))
         finally:
-            self._streams.release(peer)
+            self._streams.release(stream)
+        preempted = stream.preempted()
+        if preempted is not None:  # told why it ends, so the caller can open a new stream for the rest
+            context.abort_with_status(rpc_status.to_status(status_for(preempted)))
 
     def _encode_batch(self, requests: Sequence[pb.EncodeRequest | Malformed]) -> list[pb.EncodeResponse]:
         parsed = [InvalidInputError(r.message, field="request") if isinstance(r, Malformed) else r for r in requests]
         return encode_batch(self.cases, parsed)
+
+
+def _counted(requests: Iterator[_StreamItem], stream: OpenStream) -> Iterator[_StreamItem]:
+    """The stream's requests, each counted as read (which stream gives up its slot goes by these counts)."""
+    for request in requests:
+        stream.read()
+        yield request
 
 
 # Every unary RPC of the contract, by the name the generated base class gives it.

@@ -2,7 +2,8 @@
 
 Each endpoint hands over an RPC name and its request message (or a function that parses
 it); the RPC's function (``messages.rpcs``) runs in a worker thread with the call's
-deadline (``X-Timeout-S``), and its answer goes back in the proto's canonical JSON.
+deadline (``X-Timeout-S``), cancelled if the client hangs up meanwhile, and its answer
+goes back in the proto's canonical JSON.
 """
 
 from __future__ import annotations
@@ -59,9 +60,32 @@ class Calls:
             self._slots, self._threads = anyio.Semaphore(self._limit), anyio.CapacityLimiter(self._limit)
         await self._take(self._slots, call.time_remaining())
         try:
-            return await anyio.to_thread.run_sync(self._call, rpc, message, call, limiter=self._threads)
+            return await self._watched(rpc, message, call, request, self._threads)
         finally:
             self._slots.release()
+
+    async def _watched(
+        self,
+        rpc: str,
+        message: Message | Callable[[], Message],
+        call: Deadline,
+        request: Request,
+        threads: anyio.CapacityLimiter,
+    ) -> JSONResponse:
+        """The call on a worker thread while the client is watched; it is cancelled if the client hangs up."""
+        outcome: JSONResponse | Exception
+        async with anyio.create_task_group() as watching:
+            # The body is in by now: what the client sends next can only be its hang-up.
+            watching.start_soon(_cancel_on_disconnect, request, call)
+            try:
+                outcome = await anyio.to_thread.run_sync(self._call, rpc, message, call, limiter=threads)
+            except Exception as exc:  # raised below, outside the group, which would wrap it
+                outcome = exc
+            finally:
+                watching.cancel_scope.cancel()
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
 
     async def _take(self, slots: anyio.Semaphore, remaining: float | None) -> None:
         if self._waiting >= self._max_waiting:
@@ -93,6 +117,19 @@ class Calls:
         except Exception as exc:  # the core's errors, reported as gRPC reports them
             raise HttpApiError(status_for(exc)) from exc
         return message_response(answer)
+
+
+async def _cancel_on_disconnect(request: Request, call: Deadline) -> None:
+    """Cancel ``call`` when the client hangs up, so long work for it stops (as gRPC cancels its calls).
+
+    The worker thread cannot be interrupted: the work sees ``call.cancelled()`` at its next
+    check (``caller_gone``), and the slot is given back when the thread is done.
+    """
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            call.cancel()
+            return
 
 
 def _timeout(request: Request) -> float | None:

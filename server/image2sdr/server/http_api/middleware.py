@@ -1,4 +1,4 @@
-"""ASGI middleware of the HTTP edge: the bearer token, and every answered request counted."""
+"""ASGI middleware of the HTTP edge: the bearer token, every answered request counted, requests in flight capped."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from starlette.types import Message as AsgiMessage
 from ..auth import BearerToken
 from .errors import status_response
 
-__all__ = ["BearerTokenMiddleware", "Metrics", "ObservedMiddleware"]
+__all__ = ["BearerTokenMiddleware", "Metrics", "ObservedMiddleware", "RequestCap"]
 
 _UNAUTHENTICATED = "missing or invalid bearer token (header 'Authorization: Bearer ...')"
 _OPEN_PATHS = frozenset({"/healthz", "/"})  # and /static/...: probes and the page need no secret
@@ -85,3 +85,36 @@ def _route_name(scope: Scope) -> str:
                 route = candidate
                 break
     return str(getattr(route, "name", None) or "unmatched")
+
+
+class RequestCap:
+    """At most ``limit`` requests in flight; more get 503 before their bodies are read. ``exempt`` paths never wait.
+
+    Counts requests, not connections: a socket that sends nothing holds no place here
+    (``connections`` closes it). /healthz is exempt, so a liveness probe tells a busy
+    server from a dead one.
+    """
+
+    def __init__(self, app: ASGIApp, limit: int, exempt: frozenset[str] = frozenset()) -> None:
+        self._app = app
+        self._limit = limit
+        self._exempt = exempt
+        self._in_flight = 0  # touched on the event loop only
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] in self._exempt:
+            await self._app(scope, receive, send)
+            return
+        if self._in_flight >= self._limit:
+            status = status_pb2.Status(
+                code=code_pb2.UNAVAILABLE,
+                message=f"{self._in_flight} requests are in flight, the limit (http.max_concurrent, its waiting "
+                "room and room for the page); retry later",
+            )
+            await status_response(status, 503, {"Retry-After": "1"})(scope, receive, send)
+            return
+        self._in_flight += 1
+        try:
+            await self._app(scope, receive, send)
+        finally:
+            self._in_flight -= 1

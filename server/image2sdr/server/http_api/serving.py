@@ -22,13 +22,16 @@ from fastapi import FastAPI
 from ..config import HttpConfig, TlsConfig
 from ..errors import ConfigError
 from .calls import WAITING_PER_SLOT
+from .connections import guarded_protocol
+from .middleware import RequestCap
 
 __all__ = ["HttpServer"]
 
 logger = logging.getLogger(__name__)
 
 _START_TIMEOUT_S = 30.0
-_SPARE_CONNECTIONS = 32
+_SPARE_REQUESTS = 32
+_UNCAPPED = frozenset({"/healthz"})  # a liveness probe must not read a busy server as a dead one
 
 
 class HttpServer:
@@ -43,15 +46,18 @@ class HttpServer:
     def start(cls, app: FastAPI, http: HttpConfig, tls: TlsConfig, grace_s: float) -> HttpServer:
         """Bind ``http.host:http.port`` (0: a free port) and serve ``app`` there until ``stop``."""
         listener = _bind(http.host, http.port)
-        # The handler slots, their waiting room, and room for /healthz, /metrics and the page.
-        limit_concurrency = http.max_concurrent * (1 + WAITING_PER_SLOT) + _SPARE_CONNECTIONS
+        # The handler slots, their waiting room, and room for /metrics and the page.
+        in_flight = http.max_concurrent * (1 + WAITING_PER_SLOT) + _SPARE_REQUESTS
         config = uvicorn.Config(
-            app,
+            # Requests beyond the handler slots and their waiting room get 503 before their bodies
+            # are read, so memory stays bounded; /healthz is answered whatever the count. uvicorn's
+            # own limit_concurrency is left off: it counts idle connections too, and 72 sockets
+            # that sent nothing made every request answer 503, /healthz included.
+            RequestCap(app, in_flight, exempt=_UNCAPPED),
+            http=guarded_protocol(http),  # header timeout, idle connections closed, connection cap
             log_config=None,
             access_log=False,
-            # Connections and tasks beyond the handler slots and their waiting room get 503 from
-            # uvicorn itself, before their bodies are read: memory and sockets stay bounded.
-            limit_concurrency=limit_concurrency,
+            timeout_keep_alive=max(1, math.ceil(http.keep_alive_s)),
             timeout_graceful_shutdown=max(1, math.ceil(grace_s)),
             ssl_certfile=tls.cert_file,
             ssl_keyfile=tls.key_file,

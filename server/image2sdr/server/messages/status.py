@@ -1,7 +1,7 @@
 """Core errors -> gRPC status codes with google.rpc details, chosen on purpose.
 
     InvalidInputError   -> INVALID_ARGUMENT    + BadRequest (the field at fault)
-    LimitExceededError  -> RESOURCE_EXHAUSTED  + QuotaFailure (limit and actual size)
+    LimitExceededError  -> RESOURCE_EXHAUSTED  + QuotaFailure (limit and actual size); BusyError + RetryInfo
     NotFoundError       -> NOT_FOUND           + ResourceInfo
     StreamIdleError     -> DEADLINE_EXCEEDED
     DeadlineExceededError -> DEADLINE_EXCEEDED (the caller went; the work was stopped)
@@ -33,6 +33,7 @@ from google.protobuf.message import Message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from ..errors import (
+    BusyError,
     DeadlineExceededError,
     Image2SdrError,
     InvalidInputError,
@@ -83,7 +84,11 @@ def _exhausted(exc: Any) -> status_pb2.Status:
     quota = error_details_pb2.QuotaFailure.Violation(
         subject=type(exc).__name__, description=f"{exc} (limit {exc.limit}, got {exc.actual})"
     )
-    return _status(code_pb2.RESOURCE_EXHAUSTED, str(exc), error_details_pb2.QuotaFailure(violations=[quota]))
+    details: list[object] = [error_details_pb2.QuotaFailure(violations=[quota])]
+    if isinstance(exc, BusyError):  # a slot frees soon: say when to try again
+        wait = duration_pb2.Duration(seconds=max(RETRY_DELAY_S, math.ceil(exc.retry_after_s)))
+        details.append(error_details_pb2.RetryInfo(retry_delay=wait))
+    return _status(code_pb2.RESOURCE_EXHAUSTED, str(exc), *details)
 
 
 def _not_found(exc: Any) -> status_pb2.Status:

@@ -1,11 +1,13 @@
 """What long work needs to know of the call it serves: the time left, and whether the caller has gone.
 
 Each edge fills one: the gRPC edge from its ``ServicerContext``, the HTTP edge from the
-``X-Timeout-S`` header (``Deadline``).  Nothing here knows either transport.
+``X-Timeout-S`` header (``Deadline``), cancelling it when the client disconnects.  Nothing
+here knows either transport.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,17 +28,22 @@ class CallContext(Protocol):
 
 
 class Deadline:
-    """A call with an optional timeout and no other way to learn of the caller (HTTP, tests)."""
+    """A call with an optional timeout, cancelled by its edge when the caller goes (HTTP: it hung up)."""
 
     def __init__(self, timeout_s: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._at = None if timeout_s is None else clock() + timeout_s
+        self._cancelled = threading.Event()  # set on the edge's thread, read on the worker's
 
     def time_remaining(self) -> float | None:
         return None if self._at is None else self._at - self._clock()
 
     def cancelled(self) -> bool:
-        return False  # a dropped connection is not seen from here: the deadline still bounds the work
+        return self._cancelled.is_set()
+
+    def cancel(self) -> None:
+        """The caller has gone: long work for it stops at its next check (``caller_gone``)."""
+        self._cancelled.set()
 
 
 NO_DEADLINE = Deadline()
@@ -50,9 +57,11 @@ def caller_gone(call: CallContext) -> bool:
 
 @contextmanager
 def working_for(call: CallContext) -> Iterator[None]:
-    """Refuse work whose deadline passed before it started; bound upstream retries by the time left."""
+    """Refuse work whose caller went before it started; bound upstream retries by the time left."""
     remaining = call.time_remaining()
     if remaining is not None and remaining <= 0:
         raise DeadlineExceededError("deadline passed before the work started")
+    if call.cancelled():
+        raise DeadlineExceededError("the caller went before the work started")
     with caller_deadline(remaining):
         yield

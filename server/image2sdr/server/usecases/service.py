@@ -25,6 +25,7 @@ from .context import NO_DEADLINE, CallContext
 from .health import Health
 from .info import ServiceInfo, info
 from .parts import Parts
+from .slots import LongCalls
 
 __all__ = ["UseCases"]
 
@@ -38,6 +39,8 @@ class UseCases:
         # A map's PNG rides in one GetMap answer, beside its cells: leave them 1 MiB.
         self.maps = MapJobs(config.maps, max_png_bytes=config.service.max_message_bytes - (1 << 20))
         self.health = Health()
+        # Explain, DefineConcept with images and CreateMap hold a worker for seconds: a share of them.
+        self.long_calls = LongCalls(config.service.long_calls)
 
     def close(self) -> None:
         """Stop the map jobs (they read the index, which closes after this)."""
@@ -82,7 +85,10 @@ class UseCases:
     # -- custom concepts --------------------------------------------------------------
 
     def define_concept(self, request: custom_concepts.DefineRequest) -> Defined:
-        return custom_concepts.define_concept(self.parts, request)
+        if not any(isinstance(e, custom_concepts.ExampleImage) for e in (*request.positives, *request.negatives)):
+            return custom_concepts.define_concept(self.parts, request)  # stored items only: a read and a fit
+        with self.long_calls.slot("DefineConcept"):
+            return custom_concepts.define_concept(self.parts, request)
 
     def get_concept(self, name: str) -> Defined:
         return custom_concepts.get_concept(self.parts, name)
@@ -96,13 +102,15 @@ class UseCases:
     # -- maps, explanations, info -------------------------------------------------------
 
     def create_map(self, asked: maps.MapAsked) -> MapStatus:
-        return maps.create_map(self.parts, self.maps, asked)
+        with self.long_calls.slot("CreateMap"):  # it reads every item the map holds before queueing the job
+            return maps.create_map(self.parts, self.maps, asked)
 
     def get_map(self, job_id: str) -> MapStatus:
         return maps.get_map(self.maps, job_id)
 
     def explain(self, request: explanations.ExplainRequest, call: CallContext = NO_DEADLINE) -> Explanation:
-        return explanations.explain_image(self.parts, request, call)
+        with self.long_calls.slot("Explain"):
+            return explanations.explain_image(self.parts, request, call)
 
     def info(self) -> ServiceInfo:
         return info(self.parts)
