@@ -18,10 +18,11 @@ from PIL import Image
 
 from image2sdr.server.config import Config, HttpConfig, ImageConfig, ServiceConfig
 from image2sdr.server.encoder import Encoding
-from image2sdr.server.errors import DeadlineExceededError, ImageDecodeError, LimitExceededError
+from image2sdr.server.errors import DeadlineExceededError, ImageDecodeError, LimitExceededError, NotFoundError
 from image2sdr.server.imaging import decode_budget, decode_cost, decode_image, reduce_factor
 from image2sdr.server.serve import Server, create_server
 from image2sdr.server.upstream import caller_deadline
+from image2sdr.server.usecases.context import Deadline
 from image2sdr.server.usecases.custom_concepts import DefineRequest, ExampleImage, define_concept
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
@@ -199,3 +200,27 @@ def test_define_concept_encodes_its_examples_a_batch_at_a_time(service: Server) 
         service.encoder.on_encoded = metrics
     assert refused.value.field == "positives[3].image"
     assert len(encoded) == batch - 1  # the first batch's other images, none of the second's
+
+
+def test_define_concept_stops_before_the_next_batch_once_its_caller_has_gone(service: Server) -> None:
+    """A caller that left (or whose deadline passed) mid-definition: no further batch is encoded."""
+    rng = np.random.default_rng(8)
+    batch = service.encoder.concept_source.max_batch
+    images = [encode_png(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)) for _ in range(batch + 3)]
+    call = Deadline()
+    encoded: list[Encoding] = []
+
+    def seen(encoding: Encoding) -> None:
+        encoded.append(encoding)
+        call.cancel()  # the caller hangs up while its first batch is encoded
+
+    metrics = service.encoder.on_encoded
+    service.encoder.on_encoded = seen
+    try:
+        with pytest.raises(DeadlineExceededError):
+            define_concept(service.cases.parts, DefineRequest("gone", [ExampleImage(image) for image in images]), call)
+    finally:
+        service.encoder.on_encoded = metrics
+    assert len(encoded) == batch  # the first batch only
+    with pytest.raises(NotFoundError):
+        service.cases.get_concept("gone")

@@ -103,7 +103,7 @@ def _get_map(cases: UseCases, request: pb.GetMapRequest, call: CallContext) -> p
 
 
 def _define_concept(cases: UseCases, request: pb.DefineConceptRequest, call: CallContext) -> pb.CustomConcept:
-    defined = cases.define_concept(read.define_request(request))
+    defined = cases.define_concept(read.define_request(request), call)
     return write.custom_concept_message(defined, cases.config.sdr.dimensions)
 
 

@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 from ..custom_concepts import Defined, Example
 from ..encoder import Outcome
-from ..errors import InvalidInputError, NotFoundError
+from ..errors import DeadlineExceededError, InvalidInputError, NotFoundError
 from ..index.values import VISUAL
+from .context import NO_DEADLINE, CallContext, caller_gone
 from .parts import Parts
 
 __all__ = [
@@ -41,11 +42,11 @@ class DefineRequest:
     negatives: Sequence[ExampleImage | ExampleItem | None] = ()
 
 
-def define_concept(parts: Parts, request: DefineRequest) -> Defined:
+def define_concept(parts: Parts, request: DefineRequest, call: CallContext = NO_DEADLINE) -> Defined:
     # Everything that can be refused without the images is, before any is encoded.
     parts.library.check_definition(request.name, len(request.positives), len(request.negatives))
-    positives = _examples(parts, request.positives, "positives")
-    negatives = _examples(parts, request.negatives, "negatives")
+    positives = _examples(parts, request.positives, "positives", call)
+    negatives = _examples(parts, request.negatives, "negatives", call)
     return parts.library.define(request.name, positives, negatives)
 
 
@@ -61,7 +62,9 @@ def remove_concept(parts: Parts, name: str) -> None:
     parts.library.remove(name)
 
 
-def _examples(parts: Parts, examples: Sequence[ExampleImage | ExampleItem | None], field: str) -> list[Example]:
+def _examples(
+    parts: Parts, examples: Sequence[ExampleImage | ExampleItem | None], field: str, call: CallContext
+) -> list[Example]:
     """Examples as SDRs: stored items read first, then the images encoded a classifier batch at a time."""
     found: list[Example | None] = [None] * len(examples)
     images = [(n, example.image) for n, example in enumerate(examples) if isinstance(example, ExampleImage)]
@@ -70,7 +73,7 @@ def _examples(parts: Parts, examples: Sequence[ExampleImage | ExampleItem | None
             found[n] = _stored_example(parts, example.id, f"{field}[{n}].id")
         elif not isinstance(example, ExampleImage):
             raise InvalidInputError("an example is an image or a stored item's id", field=f"{field}[{n}]")
-    for (n, _), outcome in zip(images, _encoded(parts, [image for _, image in images]), strict=True):
+    for (n, _), outcome in zip(images, _encoded(parts, [image for _, image in images], call), strict=True):
         if isinstance(outcome, Exception):
             if isinstance(outcome, InvalidInputError):
                 outcome.field = f"{field}[{n}].image"
@@ -79,14 +82,17 @@ def _examples(parts: Parts, examples: Sequence[ExampleImage | ExampleItem | None
     return [example for example in found if example is not None]
 
 
-def _encoded(parts: Parts, images: Sequence[bytes]) -> Iterator[Outcome]:
+def _encoded(parts: Parts, images: Sequence[bytes], call: CallContext) -> Iterator[Outcome]:
     """Each image's encoding, a classifier batch at a time: at most one batch of decoded images is held.
 
     (One batch of all 200 examples held them all, decoded, until the last one was.)  A
     failed image stops the rest: the caller raises its error, and no later batch is encoded.
+    A caller that has gone (cancelled, or past its deadline) stops it before the next batch.
     """
     chunk = max(1, parts.encoder.concept_source.max_batch)
     for start in range(0, len(images), chunk):
+        if caller_gone(call):
+            raise DeadlineExceededError("the caller left or its deadline passed while its examples were encoded")
         yield from parts.encoder.encode_batch(images[start : start + chunk])
 
 

@@ -84,11 +84,11 @@ class UseCases:
 
     # -- custom concepts --------------------------------------------------------------
 
-    def define_concept(self, request: custom_concepts.DefineRequest) -> Defined:
+    def define_concept(self, request: custom_concepts.DefineRequest, call: CallContext = NO_DEADLINE) -> Defined:
         if not any(isinstance(e, custom_concepts.ExampleImage) for e in (*request.positives, *request.negatives)):
-            return custom_concepts.define_concept(self.parts, request)  # stored items only: a read and a fit
+            return custom_concepts.define_concept(self.parts, request, call)  # stored items only: a read and a fit
         with self.long_calls.slot("DefineConcept"):
-            return custom_concepts.define_concept(self.parts, request)
+            return custom_concepts.define_concept(self.parts, request, call)
 
     def get_concept(self, name: str) -> Defined:
         return custom_concepts.get_concept(self.parts, name)
