@@ -29,13 +29,15 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
+import fastapi_offline
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from image2sdr.v1 import image2sdr_pb2 as pb
@@ -51,9 +53,14 @@ from .calls import TIMEOUT_HEADER, Calls
 from .errors import HttpApiError, bad_request, code_for_http, http_status, status_response
 from .middleware import BearerTokenMiddleware, Metrics, ObservedMiddleware
 
-__all__ = ["STATIC_DIR", "TIMEOUT_HEADER", "create_app"]
+__all__ = ["DOCS_ASSETS", "STATIC_DIR", "TIMEOUT_HEADER", "create_app"]
 
 STATIC_DIR = Path(__file__).parent / "static"  # the page: index.html, app.js, style.css
+# Swagger UI's and ReDoc's scripts and styles, as fastapi-offline ships them (no CDN: the
+# docs work with no network). Served under /static/ like the page's own files, which need
+# no token: a browser cannot add one to a <script> it loads.
+DOCS_ASSETS = Path(fastapi_offline.__file__).parent / "static"
+_DOCS_ASSETS_URL = "/static/docs"
 
 
 def create_app(cases: UseCases, config: Config, metrics: Metrics | None = None) -> FastAPI:
@@ -63,6 +70,7 @@ def create_app(cases: UseCases, config: Config, metrics: Metrics | None = None) 
         version=SERVER_VERSION,
         summary="Images to semantic SDRs, and search by SDR overlap.",
         description=_DESCRIPTION,
+        docs_url=None,  # served by _add_docs, from package files
         redoc_url=None,
     )
     app.state.cases = cases
@@ -71,6 +79,7 @@ def create_app(cases: UseCases, config: Config, metrics: Metrics | None = None) 
     app.state.max_json_values = config.http.max_json_values
     app.state.body_timeout_s = config.http.body_timeout_s
     app.state.metrics = metrics
+    _add_docs(app)  # before the page's routes: /static/docs is matched before /static
     _add_routes(app, serve_metrics=metrics is not None and config.http.metrics)
     _add_error_handlers(app)
     # add_middleware wraps what is there: the last added runs first.
@@ -239,6 +248,35 @@ def _add_routes(app: FastAPI, *, serve_metrics: bool) -> None:
         add("/metrics", _metrics, methods=["GET"], name="metrics", include_in_schema=False)
     add("/", _page, methods=["GET"], name="page", include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
+
+
+def _add_docs(app: FastAPI) -> None:
+    """/docs (Swagger UI) and /redoc (ReDoc) over /openapi.json, their files served from the package."""
+    app.add_api_route("/docs", _swagger_ui, methods=["GET"], name="docs", include_in_schema=False)
+    app.add_api_route("/redoc", _redoc, methods=["GET"], name="redoc", include_in_schema=False)
+    app.mount(_DOCS_ASSETS_URL, StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
+
+
+def _swagger_ui(request: Request) -> HTMLResponse:
+    root = request.scope.get("root_path", "")
+    return get_swagger_ui_html(
+        openapi_url=f"{root}{request.app.openapi_url}",
+        title=f"{request.app.title} - Swagger UI",
+        swagger_js_url=f"{root}{_DOCS_ASSETS_URL}/swagger-ui-bundle.js",
+        swagger_css_url=f"{root}{_DOCS_ASSETS_URL}/swagger-ui.css",
+        swagger_favicon_url=f"{root}{_DOCS_ASSETS_URL}/favicon.png",
+    )
+
+
+def _redoc(request: Request) -> HTMLResponse:
+    root = request.scope.get("root_path", "")
+    return get_redoc_html(
+        openapi_url=f"{root}{request.app.openapi_url}",
+        title=f"{request.app.title} - ReDoc",
+        redoc_js_url=f"{root}{_DOCS_ASSETS_URL}/redoc.standalone.js",
+        redoc_favicon_url=f"{root}{_DOCS_ASSETS_URL}/favicon.png",
+        with_google_fonts=False,  # fonts from Google are a network fetch too
+    )
 
 
 def _json_doc(message_type: type[Message]) -> dict[str, Any]:
