@@ -50,7 +50,7 @@ from ..usecases.info import SERVER_VERSION
 from .bodies import Body, encode_request, json_body
 from .browser import REQUESTED_WITH, BrowserGuardMiddleware, allowed_hosts
 from .calls import TIMEOUT_HEADER, Calls
-from .errors import HttpApiError, bad_request, code_for_http, http_status, status_response
+from .errors import HttpApiError, bad_request, code_for_http, status_http, status_response
 from .middleware import BearerTokenMiddleware, Metrics, ObservedMiddleware
 
 __all__ = ["DOCS_ASSETS", "STATIC_DIR", "TIMEOUT_HEADER", "create_app"]
@@ -110,9 +110,11 @@ messages in the proto's canonical JSON mapping (lowerCamelCase field names, byte
 base64, int64 as strings, enums by name; an unknown field is refused).
 
 * **Errors** are a `google.rpc.Status` in JSON, as gRPC sends in `grpc-status-details-bin`
-  (details keep their `@type`); the HTTP status follows the gRPC code (400 INVALID_ARGUMENT,
-  404 NOT_FOUND, 429 RESOURCE_EXHAUSTED, 503 UNAVAILABLE, 504 DEADLINE_EXCEEDED, ...).
-  A body over the server's limit is 413, a content type an endpoint does not read 415.
+  (details keep their `@type`); the HTTP status follows the gRPC code (400 INVALID_ARGUMENT
+  and FAILED_PRECONDITION, 404 NOT_FOUND, 503 UNAVAILABLE, 504 DEADLINE_EXCEEDED, ...).
+  RESOURCE_EXHAUSTED is 413 when what was sent is over a limit (a body, an image's bytes or
+  pixels, an item's metadata: the QuotaFailure names it; do not retry) and 429 when the
+  server is busy (retry later). A content type an endpoint does not read is 415.
 * **Token**: when the server has one, every route but `/healthz`, `/` and `/static/` needs
   `Authorization: Bearer <token>`; without it, 401.
 * **Browsers**: the `Host` header must name the server (`http.allowed_hosts`, localhost by
@@ -337,7 +339,7 @@ async def _unexpected(request: Request, error: Exception) -> Response:
     Starlette re-raises it after this answer is sent, so uvicorn logs the traceback once (``logged``).
     """
     status = status_for(error, logged=True)
-    return status_response(status, http_status(status.code))
+    return status_response(status, status_http(status))
 
 
 async def _framework_error(request: Request, error: StarletteHTTPException) -> Response:
