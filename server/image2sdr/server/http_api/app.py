@@ -7,12 +7,15 @@ RPC (``messages.rpcs``), and answers with the response message in the same JSON.
 the two APIs are one contract and one implementation; a failure is the same
 ``google.rpc.Status`` (see ``errors``).
 
-FastAPI, on Starlette, served by uvicorn: it gives the OpenAPI description
-(``/openapi.json``) and browsable docs (``/docs``) for free, Starlette underneath
+FastAPI, on Starlette, served by uvicorn: it gives the paths and parameters of the
+OpenAPI description (``/openapi.json``; the bodies' schemas come from the proto, see
+``openapi``) and the docs pages (``/docs``, ``/redoc``, their files from the
+fastapi-offline package, so they work with no network), Starlette underneath
 brings the pieces used here (static files, CORS, the multipart parser), and FastAPI
 and uvicorn are a well-kept pair, released together.
 
-    app.py         create_app: routes, OpenAPI, error handlers, middleware order
+    app.py         create_app: routes, the docs pages, error handlers, middleware order
+    openapi.py     /openapi.json: request, response and error schemas from the proto's descriptors
     calls.py       Calls: a slot per call, the waiting room, the deadline header, the worker thread
     bodies.py      bodies read under http.max_body_bytes, parsed (JSON under http.max_json_values, multipart, image)
     browser.py     what a web page may do: the Host check, the origin check, the page's security headers
@@ -47,11 +50,13 @@ from ..config import Config
 from ..messages.status import status_for
 from ..usecases import UseCases
 from ..usecases.info import SERVER_VERSION
+from ..usecases.items import DEFAULT_PAGE_SIZE
 from .bodies import Body, encode_request, json_body
 from .browser import REQUESTED_WITH, BrowserGuardMiddleware, allowed_hosts
 from .calls import TIMEOUT_HEADER, Calls
 from .errors import HttpApiError, bad_request, code_for_http, status_http, status_response
 from .middleware import BearerTokenMiddleware, Metrics, ObservedMiddleware
+from .openapi import ProtoDocumentedApp
 
 __all__ = ["DOCS_ASSETS", "STATIC_DIR", "TIMEOUT_HEADER", "create_app"]
 
@@ -65,7 +70,7 @@ _DOCS_ASSETS_URL = "/static/docs"
 
 def create_app(cases: UseCases, config: Config, metrics: Metrics | None = None) -> FastAPI:
     """The app for one service: its routes over ``cases``, with ``config.http``'s limits and the token."""
-    app = FastAPI(
+    app = ProtoDocumentedApp(  # /openapi.json: schemas from the proto (openapi.py)
         title="image2sdr",
         version=SERVER_VERSION,
         summary="Images to semantic SDRs, and search by SDR overlap.",
@@ -176,9 +181,15 @@ async def _remove_item(request: Request, item_id: str) -> Response:
     return await _calls(request).run("RemoveItem", pb.RemoveItemRequest(id=item_id), request)
 
 
+_PAGE_SIZE = (
+    f"items a page, 1..index.max_k (Info: limits.maxK; more is 400); 0 or absent: {DEFAULT_PAGE_SIZE}"
+    " (index.max_k when that is smaller)"
+)
+
+
 async def _list_items(
     request: Request,
-    page_size: Annotated[int, Query(ge=0, le=1_000_000, description="0: the server's max_k")] = 0,
+    page_size: Annotated[int, Query(ge=0, le=1_000_000, description=_PAGE_SIZE)] = 0,
     page_token: str = "",
 ) -> Response:
     return await _calls(request).run(
@@ -235,7 +246,7 @@ def _add_routes(app: FastAPI, *, serve_metrics: bool) -> None:
     add = app.add_api_route
     add("/v1/encode", _encode, methods=["POST"], name="Encode", openapi_extra=_encode_doc())
     for path, rpc, message_type in _JSON_ROUTES:
-        add(path, _json_endpoint(rpc, message_type), methods=["POST"], name=rpc, openapi_extra=_json_doc(message_type))
+        add(path, _json_endpoint(rpc, message_type), methods=["POST"], name=rpc)  # body: openapi.py
     add("/v1/items", _list_items, methods=["GET"], name="ListItems")
     add("/v1/items/{item_id:path}", _get_item, methods=["GET"], name="GetItem")
     add("/v1/items/{item_id:path}", _remove_item, methods=["DELETE"], name="RemoveItem")
@@ -281,12 +292,6 @@ def _redoc(request: Request) -> HTMLResponse:
     )
 
 
-def _json_doc(message_type: type[Message]) -> dict[str, Any]:
-    name = message_type.DESCRIPTOR.full_name
-    schema = {"type": "object", "description": f"a {name} in the proto's canonical JSON mapping"}
-    return {"requestBody": {"required": False, "content": {"application/json": {"schema": schema}}}}
-
-
 def _encode_doc() -> dict[str, Any]:
     binary = {"schema": {"type": "string", "format": "binary"}}
     form = {
@@ -305,7 +310,7 @@ def _encode_doc() -> dict[str, Any]:
                 "image/*": binary,
                 "application/octet-stream": binary,
                 "multipart/form-data": {"schema": form},
-                **_json_doc(pb.EncodeRequest)["requestBody"]["content"],
+                # application/json: an EncodeRequest, added from the proto by openapi.py
             },
         }
     }
