@@ -51,7 +51,7 @@ from ..messages.status import status_for
 from ..usecases import UseCases
 from ..usecases.info import SERVER_VERSION
 from ..usecases.items import DEFAULT_PAGE_SIZE
-from .bodies import Body, encode_request, json_body
+from .bodies import Body, encode_request, json_body, refuse_unknown_query
 from .browser import REQUESTED_WITH, BrowserGuardMiddleware, allowed_hosts
 from .calls import TIMEOUT_HEADER, Calls
 from .errors import HttpApiError, bad_request, code_for_http, status_http, status_response
@@ -77,6 +77,7 @@ def create_app(cases: UseCases, config: Config, metrics: Metrics | None = None) 
         description=_DESCRIPTION,
         docs_url=None,  # served by _add_docs, from package files
         redoc_url=None,
+        dependencies=[Depends(refuse_unknown_query)],  # a query parameter no route takes is 400, not ignored
     )
     app.state.cases = cases
     app.state.calls = Calls(cases, config.http.max_concurrent)
