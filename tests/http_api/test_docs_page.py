@@ -79,6 +79,9 @@ def test_swagger_ui_lists_the_operations_offline(offline: tuple[Page, list[str]]
     page.goto(f"{base_url}/docs")
     for path in ("/v1/encode", "/v1/similar", "/v1/items/{item_id}", "/v1/info"):
         expect(page.locator(".opblock-summary-path", has_text=path).first).to_be_visible(timeout=TIMEOUT_MS)
+    # The request and response schemas resolve: Swagger UI lists them, and no resolver error shows.
+    expect(page.get_by_role("button", name="EncodeRequest", exact=True)).to_be_attached()
+    expect(page.locator(".errors-wrapper")).to_have_count(0)
     assert refused == []
     assert errors == []
 

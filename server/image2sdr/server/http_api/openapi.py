@@ -262,7 +262,8 @@ def _enum_schema(enum: EnumDescriptor) -> dict[str, Any]:
         "type": "string",
         "title": enum.name,
         "enum": [value.name for value in enum.values],
-        "description": "by name (its number is read too)",
+        # bodies.py reads the short form too (skip for ON_DUPLICATE_SKIP), in any case; answers use the name.
+        "description": "by name; read also by its number, or short and in any case (the common prefix left out)",
     }
 
 
