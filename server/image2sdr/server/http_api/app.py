@@ -7,12 +7,15 @@ RPC (``messages.rpcs``), and answers with the response message in the same JSON.
 the two APIs are one contract and one implementation; a failure is the same
 ``google.rpc.Status`` (see ``errors``).
 
-FastAPI, on Starlette, served by uvicorn: it gives the OpenAPI description
-(``/openapi.json``) and browsable docs (``/docs``) for free, Starlette underneath
+FastAPI, on Starlette, served by uvicorn: it gives the paths and parameters of the
+OpenAPI description (``/openapi.json``; the bodies' schemas come from the proto, see
+``openapi``) and the docs pages (``/docs``, ``/redoc``, their files from the
+fastapi-offline package, so they work with no network), Starlette underneath
 brings the pieces used here (static files, CORS, the multipart parser), and FastAPI
 and uvicorn are a well-kept pair, released together.
 
-    app.py         create_app: routes, OpenAPI, error handlers, middleware order
+    app.py         create_app: routes, the docs pages, error handlers, middleware order
+    openapi.py     /openapi.json: request, response and error schemas from the proto's descriptors
     calls.py       Calls: a slot per call, the waiting room, the deadline header, the worker thread
     bodies.py      bodies read under http.max_body_bytes, parsed (JSON under http.max_json_values, multipart, image)
     browser.py     what a web page may do: the Host check, the origin check, the page's security headers
@@ -29,13 +32,15 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
+import fastapi_offline
 from fastapi import Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
 from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from image2sdr.v1 import image2sdr_pb2 as pb
@@ -45,25 +50,34 @@ from ..config import Config
 from ..messages.status import status_for
 from ..usecases import UseCases
 from ..usecases.info import SERVER_VERSION
-from .bodies import Body, encode_request, json_body
+from ..usecases.items import DEFAULT_PAGE_SIZE
+from .bodies import Body, encode_request, json_body, refuse_unknown_query
 from .browser import REQUESTED_WITH, BrowserGuardMiddleware, allowed_hosts
 from .calls import TIMEOUT_HEADER, Calls
-from .errors import HttpApiError, bad_request, code_for_http, http_status, status_response
+from .errors import HttpApiError, bad_request, code_for_http, status_http, status_response
 from .middleware import BearerTokenMiddleware, Metrics, ObservedMiddleware
+from .openapi import ProtoDocumentedApp
 
-__all__ = ["STATIC_DIR", "TIMEOUT_HEADER", "create_app"]
+__all__ = ["DOCS_ASSETS", "STATIC_DIR", "TIMEOUT_HEADER", "create_app"]
 
 STATIC_DIR = Path(__file__).parent / "static"  # the page: index.html, app.js, style.css
+# Swagger UI's and ReDoc's scripts and styles, as fastapi-offline ships them (no CDN: the
+# docs work with no network). Served under /static/ like the page's own files, which need
+# no token: a browser cannot add one to a <script> it loads.
+DOCS_ASSETS = Path(fastapi_offline.__file__).parent / "static"
+_DOCS_ASSETS_URL = "/static/docs"
 
 
 def create_app(cases: UseCases, config: Config, metrics: Metrics | None = None) -> FastAPI:
     """The app for one service: its routes over ``cases``, with ``config.http``'s limits and the token."""
-    app = FastAPI(
+    app = ProtoDocumentedApp(  # /openapi.json: schemas from the proto (openapi.py)
         title="image2sdr",
         version=SERVER_VERSION,
         summary="Images to semantic SDRs, and search by SDR overlap.",
         description=_DESCRIPTION,
+        docs_url=None,  # served by _add_docs, from package files
         redoc_url=None,
+        dependencies=[Depends(refuse_unknown_query)],  # a query parameter no route takes is 400, not ignored
     )
     app.state.cases = cases
     app.state.calls = Calls(cases, config.http.max_concurrent)
@@ -71,6 +85,7 @@ def create_app(cases: UseCases, config: Config, metrics: Metrics | None = None) 
     app.state.max_json_values = config.http.max_json_values
     app.state.body_timeout_s = config.http.body_timeout_s
     app.state.metrics = metrics
+    _add_docs(app)  # before the page's routes: /static/docs is matched before /static
     _add_routes(app, serve_metrics=metrics is not None and config.http.metrics)
     _add_error_handlers(app)
     # add_middleware wraps what is there: the last added runs first.
@@ -101,9 +116,11 @@ messages in the proto's canonical JSON mapping (lowerCamelCase field names, byte
 base64, int64 as strings, enums by name; an unknown field is refused).
 
 * **Errors** are a `google.rpc.Status` in JSON, as gRPC sends in `grpc-status-details-bin`
-  (details keep their `@type`); the HTTP status follows the gRPC code (400 INVALID_ARGUMENT,
-  404 NOT_FOUND, 429 RESOURCE_EXHAUSTED, 503 UNAVAILABLE, 504 DEADLINE_EXCEEDED, ...).
-  A body over the server's limit is 413, a content type an endpoint does not read 415.
+  (details keep their `@type`); the HTTP status follows the gRPC code (400 INVALID_ARGUMENT
+  and FAILED_PRECONDITION, 404 NOT_FOUND, 503 UNAVAILABLE, 504 DEADLINE_EXCEEDED, ...).
+  RESOURCE_EXHAUSTED is 413 when what was sent is over a limit (a body, an image's bytes or
+  pixels, an item's metadata: the QuotaFailure names it; do not retry) and 429 when the
+  server is busy (retry later). A content type an endpoint does not read is 415.
 * **Token**: when the server has one, every route but `/healthz`, `/` and `/static/` needs
   `Authorization: Bearer <token>`; without it, 401.
 * **Browsers**: the `Host` header must name the server (`http.allowed_hosts`, localhost by
@@ -165,9 +182,15 @@ async def _remove_item(request: Request, item_id: str) -> Response:
     return await _calls(request).run("RemoveItem", pb.RemoveItemRequest(id=item_id), request)
 
 
+_PAGE_SIZE = (
+    f"items a page, 1..index.max_k (Info: limits.maxK; more is 400); 0 or absent: {DEFAULT_PAGE_SIZE}"
+    " (index.max_k when that is smaller)"
+)
+
+
 async def _list_items(
     request: Request,
-    page_size: Annotated[int, Query(ge=0, le=1_000_000, description="0: the server's max_k")] = 0,
+    page_size: Annotated[int, Query(ge=0, le=1_000_000, description=_PAGE_SIZE)] = 0,
     page_token: str = "",
 ) -> Response:
     return await _calls(request).run(
@@ -224,7 +247,7 @@ def _add_routes(app: FastAPI, *, serve_metrics: bool) -> None:
     add = app.add_api_route
     add("/v1/encode", _encode, methods=["POST"], name="Encode", openapi_extra=_encode_doc())
     for path, rpc, message_type in _JSON_ROUTES:
-        add(path, _json_endpoint(rpc, message_type), methods=["POST"], name=rpc, openapi_extra=_json_doc(message_type))
+        add(path, _json_endpoint(rpc, message_type), methods=["POST"], name=rpc)  # body: openapi.py
     add("/v1/items", _list_items, methods=["GET"], name="ListItems")
     add("/v1/items/{item_id:path}", _get_item, methods=["GET"], name="GetItem")
     add("/v1/items/{item_id:path}", _remove_item, methods=["DELETE"], name="RemoveItem")
@@ -241,10 +264,33 @@ def _add_routes(app: FastAPI, *, serve_metrics: bool) -> None:
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
 
 
-def _json_doc(message_type: type[Message]) -> dict[str, Any]:
-    name = message_type.DESCRIPTOR.full_name
-    schema = {"type": "object", "description": f"a {name} in the proto's canonical JSON mapping"}
-    return {"requestBody": {"required": False, "content": {"application/json": {"schema": schema}}}}
+def _add_docs(app: FastAPI) -> None:
+    """/docs (Swagger UI) and /redoc (ReDoc) over /openapi.json, their files served from the package."""
+    app.add_api_route("/docs", _swagger_ui, methods=["GET"], name="docs", include_in_schema=False)
+    app.add_api_route("/redoc", _redoc, methods=["GET"], name="redoc", include_in_schema=False)
+    app.mount(_DOCS_ASSETS_URL, StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
+
+
+def _swagger_ui(request: Request) -> HTMLResponse:
+    root = request.scope.get("root_path", "")
+    return get_swagger_ui_html(
+        openapi_url=f"{root}{request.app.openapi_url}",
+        title=f"{request.app.title} - Swagger UI",
+        swagger_js_url=f"{root}{_DOCS_ASSETS_URL}/swagger-ui-bundle.js",
+        swagger_css_url=f"{root}{_DOCS_ASSETS_URL}/swagger-ui.css",
+        swagger_favicon_url=f"{root}{_DOCS_ASSETS_URL}/favicon.png",
+    )
+
+
+def _redoc(request: Request) -> HTMLResponse:
+    root = request.scope.get("root_path", "")
+    return get_redoc_html(
+        openapi_url=f"{root}{request.app.openapi_url}",
+        title=f"{request.app.title} - ReDoc",
+        redoc_js_url=f"{root}{_DOCS_ASSETS_URL}/redoc.standalone.js",
+        redoc_favicon_url=f"{root}{_DOCS_ASSETS_URL}/favicon.png",
+        with_google_fonts=False,  # fonts from Google are a network fetch too
+    )
 
 
 def _encode_doc() -> dict[str, Any]:
@@ -265,7 +311,7 @@ def _encode_doc() -> dict[str, Any]:
                 "image/*": binary,
                 "application/octet-stream": binary,
                 "multipart/form-data": {"schema": form},
-                **_json_doc(pb.EncodeRequest)["requestBody"]["content"],
+                # application/json: an EncodeRequest, added from the proto by openapi.py
             },
         }
     }
@@ -299,7 +345,7 @@ async def _unexpected(request: Request, error: Exception) -> Response:
     Starlette re-raises it after this answer is sent, so uvicorn logs the traceback once (``logged``).
     """
     status = status_for(error, logged=True)
-    return status_response(status, http_status(status.code))
+    return status_response(status, status_http(status))
 
 
 async def _framework_error(request: Request, error: StarletteHTTPException) -> Response:

@@ -8,18 +8,28 @@ http.max_json_values; past that it is 413, before the rest is read and before
 parsing.  Deep nesting is 400 (the parser's own recursion guard, reported as such).
 JSON is parsed in the call's worker, after its slot is taken (``Calls.run`` takes a
 function), so waiting calls hold bytes, not objects.
+
+Enum values are read as the proto's JSON has them (``ON_DUPLICATE_SKIP``, or the number)
+and, as an HTTP client would write them, short and in any case (``skip``, ``Skip``):
+the enum's common prefix may be left out.  A value that is neither is 400 listing the
+valid ones.  A query parameter the endpoint does not take is 400 naming it (it was
+ignored: ``/v1/items?tag=dog`` listed everything).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Iterator
+from functools import cache
 from typing import Annotated, TypeVar
 
 import anyio
 from fastapi import Depends, Query, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from google.protobuf import json_format
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor
 from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2
 from starlette.datastructures import FormData, UploadFile
@@ -32,7 +42,7 @@ from ..errors import LimitExceededError
 from ..messages.status import status_for
 from .errors import HttpApiError, bad_request, too_large, unsupported_media_type
 
-__all__ = ["Body", "encode_request", "json_body", "json_values"]
+__all__ = ["Body", "encode_request", "enum_name", "json_body", "json_values", "refuse_unknown_query"]
 
 logger = logging.getLogger(__name__)
 
@@ -126,11 +136,95 @@ def _parse(body: bytes, message: _M, limit: int) -> _M:
         ) from None
     if not isinstance(data, dict):
         raise bad_request(f"the body must be a JSON object: a {name}", "body")
+    _canonical_enums(data, message.DESCRIPTOR, "")
     try:
         json_format.ParseDict(data, message, ignore_unknown_fields=False)
     except (json_format.ParseError, RecursionError) as exc:
         raise bad_request(f"body: {exc}", "body") from None
     return message
+
+
+# -- enums, short or canonical --------------------------------------------------------------
+
+
+def enum_name(enum: EnumDescriptor, given: str, field: str) -> str:
+    """The canonical name of ``given`` in ``enum``: itself, or short (no common prefix), in any case; else 400."""
+    upper = given.strip().upper()
+    names = {value.name for value in enum.values}
+    prefix = _prefix(enum)
+    for candidate in (upper, f"{prefix}{upper}"):
+        if candidate in names:
+            return candidate
+    short = ", ".join(value.name.removeprefix(prefix).lower() for value in enum.values)  # in the proto's order
+    raise bad_request(
+        f"{field}: {given[:100]!r} is not a {enum.name}; one of {short} (or the full name, as {enum.values[-1].name})",
+        field,
+    )
+
+
+@cache
+def _prefix(enum: EnumDescriptor) -> str:
+    """The words every value's name starts with (ON_DUPLICATE_ of ON_DUPLICATE_SKIP); "" for a one-value enum."""
+    words = [value.name.split("_") for value in enum.values]
+    if len(words) < 2:
+        return ""
+    shared = []
+    for column in zip(*words, strict=False):
+        if len(set(column)) > 1:
+            break
+        shared.append(column[0])
+    return "".join(f"{word}_" for word in shared)
+
+
+def _canonical_enums(data: dict[str, object], message: Descriptor, path: str) -> None:
+    """Enum values in ``data`` (JSON for ``message``) made canonical in place, nested messages too."""
+    for key, value in data.items():
+        field = message.fields_by_name.get(key) or _by_json_name(message).get(key)
+        if field is None or value is None:
+            continue  # json_format refuses an unknown field, naming it
+        where = f"{path}{field.json_name}"
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            continue  # the maps here hold strings
+        items = value if field.is_repeated and isinstance(value, list) else [value]
+        if field.enum_type is not None:
+            canonical = [_enum_item(field.enum_type, item, where) for item in items]
+            data[key] = canonical if items is value else canonical[0]
+        elif field.message_type is not None and not field.message_type.full_name.startswith("google.protobuf."):
+            for item in items:
+                if isinstance(item, dict):
+                    _canonical_enums(item, field.message_type, f"{where}.")
+
+
+def _enum_item(enum: EnumDescriptor, item: object, where: str) -> object:
+    return enum_name(enum, item, where) if isinstance(item, str) else item  # a number: json_format checks it
+
+
+@cache
+def _by_json_name(message: Descriptor) -> dict[str, FieldDescriptor]:
+    return {field.json_name: field for field in message.fields}
+
+
+# -- query parameters ----------------------------------------------------------------------
+
+
+async def refuse_unknown_query(request: Request) -> None:
+    """400 naming the query parameters the route does not take (an app-wide dependency)."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    taken = frozenset(_declared(route.dependant))  # a handful of fields: not worth a cache
+    unknown = sorted(set(request.query_params) - taken)
+    if unknown:
+        accepted = ", ".join(sorted(taken)) or "none"
+        listed = ", ".join(name[:100] for name in unknown)
+        raise bad_request(f"unknown query parameter(s): {listed}; {route.path_format} takes {accepted}", unknown[0])
+
+
+def _declared(dependant: Dependant) -> Iterator[str]:
+    for parameter in dependant.query_params:
+        yield parameter.alias
+    for dependency in dependant.dependencies:
+        yield from _declared(dependency)
 
 
 def _max_json_values(request: Request) -> int:
@@ -247,10 +341,6 @@ def _add_metadata(text: str, target: pb.AddToIndex, limit: int) -> None:
 def _on_duplicate(name: str, add: str | None) -> pb.OnDuplicate:
     if add is None:
         raise bad_request("on_duplicate goes with add (the id to store under)", "on_duplicate")
-    full = name.upper() if name.upper().startswith("ON_DUPLICATE_") else f"ON_DUPLICATE_{name.upper()}"
-    try:
-        # The enum wrapper maps a name to its number; it is not a type to call (that was a 500).
-        value: pb.OnDuplicate = pb.OnDuplicate.Value(full)
-        return value
-    except ValueError:
-        raise bad_request(f"on_duplicate is KEEP, SKIP or REPLACE, not {name!r}", "on_duplicate") from None
+    # The enum wrapper maps a name to its number; it is not a type to call (that was a 500).
+    value: pb.OnDuplicate = pb.OnDuplicate.Value(enum_name(pb.OnDuplicate.DESCRIPTOR, name, "on_duplicate"))
+    return value

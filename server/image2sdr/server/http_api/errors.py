@@ -4,7 +4,10 @@ HttpApiError             an answer that is a google.rpc.Status (code, message, d
 
 The HTTP status comes from the gRPC code by the standard mapping (google/rpc/code.proto,
 as grpc-gateway applies it), unless the edge itself knows better (413 for a body over
-http.max_body_bytes, 415 for a content type no endpoint reads).  The body is the very
+http.max_body_bytes, 415 for a content type no endpoint reads).  RESOURCE_EXHAUSTED is
+two things to an HTTP client: what was sent is over a limit (an image's bytes or pixels,
+an item's metadata or concepts: its QuotaFailure names the limit) is 413, which no retry
+mends; the server is busy (no slot, a full queue) is 429, which a client retries later.  The body is the very
 Status a gRPC caller gets in ``grpc-status-details-bin``, details with their ``@type``,
 so one client-side decoder serves both protocols.
 """
@@ -12,16 +15,26 @@ so one client-side decoder serves both protocols.
 from __future__ import annotations
 
 from google.protobuf import json_format
-from google.rpc import code_pb2, status_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 from starlette.responses import JSONResponse
 
-from ..errors import InvalidInputError, LimitExceededError
+from ..errors import (
+    ImageTooLargeError,
+    InvalidInputError,
+    LimitExceededError,
+    MetadataTooLargeError,
+    PixelLimitError,
+    TooManyConceptsError,
+)
 from ..messages.status import cut, status_for
 
 __all__ = [
+    "EDGE_STATUSES",
+    "TOO_LARGE",
     "HttpApiError",
     "bad_request",
     "http_status",
+    "status_http",
     "status_response",
     "too_large",
     "unsupported_media_type",
@@ -47,6 +60,16 @@ _HTTP_STATUS = {
     code_pb2.UNAVAILABLE: 503,
     code_pb2.DATA_LOSS: 500,
 }
+TOO_LARGE = 413  # Content Too Large: what was sent is over a limit (RFC 9110 15.5.14)
+# Statuses the edge answers itself, beside those of the codes: a body that stopped coming
+# (408), one over a limit (413), one of a type the endpoint does not read (415), a client
+# that went before its body was in (499: nobody reads it).
+EDGE_STATUSES = frozenset({408, TOO_LARGE, 415, 499})
+# A QuotaFailure with one of these subjects (status_for names the error's type) is about
+# the size of what the caller sent; any other RESOURCE_EXHAUSTED is the server's load.
+_SIZE_LIMITS = frozenset(
+    kind.__name__ for kind in (ImageTooLargeError, PixelLimitError, MetadataTooLargeError, TooManyConceptsError)
+)
 # The other way, for the answers Starlette makes itself (no such route, wrong method).
 _CODE_FOR_HTTP = {404: code_pb2.NOT_FOUND, 405: code_pb2.UNIMPLEMENTED, 401: code_pb2.UNAUTHENTICATED}
 
@@ -58,12 +81,29 @@ class HttpApiError(Exception):
         status.message = cut(status.message)  # the edge's own messages echo what was sent too
         super().__init__(status.message)
         self.status = status
-        self.http = http_status(status.code) if http is None else http
+        self.http = status_http(status) if http is None else http
 
 
 def http_status(code: int) -> int:
     """The HTTP status for a google.rpc code (500 for a code this table does not know)."""
     return _HTTP_STATUS.get(code, 500)
+
+
+def status_http(status: status_pb2.Status) -> int:
+    """The HTTP status for a Status: its code's, but 413 for a RESOURCE_EXHAUSTED about the size of what was sent."""
+    if status.code == code_pb2.RESOURCE_EXHAUSTED and _size_limited(status):
+        return TOO_LARGE
+    return http_status(status.code)
+
+
+def _size_limited(status: status_pb2.Status) -> bool:
+    for detail in status.details:
+        if detail.Is(error_details_pb2.QuotaFailure.DESCRIPTOR):
+            quota = error_details_pb2.QuotaFailure()
+            detail.Unpack(quota)
+            if any(violation.subject in _SIZE_LIMITS for violation in quota.violations):
+                return True
+    return False
 
 
 def code_for_http(http: int) -> int:
@@ -82,7 +122,7 @@ def too_large(limit: int, actual: int | None) -> HttpApiError:
     error = LimitExceededError(
         f"request body over http.max_body_bytes ({limit} bytes): {seen}", limit=limit, actual=actual or limit + 1
     )
-    return HttpApiError(status_for(error), 413)
+    return HttpApiError(status_for(error), TOO_LARGE)
 
 
 def unsupported_media_type(content_type: str, accepted: str) -> HttpApiError:
