@@ -112,6 +112,28 @@ def test_an_expression_subtracts_its_negated_terms_and_explains_each_term(stub: 
     assert set(ids(either.matches[:2])) == {"cat", "rocket"}
 
 
+def test_a_word_naming_a_stored_concept_ranks_its_items_first_where_the_sdr_alone_does_not(
+    stub: pb_grpc.Image2SdrStub,
+) -> None:
+    # The rocket photo's concepts include "paraphernalia" (confidence ~0.07) and the camera
+    # photo's "binoculars" (~0.01): neither SDR is dominated by them, so by overlap alone
+    # (an expression still ranks that way) another photo comes first.
+    for word, owner in (("paraphernalia", "rocket"), ("binoculars", "camera")):
+        assert word in {c.name for c in stub.GetItem(pb.GetItemRequest(id=owner), timeout=TIMEOUT).concepts}
+        by_overlap = ids(similar(stub, expression=pb.ConceptExpression(all=[word]), k=5).matches)
+        assert by_overlap[0] != owner
+        answer = similar(stub, text=word, k=5)
+        assert ids(answer.matches)[0] == owner
+        assert sorted(ids(answer.matches)) == sorted(by_overlap)  # the same items, only ranked anew
+        assert answer.matches[0].explanation[0].term == word  # still explained by its terms
+    # A WordNet synonym of the stored name finds it too ("field glasses" is "binoculars").
+    assert ids(similar(stub, text="field glasses", k=5).matches)[0] == "camera"
+    # The caller's filter and k still hold: the concept's owner is not let in past them.
+    studio = pb.Filter(metadata=[pb.MetadataCondition(key="source", values=["studio", "upload"])])
+    assert "rocket" not in ids(similar(stub, text="paraphernalia", k=5, filter=studio).matches)
+    assert ids(similar(stub, text="binoculars", k=1).matches) == ["camera"]
+
+
 # -- filters ---------------------------------------------------------------------
 
 
