@@ -173,9 +173,18 @@ def report_words(stub: pb_grpc.Image2SdrStub, label: str, queries: dict[str, set
     print(f"  {'before: SDR overlap alone':<34} {before[0]:>9.2f} {before[1]:>6.2f}")
     print(f"  {'after: text (stored concepts too)':<34} {after[0]:>9.2f} {after[1]:>6.2f}")
     misses = [f"{word} ({before[2][word]} -> {rank})" for word, rank in after[2].items() if not 0 < rank <= K]
-    moved = [f"{word} ({before[2][word]} -> {rank})" for word, rank in after[2].items() if rank != before[2][word]]
-    print(f"  ranks that moved (before -> after, 0: past {DEEP_K}): {', '.join(moved[:30]) or 'none'}")
+    up, down = _moved(before[2], after[2])
+    print(f"  ranks that rose (before -> after, 0: past {DEEP_K}): {', '.join(up) or 'none'}")
+    print(f"  ranks that fell: {', '.join(down) or 'none'}")
     print(f"  still missed after: {', '.join(misses) or 'none'}")
+
+
+def _moved(before: dict[str, int], after: dict[str, int]) -> tuple[list[str], list[str]]:
+    """The words whose rank rose and those whose rank fell (0, not found, is the worst rank)."""
+    worst = DEEP_K + 1
+    up = [f"{w} ({before[w]} -> {r})" for w, r in after.items() if (r or worst) < (before[w] or worst)]
+    down = [f"{w} ({before[w]} -> {r})" for w, r in after.items() if (r or worst) > (before[w] or worst)]
+    return up, down
 
 
 def main() -> None:
