@@ -132,6 +132,11 @@ def test_a_word_naming_a_stored_concept_ranks_its_items_first_where_the_sdr_alon
     studio = pb.Filter(metadata=[pb.MetadataCondition(key="source", values=["studio", "upload"])])
     assert "rocket" not in ids(similar(stub, text="paraphernalia", k=5, filter=studio).matches)
     assert ids(similar(stub, text="binoculars", k=1).matches) == ["camera"]
+    # And min_overlap: above the owner's overlap, what is left ranks as overlap alone ranks it.
+    first = similar(stub, text="paraphernalia", k=5).matches[0]
+    above = ids(similar(stub, text="paraphernalia", k=5, min_overlap=first.overlap + 1).matches)
+    by_overlap = ids(similar(stub, expression=pb.ConceptExpression(all=["paraphernalia"]), k=5).matches)
+    assert above and "rocket" not in above and above == by_overlap[: len(above)]
 
 
 # -- filters ---------------------------------------------------------------------
