@@ -17,7 +17,9 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 from PIL import Image
 
-from image2sdr.server.serve import Server
+from image2sdr.server.config import Config, HttpConfig, IndexConfig, ServiceConfig
+from image2sdr.server.encoder import Encoder
+from image2sdr.server.serve import Server, create_server
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 from tests.helpers.images import half_size, mirrored
@@ -137,6 +139,34 @@ def test_a_word_naming_a_stored_concept_ranks_its_items_first_where_the_sdr_alon
     above = ids(similar(stub, text="paraphernalia", k=5, min_overlap=first.overlap + 1).matches)
     by_overlap = ids(similar(stub, expression=pb.ConceptExpression(all=["paraphernalia"]), k=5).matches)
     assert above and "rocket" not in above and above == by_overlap[: len(above)]
+
+
+def test_a_filter_already_full_leaves_a_text_query_ranked_by_overlap_not_refused(
+    tmp_path: Path, models_dir: Path, shared_encoder: Encoder
+) -> None:
+    # One condition allowed: the caller's takes it, and the stored-concept condition a text
+    # query would add must not turn a valid request into INVALID_ARGUMENT.
+    config = Config(
+        data_dir=tmp_path,
+        models_dir=models_dir,
+        index=IndexConfig(max_filter_conditions=1),
+        service=ServiceConfig(port=0, shutdown_grace_s=0.5),
+        http=HttpConfig(enabled=False),
+    )
+    server = create_server(config, encoder=shared_encoder)
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = pb_grpc.Image2SdrStub(channel)
+            for item_id, name in (("astronaut", "astronaut"), ("rocket", "rocket")):
+                target = pb.AddToIndex(id=item_id, metadata={"slot": item_id})
+                assert stub.Encode(pb.EncodeRequest(image=photo(name), add_to_index=target), timeout=TIMEOUT).indexed
+            both = pb.Filter(metadata=[pb.MetadataCondition(key="slot", values=["astronaut", "rocket"])])
+            by_overlap = ids(similar(stub, expression=pb.ConceptExpression(all=["paraphernalia"]), filter=both).matches)
+            assert by_overlap[0] == "astronaut"  # the rocket's stored "paraphernalia" cannot lift it here
+            assert ids(similar(stub, text="paraphernalia", filter=both).matches) == by_overlap
+            assert ids(similar(stub, text="paraphernalia").matches)[0] == "rocket"  # without a filter it can
+    finally:
+        server.stop()
 
 
 # -- filters ---------------------------------------------------------------------
