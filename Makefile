@@ -6,7 +6,7 @@ MVENV := .venv-milvus
 PY := $(VENV)/bin/python
 MODELS := models
 
-.PHONY: setup models milvus-server chromium toolchains clients serve test test-fast bench bench-quality bench-visual bench-index bench-service bench-hostile bench-dupes bench-filters bench-concepts bench-explain bench-map lint clean proto proto-check stubs node-client example-htm conformance
+.PHONY: setup models milvus-server chromium toolchains clients serve test test-fast bench bench-quality bench-visual bench-index bench-service bench-hostile bench-dupes bench-filters bench-concepts bench-explain bench-map bench-meaning lint clean proto proto-check stubs node-client example-htm conformance
 
 ## setup: the serving virtualenv (no torch in it)
 setup: $(VENV)/.installed
@@ -90,6 +90,12 @@ bench-concepts: setup models
 ## with the strategy each chose and the crossovers behind it; N=50000 for a quick look
 bench-filters: setup
 	$(PY) benchmarks/bench_filters.py $(if $(N),--n $(N))
+
+## bench-meaning: 228 labelled real photos (tuxpaint-stamps-default, fetched on first use) through a real server:
+## neighbours' same-kind precision@10 beside the pooled feature's, class-name and synonym text queries' recall@10 and MRR
+## by SDR overlap alone (before) and with stored concept names (after)
+bench-meaning: setup models
+	$(PY) benchmarks/bench_meaning.py
 
 ## bench-explain: Explain's time per explanation at the default patch and stride (scikit-image photos), and the
 ## score's fall with the hottest square hidden against a random square of the same size

@@ -3,7 +3,9 @@
 - scikit-image's sample photos (in its wheel; colour and greyscale),
 - Debian ``darknet``'s sample photos (dog, eagle, giraffe, horses, kite, person, scream),
 - Debian ``mate-backgrounds``' nature photographs,
-- Debian ``openclipart-png``'s drawings (8,000+; distractors).
+- Debian ``openclipart-png``'s drawings (8,000+; distractors),
+- Debian ``tuxpaint-stamps-default``'s photos (animals, fruit, vegetables, flowers, vehicles, cut out on a
+  transparent background), labelled by kind in ``labelled_photos.json`` (``labelled_photos``).
 
 The Debian packages are fetched with ``apt-get download`` (no root needed) and
 unpacked with ``dpkg -x`` into a cache directory (env IMAGE2SDR_BENCH_CACHE,
@@ -14,8 +16,10 @@ run sees the same images in the same order on every machine.
 from __future__ import annotations
 
 import io
+import json
 import os
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,10 +28,13 @@ from skimage import data as skdata
 
 __all__ = [
     "ALTERATIONS",
+    "LABELS_FILE",
+    "LabelledPhoto",
     "alter",
     "cache_dir",
     "clipart",
     "debian_files",
+    "labelled_photos",
     "photos",
     "skimage_photos",
 ]
@@ -95,6 +102,38 @@ def photos() -> dict[str, bytes]:
     for path in debian_files("mate-backgrounds", "usr/share/backgrounds/mate/nature/*.jpg"):
         found[f"mate/{path.stem}"] = path.read_bytes()
     return found
+
+
+LABELS_FILE = Path(__file__).with_name("labelled_photos.json")
+
+
+@dataclass(frozen=True)
+class LabelledPhoto:
+    name: str  # package/path stem, unique
+    kind: str  # coarse: "bird", "fruit", "flower", ...; "other" for kinds too small to score
+    imagenet: str | None  # the ImageNet-1k class name when one fits (as the hierarchy names it)
+    image: bytes  # a JPEG, the cut-out flattened on white
+
+
+def labelled_photos() -> list[LabelledPhoto]:
+    """The labelled photos of ``labelled_photos.json``, their packages fetched on first use, in the file's order."""
+    doc = json.loads(LABELS_FILE.read_text(encoding="utf-8"))
+    found: list[LabelledPhoto] = []
+    for entry in doc["photos"]:
+        debian_files(entry["package"], "usr/share")  # unpacked once
+        path = cache_dir() / entry["package"] / entry["path"].lstrip("/")
+        name = f"{entry['package']}/{Path(entry['path']).parent.name}/{Path(entry['path']).stem}"
+        found.append(LabelledPhoto(name, entry["kind"], entry["imagenet"], _flattened(path.read_bytes())))
+    return found
+
+
+def _flattened(data: bytes) -> bytes:
+    """A cut-out photo on white, as a JPEG: what a catalog would store, without a transparent background."""
+    with Image.open(io.BytesIO(data)) as image:
+        rgba = image.convert("RGBA")
+    backdrop = Image.new("RGBA", rgba.size, "white")
+    backdrop.alpha_composite(rgba)
+    return _jpeg(np.asarray(backdrop.convert("RGB")))
 
 
 MAX_PIXELS = 50_000_000  # the service's default image.max_pixels

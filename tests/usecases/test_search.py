@@ -17,7 +17,9 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 from PIL import Image
 
-from image2sdr.server.serve import Server
+from image2sdr.server.config import Config, HttpConfig, IndexConfig, ServiceConfig
+from image2sdr.server.encoder import Encoder
+from image2sdr.server.serve import Server, create_server
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 from tests.helpers.images import half_size, mirrored
@@ -110,6 +112,61 @@ def test_an_expression_subtracts_its_negated_terms_and_explains_each_term(stub: 
     assert overlaps == sorted(overlaps, reverse=True)  # most shared first
     either = similar(stub, expression=pb.ConceptExpression(any=["cat", "rocket"]), k=5)
     assert set(ids(either.matches[:2])) == {"cat", "rocket"}
+
+
+def test_a_word_naming_a_stored_concept_ranks_its_items_first_where_the_sdr_alone_does_not(
+    stub: pb_grpc.Image2SdrStub,
+) -> None:
+    # The rocket photo's concepts include "paraphernalia" (confidence ~0.07) and the camera
+    # photo's "binoculars" (~0.01): neither SDR is dominated by them, so by overlap alone
+    # (an expression still ranks that way) another photo comes first.
+    for word, owner in (("paraphernalia", "rocket"), ("binoculars", "camera")):
+        assert word in {c.name for c in stub.GetItem(pb.GetItemRequest(id=owner), timeout=TIMEOUT).concepts}
+        by_overlap = ids(similar(stub, expression=pb.ConceptExpression(all=[word]), k=5).matches)
+        assert by_overlap[0] != owner
+        answer = similar(stub, text=word, k=5)
+        assert ids(answer.matches)[0] == owner
+        assert sorted(ids(answer.matches)) == sorted(by_overlap)  # the same items, only ranked anew
+        assert answer.matches[0].explanation[0].term == word  # still explained by its terms
+    # A WordNet synonym of the stored name finds it too ("field glasses" is "binoculars").
+    assert ids(similar(stub, text="field glasses", k=5).matches)[0] == "camera"
+    # The caller's filter and k still hold: the concept's owner is not let in past them.
+    studio = pb.Filter(metadata=[pb.MetadataCondition(key="source", values=["studio", "upload"])])
+    assert "rocket" not in ids(similar(stub, text="paraphernalia", k=5, filter=studio).matches)
+    assert ids(similar(stub, text="binoculars", k=1).matches) == ["camera"]
+    # And min_overlap: above the owner's overlap, what is left ranks as overlap alone ranks it.
+    first = similar(stub, text="paraphernalia", k=5).matches[0]
+    above = ids(similar(stub, text="paraphernalia", k=5, min_overlap=first.overlap + 1).matches)
+    by_overlap = ids(similar(stub, expression=pb.ConceptExpression(all=["paraphernalia"]), k=5).matches)
+    assert above and "rocket" not in above and above == by_overlap[: len(above)]
+
+
+def test_a_filter_already_full_leaves_a_text_query_ranked_by_overlap_not_refused(
+    tmp_path: Path, models_dir: Path, shared_encoder: Encoder
+) -> None:
+    # One condition allowed: the caller's takes it, and the stored-concept condition a text
+    # query would add must not turn a valid request into INVALID_ARGUMENT.
+    config = Config(
+        data_dir=tmp_path,
+        models_dir=models_dir,
+        index=IndexConfig(max_filter_conditions=1),
+        service=ServiceConfig(port=0, shutdown_grace_s=0.5),
+        http=HttpConfig(enabled=False),
+    )
+    server = create_server(config, encoder=shared_encoder)
+    try:
+        with grpc.insecure_channel(server.address) as channel:
+            stub = pb_grpc.Image2SdrStub(channel)
+            for item_id, name in (("astronaut", "astronaut"), ("rocket", "rocket")):
+                target = pb.AddToIndex(id=item_id, metadata={"slot": item_id})
+                assert stub.Encode(pb.EncodeRequest(image=photo(name), add_to_index=target), timeout=TIMEOUT).indexed
+            both = pb.Filter(metadata=[pb.MetadataCondition(key="slot", values=["astronaut", "rocket"])])
+            by_overlap = ids(similar(stub, expression=pb.ConceptExpression(all=["paraphernalia"]), filter=both).matches)
+            assert by_overlap[0] == "astronaut"  # the rocket's stored "paraphernalia" cannot lift it here
+            assert ids(similar(stub, text="paraphernalia", filter=both).matches) == by_overlap
+            assert ids(similar(stub, text="paraphernalia").matches)[0] == "rocket"  # without a filter it can
+    finally:
+        server.stop()
 
 
 # -- filters ---------------------------------------------------------------------

@@ -11,10 +11,11 @@ start-up stays fast; its size is known without building it (``len``), so Info is
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -24,17 +25,50 @@ from .errors import InvalidInputError
 from .sdr import Sdr
 from .terms.base import TermSource, normalize_term
 
-__all__ = ["Vocabulary", "default_terms", "read_terms"]
+__all__ = ["SYNONYMS_FILE", "Vocabulary", "concept_names", "default_terms", "read_terms", "synonym_names"]
 
 logger = logging.getLogger(__name__)
 
 _BATCH = 256  # terms per provider call while building
+# WordNet 3.0's lemmas of each synset the hierarchy names (made by server/tools/wordnet_synonyms.py).
+SYNONYMS_FILE = Path(__file__).with_name("wordnet_synonyms.json")
 
 
 def default_terms(models_dir: Path) -> list[str]:
     """Every synset name in the exported ImageNet hierarchy, sorted."""
     doc = json.loads((models_dir / "imagenet_hierarchy.json").read_text(encoding="utf-8"))
     return sorted({synset["name"].lower() for synset in doc["synsets"].values()})
+
+
+def concept_names(term: str, synonyms: Mapping[str, tuple[str, ...]]) -> tuple[str, ...]:
+    """The stored concept names a (normalised) query term names: itself, then the concepts it is a synonym of.
+
+    "basset hound" names "basset" (the hierarchy's name for that synset); a name
+    given exactly (a custom concept merged into items, a Clarifai concept) names itself.
+    """
+    return tuple(dict.fromkeys((term, *synonyms.get(term, ()))))
+
+
+@functools.cache
+def synonym_names(models_dir: Path) -> Mapping[str, tuple[str, ...]]:
+    """Each WordNet lemma of a synset in the hierarchy -> the concept names (as the roll-up stores them) it is one of.
+
+    Read once per models directory (the hierarchy is ~360 kB).  Without the
+    exported hierarchy (a service whose concepts come from elsewhere) there is
+    nothing to map, and query terms name only themselves.
+    """
+    path = models_dir / "imagenet_hierarchy.json"
+    if not path.is_file():
+        return {}
+    synsets = json.loads(path.read_text(encoding="utf-8"))["synsets"]
+    lemmas = json.loads(SYNONYMS_FILE.read_text(encoding="utf-8"))["synonyms"]
+    found: dict[str, dict[str, None]] = {}
+    for key, synset in synsets.items():
+        name = synset["name"].lower()
+        for lemma in lemmas.get(key, ()):
+            if lemma != name:
+                found.setdefault(lemma, {})[name] = None
+    return {lemma: tuple(sorted(names)) for lemma, names in found.items()}
 
 
 def read_terms(path: Path) -> list[str]:
