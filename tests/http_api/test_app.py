@@ -276,7 +276,7 @@ def test_bad_query_parameters_and_unknown_routes_answer_a_status(http: httpx.Cli
     )
 
 
-def test_the_token_guards_all_but_health_and_the_page(
+def test_the_token_guards_all_but_health_the_page_and_the_docs(
     server: Server, models_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(TOKEN_ENV, "s3cret-token")  # read when the app is made, as on the gRPC side
@@ -286,7 +286,8 @@ def test_the_token_guards_all_but_health_and_the_page(
             response = client.get("/v1/info", headers=headers)
             status_of(response, 401, grpc.StatusCode.UNAUTHENTICATED)
             assert "s3cret" not in response.text
-        status_of(client.get("/openapi.json"), 401, grpc.StatusCode.UNAUTHENTICATED)
+        assert "/v1/encode" in ok(client.get("/openapi.json"))["paths"]  # the docs describe the public proto
+        assert client.get("/docs").status_code == client.get("/redoc").status_code == 200
         assert ok(client.get("/v1/info", headers={"Authorization": "Bearer s3cret-token"}))["serverVersion"]
         assert ok(client.get("/v1/info", headers={"Authorization": "bearer s3cret-token"}))["serverVersion"]
         assert ok(client.get("/healthz")) == {"status": "SERVING"}

@@ -16,7 +16,9 @@ from .errors import status_response
 __all__ = ["BearerTokenMiddleware", "Metrics", "ObservedMiddleware", "RequestCap"]
 
 _UNAUTHENTICATED = "missing or invalid bearer token (header 'Authorization: Bearer ...')"
-_OPEN_PATHS = frozenset({"/healthz", "/"})  # and /static/...: probes and the page need no secret
+# And /static/...: probes, the page and the API docs need no secret (the docs describe the public
+# proto; a browser opening /docs cannot send a bearer token for the description it loads).
+_OPEN_PATHS = frozenset({"/healthz", "/", "/docs", "/redoc", "/openapi.json"})
 
 
 class Metrics(Protocol):
