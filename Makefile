@@ -72,9 +72,10 @@ bench-index: setup $(if $(filter milvus,$(BACKEND)),milvus-server)
 bench-service: setup models
 	$(PY) benchmarks/bench_service.py
 
-## bench-hostile: memory and time a hostile image costs a real server (thin images, damaged files)
+## bench-hostile: what hostile requests cost a real server and another client meanwhile (images, memory, work, slots, web;
+##   SECTIONS=memory,cost picks some)
 bench-hostile: setup models
-	$(PY) benchmarks/bench_hostile.py
+	$(PY) benchmarks/bench_hostile.py $(if $(SECTIONS),--only $(SECTIONS))
 
 ## bench-dupes: altered copies of real photos found again through a real server (semantic, visual, pHash, dense,
 ## FindDuplicates), false duplicates, the threshold sweep; fetches the photo packages on first use (apt-get download)
