@@ -39,6 +39,7 @@ from .base import Concept, ConceptResult
 
 __all__ = [
     "CLASSIFIER_FILE",
+    "CLASSIFIER_FILES",
     "FEATURES_OUTPUT",
     "HIERARCHY_FILE",
     "ROLLUP_VERSION",
@@ -52,6 +53,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 CLASSIFIER_FILE = "efficientnet_lite0.onnx"
+# The classifier's file per concepts.local.precision (`make models` writes both).
+CLASSIFIER_FILES = {"fp32": CLASSIFIER_FILE, "int8": "efficientnet_lite0_int8.onnx"}
 HIERARCHY_FILE = "imagenet_hierarchy.json"
 PROBABILITIES_OUTPUT = "probabilities"
 FEATURES_OUTPUT = "features"  # the pooled feature; exports before version 2 lack it
@@ -172,6 +175,8 @@ class PreparedImage(DecodedImage):
     """
 
     pixels: npt.NDArray[np.float32]  # [3, 224, 224], as ``preprocess`` makes it
+
+
 _Inferred = tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | Exception  # (probabilities, features)
 
 
@@ -181,7 +186,8 @@ class LocalConceptSource:
     name = "local"
 
     def __init__(self, models_dir: Path, config: LocalConceptsConfig) -> None:
-        model_path = models_dir / CLASSIFIER_FILE
+        model_file = CLASSIFIER_FILES[config.precision]
+        model_path = models_dir / model_file
         hierarchy_path = models_dir / HIERARCHY_FILE
         for path in (model_path, hierarchy_path):
             if not path.is_file():
@@ -190,11 +196,15 @@ class LocalConceptSource:
         self.feature_dimensions = _feature_dimensions(self._session, model_path)
         self._rollup = WordNetRollup.load(hierarchy_path, config.excluded)
         self._batch = config.batch_size
-        self.model = "efficientnet-lite0 (ImageNet-1k) + WordNet 3.0 roll-up"
-        # Changes whenever the exported classifier or the hierarchy does (reported by Info).
-        classifier, hierarchy = (file_fingerprint(models_dir, name) for name in (CLASSIFIER_FILE, HIERARCHY_FILE))
-        self.version = f"onnx={classifier},hierarchy={hierarchy},rollup={ROLLUP_VERSION}"
-        self.feature_version = f"onnx={classifier}"  # the pooled feature depends on the classifier alone
+        self.precision = config.precision
+        self.model = f"efficientnet-lite0 (ImageNet-1k, {config.precision}) + WordNet 3.0 roll-up"
+        # Changes whenever the exported classifier, its precision or the hierarchy does (reported by
+        # Info, and in every cache key that holds concepts or visual SDRs).
+        classifier, hierarchy = (file_fingerprint(models_dir, name) for name in (model_file, HIERARCHY_FILE))
+        # fp32 reads as it always has, so that its caches and stored versions still match.
+        onnx = f"onnx={classifier}" if config.precision == "fp32" else f"onnx={classifier},{config.precision}"
+        self.version = f"{onnx},hierarchy={hierarchy},rollup={ROLLUP_VERSION}"
+        self.feature_version = onnx  # the pooled feature depends on the classifier alone
 
     @property
     def input_side(self) -> int:
