@@ -25,7 +25,7 @@ $(MVENV)/.installed:
 
 ## models: export the embedded models to ONNX once, in a separate venv with torch
 models: $(MODELS)/manifest.json
-$(MODELS)/manifest.json: server/tools/export_models.py requirements-export.txt
+$(MODELS)/manifest.json: server/tools/export_models.py server/tools/quantize_classifier.py requirements-export.txt
 	$(PYTHON) -m venv $(XVENV)
 	$(XVENV)/bin/python -m pip install -q -r requirements-export.txt
 	$(XVENV)/bin/python -W ignore server/tools/export_models.py $(MODELS)

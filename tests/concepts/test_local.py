@@ -13,6 +13,7 @@ from onnx import TensorProto, helper
 from image2sdr.server.concepts.base import ConceptSource
 from image2sdr.server.concepts.local import (
     CLASSIFIER_FILE,
+    CLASSIFIER_FILES,
     HIERARCHY_FILE,
     ROLLUP_VERSION,
     LocalConceptSource,
@@ -159,9 +160,40 @@ def test_a_photo_keeps_every_synonym_and_what_it_shows(source: LocalConceptSourc
     assert source.version.endswith(f",rollup={ROLLUP_VERSION}")  # the same image may now get other concepts
 
 
-def test_missing_models_say_how_to_fix(tmp_path: Path) -> None:
+def test_missing_models_say_how_to_fix(tmp_path: Path, models_dir: Path) -> None:
     with pytest.raises(ModelsMissingError, match="make models"):
         LocalConceptSource(tmp_path, LocalConceptsConfig())
+    # Models exported before the int8 classifier: fp32 still loads, int8 says how to get it.
+    for name in (CLASSIFIER_FILE, HIERARCHY_FILE):
+        (tmp_path / name).symlink_to(models_dir / name)
+    LocalConceptSource(tmp_path, LocalConceptsConfig())
+    with pytest.raises(ModelsMissingError, match=f"{CLASSIFIER_FILES['int8']} is missing: run `make models`"):
+        LocalConceptSource(tmp_path, LocalConceptsConfig(precision="int8"))
+
+
+def test_int8_classifier_sees_the_cat_and_has_its_own_version(
+    source: LocalConceptSource, models_dir: Path, photos: dict[str, bytes]
+) -> None:
+    int8 = LocalConceptSource(models_dir, LocalConceptsConfig(precision="int8"))
+    found = names_for(int8, photos["chelsea"])
+    assert found["cat"] > 0.5 and found["animal"] >= found["cat"]
+    # Its SDRs differ from fp32's, so nothing cached or stored under one version is read as the other.
+    assert ",int8," in int8.version and int8.version != source.version
+    assert int8.feature_version.endswith(",int8") and int8.feature_version != source.feature_version
+    assert "int8" in int8.model and "fp32" in source.model
+
+
+def test_an_image_prepared_while_decoding_gives_what_the_image_gives(
+    source: LocalConceptSource, photos: dict[str, bytes]
+) -> None:
+    decoded = [decode_image(photo, Config().image, source.input_side) for photo in photos.values()]
+    prepared = [source.prepare(image) for image in decoded]
+    for made, image in zip(prepared, decoded, strict=True):
+        assert np.array_equal(made.pixels, preprocess(image.image)) and made.image is image.image
+    assert source.prepare(prepared[0]) is prepared[0]
+    for a, b in zip(source.observe(decoded, 10, 0.0), source.observe(prepared, 10, 0.0), strict=True):
+        assert not isinstance(a, Exception) and not isinstance(b, Exception)
+        assert a.concepts == b.concepts and np.array_equal(a.features, b.features)
 
 
 def test_observe_gives_concepts_and_the_pooled_feature_from_one_inference(

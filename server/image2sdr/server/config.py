@@ -111,6 +111,9 @@ class ImageConfig(_Section):
 class LocalConceptsConfig(_Section):
     batch_size: int = Field(16, ge=1, le=256)  # images per onnxruntime call
     threads: int = Field(0, ge=0)  # onnxruntime intra-op threads; 0 = one per core
+    # The classifier's arithmetic: fp32 (as trained) or int8 (quantized by `make models`: faster,
+    # and its concepts and visual SDRs differ a little; part of the version, so of every cache key).
+    precision: Literal["fp32", "int8"] = "fp32"
     # WordNet synsets too abstract (or too technical) to describe a picture.
     excluded: tuple[str, ...] = (
         "entity.n.01",

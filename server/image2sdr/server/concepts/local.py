@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 from PIL import Image
+from scipy import sparse
 
 from ..config import LocalConceptsConfig
 from ..errors import ModelsMissingError
@@ -38,18 +39,22 @@ from .base import Concept, ConceptResult
 
 __all__ = [
     "CLASSIFIER_FILE",
+    "CLASSIFIER_FILES",
     "FEATURES_OUTPUT",
     "HIERARCHY_FILE",
     "ROLLUP_VERSION",
     "LocalConceptSource",
     "Observation",
     "ObservationResult",
+    "PreparedImage",
     "WordNetRollup",
 ]
 
 logger = logging.getLogger(__name__)
 
 CLASSIFIER_FILE = "efficientnet_lite0.onnx"
+# The classifier's file per concepts.local.precision (`make models` writes both).
+CLASSIFIER_FILES = {"fp32": CLASSIFIER_FILE, "int8": "efficientnet_lite0_int8.onnx"}
 HIERARCHY_FILE = "imagenet_hierarchy.json"
 PROBABILITIES_OUTPUT = "probabilities"
 FEATURES_OUTPUT = "features"  # the pooled feature; exports before version 2 lack it
@@ -85,6 +90,10 @@ class WordNetRollup:
     names: tuple[str, ...]  # display name per synset column ("cat", "coffee mug")
     # Per synset column, the concept it names: columns over the same set of classes share one.
     concept_of: npt.NDArray[np.intp]
+    # ``matrix`` transposed and sparse (about 10 synsets above a class): a dense product went
+    # through OpenBLAS, whose threads fought onnxruntime's for the cores; this one sums in a
+    # fixed order on the calling thread, in float64.
+    beneath: sparse.csr_array
 
     @classmethod
     def load(cls, path: Path, excluded: Sequence[str]) -> WordNetRollup:
@@ -99,7 +108,8 @@ class WordNetRollup:
                     matrix[entry["index"], column[key]] = 1.0
         names = tuple(doc["synsets"][key]["name"].lower() for key in keep)
         _, concept_of = np.unique(matrix.T, axis=0, return_inverse=True)
-        return cls(matrix=matrix, names=names, concept_of=concept_of.reshape(-1))
+        beneath = sparse.csr_array(matrix.T.astype(np.float64))
+        return cls(matrix=matrix, names=names, concept_of=concept_of.reshape(-1), beneath=beneath)
 
     def concepts(self, probabilities: npt.NDArray[np.float32], top: int, floor: float) -> list[Concept]:
         """The names of the ``top`` concepts with the most mass (at least ``floor``): mass desc, then name.
@@ -112,7 +122,7 @@ class WordNetRollup:
         concept share theirs (see the class docstring).  Only ``top`` can part concepts
         of equal mass, and then by name.
         """
-        mass = np.round((probabilities @ self.matrix).astype(np.float64), CONFIDENCE_DECIMALS)
+        mass = np.round(self.beneath @ probabilities.astype(np.float64), CONFIDENCE_DECIMALS)
         best: dict[str, float] = {}
         places: set[int] = set()
         for score, columns in _levels(mass, floor):
@@ -153,6 +163,20 @@ class Observation:
 
 
 ObservationResult = Observation | Exception
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreparedImage(DecodedImage):
+    """A decoded image with the classifier's input already made from it (``LocalConceptSource.prepare``).
+
+    The encoder prepares images on its decode threads, beside the decoding, so the
+    resize and scaling run on both cores instead of on the thread that runs the
+    classifier; anything that reads a ``DecodedImage`` still reads this one.
+    """
+
+    pixels: npt.NDArray[np.float32]  # [3, 224, 224], as ``preprocess`` makes it
+
+
 _Inferred = tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]] | Exception  # (probabilities, features)
 
 
@@ -162,7 +186,8 @@ class LocalConceptSource:
     name = "local"
 
     def __init__(self, models_dir: Path, config: LocalConceptsConfig) -> None:
-        model_path = models_dir / CLASSIFIER_FILE
+        model_file = CLASSIFIER_FILES[config.precision]
+        model_path = models_dir / model_file
         hierarchy_path = models_dir / HIERARCHY_FILE
         for path in (model_path, hierarchy_path):
             if not path.is_file():
@@ -171,11 +196,15 @@ class LocalConceptSource:
         self.feature_dimensions = _feature_dimensions(self._session, model_path)
         self._rollup = WordNetRollup.load(hierarchy_path, config.excluded)
         self._batch = config.batch_size
-        self.model = "efficientnet-lite0 (ImageNet-1k) + WordNet 3.0 roll-up"
-        # Changes whenever the exported classifier or the hierarchy does (reported by Info).
-        classifier, hierarchy = (file_fingerprint(models_dir, name) for name in (CLASSIFIER_FILE, HIERARCHY_FILE))
-        self.version = f"onnx={classifier},hierarchy={hierarchy},rollup={ROLLUP_VERSION}"
-        self.feature_version = f"onnx={classifier}"  # the pooled feature depends on the classifier alone
+        self.precision = config.precision
+        self.model = f"efficientnet-lite0 (ImageNet-1k, {config.precision}) + WordNet 3.0 roll-up"
+        # Changes whenever the exported classifier, its precision or the hierarchy does (reported by
+        # Info, and in every cache key that holds concepts or visual SDRs).
+        classifier, hierarchy = (file_fingerprint(models_dir, name) for name in (model_file, HIERARCHY_FILE))
+        # fp32 reads as it always has, so that its caches and stored versions still match.
+        onnx = f"onnx={classifier}" if config.precision == "fp32" else f"onnx={classifier},{config.precision}"
+        self.version = f"{onnx},hierarchy={hierarchy},rollup={ROLLUP_VERSION}"
+        self.feature_version = onnx  # the pooled feature depends on the classifier alone
 
     @property
     def input_side(self) -> int:
@@ -184,6 +213,13 @@ class LocalConceptSource:
     @property
     def max_batch(self) -> int:
         return self._batch
+
+    def prepare(self, image: DecodedImage) -> PreparedImage:
+        """``image`` with the classifier's input made from it, so that inference need not make it."""
+        if isinstance(image, PreparedImage):
+            return image
+        kept = {field.name: getattr(image, field.name) for field in fields(image)}
+        return PreparedImage(**kept, pixels=preprocess(image.image))
 
     def concepts(self, images: Sequence[DecodedImage], max_concepts: int, min_confidence: float) -> list[ConceptResult]:
         return [
@@ -222,7 +258,8 @@ class LocalConceptSource:
         prepared: list[tuple[int, npt.NDArray[np.float32]]] = []
         for slot, image in enumerate(images):
             try:
-                prepared.append((slot, preprocess(image.image)))
+                pixels = image.pixels if isinstance(image, PreparedImage) else preprocess(image.image)
+                prepared.append((slot, pixels))
                 results.append(None)
             except Exception as exc:
                 results.append(exc)
@@ -284,4 +321,7 @@ def _session(path: Path, threads: int) -> ort.InferenceSession:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # onnxruntime's idle workers spin for a while after each run, waiting for the next: here
+    # the next work is the decode threads', and a spinning worker only takes their core.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])

@@ -1,13 +1,16 @@
-"""An image's first stage, on the decode threads: pixels, fingerprint and (when stored) thumbnail.
+"""An image's first stage, on the decode threads: pixels, classifier input, fingerprint and thumbnail.
 
-The fingerprint and the thumbnail are made here while the decoded image is at
-hand; an image that fails any of it fails alone (MemoryError included), and the
-batch goes on.
+The classifier's input (resized, cropped, scaled: ``LocalConceptSource.prepare``),
+the fingerprint and the thumbnail (when the image is stored) are made here while
+the decoded image is at hand, on as many threads as ``image.decode_threads``,
+rather than on the one thread that then runs the classifier; an image that fails
+any of it fails alone (MemoryError included), and the batch goes on.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..config import Config
@@ -16,7 +19,10 @@ from ..imaging import DecodedImage, decode_image
 from ..thumbnails import make_thumbnail
 from .values import EncodeOptions
 
-__all__ = ["Decoded", "timed_decode", "wants_thumbnail"]
+__all__ = ["Decoded", "Prepare", "timed_decode", "wants_thumbnail"]
+
+# What the classifier makes of a decoded image before inference (None: it has nothing to make).
+Prepare = Callable[[DecodedImage], DecodedImage]
 
 
 @dataclass(frozen=True)
@@ -28,11 +34,13 @@ class Decoded:
     thumbnail: bytes | None = None
 
 
-def timed_decode(data: bytes, config: Config, side: int | None, thumbnail: bool) -> Decoded:
-    # The fingerprint and thumbnail are made here, on the decode threads, while the image is at hand.
+def timed_decode(data: bytes, config: Config, side: int | None, thumbnail: bool, prepare: Prepare | None) -> Decoded:
+    # The classifier's input, fingerprint and thumbnail are made here, on the decode threads.
     started = time.perf_counter()
     try:
         image = decode_image(data, config.image, side)
+        if prepare is not None:
+            image = prepare(image)
     except Exception as exc:  # MemoryError included: this image fails, the batch goes on
         return Decoded(exc, (time.perf_counter() - started) * 1000)
     decoded = time.perf_counter()

@@ -40,7 +40,7 @@ class ConceptUse:
 class StageTimings:
     """Milliseconds per stage; batch-wide stages are shared out evenly per image."""
 
-    decode_ms: float = 0.0
+    decode_ms: float = 0.0  # with the classifier's input made from the pixels (on the decode threads)
     concepts_ms: float = 0.0
     terms_ms: float = 0.0
     merge_ms: float = 0.0
