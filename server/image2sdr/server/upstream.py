@@ -36,7 +36,16 @@ from typing import TypeVar
 
 from .errors import ConfigError, UpstreamError
 
-__all__ = ["RateLimiter", "RetryPolicy", "Retryable", "Secret", "call_with_retries", "caller_deadline", "read_key"]
+__all__ = [
+    "RateLimiter",
+    "RetryPolicy",
+    "Retryable",
+    "Secret",
+    "call_with_retries",
+    "caller_deadline",
+    "caller_deadline_at",
+    "read_key",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +147,7 @@ def caller_deadline(remaining_s: float | None, *, clock: Callable[[], float] = t
         _caller_deadline.reset(token)
 
 
-def _deadline(total_s: float, now: float) -> float:
+def caller_deadline_at(total_s: float, now: float) -> float:
     """When a call starting at ``now`` must be over: its budget, or the caller's deadline if sooner."""
     wanted_by = _caller_deadline.get()
     return now + total_s if wanted_by is None else min(now + total_s, wanted_by)
@@ -154,7 +163,7 @@ def call_with_retries(
 ) -> T:
     """``attempt(timeout_s)`` until it returns or raises something other than ``Retryable``."""
     started = clock()
-    deadline = _deadline(policy.total_s, started)
+    deadline = caller_deadline_at(policy.total_s, started)
     tries = 0
     failure: Retryable | None = None
     while True:

@@ -1,14 +1,21 @@
 """The connection to Milvus and every call through it: retries, read levels, queries, searches, writes.
 
 Only ``milvus.uri`` tells an embedded file (milvus-lite) from a server or a cluster.
-Each call is retried with the configured budget; a request Milvus refuses as
-malformed is a bug here, not an outage, and is not retried.
+Each call is retried within ``retry_total_s``, and only when Milvus may answer later
+(an outage). Failures of another nature are told as what they are, at once: refused
+credentials (``UpstreamKeyError``, naming the token variable), a collection missing
+(``IndexMismatchError``: the index is damaged, a retry cannot help), a request Milvus
+refuses as malformed (a bug here). An outage is logged once when it begins and once
+when it ends, with the count of requests that failed in between; pymilvus's own
+per-request error log (a traceback each) is silenced.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
+import re
 import threading
 import time
 import warnings
@@ -18,8 +25,8 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from ...config import IndexConfig
-from ...errors import IndexClosedError, UpstreamError
-from ...upstream import RateLimiter, Retryable, RetryPolicy, Secret, call_with_retries
+from ...errors import IndexClosedError, IndexMismatchError, UpstreamError, UpstreamKeyError
+from ...upstream import MAX_BACKOFF_S, MIN_ATTEMPT_S, RetryPolicy, Secret, caller_deadline_at
 from ..codes import code_size
 from ..engine import SnapshotHook
 from ..values import SEMANTIC, VISUAL
@@ -37,6 +44,11 @@ THUMBS = "thumbs"
 MAX_RESULTS = 16384  # Milvus's topk and query-window limit
 _SETUP_S = 120.0  # at least this long for creating and loading the collections at start
 _DELETE_SETTLE_S = 1.5  # after a delete, Session reads are Strong this long (see _level)
+# pymilvus retries a failed request itself, sleeping up to 3 s between tries, until the
+# timeout it was given has passed, then finishes the try under way: a request given t
+# seconds may take 2t + 3. Requests are given (what is left of retry_total_s - this) / 2.
+_CLIENT_SLACK_S = 3.0
+REPAIR_COMMAND = "python -m image2sdr.server.index.milvus.repair --config <your config.yml>"
 
 
 # milvus-lite files open in this process, and how many engines use each (see MilvusCalls._leave_embedded).
@@ -54,6 +66,7 @@ class MilvusCalls:
         spaces: Sequence[str] = (SEMANTIC, VISUAL),
         *,
         data_dir: Path | None = None,
+        repair: bool = False,
     ) -> None:
         if not spaces or spaces[0] != SEMANTIC or len(set(spaces)) != len(spaces):
             raise ValueError(f"spaces must start with {SEMANTIC!r} and not repeat, got {spaces!r}")
@@ -75,7 +88,9 @@ class MilvusCalls:
         self._setup_policy = RetryPolicy(
             self._policy.provider, max(settings.timeout_s, _SETUP_S), max(settings.retry_total_s, _SETUP_S), 1.0
         )
-        self._unlimited = RateLimiter(1e9)  # retries and budgets as for the providers; no rate cap
+        self._outage = _Outage(self.shown_uri)
+        self.problem = ""  # why the index cannot serve although Milvus answers (a collection missing); "" if none
+        _quiet_pymilvus()
         self._read_level = settings.consistency_level
         self._strong_until = 0.0  # monotonic time until which Session reads are made Strong (_level)
         self._heavy: dict[str, tuple[bool, float]] = {}  # space: (heavy SDRs stored, when asked)
@@ -86,6 +101,7 @@ class MilvusCalls:
         self._closed = False  # set by closing(): a call in flight stops retrying
         self.on_snapshot: SnapshotHook | None = None  # Milvus keeps its own storage: no snapshots here
         self._lite_socket: str | None = None  # the milvus-lite process the client talks to (embedded only)
+        self._repair = repair  # at open, rebuild a missing collection instead of refusing to start (repair.py)
         self._client = self._connect()
         try:
             self._open()
@@ -134,22 +150,47 @@ class MilvusCalls:
             server_manager_instance.release_server(self.uri)
 
     def available(self) -> bool:
-        """Whether Milvus answers now (one cheap request, no retries): the health check's question."""
-        try:
-            # A query, not a ping: after a restart Milvus answers pings well before it has
-            # loaded the collections again, and until then every search would time out.
-            for name in (*self._spaces, PHASH, CONCEPTS, THUMBS):
+        """Whether Milvus answers now (one cheap request per collection, no retries): the health check's question.
+
+        False also when Milvus answers but a collection is missing; ``problem`` then says
+        which. While Milvus does not answer, each check dials it on a fresh connection,
+        so the first check after it is back finds it (gRPC's own reconnect backoff grows
+        to minutes).
+        """
+        for name in (*self._spaces, PHASH, CONCEPTS, THUMBS):
+            collection = self._names[name]
+            try:
+                # A query, not a ping: after a restart Milvus answers pings well before it has
+                # loaded the collections again, and until then every search would time out.
                 self._client.query(
-                    self._names[name],
+                    collection,
                     filter='key == ""',
                     output_fields=["key"],
                     limit=1,
                     consistency_level=self._level(),  # Strong reads wait for Milvus's clock: so does this
                     timeout=min(2.0, self.config.milvus.timeout_s),
                 )
-        except Exception:
-            return False
+            except Exception as exc:
+                try:
+                    self._failure("a health check", exc, collection)
+                except (IndexMismatchError, UpstreamError):
+                    return False
+                self._redial()
+                return False
+        self._outage.ended()
+        self.problem = ""
         return True
+
+    def _redial(self) -> None:
+        """A new client on a fresh connection, if Milvus answers one (else the old client stays)."""
+        if self.embedded or self._closed:
+            return
+        try:
+            fresh = self._new_client(timeout_s=min(2.0, self.config.milvus.timeout_s))
+        except Exception:
+            return
+        old, self._client = self._client, fresh
+        old.close()
 
     def _connect(self) -> Any:
         if self.embedded:
@@ -159,6 +200,8 @@ class MilvusCalls:
                 warnings.filterwarnings("ignore", "pkg_resources is deprecated", UserWarning)
                 client = self._new_client()
         except Exception as exc:
+            if _is_auth_error(exc):
+                raise self._refused_credentials(exc) from None
             raise UpstreamError(f"cannot reach Milvus at {self.shown_uri}: {self._describe(exc)}") from None
         if self.embedded:
             key = str(Path(self.uri).absolute().resolve())
@@ -195,32 +238,76 @@ class MilvusCalls:
             self._lite_socket = socket
         old.close()
 
-    def _new_client(self) -> Any:
+    def _new_client(self, timeout_s: float | None = None) -> Any:
         from pymilvus import MilvusClient  # noqa: PLC0415 - only the milvus backend pays for the import
 
         # dedicated: a connection of its own, which close() really closes
         return MilvusClient(
-            uri=self.uri, token=self._token.reveal(), timeout=self.config.milvus.timeout_s, dedicated=True
+            uri=self.uri, token=self._token.reveal(), timeout=timeout_s or self.config.milvus.timeout_s, dedicated=True
         )
 
-    def _call(self, what: str, request: Callable[[float], T], *, setup: bool = False) -> T:
-        """``request(timeout_s)`` with the configured retries; UpstreamError (UNAVAILABLE) when they run out."""
+    def _call(self, what: str, request: Callable[[float], T], *, setup: bool = False, collection: str = "") -> T:
+        """``request(timeout_s)``, tried again while Milvus does not answer, within the call's budget.
 
-        def attempt(timeout_s: float) -> T:
+        UpstreamError (UNAVAILABLE) when the budget (``retry_total_s``, or the caller's
+        deadline if sooner) runs out; the call never takes longer than the budget
+        (``_CLIENT_SLACK_S`` says why each request gets less than what is left).
+        Failures no retry can mend are raised at once (``_failure``).
+        """
+        policy = self._setup_policy if setup else self._policy
+        started = time.monotonic()
+        deadline = caller_deadline_at(policy.total_s, started)
+        tries = 0
+        while True:
             self._check_open()  # a call racing close() fails at once instead of retrying
+            tries += 1
+            left = deadline - time.monotonic()
             try:
-                return request(timeout_s)
+                result = request(max(min(policy.timeout_s, (left - _CLIENT_SLACK_S) / 2), MIN_ATTEMPT_S))
             except Exception as exc:
-                if _is_request_error(exc):  # our request is wrong: no retry can help
-                    raise UpstreamError(f"Milvus at {self.shown_uri} refused {what}: {self._describe(exc)}") from None
-                self._revive_embedded()
-                raise Retryable(f"{what}: {self._describe(exc)}") from None
+                reason = self._failure(what, exc, collection)
+                delay = random.uniform(0.0, min(MAX_BACKOFF_S, policy.backoff_s * 2 ** (tries - 1)))  # jitter
+                if time.monotonic() + delay + 2 * MIN_ATTEMPT_S + _CLIENT_SLACK_S >= deadline:
+                    elapsed = time.monotonic() - started
+                    raise UpstreamError(
+                        f"{policy.provider} unavailable: {what}: {reason} (gave up after {tries}"
+                        f" attempt{'s' if tries > 1 else ''} in {elapsed:.1f} s)"
+                    ) from None
+                time.sleep(delay)
+            else:
+                self._outage.ended()
+                return result
 
-        return call_with_retries(attempt, self._setup_policy if setup else self._policy, self._unlimited)
+    def _failure(self, what: str, exc: Exception, collection: str) -> str:
+        """Raise what no retry can mend, told for what it is; else note the outage and return its reason."""
+        if _is_auth_error(exc):
+            raise self._refused_credentials(exc) from None
+        if _is_missing_collection(exc):
+            self.problem = (
+                f"Milvus collection {collection or '(one of this index)'} at {self.shown_uri} is missing"
+                f" (dropped while the index was in use?): repair it with `{REPAIR_COMMAND}`"
+            )
+            raise IndexMismatchError(self.problem) from None
+        if _is_request_error(exc):  # our request is wrong: no retry can help
+            raise UpstreamError(f"Milvus at {self.shown_uri} refused {what}: {self._describe(exc)}") from None
+        self._revive_embedded()
+        reason = self._describe(exc)
+        self._outage.failed(reason)
+        return reason
+
+    def _refused_credentials(self, exc: Exception) -> UpstreamKeyError:
+        variable = self.config.milvus.token_env
+        given = "the token in" if self._token.reveal() else "no token: set one in"
+        return UpstreamKeyError(
+            f"Milvus at {self.shown_uri} refused this server's credentials ({self._describe(exc)}); it was given"
+            f" {given} ${variable} (user:password or an API key)"
+        )
 
     def _describe(self, exc: Exception) -> str:
-        message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-        return self._token.redact(str(message))[:300]
+        """What went wrong, in Milvus's words, without gRPC's debug text and never with the token."""
+        details = getattr(exc, "details", None)
+        message = getattr(exc, "message", None) or (details() if callable(details) else None) or str(exc)
+        return self._token.redact(_plain(str(message) or type(exc).__name__))[:300]
 
     def _query(
         self, name: str, expression: str, fields: Sequence[str], limit: int | None = None, *, level: str = ""
@@ -238,6 +325,7 @@ class MilvusCalls:
                     timeout=t,
                     **extra,
                 ),
+                collection=collection,
             )
         )
 
@@ -280,6 +368,7 @@ class MilvusCalls:
                 consistency_level=self._level(),
                 timeout=t,
             ),
+            collection=collection,
         )
         hits = []
         for hit in results[0]:
@@ -305,11 +394,13 @@ class MilvusCalls:
     def _upsert(self, name: str, rows: list[dict[str, Any]]) -> None:
         if rows:
             collection = self._names[name]
-            self._call("upsert", lambda t: self._client.upsert(collection, rows, timeout=t))
+            self._call("upsert", lambda t: self._client.upsert(collection, rows, timeout=t), collection=collection)
 
     def _delete(self, name: str, expression: str) -> None:
         collection = self._names[name]
-        self._call("delete", lambda t: self._client.delete(collection, filter=expression, timeout=t))
+        self._call(
+            "delete", lambda t: self._client.delete(collection, filter=expression, timeout=t), collection=collection
+        )
         self._strong_until = time.monotonic() + _DELETE_SETTLE_S
 
     def _reading(self, level: str) -> _ReadLevel:
@@ -395,6 +486,94 @@ def _lite_server(key: str) -> str | None:
 
     socket: str | None = lite.start_and_get_uri(key)
     return socket
+
+
+class _Outage:
+    """Whether Milvus is answering, told in the log once per change: when it stops, and when it answers again."""
+
+    def __init__(self, shown_uri: str) -> None:
+        self._uri = shown_uri
+        self._lock = threading.Lock()
+        self._since: float | None = None  # monotonic start of the outage under way, if one is
+        self._failures = 0
+
+    def failed(self, reason: str) -> None:
+        with self._lock:
+            self._failures += 1
+            if self._since is not None:
+                return
+            self._since = time.monotonic()
+        logger.warning(
+            "Milvus at %s is not answering (%s): calls are retried, health is NOT_SERVING", self._uri, reason
+        )
+
+    def ended(self) -> None:
+        if self._since is None:  # nearly always: no lock on the fast path
+            return
+        with self._lock:
+            if self._since is None:
+                return
+            lasted, failures = time.monotonic() - self._since, self._failures
+            self._since, self._failures = None, 0
+        logger.warning(
+            "Milvus at %s answers again after %.1f s; %d requests failed meanwhile", self._uri, lasted, failures
+        )
+
+
+def _quiet_pymilvus() -> None:
+    """pymilvus logs every failed request at ERROR with a traceback: ~500 of them per replica in a 2-minute outage.
+
+    Each failure reaches this engine, which tells it once (``_Outage``) or raises it to the caller.
+    """
+    logging.getLogger("pymilvus.decorators").setLevel(logging.CRITICAL)
+
+
+_RPC_BLOB = re.compile(r"<_\w*RpcError\b.*?>", re.DOTALL)  # grpc's repr of a failed call
+_DETAILS = re.compile(r'details = "([^"]*)"')
+_DEBUG = re.compile(r"[\s,;]*debug_error_string\s*=.*", re.DOTALL)
+
+
+def _plain(message: str) -> str:
+    """A Milvus or gRPC error message without gRPC's transport debris: a failed call's repr becomes its details."""
+
+    def details(blob: re.Match[str]) -> str:
+        found = _DETAILS.search(blob.group(0))
+        return found.group(1) if found else ""
+
+    cleaned = _DEBUG.sub("", _RPC_BLOB.sub(details, message))
+    return " ".join(cleaned.split()).strip(" ,;:") or "no answer"
+
+
+# Milvus's answers to credentials it does not accept: gRPC UNAUTHENTICATED / PERMISSION_DENIED
+# from its interceptor (2.3), or its own codes (merr: 1400 not authenticated, 1401 not permitted).
+_AUTH_CODES = frozenset({1400, 1401, 1402, 1403, 1404})
+_AUTH_WORDS = re.compile(
+    r"auth(entication|orization)? (check )?fail|unauthenticated|not authenticated|permission denied|privilege not",
+    re.IGNORECASE,
+)
+
+
+def _is_auth_error(exc: Exception) -> bool:
+    """Whether Milvus refused this server's credentials (a missing or wrong token): no retry can help."""
+    import grpc  # noqa: PLC0415
+
+    code = (
+        exc.code()
+        if isinstance(exc, grpc.RpcError) and callable(getattr(exc, "code", None))
+        else getattr(exc, "code", None)
+    )
+    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED) or code in _AUTH_CODES:
+        return True
+    return bool(_AUTH_WORDS.search(str(getattr(exc, "message", None) or exc)))
+
+
+def _is_missing_collection(exc: Exception) -> bool:
+    from pymilvus.exceptions import MilvusException  # noqa: PLC0415
+
+    return isinstance(exc, MilvusException) and exc.code == _COLLECTION_NOT_FOUND
+
+
+_COLLECTION_NOT_FOUND = 100  # Milvus's ErrCollectionNotFound
 
 
 def _is_request_error(exc: Exception) -> bool:

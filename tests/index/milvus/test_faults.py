@@ -1,0 +1,212 @@
+"""Faults of the Milvus engine told for what they are (issue 26): a collection set that does not match,
+a side collection dropped under a running index and its explicit repair, credentials refused,
+and an outage's messages without transport debris.
+
+On the real server the suite starts (``milvus_server``): what Milvus answers to a dropped
+collection or a foreign schema is the point.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from google.rpc import code_pb2
+from pymilvus import DataType, MilvusClient
+from pymilvus.exceptions import MilvusException
+
+from image2sdr.server.config import IndexConfig, MilvusConfig
+from image2sdr.server.errors import IndexMismatchError, UpstreamError, UpstreamKeyError
+from image2sdr.server.fingerprints import Fingerprint
+from image2sdr.server.index import VISUAL, Item, MilvusIndex
+from image2sdr.server.index.milvus import calls as calls_module
+from image2sdr.server.index.milvus import repair as repair_module
+from image2sdr.server.messages.status import status_for
+from image2sdr.server.sdr import Sdr
+from tests.helpers.index import SIZE
+from tests.helpers.milvus import MilvusServer, drop_collections
+
+_COLLECTIONS = itertools.count()
+_SHA = "ab" * 32
+_PHASH = 0x8F3C_0000_1234_5678
+
+
+@pytest.fixture
+def prefix(milvus_server: MilvusServer) -> Iterator[str]:
+    name = f"faults_{next(_COLLECTIONS)}_{time.time_ns() % 10**9}"
+    yield name
+    drop_collections(milvus_server.uri, f"{name}_")
+
+
+def _config(uri: str, prefix: str, **milvus: object) -> IndexConfig:
+    settings = {"uri": uri, "collection": prefix, "consistency_level": "Session", **milvus}
+    return IndexConfig(backend="milvus", milvus=MilvusConfig(**settings))  # type: ignore[arg-type]
+
+
+def _collections(uri: str, prefix: str) -> list[str]:
+    client = MilvusClient(uri=uri, timeout=30)
+    try:
+        return sorted(name for name in client.list_collections() if name.startswith(f"{prefix}_"))
+    finally:
+        client.close()
+
+
+def test_a_foreign_schema_is_refused_naming_what_differs_and_nothing_is_created(
+    milvus_server: MilvusServer, prefix: str
+) -> None:
+    client = MilvusClient(uri=milvus_server.uri, timeout=30)
+    try:
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("key", DataType.VARCHAR, is_primary=True, max_length=32)
+        schema.add_field("code", DataType.BINARY_VECTOR, dim=64)
+        schema.add_field("seq", DataType.VARCHAR, max_length=20)
+        params = client.prepare_index_params()
+        params.add_index(field_name="code", metric_type="HAMMING", index_type="BIN_FLAT")
+        client.create_collection(f"{prefix}_semantic", schema=schema, index_params=params)
+    finally:
+        client.close()
+    with pytest.raises(IndexMismatchError) as refused:
+        MilvusIndex(_config(milvus_server.uri, prefix), SIZE)
+    message = str(refused.value)
+    assert f"{prefix}_semantic lacks field 'id'" in message and "'sha256'" in message
+    assert f"{prefix}_semantic.seq is VARCHAR, this config makes INT64" in message
+    assert "holds codes of 64 bits" in message
+    assert _collections(milvus_server.uri, prefix) == [f"{prefix}_semantic"]  # nothing created
+    status = status_for(refused.value)
+    assert status.code == code_pb2.FAILED_PRECONDITION and not status.details  # no retry hint
+
+
+def test_a_dropped_side_collection_is_an_error_until_repaired_from_the_item_rows(
+    milvus_server: MilvusServer, prefix: str, tmp_path: Path
+) -> None:
+    uri = milvus_server.uri
+    running = MilvusIndex(_config(uri, prefix), SIZE)
+    try:
+        semantic, visual = Sdr.from_positions(range(20), SIZE), Sdr.from_positions(range(100, 140), SIZE)
+        stored = Item("photo", semantic, spaces={VISUAL: visual}, fingerprint=Fingerprint(_SHA, _PHASH))
+        running.add_many([stored, Item("plain", Sdr.from_positions(range(5), SIZE))])
+        client = MilvusClient(uri=uri, timeout=30)
+        for name in ("visual", "phash"):
+            client.drop_collection(f"{prefix}_{name}")
+        client.close()
+
+        with pytest.raises(IndexMismatchError) as failing:  # told at once, as what it is
+            running.get("photo")
+        assert f"{prefix}_visual" in str(failing.value) and "repair" in str(failing.value)
+        assert status_for(failing.value).code == code_pb2.FAILED_PRECONDITION
+        assert not running.available()
+        assert f"{prefix}_" in running.problem() and "missing" in running.problem()  # health's reason
+
+        with pytest.raises(IndexMismatchError) as refused:  # a restart does not recreate them empty
+            MilvusIndex(_config(uri, prefix), SIZE)
+        assert f"{prefix}_visual, {prefix}_phash" in str(refused.value)
+        assert "nothing was created" in str(refused.value)
+        assert f"{prefix}_visual" not in _collections(uri, prefix)
+
+        config = tmp_path / "config.yml"
+        config.write_text(
+            f"data_dir: {tmp_path}\nindex:\n  backend: milvus\n  milvus:\n"
+            f"    uri: {uri}\n    collection: {prefix}\n    consistency_level: Session\n",
+            encoding="utf-8",
+        )
+        assert repair_module.main(["--config", str(config)]) == 0
+
+        assert running.available() and running.problem() == ""  # the running index serves again
+        repaired = MilvusIndex(_config(uri, prefix), SIZE)
+        try:
+            item = repaired.get("photo")
+            assert item.sdr == semantic and item.in_space(VISUAL) is None  # the visual code is lost, and says so
+            assert (repaired.count(), repaired.count(VISUAL)) == (2, 0)
+            copies = repaired.find_duplicates(Fingerprint("cd" * 32, _PHASH ^ 0b11), None)
+            assert [copy.id for copy in copies] == ["photo"]  # the pHash rebuilt from the item row
+        finally:
+            repaired.close()
+    finally:
+        running.close()
+
+
+def test_config_drift_is_refused_at_start(milvus_server: MilvusServer, prefix: str) -> None:
+    MilvusIndex(_config(milvus_server.uri, prefix), SIZE).close()
+    with pytest.raises(IndexMismatchError) as refused:
+        MilvusIndex(_config(milvus_server.uri, prefix, index_type="BIN_IVF_FLAT", shards=4), SIZE)
+    message = str(refused.value)
+    assert f"{prefix}_semantic is indexed BIN_FLAT, milvus.index_type says BIN_IVF_FLAT" in message
+    assert f"{prefix}_semantic has 1 shards, milvus.shards says 4" in message
+
+
+class _RpcError(grpc.RpcError):
+    """What grpc raises for a call the server answered with ``code``."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(details)
+        self._code, self._details = code, details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+@pytest.mark.parametrize(
+    "refusal",
+    [
+        _RpcError(
+            grpc.StatusCode.UNAUTHENTICATED, "auth check failure, please check username and password are correct"
+        ),
+        MilvusException(1400, "not authenticated"),  # Milvus's own code (merr)
+        MilvusException(1, "Fail connecting to server: auth check failure, please check username and password"),
+    ],
+)
+def test_refused_credentials_are_told_naming_the_token_variable(
+    milvus_server: MilvusServer, prefix: str, monkeypatch: pytest.MonkeyPatch, refusal: Exception
+) -> None:
+    """Milvus 2.3.5 answers a wrong token as each of these (the test server runs without auth)."""
+    monkeypatch.setenv("MY_MILVUS_TOKEN", "user:the-secret-value")
+    index = MilvusIndex(_config(milvus_server.uri, prefix, token_env="MY_MILVUS_TOKEN"), SIZE)
+    try:
+
+        def refused(*args: object, **kwargs: object) -> object:
+            raise refusal
+
+        monkeypatch.setattr(index.engine._client, "query", refused)
+        with pytest.raises(UpstreamKeyError) as failed:
+            index.contains(["x"])
+    finally:
+        index.close()
+    message = str(failed.value)
+    assert "$MY_MILVUS_TOKEN" in message and "credentials" in message and "the-secret-value" not in message
+    assert status_for(failed.value).code == code_pb2.FAILED_PRECONDITION
+
+
+def test_an_outage_message_carries_no_transport_debris_and_the_budget_holds(
+    milvus_server: MilvusServer, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    index = MilvusIndex(_config(milvus_server.uri, prefix, retry_total_s=4.0, backoff_s=0.01), SIZE)
+    debris = (
+        "<_InactiveRpcError of RPC that terminated with:\n\tstatus = StatusCode.UNAVAILABLE\n\tdetails = "
+        '"failed to connect to all addresses"\n\tdebug_error_string = "UNKNOWN:Error received from peer '
+        '{grpc_status:14, grpc_message:"failed to connect"}"\n>'
+    )
+    given: list[float] = []
+
+    def down(*args: object, timeout: float, **kwargs: object) -> object:
+        given.append(timeout)
+        raise MilvusException(2, f"[query] Retry timeout: {timeout}s, {debris}")
+
+    try:
+        monkeypatch.setattr(index.engine._client, "query", down)
+        with pytest.raises(UpstreamError) as failed:
+            index.contains(["x"])
+    finally:
+        index.close()
+    message = str(failed.value)
+    assert "Milvus" in message and "unavailable" in message
+    assert "_InactiveRpcError" not in message and "debug_error_string" not in message and "{" not in message
+    assert len(given) > 1  # retried; each request given a share of the budget pymilvus cannot overrun
+    assert "failed to connect to all addresses" in message  # what grpc said, kept
+    assert max(given) <= (4.0 - calls_module._CLIENT_SLACK_S) / 2
