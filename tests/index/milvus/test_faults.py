@@ -27,6 +27,7 @@ from image2sdr.server.index.milvus import calls as calls_module
 from image2sdr.server.index.milvus import repair as repair_module
 from image2sdr.server.messages.status import status_for
 from image2sdr.server.sdr import Sdr
+from image2sdr.server.upstream import RetryPolicy, Secret
 from tests.helpers.index import SIZE
 from tests.helpers.milvus import MilvusServer, drop_collections
 
@@ -42,8 +43,19 @@ def prefix(milvus_server: MilvusServer) -> Iterator[str]:
     drop_collections(milvus_server.uri, f"{name}_")
 
 
+@pytest.fixture(scope="module")
+def shared(milvus_server: MilvusServer) -> Iterator[MilvusIndex]:
+    """One collection set for the module (creating one costs ~15 s on the test server), read at the default
+    level (Bounded). Each test leaves it whole: the one that drops collections repairs them."""
+    name = f"faults_shared_{time.time_ns() % 10**9}"
+    index = MilvusIndex(_config(milvus_server.uri, name), SIZE)
+    yield index
+    index.close()
+    drop_collections(milvus_server.uri, f"{name}_")
+
+
 def _config(uri: str, prefix: str, **milvus: object) -> IndexConfig:
-    settings = {"uri": uri, "collection": prefix, "consistency_level": "Session", **milvus}
+    settings = {"uri": uri, "collection": prefix, **milvus}
     return IndexConfig(backend="milvus", milvus=MilvusConfig(**settings))  # type: ignore[arg-type]
 
 
@@ -81,56 +93,51 @@ def test_a_foreign_schema_is_refused_naming_what_differs_and_nothing_is_created(
 
 
 def test_a_dropped_side_collection_is_an_error_until_repaired_from_the_item_rows(
-    milvus_server: MilvusServer, prefix: str, tmp_path: Path
+    milvus_server: MilvusServer, shared: MilvusIndex, tmp_path: Path
 ) -> None:
-    uri = milvus_server.uri
-    running = MilvusIndex(_config(uri, prefix), SIZE)
+    uri, prefix, running = milvus_server.uri, shared.engine.config.milvus.collection, shared
+    semantic, visual = Sdr.from_positions(range(20), SIZE), Sdr.from_positions(range(100, 140), SIZE)
+    stored = Item("photo", semantic, spaces={VISUAL: visual}, fingerprint=Fingerprint(_SHA, _PHASH))
+    running.add_many([stored, Item("plain", Sdr.from_positions(range(5), SIZE))])
+    client = MilvusClient(uri=uri, timeout=30)
+    for name in ("visual", "phash"):
+        client.drop_collection(f"{prefix}_{name}")
+    client.close()
+
+    with pytest.raises(IndexMismatchError) as failing:  # told at once, as what it is
+        running.get("photo")
+    assert f"{prefix}_visual" in str(failing.value) and "repair" in str(failing.value)
+    assert status_for(failing.value).code == code_pb2.FAILED_PRECONDITION
+    assert not running.available()
+    assert f"{prefix}_" in running.problem() and "missing" in running.problem()  # health's reason
+
+    with pytest.raises(IndexMismatchError) as refused:  # a restart does not recreate them empty
+        MilvusIndex(_config(uri, prefix), SIZE)
+    assert f"{prefix}_visual, {prefix}_phash" in str(refused.value)
+    assert "nothing was created" in str(refused.value)
+    assert f"{prefix}_visual" not in _collections(uri, prefix)  # nothing created
+
+    config = tmp_path / "config.yml"
+    config.write_text(
+        f"data_dir: {tmp_path}\nindex:\n  backend: milvus\n  milvus:\n    uri: {uri}\n    collection: {prefix}\n",
+        encoding="utf-8",
+    )
+    assert repair_module.main(["--config", str(config)]) == 0
+
+    assert running.available() and running.problem() == ""  # the running index serves again
+    repaired = MilvusIndex(_config(uri, prefix), SIZE)
     try:
-        semantic, visual = Sdr.from_positions(range(20), SIZE), Sdr.from_positions(range(100, 140), SIZE)
-        stored = Item("photo", semantic, spaces={VISUAL: visual}, fingerprint=Fingerprint(_SHA, _PHASH))
-        running.add_many([stored, Item("plain", Sdr.from_positions(range(5), SIZE))])
-        client = MilvusClient(uri=uri, timeout=30)
-        for name in ("visual", "phash"):
-            client.drop_collection(f"{prefix}_{name}")
-        client.close()
-
-        with pytest.raises(IndexMismatchError) as failing:  # told at once, as what it is
-            running.get("photo")
-        assert f"{prefix}_visual" in str(failing.value) and "repair" in str(failing.value)
-        assert status_for(failing.value).code == code_pb2.FAILED_PRECONDITION
-        assert not running.available()
-        assert f"{prefix}_" in running.problem() and "missing" in running.problem()  # health's reason
-
-        with pytest.raises(IndexMismatchError) as refused:  # a restart does not recreate them empty
-            MilvusIndex(_config(uri, prefix), SIZE)
-        assert f"{prefix}_visual, {prefix}_phash" in str(refused.value)
-        assert "nothing was created" in str(refused.value)
-        assert f"{prefix}_visual" not in _collections(uri, prefix)
-
-        config = tmp_path / "config.yml"
-        config.write_text(
-            f"data_dir: {tmp_path}\nindex:\n  backend: milvus\n  milvus:\n"
-            f"    uri: {uri}\n    collection: {prefix}\n    consistency_level: Session\n",
-            encoding="utf-8",
-        )
-        assert repair_module.main(["--config", str(config)]) == 0
-
-        assert running.available() and running.problem() == ""  # the running index serves again
-        repaired = MilvusIndex(_config(uri, prefix), SIZE)
-        try:
-            item = repaired.get("photo")
-            assert item.sdr == semantic and item.in_space(VISUAL) is None  # the visual code is lost, and says so
-            assert (repaired.count(), repaired.count(VISUAL)) == (2, 0)
-            copies = repaired.find_duplicates(Fingerprint("cd" * 32, _PHASH ^ 0b11), None)
-            assert [copy.id for copy in copies] == ["photo"]  # the pHash rebuilt from the item row
-        finally:
-            repaired.close()
+        item = repaired.get("photo")
+        assert item.sdr == semantic and item.in_space(VISUAL) is None  # the visual code is lost, and says so
+        assert (repaired.count(), repaired.count(VISUAL)) == (2, 0)
+        copies = repaired.find_duplicates(Fingerprint("cd" * 32, _PHASH ^ 0b11), None)
+        assert [copy.id for copy in copies] == ["photo"]  # the pHash rebuilt from the item row
     finally:
-        running.close()
+        repaired.close()
 
 
-def test_config_drift_is_refused_at_start(milvus_server: MilvusServer, prefix: str) -> None:
-    MilvusIndex(_config(milvus_server.uri, prefix), SIZE).close()
+def test_config_drift_is_refused_at_start(milvus_server: MilvusServer, shared: MilvusIndex) -> None:
+    prefix = shared.engine.config.milvus.collection
     with pytest.raises(IndexMismatchError) as refused:
         MilvusIndex(_config(milvus_server.uri, prefix, index_type="BIN_IVF_FLAT", shards=4), SIZE)
     message = str(refused.value)
@@ -163,30 +170,31 @@ class _RpcError(grpc.RpcError):
     ],
 )
 def test_refused_credentials_are_told_naming_the_token_variable(
-    milvus_server: MilvusServer, prefix: str, monkeypatch: pytest.MonkeyPatch, refusal: Exception
+    shared: MilvusIndex, monkeypatch: pytest.MonkeyPatch, refusal: Exception
 ) -> None:
-    """Milvus 2.3.5 answers a wrong token as each of these (the test server runs without auth)."""
-    monkeypatch.setenv("MY_MILVUS_TOKEN", "user:the-secret-value")
-    index = MilvusIndex(_config(milvus_server.uri, prefix, token_env="MY_MILVUS_TOKEN"), SIZE)
-    try:
+    """Milvus 2.3.5 answers a wrong token as each of these (the test server runs without auth: the answer is
+    given to the engine's client here)."""
+    engine = shared.engine
+    milvus = engine.config.milvus.model_copy(update={"token_env": "MY_MILVUS_TOKEN"})
+    monkeypatch.setattr(engine, "config", engine.config.model_copy(update={"milvus": milvus}))
+    monkeypatch.setattr(engine, "_token", Secret("user:the-secret-value"))
 
-        def refused(*args: object, **kwargs: object) -> object:
-            raise refusal
+    def refused(*args: object, **kwargs: object) -> object:
+        raise refusal
 
-        monkeypatch.setattr(index.engine._client, "query", refused)
-        with pytest.raises(UpstreamKeyError) as failed:
-            index.contains(["x"])
-    finally:
-        index.close()
+    monkeypatch.setattr(engine._client, "query", refused)
+    with pytest.raises(UpstreamKeyError) as failed:
+        shared.contains(["x"])
     message = str(failed.value)
     assert "$MY_MILVUS_TOKEN" in message and "credentials" in message and "the-secret-value" not in message
     assert status_for(failed.value).code == code_pb2.FAILED_PRECONDITION
 
 
 def test_an_outage_message_carries_no_transport_debris_and_the_budget_holds(
-    milvus_server: MilvusServer, prefix: str, monkeypatch: pytest.MonkeyPatch
+    shared: MilvusIndex, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    index = MilvusIndex(_config(milvus_server.uri, prefix, retry_total_s=4.0, backoff_s=0.01), SIZE)
+    engine = shared.engine
+    monkeypatch.setattr(engine, "_policy", RetryPolicy("Milvus at the test server", 10.0, 4.0, 0.01))
     debris = (
         "<_InactiveRpcError of RPC that terminated with:\n\tstatus = StatusCode.UNAVAILABLE\n\tdetails = "
         '"failed to connect to all addresses"\n\tdebug_error_string = "UNKNOWN:Error received from peer '
@@ -198,15 +206,27 @@ def test_an_outage_message_carries_no_transport_debris_and_the_budget_holds(
         given.append(timeout)
         raise MilvusException(2, f"[query] Retry timeout: {timeout}s, {debris}")
 
-    try:
-        monkeypatch.setattr(index.engine._client, "query", down)
-        with pytest.raises(UpstreamError) as failed:
-            index.contains(["x"])
-    finally:
-        index.close()
+    monkeypatch.setattr(engine._client, "query", down)
+    with pytest.raises(UpstreamError) as failed:
+        shared.contains(["x"])
     message = str(failed.value)
     assert "Milvus" in message and "unavailable" in message
     assert "_InactiveRpcError" not in message and "debug_error_string" not in message and "{" not in message
     assert len(given) > 1  # retried; each request given a share of the budget pymilvus cannot overrun
     assert "failed to connect to all addresses" in message  # what grpc said, kept
     assert max(given) <= (4.0 - calls_module._CLIENT_SLACK_S) / 2
+
+
+def test_the_writer_reads_its_own_writes_at_the_default_level(shared: MilvusIndex) -> None:
+    """Bounded by default: this replica's reads right after its own write are Session (its write's timestamp)."""
+    assert shared.engine.config.milvus.consistency_level == "Bounded"
+    before = shared.count()
+    sdr = Sdr.from_positions(range(300, 330), SIZE)
+    for number in range(3):
+        shared.add(f"own-{number}", sdr)
+        assert shared.get(f"own-{number}").sdr == sdr
+        assert shared.contains([f"own-{number}"]) == [True]
+    assert shared.count() == before + 3
+    assert {match.id for match in shared.search(sdr, k=5)} >= {"own-0", "own-1", "own-2"}
+    shared.remove("own-0")
+    assert shared.contains(["own-0"]) == [False] and shared.count() == before + 2

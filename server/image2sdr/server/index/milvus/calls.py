@@ -43,7 +43,8 @@ CONCEPTS = "concepts"
 THUMBS = "thumbs"
 MAX_RESULTS = 16384  # Milvus's topk and query-window limit
 _SETUP_S = 120.0  # at least this long for creating and loading the collections at start
-_DELETE_SETTLE_S = 1.5  # after a delete, Session reads are Strong this long (see _level)
+_DELETE_SETTLE_S = 1.5  # after a delete, reads are Strong this long (see _level)
+_OWN_WRITES_S = 10.0  # after a write, Bounded and Eventually reads are Session this long (see _level)
 # pymilvus retries a failed request itself, sleeping up to 3 s between tries, until the
 # timeout it was given has passed, then finishes the try under way: a request given t
 # seconds may take 2t + 3. Requests are given (what is left of retry_total_s - this) / 2.
@@ -92,7 +93,8 @@ class MilvusCalls:
         self.problem = ""  # why the index cannot serve although Milvus answers (a collection missing); "" if none
         _quiet_pymilvus()
         self._read_level = settings.consistency_level
-        self._strong_until = 0.0  # monotonic time until which Session reads are made Strong (_level)
+        self._strong_until = 0.0  # monotonic time until which reads are made Strong (_level)
+        self._session_until = 0.0  # monotonic time until which Bounded and Eventually reads are Session (_level)
         self._heavy: dict[str, tuple[bool, float]] = {}  # space: (heavy SDRs stored, when asked)
         self._forced = threading.local()  # .level: this thread's reads use it (_reading)
         self._write_lock = threading.Lock()  # duplicate screening and the add it decides, per process
@@ -378,23 +380,35 @@ class MilvusCalls:
         return hits
 
     def _level(self) -> str:
-        """The consistency level of the next read.
+        """The consistency level of the next read: the configured one, raised so this replica reads its own writes.
 
-        Under Session, a Milvus 2.3 server shows this process's own deletes to its
-        reads only some 0.2-1 s later (inserts and upserts at once); reads in the
-        second after a delete ask for Strong instead, so a removed item stays removed.
+        Read-your-writes for whoever wrote through this process, at every level, without
+        paying Strong on every read: for ``_OWN_WRITES_S`` after a write of this process,
+        Bounded and Eventually reads ask for Session, which pymilvus answers with the
+        timestamp of this process's last write to the collection (Milvus waits until
+        it is applied: ~0 s for an old write, ~0.2-0.3 s right after one). Other
+        replicas' writes are seen as the configured level says. Under Session, a
+        Milvus 2.3 server shows this process's own deletes to its reads only some
+        0.2-1 s later (inserts and upserts at once); reads in the second after a
+        delete ask for Strong instead, so a removed item stays removed.
         """
         forced = getattr(self._forced, "level", "")
         if forced:
             return str(forced)
-        if self._read_level == "Session" and time.monotonic() < self._strong_until:
+        if self._read_level == "Strong":
             return "Strong"
+        now = time.monotonic()
+        if now < self._strong_until:
+            return "Strong"
+        if now < self._session_until:
+            return "Session"
         return self._read_level
 
     def _upsert(self, name: str, rows: list[dict[str, Any]]) -> None:
         if rows:
             collection = self._names[name]
             self._call("upsert", lambda t: self._client.upsert(collection, rows, timeout=t), collection=collection)
+            self._session_until = time.monotonic() + _OWN_WRITES_S
 
     def _delete(self, name: str, expression: str) -> None:
         collection = self._names[name]
@@ -402,6 +416,7 @@ class MilvusCalls:
             "delete", lambda t: self._client.delete(collection, filter=expression, timeout=t), collection=collection
         )
         self._strong_until = time.monotonic() + _DELETE_SETTLE_S
+        self._session_until = time.monotonic() + _OWN_WRITES_S
 
     def _reading(self, level: str) -> _ReadLevel:
         """Within this block, this thread's reads use ``level``."""
@@ -426,11 +441,12 @@ class MilvusCalls:
         """Semantic rows matching ``expression`` (all of them for "").
 
         count(*) on a Milvus 2.3 server lags behind this process's own deletes under
-        Session (queries do not): a caller who asked to read its own writes gets Strong,
-        which waits for the server's clock (~0.3 s here). ``exact=False`` reads at the
-        configured level, for a count that only picks a search plan.
+        Session (queries do not): where a read would be Session (configured, or just
+        after this process wrote) the count is Strong, which waits for the server's
+        clock (~0.3 s here). ``exact=False`` reads at the configured level, for a count
+        that only picks a search plan.
         """
-        level = "Strong" if exact and self._read_level == "Session" else ""
+        level = "Strong" if exact and self._level() == "Session" else ""
         rows = self._query(SEMANTIC, expression, ["count(*)"], level=level)
         return int(rows[0]["count(*)"])
 
