@@ -20,6 +20,8 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
@@ -45,10 +47,11 @@ MAX_RESULTS = 16384  # Milvus's topk and query-window limit
 _SETUP_S = 120.0  # at least this long for creating and loading the collections at start
 _DELETE_SETTLE_S = 1.5  # after a delete, reads are Strong this long (see _level)
 _OWN_WRITES_S = 10.0  # after a write, Bounded and Eventually reads are Session this long (see _level)
-# pymilvus retries a failed request itself, sleeping up to 3 s between tries, until the
-# timeout it was given has passed, then finishes the try under way: a request given t
-# seconds may take 2t + 3. Requests are given (what is left of retry_total_s - this) / 2.
-_CLIENT_SLACK_S = 3.0
+# pymilvus retries a request that failed fast (Milvus down) itself, sleeping up to 3 s
+# between tries until the timeout it was given has passed: a request given t seconds may
+# take 2t + 3. So each request runs on a worker and the call waits for it only as long as
+# its budget allows (_attempt); a request left behind ends by its own timeout.
+_RUNNER = ThreadPoolExecutor(max_workers=32, thread_name_prefix="milvus-request")
 REPAIR_COMMAND = "python -m image2sdr.server.index.milvus.repair --config <your config.yml>"
 
 
@@ -253,8 +256,8 @@ class MilvusCalls:
 
         UpstreamError (UNAVAILABLE) when the budget (``retry_total_s``, or the caller's
         deadline if sooner) runs out; the call never takes longer than the budget
-        (``_CLIENT_SLACK_S`` says why each request gets less than what is left).
-        Failures no retry can mend are raised at once (``_failure``).
+        (``_RUNNER`` says why that needs a worker). Failures no retry can mend are
+        raised at once (``_failure``).
         """
         policy = self._setup_policy if setup else self._policy
         started = time.monotonic()
@@ -263,13 +266,13 @@ class MilvusCalls:
         while True:
             self._check_open()  # a call racing close() fails at once instead of retrying
             tries += 1
-            left = deadline - time.monotonic()
+            left = max(deadline - time.monotonic(), MIN_ATTEMPT_S)
             try:
-                result = request(max(min(policy.timeout_s, (left - _CLIENT_SLACK_S) / 2), MIN_ATTEMPT_S))
+                result = _attempt(request, min(policy.timeout_s, left), left)
             except Exception as exc:
                 reason = self._failure(what, exc, collection)
                 delay = random.uniform(0.0, min(MAX_BACKOFF_S, policy.backoff_s * 2 ** (tries - 1)))  # jitter
-                if time.monotonic() + delay + 2 * MIN_ATTEMPT_S + _CLIENT_SLACK_S >= deadline:
+                if time.monotonic() + delay + MIN_ATTEMPT_S >= deadline:
                     elapsed = time.monotonic() - started
                     raise UpstreamError(
                         f"{policy.provider} unavailable: {what}: {reason} (gave up after {tries}"
@@ -316,6 +319,7 @@ class MilvusCalls:
     ) -> list[dict[str, Any]]:
         collection = self._names[name]
         extra = {"limit": limit} if limit is not None else {}
+        level = level or self._level()  # here: the request runs on another thread, without this one's forced level
         return list(
             self._call(
                 "query",
@@ -323,7 +327,7 @@ class MilvusCalls:
                     collection,
                     filter=expression,
                     output_fields=list(fields),
-                    consistency_level=level or self._level(),
+                    consistency_level=level,
                     timeout=t,
                     **extra,
                 ),
@@ -357,6 +361,7 @@ class MilvusCalls:
         if restriction:
             conditions.append(f"({restriction})")
         fields = ["seq"] if name == SEMANTIC else ["key", "seq"]
+        level = self._level()  # here: the request runs on another thread, without this one's forced level
         results = self._call(
             "search",
             lambda t: self._client.search(
@@ -367,7 +372,7 @@ class MilvusCalls:
                 search_params=params,
                 filter=" and ".join(conditions),
                 output_fields=fields,
-                consistency_level=self._level(),
+                consistency_level=level,
                 timeout=t,
             ),
             collection=collection,
@@ -502,6 +507,19 @@ def _lite_server(key: str) -> str | None:
 
     socket: str | None = lite.start_and_get_uri(key)
     return socket
+
+
+class _NoAnswer(Exception):
+    """A request that did not answer within what was left of its call's budget."""
+
+
+def _attempt(request: Callable[[float], T], timeout_s: float, wait_s: float) -> T:
+    """``request(timeout_s)`` on a worker, waited for ``wait_s`` at most (then left to end by its own timeout)."""
+    future = _RUNNER.submit(request, timeout_s)
+    try:
+        return future.result(timeout=wait_s)
+    except FutureTimeout:
+        raise _NoAnswer(f"no answer within {wait_s:.1f} s") from None
 
 
 class _Outage:
