@@ -188,6 +188,7 @@ def test_refused_credentials_are_told_naming_the_token_variable(
     message = str(failed.value)
     assert "$MY_MILVUS_TOKEN" in message and "credentials" in message and "the-secret-value" not in message
     assert status_for(failed.value).code == code_pb2.FAILED_PRECONDITION
+    assert not shared.available() and "$MY_MILVUS_TOKEN" in shared.problem()  # health's reason
 
 
 def test_an_outage_message_carries_no_transport_debris_and_the_budget_holds(

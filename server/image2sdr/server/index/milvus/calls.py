@@ -303,10 +303,11 @@ class MilvusCalls:
     def _refused_credentials(self, exc: Exception) -> UpstreamKeyError:
         variable = self.config.milvus.token_env
         given = "the token in" if self._token.reveal() else "no token: set one in"
-        return UpstreamKeyError(
+        self.problem = (
             f"Milvus at {self.shown_uri} refused this server's credentials ({self._describe(exc)}); it was given"
             f" {given} ${variable} (user:password or an API key)"
         )
+        return UpstreamKeyError(self.problem)
 
     def _describe(self, exc: Exception) -> str:
         """What went wrong, in Milvus's words, without gRPC's debug text and never with the token."""
