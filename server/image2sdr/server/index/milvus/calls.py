@@ -556,11 +556,13 @@ class _Outage:
 
 
 def _quiet_pymilvus() -> None:
-    """pymilvus logs every failed request at ERROR with a traceback: ~500 of them per replica in a 2-minute outage.
+    """pymilvus logs every failed request at ERROR, and every failed reconnect at WARNING, each with a
+    traceback, to stderr through a handler of its own: ~500 of them per replica in a 2-minute outage.
 
     Each failure reaches this engine, which tells it once (``_Outage``) or raises it to the caller.
     """
-    logging.getLogger("pymilvus.decorators").setLevel(logging.CRITICAL)
+    for name in ("pymilvus", "pymilvus.milvus_client"):  # the two pymilvus gives a level of its own
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 _RPC_BLOB = re.compile(r"<_\w*RpcError\b.*?>", re.DOTALL)  # grpc's repr of a failed call
