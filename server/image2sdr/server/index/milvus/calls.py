@@ -591,17 +591,18 @@ _AUTH_WORDS = re.compile(
 
 
 def _is_auth_error(exc: Exception) -> bool:
-    """Whether Milvus refused this server's credentials (a missing or wrong token): no retry can help."""
-    import grpc  # noqa: PLC0415
+    """Whether Milvus refused this server's credentials (a missing or wrong token): no retry can help.
 
-    code = (
-        exc.code()
-        if isinstance(exc, grpc.RpcError) and callable(getattr(exc, "code", None))
-        else getattr(exc, "code", None)
-    )
-    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED) or code in _AUTH_CODES:
+    gRPC's status codes are told by name: the core does not import grpc (pymilvus does).
+    """
+    code = getattr(exc, "code", None)
+    code = code() if callable(code) else code  # a grpc.RpcError's code is a method, a MilvusException's a value
+    if getattr(code, "name", None) in _AUTH_STATUSES or code in _AUTH_CODES:
         return True
     return bool(_AUTH_WORDS.search(str(getattr(exc, "message", None) or exc)))
+
+
+_AUTH_STATUSES = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED"})
 
 
 def _is_missing_collection(exc: Exception) -> bool:
