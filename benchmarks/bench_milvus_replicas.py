@@ -42,17 +42,21 @@ LEVELS = ("Bounded", "Session", "Strong", "Eventually")
 
 
 def main() -> None:
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[attr-defined]
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=15, help="adds per level; races")
     parser.add_argument("--outages", type=int, default=5)
+    parser.add_argument("--only-outages", action="store_true")
+    parser.add_argument("--dir", help="the server's directory (kept, with its log); default a temp dir")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as directory:
-        server = MilvusServer(Path(directory) / "data")
+    with tempfile.TemporaryDirectory() as scratch:
+        server = MilvusServer(Path(args.dir or scratch) / "data")
         server.start()
         try:
-            for level in LEVELS:
-                read_after_write(server.uri, level, args.rounds)
-            racing_skip(server.uri, args.rounds)
+            if not args.only_outages:
+                for level in LEVELS:
+                    read_after_write(server.uri, level, args.rounds)
+                racing_skip(server.uri, args.rounds)
             outages(server, args.outages)
         finally:
             server.stop()
