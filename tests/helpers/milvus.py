@@ -8,6 +8,7 @@ Every port it opens is chosen free, so a developer's own Milvus on 19530 is left
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -21,6 +22,7 @@ from image2sdr.server.index import MilvusIndex
 from image2sdr.server.index.milvus import CONCEPTS, LAYOUT, THUMBS
 from image2sdr.server.index.milvus.expressions import NO_MARK
 
+logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
 COMMAND = Path(os.environ.get("IMAGE2SDR_MILVUS_SERVER", ROOT / ".venv-milvus" / "bin" / "milvus-server"))
 # The internal ports the wrapper lets us move (etcd's peer port and the metrics port it does not).
@@ -81,6 +83,7 @@ class MilvusServer:
                 client = MilvusClient(uri=self.uri, timeout=2)
                 client.list_collections()
                 client.close()
+                logger.info("milvus-server answers on %s", self.uri)  # when, for recovery figures (-o log_cli=true)
                 return
             except Exception:
                 time.sleep(0.5)
