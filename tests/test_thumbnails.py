@@ -30,7 +30,6 @@ from image2sdr.server.encoder import Encoder
 from image2sdr.server.errors import ConfigError
 from image2sdr.server.fingerprints import Fingerprint
 from image2sdr.server.index import SEMANTIC, VISUAL, Item, MilvusIndex, SdrIndex
-from image2sdr.server.index import milvus as milvus_module
 from image2sdr.server.index.faiss import SCHEMA_VERSION, STORE_FILE
 from image2sdr.server.sdr import Sdr
 from image2sdr.server.serve import Server, create_server
@@ -40,6 +39,7 @@ from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 from tests.helpers.encoders import with_config
 from tests.helpers.images import encode_jpeg
 from tests.helpers.index import SIZE, random_sdr
+from tests.helpers.milvus import as_before_thumbnails
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TIMEOUT = 120
@@ -172,7 +172,7 @@ def test_a_milvus_collection_set_without_thumbs_opens_and_takes_thumbnails(
     old = MilvusIndex(config, SIZE)
     try:
         old.add_many(items)
-        old.engine._client.drop_collection(old.engine._names[milvus_module.THUMBS])  # as the previous release left it
+        as_before_thumbnails(old)  # as the previous release left it
     finally:
         old.close()
     new = MilvusIndex(config, SIZE)

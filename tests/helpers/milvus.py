@@ -7,6 +7,8 @@ Every port it opens is chosen free, so a developer's own Milvus on 19530 is left
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import signal
 import socket
@@ -16,6 +18,11 @@ from pathlib import Path
 
 from pymilvus import MilvusClient
 
+from image2sdr.server.index import MilvusIndex
+from image2sdr.server.index.milvus import CONCEPTS, LAYOUT, THUMBS
+from image2sdr.server.index.milvus.expressions import NO_MARK
+
+logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
 COMMAND = Path(os.environ.get("IMAGE2SDR_MILVUS_SERVER", ROOT / ".venv-milvus" / "bin" / "milvus-server"))
 # The internal ports the wrapper lets us move (etcd's peer port and the metrics port it does not).
@@ -76,6 +83,7 @@ class MilvusServer:
                 client = MilvusClient(uri=self.uri, timeout=2)
                 client.list_collections()
                 client.close()
+                logger.info("milvus-server answers on %s", self.uri)  # when, for recovery figures (-o log_cli=true)
                 return
             except Exception:
                 time.sleep(0.5)
@@ -112,3 +120,13 @@ def drop_collections(uri: str, prefix: str) -> None:
                 client.drop_collection(name)
     finally:
         client.close()
+
+
+def as_before_thumbnails(index: MilvusIndex) -> None:
+    """Leave ``index``'s collection set as the release before thumbnails did: no ``thumbs``, and a meta row
+    that does not record one (since then it does, so that a ``thumbs`` missing later is known as dropped)."""
+    engine = index.engine
+    engine._client.drop_collection(engine._names[THUMBS])
+    note = json.dumps({"layout": LAYOUT, "migrated_items": 0, "at_ms": 0})
+    meta = {"row": "meta.items", "key": "meta", "name": "", "seq": LAYOUT, "part": 0, "parts": 0}
+    engine._upsert(CONCEPTS, [{**meta, "text": note, "code": NO_MARK}])

@@ -6,13 +6,17 @@ from image2sdr.server.usecases import Health, HealthState, IndexWatch
 
 
 class Index:
-    """What IndexWatch asks of an index: whether it can serve."""
+    """What IndexWatch asks of an index: whether it can serve, and why not when it knows."""
 
     def __init__(self) -> None:
         self.up = True
+        self.fault = ""
 
     def available(self) -> bool:
         return self.up
+
+    def problem(self) -> str:
+        return self.fault
 
 
 def test_listeners_hear_the_state_now_and_each_change_once() -> None:
@@ -39,5 +43,8 @@ def test_the_index_watch_follows_the_index() -> None:
     index.up = False
     assert watch.check() is False
     assert health.state() == HealthState(False, "the index is unavailable")
+    index.fault = "Milvus collection x_visual is missing"
+    assert watch.check() is False and health.state() == HealthState(False, index.fault)  # the reason it knows
+    index.fault = ""
     index.up = True
     assert watch.check() is True and health.state().serving

@@ -9,6 +9,7 @@ image2sdr server.
 from __future__ import annotations
 
 import itertools
+import logging
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -22,6 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from image2sdr.server.config import Config, HttpConfig, IndexConfig, MilvusConfig, ServiceConfig
 from image2sdr.server.encoder import Encoder
 from image2sdr.server.errors import UpstreamError
+from image2sdr.server.index.milvus import calls as calls_module
 from image2sdr.server.serve import Server, create_server
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
@@ -161,7 +163,11 @@ def test_milvus_stopped_and_restarted_under_a_running_server(
     *,
     photos: dict[str, bytes],
     shared_encoder: Encoder,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.INFO)
+    pymilvus_lines = _Lines()
+    logging.getLogger("pymilvus").addHandler(pymilvus_lines)  # pymilvus logs to a handler of its own
     config = _config(
         tmp_path, models_dir, milvus_server.uri, collection, timeout_s=2.0, retry_total_s=3.0, health_every_s=0.2
     )
@@ -176,6 +182,8 @@ def test_milvus_stopped_and_restarted_under_a_running_server(
                 stub.Encode(pb.EncodeRequest(image=photos["coffee"], add_to_index=pb.AddToIndex(id="lost")), timeout=60)
             assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
             assert "Milvus" in (failed.value.details() or "")
+            for debris in ("_InactiveRpcError", "debug_error_string", "grpc_status"):
+                assert debris not in (failed.value.details() or "")
             details = next(v for k, v in failed.value.trailing_metadata() if k == "grpc-status-details-bin")
             retry = error_details_pb2.RetryInfo()
             assert status_pb2.Status.FromString(details).details[0].Unpack(retry) and retry.retry_delay.seconds >= 1
@@ -191,10 +199,29 @@ def test_milvus_stopped_and_restarted_under_a_running_server(
             assert stub.ItemsExist(pb.ItemsExistRequest(ids=["kept", "lost"]), timeout=60).exists == [True, False]
             stub.Encode(pb.EncodeRequest(image=photos["coffee"], add_to_index=pb.AddToIndex(id="later")), timeout=60)
             assert stub.GetItem(pb.GetItemRequest(id="later"), timeout=60).id == "later"
+        # The outage in the log: a line when it began and one when it ended (with a count), no tracebacks.
+        told = [record.getMessage() for record in caplog.records if record.name == calls_module.__name__]
+        began = sum("is not answering" in line for line in told)
+        assert began >= 1 and began == sum("answers again after" in line and "requests failed" in line for line in told)
+        assert not [record for record in caplog.records if record.name.startswith("pymilvus")]
+        assert pymilvus_lines.records == []  # its traceback per failed request or reconnect is silenced
+        assert "Traceback" not in caplog.text
     finally:
+        logging.getLogger("pymilvus").removeHandler(pymilvus_lines)
         server.stop()
         if not _up(milvus_server):  # leave the shared server up for the tests after this one
             milvus_server.start()
+
+
+class _Lines(logging.Handler):
+    """The records a logger handled (pymilvus's do not propagate to caplog)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
 
 
 def _up(server: MilvusServer) -> bool:

@@ -245,11 +245,12 @@ class MilvusConfig(_Section):
     # Prefix of the five collections: <collection>_semantic (items), _visual, _phash, _concepts
     # (custom concepts), _thumbs (thumbnails).
     collection: str = Field("image2sdr", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,200}$")
-    shards: int = Field(1, ge=1, le=64)  # shards_num of each collection, set when it is created
+    # shards_num of each collection, set when it is created; a start against collections made otherwise is refused
+    shards: int = Field(1, ge=1, le=64)
     load_replicas: int = Field(1, ge=1, le=64)  # in-memory replicas (query nodes) per collection
-    # Bounded: reads may miss writes of the last few seconds, and cost nothing extra.
-    # Session: this process reads its own writes. Strong: every write, 0.2-1.3 s per call on the
-    # test server (docs/index.md, Consistency).
+    # Bounded: reads may miss other replicas' writes of the last few seconds, and cost nothing extra.
+    # Session: the same here. At every level a replica reads its own writes (Session for 10 s after
+    # one). Strong: every replica's writes, 0.2-1.3 s per call on the test server (docs/index.md, Consistency).
     consistency_level: Literal["Strong", "Session", "Bounded", "Eventually"] = "Bounded"
     # BIN_FLAT: exact Hamming scan, sharded across query nodes. BIN_IVF_FLAT: approximate
     # (nlist lists, nprobe scanned), see docs/benchmarks.md before choosing it. The embedded engine

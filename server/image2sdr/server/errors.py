@@ -21,6 +21,8 @@ Image2SdrError
 │   └── TooManyConceptsError   an item with more concepts than index.max_concepts
 ├── IndexLockedError       another process has the index directory open  -> FAILED_PRECONDITION
 ├── IndexClosedError       the index was closed (the server is stopping)  -> FAILED_PRECONDITION
+├── IndexMismatchError     the stored index is not what this config expects (a collection missing,
+│                          fields or index kind that differ): an operator repairs it -> FAILED_PRECONDITION
 ├── StreamIdleError        a stream sent nothing for too long     -> DEADLINE_EXCEEDED
 ├── DeadlineExceededError  the caller went (deadline, cancel): long work stopped unfinished -> DEADLINE_EXCEEDED
 ├── StoppingError          the server stopped before accepted work was done (a map job) -> UNAVAILABLE
@@ -45,6 +47,7 @@ __all__ = [
     "ImageTooSmallError",
     "IndexClosedError",
     "IndexLockedError",
+    "IndexMismatchError",
     "InvalidIdError",
     "InvalidInputError",
     "InvalidSdrError",
@@ -151,6 +154,15 @@ class IndexLockedError(Image2SdrError):
 
 class IndexClosedError(Image2SdrError):
     """The index was closed; open a new one."""
+
+
+class IndexMismatchError(Image2SdrError):
+    """The stored index differs from what this server expects; no retry helps, an operator must act.
+
+    A Milvus collection missing (dropped under the index), a schema missing fields, an
+    index kind or shard count other than the config's: the message names what differs
+    and how to repair it.
+    """
 
 
 class NoSdrInSpaceError(InvalidInputError):

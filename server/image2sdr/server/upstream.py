@@ -41,6 +41,7 @@ __all__ = [
     "RetryPolicy",
     "Retryable",
     "Secret",
+    "call_deadline",
     "call_with_retries",
     "caller_deadline",
     "caller_deadline_at",
@@ -152,7 +153,7 @@ def caller_deadline_at() -> float | None:
     return _caller_deadline.get()
 
 
-def _deadline(total_s: float, now: float) -> float:
+def call_deadline(total_s: float, now: float) -> float:
     """When a call starting at ``now`` must be over: its budget, or the caller's deadline if sooner."""
     wanted_by = _caller_deadline.get()
     return now + total_s if wanted_by is None else min(now + total_s, wanted_by)
@@ -168,7 +169,7 @@ def call_with_retries(
 ) -> T:
     """``attempt(timeout_s)`` until it returns or raises something other than ``Retryable``."""
     started = clock()
-    deadline = _deadline(policy.total_s, started)
+    deadline = call_deadline(policy.total_s, started)
     tries = 0
     failure: Retryable | None = None
     while True:

@@ -81,6 +81,10 @@ class ItemIndex:
         except IndexClosedError:
             return False
 
+    def problem(self) -> str:
+        """Why the engine cannot serve although its store answers (a Milvus collection missing); "" if none known."""
+        return str(getattr(self.engine, "problem", ""))  # only the Milvus engine knows of such faults
+
     def close(self) -> None:
         """Refuse new calls, wait for those in flight, then release everything (twice is harmless)."""
         if self._gate.shut():

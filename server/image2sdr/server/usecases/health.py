@@ -87,7 +87,7 @@ class IndexWatch:
         serving = self._index.available()
         if serving != self._health.state().serving:
             logger.warning("index %s", "is back: serving" if serving else "unavailable: not serving")
-        self._health.set(serving, "" if serving else "the index is unavailable")
+        self._health.set(serving, "" if serving else self._index.problem() or "the index is unavailable")
         return serving
 
     def _run(self) -> None:

@@ -1,25 +1,34 @@
 """The connection to Milvus and every call through it: retries, read levels, queries, searches, writes.
 
 Only ``milvus.uri`` tells an embedded file (milvus-lite) from a server or a cluster.
-Each call is retried with the configured budget; a request Milvus refuses as
-malformed is a bug here, not an outage, and is not retried.
+Each call is retried within ``retry_total_s``, and only when Milvus may answer later
+(an outage). Failures of another nature are told as what they are, at once: refused
+credentials (``UpstreamKeyError``, naming the token variable), a collection missing
+(``IndexMismatchError``: the index is damaged, a retry cannot help), a request Milvus
+refuses as malformed (a bug here). An outage is logged once when it begins and once
+when it ends, with the count of requests that failed in between; pymilvus's own
+per-request error log (a traceback each) is silenced.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import random
+import re
 import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 from ...config import IndexConfig
-from ...errors import IndexClosedError, UpstreamError
-from ...upstream import RateLimiter, Retryable, RetryPolicy, Secret, call_with_retries
+from ...errors import IndexClosedError, IndexMismatchError, UpstreamError, UpstreamKeyError
+from ...upstream import MAX_BACKOFF_S, MIN_ATTEMPT_S, RetryPolicy, Secret, call_deadline
 from ..codes import code_size
 from ..engine import SnapshotHook
 from ..values import SEMANTIC, VISUAL
@@ -36,7 +45,14 @@ CONCEPTS = "concepts"
 THUMBS = "thumbs"
 MAX_RESULTS = 16384  # Milvus's topk and query-window limit
 _SETUP_S = 120.0  # at least this long for creating and loading the collections at start
-_DELETE_SETTLE_S = 1.5  # after a delete, Session reads are Strong this long (see _level)
+_DELETE_SETTLE_S = 1.5  # after a delete, reads are Strong this long (see _level)
+_OWN_WRITES_S = 10.0  # after a write, Bounded and Eventually reads are Session this long (see _level)
+# pymilvus retries a request that failed fast (Milvus down) itself, sleeping up to 3 s
+# between tries until the timeout it was given has passed: a request given t seconds may
+# take 2t + 3. So each request runs on a worker and the call waits for it only as long as
+# its budget allows (_attempt); a request left behind ends by its own timeout.
+_RUNNER = ThreadPoolExecutor(max_workers=32, thread_name_prefix="milvus-request")
+REPAIR_COMMAND = "python -m image2sdr.server.index.milvus.repair --config <your config.yml>"
 
 
 # milvus-lite files open in this process, and how many engines use each (see MilvusCalls._leave_embedded).
@@ -54,6 +70,7 @@ class MilvusCalls:
         spaces: Sequence[str] = (SEMANTIC, VISUAL),
         *,
         data_dir: Path | None = None,
+        repair: bool = False,
     ) -> None:
         if not spaces or spaces[0] != SEMANTIC or len(set(spaces)) != len(spaces):
             raise ValueError(f"spaces must start with {SEMANTIC!r} and not repeat, got {spaces!r}")
@@ -75,9 +92,12 @@ class MilvusCalls:
         self._setup_policy = RetryPolicy(
             self._policy.provider, max(settings.timeout_s, _SETUP_S), max(settings.retry_total_s, _SETUP_S), 1.0
         )
-        self._unlimited = RateLimiter(1e9)  # retries and budgets as for the providers; no rate cap
+        self._outage = _Outage(self.shown_uri)
+        self.problem = ""  # why the index cannot serve although Milvus answers (a collection missing); "" if none
+        _quiet_pymilvus()
         self._read_level = settings.consistency_level
-        self._strong_until = 0.0  # monotonic time until which Session reads are made Strong (_level)
+        self._strong_until = 0.0  # monotonic time until which reads are made Strong (_level)
+        self._session_until = 0.0  # monotonic time until which Bounded and Eventually reads are Session (_level)
         self._heavy: dict[str, tuple[bool, float]] = {}  # space: (heavy SDRs stored, when asked)
         self._forced = threading.local()  # .level: this thread's reads use it (_reading)
         self._write_lock = threading.Lock()  # duplicate screening and the add it decides, per process
@@ -86,6 +106,7 @@ class MilvusCalls:
         self._closed = False  # set by closing(): a call in flight stops retrying
         self.on_snapshot: SnapshotHook | None = None  # Milvus keeps its own storage: no snapshots here
         self._lite_socket: str | None = None  # the milvus-lite process the client talks to (embedded only)
+        self._repair = repair  # at open, rebuild a missing collection instead of refusing to start (repair.py)
         self._client = self._connect()
         try:
             self._open()
@@ -134,22 +155,47 @@ class MilvusCalls:
             server_manager_instance.release_server(self.uri)
 
     def available(self) -> bool:
-        """Whether Milvus answers now (one cheap request, no retries): the health check's question."""
-        try:
-            # A query, not a ping: after a restart Milvus answers pings well before it has
-            # loaded the collections again, and until then every search would time out.
-            for name in (*self._spaces, PHASH, CONCEPTS, THUMBS):
+        """Whether Milvus answers now (one cheap request per collection, no retries): the health check's question.
+
+        False also when Milvus answers but a collection is missing; ``problem`` then says
+        which. While Milvus does not answer, each check dials it on a fresh connection,
+        so the first check after it is back finds it (gRPC's own reconnect backoff grows
+        to minutes).
+        """
+        for name in (*self._spaces, PHASH, CONCEPTS, THUMBS):
+            collection = self._names[name]
+            try:
+                # A query, not a ping: after a restart Milvus answers pings well before it has
+                # loaded the collections again, and until then every search would time out.
                 self._client.query(
-                    self._names[name],
+                    collection,
                     filter='key == ""',
                     output_fields=["key"],
                     limit=1,
                     consistency_level=self._level(),  # Strong reads wait for Milvus's clock: so does this
                     timeout=min(2.0, self.config.milvus.timeout_s),
                 )
-        except Exception:
-            return False
+            except Exception as exc:
+                try:
+                    self._failure("a health check", exc, collection)
+                except (IndexMismatchError, UpstreamError):
+                    return False
+                self._redial()
+                return False
+        self._outage.ended()
+        self.problem = ""
         return True
+
+    def _redial(self) -> None:
+        """A new client on a fresh connection, if Milvus answers one (else the old client stays)."""
+        if self.embedded or self._closed:
+            return
+        try:
+            fresh = self._new_client(timeout_s=min(2.0, self.config.milvus.timeout_s))
+        except Exception:
+            return
+        old, self._client = self._client, fresh
+        old.close()
 
     def _connect(self) -> Any:
         if self.embedded:
@@ -159,6 +205,8 @@ class MilvusCalls:
                 warnings.filterwarnings("ignore", "pkg_resources is deprecated", UserWarning)
                 client = self._new_client()
         except Exception as exc:
+            if _is_auth_error(exc):
+                raise self._refused_credentials(exc) from None
             raise UpstreamError(f"cannot reach Milvus at {self.shown_uri}: {self._describe(exc)}") from None
         if self.embedded:
             key = str(Path(self.uri).absolute().resolve())
@@ -195,38 +243,84 @@ class MilvusCalls:
             self._lite_socket = socket
         old.close()
 
-    def _new_client(self) -> Any:
+    def _new_client(self, timeout_s: float | None = None) -> Any:
         from pymilvus import MilvusClient  # noqa: PLC0415 - only the milvus backend pays for the import
 
         # dedicated: a connection of its own, which close() really closes
         return MilvusClient(
-            uri=self.uri, token=self._token.reveal(), timeout=self.config.milvus.timeout_s, dedicated=True
+            uri=self.uri, token=self._token.reveal(), timeout=timeout_s or self.config.milvus.timeout_s, dedicated=True
         )
 
-    def _call(self, what: str, request: Callable[[float], T], *, setup: bool = False) -> T:
-        """``request(timeout_s)`` with the configured retries; UpstreamError (UNAVAILABLE) when they run out."""
+    def _call(self, what: str, request: Callable[[float], T], *, setup: bool = False, collection: str = "") -> T:
+        """``request(timeout_s)``, tried again while Milvus does not answer, within the call's budget.
 
-        def attempt(timeout_s: float) -> T:
+        UpstreamError (UNAVAILABLE) when the budget (``retry_total_s``, or the caller's
+        deadline if sooner) runs out; the call never takes longer than the budget
+        (``_RUNNER`` says why that needs a worker). Failures no retry can mend are
+        raised at once (``_failure``).
+        """
+        policy = self._setup_policy if setup else self._policy
+        started = time.monotonic()
+        deadline = call_deadline(policy.total_s, started)
+        tries = 0
+        while True:
             self._check_open()  # a call racing close() fails at once instead of retrying
+            tries += 1
+            left = max(deadline - time.monotonic(), MIN_ATTEMPT_S)
             try:
-                return request(timeout_s)
+                result = _attempt(request, min(policy.timeout_s, left), left)
             except Exception as exc:
-                if _is_request_error(exc):  # our request is wrong: no retry can help
-                    raise UpstreamError(f"Milvus at {self.shown_uri} refused {what}: {self._describe(exc)}") from None
-                self._revive_embedded()
-                raise Retryable(f"{what}: {self._describe(exc)}") from None
+                reason = self._failure(what, exc, collection)
+                delay = random.uniform(0.0, min(MAX_BACKOFF_S, policy.backoff_s * 2 ** (tries - 1)))  # jitter
+                if time.monotonic() + delay + MIN_ATTEMPT_S >= deadline:
+                    elapsed = time.monotonic() - started
+                    raise UpstreamError(
+                        f"{policy.provider} unavailable: {what}: {reason} (gave up after {tries}"
+                        f" attempt{'s' if tries > 1 else ''} in {elapsed:.1f} s)"
+                    ) from None
+                time.sleep(delay)
+            else:
+                self._outage.ended()
+                return result
 
-        return call_with_retries(attempt, self._setup_policy if setup else self._policy, self._unlimited)
+    def _failure(self, what: str, exc: Exception, collection: str) -> str:
+        """Raise what no retry can mend, told for what it is; else note the outage and return its reason."""
+        if _is_auth_error(exc):
+            raise self._refused_credentials(exc) from None
+        if _is_missing_collection(exc):
+            self.problem = (
+                f"Milvus collection {collection or '(one of this index)'} at {self.shown_uri} is missing"
+                f" (dropped while the index was in use?): repair it with `{REPAIR_COMMAND}`"
+            )
+            raise IndexMismatchError(self.problem) from None
+        if _is_request_error(exc):  # our request is wrong: no retry can help
+            raise UpstreamError(f"Milvus at {self.shown_uri} refused {what}: {self._describe(exc)}") from None
+        self._revive_embedded()
+        reason = self._describe(exc)
+        self._outage.failed(reason)
+        return reason
+
+    def _refused_credentials(self, exc: Exception) -> UpstreamKeyError:
+        variable = self.config.milvus.token_env
+        given = "the token in" if self._token.reveal() else "no token: set one in"
+        self.problem = (
+            f"Milvus at {self.shown_uri} refused this server's credentials ({self._describe(exc)}); it was given"
+            f" {given} ${variable} (user:password or an API key)"
+        )
+        return UpstreamKeyError(self.problem)
 
     def _describe(self, exc: Exception) -> str:
-        message = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-        return self._token.redact(str(message))[:300]
+        """What went wrong, in Milvus's words, without gRPC's debug text and never with the token."""
+        details = getattr(exc, "details", None)
+        message = getattr(exc, "message", None) or (details() if callable(details) else None) or str(exc)
+        return self._token.redact(_plain(str(message) or type(exc).__name__))[:300]
 
     def _query(
         self, name: str, expression: str, fields: Sequence[str], limit: int | None = None, *, level: str = ""
     ) -> list[dict[str, Any]]:
         collection = self._names[name]
         extra = {"limit": limit} if limit is not None else {}
+        level = level or self._level()  # here: the request runs on another thread, without this one's forced level
         return list(
             self._call(
                 "query",
@@ -234,10 +328,11 @@ class MilvusCalls:
                     collection,
                     filter=expression,
                     output_fields=list(fields),
-                    consistency_level=level or self._level(),
+                    consistency_level=level,
                     timeout=t,
                     **extra,
                 ),
+                collection=collection,
             )
         )
 
@@ -267,6 +362,7 @@ class MilvusCalls:
         if restriction:
             conditions.append(f"({restriction})")
         fields = ["seq"] if name == SEMANTIC else ["key", "seq"]
+        level = self._level()  # here: the request runs on another thread, without this one's forced level
         results = self._call(
             "search",
             lambda t: self._client.search(
@@ -277,9 +373,10 @@ class MilvusCalls:
                 search_params=params,
                 filter=" and ".join(conditions),
                 output_fields=fields,
-                consistency_level=self._level(),
+                consistency_level=level,
                 timeout=t,
             ),
+            collection=collection,
         )
         hits = []
         for hit in results[0]:
@@ -289,28 +386,43 @@ class MilvusCalls:
         return hits
 
     def _level(self) -> str:
-        """The consistency level of the next read.
+        """The consistency level of the next read: the configured one, raised so this replica reads its own writes.
 
-        Under Session, a Milvus 2.3 server shows this process's own deletes to its
-        reads only some 0.2-1 s later (inserts and upserts at once); reads in the
-        second after a delete ask for Strong instead, so a removed item stays removed.
+        Read-your-writes for whoever wrote through this process, at every level, without
+        paying Strong on every read: for ``_OWN_WRITES_S`` after a write of this process,
+        Bounded and Eventually reads ask for Session, which pymilvus answers with the
+        timestamp of this process's last write to the collection (Milvus waits until
+        it is applied: ~0 s for an old write, ~0.2-0.3 s right after one). Other
+        replicas' writes are seen as the configured level says. Under Session, a
+        Milvus 2.3 server shows this process's own deletes to its reads only some
+        0.2-1 s later (inserts and upserts at once); reads in the second after a
+        delete ask for Strong instead, so a removed item stays removed.
         """
         forced = getattr(self._forced, "level", "")
         if forced:
             return str(forced)
-        if self._read_level == "Session" and time.monotonic() < self._strong_until:
+        if self._read_level == "Strong":
             return "Strong"
+        now = time.monotonic()
+        if now < self._strong_until:
+            return "Strong"
+        if now < self._session_until:
+            return "Session"
         return self._read_level
 
     def _upsert(self, name: str, rows: list[dict[str, Any]]) -> None:
         if rows:
             collection = self._names[name]
-            self._call("upsert", lambda t: self._client.upsert(collection, rows, timeout=t))
+            self._call("upsert", lambda t: self._client.upsert(collection, rows, timeout=t), collection=collection)
+            self._session_until = time.monotonic() + _OWN_WRITES_S
 
     def _delete(self, name: str, expression: str) -> None:
         collection = self._names[name]
-        self._call("delete", lambda t: self._client.delete(collection, filter=expression, timeout=t))
+        self._call(
+            "delete", lambda t: self._client.delete(collection, filter=expression, timeout=t), collection=collection
+        )
         self._strong_until = time.monotonic() + _DELETE_SETTLE_S
+        self._session_until = time.monotonic() + _OWN_WRITES_S
 
     def _reading(self, level: str) -> _ReadLevel:
         """Within this block, this thread's reads use ``level``."""
@@ -335,11 +447,12 @@ class MilvusCalls:
         """Semantic rows matching ``expression`` (all of them for "").
 
         count(*) on a Milvus 2.3 server lags behind this process's own deletes under
-        Session (queries do not): a caller who asked to read its own writes gets Strong,
-        which waits for the server's clock (~0.3 s here). ``exact=False`` reads at the
-        configured level, for a count that only picks a search plan.
+        Session (queries do not): where a read would be Session (configured, or just
+        after this process wrote) the count is Strong, which waits for the server's
+        clock (~0.3 s here). ``exact=False`` reads at the configured level, for a count
+        that only picks a search plan.
         """
-        level = "Strong" if exact and self._read_level == "Session" else ""
+        level = "Strong" if exact and self._level() == "Session" else ""
         rows = self._query(SEMANTIC, expression, ["count(*)"], level=level)
         return int(rows[0]["count(*)"])
 
@@ -395,6 +508,110 @@ def _lite_server(key: str) -> str | None:
 
     socket: str | None = lite.start_and_get_uri(key)
     return socket
+
+
+class _NoAnswer(Exception):
+    """A request that did not answer within what was left of its call's budget."""
+
+
+def _attempt(request: Callable[[float], T], timeout_s: float, wait_s: float) -> T:
+    """``request(timeout_s)`` on a worker, waited for ``wait_s`` at most (then left to end by its own timeout)."""
+    future = _RUNNER.submit(request, timeout_s)
+    try:
+        return future.result(timeout=wait_s)
+    except FutureTimeout:
+        raise _NoAnswer(f"no answer within {wait_s:.1f} s") from None
+
+
+class _Outage:
+    """Whether Milvus is answering, told in the log once per change: when it stops, and when it answers again."""
+
+    def __init__(self, shown_uri: str) -> None:
+        self._uri = shown_uri
+        self._lock = threading.Lock()
+        self._since: float | None = None  # monotonic start of the outage under way, if one is
+        self._failures = 0
+
+    def failed(self, reason: str) -> None:
+        with self._lock:
+            self._failures += 1
+            if self._since is not None:
+                return
+            self._since = time.monotonic()
+        logger.warning(
+            "Milvus at %s is not answering (%s): calls are retried, health is NOT_SERVING", self._uri, reason
+        )
+
+    def ended(self) -> None:
+        if self._since is None:  # nearly always: no lock on the fast path
+            return
+        with self._lock:
+            if self._since is None:
+                return
+            lasted, failures = time.monotonic() - self._since, self._failures
+            self._since, self._failures = None, 0
+        logger.warning(
+            "Milvus at %s answers again after %.1f s; %d requests failed meanwhile", self._uri, lasted, failures
+        )
+
+
+def _quiet_pymilvus() -> None:
+    """pymilvus logs every failed request at ERROR, and every failed reconnect at WARNING, each with a
+    traceback, to stderr through a handler of its own: ~500 of them per replica in a 2-minute outage.
+
+    Each failure reaches this engine, which tells it once (``_Outage``) or raises it to the caller.
+    """
+    for name in ("pymilvus", "pymilvus.milvus_client"):  # the two pymilvus gives a level of its own
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+
+
+_RPC_BLOB = re.compile(r"<_\w*RpcError\b.*?>", re.DOTALL)  # grpc's repr of a failed call
+_DETAILS = re.compile(r'details = "([^"]*)"')
+_DEBUG = re.compile(r"[\s,;]*debug_error_string\s*=.*", re.DOTALL)
+
+
+def _plain(message: str) -> str:
+    """A Milvus or gRPC error message without gRPC's transport debris: a failed call's repr becomes its details."""
+
+    def details(blob: re.Match[str]) -> str:
+        found = _DETAILS.search(blob.group(0))
+        return found.group(1) if found else ""
+
+    cleaned = _DEBUG.sub("", _RPC_BLOB.sub(details, message))
+    return " ".join(cleaned.split()).strip(" ,;:") or "no answer"
+
+
+# Milvus's answers to credentials it does not accept: gRPC UNAUTHENTICATED / PERMISSION_DENIED
+# from its interceptor (2.3), or its own codes (merr: 1400 not authenticated, 1401 not permitted).
+_AUTH_CODES = frozenset({1400, 1401, 1402, 1403, 1404})
+_AUTH_WORDS = re.compile(
+    r"auth(entication|orization)? (check )?fail|unauthenticated|not authenticated|permission denied|privilege not",
+    re.IGNORECASE,
+)
+
+
+def _is_auth_error(exc: Exception) -> bool:
+    """Whether Milvus refused this server's credentials (a missing or wrong token): no retry can help.
+
+    gRPC's status codes are told by name: the core does not import grpc (pymilvus does).
+    """
+    code = getattr(exc, "code", None)
+    code = code() if callable(code) else code  # a grpc.RpcError's code is a method, a MilvusException's a value
+    if getattr(code, "name", None) in _AUTH_STATUSES or code in _AUTH_CODES:
+        return True
+    return bool(_AUTH_WORDS.search(str(getattr(exc, "message", None) or exc)))
+
+
+_AUTH_STATUSES = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED"})
+
+
+def _is_missing_collection(exc: Exception) -> bool:
+    from pymilvus.exceptions import MilvusException  # noqa: PLC0415
+
+    return isinstance(exc, MilvusException) and exc.code == _COLLECTION_NOT_FOUND
+
+
+_COLLECTION_NOT_FOUND = 100  # Milvus's ErrCollectionNotFound
 
 
 def _is_request_error(exc: Exception) -> bool:

@@ -1,7 +1,9 @@
 """``MilvusEngine``: items kept and searched by Milvus: an embedded file, one server, or a cluster.
 
-Where each part lives, by job: ``calls.py`` (the connection, retries, read levels),
-``schema.py`` (the collections and the layout migration), ``expressions.py`` (keys,
+Where each part lives, by job: ``calls.py`` (the connection, retries, read levels, faults
+told by their nature), ``schema.py`` (the collections, checked before anything is created,
+and the layout migration), ``repair.py`` (the explicit repair of a missing collection),
+``expressions.py`` (keys,
 the filter index, expressions), ``rows.py`` (items read back), ``writes.py``
 (versioned writes), ``search.py`` (search plans, copies, blends), ``listing.py``,
 ``concepts.py`` and ``thumbnails.py`` (the side collections).
@@ -80,5 +82,6 @@ class MilvusEngine(MilvusWrites, MilvusListing, MilvusConcepts, MilvusThumbnails
     Each part of the engine is a module of this package, one class each, stacked on
     ``calls.MilvusCalls``. Across replicas, two concurrent adds of one photo under
     SKIP may both be stored: the duplicate check and the add are atomic within one
-    process only.
+    process only (Milvus has no conditional insert); one after the other, the second
+    finds the first, whichever replica stored it (the check reads Strong).
     """

@@ -15,10 +15,21 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ...errors import ConfigError
+from ...errors import IndexMismatchError
 from ..values import SEMANTIC
-from .calls import CONCEPTS, PHASH, THUMBS, MilvusCalls
-from .expressions import JSON_BYTES, LAYOUT, NO_MARK, code_bytes, concepts_json, in_chunks, json_bytes, keys_in
+from .calls import CONCEPTS, PHASH, REPAIR_COMMAND, THUMBS, MilvusCalls
+from .expressions import (
+    JSON_BYTES,
+    LAYOUT,
+    NO_MARK,
+    code_bytes,
+    concepts_json,
+    in_chunks,
+    json_bytes,
+    keys_in,
+    phash_code,
+    to_unsigned,
+)
 
 __all__ = ["SCHEMA", "MilvusSchema"]
 
@@ -37,21 +48,60 @@ class MilvusSchema(MilvusCalls):
     """Creates, checks and migrates the collections."""
 
     def _open(self) -> None:
-        """Create or check every collection, then migrate what an older release wrote."""
-        for name in (*self._spaces, PHASH, CONCEPTS, THUMBS):
-            self._open_collection(name)
+        """Check every collection, refuse to start on any mismatch (creating nothing), then create, load, migrate.
+
+        Refused (``IndexMismatchError``, nothing created): a collection whose fields, code
+        size, index kind or shard count differ from this config's; a side collection
+        missing while items are stored (dropped: its rows are gone, and an empty one would
+        answer as if the items had none), unless this open repairs (``repair.py``).
+        Created quietly: every collection of a new index; ``concepts`` and ``thumbs`` for a
+        collection set of a release that had none (``_predates``).
+        """
+        names = (*self._spaces, PHASH, CONCEPTS, THUMBS)
+        present = [name for name in names if self._exists(name)]
+        differences = [difference for name in present for difference in self._differences(name)]
+        if differences:
+            raise IndexMismatchError(
+                f"the Milvus collections at {self.shown_uri} do not match this config: {'; '.join(differences)}."
+                " Set the config to what they hold, or move them aside (another milvus.collection prefix)"
+            )
+        for name in present:
+            self._load(name)
+        missing = [name for name in names if name not in present]
+        lost = [name for name in missing if present and not self._predates(name, present)]
+        if lost and not self._repair:
+            shown = ", ".join(self._names[name] for name in lost)
+            raise IndexMismatchError(
+                f"Milvus collection{'s' if len(lost) > 1 else ''} {shown} at {self.shown_uri} missing while"
+                f" {self._names[SEMANTIC] if SEMANTIC in present else 'the others'} exist (dropped?): nothing was"
+                f" created. Repair with `{REPAIR_COMMAND}`: it rebuilds what the item rows hold (pHashes), and"
+                " marks the items without what is lost (visual SDRs, thumbnails, custom concepts)"
+            )
+        for name in missing:
+            self._create(name)
+        if lost:
+            self._rebuild(lost)
         self._migrate()
 
-    def _open_collection(self, name: str) -> None:
+    def _exists(self, name: str) -> bool:
         collection = self._names[name]
-        if self._call("has_collection", lambda t: self._client.has_collection(collection, timeout=t), setup=True):
-            self._check_layout(name)
-            replicas = self.config.milvus.load_replicas
-            extra = {"replica_number": replicas} if replicas > 1 else {}
-            self._call(
-                "load_collection", lambda t: self._client.load_collection(collection, timeout=t, **extra), setup=True
-            )
-            return
+        return bool(
+            self._call("has_collection", lambda t: self._client.has_collection(collection, timeout=t), setup=True)
+        )
+
+    def _load(self, name: str) -> None:
+        collection = self._names[name]
+        replicas = self.config.milvus.load_replicas
+        extra = {"replica_number": replicas} if replicas > 1 else {}
+        self._call(
+            "load_collection",
+            lambda t: self._client.load_collection(collection, timeout=t, **extra),
+            setup=True,
+            collection=collection,
+        )
+
+    def _create(self, name: str) -> None:
+        collection = self._names[name]
         schema = self._schema(name)
         params = self._client.prepare_index_params()
         params.add_index(field_name="code", metric_type="HAMMING", **self._index_kind(name))
@@ -68,14 +118,107 @@ class MilvusSchema(MilvusCalls):
             ),
             setup=True,
         )
-        replicas = settings.load_replicas
-        if replicas > 1:  # create_collection loaded it with one
-            self._call(
-                "load_collection",
-                lambda t: self._client.load_collection(collection, replica_number=replicas, timeout=t),
-                setup=True,
-            )
+        if settings.load_replicas > 1:  # create_collection loaded it with one
+            self._load(name)
         logger.info("Milvus collection %s created at %s", collection, self.shown_uri)
+
+    def _predates(self, name: str, present: Sequence[str]) -> bool:
+        """Whether ``name`` is missing because the release that wrote the others had none (not dropped).
+
+        ``concepts`` came with layout v2: an index whose items are all v1 (or that holds
+        none) had none. ``thumbs`` came later: the meta row in ``concepts`` records that
+        the collection set has one (``_migrate``), so one missing without that record predates it.
+        """
+        if SEMANTIC not in present:
+            return False
+        if name == CONCEPTS:
+            with self._reading("Strong"):
+                return not self._query(SEMANTIC, f'concepts["v"] == {LAYOUT}', ["key"], limit=1)
+        if name == THUMBS:
+            return CONCEPTS in present and not self._meta().get("thumbs", False)
+        return False
+
+    def _meta(self) -> dict[str, Any]:
+        """The meta row's record (layout, migration, which collections the set has); {} if none."""
+        with self._reading("Strong"):
+            rows = self._query(CONCEPTS, f'row == "{_META_ROW}"', ["seq", "text"])
+        if not rows:
+            return {}
+        try:
+            recorded = json.loads(rows[0]["text"])
+        except ValueError:
+            return {}
+        return {**recorded, "seq": int(rows[0]["seq"])} if isinstance(recorded, dict) else {}
+
+    def _differences(self, name: str) -> list[str]:
+        """What differs between collection ``name`` and what this config makes: fields, code size, index, shards."""
+        collection = self._names[name]
+        described = self._call(
+            "describe_collection",
+            lambda t: self._client.describe_collection(collection, timeout=t),
+            setup=True,
+            collection=collection,
+        )
+        found = {str(field["name"]): field for field in described.get("fields", [])}
+        wanted = {field.name: field for field in self._schema(name).fields}
+        differences = [f"{collection} lacks field {field!r}" for field in sorted(set(wanted) - set(found))]
+        differences += [
+            f"{collection} has field {field!r} this config does not make" for field in sorted(set(found) - set(wanted))
+        ]
+        for field in sorted(set(wanted) & set(found)):
+            kind, want = found[field].get("type"), wanted[field].dtype
+            if int(kind or 0) != int(want):
+                differences.append(f"{collection}.{field} is {_type_name(kind)}, this config makes {_type_name(want)}")
+        dim = (found.get("code") or {}).get("params", {}).get("dim")
+        want_dim = wanted["code"].params.get("dim")
+        if dim is not None and int(dim) != int(want_dim):
+            differences.append(
+                f"{collection} holds codes of {dim} bits, this config makes {want_dim}"
+                " (sdr.size and index.equalize_bits must match what it was created with)"
+            )
+        return differences + self._drift(name, described)
+
+    def _drift(self, name: str, described: Mapping[str, Any]) -> list[str]:
+        """Settings fixed when a collection is created that differ from the config: refused, never reported late.
+
+        Info names the config's index type: one that differs from the collection's would be a lie there.
+        """
+        collection = self._names[name]
+        settings = self.config.milvus
+        differences = []
+        if not self.embedded and int(described.get("num_shards") or settings.shards) != settings.shards:
+            differences.append(
+                f"{collection} has {described['num_shards']} shards, milvus.shards says {settings.shards}"
+            )
+        index = self._index_of(collection)
+        wanted = self._index_kind(name)
+        if index is not None and str(index.get("index_type")) != wanted["index_type"]:
+            differences.append(
+                f"{collection} is indexed {index.get('index_type')}, milvus.index_type says {wanted['index_type']}"
+            )
+        elif index is not None and "params" in wanted:
+            nlist = index.get("nlist", (index.get("params") or {}).get("nlist"))
+            if nlist is not None and int(nlist) != wanted["params"]["nlist"]:
+                differences.append(f"{collection} has nlist {nlist}, milvus.nlist says {wanted['params']['nlist']}")
+        return differences
+
+    def _index_of(self, collection: str) -> dict[str, Any] | None:
+        """The description of the index on ``code`` (None if it has none, or the engine cannot say)."""
+        names = self._call(
+            "list_indexes",
+            lambda t: self._client.list_indexes(collection, timeout=t),
+            setup=True,
+            collection=collection,
+        )
+        if "code" not in names:
+            return None
+        described = self._call(
+            "describe_index",
+            lambda t: self._client.describe_index(collection, "code", timeout=t),
+            setup=True,
+            collection=collection,
+        )
+        return dict(described) if described else None
 
     def _schema(self, name: str) -> Any:
         from pymilvus import DataType, MilvusClient  # noqa: PLC0415
@@ -146,19 +289,6 @@ class MilvusSchema(MilvusCalls):
         schema.add_field("code", DataType.BINARY_VECTOR, dim=8)
         return schema
 
-    def _check_layout(self, name: str) -> None:
-        collection = self._names[name]
-        described = self._call(
-            "describe_collection", lambda t: self._client.describe_collection(collection, timeout=t), setup=True
-        )
-        dims = {field["name"]: field.get("params", {}).get("dim") for field in described.get("fields", [])}
-        wanted = {PHASH: 64, CONCEPTS: 8, THUMBS: 8}.get(name, self._dim)
-        if int(dims.get("code") or 0) != wanted:
-            raise ConfigError(
-                f"Milvus collection {collection} holds codes of {dims.get('code')} bits, this config makes"
-                f" {wanted} (sdr.size and index.equalize_bits must match what it was created with)"
-            )
-
     def _migrate(self) -> None:
         """Give every semantic row without the filter index (layout v1) its index, in place.
 
@@ -189,13 +319,54 @@ class MilvusSchema(MilvusCalls):
                         ", ".join(map(repr, ids[:20])),
                     )
                 self._upsert(SEMANTIC, fitting)
-            recorded = self._query(CONCEPTS, f'row == "{_META_ROW}"', ["seq"])
-        if not recorded or int(recorded[0]["seq"]) < LAYOUT:
-            note = json.dumps({"layout": LAYOUT, "migrated_items": len(keys), "at_ms": time.time_ns() // 1_000_000})
+        recorded = self._meta()
+        if recorded.get("seq", 0) < LAYOUT or not recorded.get("thumbs", False):
+            # "thumbs": this set has a thumbs collection from here on; one missing later was dropped (_predates)
+            migrated = len(keys) if keys or recorded.get("seq", 0) < LAYOUT else recorded.get("migrated_items", 0)
+            note = {"layout": LAYOUT, "migrated_items": migrated, "at_ms": time.time_ns() // 1_000_000, "thumbs": True}
             meta = {"row": _META_ROW, "key": _META_KEY, "name": "", "seq": LAYOUT, "part": 0, "parts": 0}
-            self._upsert(CONCEPTS, [{**meta, "text": note, "code": NO_MARK}])
+            self._upsert(CONCEPTS, [{**meta, "text": json.dumps(note), "code": NO_MARK}])
         if keys:
             logger.info("Milvus: %d items of %s migrated to layout v%d", len(keys), self.shown_uri, LAYOUT)
+
+    def _rebuild(self, lost: Sequence[str]) -> None:
+        """Refill collections created again by a repair from what the item rows hold, and make the items say the rest.
+
+        pHashes are in each item's semantic row: rebuilt. Visual codes are nowhere else: the
+        items lose their mark for that space (``in_<space>``, same seq), so counts, Info and
+        ``skipped_without_visual`` say they have none. Thumbnails and custom concepts are
+        gone: logged.
+        """
+        with self._reading("Strong"):
+            for name in lost:
+                if name == PHASH:
+                    rows = self._query_all(SEMANTIC, 'sha256 != ""', ["key", "seq", "phash"])
+                    versions = [
+                        {
+                            "version": f"{row['key']}.{row['seq']}",
+                            "key": row["key"],
+                            "seq": row["seq"],
+                            "code": phash_code(to_unsigned(int(row["phash"]))),
+                        }
+                        for row in rows
+                    ]
+                    for batch in in_chunks(versions, _MIGRATE_CHUNK):
+                        self._upsert(PHASH, batch)
+                    logger.warning("Milvus repair: %s rebuilt from %d item rows", self._names[name], len(rows))
+                elif name in self._spaces:
+                    fields = self._semantic_fields()
+                    keys = [str(row["key"]) for row in self._query_all(SEMANTIC, f"in_{name} == true", ["key"])]
+                    for chunk in in_chunks(keys, _MIGRATE_CHUNK):
+                        rows = [self._migrated(row, fields) for row in self._query(SEMANTIC, keys_in(chunk), fields)]
+                        self._upsert(SEMANTIC, [{**row, f"in_{name}": False} for row in rows])
+                    logger.warning(
+                        "Milvus repair: %s created empty; %d items lost their %s SDR (add them again to restore it)",
+                        self._names[name],
+                        len(keys),
+                        name,
+                    )
+                else:
+                    logger.warning("Milvus repair: %s created empty (what it held is lost)", self._names[name])
 
     def _semantic_fields(self) -> list[str]:
         fields = ["key", "id", "code", "seq", "heavy", "concepts", "metadata", "sha256", "phash"]
@@ -209,3 +380,12 @@ class MilvusSchema(MilvusCalls):
         pairs = zip(old.get("terms", []), (float(score) for score in old.get("scores", [])), strict=True)
         rewritten["concepts"] = concepts_json(list(pairs), row["metadata"] or {})
         return rewritten
+
+
+def _type_name(kind: object) -> str:
+    from pymilvus import DataType  # noqa: PLC0415
+
+    try:
+        return str(DataType(int(kind)).name)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return str(kind)
