@@ -273,7 +273,8 @@ def _least_sure(
 ) -> tuple[tuple[str, float], ...]:
     """The background items whose confidence is nearest one half (the threshold), nearest first."""
     fit = concept.fits[0]
-    rows, scores = background_scores(concept.bits, fit, background)
+    found, scores = background_scores(concept.bits, fit, background)
+    rows = [int(row) for row in found]
     confidences = [fit.confidence(float(score)) for score in scores]
     order = sorted(range(len(rows)), key=lambda n: (abs(confidences[n] - 0.5), ids[rows[n]]))
     return tuple((ids[rows[n]], confidences[n]) for n in order[:SUGGESTIONS])
