@@ -349,19 +349,22 @@ def _pu_threshold(
 
     The background is a mixture: a share ``prevalence`` of the concept (scoring like the
     positives) and the rest.  At any threshold t it flags at least prevalence * recall(t),
-    so prevalence <= flagged(t) / recall(t) for every t: its least value, over thresholds
-    keeping at least half the positives, is the estimate (PU learning, Elkan & Noto's bound).
+    so prevalence <= flagged(t) / recall(t) for every t (Elkan & Noto's bound, PU
+    learning).  The bound is read at the positives' median score: lower thresholds let
+    the rest's tail in (too high), higher ones rest on a few items (noisy; their least
+    value, tried first, read 0.07 for a true 0.10 on test data).
     Then precision(t) = prevalence * recall(t) / flagged(t).
     """
     candidates = np.unique(np.concatenate([positive, background]))
     recall = 1.0 - np.searchsorted(positive, candidates, side="left") / len(positive)
     flagged = 1.0 - np.searchsorted(background, candidates, side="left") / len(background)
-    usable = recall >= 0.5
-    bounds = flagged[usable] / recall[usable]
+    median = float(np.median(positive))
+    at_median = (1.0 - np.searchsorted(background, median, side="left") / len(background)) / float(
+        np.mean(positive >= median)
+    )
     # At least one item in the collection: a bound of 0 (no stored item scores like the
     # positives) would call every flagged item a false positive.
-    floor = 1.0 / len(background)
-    prevalence = float(np.clip(bounds.min(), floor, 1.0)) if bounds.size else floor
+    prevalence = float(np.clip(at_median, 1.0 / len(background), 1.0))
     with np.errstate(divide="ignore", invalid="ignore"):
         precision = np.where(flagged > 0, np.minimum(1.0, prevalence * recall / flagged), 1.0)
         f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
