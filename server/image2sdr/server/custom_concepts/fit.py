@@ -49,6 +49,19 @@ F1 0.27 (10 positives) and 0.21 (5) against 0.16 and 0.16.  Fitted shares beat e
 ones (F1 0.27 vs 0.19 with 10 positives, 0.21 vs 0.15 with 5): on drawings the visual
 SDR carries most concepts, the semantic one a few (clocks, road vehicles, music).
 
+*Background.*  Twenty negatives never show the tail of a collection of thousands, so the
+library also hands ``define`` up to 2,000 stored items (less the examples) as
+unlabelled background: presumed negatives, though some show the concept.  In the bits
+they weigh ``BACKGROUND_SHARE`` (1/4) against the explicit negatives' 3/4.  With at
+least ``MIN_BACKGROUND`` of them they set the threshold: the background is a mixture,
+a share ``prevalence`` scoring like the positives' leave-one-out scores and the rest;
+``prevalence <= flagged(t) / recall(t)`` at every threshold (Elkan & Noto), read at the
+positives' median score; then precision(t) = prevalence * recall(t) / flagged(t), and
+the threshold is the one of best estimated F1 there (the scale stays the examples').
+``FitReport.background`` keeps the estimate: what the definition flags of the stored
+collection and how precise it is estimated to be, which the leave-one-out fit on the
+examples alone overstates.
+
 Without negatives the threshold has nothing to stand on: an unrelated image is
 taken to score the chance overlap, and the concept then flags 60 % of unrelated
 images (measured).  A caller with no negatives should draw some from its collection
