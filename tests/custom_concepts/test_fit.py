@@ -311,9 +311,9 @@ def test_background_sets_the_threshold_and_reports_what_it_flags() -> None:
     found = concept.report.background
     assert found is not None and found.items == 200
     # One item in ten shows it: the estimate finds that share, and says the flagged ones are it.
-    assert 0.08 <= found.flagged <= 0.12 and abs(found.prevalence - 0.1) <= 0.03
-    # The estimate is a lower bound (its prevalence is the least of noisy ratios): honest, not flattering.
-    assert found.precision >= 0.75 and found.recall >= 0.9
+    assert 0.08 <= found.flagged <= 0.12 and 0.05 <= found.prevalence <= 0.12
+    # The estimate errs low (its prevalence is the least of noisy ratios): honest, not flattering.
+    assert found.precision >= 0.6 and found.recall >= 0.9
     assert concept.report.threshold == concept.threshold
     held_out = examples(1, 20, start=9)
     strangers = [e for seed in range(40, 45) for e in examples(seed, 10, start=9)]
