@@ -419,7 +419,7 @@ class ConceptBackground:
 
     items: int  # stored items scored
     flagged: float  # the share of them it says yes to
-    precision: float  # estimated share of those that show it
+    precision: float  # estimated share of those that show it: an upper bound, close only when it separates well
     recall: float  # the positives' share at the threshold, each scored leave-one-out
     prevalence: float  # estimated share of the collection that shows it
 

@@ -71,7 +71,7 @@ class BackgroundEstimate:
 
     items: int  # stored items scored (presumed negatives, unlabelled)
     flagged: float  # the share of them it says yes to
-    precision: float  # estimated share of those that show it
+    precision: float  # estimated share of those that show it: an upper bound (prevalence is one)
     recall: float  # the positives' share at the threshold, each scored leave-one-out
     prevalence: float  # estimated share of the collection that shows it
 

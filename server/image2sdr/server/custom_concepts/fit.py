@@ -364,10 +364,12 @@ def _pu_threshold(
     positives) and the rest.  At any threshold t it flags at least prevalence * recall(t),
     so prevalence <= flagged(t) / recall(t) for every t (Elkan & Noto's bound, PU
     learning).  Its least value over thresholds keeping at least half the positives is the
-    estimate: read at the positives' median alone it let the rest's tail in and called
-    0.96 of what it flagged right where 0.24 was (make bench-concepts, drawings); the
-    least value errs low (0.07 for a true 0.10 on test data): precision understated, not
-    flattered.  Then precision(t) = prevalence * recall(t) / flagged(t).
+    estimate: an upper bound, so the precision it implies is one too, close only when the
+    unlabelled members of the concept score like the examples and the rest score below
+    them.  Then precision(t) = prevalence * recall(t) / flagged(t).  Measured
+    (make bench-concepts, drawings, 10 + 20 examples): it claims 0.93 where 0.29 was (the
+    examples' leave-one-out claims 0.91); read at the positives' median instead, 0.96
+    where 0.24 was.  It flags 8 % of the collection there, the examples' rule 4 %.
     """
     candidates = np.unique(np.concatenate([positive, background]))
     recall = 1.0 - np.searchsorted(positive, candidates, side="left") / len(positive)
