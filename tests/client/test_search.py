@@ -196,6 +196,10 @@ def test_a_concept_is_defined_from_photos_read_listed_and_searched(
     assert concept.sdr.active and concept.visual is not None and concept.updated_ms > 0
     assert 0.0 <= concept.fit.precision <= 1.0 and 0.0 <= concept.fit.f1 <= 1.0
     assert client.get_concept(CONCEPT) == concept
+    # A handful of stored items: too few for a background estimate, enough to suggest labels from.
+    assert concept.background is None and concept.suggestions
+    stored = {item.id for item in client.list_items(100).items}
+    assert {s.id for s in concept.suggestions} <= stored and all(0 <= s.confidence <= 1 for s in concept.suggestions)
     assert concept in client.list_concepts()
     assert client.info().custom_concepts == len(client.list_concepts())
     assert client.find_similar(concept=CONCEPT, k=3)[0].id == "cat"

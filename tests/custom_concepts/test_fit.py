@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 
@@ -293,3 +294,47 @@ def test_an_empty_concept_set_scores_nothing() -> None:
     assert table.confidences(sdrs(examples(1, 1)[0])) == []
     with pytest.raises(InvalidInputError):
         table.scores({"semantic": Sdr.from_positions([1], 64)})
+
+
+def background_of(concept_share: int, strangers: int) -> list[Example]:
+    """Unlabelled stored items: ``concept_share`` of subject 1 among ``strangers`` unrelated ones."""
+    rng = np.random.default_rng(5)
+    others = [Example(random_sdr(rng, ACTIVE), random_sdr(rng, ACTIVE)) for _ in range(strangers)]
+    return examples(1, concept_share, start=5) + others
+
+
+def test_background_sets_the_threshold_and_reports_what_it_flags() -> None:
+    others = [e for seed in (11, 12, 13) for e in examples(seed, 4)]
+    concept = define(
+        "storefront", examples(1, 10), others, active_bits=ACTIVE, sdr_size=SIZE, background=background_of(20, 180)
+    )
+    found = concept.report.background
+    assert found is not None and found.items == 200
+    # One item in ten shows it: the estimate finds that share, and says the flagged ones are it.
+    assert 0.08 <= found.flagged <= 0.12 and 0.05 <= found.prevalence <= 0.12
+    # The estimate errs low (its prevalence is the least of noisy ratios): honest, not flattering.
+    assert found.precision >= 0.6 and found.recall >= 0.9
+    assert concept.report.threshold == concept.threshold
+    held_out = examples(1, 20, start=9)
+    strangers = [e for seed in range(40, 45) for e in examples(seed, 10, start=9)]
+    assert all(concept.present(sdrs(e)) for e in held_out)
+    assert not any(concept.present(sdrs(e)) for e in strangers)
+
+
+def test_too_small_a_background_leaves_the_threshold_to_the_examples() -> None:
+    others = [e for seed in (11, 12, 13) for e in examples(seed, 4)]
+    alone = define("storefront", examples(1, 6), others, active_bits=ACTIVE, sdr_size=SIZE)
+    small = define("storefront", examples(1, 6), others, active_bits=ACTIVE, sdr_size=SIZE, background=others[:5])
+    assert alone.report.background is None and small.report.background is None
+
+
+def test_document_round_trip_keeps_background_and_suggestions() -> None:
+    others = [e for seed in (11, 12, 13) for e in examples(seed, 4)]
+    concept = define(
+        "storefront", examples(1, 10), others, active_bits=ACTIVE, sdr_size=SIZE, background=background_of(10, 90)
+    )
+    concept = dataclasses.replace(concept, suggestions=(("item-7", 0.49), ("item-2", 0.55)))
+    document = to_document(concept)
+    again = from_document("storefront", document, SIZE)
+    assert again.report == concept.report and again.report.background is not None
+    assert again.suggestions == concept.suggestions and to_document(again) == document

@@ -126,3 +126,30 @@ def test_without_negatives_stored_items_stand_in_for_them(index: SdrIndex, tmp_p
     assert defined.concept.negatives == 32  # spread over the stored items, none of them a positive
     assert library.detect(*_sdrs(examples(1, 8)[7]))
     assert not library.detect(*_sdrs(examples(77, 1)[0]))  # an unrelated image is not flagged
+
+
+def test_refinement_suggests_unlabelled_stored_items_and_takes_them_back_as_examples(
+    index: SdrIndex, tmp_path: Path
+) -> None:
+    shows, others = examples(1, 16)[6:], [e for seed in range(20, 35) for e in examples(seed, 4)]
+    stored = {f"p{n}": e for n, e in enumerate(shows)} | {f"s{n}": e for n, e in enumerate(others)}
+    index.add_many([Item(key, e.semantic, spaces={"visual": e.visual}) for key, e in stored.items()])  # type: ignore[arg-type]
+    library = ConceptLibrary(index, config(tmp_path))
+    positives, negatives = examples(1, 6), [e for seed in (2, 3, 4) for e in examples(seed, 4)]
+    first = library.define("storefront", positives, negatives).concept
+    assert first.report.background is not None and first.report.background.items == len(stored)
+    suggested = [item_id for item_id, _ in first.suggestions]
+    assert 0 < len(suggested) <= 10 and set(suggested) <= set(stored)
+    # The user labels them (here: by what they are) and defines it again with them.
+    yes = [key for key in suggested if key.startswith("p")]
+    no = [key for key in suggested if key.startswith("s")]
+    again = library.define(
+        "storefront",
+        positives + [stored[key] for key in yes],
+        negatives + [stored[key] for key in no],
+        labelled=set(suggested),
+    ).concept
+    assert (again.positives, again.negatives) == (6 + len(yes), 12 + len(no))
+    assert again.report.background is not None and again.report.background.items == len(stored) - len(suggested)
+    assert not {item_id for item_id, _ in again.suggestions} & set(suggested)
+    assert library.get("storefront").concept.suggestions == again.suggestions

@@ -43,9 +43,11 @@ from ._htm import HtmSdr, SdrLike
 from ._stream import FrameResult, FrameStream, LostFrame, StreamStats, encode_frames
 from ._types import (
     Concept,
+    ConceptBackground,
     ConceptCondition,
     ConceptExample,
     ConceptFit,
+    ConceptSuggestion,
     CustomConcept,
     Duplicate,
     DuplicateKind,
@@ -85,9 +87,11 @@ __all__ = [
     "AlreadyExists",
     "Cancelled",
     "Concept",
+    "ConceptBackground",
     "ConceptCondition",
     "ConceptExample",
     "ConceptFit",
+    "ConceptSuggestion",
     "CustomConcept",
     "DeadlineExceeded",
     "Duplicate",

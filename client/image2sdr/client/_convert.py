@@ -9,7 +9,9 @@ from image2sdr.v1 import image2sdr_pb2 as pb
 from ._exceptions import Image2SdrError, error_from_status
 from ._types import (
     Concept,
+    ConceptBackground,
     ConceptFit,
+    ConceptSuggestion,
     CustomConcept,
     Duplicate,
     DuplicateKind,
@@ -304,7 +306,13 @@ def custom_concept_from_pb(message: pb.CustomConcept) -> CustomConcept:
         negatives=message.negatives,
         fit=ConceptFit(fit.precision, fit.recall, fit.f1),
         updated_ms=message.updated_ms,
+        background=_background_from_pb(message.background) if message.HasField("background") else None,
+        suggestions=tuple(ConceptSuggestion(s.id, s.confidence) for s in message.suggestions),
     )
+
+
+def _background_from_pb(message: pb.ConceptBackground) -> ConceptBackground:
+    return ConceptBackground(message.items, message.flagged, message.precision, message.recall, message.prevalence)
 
 
 def explanation_from_pb(message: pb.ExplainResponse) -> Explanation:

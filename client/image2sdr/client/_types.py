@@ -12,9 +12,11 @@ from ._exceptions import Image2SdrError
 
 __all__ = [
     "Concept",
+    "ConceptBackground",
     "ConceptCondition",
     "ConceptExample",
     "ConceptFit",
+    "ConceptSuggestion",
     "CustomConcept",
     "Duplicate",
     "DuplicateKind",
@@ -412,6 +414,25 @@ class ConceptFit:
 
 
 @dataclass(frozen=True)
+class ConceptBackground:
+    """What a custom concept does on the stored collection it was defined against (unlabelled items)."""
+
+    items: int  # stored items scored
+    flagged: float  # the share of them it says yes to
+    precision: float  # estimated share of those that show it: an upper bound, close only when it separates well
+    recall: float  # the positives' share at the threshold, each scored leave-one-out
+    prevalence: float  # estimated share of the collection that shows it
+
+
+@dataclass(frozen=True)
+class ConceptSuggestion:
+    """A stored item the concept was least sure of: label it, then define the concept again with it by id."""
+
+    id: str
+    confidence: float
+
+
+@dataclass(frozen=True)
 class CustomConcept:
     """A concept taught by examples: an SDR of the bits common among the positives, rare among the negatives.
 
@@ -429,6 +450,8 @@ class CustomConcept:
     negatives: int
     fit: ConceptFit  # leave-one-out on the examples
     updated_ms: int  # when it was (re)defined, Unix milliseconds
+    background: ConceptBackground | None = None  # on the stored collection; None: too few items stored
+    suggestions: tuple[ConceptSuggestion, ...] = ()  # least sure first: label these to refine it
 
 
 @dataclass(frozen=True)

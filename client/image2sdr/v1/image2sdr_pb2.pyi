@@ -480,8 +480,30 @@ class ConceptFit(_message.Message):
     f1: float
     def __init__(self, precision: _Optional[float] = ..., recall: _Optional[float] = ..., f1: _Optional[float] = ...) -> None: ...
 
+class ConceptBackground(_message.Message):
+    __slots__ = ("items", "flagged", "precision", "recall", "prevalence")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    FLAGGED_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
+    RECALL_FIELD_NUMBER: _ClassVar[int]
+    PREVALENCE_FIELD_NUMBER: _ClassVar[int]
+    items: int
+    flagged: float
+    precision: float
+    recall: float
+    prevalence: float
+    def __init__(self, items: _Optional[int] = ..., flagged: _Optional[float] = ..., precision: _Optional[float] = ..., recall: _Optional[float] = ..., prevalence: _Optional[float] = ...) -> None: ...
+
+class ConceptSuggestion(_message.Message):
+    __slots__ = ("id", "confidence")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    CONFIDENCE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    confidence: float
+    def __init__(self, id: _Optional[str] = ..., confidence: _Optional[float] = ...) -> None: ...
+
 class CustomConcept(_message.Message):
-    __slots__ = ("name", "sdr", "visual", "threshold", "scale", "positives", "negatives", "fit", "updated_ms")
+    __slots__ = ("name", "sdr", "visual", "threshold", "scale", "positives", "negatives", "fit", "updated_ms", "background", "suggestions")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SDR_FIELD_NUMBER: _ClassVar[int]
     VISUAL_FIELD_NUMBER: _ClassVar[int]
@@ -491,6 +513,8 @@ class CustomConcept(_message.Message):
     NEGATIVES_FIELD_NUMBER: _ClassVar[int]
     FIT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_MS_FIELD_NUMBER: _ClassVar[int]
+    BACKGROUND_FIELD_NUMBER: _ClassVar[int]
+    SUGGESTIONS_FIELD_NUMBER: _ClassVar[int]
     name: str
     sdr: Sdr
     visual: Sdr
@@ -500,7 +524,9 @@ class CustomConcept(_message.Message):
     negatives: int
     fit: ConceptFit
     updated_ms: int
-    def __init__(self, name: _Optional[str] = ..., sdr: _Optional[_Union[Sdr, _Mapping]] = ..., visual: _Optional[_Union[Sdr, _Mapping]] = ..., threshold: _Optional[float] = ..., scale: _Optional[float] = ..., positives: _Optional[int] = ..., negatives: _Optional[int] = ..., fit: _Optional[_Union[ConceptFit, _Mapping]] = ..., updated_ms: _Optional[int] = ...) -> None: ...
+    background: ConceptBackground
+    suggestions: _containers.RepeatedCompositeFieldContainer[ConceptSuggestion]
+    def __init__(self, name: _Optional[str] = ..., sdr: _Optional[_Union[Sdr, _Mapping]] = ..., visual: _Optional[_Union[Sdr, _Mapping]] = ..., threshold: _Optional[float] = ..., scale: _Optional[float] = ..., positives: _Optional[int] = ..., negatives: _Optional[int] = ..., fit: _Optional[_Union[ConceptFit, _Mapping]] = ..., updated_ms: _Optional[int] = ..., background: _Optional[_Union[ConceptBackground, _Mapping]] = ..., suggestions: _Optional[_Iterable[_Union[ConceptSuggestion, _Mapping]]] = ...) -> None: ...
 
 class GetConceptRequest(_message.Message):
     __slots__ = ("name",)

@@ -1,6 +1,6 @@
 """The ``image2sdr`` command's catalog search (issue 13), end to end against a real server.
 
-`similar --text/--concept/--where/--tag`, `ls` and `concept define/ls/get/rm`: the
+`similar --text/--concept/--where/--tag`, `ls` and `concept define/ls/get/suggest/rm`: the
 arguments are parsed here, sent through the client to a real server on port 0 with the
 real models, and what comes back is printed; bad input exits 2 (usage) or 1 (the server
 refused, naming the field), never with a traceback.
@@ -197,6 +197,12 @@ def test_concept_define_ls_get_search_encode_and_rm(
     code, out, _ = run(server, capsys, "concept", "get", CONCEPT)
     assert code == 0 and "4 positive, 4 negative" in out and "leave-one-out" in out
     assert run_json(server, capsys, "concept", "get", CONCEPT) == defined
+    # Refinement: the stored items it was least sure of, never the one given as an example.
+    suggested = run_json(server, capsys, "concept", "suggest", CONCEPT)
+    assert suggested == defined["suggestions"] and suggested
+    assert "cat" not in {s["id"] for s in suggested}
+    code, out, _ = run(server, capsys, "concept", "suggest", CONCEPT)
+    assert code == 0 and out.splitlines()[0].split() == ["ID", "CONFIDENCE"] and "--pos-id" in out
     code, out, _ = run(server, capsys, "info")
     assert code == 0 and out.splitlines()[-1].split() == ["custom", "concepts", "1"]
 

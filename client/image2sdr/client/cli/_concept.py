@@ -1,4 +1,10 @@
-"""``concept define|ls|get|rm``: custom concepts taught by a few examples."""
+"""``concept define|ls|get|suggest|rm``: custom concepts taught by a few examples.
+
+Refinement: ``concept suggest NAME`` lists the stored items the concept was least sure of
+when it was defined; the caller looks at them and defines it again with the same examples
+plus those ids (``--pos-id`` for yes, ``--neg-id`` for no).  Each definition brings fresh
+suggestions (the labelled ids are never suggested again).
+"""
 
 from __future__ import annotations
 
@@ -22,7 +28,7 @@ from ._output import bits_of, print_json, print_table
 def add_concept(commands: Any, connection: argparse.ArgumentParser) -> None:
     concept = commands.add_parser(
         "concept",
-        help="custom concepts taught by examples: define, ls, get, rm",
+        help="custom concepts taught by examples: define, ls, get, suggest, rm",
         description="Custom concepts, taught by a few examples (no training run): the bits common among the "
         "positives and rare among the negatives.  Once defined, `encode` reports them in the images that show "
         "them and `similar --concept NAME` searches by them.",
@@ -50,6 +56,17 @@ def add_concept(commands: Any, connection: argparse.ArgumentParser) -> None:
     get.add_argument("name", metavar="NAME")
     add_json(get, "machine-readable output (with the SDRs)")
     get.set_defaults(run=_run_concept_get, command="concept get")
+    suggest = actions.add_parser(
+        "suggest",
+        parents=[connection],
+        help="stored items the concept is least sure of: label them to refine it",
+        description="The stored items NAME was least sure of when defined (confidence nearest 0.5), nearest first. "
+        "Look at them, then run `concept define NAME` again with the same examples plus --pos-id for the ones "
+        "that show it and --neg-id for the ones that do not.",
+    )
+    suggest.add_argument("name", metavar="NAME")
+    add_json(suggest)
+    suggest.set_defaults(run=_run_concept_suggest, command="concept suggest")
     remove = actions.add_parser("rm", aliases=["remove"], parents=[connection], help="forget a custom concept")
     remove.add_argument("name", metavar="NAME")
     remove.set_defaults(run=_run_concept_remove, command="concept rm")
@@ -84,6 +101,18 @@ def _run_concept_get(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run_concept_suggest(args: argparse.Namespace) -> int:
+    with connect(args) as client:
+        concept = client.get_concept(args.name)
+    if args.json:
+        print_json(concept.suggestions)
+        return EXIT_OK
+    print_table(["ID", "CONFIDENCE"], [[s.id, f"{s.confidence:.2f}"] for s in concept.suggestions])
+    if concept.suggestions:
+        print(f"label them: concept define {args.name!r} <the same examples> --pos-id YES... --neg-id NO...")
+    return EXIT_OK
+
+
 def _run_concept_remove(args: argparse.Namespace) -> int:
     with connect(args) as client:
         client.remove_concept(args.name)
@@ -111,8 +140,20 @@ def _print_concept(concept: CustomConcept, *, as_json: bool) -> None:
         ["examples", f"{concept.positives} positive, {concept.negatives} negative"],
         ["fit", f"precision {fit.precision:.2f}, recall {fit.recall:.2f}, f1 {fit.f1:.2f} (leave-one-out)"],
         ["threshold", f"{concept.threshold:.3g} (scale {concept.scale:.3g})"],
+        ["stored", _background(concept)],
+        ["suggest", " ".join(s.id for s in concept.suggestions) or "-"],
         ["sdr", bits_of(concept.sdr)],
         ["visual", "-" if concept.visual is None else bits_of(concept.visual)],
         ["updated", _updated(concept)],
     ]
     print_table(["", ""], rows)
+
+
+def _background(concept: CustomConcept) -> str:
+    found = concept.background
+    if found is None:
+        return "- (too few stored items to estimate)"
+    return (
+        f"flags {found.flagged:.1%} of {found.items} stored items, precision ~{found.precision:.2f} "
+        f"(estimated), recall {found.recall:.2f}"
+    )

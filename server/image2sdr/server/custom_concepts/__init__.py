@@ -10,7 +10,16 @@ concept is one a caller defines from examples ("storefront"), and this package i
     library.py   ConceptLibrary: the definitions kept in the index, a copy in step across replicas
 """
 
-from .concept import MIN_POSITIVES, ConceptBits, ConceptDocumentError, CustomConcept, Example, Fit, FitReport
+from .concept import (
+    MIN_POSITIVES,
+    BackgroundEstimate,
+    ConceptBits,
+    ConceptDocumentError,
+    CustomConcept,
+    Example,
+    Fit,
+    FitReport,
+)
 from .document import DOCUMENT_VERSION, from_document, to_document
 from .fit import define
 from .library import ConceptLibrary, Defined, Detection
@@ -19,6 +28,7 @@ from .scoring import ConceptSet
 __all__ = [
     "DOCUMENT_VERSION",
     "MIN_POSITIVES",
+    "BackgroundEstimate",
     "ConceptBits",
     "ConceptDocumentError",
     "ConceptLibrary",

@@ -21,6 +21,7 @@ from ..sdr import Sdr
 __all__ = [
     "MIN_POSITIVES",
     "SPACES",
+    "BackgroundEstimate",
     "ConceptBits",
     "ConceptDocumentError",
     "CustomConcept",
@@ -65,6 +66,17 @@ class Fit:
 
 
 @dataclass(frozen=True)
+class BackgroundEstimate:
+    """What the concept does on the stored collection it was fitted against (``fit._pu_threshold``)."""
+
+    items: int  # stored items scored (presumed negatives, unlabelled)
+    flagged: float  # the share of them it says yes to
+    precision: float  # estimated share of those that show it: an upper bound (prevalence is one)
+    recall: float  # the positives' share at the threshold, each scored leave-one-out
+    prevalence: float  # estimated share of the collection that shows it
+
+
+@dataclass(frozen=True)
 class FitReport:
     """How the concept sorts its own examples, each scored leave-one-out (against the concept made without it)."""
 
@@ -74,6 +86,7 @@ class FitReport:
     negative_scores: tuple[float, ...]  # sorted ascending; empty when no negatives were given
     threshold: float
     bits: Mapping[str, int]  # concept bits per space
+    background: BackgroundEstimate | None = None  # None: fitted on the examples alone
 
     @property
     def true_positives(self) -> int:
@@ -127,6 +140,9 @@ class CustomConcept:
     fits: tuple[Fit, ...]  # the first combines every space; then one per fewer spaces an image may have
     report: FitReport
     active_bits: int
+    # Stored items it was least sure of when defined (id, confidence), to be labelled and
+    # given back as examples: refinement.  Filled by the library, which knows the ids.
+    suggestions: tuple[tuple[str, float], ...] = ()
 
     @property
     def sdrs(self) -> Mapping[str, Sdr]:

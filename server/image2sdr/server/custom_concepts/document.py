@@ -7,6 +7,7 @@ or a damaged one is a ``ConceptDocumentError``: the library leaves such a concep
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import types
@@ -17,7 +18,7 @@ import numpy as np
 from ..errors import InvalidSdrError
 from ..index.values import SEMANTIC
 from ..sdr import Sdr
-from .concept import SPACES, ConceptBits, ConceptDocumentError, CustomConcept, Fit, FitReport
+from .concept import SPACES, BackgroundEstimate, ConceptBits, ConceptDocumentError, CustomConcept, Fit, FitReport
 
 __all__ = ["DOCUMENT_VERSION", "from_document", "to_document"]
 
@@ -26,7 +27,7 @@ DOCUMENT_VERSION = 1
 
 def to_document(concept: CustomConcept) -> str:
     """The JSON the index stores (versioned; read back by ``from_document``)."""
-    document = {
+    document: dict[str, Any] = {
         "version": DOCUMENT_VERSION,
         "sdr_size": concept.bits[SEMANTIC].sdr.size,
         "active_bits": concept.active_bits,
@@ -50,6 +51,12 @@ def to_document(concept: CustomConcept) -> str:
             "negative_scores": list(concept.report.negative_scores),
         },
     }
+    # Added in place (version 1 still): a document without them reads as fitted on the examples alone.
+    background = concept.report.background
+    if background is not None:
+        document["background"] = dataclasses.asdict(background)
+    if concept.suggestions:
+        document["suggestions"] = [[item_id, confidence] for item_id, confidence in concept.suggestions]
     return json.dumps(document, separators=(",", ":"))
 
 
@@ -103,8 +110,22 @@ def _read(name: str, raw: dict[str, Any], sdr_size: int) -> CustomConcept:
         raise ValueError("the report's scores do not match its counts")
     active_bits = int(raw["active_bits"])
     counts = types.MappingProxyType({space: b.sdr.active for space, b in bits.items()})
-    fit_report = FitReport(len(positive), len(negative), positive, negative, fits[0].threshold, counts)
-    return CustomConcept(name, types.MappingProxyType(bits), fits, fit_report, active_bits)
+    background = _read_background(raw.get("background"))
+    fit_report = FitReport(len(positive), len(negative), positive, negative, fits[0].threshold, counts, background)
+    suggestions = tuple((str(item_id), float(confidence)) for item_id, confidence in raw.get("suggestions", []))
+    return CustomConcept(name, types.MappingProxyType(bits), fits, fit_report, active_bits, suggestions)
+
+
+def _read_background(raw: dict[str, Any] | None) -> BackgroundEstimate | None:
+    if raw is None:
+        return None
+    return BackgroundEstimate(
+        int(raw["items"]),
+        float(raw["flagged"]),
+        float(raw["precision"]),
+        float(raw["recall"]),
+        float(raw["prevalence"]),
+    )
 
 
 def _read_fit(raw: dict[str, Any], spaces: tuple[str, ...]) -> Fit:

@@ -18,10 +18,11 @@ logged and left out; it can still be removed.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from ..config import Config
@@ -38,7 +39,7 @@ from ..index.values import SEMANTIC, VISUAL, StoredConcept
 from ..sdr import Sdr
 from .concept import MIN_POSITIVES, ConceptDocumentError, CustomConcept, Example
 from .document import from_document, to_document
-from .fit import define
+from .fit import background_scores, define
 from .scoring import ConceptSet
 
 __all__ = ["ConceptLibrary", "Defined", "Detection"]
@@ -47,6 +48,8 @@ logger = logging.getLogger(__name__)
 
 STAND_IN_NEGATIVES = 32  # stored items taken as negatives when a definition gives none
 STAND_IN_POOL = 256  # ... spread over this many of the newest
+BACKGROUND_ITEMS = 2000  # stored items read as the unlabelled background of a definition (newest first)
+SUGGESTIONS = 10  # stored items a definition is least sure of, offered for labelling
 
 
 @dataclass(frozen=True)
@@ -106,23 +109,40 @@ class ConceptLibrary:
                 actual=len(known) + 1,
             )
 
-    def define(self, name: str, positives: Sequence[Example], negatives: Sequence[Example]) -> Defined:
-        """Fit a concept on its examples and store it, replacing one of the same name.
+    def define(
+        self,
+        name: str,
+        positives: Sequence[Example],
+        negatives: Sequence[Example],
+        labelled: Collection[str] = (),
+    ) -> Defined:
+        """Fit a concept on its examples and the stored collection, and store it, replacing one of the same name.
 
         Without negatives a threshold has nothing to stand on (measured: such a concept
         flags ~60 % of unrelated images), so stored items stand in for them: up to
         ``STAND_IN_NEGATIVES`` of the newest, spread over the first page, none equal to a
         positive. The fit report counts them.
+
+        Up to ``BACKGROUND_ITEMS`` of the newest stored items, less the examples
+        (``labelled``: the ids given; images given are known by their SDR), are the
+        background: presumed negatives that shape the bits lightly and the threshold
+        (``fit``), and the report's estimate of what the concept flags there.  The
+        ``SUGGESTIONS`` background items nearest its threshold come back with it: labelled
+        and given as examples by id in the next definition, they refine it.
         """
         self.check_definition(name, len(positives), len(negatives))
         if not negatives:
             negatives = self._stand_ins(positives)
-        concept = define(name, positives, negatives, active_bits=self.active_bits, sdr_size=self.sdr_size)
+        ids, background = self._background([*positives, *negatives], labelled)
+        concept = define(
+            name, positives, negatives, active_bits=self.active_bits, sdr_size=self.sdr_size, background=background
+        )
         if not concept.sdrs[SEMANTIC].active:
             raise InvalidInputError(
                 "the positive examples share no bit that the negatives lack: give examples that show one thing",
                 field="positives",
             )
+        concept = dataclasses.replace(concept, suggestions=_least_sure(concept, ids, background))
         stored = self.index.put_concept(name, to_document(concept))
         defined = Defined(concept, stored.updated_ms)
         self._change(lambda known: {**known, name: defined})
@@ -163,6 +183,23 @@ class ConceptLibrary:
         ]
         step = max(1, len(pool) // STAND_IN_NEGATIVES)
         return pool[::step][:STAND_IN_NEGATIVES]
+
+    def _background(self, examples: Sequence[Example], labelled: Collection[str]) -> tuple[list[str], list[Example]]:
+        """The newest stored items that are not examples: their ids and SDRs."""
+        shown = {tuple(example.semantic.positions.tolist()) for example in examples}
+        ids: list[str] = []
+        found: list[Example] = []
+        token = ""
+        while len(found) < BACKGROUND_ITEMS:
+            page = self.index.list_items(min(BACKGROUND_ITEMS, self.max_k), token)
+            for item in page.items:
+                if item.id not in labelled and tuple(item.sdr.positions.tolist()) not in shown:
+                    ids.append(item.id)
+                    found.append(Example(item.sdr, item.in_space(VISUAL)))
+            token = page.next_page_token
+            if not token:
+                break
+        return ids[:BACKGROUND_ITEMS], found[:BACKGROUND_ITEMS]
 
     # -- detection ------------------------------------------------------------
 
@@ -229,3 +266,15 @@ class ConceptLibrary:
         with self._lock:
             self._generation += 1
             self._copy = self._copy_of(update(self._copy.known))
+
+
+def _least_sure(
+    concept: CustomConcept, ids: Sequence[str], background: Sequence[Example]
+) -> tuple[tuple[str, float], ...]:
+    """The background items whose confidence is nearest one half (the threshold), nearest first."""
+    fit = concept.fits[0]
+    found, scores = background_scores(concept.bits, fit, background)
+    rows = [int(row) for row in found]
+    confidences = [fit.confidence(float(score)) for score in scores]
+    order = sorted(range(len(rows)), key=lambda n: (abs(confidences[n] - 0.5), ids[rows[n]]))
+    return tuple((ids[rows[n]], confidences[n]) for n in order[:SUGGESTIONS])

@@ -6,6 +6,7 @@ keep only positions, so the dimensions are stamped here, not trusted.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 from image2sdr.v1 import image2sdr_pb2 as pb
@@ -210,7 +211,11 @@ def custom_concept_message(defined: Defined, dimensions: Sequence[int]) -> pb.Cu
         negatives=concept.negatives,
         fit=pb.ConceptFit(precision=concept.report.precision, recall=concept.report.recall, f1=concept.report.f1),
         updated_ms=defined.updated_ms,
+        suggestions=[pb.ConceptSuggestion(id=item_id, confidence=conf) for item_id, conf in concept.suggestions],
     )
+    background = concept.report.background
+    if background is not None:
+        message.background.CopyFrom(pb.ConceptBackground(**dataclasses.asdict(background)))
     visual = concept.sdrs.get(VISUAL)
     if visual is not None:
         message.visual.CopyFrom(sdr_message(visual, dimensions))

@@ -47,7 +47,8 @@ def define_concept(parts: Parts, request: DefineRequest, call: CallContext = NO_
     parts.library.check_definition(request.name, len(request.positives), len(request.negatives))
     positives = _examples(parts, request.positives, "positives", call)
     negatives = _examples(parts, request.negatives, "negatives", call)
-    return parts.library.define(request.name, positives, negatives)
+    labelled = {example.id for example in [*request.positives, *request.negatives] if isinstance(example, ExampleItem)}
+    return parts.library.define(request.name, positives, negatives, labelled)
 
 
 def get_concept(parts: Parts, name: str) -> Defined:
