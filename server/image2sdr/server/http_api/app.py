@@ -50,6 +50,7 @@ from .browser import REQUESTED_WITH, BrowserGuardMiddleware, allowed_hosts
 from .calls import TIMEOUT_HEADER, Calls
 from .errors import HttpApiError, bad_request, code_for_http, http_status, status_response
 from .middleware import BearerTokenMiddleware, Metrics, ObservedMiddleware
+from .resources import add_resource_routes
 
 __all__ = ["STATIC_DIR", "TIMEOUT_HEADER", "create_app"]
 
@@ -222,6 +223,7 @@ def _page(request: Request) -> Response:
 
 def _add_routes(app: FastAPI, *, serve_metrics: bool) -> None:
     add = app.add_api_route
+    add_resource_routes(app)  # first: GET /v1/items/{id} and /v1/maps/{id} would take their paths
     add("/v1/encode", _encode, methods=["POST"], name="Encode", openapi_extra=_encode_doc())
     for path, rpc, message_type in _JSON_ROUTES:
         add(path, _json_endpoint(rpc, message_type), methods=["POST"], name=rpc, openapi_extra=_json_doc(message_type))
