@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+import anyio.to_thread
 from fastapi import FastAPI, Request
 from google.protobuf import json_format
 from google.rpc import code_pb2, status_pb2
@@ -27,6 +28,8 @@ from starlette.responses import JSONResponse, Response
 
 from image2sdr.v1 import image2sdr_pb2 as pb
 
+from ..messages import status_for
+from ..usecases import UseCases
 from .calls import Calls
 from .errors import HttpApiError
 
@@ -57,10 +60,22 @@ def image_type(data: bytes) -> str:
 
 
 async def _thumbnail(request: Request, item_id: str) -> Response:
+    """The stored thumbnail, read alone (a map shows hundreds at once: no SDRs read, no call slot held).
+
+    Only when there is none does GetItem run, to say which is missing: the item or its picture.
+    """
+    cases: UseCases = request.app.state.cases
+    try:
+        found = await anyio.to_thread.run_sync(cases.parts.index.thumbnails, [item_id])
+    except Exception as exc:  # an id no item could have, the index closed: as gRPC would say it
+        raise HttpApiError(status_for(exc)) from exc
+    if item_id in found:
+        return _image(request, found[item_id], THUMBNAIL_CACHE)
+
     def respond(item: pb.Item) -> Response:
         if not item.thumbnail:
             raise _missing(f"item {item_id!r} has no thumbnail (added by SDR alone, or thumbnails are off)")
-        return _image(request, item.thumbnail, THUMBNAIL_CACHE)
+        return _image(request, item.thumbnail, THUMBNAIL_CACHE)  # stored in between
 
     return await _calls(request).run("GetItem", pb.GetItemRequest(id=item_id), request, respond)
 
