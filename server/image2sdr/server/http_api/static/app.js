@@ -527,9 +527,10 @@ function drawMap(job) {
   const grid = $("map-grid");
   const columns = job.columns || 1;
   grid.style.gridTemplateColumns = `repeat(${columns}, var(--cell))`;
-  // Fit the width at first (a large map starts small); the zoom goes from there.
+  // A small map fits the width; a large one starts at 64 px cells, big enough to tell pictures apart and
+  // few enough in view to load at once (each is a request), and the zoom and a drag go from there.
   const fit = Math.floor(($("map-section").clientWidth || 960) / columns);
-  setZoom(Math.max(12, Math.min(96, fit - (fit % 4))));
+  setZoom(Math.max(64, Math.min(96, fit - (fit % 4))));
   grid.replaceChildren(...(job.cells || []).map(mapCell));
   $("map-view").hidden = false;
   $("map-controls").hidden = false;
