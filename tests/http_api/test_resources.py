@@ -80,6 +80,8 @@ def test_a_thumbnail_is_an_image_revalidated_by_its_etag(http: httpx.Client, ser
 def test_a_missing_thumbnail_is_a_status(http: httpx.Client, server: Server) -> None:
     body = status(http.get("/v1/items/nobody/thumbnail"), 404, grpc.StatusCode.NOT_FOUND)
     assert "nobody" in body["message"]
+    long_id = "x" * 10_000  # no item could have it: refused as GetItem refuses it
+    assert status(http.get(f"/v1/items/{long_id}/thumbnail"), 400, grpc.StatusCode.INVALID_ARGUMENT)["message"]
     server.index.add("bits-only", server.cases.get_item("cat").item.sdr)  # stored by SDR alone: no picture
     body = status(http.get("/v1/items/bits-only/thumbnail"), 404, grpc.StatusCode.NOT_FOUND)
     assert "no thumbnail" in body["message"]
