@@ -155,8 +155,7 @@ function element(tag, attributes = {}, text = "") {
  * Fill an <img> with the item's thumbnail (GET /v1/items/{id}/thumbnail, cached by its ETag); one it lacks is said.
  * With a token the picture is fetched with it (an <img> cannot send one) and shown from a blob: URL.
  */
-async function fillThumbnail(img, id, placeholder = "no thumbnail") {
-  const missing = () => img.replaceWith(element("span", { class: "thumb none" }, placeholder));
+async function fillThumbnail(img, id, placeholder = "no thumbnail", missing = () => img.replaceWith(element("span", { class: "thumb none" }, placeholder))) {
   const token = sessionStorage.getItem(TOKEN_KEY);
   if (!token) {
     img.addEventListener("error", missing, { once: true });
@@ -297,9 +296,8 @@ async function openItem(id) {
   const item = await getItem(id);
   if (generation !== state.generation) return;
   const preview = $("preview");
-  preview.addEventListener("error", () => (preview.hidden = true), { once: true });
-  preview.src = thumbnailPath(id);
   preview.hidden = false;
+  fillThumbnail(preview, id, "", () => (preview.hidden = true));  // none stored: no picture, the rest stays
   renderConcepts(item.concepts);
   await setQuery({ semantic: item.sdr, visual: item.visual || null, label: `stored item ${id}` });
   setStatus(`Opened ${id}: its nearest stored items below`);
