@@ -18,6 +18,7 @@ from image2sdr.server.encoder import Encoder, Encoding, StageTimings
 from image2sdr.server.metrics import STAGES, Metrics
 from image2sdr.server.sdr import Sdr
 from image2sdr.server.serve import SERVICE_NAME, Server, create_server
+from image2sdr.server.usecases.info import SERVER_VERSION
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 from tests.helpers.encoders import with_fresh_cache
@@ -30,6 +31,9 @@ FAMILIES = (
     "image2sdr_index_snapshots",
     "image2sdr_index_snapshot_seconds",
     "image2sdr_stream_items_in_flight",
+    "image2sdr_build_info",
+    "process_cpu_seconds",
+    "process_resident_memory_bytes",
 )
 
 
@@ -278,7 +282,19 @@ def test_get_metrics_over_http_counts_the_http_calls_and_leaves_grpc_alone(
         assert refused.status_code == 400
         assert http.get("/v1/info").status_code == 200
         assert http.post("/v1/similar", json={"id": "cat"}).status_code == 200
-        expected = {("Encode", "200"): 1, ("Encode", "400"): 1, ("Info", "200"): 1, ("FindSimilar", "200"): 1}
+        assert http.get("/static/app.js").status_code == 200
+        assert http.get("/static/nothing-here.css").status_code == 404
+        assert http.get("/v1/nowhere/at/all").status_code == 404
+        assert http.get("/also-nowhere").status_code == 404
+        expected = {
+            ("Encode", "200"): 1,
+            ("Encode", "400"): 1,
+            ("Info", "200"): 1,
+            ("FindSimilar", "200"): 1,
+            ("static", "200"): 1,  # every file in one label, found or not
+            ("static", "404"): 1,
+            ("unknown", "404"): 2,  # every path no route serves in one label: bounded, whatever is asked
+        }
 
         def requests(found: Samples, method: str, code: str) -> float:
             return moved(before, found, "image2sdr_requests_total", protocol="http", method=method, code=code)
@@ -300,3 +316,15 @@ def test_get_metrics_over_http_counts_the_http_calls_and_leaves_grpc_alone(
         assert moved(before, after, "image2sdr_encode_stage_seconds_count", stage=stage) == 1
     for space in server.index.spaces:
         assert value(after, "image2sdr_index_items", space=space) == 1
+    # One code vocabulary per protocol: HTTP statuses for http, gRPC code names for grpc.
+    http_codes = {
+        dict(labels)["code"]
+        for name, labels in after
+        if name == "image2sdr_requests_total" and ("protocol", "http") in labels
+    }
+    assert {"200", "400", "404"} <= http_codes and all(code.isdigit() for code in http_codes)
+    # What runs: the version and the models, and the process's own series.
+    built = [dict(labels) for (name, labels), v in after.items() if name == "image2sdr_build_info" and v == 1]
+    assert len(built) == 1 and built[0]["version"] == SERVER_VERSION
+    assert built[0]["concepts"] == f"{server.encoder.concept_source.name} {server.encoder.concept_source.model}".strip()
+    assert value(after, "process_resident_memory_bytes") > 0

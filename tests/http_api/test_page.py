@@ -15,13 +15,12 @@ except under CI, where they must run (and fail if the browser is missing).
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, Dialog, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Dialog, Locator, Page, expect, sync_playwright
 from skimage import data as skdata
 
 from image2sdr.server.config import Config, HttpConfig, ServiceConfig
@@ -133,7 +132,11 @@ def chelsea_jpeg(tmp_path: Path) -> Path:
 
 def test_upload_add_search_highlight_remove(page: Page, base_url: str, chelsea_jpeg: Path, tmp_path: Path) -> None:
     recorded = Recorded(page)
+    asked: list[str] = []
+    page.on("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
     page.goto(f"{base_url}/")
+    expect(page.get_by_test_id("sdr-explainer")).to_contain_text("SDR")
+    expect(page.get_by_test_id("docs-link")).to_have_attribute("href", "/docs")
     expect(page.get_by_test_id("collection-total")).to_contain_text("0 items")
 
     # Upload: concepts with confidences, the SDR drawn, its decoded terms.
@@ -152,8 +155,9 @@ def test_upload_add_search_highlight_remove(page: Page, base_url: str, chelsea_j
     stored = page.request.get(f"{base_url}/v1/items/{ITEM_ID}").json()
     assert drawn == stored["sdr"]["active"], "the canvas is not the stored SDR bit for bit"
     listed = page.locator(f'[data-testid="collection-item"][data-id="{ITEM_ID}"]')
-    thumbnail = re.compile(rf"^data:image/\w+;base64,{re.escape(stored['thumbnail'])}$")
+    thumbnail = f"/v1/items/{ITEM_ID}/thumbnail"  # a picture at its own URL, not base64 in JSON
     expect(listed.locator("img.thumb")).to_have_attribute("src", thumbnail)
+    assert page.evaluate("(img) => img.complete && img.naturalWidth > 0", listed.locator("img.thumb").element_handle())
     match = page.locator(f'[data-testid="match"][data-id="{ITEM_ID}"]')
     expect(match.get_by_test_id("match-overlap")).to_have_text(f"{len(drawn)} bits shared")
 
@@ -162,20 +166,19 @@ def test_upload_add_search_highlight_remove(page: Page, base_url: str, chelsea_j
     expect(page.get_by_test_id("sdr-canvas")).to_have_attribute("data-shared", str(len(drawn)))
     assert page.evaluate(SHARED_BITS) == drawn
 
-    # Words: "cat" finds it, thumbnail and overlap shown.
+    # Words: "cat" finds it, thumbnail and overlap shown; nothing of the photo's query is left beside them.
     page.get_by_test_id("search-text").fill("cat")
     page.get_by_test_id("search-button").click()
     expect(page.get_by_test_id("sdr-caption")).to_contain_text("“cat”")
+    expect(page.get_by_test_id("preview")).to_be_hidden()
+    expect(page.get_by_test_id("concept")).to_have_count(0)
+    expect(page.get_by_test_id("add-button")).to_be_disabled()
     found = page.locator(f'[data-testid="match"][data-id="{ITEM_ID}"]')
     expect(found.locator("img.thumb")).to_have_attribute("src", thumbnail)
     expect(found.get_by_test_id("match-overlap")).to_contain_text("bits shared")
     page.screenshot(path=tmp_path / "page.png", full_page=True)
 
-    # Remove it from the collection list: gone from the page and from the server.
-    listed.get_by_test_id("remove").click()
-    expect(page.get_by_test_id("status")).to_have_text(f"Removed {ITEM_ID}")
-    expect(listed).to_have_count(0)
-    expect(found).to_have_count(0)
+    _remove_with_undo(page, base_url, listed, found, asked)
     gone = page.request.get(f"{base_url}/v1/items/{ITEM_ID}")
     assert gone.status == 404
     assert ITEM_ID in gone.json()["message"]
@@ -185,14 +188,44 @@ def test_upload_add_search_highlight_remove(page: Page, base_url: str, chelsea_j
     assert recorded.blocked == []
 
 
-def test_errors_shown_from_the_status_body(page: Page, base_url: str, tmp_path: Path) -> None:
+def _remove_with_undo(page: Page, base_url: str, listed: Locator, found: Locator, asked: list[str]) -> None:
+    # Remove it from the collection list: asked first, gone from the page, and undone while the page is open.
+    listed.get_by_test_id("remove").click()
+    expect(page.get_by_test_id("status")).to_have_text(f"Removed {ITEM_ID}")
+    assert len(asked) == 1 and ITEM_ID in asked[0] and "undo" in asked[0]
+    expect(listed).to_have_count(0)
+    expect(found).to_have_count(0)
+    assert page.request.get(f"{base_url}/v1/items/{ITEM_ID}").ok  # held by the page until it is sure
+    page.get_by_test_id("undo-button").click()
+    expect(listed).to_have_count(1)
+    expect(page.get_by_test_id("undo")).to_be_hidden()
+
+    # Removed again and sent at once: gone from the server too.
+    listed.get_by_test_id("remove").click()
+    page.get_by_test_id("undo-commit").click()
+    expect(page.get_by_test_id("undo")).to_be_hidden()
+    expect(page.get_by_test_id("collection-total")).to_contain_text("0 items")
+
+
+def test_a_bad_file_clears_the_last_image_and_shows_the_status(
+    page: Page, base_url: str, chelsea_jpeg: Path, tmp_path: Path
+) -> None:
     not_an_image = tmp_path / "notes.jpg"
     not_an_image.write_text("these are words, not pixels")
     page.goto(f"{base_url}/")
+    page.get_by_test_id("image-input").set_input_files(str(chelsea_jpeg))
+    expect(page.get_by_test_id("add-button")).to_be_enabled()
+    expect(page.get_by_test_id("term").first).to_be_visible()
     page.get_by_test_id("image-input").set_input_files(str(not_an_image))
     error = page.get_by_test_id("error")
     expect(error).to_be_visible()
     expect(error).to_contain_text("(HTTP 400)")
+    # Nothing of chelsea's is left beside the refusal, and the bad file cannot be added.
+    expect(page.get_by_test_id("preview")).to_be_hidden()
+    for panel in ("concept", "term", "match"):
+        expect(page.get_by_test_id(panel)).to_have_count(0)
+    expect(page.get_by_test_id("add-button")).to_be_disabled()
+    assert page.get_by_test_id("sdr-canvas").get_attribute("data-active") == "0"
     upload = {"name": "notes.jpg", "mimeType": "image/jpeg", "buffer": not_an_image.read_bytes()}
     message = page.request.post(f"{base_url}/v1/encode", multipart={"image": upload}).json()
     expect(error).to_have_text(f"{message['message']} (HTTP 400)")
@@ -262,3 +295,68 @@ def test_token_asked_on_401_and_kept_for_the_tab(page: Page, token_url: str) -> 
     page.reload()
     expect(page.get_by_test_id("collection-total")).to_contain_text("0 items")
     assert len(asked) == 2, "asked again although the tab kept the token"
+
+
+def _add(page: Page, base_url: str, item_id: str, jpeg: bytes) -> None:
+    answer = page.request.post(f"{base_url}/v1/encode?add={item_id}", data=jpeg, headers={"Content-Type": "image/jpeg"})
+    assert answer.ok, answer.text()
+
+
+def test_the_map_names_a_cell_on_hover_and_opens_it_on_click(page: Page, base_url: str) -> None:
+    recorded = Recorded(page)
+    page.goto(f"{base_url}/")
+    for item_id, image in (
+        ("map-cat", skdata.chelsea()),
+        ("map-mug", skdata.coffee()),
+        ("map-rocket", skdata.rocket()),
+    ):
+        _add(page, base_url, item_id, encode_jpeg(image))
+    page.get_by_test_id("map-button").click()
+    cell = page.locator('[data-testid="map-cell"][data-id="map-mug"]')
+    expect(page.get_by_test_id("map-cell")).to_have_count(3)
+    # Edge to edge: the thumbnail fills its square cell, cropped rather than letterboxed.
+    box, picture = cell.bounding_box(), cell.locator("img").bounding_box()
+    assert box and picture and box["width"] == box["height"] == picture["width"] == picture["height"]
+    assert cell.locator("img").evaluate("(img) => getComputedStyle(img).objectFit") == "cover"
+    cell.hover()
+    expect(page.get_by_test_id("map-tip")).to_contain_text("map-mug · ")
+    mug = page.request.get(f"{base_url}/v1/items/map-mug").json()
+    expect(page.get_by_test_id("map-tip")).to_contain_text(mug["concepts"][0]["name"])
+    page.get_by_test_id("map-zoom").fill("128")
+    expect(cell).to_have_css("width", "128px")
+    cell.click()
+    expect(page.get_by_test_id("sdr-caption")).to_contain_text("stored item map-mug")
+    expect(page.get_by_test_id("preview")).to_have_attribute("src", "/v1/items/map-mug/thumbnail")
+    expect(page.locator('[data-testid="match"][data-id="map-mug"]')).to_be_visible()
+    expect(page.get_by_test_id("match")).to_have_count(3)
+    assert recorded.errors == [] and recorded.blocked == []
+    for item_id in ("map-cat", "map-mug", "map-rocket"):
+        assert page.request.delete(f"{base_url}/v1/items/{item_id}").ok
+
+
+def test_copies_are_grouped_and_keep_one_removes_the_others(page: Page, base_url: str) -> None:
+    asked: list[str] = []
+    page.on("dialog", lambda dialog: (asked.append(dialog.message), dialog.accept()))
+    page.goto(f"{base_url}/")
+    cat = encode_jpeg(skdata.chelsea())
+    for item_id, jpeg in (("copy-a", cat), ("copy-b", cat), ("alone", encode_jpeg(skdata.coffee()))):
+        _add(page, base_url, item_id, jpeg)
+    page.get_by_test_id("duplicates-button").click()
+    group = page.get_by_test_id("duplicate-group")
+    expect(group).to_have_count(1)
+    expect(page.get_by_test_id("duplicates-status")).to_contain_text("1 group of copies among 3 of 3 items")
+    expect(group.get_by_test_id("group-kind")).to_have_text("2 copies: same bytes")
+    expect(group.get_by_test_id("group-member")).to_have_count(2)
+    expect(group.get_by_test_id("member-detail").nth(1)).to_contain_text("pHash 0 bits apart")
+    kept = group.get_by_test_id("group-member").first.get_attribute("data-id")
+    other = "copy-b" if kept == "copy-a" else "copy-a"
+    group.get_by_test_id("keep-one").first.click()
+    expect(page.get_by_test_id("undo-text")).to_have_text(f"Removed {other}.")
+    assert len(asked) == 1 and other in asked[0]
+    expect(group.get_by_test_id("group-member")).to_have_count(1)  # the kept one, alone now
+    expect(group.locator(f'[data-id="{other}"]')).to_have_count(0)
+    page.get_by_test_id("undo-commit").click()
+    expect(page.get_by_test_id("undo")).to_be_hidden()
+    assert page.request.get(f"{base_url}/v1/items/{other}").status == 404
+    for item_id in (kept, "alone"):
+        assert page.request.delete(f"{base_url}/v1/items/{item_id}").ok

@@ -9,8 +9,9 @@ report through plain callbacks (``observe_encoding``, ``observe_snapshot``,
 counts (term-cache hits and misses) or can tell cheaply (items per space) is
 read at scrape time by a collector instead of being pushed on every call.
 
-Families (all prefixed ``image2sdr_``):
-    requests_total{protocol, method, code}          counter
+Families (all prefixed ``image2sdr_``, but ``process_*``):
+    requests_total{protocol, method, code}          counter; ``code`` in the protocol's own words:
+                                                    a gRPC code name for grpc ("OK"), an HTTP status for http ("200")
     request_seconds{protocol, method}               histogram
     encode_stage_seconds{stage}                     histogram, one observation per image and stage
     term_cache_hits_total / term_cache_misses_total counters (distinct terms per lookup)
@@ -18,6 +19,8 @@ Families (all prefixed ``image2sdr_``):
     index_snapshots_total{space, result}            counter: "written" or "failed"
     index_snapshot_seconds{space}                   histogram of written snapshots
     stream_items_in_flight{method}                  gauge: requests read, not yet answered
+    build_info{version, concepts, terms, visual}    1, labelled with the server version and its models
+    process_*                                       CPU, memory, open files, start time (prometheus_client's)
 """
 
 from __future__ import annotations
@@ -25,13 +28,22 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import fields
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .terms.cache import CachedTermSource
+from .usecases.info import SERVER_VERSION
 
 if TYPE_CHECKING:
     from .encoder import Encoder, Encoding
@@ -98,6 +110,7 @@ class Metrics:
         )
         self._scraped = _ScrapeTimeCollector()
         registry.register(self._scraped)
+        ProcessCollector(registry=registry)  # process_*: this process's own, whichever registry reads it
 
     def watch(self, encoder: Encoder, index: ItemIndex) -> None:
         """Read the term cache's counts and the index's sizes from these at scrape time."""
@@ -131,6 +144,20 @@ class Metrics:
         return generate_latest(self.registry), CONTENT_TYPE_LATEST
 
 
+class _Described(Protocol):
+    """What every provider says of itself (concept, term and visual sources alike)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def model(self) -> str: ...
+
+
+def _model(source: _Described) -> str:
+    return f"{source.name} {source.model}".strip()
+
+
 class _ScrapeTimeCollector(Collector):
     """What is cheaper to read when scraped than to count on every call."""
 
@@ -152,6 +179,19 @@ class _ScrapeTimeCollector(Collector):
             )
         if self.index is not None:
             yield from self._index_items(self.index)
+        yield self._build(self.encoder)
+
+    @staticmethod
+    def _build(encoder: Encoder | None) -> Metric:
+        """The version and, once watching, the models: ``name model`` of each provider ("" for none)."""
+        labels = {"version": SERVER_VERSION, "concepts": "", "terms": "", "visual": ""}
+        if encoder is not None:
+            labels["concepts"] = _model(encoder.concept_source)
+            labels["terms"] = _model(encoder.term_source)
+            labels["visual"] = "" if encoder.appearance is None else _model(encoder.appearance)
+        family = InfoMetricFamily(f"{PREFIX}_build", "The server's version and the models it runs.")
+        family.add_metric((), labels)
+        return family
 
     @staticmethod
     def _index_items(index: ItemIndex) -> Iterator[Metric]:

@@ -57,6 +57,7 @@ from .calls import TIMEOUT_HEADER, Calls
 from .errors import HttpApiError, bad_request, code_for_http, status_http, status_response
 from .middleware import BearerTokenMiddleware, Metrics, ObservedMiddleware
 from .openapi import ProtoDocumentedApp
+from .resources import add_resource_routes
 
 __all__ = ["DOCS_ASSETS", "STATIC_DIR", "TIMEOUT_HEADER", "create_app"]
 
@@ -202,10 +203,6 @@ async def _info(request: Request) -> Response:
     return await _calls(request).run("Info", pb.InfoRequest(), request)
 
 
-async def _get_map(request: Request, job_id: str) -> Response:
-    return await _calls(request).run("GetMap", pb.GetMapRequest(id=job_id), request)
-
-
 async def _list_concepts(request: Request) -> Response:
     return await _calls(request).run("ListConcepts", pb.ListConceptsRequest(), request)
 
@@ -245,6 +242,7 @@ def _page(request: Request) -> Response:
 
 def _add_routes(app: FastAPI, *, serve_metrics: bool) -> None:
     add = app.add_api_route
+    add_resource_routes(app)  # first: GET /v1/items/{id} and /v1/maps/{id} would take their paths
     add("/v1/encode", _encode, methods=["POST"], name="Encode", openapi_extra=_encode_doc())
     for path, rpc, message_type in _JSON_ROUTES:
         add(path, _json_endpoint(rpc, message_type), methods=["POST"], name=rpc)  # body: openapi.py
@@ -252,7 +250,6 @@ def _add_routes(app: FastAPI, *, serve_metrics: bool) -> None:
     add("/v1/items/{item_id:path}", _get_item, methods=["GET"], name="GetItem")
     add("/v1/items/{item_id:path}", _remove_item, methods=["DELETE"], name="RemoveItem")
     add("/v1/info", _info, methods=["GET"], name="Info")
-    add("/v1/maps/{job_id}", _get_map, methods=["GET"], name="GetMap")
     add("/v1/concepts", _list_concepts, methods=["GET"], name="ListConcepts")
     # :path, as for items: a name the API accepts may hold "/" ("cats/dogs", sent as cats%2Fdogs).
     add("/v1/concepts/{name:path}", _get_concept, methods=["GET"], name="GetConcept")

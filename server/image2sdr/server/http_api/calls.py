@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 import anyio.to_thread
@@ -17,7 +18,7 @@ from fastapi import Request
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from ..messages import UNARY, status_for
 from ..usecases import Deadline, UseCases, working_for
@@ -53,14 +54,20 @@ class Calls:
         """Calls waiting for a slot now."""
         return self._waiting
 
-    async def run(self, rpc: str, message: Message | Callable[[], Message], request: Request) -> JSONResponse:
-        """Call ``rpc`` as gRPC would; the answer in canonical JSON."""
+    async def run(
+        self,
+        rpc: str,
+        message: Message | Callable[[], Message],
+        request: Request,
+        respond: Callable[[Any], Response] | None = None,
+    ) -> Response:
+        """Call ``rpc`` as gRPC would; the answer in canonical JSON, or as ``respond`` makes it (on the worker)."""
         call = Deadline(_timeout(request))
         if self._slots is None or self._threads is None:
             self._slots, self._threads = anyio.Semaphore(self._limit), anyio.CapacityLimiter(self._limit)
         await self._take(self._slots, call.time_remaining())
         try:
-            return await self._watched(rpc, message, call, request, self._threads)
+            return await self._watched(rpc, message, call, request, self._threads, respond=respond or message_response)
         finally:
             self._slots.release()
 
@@ -71,14 +78,16 @@ class Calls:
         call: Deadline,
         request: Request,
         threads: anyio.CapacityLimiter,
-    ) -> JSONResponse:
+        *,
+        respond: Callable[[Any], Response],
+    ) -> Response:
         """The call on a worker thread while the client is watched; it is cancelled if the client hangs up."""
-        outcome: JSONResponse | Exception
+        outcome: Response | Exception
         async with anyio.create_task_group() as watching:
             # The body is in by now: what the client sends next can only be its hang-up.
             watching.start_soon(_cancel_on_disconnect, request, call)
             try:
-                outcome = await anyio.to_thread.run_sync(self._call, rpc, message, call, limiter=threads)
+                outcome = await anyio.to_thread.run_sync(self._call, rpc, message, call, respond, limiter=threads)
             except Exception as exc:  # raised below, outside the group, which would wrap it
                 outcome = exc
             finally:
@@ -107,7 +116,9 @@ class Calls:
         finally:
             self._waiting -= 1
 
-    def _call(self, rpc: str, message: Message | Callable[[], Message], call: Deadline) -> JSONResponse:
+    def _call(
+        self, rpc: str, message: Message | Callable[[], Message], call: Deadline, respond: Callable[[Any], Response]
+    ) -> Response:
         request = message() if callable(message) else message
         try:
             with working_for(call):
@@ -116,7 +127,7 @@ class Calls:
             raise
         except Exception as exc:  # the core's errors, reported as gRPC reports them
             raise HttpApiError(status_for(exc)) from exc
-        return message_response(answer)
+        return respond(answer)
 
 
 async def _cancel_on_disconnect(request: Request, call: Deadline) -> None:

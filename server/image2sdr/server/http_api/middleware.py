@@ -52,7 +52,7 @@ def _open(path: str) -> bool:
 
 
 class ObservedMiddleware:
-    """Each answered request counted by route (the RPC's name where there is one) and status."""
+    """Each answered request counted by route (the RPC's name where there is one) and its HTTP status."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self._app = app
@@ -77,8 +77,17 @@ class ObservedMiddleware:
             self._metrics.observe_request("http", _route_name(scope), str(code), elapsed)
 
 
+STATIC = "static"  # every file under /static/: one label, however many files
+UNKNOWN = "unknown"  # a path no route serves (or a method none takes): one label, whatever was asked
+
+
 def _route_name(scope: Scope) -> str:
-    """The route's name; for a call refused before routing (the token), the route it asked for."""
+    """A bounded label: the route's name; for a call refused before routing (the token), the route it asked for.
+
+    Never the path itself: a scanner asking for a million paths would make a million series.
+    """
+    if scope["path"].startswith("/static/"):
+        return STATIC
     route = scope.get("route")
     if route is None:
         app = scope.get("app")
@@ -86,7 +95,7 @@ def _route_name(scope: Scope) -> str:
             if candidate.matches(scope)[0] == Match.FULL:
                 route = candidate
                 break
-    return str(getattr(route, "name", None) or "unmatched")
+    return str(getattr(route, "name", None) or UNKNOWN)
 
 
 class RequestCap:

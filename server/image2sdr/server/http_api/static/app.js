@@ -7,6 +7,9 @@ const PAGE_SIZE = 12;
 const MATCHES = 12;
 const TERMS = 10;
 const MAP_POLL_MS = 400;
+const DUPLICATES_PAGE = 50;  // stored items looked at per "Look further"
+const DUPLICATES_K = 50;     // copies asked for per item
+const PARALLEL = 4;          // calls the page keeps in flight at once (the server has a few slots)
 // Canvas colours (RGB): background, the query's bits, bits shared with the chosen match, the match's other bits.
 const COLOURS = { empty: [255, 255, 255], query: [31, 41, 55], shared: [234, 88, 12], other: [147, 197, 253] };
 
@@ -21,6 +24,9 @@ const state = {
   items: new Map(),    // id -> Promise<Item> (GET /v1/items/{id}, with thumbnail and SDRs)
   pageTokens: [""],    // page tokens of the collection pages seen so far; the last is the current page
   nextToken: "",
+  removing: null,      // {ids, label}: removals the user may still undo; sent on "Remove now" or when the page goes
+  gone: new Set(),     // ids removed or being removed: hidden wherever they would show
+  dup: null,           // the duplicates scan: {tokens, seen, groups, scanned}
 };
 
 // ---- HTTP -------------------------------------------------------------------------------------
@@ -136,7 +142,7 @@ function drawSdr(sdr, match) {
   canvas.dataset.shared = String(match ? [...mine].filter((bit) => theirs.has(bit)).length : 0);
 }
 
-const thumbnailUrl = (b64) => `data:${b64.startsWith("/9j/") ? "image/jpeg" : "image/webp"};base64,${b64}`;
+const thumbnailPath = (id) => `${itemPath(id)}/thumbnail`;
 
 function element(tag, attributes = {}, text = "") {
   const node = document.createElement(tag);
@@ -145,14 +151,23 @@ function element(tag, attributes = {}, text = "") {
   return node;
 }
 
-/** Fill an <img> with the item's thumbnail when it has one (it may be gone, or stored without). */
-async function fillThumbnail(img, id, thumbnail) {
+/**
+ * Fill an <img> with the item's thumbnail (GET /v1/items/{id}/thumbnail, cached by its ETag); one it lacks is said.
+ * With a token the picture is fetched with it (an <img> cannot send one) and shown from a blob: URL.
+ */
+async function fillThumbnail(img, id, placeholder = "no thumbnail", missing = () => img.replaceWith(element("span", { class: "thumb none" }, placeholder))) {
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (!token) {
+    img.addEventListener("error", missing, { once: true });
+    img.src = thumbnailPath(id);
+    return;
+  }
   try {
-    const b64 = thumbnail || (await getItem(id)).thumbnail;
-    if (b64) img.src = thumbnailUrl(b64);
-    else img.replaceWith(element("span", { class: "thumb none" }, "no thumbnail"));
+    const response = await fetch(thumbnailPath(id), { headers: { Authorization: `Bearer ${token}` } });
+    if (!response.ok) return missing();
+    img.src = URL.createObjectURL(await response.blob());
   } catch (_) {
-    img.replaceWith(element("span", { class: "thumb none" }, "unavailable"));
+    missing();
   }
 }
 
@@ -202,6 +217,24 @@ function idFor(file) {
   return (file.name || "image").replace(/\.[^.]*$/, "");
 }
 
+/** Clear everything the last query put on screen: one query at a time, nothing of the previous one left beside it. */
+function clearQuery(caption = "No query") {
+  state.generation++;
+  state.file = null;
+  state.query = null;
+  state.chosen = null;
+  const preview = $("preview");
+  if (preview.src.startsWith("blob:")) URL.revokeObjectURL(preview.src);
+  preview.removeAttribute("src");
+  preview.hidden = true;
+  $("concepts").replaceChildren();
+  $("terms").replaceChildren();
+  $("matches").replaceChildren();
+  $("add-button").disabled = true;
+  drawSdr(null, null);
+  $("sdr-caption").textContent = caption;
+}
+
 async function encodeFile(file, id) {
   const form = new FormData();
   form.append("image", file, file.name || "image");
@@ -211,15 +244,17 @@ async function encodeFile(file, id) {
 
 const chooseFile = guarded(async (file) => {
   if (!file) return;
-  state.file = file;
-  const preview = $("preview");
-  if (preview.src) URL.revokeObjectURL(preview.src);
-  preview.src = URL.createObjectURL(file);
-  preview.hidden = false;
+  clearQuery(`Encoding ${file.name}…`);
+  const generation = state.generation;
   // Each image proposes its own id: keeping the previous one would store this image over that item.
   $("add-id").value = idFor(file);
   setStatus(`Encoding ${file.name}…`);
-  const encoded = await encodeFile(file);
+  const encoded = await encodeFile(file);  // a refusal leaves the panels empty and Add disabled
+  if (generation !== state.generation) return;
+  state.file = file;
+  const preview = $("preview");
+  preview.src = URL.createObjectURL(file);
+  preview.hidden = false;
   renderConcepts(encoded.concepts);
   $("add-button").disabled = false;
   setStatus(`Encoded ${file.name}; searching…`);
@@ -230,6 +265,7 @@ const chooseFile = guarded(async (file) => {
 /** Show a new query: its SDR, its decoded terms and its nearest stored items. */
 function setQuery(query) {
   state.query = query;
+  state.generation++;
   state.chosen = null;
   const visual = $("space").querySelector('[value="SPACE_VISUAL"]');
   visual.disabled = !query.visual;
@@ -238,6 +274,7 @@ function setQuery(query) {
 }
 
 async function refreshQuery() {
+  if (!state.query) return;
   const generation = ++state.generation;
   const sdr = querySdr();
   const space = currentSpace() === "SPACE_VISUAL" ? "visual" : "semantic";
@@ -250,6 +287,21 @@ async function refreshQuery() {
   if (generation !== state.generation) return;
   renderTerms(terms.terms);
   renderMatches(similar.matches);
+}
+
+/** A stored item as the query: its thumbnail, concepts, SDR, terms and nearest items. */
+async function openItem(id) {
+  clearQuery(`Opening ${id}…`);
+  const generation = state.generation;
+  const item = await getItem(id);
+  if (generation !== state.generation) return;
+  const preview = $("preview");
+  preview.hidden = false;
+  fillThumbnail(preview, id, "", () => (preview.hidden = true));  // none stored: no picture, the rest stays
+  renderConcepts(item.concepts);
+  await setQuery({ semantic: item.sdr, visual: item.visual || null, label: `stored item ${id}` });
+  setStatus(`Opened ${id}: its nearest stored items below`);
+  $("encode-section").scrollIntoView({ block: "start" });
 }
 
 function renderTerms(terms) {
@@ -265,7 +317,8 @@ const search = guarded(async () => {
   const text = $("search-text").value.trim();
   if (!text) return;
   setStatus(`Searching for “${text}”…`);
-  const generation = ++state.generation;
+  clearQuery(`Searching for “${text}”…`);
+  const generation = state.generation;
   const found = await api("POST", "/v1/similar", { text, k: MATCHES });
   if (generation !== state.generation) return;
   state.query = { semantic: found.query, visual: null, label: `“${text}”` };
@@ -284,7 +337,7 @@ const search = guarded(async () => {
 
 function renderMatches(matches) {
   const list = $("matches");
-  list.replaceChildren(...(matches || []).map(matchCard));
+  list.replaceChildren(...(matches || []).filter((m) => !state.gone.has(m.id)).map(matchCard));
   if (!list.children.length) list.append(element("li", { class: "muted", "data-testid": "no-matches" }, "No stored item shares bits with it."));
 }
 
@@ -328,6 +381,7 @@ const addToCollection = guarded(async () => {
   setStatus(`${replacing ? "Replacing" : "Adding"} ${id}…`);
   const encoded = await encodeFile(state.file, id);
   state.items.delete(id);
+  state.gone.delete(id);  // stored again under an id removed before: shown again
   if (encoded.indexed) setStatus(`${replacing ? "Replaced" : "Added"} ${id}`);
   else setStatus(`Not added: ${encoded.duplicate ? `a copy is stored as ${encoded.duplicate.id}` : "the server kept none"}`);
   await Promise.all([loadPage(), refreshQuery(), loadInfo()]);
@@ -339,7 +393,7 @@ async function loadPage() {
   if (token) params.set("page_token", token);
   const page = await api("GET", `/v1/items?${params}`);
   state.nextToken = page.nextPageToken || "";
-  const items = page.items || [];
+  const items = (page.items || []).filter((item) => !state.gone.has(item.id));
   $("collection").replaceChildren(...items.map(collectionCard));
   if (!items.length) $("collection").append(element("li", { class: "muted" }, "Nothing stored yet."));
   $("collection-total").textContent = `${count(Number(page.total || 0), "item")}, page ${state.pageTokens.length}`;
@@ -358,25 +412,85 @@ function collectionCard(item) {
   const img = thumbnailImg(item.id);
   const concepts = (item.concepts || []).slice(0, 3).map((c) => c.name).join(", ");
   const remove = element("button", { type: "button", "data-testid": "remove", "aria-label": `Remove ${item.id}` }, "Remove");
-  remove.addEventListener("click", guarded(() => removeItem(item.id)));
-  li.append(img, element("span", { class: "id" }, item.id));
-  if (concepts) li.append(element("span", { class: "muted" }, concepts));
-  li.append(remove);
-  fillThumbnail(img, item.id, item.thumbnail);
+  remove.addEventListener("click", guarded(() => removeItems([item.id])));
+  const open = element("button", { type: "button", class: "card", "data-testid": "open", title: "Use it as the query" });
+  open.append(img, element("span", { class: "id" }, item.id));
+  if (concepts) open.append(element("span", { class: "muted" }, concepts));
+  open.addEventListener("click", guarded(() => openItem(item.id)));
+  li.append(open, remove);
+  fillThumbnail(img, item.id);
   return li;
 }
 
-async function removeItem(id) {
-  await api("DELETE", itemPath(id));
-  state.items.delete(id);
-  for (const card of $("matches").querySelectorAll("li[data-id]")) if (card.dataset.id === id) card.remove();
-  setStatus(`Removed ${id}`);
+// ---- removal, confirmed and undoable ------------------------------------------------------------------
+//
+// A removal is asked first, then held by the page: the items vanish from it at once and an Undo bar
+// offers them back; the DELETE calls go when the user says "Remove now", starts another removal, or
+// leaves the page (sent with keepalive, so they outlive it). Nothing is removed that the user could
+// still take back, and a crashed tab removes nothing rather than something unasked.
+
+async function removeItems(ids, reason = "") {
+  const names = ids.length === 1 ? ids[0] : `${ids.length} items (${ids.join(", ")})`;
+  if (!window.confirm(`Remove ${names} from the collection?${reason} You can undo it while this page is open.`)) {
+    setStatus(`Kept ${names}`);
+    return;
+  }
+  await commitRemoval();
+  state.removing = { ids, label: names };
+  for (const id of ids) state.gone.add(id);
+  $("undo-text").textContent = `Removed ${names}.`;
+  $("undo").hidden = false;
+  hideGone();
+  setStatus(`Removed ${names}`);
+  await loadPage();
+}
+
+/** Send the held removals now (also what leaving the page does). */
+async function commitRemoval(leaving = false) {
+  const held = state.removing;
+  if (!held) return;
+  state.removing = null;
+  $("undo").hidden = true;
+  if (leaving) {
+    const headers = { "X-Requested-With": "image2sdr-page" };
+    const token = sessionStorage.getItem(TOKEN_KEY);
+    if (token) headers.Authorization = `Bearer ${token}`;
+    for (const id of held.ids) fetch(itemPath(id), { method: "DELETE", headers, keepalive: true });
+    return;
+  }
+  for (const id of held.ids) {
+    try {
+      await api("DELETE", itemPath(id));
+    } catch (error) {
+      if (!(error instanceof ApiError && error.status === 404)) throw error;  // gone already: what was asked
+    }
+    state.items.delete(id);
+  }
   await Promise.all([loadPage(), loadInfo()]);
   // The last item of a later page gone: step back to a page that has items.
   if (!$("collection").querySelector("[data-id]") && state.pageTokens.length > 1) {
     state.pageTokens.pop();
     await loadPage();
   }
+}
+
+async function undoRemoval() {
+  const held = state.removing;
+  if (!held) return;
+  state.removing = null;
+  $("undo").hidden = true;
+  for (const id of held.ids) state.gone.delete(id);
+  for (const cell of document.querySelectorAll(".gone[data-id]")) if (held.ids.includes(cell.dataset.id)) cell.classList.remove("gone");
+  setStatus(`Kept ${held.label}`);
+  await Promise.all([loadPage(), refreshQuery()]);
+}
+
+/** Take removed items off the matches, the map and the duplicate groups. */
+function hideGone() {
+  for (const card of document.querySelectorAll("#matches li[data-id], .groups li[data-id]")) {
+    if (state.gone.has(card.dataset.id)) card.remove();
+  }
+  for (const cell of document.querySelectorAll(".map-cell[data-id]")) if (state.gone.has(cell.dataset.id)) cell.classList.add("gone");
 }
 
 // ---- the map ------------------------------------------------------------------------------------
@@ -386,7 +500,8 @@ const makeMap = guarded(async () => {
   const progress = $("map-progress");
   button.disabled = true;
   progress.hidden = false;
-  $("map-image").hidden = true;
+  $("map-view").hidden = true;
+  $("map-controls").hidden = true;
   try {
     let job = await api("POST", "/v1/maps", {});
     while (job.state !== "MAP_STATE_DONE" && job.state !== "MAP_STATE_FAILED") {
@@ -398,13 +513,171 @@ const makeMap = guarded(async () => {
     if (job.state === "MAP_STATE_FAILED") throw new Error(`The map failed: ${(job.error && job.error.message) || job.stage}`);
     progress.value = 1;
     $("map-stage").textContent = `${count(job.items || 0, "item")} in ${job.columns} × ${job.rows} cells`;
-    $("map-image").src = `data:image/png;base64,${job.png}`;
-    $("map-image").hidden = false;
+    drawMap(job);
   } finally {
     button.disabled = false;
     progress.hidden = true;
   }
 });
+
+/** The map as cells: each a button holding its thumbnail centre-cropped edge to edge, placed where the job put it. */
+function drawMap(job) {
+  const grid = $("map-grid");
+  const columns = job.columns || 1;
+  grid.style.gridTemplateColumns = `repeat(${columns}, var(--cell))`;
+  // A small map fits the width; a large one starts at 64 px cells, big enough to tell pictures apart and
+  // few enough in view to load at once (each is a request), and the zoom and a drag go from there.
+  const fit = Math.floor(($("map-section").clientWidth || 960) / columns);
+  setZoom(Math.max(64, Math.min(96, fit - (fit % 4))));
+  grid.replaceChildren(...(job.cells || []).map(mapCell));
+  $("map-view").hidden = false;
+  $("map-controls").hidden = false;
+  performance.mark("map-drawn");  // for benchmarks/bench_page.py: the job done, its cells placed
+}
+
+function mapCell(cell) {
+  const button = element("button", { type: "button", class: "map-cell", "data-testid": "map-cell", "data-id": cell.id, title: cell.id });
+  button.style.gridColumn = String((cell.column || 0) + 1);
+  button.style.gridRow = String((cell.row || 0) + 1);
+  if (state.gone.has(cell.id)) button.classList.add("gone");
+  if (cell.thumbnail) {
+    const img = element("img", { alt: cell.id, loading: "lazy", decoding: "async" });
+    button.append(img);
+    fillThumbnail(img, cell.id, cell.id);
+  } else {
+    button.append(element("span", { class: "bits" }, cell.id));
+  }
+  return button;
+}
+
+function setZoom(pixels) {
+  $("map-zoom").value = String(pixels);
+  $("map-grid").style.setProperty("--cell", `${pixels}px`);
+}
+
+/** Hovering a cell names it and its top concepts (read once per item). */
+async function describeCell(event) {
+  const cell = event.target.closest(".map-cell");
+  if (!cell) return;
+  const id = cell.dataset.id;
+  $("map-tip").textContent = id;
+  const item = await getItem(id);
+  const concepts = (item.concepts || []).slice(0, 3).map((c) => `${c.name} ${Math.round((c.confidence || 0) * 100)} %`);
+  if (cell.matches(":hover") || document.activeElement === cell) $("map-tip").textContent = [id, ...concepts].join(" · ");
+}
+
+/** Drag the view to pan a map larger than it (a click without a drag still opens the cell). */
+function wirePanning(view) {
+  let start = null;
+  view.addEventListener("pointerdown", (event) => {
+    start = { x: event.clientX, y: event.clientY, left: view.scrollLeft, top: view.scrollTop, moved: false };
+  });
+  view.addEventListener("pointermove", (event) => {
+    if (!start || !(event.buttons & 1)) return;
+    const dx = event.clientX - start.x, dy = event.clientY - start.y;
+    if (Math.abs(dx) + Math.abs(dy) > 4) start.moved = true;
+    if (!start.moved) return;
+    view.classList.add("dragging");
+    view.scrollLeft = start.left - dx;
+    view.scrollTop = start.top - dy;
+  });
+  view.addEventListener("pointerup", () => view.classList.remove("dragging"));
+  view.addEventListener("click", (event) => {
+    const dragged = start && start.moved;
+    start = null;
+    const cell = event.target.closest(".map-cell");
+    if (cell && !dragged && !cell.classList.contains("gone")) guarded(() => openItem(cell.dataset.id))(event);
+  });
+}
+
+// ---- copies in the collection ---------------------------------------------------------------------
+//
+// FindDuplicates asked of each stored item, a page of the listing at a time; an item and the copies it
+// finds make a group, shown once (an item already in a group is not asked again).
+
+const findCopies = guarded(async () => {
+  state.dup = { tokens: [""], seen: new Set(), groups: 0, scanned: 0 };
+  $("duplicate-groups").replaceChildren();
+  await scanCopies();
+});
+
+const scanMore = guarded(() => scanCopies());
+
+async function scanCopies() {
+  const dup = state.dup;
+  const token = dup.tokens[dup.tokens.length - 1];
+  if (token === null) return;
+  $("duplicates-more").disabled = true;
+  const params = new URLSearchParams({ page_size: String(DUPLICATES_PAGE) });
+  if (token) params.set("page_token", token);
+  const page = await api("GET", `/v1/items?${params}`);
+  const ids = (page.items || []).map((item) => item.id).filter((id) => !state.gone.has(id));
+  await inParallel(ids, async (id) => {
+    if (dup.seen.has(id)) return;
+    const found = await copiesOf(id);
+    const copies = found.filter((copy) => !state.gone.has(copy.id) && !dup.seen.has(copy.id));
+    if (!copies.length || dup.seen.has(id)) return;
+    for (const member of [id, ...copies.map((copy) => copy.id)]) dup.seen.add(member);
+    dup.groups++;
+    $("duplicate-groups").append(groupCard(id, copies));
+  });
+  dup.scanned += (page.items || []).length;
+  dup.tokens.push(page.nextPageToken || null);
+  $("duplicates-more").disabled = !page.nextPageToken;
+  const of = page.total ? ` of ${page.total}` : "";
+  $("duplicates-status").textContent = `${count(dup.groups, "group")} of copies among ${dup.scanned}${of} items looked at`;
+}
+
+/** The stored copies of ``id``; none for an item that cannot have any (stored by SDR alone). */
+async function copiesOf(id) {
+  try {
+    return (await api("POST", "/v1/duplicates", { id, k: DUPLICATES_K })).duplicates || [];
+  } catch (error) {
+    if (error instanceof ApiError && error.status === 400) return [];
+    throw error;
+  }
+}
+
+async function inParallel(values, work) {
+  const queue = [...values];
+  const worker = async () => {
+    while (queue.length) await work(queue.shift());
+  };
+  await Promise.all(Array.from({ length: Math.min(PARALLEL, queue.length) }, worker));
+}
+
+const KINDS = { DUPLICATE_KIND_SAME_BYTES: "same bytes", DUPLICATE_KIND_NEAR_EXACT: "near-exact copy", DUPLICATE_KIND_TRANSFORMED: "transformed copy" };
+
+function groupCard(id, copies) {
+  const li = element("li", { "data-testid": "duplicate-group", "data-id": id });
+  const strongest = KINDS[copies[0].kind] || String(copies[0].kind || "copy").toLowerCase();
+  li.append(element("strong", { "data-testid": "group-kind" }, `${copies.length + 1} copies: ${strongest}`));
+  const members = element("ul", { class: "members" });
+  members.append(memberCard(id, "the item asked", [id, ...copies.map((copy) => copy.id)]));
+  for (const copy of copies) {
+    const phash = (copy.phashDistance ?? 0) < 0 ? "no fingerprint" : `pHash ${copy.phashDistance ?? 0} bits apart`;
+    const visual = (copy.visualOverlap ?? 0) < 0 ? "no visual SDR" : `${Math.round((copy.visualShare ?? 0) * 100)} % visual bits shared`;
+    const kind = KINDS[copy.kind] || String(copy.kind || "");
+    members.append(memberCard(copy.id, `${kind} · ${phash} · ${visual}`, [id, ...copies.map((c) => c.id)]));
+  }
+  li.append(members);
+  return li;
+}
+
+function memberCard(id, detail, group) {
+  const li = element("li", { "data-testid": "group-member", "data-id": id });
+  const img = thumbnailImg(id);
+  const keep = element("button", { type: "button", "data-testid": "keep-one", "aria-label": `Keep ${id}, remove the others` }, "Keep this one");
+  keep.addEventListener("click", guarded(() => keepOne(id, group)));
+  li.append(img, element("span", { class: "id" }, id), element("span", { class: "muted", "data-testid": "member-detail" }, detail), keep);
+  fillThumbnail(img, id);
+  return li;
+}
+
+async function keepOne(id, group) {
+  const others = group.filter((member) => member !== id && !state.gone.has(member));
+  if (others.length) await removeItems(others, ` (copies of ${id}, which stays)`);
+}
 
 // ---- start ---------------------------------------------------------------------------------------
 
@@ -435,6 +708,16 @@ function wire() {
   $("collection-prev").addEventListener("click", guarded(() => turnPage(-1)));
   $("collection-refresh").addEventListener("click", guarded(loadPage));
   $("map-button").addEventListener("click", makeMap);
+  $("map-zoom").addEventListener("input", (event) => setZoom(Number(event.target.value)));
+  $("map-grid").addEventListener("mouseover", guarded(describeCell));
+  $("map-grid").addEventListener("focusin", guarded(describeCell));
+  wirePanning($("map-view"));
+  $("duplicates-button").addEventListener("click", findCopies);
+  $("duplicates-more").addEventListener("click", scanMore);
+  $("undo-button").addEventListener("click", guarded(undoRemoval));
+  $("undo-commit").addEventListener("click", guarded(() => commitRemoval()));
+  // Leaving the page sends what it holds: a removal is undoable only while the page is open.
+  window.addEventListener("pagehide", () => commitRemoval(true));
   drawSdr(null, null);
 }
 
