@@ -63,8 +63,9 @@ _HTTP_STATUS = {
 TOO_LARGE = 413  # Content Too Large: what was sent is over a limit (RFC 9110 15.5.14)
 # Statuses the edge answers itself, beside those of the codes: a body that stopped coming
 # (408), one over a limit (413), one of a type the endpoint does not read (415), a client
-# that went before its body was in (499: nobody reads it).
-EDGE_STATUSES = frozenset({408, TOO_LARGE, 415, 499})
+# that went before its body was in (499: nobody reads it), a picture the caller already
+# holds (304: If-None-Match named its ETag).
+EDGE_STATUSES = frozenset({304, 408, TOO_LARGE, 415, 499})
 # A QuotaFailure with one of these subjects (status_for names the error's type) is about
 # the size of what the caller sent; any other RESOURCE_EXHAUSTED is the server's load.
 _SIZE_LIMITS = frozenset(

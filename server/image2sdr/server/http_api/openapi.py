@@ -112,8 +112,10 @@ def openapi_document(app: FastAPI) -> dict[str, Any]:
         for method in sorted(route.methods or ()):
             operation = document["paths"][route.path_format][method.lower()]
             rpc = SERVICE.methods_by_name.get(route.name)
-            if rpc is None:
+            if rpc is None and route.path_format == "/healthz":
                 _describe_other(operation, method)
+            elif rpc is None:
+                _describe_picture(operation)
             else:
                 _describe_rpc(operation, rpc, method, components)
     message_schemas([_STATUS], components)
@@ -182,6 +184,17 @@ def error_statuses(rpc: str, method: str) -> dict[int, str]:
         )
         statuses[415] = "INVALID_ARGUMENT: a content type this endpoint does not read"
     return dict(sorted(statuses.items()))
+
+
+def _describe_picture(operation: dict[str, Any]) -> None:
+    """A picture at its own URL (resources.py): the image its route declares, 304, and errors as Status."""
+    picture = operation["responses"]["200"]
+    picture["content"] = {kind: body for kind, body in picture.get("content", {}).items() if kind.startswith("image/")}
+    operation["responses"] = {
+        "200": picture,
+        "304": {"description": "not modified (If-None-Match named its ETag)"},
+        **_error_responses({400: "an id no item or job could have, or a map not done yet", 404: "no such picture"}),
+    }
 
 
 def _error_responses(statuses: dict[int, str]) -> dict[str, Any]:
