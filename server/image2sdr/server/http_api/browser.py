@@ -41,8 +41,9 @@ REQUESTED_WITH = "X-Requested-With"  # the page's own fetches send it
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _WILDCARD_ADDRESSES = frozenset({"", "0.0.0.0", "::", "[::]"})
 # The page: its own script and style, fetches to its own origin, thumbnails and maps from its
-# own URLs (as blob: URLs when a token must be sent), the chosen file's preview as a blob: URL,
-# data: URLs for the SDR pictures it draws; no plugins, no <base>, no framing.
+# own URLs (as blob: URLs when a token must be sent), the chosen file's preview as a blob: URL
+# (data: stays allowed for images: the page's test fails on anything the policy blocks); no
+# plugins, no <base>, no framing.
 PAGE_POLICY = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"

@@ -1,5 +1,5 @@
 // The image2sdr page: plain JS over the /v1 JSON endpoints (canonical proto JSON), no build step.
-// Every value from the server reaches the DOM through textContent or a data: URL, never innerHTML.
+// Every value from the server reaches the DOM through textContent or an image URL, never innerHTML.
 "use strict";
 
 const TOKEN_KEY = "image2sdr.token";
