@@ -43,7 +43,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from prometheus_client.registry import Collector
 
 from .terms.cache import CachedTermSource
-from .usecases.info import SERVER_VERSION
+from .version import SERVER_VERSION
 
 if TYPE_CHECKING:
     from .encoder import Encoder, Encoding

@@ -49,8 +49,8 @@ from ..auth import token_from_env
 from ..config import Config
 from ..messages.status import status_for
 from ..usecases import UseCases
-from ..usecases.info import SERVER_VERSION
 from ..usecases.items import DEFAULT_PAGE_SIZE
+from ..version import SERVER_VERSION
 from .bodies import Body, encode_request, json_body, refuse_unknown_query
 from .browser import REQUESTED_WITH, BrowserGuardMiddleware, allowed_hosts
 from .calls import TIMEOUT_HEADER, Calls

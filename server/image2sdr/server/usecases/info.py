@@ -7,11 +7,10 @@ from typing import Protocol
 
 from ..config import Config
 from ..index.values import VISUAL, DuplicateThresholds
+from ..version import SERVER_VERSION
 from .parts import AskedThresholds, Parts, thresholds
 
 __all__ = ["SERVER_VERSION", "Provider", "ServiceInfo", "info"]
-
-SERVER_VERSION = "0.1.0"
 
 
 @dataclass(frozen=True)
