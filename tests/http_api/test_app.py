@@ -179,6 +179,39 @@ def test_items_are_listed_a_page_at_a_time(http: httpx.Client, stored: list[str]
     assert [item["id"] for item in filtered["items"]] == ["mug"]
 
 
+def test_listings_leave_the_sdrs_out_unless_asked(
+    http: httpx.Client, stub: pb_grpc.Image2SdrStub, stored: list[str]
+) -> None:
+    """view=BASIC (the listings' default) sends no SDRs; FULL sends what gRPC does; GetItem is FULL unless asked."""
+    basic = ok(http.get("/v1/items", params={"page_size": 10}))
+    assert sorted(item["id"] for item in basic["items"]) == sorted(stored)
+    for item in basic["items"]:
+        assert "sdr" not in item and "visual" not in item and item["thumbnail"] == ""
+        assert item["concepts"] and "fingerprint" in item
+    full = ok(http.get("/v1/items", params={"page_size": 10, "view": "full"}))
+    expected = stub.ListItems(pb.ListItemsRequest(page_size=10), timeout=TIMEOUT)
+    assert json_format.ParseDict(full, pb.ListItemsResponse()) == expected
+    assert all(item["sdr"]["active"] for item in full["items"])
+    studio = {"filter": {"metadata": [{"key": "source", "values": ["studio"]}]}}
+    assert "sdr" not in ok(http.post("/v1/items:list", json=studio))["items"][0]
+    assert ok(http.post("/v1/items:list?view=FULL", json=studio))["items"][0]["sdr"]["active"]
+    item = ok(http.get("/v1/items/mug"))
+    assert item["sdr"]["active"] and item["thumbnail"]
+    brief = ok(http.get("/v1/items/mug", params={"view": "BASIC"}))
+    assert "sdr" not in brief and "visual" not in brief and brief["thumbnail"] == ""
+    assert brief["metadata"] == {"source": "studio"} and brief["concepts"] == item["concepts"]
+    for path in ("/v1/items", "/v1/items/mug"):
+        body = status_of(http.get(path, params={"view": "sideways"}), 400, grpc.StatusCode.INVALID_ARGUMENT)
+        assert detail(body, "BadRequest")["fieldViolations"][0]["field"] == "view"
+        assert "BASIC, FULL" in body["message"]
+
+
+def test_every_field_is_in_the_answer_defaults_included(http: httpx.Client, stored: list[str]) -> None:
+    """An empty listing is an empty list, no token and total 0, not {} (indexed: false: the on_duplicate test)."""
+    nothing = {"filter": {"metadata": [{"key": "source", "values": ["nowhere"]}]}}
+    assert ok(http.post("/v1/items:list", json=nothing)) == {"items": [], "nextPageToken": "", "total": "0"}
+
+
 def test_a_removed_item_is_not_found_with_a_status_naming_it(http: httpx.Client, stored: list[str]) -> None:
     assert ok(http.delete("/v1/items/rocket")) == {}
     body = status_of(http.get("/v1/items/rocket"), 404, grpc.StatusCode.NOT_FOUND)
@@ -194,7 +227,8 @@ def test_on_duplicate_in_the_query_is_honoured(http: httpx.Client, photos: dict[
         skipped = ok(
             http.post(f"/v1/encode?add=dupe-b&on_duplicate={value}", content=photos["astronaut"], headers=jpeg)
         )
-        assert not skipped.get("indexed") and skipped["duplicate"]["id"] == "dupe-a", value
+        assert skipped["indexed"] is False and skipped["duplicate"]["id"] == "dupe-a", value
+        assert skipped["duplicate"]["phashDistance"] == 0 and skipped["replaced"] == []  # defaults present
     replaced = ok(http.post("/v1/encode?add=dupe-c&on_duplicate=replace", content=photos["astronaut"], headers=jpeg))
     assert replaced["indexed"] and replaced["replaced"] == ["dupe-a"]
     kept = ok(http.post("/v1/encode?add=dupe-d&on_duplicate=keep", content=photos["astronaut"], headers=jpeg))

@@ -3,7 +3,8 @@
 Through the real app in process, over the session's real server: enum values are
 taken short and in any case as well as canonical (nested ones too), a value that is
 neither is 400 listing the valid ones, and a query parameter the route does not take
-is 400 naming it instead of being ignored.
+is 400 naming it instead of being ignored.  Plain forms (ids as a list, concept examples
+as ids) are read as the proto's nested ones.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from starlette.testclient import TestClient
 from image2sdr.server.config import Config, HttpConfig
 from image2sdr.server.http_api import create_app
 from image2sdr.server.serve import Server
+from tests.helpers.images import half_size, mirrored
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +72,30 @@ def test_an_unknown_query_parameter_is_refused_naming_it(http: TestClient) -> No
     _refused(http.post("/v1/similar", params={"k": "3"}, json={"text": "cat"}), "k")
     # Parameters a route does take, its own or its body reader's, still pass.
     assert http.get("/v1/items", params={"page_size": "1"}).status_code == 200
+
+
+def test_ids_and_examples_may_be_given_plain(http: TestClient, photos: dict[str, bytes]) -> None:
+    """A map by ``"ids": [...]`` and concept examples as ids, as well as the proto's nested forms."""
+    coffee = photos["coffee"]
+    ids = ["plain-1", "plain-2", "plain-3"]
+    for item_id, image in zip(ids, (coffee, half_size(coffee), mirrored(coffee)), strict=True):
+        added = http.post(f"/v1/encode?add={item_id}", content=image, headers={"Content-Type": "image/jpeg"})
+        assert added.status_code == 200, added.text
+    try:
+        for given in (ids, {"ids": ids}):
+            job = http.post("/v1/maps", json={"ids": given, "cellPixels": 8})
+            assert job.status_code == 200, job.text
+        for positives in (ids, [{"id": ids[0]}, ids[1], {"id": ids[2]}]):
+            defined = http.post("/v1/concepts", json={"name": "plain-mug", "positives": positives})
+            assert defined.status_code == 200, defined.text
+            assert defined.json()["positives"] == 3
+        # Read as ids: an unknown one is NOT_FOUND naming it, not a parse error.
+        for body in ({"ids": ["plain-1", "plain-none"]}, {"name": "plain-x", "positives": [*ids[:2], "plain-none"]}):
+            path = "/v1/maps" if "ids" in body else "/v1/concepts"
+            refused = http.post(path, json=body)
+            assert refused.status_code == 404 and "plain-none" in refused.text, refused.text
+        _refused(http.post("/v1/maps", json={"ids": "plain-1"}), "body")  # neither form: the parser's 400
+    finally:
+        http.delete("/v1/concepts/plain-mug")
+        for item_id in ids:
+            http.delete(f"/v1/items/{item_id}")

@@ -105,6 +105,7 @@ def test_get_map_links_its_picture_instead_of_carrying_it(http: httpx.Client, se
     assert job.state == pb.MAP_STATE_DONE and job.png
     body = http.get(f"/v1/maps/{job_id}").json()
     assert "png" not in body
+    assert body["skippedWithoutVisual"] == 0 and "error" not in body  # defaults present; unset messages absent
     assert [cell["id"] for cell in body["cells"]] == [cell.id for cell in job.cells]
     assert {"cat", "mug"} <= {cell.id for cell in job.cells}
     assert body["imageUrl"] == f"/v1/maps/{job_id}/image"

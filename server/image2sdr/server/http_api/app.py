@@ -53,13 +53,13 @@ from ..usecases.items import DEFAULT_PAGE_SIZE
 from ..version import SERVER_VERSION
 from .bodies import Body, encode_request, json_body, refuse_unknown_query
 from .browser import REQUESTED_WITH, BrowserGuardMiddleware, allowed_hosts
-from .calls import TIMEOUT_HEADER, Calls
+from .calls import TIMEOUT_HEADER, Calls, message_response
 from .errors import HttpApiError, bad_request, code_for_http, status_http, status_response
 from .middleware import BearerTokenMiddleware, Metrics, ObservedMiddleware
 from .openapi import ProtoDocumentedApp
 from .resources import add_resource_routes
 
-__all__ = ["DOCS_ASSETS", "STATIC_DIR", "TIMEOUT_HEADER", "create_app"]
+__all__ = ["DOCS_ASSETS", "STATIC_DIR", "TIMEOUT_HEADER", "VIEWS", "create_app"]
 
 STATIC_DIR = Path(__file__).parent / "static"  # the page: index.html, app.js, style.css
 # Swagger UI's and ReDoc's scripts and styles, as fastapi-offline ships them (no CDN: the
@@ -160,7 +160,6 @@ _JSON_ROUTES: tuple[tuple[str, str, type[Message]], ...] = (
     ("/v1/duplicates", "FindDuplicates", pb.FindDuplicatesRequest),
     ("/v1/text", "EncodeText", pb.EncodeTextRequest),
     ("/v1/terms", "SimilarTerms", pb.SimilarTermsRequest),
-    ("/v1/items:list", "ListItems", pb.ListItemsRequest),
     ("/v1/items:exist", "ItemsExist", pb.ItemsExistRequest),
     ("/v1/maps", "CreateMap", pb.CreateMapRequest),
     ("/v1/explain", "Explain", pb.ExplainRequest),
@@ -175,8 +174,54 @@ def _json_endpoint(rpc: str, message_type: type[Message]) -> Callable[[Request, 
     return endpoint
 
 
-async def _get_item(request: Request, item_id: str) -> Response:
-    return await _calls(request).run("GetItem", pb.GetItemRequest(id=item_id), request)
+# -- views: SDRs only when asked ------------------------------------------------------------
+
+# Google's API design guide's view (AIP-157). BASIC: an item's id, concepts, metadata and
+# fingerprint; FULL: with its SDRs and, from GetItem, its thumbnail. Both SDRs of 100 items
+# listed were 430 KB of JSON; a listing shows ids and concepts, so BASIC is its default.
+# GetItem's is FULL: one item is read whole (the SDRs are what it is for, as over gRPC),
+# and a client reading items before views existed keeps what it read.
+VIEWS = ("BASIC", "FULL")
+_VIEW_DOC = "BASIC: no SDRs and no thumbnail (id, concepts, metadata, fingerprint); FULL: the whole item"
+
+
+def _view_query(default: str) -> Any:
+    return Query(description=f"{_VIEW_DOC}; absent: {default}", json_schema_extra={"enum": list(VIEWS)})
+
+
+ListView = Annotated[str | None, _view_query("BASIC")]
+GetView = Annotated[str | None, _view_query("FULL")]
+
+
+def _full(view: str | None, default: str) -> bool:
+    """Whether ``view`` (any case; absent: ``default``) asks for the whole item; another value is 400."""
+    chosen = (view or default).strip().upper()
+    if chosen not in VIEWS:
+        raise bad_request(f"view: {view[:100] if view else view!r} is not a view; one of BASIC, FULL", "view")
+    return chosen == "FULL"
+
+
+def _basic(item: pb.Item) -> pb.Item:
+    """``item`` without what the BASIC view leaves out: its SDRs and thumbnail."""
+    for name in ("sdr", "visual", "thumbnail"):
+        item.ClearField(name)
+    return item
+
+
+def _listing(full: bool) -> Callable[[Any], Response]:
+    def respond(page: pb.ListItemsResponse) -> Response:
+        if not full:
+            for item in page.items:
+                _basic(item)
+        return message_response(page)
+
+    return respond
+
+
+async def _get_item(request: Request, item_id: str, view: GetView = None) -> Response:
+    full = _full(view, "FULL")
+    respond = message_response if full else lambda item: message_response(_basic(item))
+    return await _calls(request).run("GetItem", pb.GetItemRequest(id=item_id), request, respond)
 
 
 async def _remove_item(request: Request, item_id: str) -> Response:
@@ -193,10 +238,18 @@ async def _list_items(
     request: Request,
     page_size: Annotated[int, Query(ge=0, le=1_000_000, description=_PAGE_SIZE)] = 0,
     page_token: str = "",
+    view: ListView = None,
 ) -> Response:
-    return await _calls(request).run(
-        "ListItems", pb.ListItemsRequest(page_size=page_size, page_token=page_token), request
-    )
+    full = _full(view, "BASIC")
+    message = pb.ListItemsRequest(page_size=page_size, page_token=page_token)
+    return await _calls(request).run("ListItems", message, request, _listing(full))
+
+
+async def _list_items_filtered(request: Request, body: Body, view: ListView = None) -> Response:
+    """POST /v1/items:list: a ListItemsRequest (with its filter) in the body, the view in the query."""
+    full = _full(view, "BASIC")
+    message = lambda: json_body(request, body, pb.ListItemsRequest())  # noqa: E731 (parsed in the worker)
+    return await _calls(request).run("ListItems", message, request, _listing(full))
 
 
 async def _info(request: Request) -> Response:
@@ -247,6 +300,7 @@ def _add_routes(app: FastAPI, *, serve_metrics: bool) -> None:
     for path, rpc, message_type in _JSON_ROUTES:
         add(path, _json_endpoint(rpc, message_type), methods=["POST"], name=rpc)  # body: openapi.py
     add("/v1/items", _list_items, methods=["GET"], name="ListItems")
+    add("/v1/items:list", _list_items_filtered, methods=["POST"], name="ListItems")  # body: openapi.py
     add("/v1/items/{item_id:path}", _get_item, methods=["GET"], name="GetItem")
     add("/v1/items/{item_id:path}", _remove_item, methods=["DELETE"], name="RemoveItem")
     add("/v1/info", _info, methods=["GET"], name="Info")

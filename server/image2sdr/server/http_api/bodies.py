@@ -14,6 +14,12 @@ and, as an HTTP client would write them, short and in any case (``skip``, ``Skip
 the enum's common prefix may be left out.  A value that is neither is 400 listing the
 valid ones.  A query parameter the endpoint does not take is 400 naming it (it was
 ignored: ``/v1/items?tag=dog`` listed everything).
+
+Plain forms where the proto's nesting gets in the way are read too, rewritten to the
+proto's JSON before ``ParseDict`` (``_PLAIN_FORMS``): an ``ItemIds`` as the list itself
+(``"ids": ["a", "b"]`` for ``"ids": {"ids": ["a", "b"]}``) and a ``ConceptExample`` as
+the stored item's id (``"positives": ["a", "b"]`` for ``[{"id": "a"}, {"id": "b"}]``;
+images still go as ``{"image": base64}``).  The proto's forms stay valid.
 """
 
 from __future__ import annotations
@@ -136,7 +142,7 @@ def _parse(body: bytes, message: _M, limit: int) -> _M:
         ) from None
     if not isinstance(data, dict):
         raise bad_request(f"the body must be a JSON object: a {name}", "body")
-    _canonical_enums(data, message.DESCRIPTOR, "")
+    _as_proto_json(data, message.DESCRIPTOR, "")
     try:
         json_format.ParseDict(data, message, ignore_unknown_fields=False)
     except (json_format.ParseError, RecursionError) as exc:
@@ -176,23 +182,45 @@ def _prefix(enum: EnumDescriptor) -> str:
     return "".join(f"{word}_" for word in shared)
 
 
-def _canonical_enums(data: dict[str, object], message: Descriptor, path: str) -> None:
-    """Enum values in ``data`` (JSON for ``message``) made canonical in place, nested messages too."""
-    for key, value in data.items():
+def _as_proto_json(data: dict[str, object], message: Descriptor, path: str) -> None:
+    """``data`` (JSON for ``message``) made the proto's JSON in place, nested messages too.
+
+    Enum values made canonical, plain forms (``_PLAIN_FORMS``) given their nesting.
+    """
+    for key, given in data.items():
         field = message.fields_by_name.get(key) or _by_json_name(message).get(key)
-        if field is None or value is None:
+        if field is None or given is None:
             continue  # json_format refuses an unknown field, naming it
         where = f"{path}{field.json_name}"
         if field.message_type is not None and field.message_type.GetOptions().map_entry:
             continue  # the maps here hold strings
+        value = data[key] = given if field.is_repeated else _nested(field.message_type, given)
         items = value if field.is_repeated and isinstance(value, list) else [value]
         if field.enum_type is not None:
             canonical = [_enum_item(field.enum_type, item, where) for item in items]
             data[key] = canonical if items is value else canonical[0]
         elif field.message_type is not None and not field.message_type.full_name.startswith("google.protobuf."):
+            if items is value:
+                items = data[key] = [_nested(field.message_type, item) for item in items]
             for item in items:
                 if isinstance(item, dict):
-                    _canonical_enums(item, field.message_type, f"{where}.")
+                    _as_proto_json(item, field.message_type, f"{where}.")
+
+
+# A message's plain form -> its proto JSON: the value a client means, without the nesting
+# the proto needs (a oneof must be a message; a oneof cannot hold a repeated field).
+_PLAIN_FORMS: dict[str, tuple[type, Callable[[object], dict[str, object]]]] = {
+    "image2sdr.v1.ItemIds": (list, lambda ids: {"ids": ids}),  # "ids": ["a", "b"]
+    "image2sdr.v1.ConceptExample": (str, lambda item_id: {"id": item_id}),  # "positives": ["a", "b"]
+}
+
+
+def _nested(message: Descriptor | None, value: object) -> object:
+    """``value`` as the proto's JSON for ``message``: a plain form nested, anything else as it is."""
+    form = None if message is None else _PLAIN_FORMS.get(message.full_name)
+    if form is not None and isinstance(value, form[0]):
+        return form[1](value)
+    return value
 
 
 def _enum_item(enum: EnumDescriptor, item: object, where: str) -> object:

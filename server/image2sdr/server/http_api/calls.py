@@ -3,7 +3,7 @@
 Each endpoint hands over an RPC name and its request message (or a function that parses
 it); the RPC's function (``messages.rpcs``) runs in a worker thread with the call's
 deadline (``X-Timeout-S``), cancelled if the client hangs up meanwhile, and its answer
-goes back in the proto's canonical JSON.
+goes back in the proto's canonical JSON, every field without presence present (``message_dict``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from ..messages import UNARY, status_for
 from ..usecases import Deadline, UseCases, working_for
 from .errors import HttpApiError, bad_request
 
-__all__ = ["MAX_TIMEOUT_S", "TIMEOUT_HEADER", "WAITING_PER_SLOT", "Calls", "message_response"]
+__all__ = ["MAX_TIMEOUT_S", "TIMEOUT_HEADER", "WAITING_PER_SLOT", "Calls", "message_dict", "message_response"]
 
 TIMEOUT_HEADER = "X-Timeout-S"
 MAX_TIMEOUT_S = 86_400.0  # a deadline further away than a day is a mistake (and overflows timers)
@@ -156,5 +156,16 @@ def _timeout(request: Request) -> float | None:
     return seconds
 
 
+def message_dict(message: Message) -> dict[str, Any]:
+    """``message`` in the proto's JSON with every field present, defaults included (``indexed: false``, ``total: 0``).
+
+    json_format leaves out a field at its default, which an HTTP client reads as missing
+    (an empty listing was ``{}``, with no ``total``).  Fields with presence (``optional``
+    scalars, oneof members, message fields) stay absent when unset: absence is what they say.
+    """
+    body: dict[str, Any] = json_format.MessageToDict(message, always_print_fields_with_no_presence=True)
+    return body
+
+
 def message_response(message: Message, status: int = 200) -> JSONResponse:
-    return JSONResponse(json_format.MessageToDict(message), status_code=status)
+    return JSONResponse(message_dict(message), status_code=status)

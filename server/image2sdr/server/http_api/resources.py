@@ -22,7 +22,6 @@ from typing import Any
 
 import anyio.to_thread
 from fastapi import FastAPI, Request
-from google.protobuf import json_format
 from google.rpc import code_pb2, status_pb2
 from starlette.responses import JSONResponse, Response
 
@@ -30,7 +29,7 @@ from image2sdr.v1 import image2sdr_pb2 as pb
 
 from ..messages import status_for
 from ..usecases import UseCases
-from .calls import Calls
+from .calls import Calls, message_dict
 from .errors import HttpApiError
 
 __all__ = ["MAP_CACHE", "THUMBNAIL_CACHE", "add_resource_routes", "image_type"]
@@ -97,8 +96,9 @@ async def _get_map(request: Request, job_id: str) -> Response:
     """GetMap as JSON: everything but the PNG, and once done the picture's URL (``imageUrl``)."""
 
     def respond(job: pb.MapJob) -> Response:
-        job.ClearField("png")
-        body: dict[str, Any] = json_format.MessageToDict(job)
+        job.ClearField("png")  # not encoded to base64 only to be dropped
+        body = message_dict(job)
+        del body["png"]  # at its own URL; "" would read as a map with no picture
         if job.state == pb.MAP_STATE_DONE:
             body["imageUrl"] = str(request.url_for("GetMapImage", job_id=job.id).path)
         return JSONResponse(body)

@@ -21,7 +21,7 @@ const state = {
   query: null,         // {semantic: Sdr|null, visual: Sdr|null, label: string}: what the canvas and matches show
   generation: 0,       // bumped by every new query, so a late answer for an old one is dropped
   chosen: null,        // id of the match whose shared bits are highlighted
-  items: new Map(),    // id -> Promise<Item> (GET /v1/items/{id}, with thumbnail and SDRs)
+  items: new Map(),    // id -> Promise<Item> (GET /v1/items/{id}?view=FULL: with its SDRs)
   pageTokens: [""],    // page tokens of the collection pages seen so far; the last is the current page
   nextToken: "",
   removing: null,      // {ids, label}: removals the user may still undo; sent on "Remove now" or when the page goes
@@ -83,7 +83,7 @@ const itemPath = (id) => `/v1/items/${encodeURIComponent(id)}`;
 /** An item with its thumbnail and SDRs, fetched once per id until it is added or removed again. */
 function getItem(id) {
   if (!state.items.has(id)) {
-    const pending = api("GET", itemPath(id));
+    const pending = api("GET", `${itemPath(id)}?view=FULL`);  // the SDRs are drawn and compared
     pending.catch(() => state.items.delete(id));
     state.items.set(id, pending);
   }
@@ -389,7 +389,7 @@ const addToCollection = guarded(async () => {
 
 async function loadPage() {
   const token = state.pageTokens[state.pageTokens.length - 1];
-  const params = new URLSearchParams({ page_size: String(PAGE_SIZE) });
+  const params = new URLSearchParams({ page_size: String(PAGE_SIZE), view: "BASIC" });  // cards: no SDRs
   if (token) params.set("page_token", token);
   const page = await api("GET", `/v1/items?${params}`);
   state.nextToken = page.nextPageToken || "";
@@ -608,7 +608,7 @@ async function scanCopies() {
   const token = dup.tokens[dup.tokens.length - 1];
   if (token === null) return;
   $("duplicates-more").disabled = true;
-  const params = new URLSearchParams({ page_size: String(DUPLICATES_PAGE) });
+  const params = new URLSearchParams({ page_size: String(DUPLICATES_PAGE), view: "BASIC" });  // ids only
   if (token) params.set("page_token", token);
   const page = await api("GET", `/v1/items?${params}`);
   const ids = (page.items || []).map((item) => item.id).filter((id) => !state.gone.has(id));
