@@ -125,3 +125,15 @@ def test_page_size_zero_is_described_as_it_behaves(document: dict[str, Any]) -> 
     parameters = document["paths"]["/v1/items"]["get"]["parameters"]
     page_size = next(parameter for parameter in parameters if parameter["name"] == "page_size")
     assert "0 or absent: 100" in page_size["description"]
+
+
+def test_the_item_views_are_described_with_their_defaults(document: dict[str, Any]) -> None:
+    operations = [
+        ("/v1/items", "get", "BASIC"),
+        ("/v1/items:list", "post", "BASIC"),
+        ("/v1/items/{item_id}", "get", "FULL"),
+    ]
+    for path, method, default in operations:
+        view = next(p for p in document["paths"][path][method]["parameters"] if p["name"] == "view")
+        assert view["in"] == "query" and view["schema"]["enum"] == ["BASIC", "FULL"], path
+        assert f"absent: {default}" in view["description"], path
