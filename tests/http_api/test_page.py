@@ -20,7 +20,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, Dialog, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Dialog, Locator, Page, Request, expect, sync_playwright
 from skimage import data as skdata
 
 from image2sdr.server.config import Config, HttpConfig, ServiceConfig
@@ -94,11 +94,17 @@ class Recorded:
 
     def __init__(self, page: Page) -> None:
         self.urls: list[str] = []
+        self.gets: list[str] = []  # the URLs of its GET requests
         self.errors: list[str] = []
         self.blocked: list[str] = []  # the server's Content-Security-Policy refusing something the page does
-        page.on("request", lambda request: self.urls.append(request.url))
+        page.on("request", self._request)
         page.on("pageerror", lambda error: self.errors.append(str(error)))
         page.on("console", lambda message: self._console(message.text))
+
+    def _request(self, request: Request) -> None:
+        self.urls.append(request.url)
+        if request.method == "GET":
+            self.gets.append(request.url)
 
     def _console(self, text: str) -> None:
         if "Content Security Policy" in text:
@@ -184,6 +190,12 @@ def test_upload_add_search_highlight_remove(page: Page, base_url: str, chelsea_j
     assert ITEM_ID in gone.json()["message"]
 
     assert recorded.foreign(base_url) == []
+    # The page asks for the view it uses: listings without SDRs, a stored item with them (it draws them).
+    paths = [(urlsplit(url).path, urlsplit(url).query) for url in recorded.gets]
+    listings = [query for path, query in paths if path == "/v1/items"]
+    assert listings and all("view=BASIC" in query for query in listings), listings
+    reads = [query for path, query in paths if path == f"/v1/items/{ITEM_ID}"]
+    assert reads and all(query == "view=FULL" for query in reads), reads
     assert recorded.errors == []
     assert recorded.blocked == []
 
