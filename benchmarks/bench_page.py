@@ -90,9 +90,9 @@ def items(count: int, copies: int, config: Config) -> list[Item]:
     return made
 
 
-def listing_bytes(base: str) -> int:
+def listing_bytes(base: str, view: str) -> int:
     with httpx.Client(base_url=base, timeout=60) as http:
-        answer = http.get("/v1/items", params={"page_size": 100})
+        answer = http.get("/v1/items", params={"page_size": 100, "view": view})
         answer.raise_for_status()
         return len(answer.content)
 
@@ -170,7 +170,8 @@ def main() -> None:
             server.index.add_many(items(count, copies, config))
             base = f"http://127.0.0.1:{server.http_port}"
             print(f"{count} items, {copies} of them copies")
-            print(f"GET /v1/items?page_size=100: {listing_bytes(base) / 1000:.1f} kB")
+            for view in ("BASIC", "FULL"):  # BASIC: the default (no SDRs); real photos: bench_listing.py
+                print(f"GET /v1/items?page_size=100&view={view}: {listing_bytes(base, view) / 1000:.1f} kB")
             with sync_playwright() as p:
                 browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
                 page = browser.new_page(viewport={"width": 1280, "height": 1000})
