@@ -6,7 +6,7 @@ MVENV := .venv-milvus
 PY := $(VENV)/bin/python
 MODELS := models
 
-.PHONY: setup models milvus-server chromium toolchains clients serve test test-fast bench bench-quality bench-visual bench-index bench-service bench-hostile bench-dupes bench-filters bench-concepts bench-explain bench-map bench-meaning lint clean proto proto-check stubs node-client example-htm conformance
+.PHONY: setup models milvus-server chromium toolchains clients serve test test-fast bench bench-quality bench-visual bench-index bench-service bench-hostile bench-dupes bench-filters bench-concepts bench-explain bench-map bench-meaning bench-page bench-replicas lint clean proto proto-check stubs node-client example-htm conformance
 
 ## setup: the serving virtualenv (no torch in it)
 setup: $(VENV)/.installed
@@ -97,6 +97,17 @@ bench-filters: setup
 ## by SDR overlap alone (before) and with stored concept names (after)
 bench-meaning: setup models
 	$(PY) benchmarks/bench_meaning.py
+
+## bench-page: the web face in Chromium: bytes per 100 items listed (BASIC and FULL views, 100 real photos), the
+## map's and the copies view's first paint (ITEMS=1000 COPIES=50 synthetic items)
+bench-page: setup models chromium
+	$(PY) benchmarks/bench_listing.py
+	$(PY) benchmarks/bench_page.py $(or $(ITEMS),1000) $(or $(COPIES),50)
+
+## bench-replicas: two replicas on one Milvus 2.3.5 collection: read-after-write per consistency level on the writer
+## and the other replica, SKIP raced through both, outages (time to SERVING, log lines)
+bench-replicas: setup models milvus-server
+	$(PY) benchmarks/bench_milvus_replicas.py
 
 ## bench-explain: Explain's time per explanation at the default patch and stride (scikit-image photos), and the
 ## score's fall with the hottest square hidden against a random square of the same size
