@@ -15,6 +15,7 @@ from image2sdr.server.concepts.local import (
     CLASSIFIER_FILE,
     CLASSIFIER_FILES,
     HIERARCHY_FILE,
+    PIXELS_VERSION,
     ROLLUP_VERSION,
     LocalConceptSource,
     WordNetRollup,
@@ -179,7 +180,10 @@ def test_int8_classifier_sees_the_cat_and_has_its_own_version(
     assert found["cat"] > 0.5 and found["animal"] >= found["cat"]
     # Its SDRs differ from fp32's, so nothing cached or stored under one version is read as the other.
     assert ",int8," in int8.version and int8.version != source.version
-    assert int8.feature_version.endswith(",int8") and int8.feature_version != source.feature_version
+    assert ",int8," in int8.feature_version and int8.feature_version != source.feature_version
+    # The pixels the classifier is given (box-reduced above image.working_pixels) are part of both versions.
+    for version in (source.version, source.feature_version, int8.version, int8.feature_version):
+        assert f",pixels={PIXELS_VERSION}" in version
     assert "int8" in int8.model and "fp32" in source.model
 
 

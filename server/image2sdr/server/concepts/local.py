@@ -69,6 +69,10 @@ CONFIDENCE_DECIMALS = 4
 # Images whose short side scaled to 256 leaves the long side above 16 x 256 (aspect
 # ratios beyond 16:1) are cropped before they are resized; see _centre_crop.
 MAX_RESIZED_PIXELS = RESIZE_SIDE * RESIZE_SIDE * 16
+# Bumped whenever the classifier can be given other pixels for the same image bytes (part of both
+# versions, so of the concept and visual caches' keys). 2: images of more than image.working_pixels
+# (non-JPEG; a JPEG is drafted first) are box-reduced when decoded, before the classifier's resize.
+PIXELS_VERSION = 2
 # Bumped whenever the roll-up can name other concepts for the same probabilities (part of the
 # version Info reports). 2: names of equal mass no longer drop one another; synonyms share a place.
 ROLLUP_VERSION = 2
@@ -201,8 +205,8 @@ class LocalConceptSource:
         # Changes whenever the exported classifier, its precision or the hierarchy does (reported by
         # Info, and in every cache key that holds concepts or visual SDRs).
         classifier, hierarchy = (file_fingerprint(models_dir, name) for name in (model_file, HIERARCHY_FILE))
-        # fp32 reads as it always has, so that its caches and stored versions still match.
-        onnx = f"onnx={classifier}" if config.precision == "fp32" else f"onnx={classifier},{config.precision}"
+        precision = "" if config.precision == "fp32" else f",{config.precision}"  # fp32 named by its absence
+        onnx = f"onnx={classifier}{precision},pixels={PIXELS_VERSION}"
         self.version = f"{onnx},hierarchy={hierarchy},rollup={ROLLUP_VERSION}"
         self.feature_version = onnx  # the pooled feature depends on the classifier alone
 
