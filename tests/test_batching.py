@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import pytest
 
-from image2sdr.server.batching import OrderedBatcher
+from image2sdr.server.batching import Later, OrderedBatcher
 from image2sdr.server.errors import StreamIdleError
 
 TIMEOUT = 10
@@ -120,3 +120,85 @@ def test_an_idle_caller_is_told_so() -> None:
     finally:
         release.set()
     assert answered == [14]
+
+
+def _read_ahead(count: int, all_read: threading.Event) -> Iterator[int]:
+    """``range(count)``, then ``all_read`` set: the batcher's reader has buffered every item."""
+    yield from range(count)
+    all_read.set()
+
+
+def test_a_batch_is_finished_while_the_next_is_processed_and_answered_in_order() -> None:
+    """Two-stage batches (``Later``): batch 1's finish waits until batch 2 is being processed, so
+    it must run beside it; every answer still comes out in order, after its own finish."""
+    all_read, second_processing = threading.Event(), threading.Event()
+    finished: list[int] = []
+
+    def process(requests: Sequence[int]) -> Later[int]:
+        assert all_read.wait(TIMEOUT)  # batch 2 is buffered by now: there is something to overlap with
+        if requests[0] == 4:
+            second_processing.set()
+
+        def finish() -> list[int]:
+            if requests[0] == 0:
+                assert second_processing.wait(TIMEOUT), "batch 1 was finished alone, not beside batch 2"
+            finished.extend(requests)
+            return [2 * r for r in requests]
+
+        return Later(finish)
+
+    batcher = OrderedBatcher(_read_ahead(12, all_read), process, in_flight=12, batch=4)
+    answered = []
+    for answer in batcher:
+        assert answer // 2 in finished  # no answer before its batch is finished
+        answered.append(answer)
+    assert answered == [2 * i for i in range(12)]
+
+
+def test_a_caller_waiting_for_its_answers_gets_them_without_sending_more() -> None:
+    """A caller that sends one batch and waits for its answers before sending the next (a
+    request/response loop over one stream) is answered at once, not one batch late."""
+    answers: queue.Queue[int] = queue.Queue()
+
+    def lockstep() -> Iterator[int]:
+        for batch in range(3):
+            yield from range(batch * 2, batch * 2 + 2)
+            for _ in range(2):
+                answers.get(timeout=TIMEOUT)  # raises queue.Empty (ending the stream) if never answered
+
+    def process(requests: Sequence[int]) -> Later[int]:
+        return Later(lambda: list(requests))
+
+    batcher = OrderedBatcher(lockstep(), process, in_flight=2, batch=2)
+    answered = []
+    for answer in batcher:
+        answered.append(answer)
+        answers.put(answer)
+    assert answered == list(range(6))
+
+
+def test_a_consumer_that_leaves_waits_for_the_batch_being_finished() -> None:
+    """The gRPC edge closes the iteration when the call ends; a batch handed to the finishing
+    stage (being stored) is finished before the close returns, never abandoned half-way."""
+    all_read, finishing, release = threading.Event(), threading.Event(), threading.Event()
+    finished: list[int] = []
+
+    def process(requests: Sequence[int]) -> Later[int]:
+        assert all_read.wait(TIMEOUT)
+
+        def finish() -> list[int]:
+            if requests[0] == 2:  # the batch queued behind the one being answered
+                finishing.set()
+                assert release.wait(TIMEOUT)
+            finished.extend(requests)
+            return list(requests)
+
+        return Later(finish)
+
+    answers = iter(OrderedBatcher(_read_ahead(4, all_read), process, in_flight=4, batch=2))
+    assert next(answers) == 0  # batch 2 is processed and queued for finishing by now
+    releaser = threading.Thread(target=lambda: finishing.wait(TIMEOUT) and release.set())
+    releaser.start()
+    answers.close()  # type: ignore[attr-defined]  # what grpc does when the call ends
+    releaser.join(TIMEOUT)
+    assert finished == [0, 1, 2, 3]

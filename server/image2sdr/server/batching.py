@@ -14,25 +14,41 @@ left to do for it is told so (``StreamIdleError``) and its stream ends.
 
 Nothing here polls: both threads wait on one condition, and ``cancel`` (which
 the gRPC edge registers as the call's termination callback) wakes them both.
+
+A batch may be processed in two stages (``Later``): the first on the consumer's
+thread, the second (storing, answering) on a finishing thread of the stream's own
+while the consumer processes the next batch.  One batch at most is being finished,
+its results still come out in order, and none comes out before its second stage
+is done; a stream with nothing more buffered gets them at once, not one batch late.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from .errors import StreamIdleError
 
-__all__ = ["OrderedBatcher"]
+__all__ = ["Later", "OrderedBatcher"]
 
 logger = logging.getLogger(__name__)
 
 Request = TypeVar("Request")
 Result = TypeVar("Result")
+
+
+@dataclass(frozen=True)
+class Later(Generic[Result]):
+    """A batch's first stage done; ``finish`` gives its results, run while the next batch is processed."""
+
+    finish: Callable[[], Sequence[Result]]
 
 
 class _End:
@@ -46,7 +62,7 @@ class OrderedBatcher(Generic[Request, Result]):
     def __init__(
         self,
         requests: Iterator[Request],
-        process: Callable[[Sequence[Request]], Sequence[Result]],
+        process: Callable[[Sequence[Request]], Sequence[Result] | Later[Result]],
         *,
         in_flight: int,
         batch: int,
@@ -71,17 +87,43 @@ class OrderedBatcher(Generic[Request, Result]):
 
     def __iter__(self) -> Iterator[Result]:
         self._reader.start()
+        finisher = ThreadPoolExecutor(1, thread_name_prefix="stream-finish")
+        finishing: Future[Sequence[Result]] | None = None  # the batch being finished, answered next
         try:
             while True:
+                if finishing is not None and not self._buffered():  # nothing to overlap it with: answer now
+                    yield from finishing.result()
+                    finishing = None
                 pending, end = self._next_batch()
                 if pending:
-                    yield from self._process(pending)
+                    try:
+                        processed = self._process(pending)
+                    except Exception:  # the batch before is finished: its answers go out before the error
+                        if finishing is not None:
+                            yield from finishing.result()
+                        raise
+                    previous, finishing = finishing, None
+                    if isinstance(processed, Later):
+                        # Queued behind the batch before on the one finishing thread (so in order), in
+                        # the caller's context (its deadline); it runs while that batch is answered.
+                        finishing = finisher.submit(contextvars.copy_context().run, processed.finish)
+                    if previous is not None:
+                        yield from previous.result()
+                    if not isinstance(processed, Later):
+                        yield from processed
                 if end is not None:
+                    if finishing is not None:
+                        yield from finishing.result()
                     if end.error is not None:
                         raise end.error
                     return
         finally:
             self.cancel()  # the caller left or we are done: the reader stops too
+            finisher.shutdown(wait=True)  # a batch being stored is stored before the stream is gone
+
+    def _buffered(self) -> bool:
+        with self._changed:
+            return bool(self._buffer) and not self._cancelled
 
     def _next_batch(self) -> tuple[list[Request], _End | None]:
         with self._changed:

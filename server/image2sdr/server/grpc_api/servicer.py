@@ -17,10 +17,10 @@ from grpc_status import rpc_status
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 
-from ..batching import OrderedBatcher
+from ..batching import Later, OrderedBatcher
 from ..config import Config
 from ..errors import Image2SdrError, InvalidInputError
-from ..messages import UNARY, encode_batch, status_for
+from ..messages import UNARY, encode_then_store, status_for
 from ..upstream import caller_deadline
 from ..usecases import CallContext, UseCases, working_for
 from .malformed import Malformed
@@ -109,9 +109,10 @@ class Image2SdrServicer(pb_grpc.Image2SdrServicer):
         if preempted is not None:  # told why it ends, so the caller can open a new stream for the rest
             context.abort_with_status(rpc_status.to_status(status_for(preempted)))
 
-    def _encode_batch(self, requests: Sequence[pb.EncodeRequest | Malformed]) -> list[pb.EncodeResponse]:
+    def _encode_batch(self, requests: Sequence[pb.EncodeRequest | Malformed]) -> Later[pb.EncodeResponse]:
+        """Encode the batch now; store it and build its answers while the next batch is encoded."""
         parsed = [InvalidInputError(r.message, field="request") if isinstance(r, Malformed) else r for r in requests]
-        return encode_batch(self.cases, parsed)
+        return Later(encode_then_store(self.cases, parsed))
 
 
 def _counted(requests: Iterator[_StreamItem], stream: OpenStream) -> Iterator[_StreamItem]:

@@ -8,7 +8,7 @@
 gRPC sends these messages in binary, HTTP in the proto's canonical JSON.
 """
 
-from .rpcs import UNARY, encode_batch
+from .rpcs import UNARY, encode_batch, encode_then_store
 from .status import status_for
 
-__all__ = ["UNARY", "encode_batch", "status_for"]
+__all__ = ["UNARY", "encode_batch", "encode_then_store", "status_for"]

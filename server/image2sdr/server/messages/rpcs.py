@@ -18,7 +18,7 @@ from ..usecases import CallContext, UseCases
 from . import requests as read
 from . import responses as write
 
-__all__ = ["UNARY", "encode_batch"]
+__all__ = ["UNARY", "encode_batch", "encode_then_store"]
 
 
 def _encode(cases: UseCases, request: pb.EncodeRequest, call: CallContext) -> pb.EncodeResponse:
@@ -31,6 +31,17 @@ def encode_batch(cases: UseCases, requests: Sequence[pb.EncodeRequest | Exceptio
 
     Whatever goes wrong with one item (it did not parse, its options or target are bad,
     its image is damaged, the server failed on it) is that item's in-band error.
+    """
+    return encode_then_store(cases, requests)()
+
+
+def encode_then_store(
+    cases: UseCases, requests: Sequence[pb.EncodeRequest | Exception]
+) -> Callable[[], list[pb.EncodeResponse]]:
+    """``encode_batch`` in two halves: this call encodes; the function it returns stores and answers.
+
+    A stream runs the second half of one batch (the index's writes, the answers'
+    protobuf) while it encodes the next.
     """
     answers: list[pb.EncodeResponse | None] = [None] * len(requests)
     accepted: list[tuple[int, str]] = []
@@ -45,13 +56,18 @@ def encode_batch(cases: UseCases, requests: Sequence[pb.EncodeRequest | Exceptio
             answers[slot] = write.error_response(request.request_id, exc)
             continue
         accepted.append((slot, request.request_id))
+    encoded = cases.encode_only(asked)
     dimensions = cases.config.sdr.dimensions
-    for (slot, request_id), outcome in zip(accepted, cases.encode_batch(asked), strict=True):
-        if isinstance(outcome, Exception):
-            answers[slot] = write.error_response(request_id, outcome)
-        else:
-            answers[slot] = write.encode_response(request_id, outcome, dimensions)
-    return [answer for answer in answers if answer is not None]
+
+    def store() -> list[pb.EncodeResponse]:
+        for (slot, request_id), outcome in zip(accepted, encoded.store(), strict=True):
+            if isinstance(outcome, Exception):
+                answers[slot] = write.error_response(request_id, outcome)
+            else:
+                answers[slot] = write.encode_response(request_id, outcome, dimensions)
+        return [answer for answer in answers if answer is not None]
+
+    return store
 
 
 def _encode_text(cases: UseCases, request: pb.EncodeTextRequest, call: CallContext) -> pb.EncodeTextResponse:

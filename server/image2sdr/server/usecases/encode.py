@@ -17,7 +17,17 @@ from ..errors import Image2SdrError, InvalidInputError
 from ..index.values import VISUAL, AddOutcome, DuplicateThresholds, Item, OnDuplicate
 from .parts import AskedThresholds, Parts, thresholds, with_custom
 
-__all__ = ["AddPolicy", "EncodeRequest", "Encoded", "StoreAs", "encode", "encode_batch", "stored_item"]
+__all__ = [
+    "AddPolicy",
+    "EncodeRequest",
+    "Encoded",
+    "EncodedBatch",
+    "StoreAs",
+    "encode",
+    "encode_batch",
+    "encode_only",
+    "stored_item",
+]
 
 
 @dataclass(frozen=True)
@@ -72,6 +82,15 @@ def encode(parts: Parts, request: EncodeRequest) -> Encoded:
 
 def encode_batch(parts: Parts, requests: Sequence[EncodeRequest]) -> list[Encoded | Exception]:
     """A stream's unit of work: each item answered on its own, in order (its Encoded, or its error)."""
+    return encode_only(parts, requests).store()
+
+
+def encode_only(parts: Parts, requests: Sequence[EncodeRequest]) -> EncodedBatch:
+    """``encode_batch``'s first half: the items checked and encoded, nothing stored yet.
+
+    The second half (``EncodedBatch.store``) is what ``add_to_index`` adds: a stream runs
+    it for one batch while it encodes the next, so storing costs the stream little.
+    """
     started = time.perf_counter()
     answers: list[Encoded | Exception | None] = [None] * len(requests)
     accepted: list[_Accepted] = []
@@ -84,16 +103,42 @@ def encode_batch(parts: Parts, requests: Sequence[EncodeRequest]) -> list[Encode
     outcomes = [
         _custom_outcome(parts, entry.request, outcome) for entry, outcome in zip(accepted, encoded, strict=True)
     ]
-    stored = _store_outcomes(parts, accepted, outcomes)
-    total_ms = _ms_since(started)
-    for entry, outcome, added in zip(accepted, outcomes, stored, strict=True):
-        if isinstance(outcome, Exception):
-            answers[entry.slot] = outcome
-        elif isinstance(added, Exception):  # storing failed: the item failed
-            answers[entry.slot] = added
-        else:
-            answers[entry.slot] = Encoded(outcome, added, total_ms)
-    return [answer for answer in answers if answer is not None]
+    return EncodedBatch(parts, answers, accepted, outcomes, started)
+
+
+class EncodedBatch:
+    """A batch encoded, to be stored: its items' answers come from ``store``, in request order."""
+
+    def __init__(
+        self,
+        parts: Parts,
+        answers: list[Encoded | Exception | None],
+        accepted: list[_Accepted],
+        outcomes: list[Outcome],
+        started: float,
+    ) -> None:
+        self._parts = parts
+        self._answers = answers  # the refused items' errors, in their places
+        self._accepted = accepted
+        self._outcomes = outcomes
+        self._started = started
+
+    def store(self) -> list[Encoded | Exception]:
+        """Store what asks to be stored (consecutive items with one policy in one transaction); each item's answer.
+
+        An item is answered only once stored (or refused): an answer means the index has it.
+        """
+        stored = _store_outcomes(self._parts, self._accepted, self._outcomes)
+        total_ms = _ms_since(self._started)
+        answers = list(self._answers)
+        for entry, outcome, added in zip(self._accepted, self._outcomes, stored, strict=True):
+            if isinstance(outcome, Exception):
+                answers[entry.slot] = outcome
+            elif isinstance(added, Exception):  # storing failed: the item failed
+                answers[entry.slot] = added
+            else:
+                answers[entry.slot] = Encoded(outcome, added, total_ms)
+        return [answer for answer in answers if answer is not None]
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,10 @@ class UseCases:
     def encode_batch(self, requests: Sequence[encoding.EncodeRequest]) -> list[encoding.Encoded | Exception]:
         return encoding.encode_batch(self.parts, requests)
 
+    def encode_only(self, requests: Sequence[encoding.EncodeRequest]) -> encoding.EncodedBatch:
+        """``encode_batch`` without the storing, which ``EncodedBatch.store`` does (a stream overlaps the two)."""
+        return encoding.encode_only(self.parts, requests)
+
     def encode_text(self, text: str) -> tuple[str, Sdr]:
         return terms.encode_text(self.parts, text)
 
