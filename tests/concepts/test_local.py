@@ -194,6 +194,12 @@ def test_an_image_prepared_while_decoding_gives_what_the_image_gives(
     prepared = [source.prepare(image) for image in decoded]
     for made, image in zip(prepared, decoded, strict=True):
         assert np.array_equal(made.pixels, preprocess(image.image)) and made.image is image.image
+        # The whole image at the classifier's scale, kept for the thumbnail when that shrank it.
+        if min(image.image.size) > 256:
+            assert made.reduced is not None and min(made.reduced.size) == 256
+            assert abs(made.reduced.width / made.reduced.height - image.image.width / image.image.height) < 0.01
+        else:
+            assert made.reduced is None
     assert source.prepare(prepared[0]) is prepared[0]
     for a, b in zip(source.observe(decoded, 10, 0.0), source.observe(prepared, 10, 0.0), strict=True):
         assert not isinstance(a, Exception) and not isinstance(b, Exception)

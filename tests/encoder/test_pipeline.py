@@ -25,6 +25,7 @@ from image2sdr.server.errors import (
     InvalidTermError,
     PixelLimitError,
 )
+from image2sdr.server.thumbnails import make_thumbnail
 from tests.helpers.images import encode_png, png_with_header, sample_photo
 
 
@@ -244,6 +245,10 @@ def test_a_thumbnail_only_when_the_encoding_will_be_stored(
     kept = encoder.encode(photos["chelsea"], EncodeOptions(thumbnail=True))
     assert kept.thumbnail is not None and kept.thumbnail.startswith(b"RIFF")  # WebP
     assert kept.sdr == plain.sdr and kept.visual == plain.visual
+    # Made from the classifier's scaled copy, it looks as one made from the whole photo does.
+    full = make_thumbnail(Image.open(io.BytesIO(photos["chelsea"])), 96, "webp", 80)
+    made, whole = (np.asarray(Image.open(io.BytesIO(data)), dtype=np.float64) for data in (kept.thumbnail, full))
+    assert made.shape == whole.shape and np.abs(made - whole).mean() < 4
     calls: list[int] = []
     observe = encoder.concept_source.observe  # type: ignore[attr-defined]
 

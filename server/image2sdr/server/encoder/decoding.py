@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from ..concepts.local import PreparedImage
 from ..config import Config
 from ..fingerprints import Fingerprint, fingerprint
 from ..imaging import DecodedImage, decode_image
@@ -49,6 +50,8 @@ def timed_decode(data: bytes, config: Config, side: int | None, thumbnail: bool,
         small = _thumbnail(image, config) if thumbnail else None
     except Exception as exc:  # as for decoding: this image fails alone
         return Decoded(exc, (decoded - started) * 1000)
+    if isinstance(image, PreparedImage) and image.reduced is not None:
+        image = replace(image, reduced=None)  # not held while the batch waits for the classifier
     return Decoded(image, (decoded - started) * 1000, found, (time.perf_counter() - decoded) * 1000, small)
 
 
@@ -66,4 +69,9 @@ def _thumbnail(image: DecodedImage, config: Config) -> bytes | None:
     side = config.index.thumbnails
     if not side:
         return None
-    return make_thumbnail(image.image, side, config.index.thumbnail_format, config.index.thumbnail_quality)
+    source = image.image
+    if isinstance(image, PreparedImage) and image.reduced is not None and max(image.reduced.size) >= side:
+        # The classifier's scaled copy (short side 256) makes the same thumbnail for a quarter of
+        # the resize: 0.2 ms instead of 0.8 from a 640 x 427 photo.
+        source = image.reduced
+    return make_thumbnail(source, side, config.index.thumbnail_format, config.index.thumbnail_quality)
