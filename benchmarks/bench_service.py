@@ -15,6 +15,12 @@ Prints
   concurrent clients each, alternating runs: images/s, p50, and the ratio
   HTTP / gRPC (goal: HTTP keeps >= 0.8).
 
+The images: ``--photos`` (240) real photos of ordinary size from the registries'
+packages (``real_images.ordinary_photos`` over ``bench_dupes.originals``: scikit-image,
+darknet, opencv-doc, the photographic wallpapers; long side 500 px, JPEG q90; the
+wallpapers' quadrants fill the count), with the share of each encoder stage in the
+stream's answers (``EncodeResponse.timings``).
+
 The server runs in a child process, as it would in production, so client and
 server do not share one GIL.  Medians of repeated runs; the machine is noisy.
 """
@@ -46,7 +52,8 @@ from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_encoder import jpeg, photo_pixels
+import real_images
+from bench_dupes import originals
 from synthetic_sdrs import SyntheticSdrs
 
 
@@ -102,7 +109,9 @@ def in_process_once(encoder: Encoder, stream: list[bytes], batch: int) -> float:
 _STORED = itertools.count()  # ids of the items the add_to_index runs store, unique across runs
 
 
-def stream_once(stub: pb_grpc.Image2SdrStub, stream: list[bytes], store: bool = False) -> float:
+def stream_once(
+    stub: pb_grpc.Image2SdrStub, stream: list[bytes], store: bool = False, timings: list[pb.StageTimings] | None = None
+) -> float:
     def requests() -> Iterator[pb.EncodeRequest]:
         for i, image in enumerate(stream):
             request = pb.EncodeRequest(image=image, request_id=str(i))
@@ -111,7 +120,12 @@ def stream_once(stub: pb_grpc.Image2SdrStub, stream: list[bytes], store: bool = 
             yield request
 
     started = time.perf_counter()
-    answered = sum(1 for r in stub.EncodeStream(requests()) if not r.HasField("error"))
+    answered = 0
+    for answer in stub.EncodeStream(requests()):
+        if not answer.HasField("error"):
+            answered += 1
+            if timings is not None:
+                timings.append(answer.timings)
     if answered != len(stream):
         raise SystemExit(f"EncodeStream answered {answered} of {len(stream)} without error")
     return answered / (time.perf_counter() - started)
@@ -128,11 +142,24 @@ def compare_stream(
     in_process_once(encoder, stream[: batch * 2], batch)  # warm up both sides
     stream_once(stub, stream[: batch * 2])
     local, served = [], []
+    timings: list[pb.StageTimings] = []
     for _ in range(repeats):
         local.append(in_process_once(encoder, stream, batch))
-        served.append(stream_once(stub, stream))
+        timings.clear()
+        served.append(stream_once(stub, stream, timings=timings))
     ratios = [s / lo for s, lo in zip(served, local, strict=True)]
+    print_stage_shares(timings)
     return statistics.median(served), statistics.median(local), statistics.median(ratios)
+
+
+def print_stage_shares(timings: list[pb.StageTimings]) -> None:
+    """Each encoder stage's ms per image in the stream's answers (last run), and its share of their sum."""
+    stages = ("decode_ms", "concepts_ms", "terms_ms", "merge_ms", "appearance_ms")
+    sums = {stage: sum(getattr(t, stage) for t in timings) for stage in stages}
+    total = sum(sums.values()) or 1.0
+    print(f"\nEncodeStream stage shares, {len(timings)} answers of the last run (per image; decode on its threads):")
+    for stage in stages:
+        print(f"  {stage[:-3]:<11} {sums[stage] / len(timings):7.2f} ms  {100 * sums[stage] / total:5.1f} %")
 
 
 def compare_store(stub: pb_grpc.Image2SdrStub, stream: list[bytes], repeats: int) -> tuple[float, float, float]:
@@ -245,12 +272,25 @@ def sdr_message(sdr: Sdr) -> pb.Sdr:
     return pb.Sdr(size=sdr.size, dimensions=list(sdr.dimensions), active=sdr.positions.tolist())
 
 
+def print_find_similar(stub: pb_grpc.Image2SdrStub, queries: list[Sdr], items: int, kind: str) -> None:
+    count = stub.Info(pb.InfoRequest()).index_size
+    by_sdr = [pb.FindSimilarRequest(sdr=sdr_message(q), k=10) for q in queries[:200]]
+    p50, p99 = latencies_ms(stub.FindSimilar, by_sdr)
+    print(f"\nFindSimilar top-10 over gRPC, {count:,} items ({kind} index):")
+    print(f"  by SDR: p50 {p50:.1f} ms, p99 {p99:.1f} ms  ({len(by_sdr)} queries)")
+    by_id = [pb.FindSimilarRequest(id=f"synthetic/{i * 499 % items}", k=10) for i in range(200)]
+    p50, p99 = latencies_ms(stub.FindSimilar, by_id)
+    print(f"  by id:  p50 {p50:.1f} ms, p99 {p99:.1f} ms  ({len(by_id)} queries)")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", help="YAML config (default: built-in defaults)")
     parser.add_argument("--images", type=int, default=480, help="images per timed stream")
     parser.add_argument("--items", type=int, default=100_000, help="items in the index for FindSimilar")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs; the median is printed")
+    parser.add_argument("--photos", type=int, default=240, help="distinct real photos of ordinary size")
+    parser.add_argument("--stream-only", action="store_true", help="EncodeStream and add_to_index figures only")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as scratch:
@@ -263,14 +303,15 @@ def main() -> int:
         )
         # The server gets exactly this config (its data directory is the one filled below).
         config_path.write_text(yaml.safe_dump(config.model_dump(mode="json")), encoding="utf-8")
-        images = [jpeg(p) for p in photo_pixels()]
+        images = list(real_images.ordinary_photos(originals(), args.photos).values())
         stream = [images[i % len(images)] for i in range(args.images)]
         batch = config.service.stream_batch_for(config.concepts.local.batch_size)
-        print(f"image2sdr service benchmark  ({len(images)} scikit-image photos as JPEG, stream batch {batch})")
+        print(f"image2sdr service benchmark  ({len(images)} real photos, 500 px JPEG q90, stream batch {batch})")
 
         started = time.perf_counter()
-        queries = fill_index(config, args.items)
-        print(f"  indexed {args.items:,} synthetic SDRs in {time.perf_counter() - started:.1f} s")
+        items = 0 if args.stream_only else args.items
+        queries = fill_index(config, items)
+        print(f"  indexed {items:,} synthetic SDRs in {time.perf_counter() - started:.1f} s")
 
         encoder = Encoder.from_config(config.model_copy(update={"data_dir": Path(scratch) / "in-process"}))
         process, address = start_server(config_path)
@@ -285,22 +326,14 @@ def main() -> int:
                 print(f"  {ratio:8.2f}   ratio service / in-process (median of the pairs)")
 
                 print_store(compare_store(stub, stream, args.repeats), args.images, args.repeats)
-
                 encode_requests = [pb.EncodeRequest(image=images[i % len(images)]) for i in range(100)]
                 p50, p99 = latencies_ms(stub.Encode, encode_requests)
                 print(
                     f"\nEncode (unary, one at a time, {len(encode_requests)} calls): p50 {p50:.1f} ms, p99 {p99:.1f} ms"
                 )
-
-                count = stub.Info(pb.InfoRequest()).index_size
-                by_sdr = [pb.FindSimilarRequest(sdr=sdr_message(q), k=10) for q in queries[:200]]
-                p50, p99 = latencies_ms(stub.FindSimilar, by_sdr)
-                print(f"\nFindSimilar top-10 over gRPC, {count:,} items ({config.index.kind} index):")
-                print(f"  by SDR: p50 {p50:.1f} ms, p99 {p99:.1f} ms  ({len(by_sdr)} queries)")
-                by_id = [pb.FindSimilarRequest(id=f"synthetic/{i * 499 % args.items}", k=10) for i in range(200)]
-                p50, p99 = latencies_ms(stub.FindSimilar, by_id)
-                print(f"  by id:  p50 {p50:.1f} ms, p99 {p99:.1f} ms  ({len(by_id)} queries)")
-
+                if args.stream_only:
+                    return 0
+                print_find_similar(stub, queries, args.items, config.index.kind)
                 print_http(
                     compare_http(stub, f"http://127.0.0.1:{http_port}", stream[:160], args.repeats), args.repeats
                 )

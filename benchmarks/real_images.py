@@ -35,6 +35,7 @@ __all__ = [
     "clipart",
     "debian_files",
     "labelled_photos",
+    "ordinary_photos",
     "photos",
     "skimage_photos",
 ]
@@ -102,6 +103,40 @@ def photos() -> dict[str, bytes]:
     for path in debian_files("mate-backgrounds", "usr/share/backgrounds/mate/nature/*.jpg"):
         found[f"mate/{path.stem}"] = path.read_bytes()
     return found
+
+
+ORDINARY_SIDE = 500  # the long side of an ImageNet-size photo (~500 x 375)
+
+
+def ordinary_photos(originals: dict[str, bytes], count: int, side: int = ORDINARY_SIDE) -> dict[str, bytes]:
+    """``count`` real photos of ordinary size, as a caller would send them (JPEG, quality 90).
+
+    Each of ``originals`` with its long side brought to ``side`` pixels (never enlarged),
+    then, until there are ``count``, the four quadrants of the large ones (long side at
+    least twice ``side``: the wallpapers), each brought to ``side`` the same way: other
+    framings of real photographs at the size the issue measures, not copies of one.
+    """
+    found: dict[str, bytes] = {}
+    large: list[tuple[str, Image.Image]] = []
+    for name, data in sorted(originals.items()):
+        image = _rgb(data)
+        found[name] = _at_most(image, side)
+        if max(image.size) >= 2 * side:
+            large.append((name, image))
+    for quadrant in range(4):
+        for name, image in large:
+            if len(found) >= count:
+                return found
+            w, h = image.size
+            left, top = (quadrant % 2) * w // 2, (quadrant // 2) * h // 2
+            found[f"{name}#{quadrant}"] = _at_most(image.crop((left, top, left + w // 2, top + h // 2)), side)
+    return dict(list(found.items())[:count])
+
+
+def _at_most(image: Image.Image, side: int) -> bytes:
+    scale = min(1.0, side / max(image.size))
+    size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+    return _jpeg(np.asarray(image.resize(size, Image.Resampling.LANCZOS) if size != image.size else image))
 
 
 LABELS_FILE = Path(__file__).with_name("labelled_photos.json")

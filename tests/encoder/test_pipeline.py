@@ -243,11 +243,11 @@ def test_a_thumbnail_only_when_the_encoding_will_be_stored(
     plain = encoder.encode(photos["chelsea"])
     assert plain.thumbnail is None  # a query, a concept's example, an Explain variant
     kept = encoder.encode(photos["chelsea"], EncodeOptions(thumbnail=True))
-    assert kept.thumbnail is not None and kept.thumbnail.startswith(b"RIFF")  # WebP
+    assert kept.thumbnail is not None and kept.thumbnail.data.startswith(b"RIFF")  # WebP, made when read
     assert kept.sdr == plain.sdr and kept.visual == plain.visual
     # Made from the classifier's scaled copy, it looks as one made from the whole photo does.
     full = make_thumbnail(Image.open(io.BytesIO(photos["chelsea"])), 96, "webp", 80)
-    made, whole = (np.asarray(Image.open(io.BytesIO(data)), dtype=np.float64) for data in (kept.thumbnail, full))
+    made, whole = (np.asarray(Image.open(io.BytesIO(data)), dtype=np.float64) for data in (kept.thumbnail.data, full))
     assert made.shape == whole.shape and np.abs(made - whole).mean() < 4
     calls: list[int] = []
     observe = encoder.concept_source.observe  # type: ignore[attr-defined]

@@ -372,9 +372,9 @@ def test_back_pressure_bounds_read_ahead(stub: pb_grpc.Image2SdrStub, photos: di
         ahead.append(pulled - answered)
     service = ServiceConfig()
     batch = min(LocalConceptsConfig().batch_size, service.stream_in_flight)  # stream_batch 0: the provider's
-    # Queued (in_flight) + one batch being encoded + one batch of answers on the
-    # way back + a 64 KiB transport window (one or two 39 KB photos).
-    bound = service.stream_in_flight + 2 * batch + 4
+    # Queued (in_flight) + one batch being encoded + one being stored (finished) meanwhile +
+    # one batch of answers on the way back + a 64 KiB transport window (one or two 39 KB photos).
+    bound = service.stream_in_flight + 3 * batch + 4
     assert max(ahead) <= bound, f"read {max(ahead)} requests ahead of the answers; bound {bound}"
 
 

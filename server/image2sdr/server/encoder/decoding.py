@@ -17,7 +17,7 @@ from ..concepts.local import PreparedImage
 from ..config import Config
 from ..fingerprints import Fingerprint, fingerprint
 from ..imaging import DecodedImage, decode_image
-from ..thumbnails import make_thumbnail
+from ..thumbnails import Thumbnail, shrink
 from .values import EncodeOptions
 
 __all__ = ["Decoded", "Prepare", "timed_decode", "wants_thumbnail"]
@@ -32,7 +32,7 @@ class Decoded:
     ms: float
     fingerprint: Fingerprint | None = None  # None when the image did not decode
     fingerprint_ms: float = 0.0  # the fingerprint's and the thumbnail's
-    thumbnail: bytes | None = None
+    thumbnail: Thumbnail | None = None  # its pixels; encoded when stored
 
 
 def timed_decode(data: bytes, config: Config, side: int | None, thumbnail: bool, prepare: Prepare | None) -> Decoded:
@@ -59,19 +59,19 @@ def wants_thumbnail(options: EncodeOptions | None) -> bool:
     return options is not None and options.thumbnail
 
 
-def _thumbnail(image: DecodedImage, config: Config) -> bytes | None:
-    """The image's thumbnail for the index, or None when they are off.
+def _thumbnail(image: DecodedImage, config: Config) -> Thumbnail | None:
+    """The image's thumbnail for the index, shrunk now and encoded when stored; None when they are off.
 
     A JPEG decoded at a reduced scale (draft) keeps both sides at least the
     classifier's input side (224 px or so): a thumbnail larger than that comes out
     at the drafted size, never enlarged.
     """
-    side = config.index.thumbnails
-    if not side:
+    index = config.index
+    if not index.thumbnails:
         return None
     source = image.image
-    if isinstance(image, PreparedImage) and image.reduced is not None and max(image.reduced.size) >= side:
+    if isinstance(image, PreparedImage) and image.reduced is not None and max(image.reduced.size) >= index.thumbnails:
         # The classifier's scaled copy (short side 256) makes the same thumbnail for a quarter of
         # the resize: 0.2 ms instead of 0.8 from a 640 x 427 photo.
         source = image.reduced
-    return make_thumbnail(source, side, config.index.thumbnail_format, config.index.thumbnail_quality)
+    return Thumbnail(shrink(source, index.thumbnails), index.thumbnail_format, index.thumbnail_quality)

@@ -29,7 +29,7 @@ from ..merge import Merger, MergeResult, WeightedSdr
 from ..sdr import Sdr
 from ..terms.base import TermSource, normalize_term
 from ..terms.cache import CachedTermSource, TermCache
-from ..thumbnails import check_format
+from ..thumbnails import Thumbnail, check_format
 from .decoding import Decoded, Prepare, timed_decode, wants_thumbnail
 from .providers import appearance_for, classifier_of, close_provider, concept_source, term_source
 from .settings import Settings, resolve
@@ -51,7 +51,7 @@ class _Looks:
     """What an image's appearance adds to its encoding."""
 
     fingerprint: Fingerprint | None
-    thumbnail: bytes | None = None
+    thumbnail: Thumbnail | None = None
     visual: Sdr | None = None
     ranked: npt.NDArray[np.uint32] | None = None  # visual bits, strongest first (as many as the merge needs)
     appearance_ms: float = 0.0

@@ -10,6 +10,7 @@ import numpy.typing as npt
 from ..fingerprints import Fingerprint
 from ..merge import WeightedSdr
 from ..sdr import Sdr
+from ..thumbnails import Thumbnail
 
 __all__ = ["ConceptUse", "EncodeOptions", "Encoding", "Outcome", "StageTimings"]
 
@@ -60,8 +61,9 @@ class Encoding:
     merged: tuple[WeightedSdr, ...] = field(default=(), compare=False, repr=False)
     visual_bits: npt.NDArray[np.uint32] | None = field(default=None, compare=False, repr=False)
     active_bits: int = field(default=0, compare=False, repr=False)
-    # WebP or JPEG bytes for the index (None: index.thumbnails is 0, or no image).
-    thumbnail: bytes | None = field(default=None, compare=False, repr=False)
+    # For the index; its WebP or JPEG bytes are made when first read (None: index.thumbnails is 0,
+    # or no image, or the encoding is not to be stored).
+    thumbnail: Thumbnail | None = field(default=None, compare=False, repr=False)
 
     @property
     def used(self) -> tuple[ConceptUse, ...]:

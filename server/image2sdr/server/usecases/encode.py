@@ -191,7 +191,7 @@ def stored_item(target: StoreAs, encoding: Encoding, max_concepts: int) -> Item:
         dict(target.metadata),
         spaces={} if encoding.visual is None else {VISUAL: encoding.visual},
         fingerprint=encoding.fingerprint,
-        thumbnail=encoding.thumbnail,
+        thumbnail=None if encoding.thumbnail is None else encoding.thumbnail.data,  # encoded here, when stored
     )
 
 
@@ -221,7 +221,10 @@ def _store_outcomes(parts: Parts, accepted: Sequence[_Accepted], outcomes: Seque
             _store_run(parts, run, policy, stored)
             run = []
         policy = entry.policy
-        run.append((position, stored_item(target, outcome, parts.config.index.max_concepts)))
+        try:
+            run.append((position, stored_item(target, outcome, parts.config.index.max_concepts)))
+        except Exception as exc:  # its thumbnail would not encode: that item fails, the run goes on
+            stored[position] = exc
     if run:
         _store_run(parts, run, policy, stored)
     return stored
