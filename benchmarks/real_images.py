@@ -19,12 +19,17 @@ import io
 import json
 import os
 import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageEnhance
 from skimage import data as skdata
+
+# The export venv's tools cannot import benchmarks: the photo list lives with them.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "server" / "tools"))
+from sample_photos import SKIMAGE_PHOTOS
 
 __all__ = [
     "ALTERATIONS",
@@ -39,28 +44,6 @@ __all__ = [
     "photos",
     "skimage_photos",
 ]
-
-# Colour and greyscale photos of distinct scenes (motorcycle_right is left out: it is
-# the other half of a stereo pair, a near-duplicate of motorcycle_left).
-SKIMAGE_PHOTOS = (
-    "astronaut",
-    "brick",
-    "camera",
-    "cell",
-    "chelsea",
-    "clock",
-    "coffee",
-    "coins",
-    "grass",
-    "gravel",
-    "hubble_deep_field",
-    "immunohistochemistry",
-    "moon",
-    "page",
-    "retina",
-    "rocket",
-    "text",
-)
 
 
 def cache_dir() -> Path:

@@ -26,30 +26,12 @@ from pathlib import Path
 
 import numpy as np
 import numpy.typing as npt
+from sample_photos import SKIMAGE_PHOTOS
 
 CLASSIFIER_INT8_FILE = "efficientnet_lite0_int8.onnx"
 # Kept in float32: the stem reads the raw pixels; the head and the final layer make the outputs.
 FLOAT_NODES = ("/_conv_stem/Conv", "/_conv_head/Conv", "/_fc/Gemm")
-# The scikit-image photos calibrated on (colour and greyscale; scikit-image's own names).
-CALIBRATION_PHOTOS = (
-    "astronaut",
-    "brick",
-    "camera",
-    "cell",
-    "chelsea",
-    "clock",
-    "coffee",
-    "coins",
-    "grass",
-    "gravel",
-    "hubble_deep_field",
-    "immunohistochemistry",
-    "moon",
-    "page",
-    "retina",
-    "rocket",
-    "text",
-)
+CALIBRATION_PHOTOS = SKIMAGE_PHOTOS  # calibrated on (sample_photos.py: the benchmarks' list too)
 QUANTIZATION = {
     "format": "QOperator",
     "weights": "int8, per channel",
