@@ -374,6 +374,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", help="server config (default: the embedded defaults)")
     parser.add_argument("--distractors", type=int, default=1000, help="openclipart drawings stored too (1000)")
     parser.add_argument("--max-fp", type=float, default=0.01, help="false duplicates per query allowed (0.01)")
+    parser.add_argument("--precision", choices=("fp32", "int8"), help="concepts.local.precision (default: config's)")
     args = parser.parse_args(argv)
 
     started = time.perf_counter()
@@ -383,6 +384,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"({len(ALTERATIONS)} alterations); images ready in {time.perf_counter() - started:.0f} s"
     )
     base = load_config(args.config) if args.config else Config()
+    if args.precision:  # the same figures for the int8 classifier
+        local = base.concepts.local.model_copy(update={"precision": args.precision})
+        base = base.model_copy(update={"concepts": base.concepts.model_copy(update={"local": local})})
+    print(f"classifier precision: {base.concepts.local.precision}")
     with tempfile.TemporaryDirectory(prefix="bench-dupes-") as data_dir:
         config = base.model_copy(
             update={
