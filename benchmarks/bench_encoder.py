@@ -2,7 +2,8 @@
 
 Prints
 - images/s for ``Encoder.encode_batch`` end to end with a warm term cache
-  (real photos from scikit-image as JPEG, and the same photos as 12 MP JPEGs),
+  (``--photos`` real photos of ordinary size from the registries' packages:
+  ``real_images.ordinary_photos``, 500 px JPEG q90; and scikit-image photos as 12 MP JPEGs),
 - the same with the visual channel off (``visual.enabled: false``), and with
   neither it nor fingerprints (as before issue 11), timed in alternation with the
   default in this run, and the drops,
@@ -232,6 +233,13 @@ def _encode_all(encoder: Encoder, images: list[bytes], batch: int) -> list[Encod
     return found
 
 
+def _ordinary(count: int) -> list[bytes]:
+    import real_images  # noqa: PLC0415  (fetches Debian packages once)
+    from bench_dupes import originals  # noqa: PLC0415
+
+    return list(real_images.ordinary_photos(originals(), count).values())
+
+
 def _top1(encoder: Encoder, images: list[bytes]) -> np.ndarray:
     from image2sdr.server.imaging import decode_image  # noqa: PLC0415
 
@@ -258,6 +266,7 @@ def main() -> int:
     parser.add_argument("--config", help="YAML config (default: built-in defaults)")
     parser.add_argument("--images", type=int, default=480, help="images per timed run")
     parser.add_argument("--batch", type=int, default=16, help="images per encode_batch call")
+    parser.add_argument("--photos", type=int, default=240, help="distinct real photos of ordinary size")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs; the median is printed")
     parser.add_argument("--no-precision", action="store_true", help="skip the int8 / fp32 comparison")
     parser.add_argument("--only-precision", action="store_true", help="only the int8 / fp32 comparison")
@@ -273,11 +282,11 @@ def main() -> int:
         print(f"image2sdr encoder benchmark  ({config.sdr.size} bits, w = {config.sdr.active_bits})")
         encoder = Encoder.from_config(config)
         pixels = photo_pixels()
-        small = [jpeg(p) for p in pixels]
+        small = _ordinary(args.photos)
         large = [jpeg(p, (4000, 3000)) for p in pixels]
 
         rate, encodings = bench_encode(encoder, small, args.images, args.batch, args.repeats)
-        print(f"\nencode, warm term cache, scikit-image photos (~0.3 MP JPEG), batch {args.batch}:")
+        print(f"\nencode, warm term cache, {len(small)} real photos (500 px JPEG q90), batch {args.batch}:")
         print(f"  {rate:8.1f} images/s  (median of {args.repeats} runs of {args.images} images)")
         print_stage_shares(encodings)
 
@@ -291,7 +300,7 @@ def main() -> int:
         print(f"  {100 * (1 - on / neither):8.1f} %  drop from both")
 
         rate_large, _ = bench_encode(encoder, large, max(args.images // 4, args.batch), args.batch, args.repeats)
-        print(f"\nencode, warm term cache, the same photos as 12 MP JPEGs (4000x3000), batch {args.batch}:")
+        print(f"\nencode, warm term cache, scikit-image photos as 12 MP JPEGs (4000x3000), batch {args.batch}:")
         print(f"  {rate_large:8.1f} images/s")
         encoder.close()
 
