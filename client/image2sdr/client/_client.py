@@ -38,6 +38,7 @@ from ._convert import (
     thresholds_to_pb,
 )
 from ._exceptions import Image2SdrError, Internal, InvalidArgument, ResourceExhausted, error_from_rpc_error
+from ._query import Expression, Filter
 from ._targets import Target, channel_target, lists_addresses, service_config
 from ._types import (
     ConceptExample,
@@ -47,8 +48,6 @@ from ._types import (
     EncodeItem,
     Encoding,
     Explanation,
-    Expression,
-    Filter,
     ImageSource,
     Info,
     Item,

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from image2sdr.v1 import image2sdr_pb2 as pb
 
 from ._exceptions import Image2SdrError, error_from_status
+from ._query import Expression, Filter
 from ._types import (
     Concept,
     ConceptBackground,
@@ -18,8 +19,6 @@ from ._types import (
     DuplicateThresholds,
     Encoding,
     Explanation,
-    Expression,
-    Filter,
     Fingerprint,
     Info,
     Item,

@@ -8,11 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from .._client import Image2SdrClient
-from .._types import (
-    Filter,
-    Item,
-    Match,
-)
+from .._query import Filter
+from .._types import Item, Match
 from ._args import add_filter, add_json, filter_from_args, positive_int, share
 from ._base import EXIT_OK, UsageError
 from ._connection import connect
