@@ -75,7 +75,10 @@ fit on the examples 0.91): an upper bound, far from the 0.27-0.29 measured here.
 The run takes about a minute on 2 cores, plus ~1.5 minutes of encoding the first
 time (the cache is keyed by the models, the config and the image list).
 
-Usage: python benchmarks/bench_concepts.py [--config FILE] [--repeats N] [--negatives N]
+Photos: ``--photos`` runs ``bench_concepts_photos.py`` instead (228 labelled real photos,
+through a real server, with refinement; its docstring has the method and figures).
+
+Usage: python benchmarks/bench_concepts.py [--config FILE] [--repeats N] [--negatives N] [--photos]
 """
 
 from __future__ import annotations
@@ -665,8 +668,14 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5, help="random draws of the examples per concept (seeds 0..)")
     parser.add_argument("--negatives", type=int, default=20, help="negative examples per definition")
     parser.add_argument("--refinement-only", action="store_true", help="only the background and refinement rounds")
+    parser.add_argument("--photos", action="store_true", help="on 228 labelled photos instead (bench_concepts_photos)")
     args = parser.parse_args()
     config = load_config(args.config)
+    if args.photos:
+        import bench_concepts_photos  # noqa: PLC0415 (it imports this module)
+
+        bench_concepts_photos.measure(config, args.repeats)
+        return
     started = time.perf_counter()
     found = corpus(config)
     _print_refinement(found, config, args.negatives, args.repeats)
