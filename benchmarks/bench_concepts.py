@@ -348,6 +348,8 @@ def judge(
 ) -> np.ndarray:
     hits = int((predicted & truth).sum())
     flagged, wanted = int(predicted.sum()), int(truth.sum())
+    if not wanted:  # refinement labelled every positive left: nothing to judge (NaN, left out of means)
+        return np.full(5, np.nan)
     precision = hits / flagged if flagged else 0.0
     recall = hits / wanted
     f1 = 2 * precision * recall / (precision + recall) if hits else 0.0

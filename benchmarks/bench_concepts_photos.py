@@ -207,15 +207,16 @@ def report(results: dict[str, list[list[dict[str, np.ndarray]]]], counts: Counte
             print(f"{label + ': ' + method:<40} {_row(_mean_over_kinds(results, number, method))}")
     print("\nBy kind (ours, F1 before -> after each round; P / R at the examples)")
     for kind, draws in results.items():
-        f1 = [np.mean([d[n]["ours"][2] for d in draws]) for n in range(ROUNDS + 1)]
-        p, r = (np.mean([d[0]["ours"][c] for d in draws]) for c in (0, 1))
+        f1 = [np.nanmean([d[n]["ours"][2] for d in draws]) for n in range(ROUNDS + 1)]
+        p, r = (np.nanmean([d[0]["ours"][c] for d in draws]) for c in (0, 1))
         print(f"  {kind:<22} {counts[kind]:>3} photos  F1 {' -> '.join(f'{v:.2f}' for v in f1)}   P {p:.2f} R {r:.2f}")
 
 
 def _mean_over_kinds(results: dict[str, list[list[dict[str, np.ndarray]]]], number: int, method: str) -> np.ndarray:
-    with warnings.catch_warnings():  # the anchors' claim columns are NaN throughout
+    # NaN: the anchors' claim columns, and a draw whose refinement labelled every positive left.
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        per_kind = [np.mean([d[number][method] for d in draws], axis=0) for draws in results.values()]
+        per_kind = [np.nanmean([d[number][method] for d in draws], axis=0) for draws in results.values()]
         return np.asarray(np.nanmean(per_kind, axis=0))
 
 
