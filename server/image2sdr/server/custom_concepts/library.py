@@ -114,7 +114,9 @@ class ConceptLibrary:
         name: str,
         positives: Sequence[Example],
         negatives: Sequence[Example],
-        labelled: Collection[str] = (),
+        *,
+        positive_ids: Sequence[str] = (),
+        negative_ids: Sequence[str] = (),
     ) -> Defined:
         """Fit a concept on its examples and the stored collection, and store it, replacing one of the same name.
 
@@ -124,7 +126,8 @@ class ConceptLibrary:
         positive. The fit report counts them.
 
         Up to ``BACKGROUND_ITEMS`` of the newest stored items, less the examples
-        (``labelled``: the ids given; images given are known by their SDR), are the
+        (the stored ones by id, ``positive_ids`` and ``negative_ids``, kept with the
+        definition for the next refinement; images given are known by their SDR), are the
         background: presumed negatives that shape the bits lightly and the threshold
         (``fit``), and the report's estimate of what the concept flags there.  The
         ``SUGGESTIONS`` background items nearest its threshold come back with it: labelled
@@ -133,6 +136,7 @@ class ConceptLibrary:
         self.check_definition(name, len(positives), len(negatives))
         if not negatives:
             negatives = self._stand_ins(positives)
+        labelled = {*positive_ids, *negative_ids}
         ids, background = self._background([*positives, *negatives], labelled)
         concept = define(
             name, positives, negatives, active_bits=self.active_bits, sdr_size=self.sdr_size, background=background
@@ -142,7 +146,12 @@ class ConceptLibrary:
                 "the positive examples share no bit that the negatives lack: give examples that show one thing",
                 field="positives",
             )
-        concept = dataclasses.replace(concept, suggestions=_least_sure(concept, ids, background))
+        concept = dataclasses.replace(
+            concept,
+            suggestions=_least_sure(concept, ids, background),
+            positive_ids=tuple(positive_ids),
+            negative_ids=tuple(negative_ids),
+        )
         stored = self.index.put_concept(name, to_document(concept))
         defined = Defined(concept, stored.updated_ms)
         self._change(lambda known: {**known, name: defined})
