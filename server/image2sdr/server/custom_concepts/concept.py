@@ -67,7 +67,7 @@ class Fit:
 
 @dataclass(frozen=True)
 class BackgroundEstimate:
-    """What the concept does on the stored collection it was fitted against (``fit._pu_threshold``)."""
+    """What the concept does on the stored collection it was fitted against (``background``)."""
 
     items: int  # stored items scored (presumed negatives, unlabelled)
     flagged: float  # the share of them it says yes to

@@ -37,9 +37,10 @@ from ..index.filters import check_concept_name
 from ..index.item_index import ItemIndex
 from ..index.values import SEMANTIC, VISUAL, StoredConcept
 from ..sdr import Sdr
+from .background import background_scores
 from .concept import MIN_POSITIVES, ConceptDocumentError, CustomConcept, Example
 from .document import from_document, to_document
-from .fit import background_scores, define
+from .fit import define
 from .scoring import ConceptSet
 
 __all__ = ["ConceptLibrary", "Defined", "Detection"]
