@@ -731,8 +731,8 @@ function conceptSummary(concept) {
   const share = Number(found.flagged || 0);
   const items = Number(found.items || 0);
   // The precision is an upper bound (far off when the concept does not separate well): said as one.
-  const precision = Math.round(Number(found.precision || 0) * 100);
-  return `Flags ${(share * 100).toFixed(1)} % of ${count(items, "stored item")} (about ${Math.round(share * items)}) · ${examples} · precision at most ${precision} %`;
+  const precision = share > 0 ? ` · precision at most ${Math.round(Number(found.precision || 0) * 100)} %` : "";
+  return `Flags ${(share * 100).toFixed(1)} % of ${count(items, "stored item")} (about ${Math.round(share * items)}) · ${examples}${precision}`;
 }
 
 function suggestionCard(suggestion, n) {
@@ -746,7 +746,7 @@ function suggestionCard(suggestion, n) {
     label.append(input, ` ${text}`);
     labels.append(label);
   }
-  li.append(img, element("span", { class: "id" }, suggestion.id), element("span", { class: "muted" }, `${Math.round((suggestion.confidence || 0) * 100)} % sure`), labels);
+  li.append(img, element("span", { class: "id" }, suggestion.id), element("span", { class: "muted" }, `confidence ${Number(suggestion.confidence || 0).toFixed(2)}`), labels);
   fillThumbnail(img, suggestion.id);
   return li;
 }
