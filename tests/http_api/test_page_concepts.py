@@ -5,13 +5,15 @@ photos and enough other items (random SDRs, no thumbnail) for the concept's back
 estimate (50 at least).  A concept defined from stored ids shows in the page; its panel
 says what it flags and lists its suggestions; one is marked yes, one no, and the refit
 defines it again with those added to its kept examples: the panel then shows the new
-counts and fresh suggestions, and the stored definition holds the labelled ids.
+counts and fresh suggestions, and the stored definition holds the labelled ids.  A
+concept whose positives were given as images (not kept) says so and cannot be refitted.
 
 Its own server, not test_page's: that module's tests count the items they store.
 """
 
 from __future__ import annotations
 
+import base64
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +34,9 @@ from tests.helpers.images import encode_jpeg, half_size, mirrored
 CHROMIUM = Path("/usr/bin/chromium")
 TIMEOUT_MS = 60_000
 CONCEPT = "cat from the page"
-FILLERS = 56  # items beside the photos: the background needs 50 (fit.MIN_BACKGROUND)
+FILLERS = 56  # items beside the photos: the background needs 50 (background.MIN_BACKGROUND)
+CHELSEA = encode_jpeg(skdata.chelsea())
+CATS = (CHELSEA, mirrored(CHELSEA), half_size(CHELSEA))
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists() and not os.environ.get("CI"),
@@ -46,11 +50,10 @@ def base_url(tmp_path_factory: pytest.TempPathFactory, models_dir: Path) -> Iter
     data_dir = tmp_path_factory.mktemp("page-concepts")
     config = Config(data_dir=data_dir, models_dir=models_dir, service=service, http=HttpConfig(port=0))
     server = create_server(config, encoder=shared_encoder(models_dir))
-    chelsea = encode_jpeg(skdata.chelsea())
     photos = {
-        "cat": chelsea,
-        "cat-mirrored": mirrored(chelsea),
-        "cat-small": half_size(chelsea),
+        "cat": CATS[0],
+        "cat-mirrored": CATS[1],
+        "cat-small": CATS[2],
         "mug": encode_jpeg(skdata.coffee()),
         "rocket": encode_jpeg(skdata.rocket()),
     }
@@ -126,4 +129,13 @@ def test_suggestions_marked_yes_and_no_refit_the_concept(page: Page, base_url: s
     expect(cards).to_have_count(len(fresh))
     assert [cards.nth(n).get_attribute("data-id") for n in range(len(fresh))] == fresh
     assert not {yes, no} & set(fresh)  # labelled: never suggested again
+
+    # Positives given as images are not kept: the page says so and does not refit without them.
+    pictures = [{"image": base64.b64encode(jpeg).decode()} for jpeg in CATS]
+    body = {"name": "cat from pictures", "positives": pictures, "negatives": [{"id": "mug"}]}
+    assert page.request.post(f"{base_url}/v1/concepts", data=body, headers={"X-Requested-With": "test"}).ok
+    page.get_by_test_id("custom-refresh").click()
+    page.locator('[data-testid="custom-concept"][data-name="cat from pictures"]').click()
+    expect(page.get_by_test_id("custom-note")).to_contain_text("3 positive examples given as images")
+    expect(page.get_by_test_id("custom-refit")).to_be_disabled()
     assert errors == []
