@@ -171,6 +171,7 @@ def test_upload_add_search_highlight_remove(page: Page, base_url: str, chelsea_j
     match.get_by_role("button").click()
     expect(page.get_by_test_id("sdr-canvas")).to_have_attribute("data-shared", str(len(drawn)))
     assert page.evaluate(SHARED_BITS) == drawn
+    page.screenshot(path=tmp_path / "page.png", full_page=True)  # docs/images/page.png is this one
 
     # Words: "cat" finds it, thumbnail and overlap shown; nothing of the photo's query is left beside them.
     page.get_by_test_id("search-text").fill("cat")
@@ -182,7 +183,6 @@ def test_upload_add_search_highlight_remove(page: Page, base_url: str, chelsea_j
     found = page.locator(f'[data-testid="match"][data-id="{ITEM_ID}"]')
     expect(found.locator("img.thumb")).to_have_attribute("src", thumbnail)
     expect(found.get_by_test_id("match-overlap")).to_contain_text("bits shared")
-    page.screenshot(path=tmp_path / "page.png", full_page=True)
 
     _remove_with_undo(page, base_url, listed, found, asked)
     gone = page.request.get(f"{base_url}/v1/items/{ITEM_ID}")

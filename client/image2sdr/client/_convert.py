@@ -307,6 +307,8 @@ def custom_concept_from_pb(message: pb.CustomConcept) -> CustomConcept:
         updated_ms=message.updated_ms,
         background=_background_from_pb(message.background) if message.HasField("background") else None,
         suggestions=tuple(ConceptSuggestion(s.id, s.confidence) for s in message.suggestions),
+        positive_ids=tuple(message.positive_ids),
+        negative_ids=tuple(message.negative_ids),
     )
 
 

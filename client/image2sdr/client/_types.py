@@ -349,6 +349,10 @@ class CustomConcept:
     updated_ms: int  # when it was (re)defined, Unix milliseconds
     background: ConceptBackground | None = None  # on the stored collection; None: too few items stored
     suggestions: tuple[ConceptSuggestion, ...] = ()  # least sure first: label these to refine it
+    # The stored items given as examples (images given are not kept): define it again with
+    # these plus the labelled suggestions to refine it.
+    positive_ids: tuple[str, ...] = ()
+    negative_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
