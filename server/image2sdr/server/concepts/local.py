@@ -71,7 +71,9 @@ CONFIDENCE_DECIMALS = 4
 MAX_RESIZED_PIXELS = RESIZE_SIDE * RESIZE_SIDE * 16
 # Bumped whenever the roll-up can name other concepts for the same probabilities (part of the
 # version Info reports). 2: names of equal mass no longer drop one another; synonyms share a place.
-ROLLUP_VERSION = 2
+# 3: 50 concepts kept by default (concepts.max_concepts, 10 before) and merged with flattened
+# weights (sdr.confidence_power 0.25): the same image names more concepts and gets another SDR.
+ROLLUP_VERSION = 3
 
 
 @dataclass(frozen=True)
