@@ -213,6 +213,11 @@ class LocalConceptSource:
         return RESIZE_SIDE
 
     @property
+    def rollup(self) -> WordNetRollup:
+        """The WordNet roll-up this source names concepts with (read by ``make bench-meaning``'s sweep)."""
+        return self._rollup
+
+    @property
     def max_batch(self) -> int:
         return self._batch
 
