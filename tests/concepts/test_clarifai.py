@@ -338,10 +338,13 @@ def predicted(service: Server, concepts: list[tuple[str, float]], max_concepts: 
     """The SDR the merge rules give for these Clarifai concepts, with the service's own term SDRs."""
     encoder = service.encoder
     kept = sorted(concepts, key=lambda pair: -pair[1])[:max_concepts]
-    signed = [(name[3:], -value) if name.startswith("no ") else (name, value) for name, value in kept]
-    sdrs = encoder.term_source.term_sdrs([term for term, _ in signed])
     config = encoder.config.sdr
-    merger = Merger(config.size, config.dimensions, config.tie_break_seed, config.normalization)
+    merger = Merger(
+        config.size, config.dimensions, config.tie_break_seed, config.normalization, config.confidence_power
+    )
+    weighted = [(name, merger.concept_weight(value)) for name, value in kept]
+    signed = [(name[3:], -weight) if name.startswith("no ") else (name, weight) for name, weight in weighted]
+    sdrs = encoder.term_source.term_sdrs([term for term, _ in signed])
     merged = merger.merge(
         [WeightedSdr(sdr, weight) for sdr, (_, weight) in zip(sdrs, signed, strict=True) if sdr is not None],
         config.active_bits,
@@ -363,7 +366,7 @@ def test_encode_gives_the_sdr_the_merge_predicts(
         ("whiskers", 0.25, True),
     ]
     (call,) = fake.calls
-    assert call.request.model.output_info.output_config.max_concepts == 10  # ours, not Clarifai's 20
+    assert call.request.model.output_info.output_config.max_concepts == 50  # ours, not Clarifai's 20
     assert call.metadata["authorization"] == f"Key {key}"
     # The "person" bits are held down: none of them wins unless another concept supports it.
     person = set(service.encoder.term_source.term_sdrs(["person"])[0].positions.tolist())  # type: ignore[union-attr]

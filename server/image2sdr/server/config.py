@@ -72,6 +72,10 @@ class SdrConfig(_Section):
     #              (common) word weighs no more than a sparse one in total;
     #   "none":    each bit gets the plain confidence (the 2018 prototype).
     normalization: Literal["density", "none"] = "density"
+    # A concept weighs confidence ** confidence_power in the merge: below 1 the weak concepts
+    # count for more against the strongest (docs/catalog-search.md). 1 = the confidence itself,
+    # as before; with concepts.max_concepts 10 that gives the SDRs of releases before it bit for bit.
+    confidence_power: float = Field(0.25, gt=0.0, le=1.0)
     # Share of the merged SDR's active bits given to how the image looks: the visual SDR's
     # strongest round(visual_share * w) bits, the concepts' merge filling the rest.
     # 0 = concepts only (the SDR is what it was before the visual channel existed).
@@ -188,7 +192,7 @@ class NsfwConceptsConfig(_Section):
 
 class ConceptsConfig(_Section):
     provider: Literal["local", "clarifai"] = "local"
-    max_concepts: MaxConcepts = 10  # concepts kept per image
+    max_concepts: MaxConcepts = 50  # concepts kept per image (10 before sdr.confidence_power)
     min_confidence: Confidence = 0.0  # concepts below are left out
     clarifai: ClarifaiConceptsConfig = ClarifaiConceptsConfig()
     custom: CustomConceptsConfig = CustomConceptsConfig()
