@@ -221,6 +221,7 @@ def test_concept_define_ls_get_search_encode_and_rm(
     assert len(concept_bits & set(merged["sdr"]["active"])) >= len(concept_bits & set(plain["sdr"]["active"]))
     code, out, _ = run(server, capsys, "encode", crop, "--merge-custom-concepts")
     assert code == 0 and f"custom: {CONCEPT} " in out and " merged" in out
+    assert " more); custom:" in out  # the table shows the 10 strongest concepts; --json has them all
 
     # Refining: the stored example is kept by id; the images are not, so they are given again.
     assert defined["positive_ids"] == ["cat"] and defined["negative_ids"] == []

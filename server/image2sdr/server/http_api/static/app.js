@@ -187,10 +187,13 @@ function renderBars(list, rows) {
   );
 }
 
-function renderConcepts(concepts) {
+const SHOWN_CONCEPTS = 10; // an image has ~50 concepts, most of them faint: the rest on request
+
+function renderConcepts(concepts, all = false) {
+  const found = concepts || [];
   renderBars(
     $("concepts"),
-    (concepts || []).map((c) => ({
+    (all ? found : found.slice(0, SHOWN_CONCEPTS)).map((c) => ({
       name: c.name,
       value: c.confidence || 0,
       max: 1,
@@ -200,6 +203,13 @@ function renderConcepts(concepts) {
       title: c.used ? "" : `not merged: ${c.skipReason || "skipped"}`,
     })),
   );
+  if (!all && found.length > SHOWN_CONCEPTS) {
+    const more = element("button", { type: "button", "data-testid": "more-concepts" }, `all ${found.length} concepts`);
+    more.addEventListener("click", () => renderConcepts(found, true));
+    const row = element("li", { class: "more" });
+    row.append(more);
+    $("concepts").append(row);
+  }
 }
 
 // ---- the query: an image or words ---------------------------------------------------------------
