@@ -125,6 +125,8 @@ def test_the_embedded_engine_outlives_a_crash_of_milvus_lite(tmp_path: Path) -> 
     first = MilvusIndex(IndexConfig(backend="milvus", milvus=milvus), SIZE)
     other = MilvusIndex(IndexConfig(backend="milvus", milvus=milvus.model_copy(update={"collection": "other"})), SIZE)
     try:
+        # No other process opens the file: one write lock for its engines makes SKIP exact there, near copies too.
+        assert first.engine._write_lock is other.engine._write_lock
         kept = Sdr.from_positions([1, 2, 3], SIZE)
         first.add("kept", kept)
         other.add("theirs", kept)

@@ -58,6 +58,7 @@ REPAIR_COMMAND = "python -m image2sdr.server.index.milvus.repair --config <your 
 # milvus-lite files open in this process, and how many engines use each (see MilvusCalls._leave_embedded).
 _EMBEDDED_USERS: dict[str, int] = {}
 _EMBEDDED_LOCK = threading.Lock()
+_EMBEDDED_WRITE_LOCKS: dict[str, threading.Lock] = {}  # the write lock of every engine on each file
 
 
 class MilvusCalls:
@@ -100,7 +101,7 @@ class MilvusCalls:
         self._session_until = 0.0  # monotonic time until which Bounded and Eventually reads are Session (_level)
         self._heavy: dict[str, tuple[bool, float]] = {}  # space: (heavy SDRs stored, when asked)
         self._forced = threading.local()  # .level: this thread's reads use it (_reading)
-        self._write_lock = threading.Lock()  # duplicate screening and the add it decides, per process
+        self._write_lock = threading.Lock()  # duplicate screening and the add it decides (shared per embedded file)
         self._seq_lock = threading.Lock()
         self._last_seq = 0
         self._closed = False  # set by closing(): a call in flight stops retrying
@@ -150,6 +151,7 @@ class MilvusCalls:
                 _EMBEDDED_USERS[key] = users
                 return
             _EMBEDDED_USERS.pop(key, None)
+            _EMBEDDED_WRITE_LOCKS.pop(key, None)
             from milvus_lite.server_manager import server_manager_instance  # noqa: PLC0415
 
             server_manager_instance.release_server(self.uri)
@@ -213,6 +215,9 @@ class MilvusCalls:
             with _EMBEDDED_LOCK:
                 _EMBEDDED_USERS[key] = _EMBEDDED_USERS.get(key, 0) + 1
                 self._lite_socket = _lite_server(key)
+                # Every engine of this process on the file decides its copies under one lock: no other
+                # process opens the file, so that makes SKIP exact there, near copies included.
+                self._write_lock = _EMBEDDED_WRITE_LOCKS.setdefault(key, threading.Lock())
         return client
 
     def _revive_embedded(self) -> None:
@@ -415,6 +420,16 @@ class MilvusCalls:
             collection = self._names[name]
             self._call("upsert", lambda t: self._client.upsert(collection, rows, timeout=t), collection=collection)
             self._session_until = time.monotonic() + _OWN_WRITES_S
+
+    def _stamped_upsert(self, collection: str, rows: list[dict[str, Any]], timeout_s: float) -> int:
+        """Upsert ``rows`` (one request, not retried) and return the timestamp Milvus gave the write.
+
+        ``MilvusClient.upsert`` drops that timestamp from its answer; its connection's own
+        upsert returns it. Every replica's writes are stamped by Milvus's one clock, and a
+        Strong read sees exactly those stamped before it began (``claims.py`` builds on it).
+        """
+        result = self._client._get_connection().upsert_rows(collection, rows, timeout=timeout_s)
+        return int(result.timestamp)
 
     def _delete(self, name: str, expression: str) -> None:
         collection = self._names[name]

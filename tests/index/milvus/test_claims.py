@@ -1,0 +1,128 @@
+"""Two replicas (two engines on one collection set of the real server) adding the same photo at once under SKIP."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from image2sdr.server.config import IndexConfig, MilvusConfig
+from image2sdr.server.fingerprints import Fingerprint
+from image2sdr.server.index import DuplicateKind, Item, MilvusIndex, OnDuplicate
+from image2sdr.server.index.engine import CopyQuery
+from image2sdr.server.index.milvus import CONCEPTS
+from image2sdr.server.index.milvus.claims import CLAIM_KEY
+from image2sdr.server.index.milvus.expressions import NO_MARK
+from image2sdr.server.index.values import AddOutcome
+from image2sdr.server.sdr import Sdr
+from tests.helpers.index import SIZE
+from tests.helpers.milvus import MilvusServer, drop_collections
+
+TIMEOUT = 60
+
+
+@pytest.fixture(scope="module")
+def replicas(milvus_server: MilvusServer) -> Iterator[tuple[MilvusIndex, MilvusIndex]]:
+    """Two indexes on one collection set, as two service replicas have (each its own write lock)."""
+    prefix = f"claims_{time.time_ns() % 10**9}"
+    config = IndexConfig(backend="milvus", milvus=MilvusConfig(uri=milvus_server.uri, collection=prefix))
+    first = MilvusIndex(config, SIZE)
+    second = MilvusIndex(config, SIZE)
+    yield first, second
+    first.close()
+    second.close()
+    drop_collections(milvus_server.uri, f"{prefix}_")
+
+
+def _photo(number: int) -> Fingerprint:
+    """Bytes of their own, and a pHash far from every other photo's (no near copy of another round's)."""
+    return Fingerprint(f"{number:064x}", (0x9E37_79B9_7F4A_7C15 * (number + 1)) % 2**64)
+
+
+def _item(item_id: str, photo: Fingerprint, number: int) -> Item:
+    return Item(item_id, Sdr.from_positions([number, 5000, 6000 + number], SIZE), fingerprint=photo)
+
+
+def _adding(
+    index: MilvusIndex, item: Item, start: Callable[[], object], out: queue.Queue[AddOutcome]
+) -> threading.Thread:
+    def add() -> None:
+        start()
+        out.put(index.add_many([item], on_duplicate=OnDuplicate.SKIP)[0])
+
+    thread = threading.Thread(target=add)
+    thread.start()
+    return thread
+
+
+def _claims(index: MilvusIndex, photo: Fingerprint) -> list[dict[str, object]]:
+    expression = f'key == "{CLAIM_KEY}" and name == "{photo.sha256}"'
+    return index.engine._query(CONCEPTS, expression, ["row", "seq", "part"], level="Strong")
+
+
+def test_the_same_bytes_racing_through_two_replicas_under_skip_are_stored_once(
+    replicas: tuple[MilvusIndex, MilvusIndex],
+) -> None:
+    first, second = replicas
+    for number in range(2):  # ~2 s a round; the next test holds the race open on purpose
+        photo = _photo(number)
+        barrier = threading.Barrier(2)
+        outcomes: queue.Queue[AddOutcome] = queue.Queue()
+        threads = [
+            _adding(index, _item(f"race-{number}-{side}", photo, number), barrier.wait, outcomes)
+            for side, index in enumerate((first, second))
+        ]
+        for thread in threads:
+            thread.join(TIMEOUT)
+        told = sorted((outcomes.get_nowait() for _ in threads), key=lambda outcome: not outcome.stored)
+        kept, skipped = told
+        assert (kept.stored, skipped.stored) == (True, False)
+        assert skipped.duplicate is not None and skipped.duplicate.id == kept.id
+        assert skipped.duplicate.kind is DuplicateKind.SAME_BYTES
+        assert first.contains([kept.id, skipped.id]) == [True, False]
+        assert _claims(first, photo) == []  # released once decided
+
+
+def test_an_add_waits_for_the_earlier_claim_on_its_bytes_and_then_finds_that_item(
+    replicas: tuple[MilvusIndex, MilvusIndex], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The first replica is held between its look for copies and its write; the second must wait for it."""
+    first, second = replicas
+    photo = _photo(100)
+    looked, go = threading.Event(), threading.Event()
+    look = first.engine._strong_copies
+
+    def held(query: CopyQuery) -> list[Item]:
+        found = look(query)
+        looked.set()
+        go.wait(TIMEOUT)
+        return found
+
+    monkeypatch.setattr(first.engine, "_strong_copies", held)
+    outcomes: queue.Queue[AddOutcome] = queue.Queue()
+    earlier = _adding(first, _item("first", photo, 1), lambda: None, outcomes)
+    assert looked.wait(TIMEOUT)
+    later = _adding(second, _item("second", photo, 2), lambda: None, outcomes)
+    deadline = time.monotonic() + TIMEOUT  # until the second's claim is in, stamped (a condition, not a delay)
+    while not (len(rows := _claims(first, photo)) == 2 and all(int(str(row["seq"])) for row in rows)):
+        assert time.monotonic() < deadline, f"the second replica never claimed the photo: {rows}"
+    go.set()
+    earlier.join(TIMEOUT)
+    later.join(TIMEOUT)
+    told = {outcome.id: outcome for outcome in (outcomes.get_nowait(), outcomes.get_nowait())}
+    assert told["first"].stored and not told["second"].stored
+    assert told["second"].duplicate is not None and told["second"].duplicate.id == "first"
+
+
+def test_a_claim_left_by_a_dead_replica_expires(replicas: tuple[MilvusIndex, MilvusIndex]) -> None:
+    first, second = replicas
+    photo = _photo(200)
+    expired = time.time_ns() // 1_000_000 - 1
+    stale = {"row": f"{CLAIM_KEY}.{photo.sha256}.dead", "key": CLAIM_KEY, "name": photo.sha256, "seq": 0}
+    first.engine._upsert(CONCEPTS, [{**stale, "part": expired, "parts": 0, "text": "", "code": NO_MARK}])
+    assert second.add_many([_item("after", photo, 3)], on_duplicate=OnDuplicate.SKIP)[0].stored
+    assert _claims(first, photo) == []  # the expired one dropped by whoever met it
+    assert first.list_concepts() == []  # claims are no concepts
