@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from image2sdr.server.config import IndexConfig, MilvusConfig
 from image2sdr.server.fingerprints import Fingerprint
 from image2sdr.server.index import Item, MilvusIndex, OnDuplicate
-from image2sdr.server.index.milvus import calls
+from image2sdr.server.index.milvus import faults
 from image2sdr.server.sdr import Sdr
 from tests.helpers.milvus import MilvusServer
 
@@ -150,9 +150,9 @@ class Count(logging.Handler):
 def outages(server: MilvusServer, count: int) -> None:
     replicas = pair(server.uri, "outage", "Bounded", timeout_s=2.0, retry_total_s=5.0)
     counter = Count()
-    for name in (calls.__name__, "pymilvus"):
+    for name in (faults.__name__, "pymilvus"):
         logging.getLogger(name).addHandler(counter)
-    logging.getLogger(calls.__name__).setLevel(logging.INFO)
+    logging.getLogger(faults.__name__).setLevel(logging.INFO)
     try:
         for replica in replicas:
             replica.add("before", Sdr.from_positions([1, 2, 3], SIZE))
