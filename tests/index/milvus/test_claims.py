@@ -117,12 +117,17 @@ def test_an_add_waits_for_the_earlier_claim_on_its_bytes_and_then_finds_that_ite
     assert told["second"].duplicate is not None and told["second"].duplicate.id == "first"
 
 
-def test_a_claim_left_by_a_dead_replica_expires(replicas: tuple[MilvusIndex, MilvusIndex]) -> None:
+def test_a_claim_left_by_a_dead_replica_expires_and_one_left_by_this_replica_is_ignored(
+    replicas: tuple[MilvusIndex, MilvusIndex],
+) -> None:
     first, second = replicas
     photo = _photo(200)
-    expired = time.time_ns() // 1_000_000 - 1
-    stale = {"row": f"{CLAIM_KEY}.{photo.sha256}.dead", "key": CLAIM_KEY, "name": photo.sha256, "seq": 0}
-    first.engine._upsert(CONCEPTS, [{**stale, "part": expired, "parts": 0, "text": "", "code": NO_MARK}])
+    now = time.time_ns() // 1_000_000
+    row = {"key": CLAIM_KEY, "name": photo.sha256, "parts": 0, "text": "", "code": NO_MARK}
+    dead = {**row, "row": f"{CLAIM_KEY}.{photo.sha256}.dead", "seq": 0, "part": now - 1}  # expired, never stamped
+    second.engine._claimant = "0badc0de"  # as if its release of an earlier claim had failed:
+    left = {**row, "row": f"{CLAIM_KEY}.{photo.sha256}.0badc0de0000", "seq": 1, "part": now + 600_000}
+    first.engine._upsert(CONCEPTS, [dead, left])
     assert second.add_many([_item("after", photo, 3)], on_duplicate=OnDuplicate.SKIP)[0].stored
-    assert _claims(first, photo) == []  # the expired one dropped by whoever met it
+    assert _claims(first, photo) == []  # both dropped by the add that met them
     assert first.list_concepts() == []  # claims are no concepts

@@ -17,8 +17,10 @@ A claim that a read in step 3 does not see was written after that read began, so
 stamped later: the claimant that is first by stamp goes first, whichever replica it is on,
 and a later one finds its item in step 4 (SKIPPED, naming it). Claims expire (``part``
 holds when, in wall-clock ms) so a replica that dies holding one blocks that photo for a
-minute at most; a claimant never commits once its own claim may have expired, counting
-``SKEW_S`` of clock difference between replicas. A waiter that is not let through within
+minute at most (longer with a long ``retry_total_s``: ``_lease_s``); one an engine finds of its
+own (its release failed) it drops, since it holds its write lock while it claims. A
+claimant never commits once its own claim may have expired, counting ``SKEW_S`` of clock
+difference between replicas. A waiter that is not let through within
 its call budget fails UNAVAILABLE (try again); nothing is stored.
 
 Near copies (a pHash within the distance, a transformed copy by its visual SDR) have no key
@@ -42,7 +44,7 @@ from typing import Any
 
 from ...errors import UpstreamError
 from .calls import CONCEPTS
-from .expressions import NO_MARK, rows_in
+from .expressions import NO_MARK, in_chunks, rows_in
 from .search import MilvusSearch
 
 __all__ = ["CLAIM_KEY", "LEASE_S", "SKEW_S", "Claim", "MilvusClaims"]
@@ -69,6 +71,8 @@ class Claim:
 class MilvusClaims(MilvusSearch):
     """Claims taken, waited on and released around a write that looks for copies."""
 
+    _claimant = ""  # this engine's mark in its claims' nonces (set at its first claim)
+
     def _claim(self, hashes: Sequence[str]) -> Claim | None:
         """Claim these SHA-256 hashes and return once no earlier claim on them is left (None: nothing to claim).
 
@@ -77,7 +81,9 @@ class MilvusClaims(MilvusSearch):
         """
         if not hashes or self.embedded:
             return None
-        nonce = secrets.token_hex(8)
+        if not self._claimant:
+            self._claimant = secrets.token_hex(4)
+        nonce = self._claimant + secrets.token_hex(4)
         lease_s = self._lease_s()
         expires = time.time_ns() // 1_000_000 + int(lease_s * 1000)
         rows = [
@@ -124,20 +130,25 @@ class MilvusClaims(MilvusSearch):
 
     def _claims_ahead(self, claim: Claim, hashes: Sequence[str]) -> list[str]:
         """Live claims on these hashes that go before this one: stamped earlier, or not stamped yet."""
-        names = "[" + ",".join(f'"{sha}"' for sha in hashes) + "]"  # hex digests: nothing to escape
-        rows = self._query(
-            CONCEPTS, f'key == "{CLAIM_KEY}" and name in {names}', ["row", "seq", "part"], level="Strong"
-        )
+        rows = []
+        for chunk in in_chunks(list(hashes)):
+            names = "[" + ",".join(f'"{sha}"' for sha in chunk) + "]"  # hex digests: nothing to escape
+            expression = f'key == "{CLAIM_KEY}" and name in {names}'
+            rows += self._query(CONCEPTS, expression, ["row", "seq", "part"], level="Strong")
         now = time.time_ns() // 1_000_000
         mine = set(claim.rows)
         ahead, expired = [], []
         for row in rows:
             name, seq = str(row["row"]), int(row["seq"])
+            nonce = name.rsplit(".", 1)[-1]
             if name in mine:
                 continue
-            if int(row["part"]) <= now:
-                expired.append(name)  # its replica died holding it, or let it lapse: it never commits now
-            elif seq == 0 or (seq, name.rsplit(".", 1)[-1]) < (claim.stamp, claim.nonce):
+            if int(row["part"]) <= now or nonce.startswith(self._claimant):
+                # Its replica died holding it or let it lapse, or it is this engine's own, left by a
+                # release that failed (this engine holds its write lock: no other write of its is
+                # deciding). Either way it never commits now.
+                expired.append(name)
+            elif seq == 0 or (seq, nonce) < (claim.stamp, claim.nonce):
                 ahead.append(name)
         if expired:
             self._drop_claims(expired)
