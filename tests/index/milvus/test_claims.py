@@ -9,7 +9,6 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from image2sdr.server.config import IndexConfig, MilvusConfig
 from image2sdr.server.fingerprints import Fingerprint
 from image2sdr.server.index import DuplicateKind, Item, MilvusIndex, OnDuplicate
 from image2sdr.server.index.engine import CopyQuery
@@ -19,22 +18,16 @@ from image2sdr.server.index.milvus.expressions import NO_MARK
 from image2sdr.server.index.values import AddOutcome
 from image2sdr.server.sdr import Sdr
 from tests.helpers.index import SIZE
-from tests.helpers.milvus import MilvusServer, drop_collections
 
 TIMEOUT = 60
 
 
 @pytest.fixture(scope="module")
-def replicas(milvus_server: MilvusServer) -> Iterator[tuple[MilvusIndex, MilvusIndex]]:
+def replicas(shared: MilvusIndex) -> Iterator[tuple[MilvusIndex, MilvusIndex]]:
     """Two indexes on one collection set, as two service replicas have (each its own write lock)."""
-    prefix = f"claims_{time.time_ns() % 10**9}"
-    config = IndexConfig(backend="milvus", milvus=MilvusConfig(uri=milvus_server.uri, collection=prefix))
-    first = MilvusIndex(config, SIZE)
-    second = MilvusIndex(config, SIZE)
-    yield first, second
-    first.close()
+    second = MilvusIndex(shared.config, SIZE)
+    yield shared, second
     second.close()
-    drop_collections(milvus_server.uri, f"{prefix}_")
 
 
 def _photo(number: int) -> Fingerprint:
@@ -126,6 +119,6 @@ def test_a_claim_left_by_a_dead_replica_expires_and_one_left_by_this_replica_is_
     second.engine._claimant = "0badc0de"  # as if its release of an earlier claim had failed:
     left = {**row, "row": f"{CLAIM_KEY}.{photo.sha256}.0badc0de0000", "seq": 1, "part": now + 600_000}
     first.engine._upsert(CONCEPTS, [dead, left])
+    assert photo.sha256 not in {concept.name for concept in first.list_concepts()}  # claims are no concepts
     assert second.add_many([_item("after", photo, 3)], on_duplicate=OnDuplicate.SKIP)[0].stored
     assert _claims(first, photo) == []  # both dropped by the add that met them
-    assert first.list_concepts() == []  # claims are no concepts
