@@ -36,6 +36,7 @@ as it was.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import time
 from collections.abc import Sequence
@@ -54,6 +55,7 @@ logger = logging.getLogger(__name__)
 CLAIM_KEY = "claim"  # the key of claim rows (item and name keys are 32 hex digits, the meta row's "meta")
 LEASE_S = 60.0  # a claim expires this long after it was written, at least (see _lease_s)
 SKEW_S = 10.0  # the clock difference between replicas a claim's expiry allows for
+_SHA256 = re.compile(r"[0-9a-f]{64}")  # fullmatch: what goes into a row key and an expression unescaped
 _POLL_S = 0.05  # between reads of the claims while an earlier claimant decides (each read is Strong: ~0.2 s)
 
 
@@ -79,6 +81,7 @@ class MilvusClaims(MilvusSearch):
         An embedded file is opened by this process alone, whose engines on it share one
         write lock: nothing to claim there.
         """
+        hashes = sorted({sha for sha in hashes if _SHA256.fullmatch(sha)})  # always, from fingerprints.py
         if not hashes or self.embedded:
             return None
         if not self._claimant:
@@ -89,14 +92,14 @@ class MilvusClaims(MilvusSearch):
         rows = [
             {"row": f"{CLAIM_KEY}.{sha}.{nonce}", "key": CLAIM_KEY, "name": sha, "seq": 0, "part": expires}
             | {"parts": 0, "text": "", "code": NO_MARK}
-            for sha in sorted(set(hashes))
+            for sha in hashes
         ]
         started = time.monotonic()
         stamp = self._claim_write(rows)
         claim = Claim(tuple(str(row["row"]) for row in rows), nonce, stamp, started, lease_s)
         try:
             self._claim_write([{**row, "seq": stamp} for row in rows])
-            self._wait_turn(claim, sorted(set(hashes)))
+            self._wait_turn(claim, hashes)
         except BaseException:
             self._release(claim)
             raise
