@@ -28,7 +28,7 @@ MAX_LINES = 450
 ONE_TYPED_CONFIG = SERVER / "config.py"
 # Over the limit today and being split by job on another branch: each leaves this list when it is
 # (test_the_oversized_modules_listed_are_still_over fails once one is split, to shrink the list).
-BEING_SPLIT = {SERVER / "index" / "milvus" / "calls.py"}
+BEING_SPLIT: set[Path] = set()
 PACKAGE = "image2sdr.server"
 EDGES = {"grpc_api", "http_api"}
 ABOVE_THE_CORE = {*EDGES, "usecases", "messages", "serve"}
