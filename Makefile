@@ -83,9 +83,10 @@ bench-dupes: setup models
 	$(PY) benchmarks/bench_dupes.py
 
 ## bench-concepts: custom concepts taught by 5 and 10 example drawings (openclipart, fetched on first use), precision
-## and recall on held-out images beside a nearest-centroid baseline on the pooled feature; the scoring cost per Encode
+## and recall on held-out images beside a nearest-centroid baseline on the pooled feature; the scoring cost per Encode;
+## PHOTOS=1: on the 228 labelled photos instead (10 + 10 examples, two rounds of refinement from the suggestions)
 bench-concepts: setup models
-	$(PY) benchmarks/bench_concepts.py
+	$(PY) benchmarks/bench_concepts.py $(if $(PHOTOS),--photos)
 
 ## bench-filters: filtered search (50 %, 5 %, 0.1 % passing) and search by tag at 1M synthetic items, exact and IVF,
 ## with the strategy each chose and the crossovers behind it; N=50000 for a quick look

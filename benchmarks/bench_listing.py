@@ -10,17 +10,10 @@ and their mirrored and 85 %-cropped copies, the first 100.  Prints the size of
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
-
 import httpx
+from http_server import http_server
 from real_images import alter, photos
 
-from image2sdr.server.config import Config, HttpConfig, ServiceConfig
-from image2sdr.server.encoder import Encoder
-from image2sdr.server.serve import create_server
-
-ROOT = Path(__file__).resolve().parent.parent
 ITEMS = 100
 
 
@@ -31,33 +24,20 @@ def hundred_photos() -> dict[str, bytes]:
 
 
 def main() -> None:
-    with tempfile.TemporaryDirectory() as scratch:
-        config = Config(
-            data_dir=Path(scratch),
-            models_dir=ROOT / "models",
-            service=ServiceConfig(port=0, shutdown_grace_s=0.5),
-            http=HttpConfig(port=0),
-        )
-        encoder = Encoder.from_config(config)
-        server = create_server(config, encoder=encoder)
-        try:
-            with httpx.Client(base_url=f"http://127.0.0.1:{server.http_port}", timeout=120) as http:
-                for number, image in enumerate(hundred_photos().values()):
-                    added = http.post(f"/v1/encode?add=photo-{number:03d}", content=image, headers=_OCTETS)
-                    added.raise_for_status()
-                print(f"{ITEMS} real photos stored")
-                for view in ("BASIC", "FULL"):
-                    page = http.get("/v1/items", params={"page_size": ITEMS, "view": view})
-                    page.raise_for_status()
-                    assert len(page.json()["items"]) == ITEMS
-                    one = http.get("/v1/items/photo-000", params={"view": view})
-                    print(
-                        f"view={view}: GET /v1/items?page_size={ITEMS} {len(page.content) / 1000:.1f} kB; "
-                        f"GET /v1/items/{{id}} {len(one.content) / 1000:.1f} kB"
-                    )
-        finally:
-            server.stop()
-            encoder.close()
+    with http_server() as served, httpx.Client(base_url=served.base_url, timeout=120) as http:
+        for number, image in enumerate(hundred_photos().values()):
+            added = http.post(f"/v1/encode?add=photo-{number:03d}", content=image, headers=_OCTETS)
+            added.raise_for_status()
+        print(f"{ITEMS} real photos stored")
+        for view in ("BASIC", "FULL"):
+            page = http.get("/v1/items", params={"page_size": ITEMS, "view": view})
+            page.raise_for_status()
+            assert len(page.json()["items"]) == ITEMS
+            one = http.get("/v1/items/photo-000", params={"view": view})
+            print(
+                f"view={view}: GET /v1/items?page_size={ITEMS} {len(page.content) / 1000:.1f} kB; "
+                f"GET /v1/items/{{id}} {len(one.content) / 1000:.1f} kB"
+            )
 
 
 _OCTETS = {"Content-Type": "application/octet-stream"}

@@ -18,11 +18,17 @@ with the ImageNet class where one fits.  Every photo goes through a real server
   it also matched stored concept names); "after" is text.  The WordNet synonyms are
   measured too: each class's other lemmas ("basset hound") as text.
 
-Measured (this machine, 2 cores; ~80 s): neighbours' same-kind precision@10 0.472 (pooled
-feature 0.537; flowers 0.37 vs 0.86); 84 class names recall@10 / MRR 0.83 / 0.73 before,
-0.86 / 0.84 after; 72 synonyms 0.40 / 0.30 before, 0.88 / 0.87 after (docs/benchmarks.md).
+With ``--sweep`` it also tries, in process, the ways to merge the concepts that issue 24
+suggested (``VARIANTS``: concepts kept, the confidence power, broad concepts down-weighted,
+flip averaging, a visual share) and prints the same-kind precision of each.
 
-Usage: python benchmarks/bench_meaning.py [--config FILE]
+Measured (this machine, 2 cores, 2026-12-07; ~60 s, ~140 s with the sweep), before (``--config``
+with ``concepts.max_concepts: 10`` and ``sdr.confidence_power: 1.0``) -> after (the defaults):
+neighbours' same-kind precision@10 0.472 -> 0.575 (pooled feature 0.537); 84 class names as
+text recall@10 / MRR 0.86 / 0.84 -> 0.95 / 0.90; 72 synonyms 0.88 / 0.87 -> 0.96 / 0.91
+(docs/benchmarks.md).
+
+Usage: python benchmarks/bench_meaning.py [--config FILE] [--sweep]
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -46,7 +53,9 @@ from image2sdr.server.concepts.local import LocalConceptSource
 from image2sdr.server.config import Config, load_config
 from image2sdr.server.encoder import Encoder
 from image2sdr.server.imaging import decode_image
+from image2sdr.server.merge import Merger, WeightedSdr
 from image2sdr.server.serve import create_server
+from image2sdr.server.terms.base import normalize_term
 from image2sdr.server.vocabulary import synonym_names
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
@@ -187,9 +196,120 @@ def _moved(before: dict[str, int], after: dict[str, int]) -> tuple[list[str], li
     return up, down
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One way to merge the classifier's concepts into SDRs, tried in process by ``--sweep``."""
+
+    label: str
+    max_concepts: int = 50
+    power: float = 0.25  # sdr.confidence_power
+    flip: bool = False  # classify the mirrored image too; concepts from the mean of the two logits
+    visual_share: float = 0.0
+    specificity: float = 0.0  # each weight times (ImageNet classes beneath the concept) ** -specificity
+
+
+VARIANTS = (
+    Variant("10 concepts, power 1 (before)", 10, 1.0),
+    Variant("10 concepts, power 0.25", 10, 0.25),
+    Variant("10 concepts, power 1, broad ones / n^0.5", 10, 1.0, specificity=0.5),
+    Variant("50 concepts, power 1", 50, 1.0),
+    Variant("50 concepts, power 0.5", 50, 0.5),
+    Variant("50 concepts, power 0.25 (default)"),
+    Variant("  + broad ones / n^0.25", specificity=0.25),
+    Variant("  + flip averaging (x2 inference)", flip=True),
+    Variant("  + visual_share 0.2", visual_share=0.2),
+    Variant("  + visual_share 0.5", visual_share=0.5),
+    Variant("100 concepts, power 0.25", 100),
+)
+
+
+def sweep(encoder: Encoder, config: Config, photos: Sequence[real_images.LabelledPhoto]) -> None:
+    """Same-kind precision@10 of each ``Variant``, from one inference per photo (and one of its mirror image).
+
+    In process, with the service's own classifier, roll-up, term SDRs and merge; the
+    neighbours are ranked by overlap, ties to the lower index (the earlier stored), as
+    FindSimilar ranks them.
+    """
+    source = encoder.concept_source
+    if not isinstance(source, LocalConceptSource) or encoder.appearance is None:
+        raise SystemExit("the sweep needs the local concept provider and the visual SDR")
+    pixels = np.stack([source.prepare(decode_image(photo.image, config.image)).pixels for photo in photos])
+    started = time.perf_counter()
+    plain = _inferred(source, pixels)
+    plain_s = time.perf_counter() - started
+    mirrored = _inferred(source, np.ascontiguousarray(pixels[:, :, :, ::-1]))
+    flip_s = time.perf_counter() - started - plain_s
+    flipped = _mean_of_logits(plain[0], mirrored[0])
+    print(
+        f"\nSweep (in process): inference {plain_s:.1f} s for {len(photos)} photos, {flip_s:.1f} s more for the mirrors"
+    )
+    print(f"  {'variant':<42} " + " ".join(f"{kind[:7]:>7}" for kind in feature_precision(plain[1], photos)))
+    for variant in VARIANTS:
+        probabilities = flipped if variant.flip else plain[0]
+        found = precision_of(variant_sdrs(encoder, source, variant, probabilities, plain[1]), photos)
+        print(f"  {variant.label:<42} " + " ".join(f"{value:>7.3f}" for value in found.values()))
+
+
+def _inferred(
+    source: LocalConceptSource, pixels: npt.NDArray[np.float32]
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.float32]]:
+    parts = [source.infer(pixels[start : start + 16]) for start in range(0, len(pixels), 16)]
+    return np.concatenate([p for p, _ in parts]), np.concatenate([f for _, f in parts])
+
+
+def _mean_of_logits(first: npt.NDArray[np.float32], second: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+    """softmax of the mean logits, from two softmax outputs (log p is the logit less a per-row constant)."""
+    logits = (np.log(np.maximum(first, 1e-12)) + np.log(np.maximum(second, 1e-12))) / 2
+    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return np.asarray(shifted / shifted.sum(axis=1, keepdims=True), dtype=np.float32)
+
+
+def variant_sdrs(
+    encoder: Encoder,
+    source: LocalConceptSource,
+    variant: Variant,
+    probabilities: npt.NDArray[np.float32],
+    features: npt.NDArray[np.float32],
+) -> list[npt.NDArray[np.uint32]]:
+    sdr = encoder.config.sdr
+    merger = Merger(sdr.size, sdr.dimensions, sdr.tie_break_seed, sdr.normalization, variant.power)
+    rollup = source.rollup
+    beneath = dict(zip(rollup.names, rollup.matrix.sum(axis=0).tolist(), strict=True))
+    visual_bits = round(variant.visual_share * sdr.active_bits)
+    visual = encoder.appearance.rank(features, visual_bits) if visual_bits and encoder.appearance else None
+    found = []
+    for row, probability in enumerate(probabilities):
+        weights: dict[str, float] = {}
+        for concept in rollup.concepts(probability, variant.max_concepts, 0.0):
+            weight = merger.concept_weight(concept.confidence) * beneath[concept.name] ** -variant.specificity
+            weights.setdefault(normalize_term(concept.name), weight)  # the first of a term, as Encode merges
+        terms = encoder.term_source.term_sdrs(list(weights))
+        weighted = [WeightedSdr(term, w) for term, w in zip(terms, weights.values(), strict=True) if term is not None]
+        merged = merger.merge(weighted, sdr.active_bits, None if visual is None else visual[row])
+        found.append(merged.sdr.positions)
+    return found
+
+
+def precision_of(
+    sdrs: Sequence[npt.NDArray[np.uint32]], photos: Sequence[real_images.LabelledPhoto]
+) -> dict[str, float]:
+    """Same-kind precision@10 of the SDRs' overlap neighbours, per kind and over all scored photos."""
+    dense = np.zeros((len(sdrs), max(int(s.max()) for s in sdrs if s.size) + 1), dtype=np.float32)
+    for row, positions in enumerate(sdrs):
+        dense[row, positions] = 1.0
+    overlap = dense @ dense.T
+    np.fill_diagonal(overlap, -np.inf)
+    shares: dict[str, list[float]] = {}
+    for i in scored(photos):
+        nearest = np.lexsort((np.arange(len(sdrs)), -overlap[i]))[:K]
+        shares.setdefault(photos[i].kind, []).append(sum(photos[int(j)].kind == photos[i].kind for j in nearest) / K)
+    return _per_kind(shares)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=None)
+    parser.add_argument("--sweep", action="store_true", help="also try the merge variants in process (~30 s more)")
     args = parser.parse_args()
     config = load_config(args.config)
     started = time.perf_counter()
@@ -219,6 +339,8 @@ def main() -> None:
                 classes = class_queries(photos)
                 report_words(stub, "Class names (ImageNet, as the hierarchy names them)", classes)
                 report_words(stub, "WordNet synonyms of those classes", synonym_queries(config, classes))
+                if args.sweep:
+                    sweep(server.encoder, config, photos)
         finally:
             server.stop()
     print(f"\nTotal {time.perf_counter() - started:.0f} s")

@@ -9,9 +9,11 @@ Starts a real standalone Milvus 2.3.5 server (``tests/helpers/milvus.py``) in a 
   (``get``) at that level with no write of its own in the last seconds.
 - Racing SKIP: both replicas add the same photo bytes (one sha256 and pHash) under different
   ids with ``on_duplicate=SKIP`` at one moment (a barrier); how many copies were stored.
-- Outages: the server stopped and started --outages times; for each replica, the time from
-  the server answering again to ``available()`` (what health asks every health_every_s) saying
-  True, polled every 0.1 s; and the log lines the engine wrote per outage.
+- Outages: the server stopped and started --outages times; the time from the server answering
+  ``list_collections`` to a fresh client's query answering on every collection of the set
+  (Milvus's own recovery: it reloads them), and from that query to each replica's ``available()``
+  (what health asks every health_every_s) saying True, all polled every 0.1 s; and the log
+  lines the engine (and pymilvus) wrote per outage.
 
     python benchmarks/bench_milvus_replicas.py               # ~5 min on 2 cores
     python benchmarks/bench_milvus_replicas.py --rounds 5 --outages 2
@@ -30,10 +32,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from pymilvus import MilvusClient
+
 from image2sdr.server.config import IndexConfig, MilvusConfig
 from image2sdr.server.fingerprints import Fingerprint
 from image2sdr.server.index import Item, MilvusIndex, OnDuplicate
-from image2sdr.server.index.milvus import calls
+from image2sdr.server.index.milvus import faults
 from image2sdr.server.sdr import Sdr
 from tests.helpers.milvus import MilvusServer
 
@@ -104,10 +108,12 @@ def read_after_write(uri: str, level: str, rounds: int) -> None:
 
 def racing_skip(uri: str, rounds: int) -> None:
     first, second = pair(uri, "race", "Bounded")
-    stored_twice = 0
+    stored_twice = stored_never = 0
+    slowest = 0.0
     try:
         for number in range(rounds):
-            photo = Fingerprint(f"{number:064x}", 0x1234_5678_0000_0000 + number)
+            # its own bytes, and a pHash far from every other round's (no near copy of an earlier round)
+            photo = Fingerprint(f"{number:064x}", (0x9E37_79B9_7F4A_7C15 * (number + 1)) % 2**64)
             barrier = threading.Barrier(2)
             outcomes: list[bool] = []
             threads = [
@@ -122,12 +128,18 @@ def racing_skip(uri: str, rounds: int) -> None:
                 )
                 for side, index in enumerate((first, second))
             ]
+            started = time.monotonic()
             for thread in threads:
                 thread.start()
             for thread in threads:
                 thread.join()
+            slowest = max(slowest, time.monotonic() - started)
             stored_twice += all(outcomes)
-        print(f"racing SKIP (same bytes, two replicas at once): stored twice {stored_twice}/{rounds}")
+            stored_never += not any(outcomes)
+        print(
+            f"racing SKIP (same bytes, two replicas at once): stored twice {stored_twice}/{rounds},"
+            f" stored by neither {stored_never}/{rounds}; slowest round {ms(slowest)}"
+        )
     finally:
         first.close()
         second.close()
@@ -150,37 +162,66 @@ class Count(logging.Handler):
 def outages(server: MilvusServer, count: int) -> None:
     replicas = pair(server.uri, "outage", "Bounded", timeout_s=2.0, retry_total_s=5.0)
     counter = Count()
-    for name in (calls.__name__, "pymilvus"):
+    for name in (faults.__name__, "pymilvus"):
         logging.getLogger(name).addHandler(counter)
-    logging.getLogger(calls.__name__).setLevel(logging.INFO)
+    logging.getLogger(faults.__name__).setLevel(logging.INFO)
     try:
         for replica in replicas:
             replica.add("before", Sdr.from_positions([1, 2, 3], SIZE))
         for outage in range(count):
             counter.lines.clear()
             server.stop()
+            failed = ""
             for replica in replicas:
                 until_true(lambda r=replica: not r.available())
                 try:
                     replica.contains(["before"])
                 except Exception as exc:
                     failed = f"{type(exc).__name__}: {exc}"
-            server.start()
+            server.start()  # returns once the server answers list_collections
             answered = time.monotonic()
-            back = []
-            for replica in replicas:
-                while not replica.available():
-                    time.sleep(0.1)
-                back.append(time.monotonic() - answered)
+            queried, back = recovery(server.uri, replicas)
             print(
-                f"outage {outage + 1}: SERVING again {', '.join(f'{s:.1f} s' for s in back)} after Milvus answered;"
+                f"outage {outage + 1}: Milvus answered a query {queried - answered:.1f} s after list_collections;"
+                f" available() again {', '.join(f'{t - queried:+.1f} s' for t in back)} after that query;"
                 f" {len(counter.lines)} log lines (both replicas); a call during it: {failed[:160]}"
             )
-        for line in counter.lines:
-            print("   log:", line[:200])
+            for line in counter.lines:
+                print("   log:", line[:200])
     finally:
         for replica in replicas:
             replica.close()
+
+
+def recovery(uri: str, replicas: tuple[MilvusIndex, MilvusIndex]) -> tuple[float, list[float]]:
+    """When a fresh client's query on the collection first answered, and when each replica's available() did.
+
+    Both polled every 0.1 s, side by side: what the replica adds to Milvus's own recovery
+    (health asks every health_every_s on top of this).
+    """
+    queried: float | None = None
+    back: dict[int, float] = {}
+    while queried is None or len(back) < len(replicas):
+        if queried is None and answers_query(uri):
+            queried = time.monotonic()
+        for number, replica in enumerate(replicas):
+            if number not in back and replica.available():
+                back[number] = time.monotonic()
+        time.sleep(0.1)
+    return queried, [back[number] for number in range(len(replicas))]
+
+
+def answers_query(uri: str) -> bool:
+    """Whether a fresh client's query answers on every collection of the set (Milvus loads them one by one)."""
+    client = MilvusClient(uri=uri, timeout=2, dedicated=True)
+    try:
+        for name in ("semantic", "visual", "phash", "concepts", "thumbs"):
+            client.query(f"outage_{name}", filter='key != ""', output_fields=["key"], limit=1, timeout=2)
+    except Exception:
+        return False
+    finally:
+        client.close()
+    return True
 
 
 def ms(seconds: float) -> str:

@@ -21,24 +21,21 @@ from __future__ import annotations
 
 import io
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 import httpx
 import numpy as np
+from http_server import http_server
 from PIL import Image
 from playwright.sync_api import Page, sync_playwright
 
-from image2sdr.server.config import Config, HttpConfig, ServiceConfig
-from image2sdr.server.encoder import Encoder
+from image2sdr.server.config import Config
 from image2sdr.server.fingerprints import fingerprint
 from image2sdr.server.index.values import VISUAL, Item
 from image2sdr.server.sdr import Sdr
-from image2sdr.server.serve import create_server
 from image2sdr.server.thumbnails import make_thumbnail
 
-ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 CONCEPTS = ("cat", "dog", "car", "tree", "house", "boat", "flower", "bird", "mountain", "cup")
 # Every thumbnail in the map's view loaded (cells outside it load lazily as the user scrolls).
@@ -157,37 +154,23 @@ def upload_to_results(page: Page, scratch: Path) -> float:
 def main() -> None:
     count = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
     copies = int(sys.argv[2]) if len(sys.argv) > 2 else 50
-    with tempfile.TemporaryDirectory() as scratch:
-        config = Config(
-            data_dir=Path(scratch),
-            models_dir=ROOT / "models",
-            service=ServiceConfig(port=0, shutdown_grace_s=0.5),
-            http=HttpConfig(port=0),
-        )
-        encoder = Encoder.from_config(config)
-        server = create_server(config, encoder=encoder)
-        try:
-            server.index.add_many(items(count, copies, config))
-            base = f"http://127.0.0.1:{server.http_port}"
-            print(f"{count} items, {copies} of them copies")
-            for view in ("BASIC", "FULL"):  # BASIC: the default (no SDRs); real photos: bench_listing.py
-                print(f"GET /v1/items?page_size=100&view={view}: {listing_bytes(base, view) / 1000:.1f} kB")
-            with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-                page = browser.new_page(viewport={"width": 1280, "height": 1000})
-                page.goto(f"{base}/")
-                print(f"upload to results: {upload_to_results(page, Path(scratch)):.2f} s")
-                whole, drawn = map_paint(page, count)
-                print(f"map: first paint {whole:.2f} s after the click, {drawn:.2f} s after its cells were placed")
-                print(f"  (the server's CreateMap to DONE alone: {map_job_seconds(base):.2f} s)")
-                first, whole, said = copies_paint(page)
-                print(
-                    f"copies: first page shown {first:.2f} s after the click; all looked at in {whole:.2f} s ({said})"
-                )
-                browser.close()
-        finally:
-            server.stop()
-            encoder.close()
+    with http_server() as served:
+        server, base = served.server, served.base_url
+        server.index.add_many(items(count, copies, served.config))
+        print(f"{count} items, {copies} of them copies")
+        for view in ("BASIC", "FULL"):  # BASIC: the default (no SDRs); real photos: bench_listing.py
+            print(f"GET /v1/items?page_size=100&view={view}: {listing_bytes(base, view) / 1000:.1f} kB")
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+            page = browser.new_page(viewport={"width": 1280, "height": 1000})
+            page.goto(f"{base}/")
+            print(f"upload to results: {upload_to_results(page, served.scratch):.2f} s")
+            whole, drawn = map_paint(page, count)
+            print(f"map: first paint {whole:.2f} s after the click, {drawn:.2f} s after its cells were placed")
+            print(f"  (the server's CreateMap to DONE alone: {map_job_seconds(base):.2f} s)")
+            first, whole, said = copies_paint(page)
+            print(f"copies: first page shown {first:.2f} s after the click; all looked at in {whole:.2f} s ({said})")
+            browser.close()
 
 
 if __name__ == "__main__":

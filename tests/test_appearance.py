@@ -24,6 +24,7 @@ from image2sdr.server.errors import InvalidInputError, ModelsMissingError
 from image2sdr.server.imaging import DecodedImage
 from image2sdr.server.sdr import Sdr
 from image2sdr.server.terms.local import LocalTermSource
+from tests.helpers.encoders import with_config
 
 EXPECTED = Path(__file__).parent / "fixtures" / "semantic_sdrs_before_visual.json"
 
@@ -130,11 +131,21 @@ def test_altered_copies_overlap_their_original_more_than_any_other_photo(
 
 
 def test_visual_share_zero_keeps_the_semantic_sdr_bit_for_bit(encoder: Encoder, photos: dict[str, bytes]) -> None:
+    # Recorded with the defaults of their day: 10 concepts weighted by their confidence itself,
+    # which a config still gives (an index encoded by those releases keeps matching new encodings).
+    before = encoder.config.model_copy(
+        update={
+            "sdr": encoder.config.sdr.model_copy(update={"confidence_power": 1.0}),
+            "concepts": encoder.config.concepts.model_copy(update={"max_concepts": 10}),
+        }
+    )
+    legacy = with_config(encoder, before)
     expected = json.loads(EXPECTED.read_text(encoding="utf-8"))["photos"]
     for name, recorded in expected.items():
         assert hashlib.sha256(photos[name]).hexdigest() == recorded["jpeg_sha256"]  # the very bytes recorded
         for options in (None, EncodeOptions(visual_share=0.0)):
-            assert encoder.encode(photos[name], options).sdr.positions.tolist() == recorded["active"], name
+            assert legacy.encode(photos[name], options).sdr.positions.tolist() == recorded["active"], name
+    assert encoder.encode(photos["chelsea"]).sdr.positions.tolist() != expected["chelsea"]["active"]  # today's
 
 
 def test_visual_share_gives_the_visual_sdrs_strongest_bits_their_places(

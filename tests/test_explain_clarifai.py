@@ -23,19 +23,22 @@ import pytest
 from PIL import Image
 
 from image2sdr.server.config import (
-    ClarifaiConceptsConfig,
     ConceptsConfig,
-    Config,
     ExplainConfig,
-    HttpConfig,
-    ServiceConfig,
 )
 from image2sdr.server.explain import WIDE, heatmap, plan_grid
-from image2sdr.server.serve import Server, create_server
+from image2sdr.server.serve import Server
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
+from tests.helpers.providers import (
+    clarifai_running,
+    clarifai_settings,
+    provider_config,
+    provider_service,
+    without_proxies,
+)
 from tests.helpers.servers import serving
-from tests.helpers.upstreams import FakeClarifai, red_pixels, start_clarifai
+from tests.helpers.upstreams import FakeClarifai, red_pixels
 
 TIMEOUT = 60
 KEY_ENV = "IMAGE2SDR_TEST_CLARIFAI_KEY"
@@ -55,49 +58,31 @@ def key() -> str:
 
 @pytest.fixture(scope="module")
 def fake(key: str) -> Iterator[FakeClarifai]:
-    fake = FakeClarifai(key)
-    server, fake.port = start_clarifai(fake)
-    yield fake
-    server.stop(None)
+    with clarifai_running(key) as fake:
+        yield fake
 
 
 @pytest.fixture(autouse=True)
 def _fresh(fake: FakeClarifai, monkeypatch: pytest.MonkeyPatch) -> None:
     fake.reset()
     fake.red_concept = (CONCEPT, area(SQUARE))
-    for variable in ("grpc_proxy", "https_proxy", "http_proxy", "GRPC_PROXY", "HTTPS_PROXY", "HTTP_PROXY"):
-        monkeypatch.delenv(variable, raising=False)
+    without_proxies(monkeypatch)
 
 
 @pytest.fixture(scope="module")
 def service(
     tmp_path_factory: pytest.TempPathFactory, models_dir: Path, fake: FakeClarifai, key: str
 ) -> Iterator[Server]:
-    clarifai = ClarifaiConceptsConfig.model_validate(
-        {
-            "endpoint": f"127.0.0.1:{fake.port}",
-            "tls": False,
-            "api_key_env": KEY_ENV,
-            "max_batch": BATCH,
-            "rate_per_s": 1000.0,
-            "timeout_s": 30.0,  # a bound for a hung fake only: a busy machine answers slowly
-            "retry_total_s": 0.5,
-            "backoff_s": 0.01,
-        }
-    )
-    config = Config(
-        data_dir=tmp_path_factory.mktemp("explain-clarifai"),
-        models_dir=models_dir,
+    # timeout_s: a bound for a hung fake only, a busy machine answers slowly
+    clarifai = clarifai_settings(fake, KEY_ENV, max_batch=BATCH, timeout_s=30.0, retry_total_s=0.5)
+    config = provider_config(
+        tmp_path_factory.mktemp("explain-clarifai"),
+        models_dir,
         concepts=ConceptsConfig(provider="clarifai", clarifai=clarifai),
         explain=ExplainConfig(fill=FILL),
-        service=ServiceConfig(port=0, shutdown_grace_s=1.0),
-        http=HttpConfig(enabled=False),  # gRPC only: no two servers share the fixed HTTP port
     )
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(KEY_ENV, key)
-        server = create_server(config)
-    yield server
-    server.stop()
+    with provider_service(config, {KEY_ENV: key}) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

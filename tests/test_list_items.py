@@ -14,7 +14,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2, status_pb2
 
 from image2sdr.client import Image2SdrClient, InvalidArgument, ItemPage, cli
 from image2sdr.server.sdr import Sdr
@@ -23,6 +22,7 @@ from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 from tests.helpers.images import half_size
 from tests.helpers.servers import start_server
+from tests.helpers.status import bad_request_field
 
 TIMEOUT = 60
 PHOTOS = ("chelsea", "coffee", "astronaut", "rocket")
@@ -63,16 +63,6 @@ def page(stub: pb_grpc.Image2SdrStub, page_size: int = 0, page_token: str = "") 
 
 def ids(listed: pb.ListItemsResponse | ItemPage) -> list[str]:
     return [item.id for item in listed.items]
-
-
-def field_of(error: grpc.RpcError) -> str:
-    """The field a BadRequest detail names."""
-    for key, value in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            bad_request = error_details_pb2.BadRequest()
-            assert status_pb2.Status.FromString(value).details[0].Unpack(bad_request)
-            return str(bad_request.field_violations[0].field)
-    raise AssertionError("no google.rpc.Status details on the error")
 
 
 def test_pages_newest_first_and_a_token_holds_across_writes(
@@ -119,7 +109,7 @@ def test_bad_page_size_or_token_is_invalid_argument_naming_the_field(
         with pytest.raises(grpc.RpcError) as failed:
             stub.ListItems(request, timeout=TIMEOUT)
         assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT, failed.value.details()
-        assert field_of(failed.value) == field
+        assert bad_request_field(failed.value) == field
 
 
 def test_the_client_lists_a_page_and_iterates_over_everything(server: Server, photos: dict[str, bytes]) -> None:

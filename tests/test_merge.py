@@ -191,3 +191,25 @@ def test_terms_short_of_their_share_make_a_short_sdr() -> None:
 def test_bad_visual_bits_are_refused(visual: np.ndarray) -> None:
     with pytest.raises(ValueError, match="visual bits"):
         Merger(SIZE, (128, 128), seed=4).merge([], W, visual)
+
+
+def test_concept_weight_flattens_confidences_and_keeps_their_order() -> None:
+    plain = Merger(SIZE, (128, 128), seed=1)
+    flat = Merger(SIZE, (128, 128), seed=1, confidence_power=0.25)
+    assert [plain.concept_weight(c) for c in (0.0, 0.01, 0.5, 1.0)] == [0.0, 0.01, 0.5, 1.0]
+    weights = [flat.concept_weight(c) for c in (0.0, 0.0016, 0.0625, 1.0)]
+    assert weights == pytest.approx([0.0, 0.2, 0.5, 1.0])
+    # Three weak concepts that agree on 100 bits outweigh one strong concept only when flattened.
+    strong, agreed = sdr(range(0, W)), list(range(8000, 8100))
+    weak = [sdr(agreed + list(range(9000 + 300 * i, 9000 + 300 * i + W - 100))) for i in range(3)]
+    for merger, wins in ((plain, False), (flat, True)):
+        terms = [WeightedSdr(strong, merger.concept_weight(0.9))]
+        terms += [WeightedSdr(term, merger.concept_weight(0.05)) for term in weak]
+        kept = set(merger.merge(terms, W).sdr.positions.tolist())
+        assert (set(agreed) <= kept) is wins
+
+
+@pytest.mark.parametrize("power", [0.0, -1.0, 1.5, float("nan")])
+def test_a_confidence_power_outside_0_1_is_refused(power: float) -> None:
+    with pytest.raises(ValueError, match="confidence_power"):
+        Merger(SIZE, (128, 128), seed=1, confidence_power=power)

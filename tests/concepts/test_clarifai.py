@@ -19,20 +19,24 @@ from image2sdr.server.concepts.clarifai import ClarifaiConceptSource, clarifai_c
 from image2sdr.server.config import (
     ClarifaiConceptsConfig,
     ConceptsConfig,
-    Config,
-    HttpConfig,
     ImageConfig,
-    ServiceConfig,
 )
 from image2sdr.server.errors import ConfigError, ImageDecodeError, UpstreamError
 from image2sdr.server.imaging import DecodedImage, decode_image
 from image2sdr.server.merge import Merger, WeightedSdr
-from image2sdr.server.serve import Server, create_server
+from image2sdr.server.serve import Server
 from image2sdr.server.upstream import RateLimiter, Secret, read_key
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
+from tests.helpers.providers import (
+    clarifai_running,
+    clarifai_settings,
+    provider_config,
+    provider_service,
+    without_proxies,
+)
 from tests.helpers.servers import serving
-from tests.helpers.upstreams import FakeClarifai, FakeProxy, digest, start_clarifai
+from tests.helpers.upstreams import FakeClarifai, FakeProxy, digest
 
 TIMEOUT = 60
 KEY_ENV = "IMAGE2SDR_TEST_CLARIFAI_KEY"
@@ -49,31 +53,18 @@ def key() -> str:
 
 @pytest.fixture(scope="module")
 def fake(key: str) -> Iterator[FakeClarifai]:
-    fake = FakeClarifai(key)
-    server, fake.port = start_clarifai(fake)  # type: ignore[attr-defined]
-    yield fake
-    server.stop(None)
+    with clarifai_running(key) as fake:
+        yield fake
 
 
 @pytest.fixture(autouse=True)
 def _fresh(fake: FakeClarifai, monkeypatch: pytest.MonkeyPatch) -> None:
     fake.reset()
-    for variable in ("grpc_proxy", "https_proxy", "http_proxy", "GRPC_PROXY", "HTTPS_PROXY", "HTTP_PROXY"):
-        monkeypatch.delenv(variable, raising=False)
+    without_proxies(monkeypatch)
 
 
 def settings(fake: FakeClarifai, **overrides: object) -> ClarifaiConceptsConfig:
-    values: dict[str, object] = {
-        "endpoint": f"127.0.0.1:{fake.port}",  # type: ignore[attr-defined]
-        "tls": False,
-        "api_key_env": KEY_ENV,
-        "rate_per_s": 1000.0,
-        "timeout_s": 2.0,
-        "retry_total_s": 1.0,
-        "backoff_s": 0.01,
-    }
-    values.update(overrides)
-    return ClarifaiConceptsConfig.model_validate(values)
+    return clarifai_settings(fake, KEY_ENV, **overrides)
 
 
 @pytest.fixture
@@ -331,18 +322,10 @@ def test_proxy_from_the_environment(
 def service(
     tmp_path_factory: pytest.TempPathFactory, models_dir: Path, fake: FakeClarifai, key: str
 ) -> Iterator[Server]:
-    config = Config(
-        data_dir=tmp_path_factory.mktemp("clarifai-service"),
-        models_dir=models_dir,
-        concepts=ConceptsConfig(provider="clarifai", clarifai=settings(fake)),
-        service=ServiceConfig(port=0, shutdown_grace_s=1.0),
-        http=HttpConfig(enabled=False),  # gRPC only: no two servers share the fixed HTTP port
-    )
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(KEY_ENV, key)
-        server = create_server(config)
-    yield server
-    server.stop()
+    concepts = ConceptsConfig(provider="clarifai", clarifai=settings(fake))
+    config = provider_config(tmp_path_factory.mktemp("clarifai-service"), models_dir, concepts=concepts)
+    with provider_service(config, {KEY_ENV: key}) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
@@ -355,10 +338,13 @@ def predicted(service: Server, concepts: list[tuple[str, float]], max_concepts: 
     """The SDR the merge rules give for these Clarifai concepts, with the service's own term SDRs."""
     encoder = service.encoder
     kept = sorted(concepts, key=lambda pair: -pair[1])[:max_concepts]
-    signed = [(name[3:], -value) if name.startswith("no ") else (name, value) for name, value in kept]
-    sdrs = encoder.term_source.term_sdrs([term for term, _ in signed])
     config = encoder.config.sdr
-    merger = Merger(config.size, config.dimensions, config.tie_break_seed, config.normalization)
+    merger = Merger(
+        config.size, config.dimensions, config.tie_break_seed, config.normalization, config.confidence_power
+    )
+    weighted = [(name, merger.concept_weight(value)) for name, value in kept]
+    signed = [(name[3:], -weight) if name.startswith("no ") else (name, weight) for name, weight in weighted]
+    sdrs = encoder.term_source.term_sdrs([term for term, _ in signed])
     merged = merger.merge(
         [WeightedSdr(sdr, weight) for sdr, (_, weight) in zip(sdrs, signed, strict=True) if sdr is not None],
         config.active_bits,
@@ -380,7 +366,7 @@ def test_encode_gives_the_sdr_the_merge_predicts(
         ("whiskers", 0.25, True),
     ]
     (call,) = fake.calls
-    assert call.request.model.output_info.output_config.max_concepts == 10  # ours, not Clarifai's 20
+    assert call.request.model.output_info.output_config.max_concepts == 50  # ours, not Clarifai's 20
     assert call.metadata["authorization"] == f"Key {key}"
     # The "person" bits are held down: none of them wins unless another concept supports it.
     person = set(service.encoder.term_source.term_sdrs(["person"])[0].positions.tolist())  # type: ignore[union-attr]

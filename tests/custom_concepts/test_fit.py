@@ -210,11 +210,13 @@ def _damaged(document: str, change: str) -> str:
         raw["fits"] = raw["fits"][:1]
     elif change == "report":
         raw["report"]["positives"] = 99
+    elif change == "example ids":  # more ids kept than examples counted
+        raw["example_ids"] = {"positives": [f"p{n}" for n in range(99)], "negatives": []}
     return json.dumps(raw)
 
 
 @pytest.mark.parametrize(
-    "change", ["version", "positions", "weights", "space", "scale", "fits", "semantic fit", "report"]
+    "change", ["version", "positions", "weights", "space", "scale", "fits", "semantic fit", "report", "example ids"]
 )
 def test_damaged_documents_are_refused(change: str) -> None:
     with pytest.raises(ConceptDocumentError, match="storefront"):
@@ -328,13 +330,19 @@ def test_too_small_a_background_leaves_the_threshold_to_the_examples() -> None:
     assert alone.report.background is None and small.report.background is None
 
 
-def test_document_round_trip_keeps_background_and_suggestions() -> None:
+def test_document_round_trip_keeps_background_suggestions_and_example_ids() -> None:
     others = [e for seed in (11, 12, 13) for e in examples(seed, 4)]
     concept = define(
         "storefront", examples(1, 10), others, active_bits=ACTIVE, sdr_size=SIZE, background=background_of(10, 90)
     )
     concept = dataclasses.replace(concept, suggestions=(("item-7", 0.49), ("item-2", 0.55)))
+    concept = dataclasses.replace(concept, positive_ids=("shop-1", "shop-2"), negative_ids=("street",))
     document = to_document(concept)
     again = from_document("storefront", document, SIZE)
     assert again.report == concept.report and again.report.background is not None
     assert again.suggestions == concept.suggestions and to_document(again) == document
+    assert (again.positive_ids, again.negative_ids) == (("shop-1", "shop-2"), ("street",))
+    # A document written before the ids were kept reads with none (version 1 still).
+    older = json.loads(document)
+    del older["example_ids"]
+    assert from_document("storefront", json.dumps(older), SIZE).positive_ids == ()

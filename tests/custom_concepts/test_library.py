@@ -147,9 +147,12 @@ def test_refinement_suggests_unlabelled_stored_items_and_takes_them_back_as_exam
         "storefront",
         positives + [stored[key] for key in yes],
         negatives + [stored[key] for key in no],
-        labelled=set(suggested),
+        positive_ids=yes,
+        negative_ids=no,
     ).concept
+    assert (again.positive_ids, again.negative_ids) == (tuple(yes), tuple(no))  # kept for the next round
     assert (again.positives, again.negatives) == (6 + len(yes), 12 + len(no))
     assert again.report.background is not None and again.report.background.items == len(stored) - len(suggested)
     assert not {item_id for item_id, _ in again.suggestions} & set(suggested)
     assert library.get("storefront").concept.suggestions == again.suggestions
+    assert library.get("storefront").concept.negative_ids == tuple(no)  # the stored document keeps them

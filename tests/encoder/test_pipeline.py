@@ -138,6 +138,13 @@ def test_a_negative_concept_subtracts_from_its_positive_term(encoder: Encoder) -
     assert both.sdr.overlap(people) < positive.sdr.overlap(people)
 
 
+def test_concepts_merge_with_the_configured_confidence_power(encoder: Encoder) -> None:
+    assert encoder.config.sdr.confidence_power == 0.25  # the default
+    encoding = encoder.encode_concepts([Concept("cat", 0.0625), Concept("no people", 0.0016)])
+    assert [use.confidence for use in encoding.concepts] == [0.0625, 0.0016]  # reported as found
+    assert [term.weight for term in encoding.merged] == pytest.approx([0.5, -0.2])
+
+
 def test_duplicate_terms_and_bad_concepts_are_skipped_with_reasons(encoder: Encoder) -> None:
     encoding = encoder.encode_concepts(
         [Concept("Cat", 0.9), Concept("cat ", 0.5), Concept("   ", 0.4), Concept("dog", 0.01)],

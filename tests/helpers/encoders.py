@@ -41,7 +41,8 @@ def with_fresh_cache(shared: Encoder, data_dir: Path) -> tuple[Encoder, TermCach
 
 
 def with_config(shared: Encoder, config: Config) -> Encoder:
-    """The shared models under ``config`` (its sdr, concepts and terms settings must be the defaults)."""
+    """The shared models under ``config`` (what loads them must be the default: the SDR geometry, the
+    concept and term providers and their models; merge settings such as ``sdr.confidence_power`` may differ)."""
     return Encoder(config, shared.concept_source, shared.term_source, shared.appearance)
 
 

@@ -25,6 +25,10 @@ from image2sdr.server.index.milvus.expressions import NO_MARK
 logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parents[2]
 COMMAND = Path(os.environ.get("IMAGE2SDR_MILVUS_SERVER", ROOT / ".venv-milvus" / "bin" / "milvus-server"))
+# Milvus keeps a stopped server's sessions in etcd this long (its default 30 s): a server
+# started again on the same data serves no query until they expire (the old query node still
+# holds the collections). Shorter here, so a restart costs the tests seconds, not half a minute.
+SESSION_TTL_S = 10
 # The internal ports the wrapper lets us move (etcd's peer port and the metrics port it does not).
 _PORT_FLAGS = (
     "--etcd-port",
@@ -63,6 +67,10 @@ class MilvusServer:
 
     def start(self, timeout_s: float = 120.0) -> None:
         args = [str(COMMAND), "--data", str(self.data_dir), "--proxy-port", str(self.port)]
+        # The wrapper binds each port itself (without SO_REUSEADDR) and moves on to the next free one
+        # if that fails: after a stop, the old connections in TIME_WAIT made a restarted server listen
+        # on port + 1, where no client looks. Written into its config, Milvus binds the port itself.
+        args += ["--extra-config", f"proxy.port={self.port}", "--extra-config", f"common.session.ttl={SESSION_TTL_S}"]
         for flag, port in self._ports.items():
             args += [flag, str(port)]
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -80,7 +88,9 @@ class MilvusServer:
             if self._process is not None and self._process.poll() is not None:
                 raise RuntimeError(f"milvus-server exited with {self._process.returncode}; see {self._log}")
             try:
-                client = MilvusClient(uri=self.uri, timeout=2)
+                # dedicated: pymilvus keeps one shared connection per URI for the whole process, and
+                # after a restart that one's reconnect backoff outlasted the 120 s here (bench_milvus_replicas)
+                client = MilvusClient(uri=self.uri, timeout=2, dedicated=True)
                 client.list_collections()
                 client.close()
                 logger.info("milvus-server answers on %s", self.uri)  # when, for recovery figures (-o log_cli=true)

@@ -441,10 +441,8 @@ def narrow(tmp_path_factory: pytest.TempPathFactory, models_dir: Path, shared_en
     started.stop()
 
 
-def test_calls_past_the_waiting_room_get_429_while_healthz_answers(
-    server: Server, models_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The one slot is held by the test itself until it lets go: no call's speed decides anything."""
+def hold_info(server: Server, monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """Info calls, once inside their slot, wait for the test: ``holding`` is set when one is in, ``release`` lets go."""
     holding, release = threading.Event(), threading.Event()
     info = server.cases.info
 
@@ -454,6 +452,14 @@ def test_calls_past_the_waiting_room_get_429_while_healthz_answers(
         return info()
 
     monkeypatch.setattr(server.cases, "info", held)
+    return holding, release
+
+
+def test_calls_past_the_waiting_room_get_429_while_healthz_answers(
+    server: Server, models_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one slot is held by the test itself until it lets go: no call's speed decides anything."""
+    holding, release = hold_info(server, monkeypatch)
     app = create_app(server.cases, narrow_config(models_dir))
     calls = app.state.calls
     answers: queue.Queue[int] = queue.Queue()
@@ -574,15 +580,7 @@ def test_encode_json_is_parsed_after_its_slot(
     server: Server, models_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """With the one slot held by the test, a bad JSON Encode waits for it (504 at its deadline), not 400 at once."""
-    holding, release = threading.Event(), threading.Event()
-    info = server.cases.info
-
-    def held() -> Any:
-        holding.set()
-        assert release.wait(TIMEOUT), "the test never let the slot go"
-        return info()
-
-    monkeypatch.setattr(server.cases, "info", held)
+    holding, release = hold_info(server, monkeypatch)
     app = create_app(server.cases, narrow_config(models_dir))
     with TestClient(app, base_url="http://127.0.0.1") as client:
         running = threading.Thread(target=lambda: client.get("/v1/info"))

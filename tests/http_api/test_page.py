@@ -136,6 +136,14 @@ def chelsea_jpeg(tmp_path: Path) -> Path:
     return path
 
 
+def _expect_the_strongest_concepts_then_all(page: Page) -> None:
+    expect(page.get_by_test_id("concepts")).to_contain_text("%")
+    expect(page.get_by_test_id("concept")).to_have_count(10)  # the strongest; the faint rest on request
+    page.get_by_test_id("more-concepts").click()
+    expect(page.get_by_test_id("more-concepts")).to_have_count(0)
+    assert page.get_by_test_id("concept").count() > 10
+
+
 def test_upload_add_search_highlight_remove(page: Page, base_url: str, chelsea_jpeg: Path, tmp_path: Path) -> None:
     recorded = Recorded(page)
     asked: list[str] = []
@@ -148,7 +156,7 @@ def test_upload_add_search_highlight_remove(page: Page, base_url: str, chelsea_j
     # Upload: concepts with confidences, the SDR drawn, its decoded terms.
     page.get_by_test_id("image-input").set_input_files(str(chelsea_jpeg))
     expect(page.get_by_test_id("concept").filter(has_text="cat").first).to_be_visible()
-    expect(page.get_by_test_id("concepts")).to_contain_text("%")
+    _expect_the_strongest_concepts_then_all(page)
     expect(page.get_by_test_id("term").first).to_be_visible()
     drawn = page.evaluate(PAINTED_BITS)
     assert len(drawn) > 100, "the SDR canvas is blank"
@@ -171,6 +179,7 @@ def test_upload_add_search_highlight_remove(page: Page, base_url: str, chelsea_j
     match.get_by_role("button").click()
     expect(page.get_by_test_id("sdr-canvas")).to_have_attribute("data-shared", str(len(drawn)))
     assert page.evaluate(SHARED_BITS) == drawn
+    page.screenshot(path=tmp_path / "page.png", full_page=True)  # docs/images/page.png is this one
 
     # Words: "cat" finds it, thumbnail and overlap shown; nothing of the photo's query is left beside them.
     page.get_by_test_id("search-text").fill("cat")
@@ -182,7 +191,6 @@ def test_upload_add_search_highlight_remove(page: Page, base_url: str, chelsea_j
     found = page.locator(f'[data-testid="match"][data-id="{ITEM_ID}"]')
     expect(found.locator("img.thumb")).to_have_attribute("src", thumbnail)
     expect(found.get_by_test_id("match-overlap")).to_contain_text("bits shared")
-    page.screenshot(path=tmp_path / "page.png", full_page=True)
 
     _remove_with_undo(page, base_url, listed, found, asked)
     gone = page.request.get(f"{base_url}/v1/items/{ITEM_ID}")

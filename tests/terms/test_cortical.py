@@ -20,15 +20,13 @@ from image2sdr.server.config import (
     ConceptsConfig,
     Config,
     CorticalTermsConfig,
-    HttpConfig,
-    ServiceConfig,
     TermsConfig,
     VisualConfig,
 )
 from image2sdr.server.errors import ConfigError, UpstreamError, UpstreamKeyError
 from image2sdr.server.merge import Merger, WeightedSdr
 from image2sdr.server.sdr import Sdr
-from image2sdr.server.serve import Server, create_server
+from image2sdr.server.serve import Server
 from image2sdr.server.terms.base import SimilarTermsSource, TermSource
 from image2sdr.server.terms.cache import CachedTermSource, TermCache
 from image2sdr.server.terms.cortical import CorticalTermSource
@@ -36,6 +34,15 @@ from image2sdr.server.upstream import Secret
 from image2sdr.server.vocabulary import Vocabulary
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
+from tests.helpers.providers import (
+    clarifai_running,
+    clarifai_settings,
+    cortical_running,
+    cortical_settings,
+    provider_config,
+    provider_service,
+    without_proxies,
+)
 from tests.helpers.servers import serving
 from tests.helpers.upstreams import (
     RETINA_SIZE,
@@ -44,23 +51,11 @@ from tests.helpers.upstreams import (
     FakeProxy,
     digest,
     fingerprint,
-    start_clarifai,
-    start_cortical,
 )
 
 TIMEOUT = 60
 KEY_ENV = "IMAGE2SDR_TEST_CORTICAL_KEY"
 CLARIFAI_KEY_ENV = "IMAGE2SDR_TEST_CLARIFAI_KEY"
-PROXY_VARIABLES = (
-    "http_proxy",
-    "https_proxy",
-    "all_proxy",
-    "HTTP_PROXY",
-    "HTTPS_PROXY",
-    "ALL_PROXY",
-    "no_proxy",
-    "NO_PROXY",
-)
 
 
 @pytest.fixture(scope="module")
@@ -70,32 +65,18 @@ def key() -> str:
 
 @pytest.fixture(scope="module")
 def fake(key: str) -> Iterator[FakeCortical]:
-    fake = FakeCortical(key)
-    server = start_cortical(fake)
-    fake.url = f"http://127.0.0.1:{server.server_address[1]}/rest"  # type: ignore[attr-defined]
-    yield fake
-    server.shutdown()
-    server.server_close()
+    with cortical_running(key) as fake:
+        yield fake
 
 
 @pytest.fixture(autouse=True)
 def _fresh(fake: FakeCortical, monkeypatch: pytest.MonkeyPatch) -> None:
     fake.reset()
-    for variable in PROXY_VARIABLES:
-        monkeypatch.delenv(variable, raising=False)
+    without_proxies(monkeypatch)
 
 
 def settings(fake: FakeCortical, **overrides: object) -> CorticalTermsConfig:
-    values: dict[str, object] = {
-        "base_url": fake.url,  # type: ignore[attr-defined]
-        "api_key_env": KEY_ENV,
-        "rate_per_s": 1000.0,
-        "timeout_s": 2.0,
-        "retry_total_s": 1.0,
-        "backoff_s": 0.01,
-    }
-    values.update(overrides)
-    return CorticalTermsConfig.model_validate(values)
+    return cortical_settings(fake, KEY_ENV, **overrides)
 
 
 @pytest.fixture
@@ -362,36 +343,21 @@ def test_missing_key(fake: FakeCortical, monkeypatch: pytest.MonkeyPatch) -> Non
 # -- end to end: the image2sdr service with terms.provider = cortical -----------------------
 
 
-def start_service(config: Config, keys: dict[str, str]) -> Server:
-    with pytest.MonkeyPatch.context() as patch:
-        for variable, value in keys.items():
-            patch.setenv(variable, value)
-        return create_server(config)
-
-
 @pytest.fixture(scope="module")
 def local_concepts(
     tmp_path_factory: pytest.TempPathFactory, models_dir: Path, fake: FakeCortical, key: str
 ) -> Iterator[Server]:
     """Local classifier + Cortical.io fingerprints."""
-    config = Config(
-        data_dir=tmp_path_factory.mktemp("cortical-service"),
-        models_dir=models_dir,
-        terms=TermsConfig(provider="cortical", cortical=settings(fake)),
-        service=ServiceConfig(port=0, shutdown_grace_s=1.0),
-        http=HttpConfig(enabled=False),  # gRPC only: no two servers share the fixed HTTP port
-    )
-    server = start_service(config, {KEY_ENV: key})
-    yield server
-    server.stop()
+    terms = TermsConfig(provider="cortical", cortical=settings(fake))
+    config = provider_config(tmp_path_factory.mktemp("cortical-service"), models_dir, terms=terms)
+    with provider_service(config, {KEY_ENV: key}) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")
 def clarifai(key: str) -> Iterator[FakeClarifai]:
-    fake = FakeClarifai(secrets.token_hex(16))
-    server, fake.port = start_clarifai(fake)  # type: ignore[attr-defined]
-    yield fake
-    server.stop(None)
+    with clarifai_running(secrets.token_hex(16)) as fake:
+        yield fake
 
 
 @pytest.fixture(scope="module")
@@ -399,26 +365,18 @@ def both_remote(
     tmp_path_factory: pytest.TempPathFactory, fake: FakeCortical, clarifai: FakeClarifai, key: str
 ) -> Iterator[Server]:
     """Clarifai concepts + Cortical.io fingerprints: no local model at all."""
-    clarifai_settings = ClarifaiConceptsConfig(
-        endpoint=f"127.0.0.1:{clarifai.port}",  # type: ignore[attr-defined]
-        tls=False,
-        api_key_env=CLARIFAI_KEY_ENV,
-        rate_per_s=1000.0,
-        retry_total_s=1.0,
-        backoff_s=0.01,
-    )
-    config = Config(
-        data_dir=tmp_path_factory.mktemp("remote-service"),
-        models_dir=tmp_path_factory.mktemp("no-models"),
-        concepts=ConceptsConfig(provider="clarifai", clarifai=clarifai_settings),
+    default_timeout = ClarifaiConceptsConfig.model_fields["timeout_s"].default
+    config = provider_config(
+        tmp_path_factory.mktemp("remote-service"),
+        tmp_path_factory.mktemp("no-models"),
+        concepts=ConceptsConfig(
+            provider="clarifai", clarifai=clarifai_settings(clarifai, CLARIFAI_KEY_ENV, timeout_s=default_timeout)
+        ),
         terms=TermsConfig(provider="cortical", cortical=settings(fake)),
         visual=VisualConfig(enabled=False),  # the visual SDR would need the local classifier
-        service=ServiceConfig(port=0, shutdown_grace_s=1.0),
-        http=HttpConfig(enabled=False),  # gRPC only: no two servers share the fixed HTTP port
     )
-    server = start_service(config, {KEY_ENV: key, CLARIFAI_KEY_ENV: clarifai.key})
-    yield server
-    server.stop()
+    with provider_service(config, {KEY_ENV: key, CLARIFAI_KEY_ENV: clarifai.key}) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

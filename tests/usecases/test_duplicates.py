@@ -15,7 +15,6 @@ from pathlib import Path
 import grpc
 import numpy as np
 import pytest
-from google.rpc import error_details_pb2, status_pb2
 from skimage import data as skdata
 
 from image2sdr.client import cli
@@ -25,6 +24,7 @@ from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
 from tests.helpers.images import encode_jpeg, half_size, mirrored
 from tests.helpers.servers import start_server
+from tests.helpers.status import bad_request_field
 
 TIMEOUT = 60
 
@@ -59,16 +59,6 @@ def store(stub: pb_grpc.Image2SdrStub, image: bytes, item_id: str, on_duplicate:
 
 def copies_of(stub: pb_grpc.Image2SdrStub, **query: object) -> pb.FindDuplicatesResponse:
     return stub.FindDuplicates(pb.FindDuplicatesRequest(**query), timeout=TIMEOUT)  # type: ignore[arg-type]
-
-
-def field_of(error: grpc.RpcError) -> str:
-    """The field a BadRequest detail names."""
-    for key, value in error.trailing_metadata() or ():
-        if key == "grpc-status-details-bin":
-            bad_request = error_details_pb2.BadRequest()
-            assert status_pb2.Status.FromString(value).details[0].Unpack(bad_request)
-            return str(bad_request.field_violations[0].field)
-    raise AssertionError("no google.rpc.Status details on the error")
 
 
 def index_size(stub: pb_grpc.Image2SdrStub) -> int:
@@ -228,7 +218,7 @@ def test_an_item_added_by_sdr_alone_has_no_look_and_says_so(stub: pb_grpc.Image2
         ):
             with pytest.raises(grpc.RpcError) as failed:
                 call(request, timeout=TIMEOUT)
-            assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT and field_of(failed.value) == "id"
+            assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT and bad_request_field(failed.value) == "id"
         search = pb.FindSimilarRequest(sdr=item.sdr, space=pb.SPACE_VISUAL)
         assert stub.FindSimilar(search, timeout=TIMEOUT).skipped_without_visual >= 1
         semantic = stub.FindSimilar(pb.FindSimilarRequest(id="sdr-only/x"), timeout=TIMEOUT)
@@ -294,7 +284,7 @@ def test_bad_input_names_the_field_and_changes_nothing(
     with pytest.raises(grpc.RpcError) as failed:
         getattr(stub, method)(request, timeout=TIMEOUT)
     assert failed.value.code() == grpc.StatusCode.INVALID_ARGUMENT, failed.value.details()
-    assert field_of(failed.value) == field
+    assert bad_request_field(failed.value) == field
     assert index_size(stub) == size
     assert not stub.ItemsExist(pb.ItemsExistRequest(ids=["bad/x"]), timeout=TIMEOUT).exists[0]
 

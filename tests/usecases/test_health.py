@@ -40,11 +40,15 @@ def test_stopping_is_final() -> None:
 def test_the_index_watch_follows_the_index() -> None:
     index, health = Index(), Health()
     watch = IndexWatch(index, health, every_s=3600)  # never runs by itself here: checked by hand
+    health.set(True)
+    assert watch.next_check_in() == 3600
     index.up = False
     assert watch.check() is False
+    assert watch.next_check_in() == 1.0  # while the index is down: each second, to be back soon after it
     assert health.state() == HealthState(False, "the index is unavailable")
     index.fault = "Milvus collection x_visual is missing"
     assert watch.check() is False and health.state() == HealthState(False, index.fault)  # the reason it knows
     index.fault = ""
     index.up = True
     assert watch.check() is True and health.state().serving
+    assert watch.next_check_in() == 3600

@@ -48,7 +48,9 @@ def server(tmp_path_factory: pytest.TempPathFactory, models_dir: Path, shared_en
         models_dir=models_dir,
         service=ServiceConfig(port=0, shutdown_grace_s=0.5),
         http=HttpConfig(enabled=False),  # gRPC only: no two servers share the fixed HTTP port
-        maps=MapsConfig(max_items=LIMIT, map_pixels=320),
+        # One t-SNE thread: an xdist worker has one core; a thread per core in each oversubscribes them
+        # (a 10-item map took ~10 s on two threads, well under 1 s on one, on the 2-core machine).
+        maps=MapsConfig(max_items=LIMIT, map_pixels=320, threads=1),
     )
     server = create_server(config, encoder=shared_encoder)
     yield server

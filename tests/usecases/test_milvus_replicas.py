@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from image2sdr.server.config import Config, HttpConfig, IndexConfig, MilvusConfig, ServiceConfig
 from image2sdr.server.encoder import Encoder
 from image2sdr.server.errors import UpstreamError
-from image2sdr.server.index.milvus import calls as calls_module
+from image2sdr.server.index.milvus import faults as faults_module
 from image2sdr.server.serve import Server, create_server
 from image2sdr.v1 import image2sdr_pb2 as pb
 from image2sdr.v1 import image2sdr_pb2_grpc as pb_grpc
@@ -200,7 +200,7 @@ def test_milvus_stopped_and_restarted_under_a_running_server(
             stub.Encode(pb.EncodeRequest(image=photos["coffee"], add_to_index=pb.AddToIndex(id="later")), timeout=60)
             assert stub.GetItem(pb.GetItemRequest(id="later"), timeout=60).id == "later"
         # The outage in the log: a line when it began and one when it ended (with a count), no tracebacks.
-        told = [record.getMessage() for record in caplog.records if record.name == calls_module.__name__]
+        told = [record.getMessage() for record in caplog.records if record.name == faults_module.__name__]
         began = sum("is not answering" in line for line in told)
         assert began >= 1 and began == sum("answers again after" in line and "requests failed" in line for line in told)
         assert not [record for record in caplog.records if record.name.startswith("pymilvus")]

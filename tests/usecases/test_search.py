@@ -117,10 +117,10 @@ def test_an_expression_subtracts_its_negated_terms_and_explains_each_term(stub: 
 def test_a_word_naming_a_stored_concept_ranks_its_items_first_where_the_sdr_alone_does_not(
     stub: pb_grpc.Image2SdrStub,
 ) -> None:
-    # The rocket photo's concepts include "paraphernalia" (confidence ~0.07) and the camera
-    # photo's "binoculars" (~0.01): neither SDR is dominated by them, so by overlap alone
+    # The astronaut photo's concepts include "boat" (confidence ~0.014) and the cat photo's
+    # "furniture" (~0.002): neither SDR is dominated by them, so by overlap alone
     # (an expression still ranks that way) another photo comes first.
-    for word, owner in (("paraphernalia", "rocket"), ("binoculars", "camera")):
+    for word, owner in (("boat", "astronaut"), ("furniture", "cat")):
         assert word in {c.name for c in stub.GetItem(pb.GetItemRequest(id=owner), timeout=TIMEOUT).concepts}
         by_overlap = ids(similar(stub, expression=pb.ConceptExpression(all=[word]), k=5).matches)
         assert by_overlap[0] != owner
@@ -128,17 +128,17 @@ def test_a_word_naming_a_stored_concept_ranks_its_items_first_where_the_sdr_alon
         assert ids(answer.matches)[0] == owner
         assert sorted(ids(answer.matches)) == sorted(by_overlap)  # the same items, only ranked anew
         assert answer.matches[0].explanation[0].term == word  # still explained by its terms
-    # A WordNet synonym of the stored name finds it too ("field glasses" is "binoculars").
-    assert ids(similar(stub, text="field glasses", k=5).matches)[0] == "camera"
+    # A WordNet synonym of the stored name finds it too ("piece of furniture" is "furniture").
+    assert ids(similar(stub, text="piece of furniture", k=5).matches)[0] == "cat"
     # The caller's filter and k still hold: the concept's owner is not let in past them.
     studio = pb.Filter(metadata=[pb.MetadataCondition(key="source", values=["studio", "upload"])])
-    assert "rocket" not in ids(similar(stub, text="paraphernalia", k=5, filter=studio).matches)
-    assert ids(similar(stub, text="binoculars", k=1).matches) == ["camera"]
+    assert "astronaut" not in ids(similar(stub, text="boat", k=5, filter=studio).matches)
+    assert ids(similar(stub, text="furniture", k=1).matches) == ["cat"]
     # And min_overlap: above the owner's overlap, what is left ranks as overlap alone ranks it.
-    first = similar(stub, text="paraphernalia", k=5).matches[0]
-    above = ids(similar(stub, text="paraphernalia", k=5, min_overlap=first.overlap + 1).matches)
-    by_overlap = ids(similar(stub, expression=pb.ConceptExpression(all=["paraphernalia"]), k=5).matches)
-    assert above and "rocket" not in above and above == by_overlap[: len(above)]
+    first = similar(stub, text="boat", k=5).matches[0]
+    above = ids(similar(stub, text="boat", k=5, min_overlap=first.overlap + 1).matches)
+    by_overlap = ids(similar(stub, expression=pb.ConceptExpression(all=["boat"]), k=5).matches)
+    assert above and "astronaut" not in above and above == by_overlap[: len(above)]
 
 
 def test_a_filter_already_full_leaves_a_text_query_ranked_by_overlap_not_refused(
@@ -161,10 +161,10 @@ def test_a_filter_already_full_leaves_a_text_query_ranked_by_overlap_not_refused
                 target = pb.AddToIndex(id=item_id, metadata={"slot": item_id})
                 assert stub.Encode(pb.EncodeRequest(image=photo(name), add_to_index=target), timeout=TIMEOUT).indexed
             both = pb.Filter(metadata=[pb.MetadataCondition(key="slot", values=["astronaut", "rocket"])])
-            by_overlap = ids(similar(stub, expression=pb.ConceptExpression(all=["paraphernalia"]), filter=both).matches)
-            assert by_overlap[0] == "astronaut"  # the rocket's stored "paraphernalia" cannot lift it here
-            assert ids(similar(stub, text="paraphernalia", filter=both).matches) == by_overlap
-            assert ids(similar(stub, text="paraphernalia").matches)[0] == "rocket"  # without a filter it can
+            by_overlap = ids(similar(stub, expression=pb.ConceptExpression(all=["boat"]), filter=both).matches)
+            assert by_overlap[0] == "rocket"  # the astronaut's stored "boat" cannot lift it here
+            assert ids(similar(stub, text="boat", filter=both).matches) == by_overlap
+            assert ids(similar(stub, text="boat").matches)[0] == "astronaut"  # without a filter it can
     finally:
         server.stop()
 

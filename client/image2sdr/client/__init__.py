@@ -40,11 +40,11 @@ from ._exceptions import (
     Unimplemented,
 )
 from ._htm import HtmSdr, SdrLike
+from ._query import ConceptCondition, Expression, Filter
 from ._stream import FrameResult, FrameStream, LostFrame, StreamStats, encode_frames
 from ._types import (
     Concept,
     ConceptBackground,
-    ConceptCondition,
     ConceptExample,
     ConceptFit,
     ConceptSuggestion,
@@ -55,8 +55,6 @@ from ._types import (
     EncodeItem,
     Encoding,
     Explanation,
-    Expression,
-    Filter,
     Fingerprint,
     ImageSource,
     Info,

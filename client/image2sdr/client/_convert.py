@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from image2sdr.v1 import image2sdr_pb2 as pb
 
 from ._exceptions import Image2SdrError, error_from_status
+from ._query import Expression, Filter
 from ._types import (
     Concept,
     ConceptBackground,
@@ -18,8 +19,6 @@ from ._types import (
     DuplicateThresholds,
     Encoding,
     Explanation,
-    Expression,
-    Filter,
     Fingerprint,
     Info,
     Item,
@@ -308,6 +307,8 @@ def custom_concept_from_pb(message: pb.CustomConcept) -> CustomConcept:
         updated_ms=message.updated_ms,
         background=_background_from_pb(message.background) if message.HasField("background") else None,
         suggestions=tuple(ConceptSuggestion(s.id, s.confidence) for s in message.suggestions),
+        positive_ids=tuple(message.positive_ids),
+        negative_ids=tuple(message.negative_ids),
     )
 
 

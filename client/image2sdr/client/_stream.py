@@ -34,7 +34,7 @@ import grpc
 
 from image2sdr.v1 import image2sdr_pb2 as pb
 
-from ._client import _too_large, _unreadable, read_image
+from ._connection import _too_large, _unreadable, read_image
 from ._convert import add_to_index_message, encode_options_message, result_from_pb
 from ._exceptions import Internal, Unavailable, error_from_rpc_error
 from ._types import EncodeItem, Encoding, ImageSource, ItemError

@@ -503,7 +503,7 @@ class ConceptSuggestion(_message.Message):
     def __init__(self, id: _Optional[str] = ..., confidence: _Optional[float] = ...) -> None: ...
 
 class CustomConcept(_message.Message):
-    __slots__ = ("name", "sdr", "visual", "threshold", "scale", "positives", "negatives", "fit", "updated_ms", "background", "suggestions")
+    __slots__ = ("name", "sdr", "visual", "threshold", "scale", "positives", "negatives", "fit", "updated_ms", "background", "suggestions", "positive_ids", "negative_ids")
     NAME_FIELD_NUMBER: _ClassVar[int]
     SDR_FIELD_NUMBER: _ClassVar[int]
     VISUAL_FIELD_NUMBER: _ClassVar[int]
@@ -515,6 +515,8 @@ class CustomConcept(_message.Message):
     UPDATED_MS_FIELD_NUMBER: _ClassVar[int]
     BACKGROUND_FIELD_NUMBER: _ClassVar[int]
     SUGGESTIONS_FIELD_NUMBER: _ClassVar[int]
+    POSITIVE_IDS_FIELD_NUMBER: _ClassVar[int]
+    NEGATIVE_IDS_FIELD_NUMBER: _ClassVar[int]
     name: str
     sdr: Sdr
     visual: Sdr
@@ -526,7 +528,9 @@ class CustomConcept(_message.Message):
     updated_ms: int
     background: ConceptBackground
     suggestions: _containers.RepeatedCompositeFieldContainer[ConceptSuggestion]
-    def __init__(self, name: _Optional[str] = ..., sdr: _Optional[_Union[Sdr, _Mapping]] = ..., visual: _Optional[_Union[Sdr, _Mapping]] = ..., threshold: _Optional[float] = ..., scale: _Optional[float] = ..., positives: _Optional[int] = ..., negatives: _Optional[int] = ..., fit: _Optional[_Union[ConceptFit, _Mapping]] = ..., updated_ms: _Optional[int] = ..., background: _Optional[_Union[ConceptBackground, _Mapping]] = ..., suggestions: _Optional[_Iterable[_Union[ConceptSuggestion, _Mapping]]] = ...) -> None: ...
+    positive_ids: _containers.RepeatedScalarFieldContainer[str]
+    negative_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, name: _Optional[str] = ..., sdr: _Optional[_Union[Sdr, _Mapping]] = ..., visual: _Optional[_Union[Sdr, _Mapping]] = ..., threshold: _Optional[float] = ..., scale: _Optional[float] = ..., positives: _Optional[int] = ..., negatives: _Optional[int] = ..., fit: _Optional[_Union[ConceptFit, _Mapping]] = ..., updated_ms: _Optional[int] = ..., background: _Optional[_Union[ConceptBackground, _Mapping]] = ..., suggestions: _Optional[_Iterable[_Union[ConceptSuggestion, _Mapping]]] = ..., positive_ids: _Optional[_Iterable[str]] = ..., negative_ids: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class GetConceptRequest(_message.Message):
     __slots__ = ("name",)

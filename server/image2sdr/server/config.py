@@ -72,6 +72,10 @@ class SdrConfig(_Section):
     #              (common) word weighs no more than a sparse one in total;
     #   "none":    each bit gets the plain confidence (the 2018 prototype).
     normalization: Literal["density", "none"] = "density"
+    # A concept weighs confidence ** confidence_power in the merge: below 1 the weak concepts
+    # count for more against the strongest (docs/catalog-search.md). 1 = the confidence itself,
+    # as before; with concepts.max_concepts 10 that gives the SDRs of releases before it bit for bit.
+    confidence_power: float = Field(0.25, gt=0.0, le=1.0)
     # Share of the merged SDR's active bits given to how the image looks: the visual SDR's
     # strongest round(visual_share * w) bits, the concepts' merge filling the rest.
     # 0 = concepts only (the SDR is what it was before the visual channel existed).
@@ -188,7 +192,7 @@ class NsfwConceptsConfig(_Section):
 
 class ConceptsConfig(_Section):
     provider: Literal["local", "clarifai"] = "local"
-    max_concepts: MaxConcepts = 10  # concepts kept per image
+    max_concepts: MaxConcepts = 50  # concepts kept per image (10 before sdr.confidence_power)
     min_confidence: Confidence = 0.0  # concepts below are left out
     clarifai: ClarifaiConceptsConfig = ClarifaiConceptsConfig()
     custom: CustomConceptsConfig = CustomConceptsConfig()
@@ -261,7 +265,7 @@ class MilvusConfig(_Section):
     timeout_s: float = Field(10.0, gt=0.0, le=600.0)  # seconds one request may take
     retry_total_s: float = Field(15.0, ge=0.0, le=3600.0)  # seconds one call may take, retries included
     backoff_s: float = Field(0.5, ge=0.0, le=60.0)  # first retry delay; doubles per retry, full jitter
-    health_every_s: float = Field(5.0, gt=0.0, le=3600.0)  # seconds between health checks of Milvus
+    health_every_s: float = Field(5.0, gt=0.0, le=3600.0)  # seconds between health checks of Milvus (each second while it is down)
 
 
 class IndexConfig(_Section):
@@ -347,7 +351,9 @@ class MapsConfig(_Section):
     max_queued: int = Field(16, ge=0, le=10_000)  # jobs waiting beyond those; more: RESOURCE_EXHAUSTED
     keep_finished: int = Field(32, ge=1, le=10_000)  # finished jobs kept for GetMap; the oldest go first
     map_pixels: int = Field(2048, ge=64, le=16_384)  # width of the PNG when the request leaves cell_pixels 0
-    threads: int = Field(0, ge=0, le=256)  # threads one job's t-SNE uses; 0 = one per core (same map either way)
+    # One by default: a map is background work, and t-SNE on every core beside the encoder's
+    # threads ran 20-30x slower on 2 busy cores (256 items: 1 s on one thread, 21-31 s on two).
+    threads: int = Field(1, ge=0, le=256)  # threads one job's t-SNE uses; 0 = one per core (same map either way)
 
 
 class ExplainConfig(_Section):

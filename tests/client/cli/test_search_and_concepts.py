@@ -1,6 +1,6 @@
 """The ``image2sdr`` command's catalog search (issue 13), end to end against a real server.
 
-`similar --text/--concept/--where/--tag`, `ls` and `concept define/ls/get/suggest/rm`: the
+`similar --text/--concept/--where/--tag`, `ls` and `concept define/ls/get/suggest/refine/rm`: the
 arguments are parsed here, sent through the client to a real server on port 0 with the
 real models, and what comes back is printed; bad input exits 2 (usage) or 1 (the server
 refused, naming the field), never with a traceback.
@@ -202,7 +202,7 @@ def test_concept_define_ls_get_search_encode_and_rm(
     assert suggested == defined["suggestions"] and suggested
     assert "cat" not in {s["id"] for s in suggested}
     code, out, _ = run(server, capsys, "concept", "suggest", CONCEPT)
-    assert code == 0 and out.splitlines()[0].split() == ["ID", "CONFIDENCE"] and "--pos-id" in out
+    assert code == 0 and out.splitlines()[0].split() == ["ID", "CONFIDENCE"] and "concept refine" in out
     code, out, _ = run(server, capsys, "info")
     assert code == 0 and out.splitlines()[-1].split() == ["custom", "concepts", "1"]
 
@@ -221,6 +221,22 @@ def test_concept_define_ls_get_search_encode_and_rm(
     assert len(concept_bits & set(merged["sdr"]["active"])) >= len(concept_bits & set(plain["sdr"]["active"]))
     code, out, _ = run(server, capsys, "encode", crop, "--merge-custom-concepts")
     assert code == 0 and f"custom: {CONCEPT} " in out and " merged" in out
+    assert " more); custom:" in out  # the table shows the 10 strongest concepts; --json has them all
+
+    # Refining: the stored example is kept by id; the images are not, so they are given again.
+    assert defined["positive_ids"] == ["cat"] and defined["negative_ids"] == []
+    yes, no = suggested[0]["id"], "mug"  # a few stored items: one suggestion; the mug is any stored item
+    code, _, err = run(server, capsys, "concept", "refine", CONCEPT, "--yes", yes)
+    assert code == 2 and "3 positive examples given as images" in err and "--pos" in err
+    cats = [str(examples[n]) for n in ("cat.jpg", "cat-small.jpg", "cat-mirrored.jpg")]
+    code, out, err = run(
+        server, capsys, "concept", "refine", CONCEPT, "--yes", yes, "--no", no, "--pos", *cats, "--json"
+    )
+    refined = json.loads(out)
+    assert code == 0 and "4 negatives were images or stand-ins" in err
+    assert (refined["positives"], refined["negatives"]) == (5, 1)
+    assert (refined["positive_ids"], refined["negative_ids"]) == (["cat", yes], [no])
+    assert not {s["id"] for s in refined["suggestions"]} & {"cat", yes, no}
 
     code, out, _ = run(server, capsys, "concept", "rm", CONCEPT)
     assert code == 0 and CONCEPT in out

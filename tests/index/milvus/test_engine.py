@@ -19,7 +19,8 @@ import pytest
 
 from image2sdr.server.config import IndexConfig, MilvusConfig
 from image2sdr.server.errors import InvalidInputError, NotFoundError, UpstreamError
-from image2sdr.server.index import SEMANTIC, VISUAL, ConceptCondition, Filter, Item, Match, MilvusIndex
+from image2sdr.server.fingerprints import Fingerprint
+from image2sdr.server.index import SEMANTIC, VISUAL, ConceptCondition, Filter, Item, Match, MilvusIndex, OnDuplicate
 from image2sdr.server.index import milvus as milvus_module
 from image2sdr.server.index.milvus import calls as calls_module
 from image2sdr.server.index.milvus import listing as listing_module
@@ -125,6 +126,8 @@ def test_the_embedded_engine_outlives_a_crash_of_milvus_lite(tmp_path: Path) -> 
     first = MilvusIndex(IndexConfig(backend="milvus", milvus=milvus), SIZE)
     other = MilvusIndex(IndexConfig(backend="milvus", milvus=milvus.model_copy(update={"collection": "other"})), SIZE)
     try:
+        # No other process opens the file: one write lock for its engines makes SKIP exact there, near copies too.
+        assert first.engine._write_lock is other.engine._write_lock
         kept = Sdr.from_positions([1, 2, 3], SIZE)
         first.add("kept", kept)
         other.add("theirs", kept)
@@ -368,6 +371,12 @@ def test_an_index_of_the_previous_layout_is_migrated_in_place(
     assert meta[0]["seq"] == milvus_module.LAYOUT and json.loads(meta[0]["text"])["migrated_items"] == len(items)
     new.put_concept("after", "{}")
     assert new.get_concept("after").document == "{}"
+    # Claims on a photo's bytes (a release later) need nothing of the set: copies are screened as before.
+    photo = Fingerprint("cd" * 32, 0x0123_4567_89AB_CDEF)
+    kept = new.add_many([Item("photo", items[0].sdr, fingerprint=photo)], on_duplicate=OnDuplicate.SKIP)[0]
+    again = new.add_many([Item("again", items[1].sdr, fingerprint=photo)], on_duplicate=OnDuplicate.SKIP)[0]
+    assert kept.stored and not again.stored and again.duplicate is not None and again.duplicate.id == "photo"
+    assert [concept.name for concept in new.list_concepts()] == ["after"]
 
 
 # -- helpers --------------------------------------------------------------------------------------

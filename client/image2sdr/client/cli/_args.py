@@ -7,10 +7,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from .._types import (
-    ConceptCondition,
-    Filter,
-)
+from .._query import ConceptCondition, Filter
 
 # --tag NAME:MIN: the part after the last colon is a confidence only when it reads as a number,
 # so a concept name may hold colons ("shot: close-up" stays a name).

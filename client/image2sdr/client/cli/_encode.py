@@ -18,7 +18,7 @@ from ._args import add_json, add_output, positive_int
 from ._base import EXIT_OK, EXIT_SERVER, UsageError, import_draw
 from ._connection import connect
 from ._files import png_paths, read_sdr_json, require_files
-from ._output import bits_of, jsonable, print_json, print_table
+from ._output import bits_of, concept_list, jsonable, print_json, print_table
 
 
 def add_encode(commands: Any, connection: argparse.ArgumentParser) -> None:
@@ -145,7 +145,7 @@ def _result_json(image: Path, result: Encoding | ItemError) -> dict[str, Any]:
 def _result_row(image: Path, result: Encoding | ItemError) -> list[str]:
     if isinstance(result, ItemError):
         return [str(image), "-", f"error {result.error.code.name}: {result.error.message}"]
-    used = ", ".join(f"{c.name} {c.confidence:.2f}" for c in result.concepts if c.used)
+    used = concept_list([f"{c.name} {c.confidence:.2f}" for c in result.concepts if c.used])
     if result.custom_concepts:  # present in the image; "merged" when --merge-custom-concepts put them in the SDR
         found = ", ".join(f"{c.name} {c.confidence:.2f}{' merged' if c.used else ''}" for c in result.custom_concepts)
         used = f"{used}; custom: {found}" if used else f"custom: {found}"

@@ -5,12 +5,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import sys
+from collections.abc import Sequence
 from typing import Any, TextIO
 
 from .._exceptions import Image2SdrError
 from .._types import (
     Sdr,
 )
+
+SHOWN_CONCEPTS = 10  # a photo has ~50 concepts, most of them faint: a table shows the strongest, --json all
+
+
+def concept_list(names: Sequence[str]) -> str:
+    """The first ``SHOWN_CONCEPTS`` of ``names`` (strongest first), and how many more there are."""
+    shown = ", ".join(names[:SHOWN_CONCEPTS])
+    return f"{shown} (+{len(names) - SHOWN_CONCEPTS} more)" if len(names) > SHOWN_CONCEPTS else shown
 
 
 def describe_error(exc: Image2SdrError) -> str:

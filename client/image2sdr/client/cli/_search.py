@@ -8,15 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from .._client import Image2SdrClient
-from .._types import (
-    Filter,
-    Item,
-    Match,
-)
+from .._query import Filter
+from .._types import Item, Match
 from ._args import add_filter, add_json, filter_from_args, positive_int, share
 from ._base import EXIT_OK, UsageError
 from ._connection import connect
-from ._output import jsonable, print_json, print_table
+from ._output import concept_list, jsonable, print_json, print_table
 
 
 def add_similar(commands: Any, connection: argparse.ArgumentParser) -> None:
@@ -131,7 +128,7 @@ def _match_row(match: Match, *overlaps: int | None) -> list[str]:
 
 
 def _used(match: Match) -> str:
-    return ", ".join(c.name for c in match.concepts if c.used)
+    return concept_list([c.name for c in match.concepts if c.used])
 
 
 def _explanation(match: Match) -> str:
@@ -141,7 +138,7 @@ def _explanation(match: Match) -> str:
 
 def _item_row(item: Item) -> list[str]:
     metadata = ", ".join(f"{key}={value}" for key, value in sorted(item.metadata.items()))
-    return [item.id, metadata or "-", ", ".join(f"{c.name} {c.confidence:.2f}" for c in item.concepts)]
+    return [item.id, metadata or "-", concept_list([f"{c.name} {c.confidence:.2f}" for c in item.concepts])]
 
 
 def _item_json(item: Item) -> dict[str, Any]:

@@ -75,7 +75,9 @@ MAX_RESIZED_PIXELS = RESIZE_SIDE * RESIZE_SIDE * 16
 PIXELS_VERSION = 2
 # Bumped whenever the roll-up can name other concepts for the same probabilities (part of the
 # version Info reports). 2: names of equal mass no longer drop one another; synonyms share a place.
-ROLLUP_VERSION = 2
+# 3: 50 concepts kept by default (concepts.max_concepts, 10 before) and merged with flattened
+# weights (sdr.confidence_power 0.25): the same image names more concepts and gets another SDR.
+ROLLUP_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -216,6 +218,11 @@ class LocalConceptSource:
     @property
     def input_side(self) -> int:
         return RESIZE_SIDE
+
+    @property
+    def rollup(self) -> WordNetRollup:
+        """The WordNet roll-up this source names concepts with (read by ``make bench-meaning``'s sweep)."""
+        return self._rollup
 
     @property
     def max_batch(self) -> int:

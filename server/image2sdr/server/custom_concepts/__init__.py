@@ -5,6 +5,7 @@ concept is one a caller defines from examples ("storefront"), and this package i
 
     concept.py   CustomConcept, Example, Fit, FitReport: the value, and how it scores one image
     fit.py       define(): the bits, space weights, threshold and scale from the examples (the method)
+    background.py  the stored collection as background: the threshold moved there, what it flags
     scoring.py   ConceptSet: every concept scored against images in one sparse product per space
     document.py  the stored JSON (versioned): to_document, from_document
     library.py   ConceptLibrary: the definitions kept in the index, a copy in step across replicas

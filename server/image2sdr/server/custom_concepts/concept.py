@@ -67,7 +67,7 @@ class Fit:
 
 @dataclass(frozen=True)
 class BackgroundEstimate:
-    """What the concept does on the stored collection it was fitted against (``fit._pu_threshold``)."""
+    """What the concept does on the stored collection it was fitted against (``background``)."""
 
     items: int  # stored items scored (presumed negatives, unlabelled)
     flagged: float  # the share of them it says yes to
@@ -143,6 +143,10 @@ class CustomConcept:
     # Stored items it was least sure of when defined (id, confidence), to be labelled and
     # given back as examples: refinement.  Filled by the library, which knows the ids.
     suggestions: tuple[tuple[str, float], ...] = ()
+    # The stored items given as examples, by id (images given are not kept): a refinement
+    # defines the concept again with these plus the labelled suggestions.  Filled by the library.
+    positive_ids: tuple[str, ...] = ()
+    negative_ids: tuple[str, ...] = ()
 
     @property
     def sdrs(self) -> Mapping[str, Sdr]:

@@ -57,6 +57,8 @@ def to_document(concept: CustomConcept) -> str:
         document["background"] = dataclasses.asdict(background)
     if concept.suggestions:
         document["suggestions"] = [[item_id, confidence] for item_id, confidence in concept.suggestions]
+    if concept.positive_ids or concept.negative_ids:
+        document["example_ids"] = {"positives": list(concept.positive_ids), "negatives": list(concept.negative_ids)}
     return json.dumps(document, separators=(",", ":"))
 
 
@@ -113,7 +115,13 @@ def _read(name: str, raw: dict[str, Any], sdr_size: int) -> CustomConcept:
     background = _read_background(raw.get("background"))
     fit_report = FitReport(len(positive), len(negative), positive, negative, fits[0].threshold, counts, background)
     suggestions = tuple((str(item_id), float(confidence)) for item_id, confidence in raw.get("suggestions", []))
-    return CustomConcept(name, types.MappingProxyType(bits), fits, fit_report, active_bits, suggestions)
+    ids = raw.get("example_ids", {})
+    positive_ids, negative_ids = (tuple(str(i) for i in ids.get(kind, [])) for kind in ("positives", "negatives"))
+    if len(positive_ids) > len(positive) or len(negative_ids) > len(negative):
+        raise ValueError("more example ids than examples")
+    return CustomConcept(
+        name, types.MappingProxyType(bits), fits, fit_report, active_bits, suggestions, positive_ids, negative_ids
+    )
 
 
 def _read_background(raw: dict[str, Any] | None) -> BackgroundEstimate | None:

@@ -53,14 +53,11 @@ SDR carries most concepts, the semantic one a few (clocks, road vehicles, music)
 library also hands ``define`` up to 2,000 stored items (less the examples) as
 unlabelled background: presumed negatives, though some show the concept.  In the bits
 they weigh ``BACKGROUND_SHARE`` (1/4) against the explicit negatives' 3/4.  With at
-least ``MIN_BACKGROUND`` of them they set the threshold: the background is a mixture,
-a share ``prevalence`` scoring like the positives' leave-one-out scores and the rest;
-``prevalence <= flagged(t) / recall(t)`` at every threshold (Elkan & Noto), its least
-value over thresholds keeping half the positives taken; then precision(t) = prevalence * recall(t) / flagged(t), and
-the threshold is the one of best estimated F1 there (the scale stays the examples').
-``FitReport.background`` keeps the estimate: what the definition flags of the stored
-collection and how precise it is estimated to be, which the leave-one-out fit on the
-examples alone overstates.
+least ``background.MIN_BACKGROUND`` of them they move the threshold: to the threshold of
+best estimated F1 on them (a PU estimate of the concept's prevalence there) where that
+is lower than the examples' rule (``background``'s docstring has the method and why the
+lower; the scale stays the examples').  ``FitReport.background`` keeps what the
+definition flags of the stored collection and a bound on how precise it is there.
 
 Without negatives the threshold has nothing to stand on: an unrelated image is
 taken to score the chance overlap, and the concept then flags 60 % of unrelated
@@ -91,9 +88,10 @@ from ..errors import InvalidInputError
 from ..index.filters import check_concept_name
 from ..index.values import SEMANTIC
 from ..sdr import Sdr
-from .concept import MIN_POSITIVES, SPACES, BackgroundEstimate, ConceptBits, CustomConcept, Example, Fit, FitReport
+from .background import background_scores, on_background, space_scores
+from .concept import MIN_POSITIVES, SPACES, ConceptBits, CustomConcept, Example, Fit, FitReport
 
-__all__ = ["background_scores", "define", "space_scores"]
+__all__ = ["background_scores", "define", "space_scores"]  # the first and last from .background, as before
 
 # A bit joins the concept only when at least this many positives hold it: one example's
 # own bits say nothing about the notion.
@@ -110,8 +108,6 @@ MIN_GAP = 0.01
 # The background's weight against the explicit negatives when both shape the bits: light,
 # because it holds some of the concept too (an exact fraction: the bits' scores stay exact).
 BACKGROUND_SHARE = Fraction(1, 4)
-# Fewer background items than this leave the threshold to the examples alone.
-MIN_BACKGROUND = 50
 
 
 def define(
@@ -291,7 +287,7 @@ def _fit_all(
     fits = [_fit(spaces, positive, negative, chance)]
     if len(spaces) > 1:
         fits.append(_fit(spaces[:1], positive[:1], negative[:1], chance))
-    fits, estimate = _on_background(fits, positive, bits, background)
+    fits, estimate = on_background(fits, positive, bits, background)
     full = fits[0]
     n_pos, n_neg = tallies[SEMANTIC].counts
     report = FitReport(
@@ -304,90 +300,6 @@ def _fit_all(
         estimate,
     )
     return tuple(fits), report
-
-
-# -- the threshold on the stored collection ----------------------------------------------
-
-
-def space_scores(bits: ConceptBits, sdrs: Sequence[Sdr]) -> npt.NDArray[np.float64]:
-    """Each SDR's score against one space's concept bits (``ConceptBits.score``, many at once)."""
-    dense = np.zeros(bits.sdr.size, dtype=np.float64)
-    dense[bits.sdr.positions] = bits.weights
-    total = float(bits.weights.sum())
-    if not sdrs or total <= 0:
-        return np.zeros(len(sdrs), dtype=np.float64)
-    lengths = np.array([sdr.active for sdr in sdrs], dtype=np.intp)
-    held = dense[np.concatenate([sdr.positions for sdr in sdrs]).astype(np.intp)]
-    sums = np.add.reduceat(held, np.concatenate([[0], np.cumsum(lengths)[:-1]])) if held.size else held
-    return np.where(lengths > 0, sums, 0.0) / total
-
-
-def background_scores(
-    bits: Mapping[str, ConceptBits], fit: Fit, background: Sequence[Example]
-) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.float64]]:
-    """The background items that have every space of ``fit`` (their rows), and their combined scores."""
-    rows = np.array(
-        [n for n, example in enumerate(background) if all(example.space(space) for space in fit.spaces)],
-        dtype=np.intp,
-    )
-    combined = np.zeros(len(rows), dtype=np.float64)
-    for weight, space in zip(fit.weights, fit.spaces, strict=True):
-        sdrs = [_sdr(background[row], space) for row in rows]
-        combined += weight * space_scores(bits[space], sdrs)
-    return rows, combined
-
-
-def _on_background(
-    fits: list[Fit], positive: npt.NDArray[np.float64], bits: Mapping[str, ConceptBits], background: Sequence[Example]
-) -> tuple[list[Fit], BackgroundEstimate | None]:
-    """Each fit's threshold moved to where the estimated F1 on the stored collection is best."""
-    moved, estimate = [], None
-    for number, fit in enumerate(fits):
-        _, scores = background_scores(bits, fit, background)
-        if len(scores) < MIN_BACKGROUND:
-            moved.append(fit)
-            continue
-        loo = np.asarray(fit.weights) @ positive[: len(fit.spaces)]
-        threshold, found = _pu_threshold(np.sort(loo), np.sort(scores))
-        moved.append(Fit(fit.spaces, fit.weights, threshold, fit.scale))
-        if number == 0:
-            estimate = found
-    return moved, estimate
-
-
-def _pu_threshold(
-    positive: npt.NDArray[np.float64], background: npt.NDArray[np.float64]
-) -> tuple[float, BackgroundEstimate]:
-    """The threshold of best estimated F1 on the background, from the positives' LOO scores (sorted).
-
-    The background is a mixture: a share ``prevalence`` of the concept (scoring like the
-    positives) and the rest.  At any threshold t it flags at least prevalence * recall(t),
-    so prevalence <= flagged(t) / recall(t) for every t (Elkan & Noto's bound, PU
-    learning).  Its least value over thresholds keeping at least half the positives is the
-    estimate: an upper bound, so the precision it implies is one too, close only when the
-    unlabelled members of the concept score like the examples and the rest score below
-    them.  Then precision(t) = prevalence * recall(t) / flagged(t).  Measured
-    (make bench-concepts, drawings, 10 + 20 examples): it claims 0.93 where 0.29 was (the
-    examples' leave-one-out claims 0.91); read at the positives' median instead, 0.96
-    where 0.24 was.  It flags 8 % of the collection there, the examples' rule 4 %.
-    """
-    candidates = np.unique(np.concatenate([positive, background]))
-    recall = 1.0 - np.searchsorted(positive, candidates, side="left") / len(positive)
-    flagged = 1.0 - np.searchsorted(background, candidates, side="left") / len(background)
-    usable = recall >= 0.5
-    bounds = flagged[usable] / recall[usable]
-    least = float(bounds.min()) if bounds.size else 0.0
-    # At least one item in the collection: a bound of 0 (no stored item scores like the
-    # positives) would call every flagged item a false positive.
-    prevalence = float(np.clip(least, 1.0 / len(background), 1.0))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        precision = np.where(flagged > 0, np.minimum(1.0, prevalence * recall / flagged), 1.0)
-        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
-    best = int(np.argmax(f1))  # the lowest threshold of the best F1
-    estimate = BackgroundEstimate(
-        len(background), float(flagged[best]), float(precision[best]), float(recall[best]), prevalence
-    )
-    return float(candidates[best]), estimate
 
 
 def _canonical(scores: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:

@@ -37,9 +37,10 @@ from ..index.filters import check_concept_name
 from ..index.item_index import ItemIndex
 from ..index.values import SEMANTIC, VISUAL, StoredConcept
 from ..sdr import Sdr
+from .background import background_scores
 from .concept import MIN_POSITIVES, ConceptDocumentError, CustomConcept, Example
 from .document import from_document, to_document
-from .fit import background_scores, define
+from .fit import define
 from .scoring import ConceptSet
 
 __all__ = ["ConceptLibrary", "Defined", "Detection"]
@@ -114,7 +115,9 @@ class ConceptLibrary:
         name: str,
         positives: Sequence[Example],
         negatives: Sequence[Example],
-        labelled: Collection[str] = (),
+        *,
+        positive_ids: Sequence[str] = (),
+        negative_ids: Sequence[str] = (),
     ) -> Defined:
         """Fit a concept on its examples and the stored collection, and store it, replacing one of the same name.
 
@@ -124,7 +127,8 @@ class ConceptLibrary:
         positive. The fit report counts them.
 
         Up to ``BACKGROUND_ITEMS`` of the newest stored items, less the examples
-        (``labelled``: the ids given; images given are known by their SDR), are the
+        (the stored ones by id, ``positive_ids`` and ``negative_ids``, kept with the
+        definition for the next refinement; images given are known by their SDR), are the
         background: presumed negatives that shape the bits lightly and the threshold
         (``fit``), and the report's estimate of what the concept flags there.  The
         ``SUGGESTIONS`` background items nearest its threshold come back with it: labelled
@@ -133,6 +137,7 @@ class ConceptLibrary:
         self.check_definition(name, len(positives), len(negatives))
         if not negatives:
             negatives = self._stand_ins(positives)
+        labelled = {*positive_ids, *negative_ids}
         ids, background = self._background([*positives, *negatives], labelled)
         concept = define(
             name, positives, negatives, active_bits=self.active_bits, sdr_size=self.sdr_size, background=background
@@ -142,7 +147,12 @@ class ConceptLibrary:
                 "the positive examples share no bit that the negatives lack: give examples that show one thing",
                 field="positives",
             )
-        concept = dataclasses.replace(concept, suggestions=_least_sure(concept, ids, background))
+        concept = dataclasses.replace(
+            concept,
+            suggestions=_least_sure(concept, ids, background),
+            positive_ids=tuple(positive_ids),
+            negative_ids=tuple(negative_ids),
+        )
         stored = self.index.put_concept(name, to_document(concept))
         defined = Defined(concept, stored.updated_ms)
         self._change(lambda known: {**known, name: defined})

@@ -79,9 +79,8 @@ class Encoder:
         self.concept_source = concepts
         self.term_source = terms
         self.appearance = appearance  # None: no visual SDRs (visual.enabled: false)
-        self.merger = Merger(
-            config.sdr.size, config.sdr.dimensions, config.sdr.tie_break_seed, config.sdr.normalization
-        )
+        sdr = config.sdr
+        self.merger = Merger(sdr.size, sdr.dimensions, sdr.tie_break_seed, sdr.normalization, sdr.confidence_power)
         self._decoders = ThreadPoolExecutor(config.image.decode_threads, thread_name_prefix="decode")
         self._prepare = _preparer(concepts, appearance)
         # Moderation labels describe a policy, not what the picture shows: "sfw" is strong on almost
@@ -159,8 +158,8 @@ class Encoder:
 
     def with_custom(self, encoding: Encoding, found: Sequence[tuple[ConceptUse, Sdr]]) -> Encoding:
         """``encoding`` with the custom concepts found in it; those marked used are merged into its SDR
-        beside its own terms (each SDR weighted by its confidence; same bits, same visual places)."""
-        extra = [WeightedSdr(sdr, use.confidence) for use, sdr in found if use.used]
+        beside its own terms (each SDR weighted as a concept of its confidence; same visual places)."""
+        extra = [WeightedSdr(sdr, self.merger.concept_weight(use.confidence)) for use, sdr in found if use.used]
         custom = tuple(use for use, _ in found)
         if not extra:
             return replace(encoding, custom=custom)
@@ -320,7 +319,7 @@ class Encoder:
                 plan.uses.append(ConceptUse(concept.name, concept.confidence, used=False, reason=reason))
                 continue
             seen[term, sign] = concept.name
-            plan.terms.append((len(plan.uses), term, sign * concept.confidence))
+            plan.terms.append((len(plan.uses), term, sign * self.merger.concept_weight(concept.confidence)))
             plan.uses.append(ConceptUse(concept.name, concept.confidence, used=True))
         return plan
 

@@ -2,7 +2,8 @@
 
 (``http_api``, not ``http``: stdlib's stays clear.)
 
-app.py         create_app(cases, config, metrics) -> FastAPI: routes, OpenAPI, error handlers
+app.py         create_app(cases, config, metrics) -> FastAPI: middleware, error handlers, the page
+routes.py      the RPC routes under /v1/ (resources.py: pictures; docs_pages.py: /docs, /redoc)
 calls.py       Calls: slots, the waiting room (429), the deadline header, the worker thread
 bodies.py      bodies read under their limits and parsed (JSON, multipart, raw image)
 middleware.py  the bearer token (``image2sdr.server.auth``), request metrics

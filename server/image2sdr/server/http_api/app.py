@@ -14,7 +14,10 @@ fastapi-offline package, so they work with no network), Starlette underneath
 brings the pieces used here (static files, CORS, the multipart parser), and FastAPI
 and uvicorn are a well-kept pair, released together.
 
-    app.py         create_app: routes, the docs pages, error handlers, middleware order
+    app.py         create_app: the service routes (/healthz, /metrics, the page), error handlers, middleware order
+    routes.py      the RPC routes under /v1/ and their views (BASIC, FULL)
+    resources.py   the pictures at their own URLs: thumbnails, map images
+    docs_pages.py  /docs and /redoc, their files from the package
     openapi.py     /openapi.json: request, response and error schemas from the proto's descriptors
     calls.py       Calls: a slot per call, the waiting room, the deadline header, the worker thread
     bodies.py      bodies read under http.max_body_bytes, parsed (JSON under http.max_json_values, multipart, image)
@@ -28,45 +31,33 @@ without it a call has no deadline.  The bearer token is gRPC's (``service.token_
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Annotated, Any
 
-import fastapi_offline
-from fastapi import Depends, FastAPI, Query, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
-from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.staticfiles import StaticFiles
-
-from image2sdr.v1 import image2sdr_pb2 as pb
 
 from ..auth import token_from_env
 from ..config import Config
 from ..messages.status import status_for
 from ..usecases import UseCases
-from ..usecases.items import DEFAULT_PAGE_SIZE
 from ..version import SERVER_VERSION
-from .bodies import Body, encode_request, json_body, refuse_unknown_query
+from .bodies import refuse_unknown_query
 from .browser import REQUESTED_WITH, BrowserGuardMiddleware, allowed_hosts
-from .calls import TIMEOUT_HEADER, Calls, message_response
+from .calls import TIMEOUT_HEADER, Calls
+from .docs_pages import DOCS_ASSETS, add_docs
 from .errors import HttpApiError, bad_request, code_for_http, status_http, status_response
 from .middleware import BearerTokenMiddleware, Metrics, ObservedMiddleware
 from .openapi import ProtoDocumentedApp
-from .resources import add_resource_routes
+from .routes import VIEWS, add_rpc_routes
 
 __all__ = ["DOCS_ASSETS", "STATIC_DIR", "TIMEOUT_HEADER", "VIEWS", "create_app"]
 
 STATIC_DIR = Path(__file__).parent / "static"  # the page: index.html, app.js, style.css
-# Swagger UI's and ReDoc's scripts and styles, as fastapi-offline ships them (no CDN: the
-# docs work with no network). Served under /static/ like the page's own files, which need
-# no token: a browser cannot add one to a <script> it loads.
-DOCS_ASSETS = Path(fastapi_offline.__file__).parent / "static"
-_DOCS_ASSETS_URL = "/static/docs"
 
 
 def create_app(cases: UseCases, config: Config, metrics: Metrics | None = None) -> FastAPI:
@@ -76,7 +67,7 @@ def create_app(cases: UseCases, config: Config, metrics: Metrics | None = None) 
         version=SERVER_VERSION,
         summary="Images to semantic SDRs, and search by SDR overlap.",
         description=_DESCRIPTION,
-        docs_url=None,  # served by _add_docs, from package files
+        docs_url=None,  # served by docs_pages.add_docs, from package files
         redoc_url=None,
         dependencies=[Depends(refuse_unknown_query)],  # a query parameter no route takes is 400, not ignored
     )
@@ -86,7 +77,7 @@ def create_app(cases: UseCases, config: Config, metrics: Metrics | None = None) 
     app.state.max_json_values = config.http.max_json_values
     app.state.body_timeout_s = config.http.body_timeout_s
     app.state.metrics = metrics
-    _add_docs(app)  # before the page's routes: /static/docs is matched before /static
+    add_docs(app)  # before the page's routes: /static/docs is matched before /static
     _add_routes(app, serve_metrics=metrics is not None and config.http.metrics)
     _add_error_handlers(app)
     # add_middleware wraps what is there: the last added runs first.
@@ -138,136 +129,6 @@ base64, int64 as strings, enums by name; an unknown field is refused).
 """
 
 
-# -- routes ------------------------------------------------------------------------------
-
-
-async def _encode(
-    request: Request, message: Annotated[pb.EncodeRequest | Callable[[], pb.EncodeRequest], Depends(encode_request)]
-) -> Response:
-    return await _calls(request).run("Encode", message, request)
-
-
-def _calls(request: Request) -> Calls:
-    calls: Calls = request.app.state.calls
-    return calls
-
-
-# -- the other RPCs -----------------------------------------------------------------------
-
-# POST path -> (RPC, request message): the body is that message in JSON.
-_JSON_ROUTES: tuple[tuple[str, str, type[Message]], ...] = (
-    ("/v1/similar", "FindSimilar", pb.FindSimilarRequest),
-    ("/v1/duplicates", "FindDuplicates", pb.FindDuplicatesRequest),
-    ("/v1/text", "EncodeText", pb.EncodeTextRequest),
-    ("/v1/terms", "SimilarTerms", pb.SimilarTermsRequest),
-    ("/v1/items:exist", "ItemsExist", pb.ItemsExistRequest),
-    ("/v1/maps", "CreateMap", pb.CreateMapRequest),
-    ("/v1/explain", "Explain", pb.ExplainRequest),
-    ("/v1/concepts", "DefineConcept", pb.DefineConceptRequest),
-)
-
-
-def _json_endpoint(rpc: str, message_type: type[Message]) -> Callable[[Request, bytes], Awaitable[Response]]:
-    async def endpoint(request: Request, body: Body) -> Response:
-        return await _calls(request).run(rpc, lambda: json_body(request, body, message_type()), request)
-
-    return endpoint
-
-
-# -- views: SDRs only when asked ------------------------------------------------------------
-
-# Google's API design guide's view (AIP-157). BASIC: an item's id, concepts, metadata and
-# fingerprint; FULL: with its SDRs and, from GetItem, its thumbnail. Both SDRs of 100 items
-# listed were 430 KB of JSON; a listing shows ids and concepts, so BASIC is its default.
-# GetItem's is FULL: one item is read whole (the SDRs are what it is for, as over gRPC),
-# and a client reading items before views existed keeps what it read.
-VIEWS = ("BASIC", "FULL")
-_VIEW_DOC = "BASIC: no SDRs and no thumbnail (id, concepts, metadata, fingerprint); FULL: the whole item"
-
-
-def _view_query(default: str) -> Any:
-    return Query(description=f"{_VIEW_DOC}; absent: {default}", json_schema_extra={"enum": list(VIEWS)})
-
-
-ListView = Annotated[str | None, _view_query("BASIC")]
-GetView = Annotated[str | None, _view_query("FULL")]
-
-
-def _full(view: str | None, default: str) -> bool:
-    """Whether ``view`` (any case; absent: ``default``) asks for the whole item; another value is 400."""
-    chosen = (view or default).strip().upper()
-    if chosen not in VIEWS:
-        raise bad_request(f"view: {view[:100] if view else view!r} is not a view; one of BASIC, FULL", "view")
-    return chosen == "FULL"
-
-
-def _basic(item: pb.Item) -> pb.Item:
-    """``item`` without what the BASIC view leaves out: its SDRs and thumbnail."""
-    for name in ("sdr", "visual", "thumbnail"):
-        item.ClearField(name)
-    return item
-
-
-def _listing(full: bool) -> Callable[[Any], Response]:
-    def respond(page: pb.ListItemsResponse) -> Response:
-        if not full:
-            for item in page.items:
-                _basic(item)
-        return message_response(page)
-
-    return respond
-
-
-async def _get_item(request: Request, item_id: str, view: GetView = None) -> Response:
-    full = _full(view, "FULL")
-    respond = message_response if full else lambda item: message_response(_basic(item))
-    return await _calls(request).run("GetItem", pb.GetItemRequest(id=item_id), request, respond)
-
-
-async def _remove_item(request: Request, item_id: str) -> Response:
-    return await _calls(request).run("RemoveItem", pb.RemoveItemRequest(id=item_id), request)
-
-
-_PAGE_SIZE = (
-    f"items a page, 1..index.max_k (Info: limits.maxK; more is 400); 0 or absent: {DEFAULT_PAGE_SIZE}"
-    " (index.max_k when that is smaller)"
-)
-
-
-async def _list_items(
-    request: Request,
-    page_size: Annotated[int, Query(ge=0, le=1_000_000, description=_PAGE_SIZE)] = 0,
-    page_token: str = "",
-    view: ListView = None,
-) -> Response:
-    full = _full(view, "BASIC")
-    message = pb.ListItemsRequest(page_size=page_size, page_token=page_token)
-    return await _calls(request).run("ListItems", message, request, _listing(full))
-
-
-async def _list_items_filtered(request: Request, body: Body, view: ListView = None) -> Response:
-    """POST /v1/items:list: a ListItemsRequest (with its filter) in the body, the view in the query."""
-    full = _full(view, "BASIC")
-    message = lambda: json_body(request, body, pb.ListItemsRequest())  # noqa: E731 (parsed in the worker)
-    return await _calls(request).run("ListItems", message, request, _listing(full))
-
-
-async def _info(request: Request) -> Response:
-    return await _calls(request).run("Info", pb.InfoRequest(), request)
-
-
-async def _list_concepts(request: Request) -> Response:
-    return await _calls(request).run("ListConcepts", pb.ListConceptsRequest(), request)
-
-
-async def _get_concept(request: Request, name: str) -> Response:
-    return await _calls(request).run("GetConcept", pb.GetConceptRequest(name=name), request)
-
-
-async def _remove_concept(request: Request, name: str) -> Response:
-    return await _calls(request).run("RemoveConcept", pb.RemoveConceptRequest(name=name), request)
-
-
 # -- service routes -----------------------------------------------------------------------
 
 
@@ -295,77 +156,12 @@ def _page(request: Request) -> Response:
 
 def _add_routes(app: FastAPI, *, serve_metrics: bool) -> None:
     add = app.add_api_route
-    add_resource_routes(app)  # first: GET /v1/items/{id} and /v1/maps/{id} would take their paths
-    add("/v1/encode", _encode, methods=["POST"], name="Encode", openapi_extra=_encode_doc())
-    for path, rpc, message_type in _JSON_ROUTES:
-        add(path, _json_endpoint(rpc, message_type), methods=["POST"], name=rpc)  # body: openapi.py
-    add("/v1/items", _list_items, methods=["GET"], name="ListItems")
-    add("/v1/items:list", _list_items_filtered, methods=["POST"], name="ListItems")  # body: openapi.py
-    add("/v1/items/{item_id:path}", _get_item, methods=["GET"], name="GetItem")
-    add("/v1/items/{item_id:path}", _remove_item, methods=["DELETE"], name="RemoveItem")
-    add("/v1/info", _info, methods=["GET"], name="Info")
-    add("/v1/concepts", _list_concepts, methods=["GET"], name="ListConcepts")
-    # :path, as for items: a name the API accepts may hold "/" ("cats/dogs", sent as cats%2Fdogs).
-    add("/v1/concepts/{name:path}", _get_concept, methods=["GET"], name="GetConcept")
-    add("/v1/concepts/{name:path}", _remove_concept, methods=["DELETE"], name="RemoveConcept")
+    add_rpc_routes(app)
     add("/healthz", _healthz, methods=["GET"], name="healthz")
     if serve_metrics:
         add("/metrics", _metrics, methods=["GET"], name="metrics", include_in_schema=False)
     add("/", _page, methods=["GET"], name="page", include_in_schema=False)
     app.mount("/static", StaticFiles(directory=STATIC_DIR, check_dir=False), name="static")
-
-
-def _add_docs(app: FastAPI) -> None:
-    """/docs (Swagger UI) and /redoc (ReDoc) over /openapi.json, their files served from the package."""
-    app.add_api_route("/docs", _swagger_ui, methods=["GET"], name="docs", include_in_schema=False)
-    app.add_api_route("/redoc", _redoc, methods=["GET"], name="redoc", include_in_schema=False)
-    app.mount(_DOCS_ASSETS_URL, StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
-
-
-def _swagger_ui(request: Request) -> HTMLResponse:
-    root = request.scope.get("root_path", "")
-    return get_swagger_ui_html(
-        openapi_url=f"{root}{request.app.openapi_url}",
-        title=f"{request.app.title} - Swagger UI",
-        swagger_js_url=f"{root}{_DOCS_ASSETS_URL}/swagger-ui-bundle.js",
-        swagger_css_url=f"{root}{_DOCS_ASSETS_URL}/swagger-ui.css",
-        swagger_favicon_url=f"{root}{_DOCS_ASSETS_URL}/favicon.png",
-    )
-
-
-def _redoc(request: Request) -> HTMLResponse:
-    root = request.scope.get("root_path", "")
-    return get_redoc_html(
-        openapi_url=f"{root}{request.app.openapi_url}",
-        title=f"{request.app.title} - ReDoc",
-        redoc_js_url=f"{root}{_DOCS_ASSETS_URL}/redoc.standalone.js",
-        redoc_favicon_url=f"{root}{_DOCS_ASSETS_URL}/favicon.png",
-        with_google_fonts=False,  # fonts from Google are a network fetch too
-    )
-
-
-def _encode_doc() -> dict[str, Any]:
-    binary = {"schema": {"type": "string", "format": "binary"}}
-    form = {
-        "type": "object",
-        "required": ["image"],
-        "properties": {
-            "image": {"type": "string", "format": "binary"},
-            "id": {"type": "string", "description": "store the result under this item id"},
-            "metadata": {"type": "string", "description": "a JSON object of strings, stored with the item"},
-        },
-    }
-    return {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "image/*": binary,
-                "application/octet-stream": binary,
-                "multipart/form-data": {"schema": form},
-                # application/json: an EncodeRequest, added from the proto by openapi.py
-            },
-        }
-    }
 
 
 # -- errors ---------------------------------------------------------------------------------

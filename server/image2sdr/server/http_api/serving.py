@@ -55,6 +55,7 @@ class HttpServer:
             # that sent nothing made every request answer 503, /healthz included.
             RequestCap(app, in_flight, exempt=_UNCAPPED),
             http=guarded_protocol(http),  # header timeout, idle connections closed, connection cap
+            loop="uvloop",  # the event loop in C: with asyncio's, the loop's own work took CPU the encoder needed
             log_config=None,
             access_log=False,
             timeout_keep_alive=max(1, math.ceil(http.keep_alive_s)),

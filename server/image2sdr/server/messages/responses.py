@@ -212,6 +212,8 @@ def custom_concept_message(defined: Defined, dimensions: Sequence[int]) -> pb.Cu
         fit=pb.ConceptFit(precision=concept.report.precision, recall=concept.report.recall, f1=concept.report.f1),
         updated_ms=defined.updated_ms,
         suggestions=[pb.ConceptSuggestion(id=item_id, confidence=conf) for item_id, conf in concept.suggestions],
+        positive_ids=concept.positive_ids,
+        negative_ids=concept.negative_ids,
     )
     background = concept.report.background
     if background is not None:

@@ -47,8 +47,14 @@ def define_concept(parts: Parts, request: DefineRequest, call: CallContext = NO_
     parts.library.check_definition(request.name, len(request.positives), len(request.negatives))
     positives = _examples(parts, request.positives, "positives", call)
     negatives = _examples(parts, request.negatives, "negatives", call)
-    labelled = {example.id for example in [*request.positives, *request.negatives] if isinstance(example, ExampleItem)}
-    return parts.library.define(request.name, positives, negatives, labelled)
+    return parts.library.define(
+        request.name, positives, negatives, positive_ids=_ids(request.positives), negative_ids=_ids(request.negatives)
+    )
+
+
+def _ids(examples: Sequence[ExampleImage | ExampleItem | None]) -> list[str]:
+    """The stored items among the examples, by id, each once (kept with the definition for refinement)."""
+    return list(dict.fromkeys(example.id for example in examples if isinstance(example, ExampleItem)))
 
 
 def get_concept(parts: Parts, name: str) -> Defined:

@@ -18,6 +18,8 @@ __all__ = ["Health", "HealthState", "IndexWatch"]
 
 logger = logging.getLogger(__name__)
 
+_OUTAGE_EVERY_S = 1.0  # how often a watch asks an index that is down
+
 
 @dataclass(frozen=True)
 class HealthState:
@@ -90,8 +92,17 @@ class IndexWatch:
         self._health.set(serving, "" if serving else self._index.problem() or "the index is unavailable")
         return serving
 
+    def next_check_in(self) -> float:
+        """Seconds to the next check: ``every_s`` while serving, at most a second while not.
+
+        Milvus answers again a few seconds after an outage; at the full interval a replica
+        would stay NOT_SERVING for up to ``every_s`` more, and one call a second is nothing
+        beside the calls it saves from being refused.
+        """
+        return self._every_s if self._health.state().serving else min(self._every_s, _OUTAGE_EVERY_S)
+
     def _run(self) -> None:
-        while not self._stopped.wait(self._every_s):
+        while not self._stopped.wait(self.next_check_in()):
             try:
                 self.check()
             except Exception:  # the watch must outlive any one failed check

@@ -187,10 +187,13 @@ function renderBars(list, rows) {
   );
 }
 
-function renderConcepts(concepts) {
+const SHOWN_CONCEPTS = 10; // an image has ~50 concepts, most of them faint: the rest on request
+
+function renderConcepts(concepts, all = false) {
+  const found = concepts || [];
   renderBars(
     $("concepts"),
-    (concepts || []).map((c) => ({
+    (all ? found : found.slice(0, SHOWN_CONCEPTS)).map((c) => ({
       name: c.name,
       value: c.confidence || 0,
       max: 1,
@@ -200,6 +203,13 @@ function renderConcepts(concepts) {
       title: c.used ? "" : `not merged: ${c.skipReason || "skipped"}`,
     })),
   );
+  if (!all && found.length > SHOWN_CONCEPTS) {
+    const more = element("button", { type: "button", "data-testid": "more-concepts" }, `all ${found.length} concepts`);
+    more.addEventListener("click", () => renderConcepts(found, true));
+    const row = element("li", { class: "more" });
+    row.append(more);
+    $("concepts").append(row);
+  }
 }
 
 // ---- the query: an image or words ---------------------------------------------------------------
@@ -679,6 +689,97 @@ async function keepOne(id, group) {
   if (others.length) await removeItems(others, ` (copies of ${id}, which stays)`);
 }
 
+// ---- custom concepts: the refinement loop ---------------------------------------------------------
+
+const conceptPath = (name) => `/v1/concepts/${encodeURIComponent(name)}`;
+const LABELS = [["yes", "yes"], ["no", "no"], ["skip", "skip"]];
+
+const loadConcepts = guarded(async () => {
+  const listed = await api("GET", "/v1/concepts");
+  const concepts = listed.concepts || [];
+  $("custom-status").textContent = concepts.length ? count(concepts.length, "concept") : "None defined yet (DefineConcept, or `image2sdr concept define`).";
+  const open = $("custom-name").textContent;
+  $("custom-list").replaceChildren(
+    ...concepts.map((concept) => {
+      const li = element("li");
+      const button = element("button", { type: "button", "data-testid": "custom-concept", "data-name": concept.name, "aria-pressed": String(concept.name === open) }, concept.name);
+      button.addEventListener("click", guarded(() => openConcept(concept.name)));
+      li.append(button);
+      return li;
+    }),
+  );
+});
+
+async function openConcept(name) {
+  showConcept(await api("GET", conceptPath(name)));
+}
+
+/** A concept's panel: what it flags, and its suggestions to mark yes / no / skip. */
+function showConcept(concept) {
+  $("custom-panel").hidden = false;
+  $("custom-name").textContent = concept.name;
+  for (const chip of document.querySelectorAll('[data-testid="custom-concept"]')) chip.setAttribute("aria-pressed", String(chip.dataset.name === concept.name));
+  $("custom-summary").textContent = conceptSummary(concept);
+  const suggestions = concept.suggestions || [];
+  $("custom-suggestions").replaceChildren(...suggestions.map((s, n) => suggestionCard(s, n)));
+  const kept = (concept.positiveIds || []).length;
+  const lostPositives = Number(concept.positives || 0) - kept;
+  const lostNegatives = Number(concept.negatives || 0) - (concept.negativeIds || []).length;
+  // Images given as examples are not kept by the server: a refit from here would drop them.
+  const refit = $("custom-refit");
+  refit.disabled = lostPositives > 0 || !suggestions.length;
+  refit.onclick = guarded(() => refitConcept(concept));
+  $("custom-note").textContent = lostPositives > 0
+    ? `${count(lostPositives, "positive example")} given as images, which the server does not keep: refit it with them (image2sdr concept refine --pos …).`
+    : lostNegatives > 0 ? `${count(lostNegatives, "negative example")} (images or stand-ins) will be left out.` : "";
+}
+
+function conceptSummary(concept) {
+  const examples = `${concept.positives || 0} positive, ${concept.negatives || 0} negative examples`;
+  const found = concept.background;
+  if (!found) return `${examples} · too few stored items (under 50) to say what it flags`;
+  const share = Number(found.flagged || 0);
+  const items = Number(found.items || 0);
+  // The precision is an upper bound (far off when the concept does not separate well): said as one.
+  const precision = share > 0 ? ` · precision at most ${Math.round(Number(found.precision || 0) * 100)} %` : "";
+  return `Flags ${(share * 100).toFixed(1)} % of ${count(items, "stored item")} (about ${Math.round(share * items)}) · ${examples}${precision}`;
+}
+
+function suggestionCard(suggestion, n) {
+  const li = element("li", { "data-testid": "suggestion", "data-id": suggestion.id });
+  const img = thumbnailImg(suggestion.id);
+  const labels = element("fieldset", { class: "labels", "aria-label": `Does ${suggestion.id} show it?` });
+  for (const [value, text] of LABELS) {
+    const input = element("input", { type: "radio", name: `label-${n}`, value, "data-testid": `label-${value}` });
+    if (value === "skip") input.checked = true;
+    const label = element("label");
+    label.append(input, ` ${text}`);
+    labels.append(label);
+  }
+  li.append(img, element("span", { class: "id" }, suggestion.id), element("span", { class: "muted" }, `confidence ${Number(suggestion.confidence || 0).toFixed(2)}`), labels);
+  fillThumbnail(img, suggestion.id);
+  return li;
+}
+
+/** Define the concept again: its kept examples plus the suggestions marked yes (positives) and no (negatives). */
+async function refitConcept(concept) {
+  const marked = (value) => [...document.querySelectorAll('[data-testid="suggestion"]')]
+    .filter((card) => card.querySelector(`input[value="${value}"]`).checked)
+    .map((card) => card.dataset.id);
+  const yes = marked("yes");
+  const no = marked("no");
+  if (!yes.length && !no.length) {
+    setStatus("Mark at least one suggestion yes or no to refit.");
+    return;
+  }
+  const ids = (list) => [...new Set(list)].map((id) => ({ id }));
+  setStatus(`Refitting ${concept.name} with ${count(yes.length, "yes", "yes")} and ${count(no.length, "no", "no")}…`);
+  const body = { name: concept.name, positives: ids([...(concept.positiveIds || []), ...yes]), negatives: ids([...(concept.negativeIds || []), ...no]) };
+  const refitted = await api("POST", "/v1/concepts", body);
+  showConcept(refitted);
+  setStatus(`Refitted ${refitted.name}: ${conceptSummary(refitted)}`);
+}
+
 // ---- start ---------------------------------------------------------------------------------------
 
 const loadInfo = guarded(async () => {
@@ -714,6 +815,7 @@ function wire() {
   wirePanning($("map-view"));
   $("duplicates-button").addEventListener("click", findCopies);
   $("duplicates-more").addEventListener("click", scanMore);
+  $("custom-refresh").addEventListener("click", loadConcepts);
   $("undo-button").addEventListener("click", guarded(undoRemoval));
   $("undo-commit").addEventListener("click", guarded(() => commitRemoval()));
   // Leaving the page sends what it holds: a removal is undoable only while the page is open.
@@ -723,4 +825,4 @@ function wire() {
 
 wire();
 // One after the other: a server with a token prompts once, not twice.
-loadInfo().then(guarded(loadPage));
+loadInfo().then(guarded(loadPage)).then(loadConcepts);

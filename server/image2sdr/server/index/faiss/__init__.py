@@ -2,9 +2,10 @@
 
 ``engine.FaissEngine`` is the entry; ``spaces.py`` keeps one FAISS backend per
 space and its snapshot (``snapshot.py``); ``backend.py`` is the seam to the FAISS
-structures, ``flat.py`` (exact) and ``ivf.py`` (approximate, its lists trained in
-``kmeans.py``); ``live.py`` turns Hamming distances into exact overlaps;
-``selection.py`` turns a filter into the labels that pass; ``appearance.py`` finds
+structures and what both kinds share, ``flat.py`` (exact) and ``ivf.py``
+(approximate, its lists trained in ``kmeans.py`` and read in ``ivf_lists.py``);
+``live.py`` turns Hamming distances into exact overlaps; ``selection.py`` turns a
+filter into the labels that pass (``bitmaps.py``: label sets); ``appearance.py`` finds
 copies and blends; ``rows.py`` decodes a stored row.
 """
 

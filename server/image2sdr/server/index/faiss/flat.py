@@ -22,7 +22,6 @@ same way, in one of three ways by the share that passes (crossovers measured by
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator
 
 import faiss
@@ -30,8 +29,18 @@ import numpy as np
 import numpy.typing as npt
 
 from ...config import IndexConfig
-from ..codes import pack_codes
-from .backend import CHUNK_BYTES, Codes, FlatState, Frozen, Layout, ReadBytes, copy_bytes, read_array
+from .backend import (
+    CHUNK_BYTES,
+    Backend,
+    Codes,
+    FlatState,
+    Frozen,
+    Layout,
+    QueryBatch,
+    ReadBytes,
+    copy_bytes,
+    read_array,
+)
 from .live import Hits, Labels, LiveLabels, empty_hits, hammings
 from .selection import Allowed
 
@@ -50,7 +59,7 @@ PREFILTER_BELOW = 0.01
 SCAN_ABOVE = 0.3
 
 
-class FlatBackend:
+class FlatBackend(Backend):
     """Codes in an IndexBinaryFlat under an id map; exact top-k by overlap."""
 
     def __init__(self, layout: Layout, config: IndexConfig, live: LiveLabels | None = None) -> None:
@@ -96,10 +105,6 @@ class FlatBackend:
     # -- state ------------------------------------------------------------------
 
     @property
-    def live_count(self) -> int:
-        return self.live.count
-
-    @property
     def trained_for(self) -> int:
         return 0
 
@@ -107,10 +112,6 @@ class FlatBackend:
     def entries(self) -> int:
         """Items in FAISS, live or dead."""
         return int(self.index.ntotal)
-
-    @property
-    def tombstones(self) -> int:
-        return self.entries - self.live.count
 
     # -- mutation -----------------------------------------------------------------
 
@@ -122,12 +123,6 @@ class FlatBackend:
             self._in_label_order = int(labels[0]) > last and bool((np.diff(labels) > 0).all())
         self.index.add_with_ids(codes, labels)
         self.live.add(labels, lengths)
-
-    def remove(self, labels: Labels) -> None:
-        self.live.remove(labels)
-
-    def needs_compaction(self) -> bool:
-        return self.live.compaction_due(self.entries, self.config.compact_min, self.config.compact_ratio)
 
     def compact(self) -> int:
         return self.live.drop_dead(self.index, self.entries)
@@ -154,21 +149,9 @@ class FlatBackend:
 
     # -- search ---------------------------------------------------------------------
 
-    def search(
-        self,
-        positions: npt.NDArray[np.uint32],
-        lengths: npt.NDArray[np.int64],
-        k: int,
-        min_overlap: int,
-        exclude: Labels,
-        *,
-        allowed: Allowed | None = None,
-    ) -> list[Hits]:
-        codes = pack_codes(positions, lengths, self.layout.sdr_size, self.layout.equalize_bits, pad=False)
-        count = int(lengths.size)
+    def _search(self, batch: QueryBatch, k: int, min_overlap: int, allowed: Allowed | None) -> list[Hits]:
+        codes, lengths, exclude, count = batch.codes, batch.lengths, batch.exclude, batch.count
         way = self.strategy(allowed) if allowed is not None else "scan"
-        if allowed is not None and allowed.count == 0:
-            return [empty_hits() for _ in range(count)]
         if allowed is not None and way == "prefilter":
             return self._score(codes, lengths, k, min_overlap, exclude=exclude, labels=allowed.labels())
         # Under a selector the allowed labels (live ones) replace the live ones; a scan keeps the
@@ -183,9 +166,7 @@ class FlatBackend:
         answers: list[Hits | None] = [None] * count
         floors = np.full(count, min_overlap, dtype=np.int64)  # best known lower bound on the k-th overlap
         pending = np.arange(count)
-        fetch = math.ceil(max(k * self.config.candidate_factor, k + self.config.candidate_margin) / share) + int(
-            exclude.max(initial=-1) >= 0
-        )
+        fetch = self._first_fetch(k, share, exclude)
         while pending.size:
             if fetch > _RANGE_AFTER:
                 for query in pending:
@@ -261,11 +242,8 @@ class FlatBackend:
         self, distances: npt.NDArray[np.int32], labels: Labels, query_weight: int, *, floor: int, fetch: int
     ) -> bool:
         """Exact: nothing FAISS did not return can reach the k-th overlap found."""
-        returned = int((labels >= 0).sum())
-        if returned < fetch or fetch >= self.entries:
-            return True  # FAISS had nothing more to give
-        bound_twice = query_weight + self.live.max_weight() - int(distances[returned - 1])
-        return bound_twice < 2 * floor
+        bound_twice = self._bound_twice(distances, labels, query_weight, fetch)
+        return bound_twice is None or bound_twice < 2 * floor
 
     def _range(
         self,

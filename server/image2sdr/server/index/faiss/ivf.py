@@ -42,10 +42,21 @@ import numpy.typing as npt
 from faiss.contrib import ivf_tools
 
 from ...config import IndexConfig
-from ..codes import pack_codes
-from .backend import CHUNK_BYTES, Codes, Frozen, IvfState, Layout, ReadBytes, copy_bytes, read_array
+from .backend import (
+    CHUNK_BYTES,
+    Backend,
+    Codes,
+    Frozen,
+    IvfState,
+    Layout,
+    QueryBatch,
+    ReadBytes,
+    copy_bytes,
+    read_array,
+)
+from .ivf_lists import IvfLists, best_lists
 from .kmeans import PROBE_SCALE, ProbeTable, sdr_kmeans
-from .live import Hits, Labels, LiveLabels, best, empty_hits, hammings, overlaps_of, unique_nearest
+from .live import Hits, Labels, LiveLabels, best, empty_hits, overlaps_of, unique_nearest
 from .selection import Allowed
 
 __all__ = ["EXACT_PER_LIST", "GATHER_BELOW", "PROBE_SCALE", "IvfBackend", "sdr_kmeans"]
@@ -53,9 +64,6 @@ __all__ = ["EXACT_PER_LIST", "GATHER_BELOW", "PROBE_SCALE", "IvfBackend", "sdr_k
 # FAISS's helper for IndexBinaryIVF.add_core: codes into lists chosen by the caller.
 add_preassigned: Callable[[faiss.IndexBinaryIVF, Codes, Labels, Labels], None] = ivf_tools.add_preassigned
 _GROWTH = 4  # k' multiplier between rounds
-_PROBE_SUM_UINT16 = 65535 // PROBE_SCALE  # query bits whose scores fit a uint16 sum
-_NO_IDS = np.zeros(0, dtype=np.int64)
-_NO_CODES = np.zeros(0, dtype=np.uint8)
 # The ways of a filtered search and where each takes over, measured at 1M items (nlist 4096) by
 # bench_filters.py; p50 / recall@10 there:
 # Passing items per list up to which they are scored exactly from the store (~4 us each to read)
@@ -77,7 +85,7 @@ GATHER_DIFFUSE = 0.3
 SCAN_WIDEN = 1.25
 
 
-class IvfBackend:
+class IvfBackend(Backend):
     """Codes spilled into their nearest k-means lists; lists picked per query by the probe table."""
 
     def __init__(
@@ -107,9 +115,7 @@ class IvfBackend:
         self.index = faiss.IndexBinaryIVF(self.quantizer, layout.bits, nlist)
         self.index.is_trained = True  # centroids are given; FAISS's float k-means is skipped
         self.index.nprobe = min(config.ivf_nprobe, nlist)
-        # List number -> (labels, codes) viewing FAISS's buffers; a write drops the views of the lists it
-        # touches (under the index's write lock), a search under the read lock makes them again.
-        self._views: dict[int, tuple[Labels, Codes]] = {}
+        self.lists = IvfLists(self.index, layout.code_size, copies)
 
     @classmethod
     def train(
@@ -158,10 +164,6 @@ class IvfBackend:
     # -- state ------------------------------------------------------------------
 
     @property
-    def live_count(self) -> int:
-        return self.live.count
-
-    @property
     def trained_for(self) -> int:
         return self._trained_for
 
@@ -169,10 +171,6 @@ class IvfBackend:
     def entries(self) -> int:
         """Items in FAISS, live or dead (each spilled item counted once)."""
         return int(self.index.ntotal) // self.copies
-
-    @property
-    def tombstones(self) -> int:
-        return self.entries - self.live.count
 
     # -- mutation -----------------------------------------------------------------
 
@@ -183,20 +181,13 @@ class IvfBackend:
         codes = np.ascontiguousarray(codes)
         labels = np.ascontiguousarray(labels, dtype=np.int64)
         _, lists = self.quantizer.search(codes, self.copies)
-        for number in np.unique(lists).tolist():  # their buffers may move: views of them go
-            self._views.pop(number, None)
+        self.lists.forget(np.unique(lists).tolist())  # their buffers may move: views of them go
         for column in range(self.copies):
             add_preassigned(self.index, codes, np.ascontiguousarray(lists[:, column]), labels)
         self.live.add(labels, lengths)
 
-    def remove(self, labels: Labels) -> None:
-        self.live.remove(labels)
-
-    def needs_compaction(self) -> bool:
-        return self.live.compaction_due(self.entries, self.config.compact_min, self.config.compact_ratio)
-
     def compact(self) -> int:
-        self._views.clear()  # every list may shrink or move
+        self.lists.forget_all()  # every list may shrink or move
         return self.live.drop_dead(self.index, self.entries)
 
     def freeze(self) -> Frozen:
@@ -235,22 +226,10 @@ class IvfBackend:
 
     # -- search ---------------------------------------------------------------------
 
-    def search(
-        self,
-        positions: npt.NDArray[np.uint32],
-        lengths: npt.NDArray[np.int64],
-        k: int,
-        min_overlap: int,
-        exclude: Labels,
-        *,
-        allowed: Allowed | None = None,
-    ) -> list[Hits]:
-        codes = pack_codes(positions, lengths, self.layout.sdr_size, self.layout.equalize_bits, pad=False)
-        count = int(lengths.size)
-        queries = np.split(positions, np.cumsum(lengths)[:-1])  # per query, for the list choice
+    def _search(self, batch: QueryBatch, k: int, min_overlap: int, allowed: Allowed | None) -> list[Hits]:
+        codes, lengths, exclude, count = batch.codes, batch.lengths, batch.exclude, batch.count
+        queries = np.split(batch.positions, np.cumsum(lengths)[:-1])  # per query, for the list choice
         way = self.strategy(allowed) if allowed is not None else "scan"
-        if allowed is not None and allowed.count == 0:
-            return [empty_hits() for _ in range(count)]
         if allowed is not None and way == "exact":
             return self._exact(queries, k, min_overlap, exclude, allowed)
         if allowed is not None and way == "gather":
@@ -262,9 +241,7 @@ class IvfBackend:
         share = allowed.fraction if allowed is not None else 1.0
         answers: list[Hits | None] = [None] * count
         pending = np.arange(count)
-        fetch = math.ceil(max(k * self.config.candidate_factor, k + self.config.candidate_margin) / share) + int(
-            exclude.max(initial=-1) >= 0
-        )
+        fetch = self._first_fetch(k, share, exclude)
         while pending.size:
             fetch = min(fetch, max(self.entries, 1))
             distances, labels = self._knn(
@@ -315,56 +292,15 @@ class IvfBackend:
         per_list = max(allowed.count * self.copies / self.nlist, 1e-9)
         first = min(max(math.ceil(GATHER_ITEMS / per_list), self.config.ivf_nprobe_wide), self.nlist)
         wide = min(math.ceil(first * GATHER_WIDEN), self.nlist) if self.config.ivf_widen_below > 0 else first
-        probes = self._probes(query, wide)
-        labels, distances = self._gathered(code, probes[:first], allowed)
+        probes = best_lists(self.probe_table, query, wide)
+        labels, distances = self.lists.gathered(code, probes[:first], allowed)
         hits, kth = self.live.rank(distances, labels, int(query.size), k, min_overlap, exclude=exclude)
         if wide == first or kth >= GATHER_DIFFUSE * query.size:
             return hits
-        more_labels, more_distances = self._gathered(code, probes[first:], allowed)
+        more_labels, more_distances = self.lists.gathered(code, probes[first:], allowed)
         labels, at = np.unique(np.concatenate([labels, more_labels]), return_index=True)  # spilled across both
         distances = np.concatenate([distances, more_distances])[at]
         return self.live.rank(distances, labels, int(query.size), k, min_overlap, exclude=exclude)[0]
-
-    def _gathered(self, code: Codes, lists: Labels, allowed: Allowed) -> tuple[Labels, npt.NDArray[np.int64]]:
-        """The passing entries of ``lists`` (each item once) and their Hamming distances to ``code``.
-
-        The lists' labels are tested at once, and only the passing entries' codes are
-        copied out, so a list costs a few microseconds plus its passing items, not a
-        Hamming distance per entry as in a scan.
-        """
-        views = [view for view in self._list_views(lists) if view[0].size]
-        if not views:
-            return _NO_IDS, _NO_IDS
-        sizes = np.fromiter((ids.size for ids, _ in views), dtype=np.int64, count=len(views))
-        ids = np.concatenate([ids for ids, _ in views])
-        chosen = np.flatnonzero(allowed.mask(ids))
-        _, first = np.unique(ids[chosen], return_index=True)  # a spilled item comes once per list: one will do
-        chosen = np.sort(chosen[first])  # list by list, as concatenated
-        starts = np.concatenate(([0], np.cumsum(sizes)))
-        owner = np.searchsorted(starts, chosen, side="right") - 1
-        bounds = np.searchsorted(owner, np.arange(len(views) + 1))
-        offsets = chosen - starts[owner]
-        gathered = np.empty((chosen.size, self.layout.code_size), dtype=np.uint8)
-        for number in np.flatnonzero(np.diff(bounds)).tolist():
-            low, high = int(bounds[number]), int(bounds[number + 1])
-            np.take(views[number][1], offsets[low:high], axis=0, out=gathered[low:high])
-        return ids[chosen], hammings(code[None, :], gathered)[0]
-
-    def _list_views(self, numbers: Labels) -> list[tuple[Labels, Codes]]:
-        """Each list's labels and codes as arrays over FAISS's own buffers (no copy), kept until the list changes."""
-        views = []
-        invlists = self.index.invlists
-        for number in numbers.tolist():
-            view = self._views.get(number)
-            if view is None:
-                size = invlists.list_size(number)
-                ids = faiss.rev_swig_ptr(invlists.get_ids(number), size).view(np.int64) if size else _NO_IDS
-                width = self.layout.code_size
-                codes = faiss.rev_swig_ptr(invlists.get_codes(number), size * width) if size else _NO_CODES
-                view = (ids, codes.reshape(size, width))
-                self._views[number] = view
-            views.append(view)
-        return views
 
     def _settled(
         self,
@@ -379,11 +315,8 @@ class IvfBackend:
     ) -> bool:
         """Approximate: stop once k live answers are in hand; look further only when dead or
         excluded labels crowded them out (or the bound proves nothing further can enter)."""
-        returned = int((labels >= 0).sum())
-        if returned < fetch or fetch >= self.entries:
-            return True  # the probed lists had nothing more to give
-        bound_twice = query_weight + self.live.max_weight() - int(distances[returned - 1])
-        return hits.labels.size >= k or bound_twice < 2 * floor
+        bound_twice = self._bound_twice(distances, labels, query_weight, fetch)
+        return bound_twice is None or hits.labels.size >= k or bound_twice < 2 * floor
 
     def _knn(
         self,
@@ -406,7 +339,7 @@ class IvfBackend:
         wide = math.ceil(self.config.ivf_nprobe_wide * breadth)
         widest = min(wide, self.nlist) if self.config.ivf_widen_below > 0 else first
         widest = max(widest, first)
-        probes = np.stack([self._probes(query, widest) for query in queries])  # best list first
+        probes = np.stack([best_lists(self.probe_table, query, widest) for query in queries])  # best list first
         distances, labels = self._scan(codes, fetch, probes[:, :first])
         if widest == first:
             return distances, labels
@@ -440,50 +373,5 @@ class IvfBackend:
         return kth < self.config.ivf_widen_below * query_weight
 
     def _scan(self, codes: Codes, fetch: int, probes: Labels) -> tuple[npt.NDArray[np.int64], Labels]:
-        """IVF search of the given lists per query; fewer queries than threads share out their lists."""
-        count, nprobe = probes.shape
-        found = fetch * self.copies  # a spilled item can come back once per list it is in
-        parts = max(1, min(faiss.omp_get_max_threads() // count, nprobe))
-        per_part = -(-nprobe // parts)
-        if parts > 1:
-            # Query i becomes rows i*parts .. i*parts+parts-1, each with its own share
-            # of the lists (-1 = nothing; FAISS skips it); their results are merged below.
-            padded = np.full((count, parts * per_part), -1, dtype=np.int64)
-            padded[:, :nprobe] = probes
-            probes = padded.reshape(count * parts, per_part)
-            codes = np.repeat(codes, parts, axis=0)
-        rows = count * parts
-        codes = np.ascontiguousarray(codes)
-        probes = np.ascontiguousarray(probes, dtype=np.int64)
-        coarse = np.zeros(probes.shape, dtype=np.int32)  # not used by binary Hamming scanning
-        distances = np.empty((rows, found), dtype=np.int32)
-        labels = np.empty((rows, found), dtype=np.int64)
-        params = faiss.SearchParametersIVF()
-        params.nprobe = per_part
-        # IndexBinaryIVF takes no IDSelector: dead labels are dropped in LiveLabels.rank.
-        self.index.search_preassigned_c(  # type: ignore[attr-defined]
-            rows,
-            faiss.swig_ptr(codes),
-            found,
-            faiss.swig_ptr(probes),
-            faiss.swig_ptr(coarse),
-            faiss.swig_ptr(distances),
-            faiss.swig_ptr(labels),
-            False,
-            params,
-        )
-        if parts == 1 and self.copies == 1:
-            return distances.astype(np.int64), labels
-        return unique_nearest(
-            distances.reshape(count, parts * found).astype(np.int64), labels.reshape(count, parts * found), fetch
-        )
-
-    def _probes(self, query: npt.NDArray[np.uint32], nprobe: int) -> Labels:
-        """The ``nprobe`` lists whose members share the most bits with ``query`` on average, best first."""
-        dtype = np.uint16 if query.size <= _PROBE_SUM_UINT16 else np.uint32
-        scores = self.probe_table[query].sum(axis=0, dtype=dtype)
-        if nprobe < scores.size:
-            best = np.argpartition(scores, scores.size - nprobe)[scores.size - nprobe :]
-        else:
-            best = np.arange(scores.size)
-        return best[np.argsort(-scores[best].astype(np.int64), kind="stable")].astype(np.int64)
+        """The lists' scan (``IvfLists.scan``), through the backend so a test can count the lists scanned."""
+        return self.lists.scan(codes, fetch, probes)

@@ -28,12 +28,22 @@ import numpy as np
 import numpy.typing as npt
 
 from ..values import Filter, StoredItem
+from .bitmaps import (
+    Bitmap,
+    bitmap_and,
+    bitmap_or,
+    in_bitmap,
+    in_sorted,
+    newest_in_bitmap,
+    popcount,
+    set_bits,
+    to_bitmap,
+)
 from .live import Labels, LiveLabels
 from .store import SqliteStore
 
 __all__ = ["Allowed", "Bitmap", "ReadSdrs", "Selections"]
 
-Bitmap = npt.NDArray[np.uint8]  # bit (l & 7) of byte l >> 3 is label l: FAISS's IDSelectorBitmap layout
 ReadSdrs = Callable[[Sequence[int]], tuple[Labels, npt.NDArray[np.uint32], npt.NDArray[np.int64]]]
 AtomKey = tuple[str, str, str] | tuple[str, str, float]
 
@@ -71,7 +81,7 @@ class Allowed:
         self._labels = labels
         self._bitmap = bitmap
         self._flags: npt.NDArray[np.bool_] | None = None
-        self.count = int(labels.size) if labels is not None else _popcount(bitmap)  # type: ignore[arg-type]
+        self.count = int(labels.size) if labels is not None else popcount(bitmap)  # type: ignore[arg-type]
         self.live_count = live_count
         self.read_sdrs = read_sdrs
 
@@ -89,7 +99,7 @@ class Allowed:
     def bitmap(self) -> Bitmap:
         if self._bitmap is None:
             assert self._labels is not None
-            self._bitmap = _to_bitmap(self._labels)
+            self._bitmap = to_bitmap(self._labels)
         return self._bitmap
 
     def mask(self, labels: Labels) -> npt.NDArray[np.bool_]:
@@ -117,7 +127,7 @@ class Allowed:
             end = self._labels.size if below is None else int(np.searchsorted(self._labels, below))
             return self._labels[max(end - count, 0) : end][::-1].copy(), end > count
         assert self._bitmap is not None
-        return _newest_in_bitmap(self._bitmap, below, count)
+        return newest_in_bitmap(self._bitmap, below, count)
 
 
 class _Atom:
@@ -145,7 +155,7 @@ class _Atom:
 
     def bitmap(self) -> Bitmap:
         if self._bitmap is None:
-            self._bitmap = _to_bitmap(self.labels)
+            self._bitmap = to_bitmap(self.labels)
         return self._bitmap
 
     def append(self, labels: Labels) -> None:
@@ -158,7 +168,7 @@ class _Atom:
         self._buffer[self.count : needed] = labels
         self.count = needed
         if self._bitmap is not None:
-            self._bitmap = _set_bits(self._bitmap, labels)
+            self._bitmap = set_bits(self._bitmap, labels)
 
 
 class Selections:
@@ -199,7 +209,7 @@ class Selections:
             return Allowed(live_count=live.count, labels=labels[live.mask(labels)], read_sdrs=read_sdrs)
         bitmap = live.bitmap()
         for part in parts:
-            bitmap = _and(bitmap, part.bitmap())
+            bitmap = bitmap_and(bitmap, part.bitmap())
         return Allowed(live_count=live.count, bitmap=bitmap, read_sdrs=read_sdrs)
 
     def _pairs(self, key: str, values: Sequence[str]) -> list[_Atom]:
@@ -310,10 +320,10 @@ class _Part:
     bitmap_: Bitmap | None = None
 
     def mask(self, labels: Labels) -> npt.NDArray[np.bool_]:
-        return _in_sorted(labels, self.labels) if self.labels is not None else _in_bitmap(labels, self.bitmap())
+        return in_sorted(labels, self.labels) if self.labels is not None else in_bitmap(labels, self.bitmap())
 
     def bitmap(self) -> Bitmap:
-        return self.bitmap_ if self.bitmap_ is not None else _to_bitmap(self.labels)  # type: ignore[arg-type]
+        return self.bitmap_ if self.bitmap_ is not None else to_bitmap(self.labels)  # type: ignore[arg-type]
 
 
 def _union(atoms: Sequence[_Atom], nbits: int) -> _Part:
@@ -326,83 +336,6 @@ def _union(atoms: Sequence[_Atom], nbits: int) -> _Part:
         return _Part(count, labels=np.unique(joined))
     bitmap = np.zeros(0, dtype=np.uint8)
     for atom in atoms:
-        other = atom.bitmap() if atom.dense(nbits) else _to_bitmap(atom.labels)
-        bitmap = _or(bitmap, other)
+        other = atom.bitmap() if atom.dense(nbits) else to_bitmap(atom.labels)
+        bitmap = bitmap_or(bitmap, other)
     return _Part(count, bitmap_=bitmap)
-
-
-# -- bitmaps -----------------------------------------------------------------------------
-
-
-def _to_bitmap(labels: Labels) -> Bitmap:
-    if labels.size == 0:
-        return np.zeros(0, dtype=np.uint8)
-    size = (int(labels.max()) >> 3) + 1
-    flags = np.zeros(size * 8, dtype=bool)
-    flags[labels] = True
-    return np.packbits(flags, bitorder="little")
-
-
-def _set_bits(bitmap: Bitmap, labels: Labels) -> Bitmap:
-    """``bitmap`` with ``labels`` set, grown (doubling) when they lie past its end."""
-    if labels.size == 0:
-        return bitmap
-    needed = (int(labels.max()) >> 3) + 1
-    if needed > bitmap.size:
-        grown = np.zeros(max(needed, 2 * bitmap.size), dtype=np.uint8)
-        grown[: bitmap.size] = bitmap
-        bitmap = grown
-    np.bitwise_or.at(bitmap, labels >> 3, np.left_shift(1, labels & 7).astype(np.uint8))
-    return bitmap
-
-
-def _in_bitmap(labels: Labels, bitmap: Bitmap) -> npt.NDArray[np.bool_]:
-    inside = (labels >= 0) & ((labels >> 3) < bitmap.size)
-    found = np.zeros(labels.shape, dtype=bool)
-    chosen = labels[inside]
-    found[inside] = ((bitmap[chosen >> 3] >> (chosen & 7).astype(np.uint8)) & 1).astype(bool)
-    return found
-
-
-def _in_sorted(labels: Labels, sorted_labels: Labels | None) -> npt.NDArray[np.bool_]:
-    if sorted_labels is None or sorted_labels.size == 0:
-        return np.zeros(labels.shape, dtype=bool)
-    at = np.minimum(np.searchsorted(sorted_labels, labels), sorted_labels.size - 1)
-    return np.asarray(sorted_labels[at] == labels)
-
-
-def _and(first: Bitmap, second: Bitmap) -> Bitmap:
-    size = min(first.size, second.size)
-    return np.bitwise_and(first[:size], second[:size])
-
-
-def _or(first: Bitmap, second: Bitmap) -> Bitmap:
-    if first.size < second.size:
-        first, second = second, first
-    joined = first.copy()
-    joined[: second.size] |= second
-    return joined
-
-
-def _popcount(bitmap: Bitmap) -> int:
-    return int(np.bitwise_count(bitmap).sum(dtype=np.int64))
-
-
-def _newest_in_bitmap(bitmap: Bitmap, below: int | None, count: int) -> tuple[Labels, bool]:
-    """The ``count`` highest set bits under ``below``, read backwards a window at a time; and whether more remain."""
-    end = bitmap.size * 8 if below is None else min(max(below, 0), bitmap.size * 8)
-    found: list[Labels] = []
-    held = 0
-    window = 1 << 15  # bits
-    while end > 0 and held <= count:
-        start = max(end - window, 0)
-        first, last = start >> 3, (end + 7) >> 3
-        bits = np.unpackbits(bitmap[first:last], bitorder="little")
-        labels = np.flatnonzero(bits).astype(np.int64) + first * 8
-        labels = labels[(labels >= start) & (labels < end)][::-1]
-        found.append(labels)
-        held += int(labels.size)
-        end = start
-        window *= 4
-    labels = np.concatenate(found) if found else _NO_LABELS
-    return labels[:count].copy(), labels.size > count

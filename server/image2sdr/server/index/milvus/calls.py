@@ -1,44 +1,38 @@
-"""The connection to Milvus and every call through it: retries, read levels, queries, searches, writes.
+"""Every call to Milvus: retried within its budget, at the read level that lets a replica read its own writes.
 
-Only ``milvus.uri`` tells an embedded file (milvus-lite) from a server or a cluster.
-Each call is retried within ``retry_total_s``, and only when Milvus may answer later
-(an outage). Failures of another nature are told as what they are, at once: refused
-credentials (``UpstreamKeyError``, naming the token variable), a collection missing
-(``IndexMismatchError``: the index is damaged, a retry cannot help), a request Milvus
-refuses as malformed (a bug here). An outage is logged once when it begins and once
-when it ends, with the count of requests that failed in between; pymilvus's own
-per-request error log (a traceback each) is silenced.
+Only ``milvus.uri`` tells an embedded file (milvus-lite) from a server or a cluster
+(``connection.py`` makes the client). Each call is retried within ``retry_total_s``, and
+only when Milvus may answer later (an outage). Failures of another nature are told as
+what they are, at once (``faults.py``): refused credentials (``UpstreamKeyError``,
+naming the token variable), a collection missing (``IndexMismatchError``: the index is
+damaged, a retry cannot help), a request Milvus refuses as malformed (a bug here).
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import random
-import re
 import threading
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
 
 from ...config import IndexConfig
-from ...errors import IndexClosedError, IndexMismatchError, UpstreamError, UpstreamKeyError
+from ...errors import IndexClosedError, IndexMismatchError, UpstreamError
 from ...upstream import MAX_BACKOFF_S, MIN_ATTEMPT_S, RetryPolicy, Secret, call_deadline
 from ..codes import code_size
 from ..engine import SnapshotHook
 from ..values import SEMANTIC, VISUAL
+from .connection import MilvusConnection
+from .faults import Outage, is_auth_error, is_missing_collection, is_request_error, quiet_pymilvus, without_credentials
 
 __all__ = ["CONCEPTS", "MAX_RESULTS", "PHASH", "THUMBS", "MilvusCalls"]
 
 
 T = TypeVar("T")
-
-logger = logging.getLogger(__name__)
 
 PHASH = "phash"
 CONCEPTS = "concepts"
@@ -55,12 +49,7 @@ _RUNNER = ThreadPoolExecutor(max_workers=32, thread_name_prefix="milvus-request"
 REPAIR_COMMAND = "python -m image2sdr.server.index.milvus.repair --config <your config.yml>"
 
 
-# milvus-lite files open in this process, and how many engines use each (see MilvusCalls._leave_embedded).
-_EMBEDDED_USERS: dict[str, int] = {}
-_EMBEDDED_LOCK = threading.Lock()
-
-
-class MilvusCalls:
+class MilvusCalls(MilvusConnection):
     """One index's collections on one Milvus, and the calls to them (the base of the engine's parts)."""
 
     def __init__(
@@ -79,7 +68,7 @@ class MilvusCalls:
         self.sdr_size = sdr_size
         self.uri = settings.uri or str(Path(data_dir if data_dir is not None else ".") / "milvus.db")
         self.embedded = self.uri.endswith(".db")  # as pymilvus decides: a .db path runs milvus-lite
-        self.shown_uri = _without_credentials(self.uri)  # the URI as errors and logs name it
+        self.shown_uri = without_credentials(self.uri)  # the URI as errors and logs name it
         self._spaces = tuple(spaces)
         self._names = {name: f"{settings.collection}_{name}" for name in (*spaces, PHASH, CONCEPTS, THUMBS)}
         self._dim = code_size(sdr_size, config.equalize_bits) * 8
@@ -92,15 +81,15 @@ class MilvusCalls:
         self._setup_policy = RetryPolicy(
             self._policy.provider, max(settings.timeout_s, _SETUP_S), max(settings.retry_total_s, _SETUP_S), 1.0
         )
-        self._outage = _Outage(self.shown_uri)
+        self._outage = Outage(self.shown_uri)
         self.problem = ""  # why the index cannot serve although Milvus answers (a collection missing); "" if none
-        _quiet_pymilvus()
+        quiet_pymilvus()
         self._read_level = settings.consistency_level
         self._strong_until = 0.0  # monotonic time until which reads are made Strong (_level)
         self._session_until = 0.0  # monotonic time until which Bounded and Eventually reads are Session (_level)
         self._heavy: dict[str, tuple[bool, float]] = {}  # space: (heavy SDRs stored, when asked)
         self._forced = threading.local()  # .level: this thread's reads use it (_reading)
-        self._write_lock = threading.Lock()  # duplicate screening and the add it decides, per process
+        self._write_lock = threading.Lock()  # duplicate screening and the add it decides (shared per embedded file)
         self._seq_lock = threading.Lock()
         self._last_seq = 0
         self._closed = False  # set by closing(): a call in flight stops retrying
@@ -134,26 +123,6 @@ class MilvusCalls:
         self._client.close()
         self._leave_embedded()
 
-    def _leave_embedded(self) -> None:
-        """Stop the milvus-lite process once no engine of this process uses its file (it may be opened again).
-
-        milvus-lite runs one process per file for the whole Python process: stopping it while
-        another engine (another collection set in the same file) still talks to it would cut
-        that engine off mid-call.
-        """
-        if not self.embedded:
-            return
-        key = str(Path(self.uri).absolute().resolve())
-        with _EMBEDDED_LOCK:
-            users = _EMBEDDED_USERS.get(key, 0) - 1
-            if users > 0:
-                _EMBEDDED_USERS[key] = users
-                return
-            _EMBEDDED_USERS.pop(key, None)
-            from milvus_lite.server_manager import server_manager_instance  # noqa: PLC0415
-
-            server_manager_instance.release_server(self.uri)
-
     def available(self) -> bool:
         """Whether Milvus answers now (one cheap request per collection, no retries): the health check's question.
 
@@ -185,71 +154,6 @@ class MilvusCalls:
         self._outage.ended()
         self.problem = ""
         return True
-
-    def _redial(self) -> None:
-        """A new client on a fresh connection, if Milvus answers one (else the old client stays)."""
-        if self.embedded or self._closed:
-            return
-        try:
-            fresh = self._new_client(timeout_s=min(2.0, self.config.milvus.timeout_s))
-        except Exception:
-            return
-        old, self._client = self._client, fresh
-        old.close()
-
-    def _connect(self) -> Any:
-        if self.embedded:
-            Path(self.uri).parent.mkdir(parents=True, exist_ok=True)
-        try:
-            with warnings.catch_warnings():  # milvus-lite 2.5 imports pkg_resources, deprecated but pinned
-                warnings.filterwarnings("ignore", "pkg_resources is deprecated", UserWarning)
-                client = self._new_client()
-        except Exception as exc:
-            if _is_auth_error(exc):
-                raise self._refused_credentials(exc) from None
-            raise UpstreamError(f"cannot reach Milvus at {self.shown_uri}: {self._describe(exc)}") from None
-        if self.embedded:
-            key = str(Path(self.uri).absolute().resolve())
-            with _EMBEDDED_LOCK:
-                _EMBEDDED_USERS[key] = _EMBEDDED_USERS.get(key, 0) + 1
-                self._lite_socket = _lite_server(key)
-        return client
-
-    def _revive_embedded(self) -> None:
-        """Start milvus-lite again if its process died, and reconnect to the one now running.
-
-        milvus-lite 2.5's process crashes now and then (a general protection fault in its gRPC
-        thread, seen on this project's CI); the data is in its file, but pymilvus would dial
-        the dead socket until every retry budget ran out. The first engine to notice starts
-        a new process; every other engine on the file reconnects to it on its next failure.
-        """
-        if not self.embedded or self._closed:
-            return
-        from milvus_lite.server_manager import server_manager_instance as lite  # noqa: PLC0415
-
-        key = str(Path(self.uri).absolute().resolve())
-        with _EMBEDDED_LOCK:
-            server = lite._servers.get(key)  # milvus-lite keeps no public handle on its process
-            process = getattr(server, "_p", None)
-            if process is not None and process.poll() is not None:
-                logger.warning(
-                    "milvus-lite for %s exited (code %s): starting it again", self.shown_uri, process.returncode
-                )
-                lite.release_server(key)
-            socket = _lite_server(key)
-            if socket is None or socket == self._lite_socket:
-                return
-            old, self._client = self._client, self._new_client()
-            self._lite_socket = socket
-        old.close()
-
-    def _new_client(self, timeout_s: float | None = None) -> Any:
-        from pymilvus import MilvusClient  # noqa: PLC0415 - only the milvus backend pays for the import
-
-        # dedicated: a connection of its own, which close() really closes
-        return MilvusClient(
-            uri=self.uri, token=self._token.reveal(), timeout=timeout_s or self.config.milvus.timeout_s, dedicated=True
-        )
 
     def _call(self, what: str, request: Callable[[float], T], *, setup: bool = False, collection: str = "") -> T:
         """``request(timeout_s)``, tried again while Milvus does not answer, within the call's budget.
@@ -285,35 +189,20 @@ class MilvusCalls:
 
     def _failure(self, what: str, exc: Exception, collection: str) -> str:
         """Raise what no retry can mend, told for what it is; else note the outage and return its reason."""
-        if _is_auth_error(exc):
+        if is_auth_error(exc):
             raise self._refused_credentials(exc) from None
-        if _is_missing_collection(exc):
+        if is_missing_collection(exc):
             self.problem = (
                 f"Milvus collection {collection or '(one of this index)'} at {self.shown_uri} is missing"
                 f" (dropped while the index was in use?): repair it with `{REPAIR_COMMAND}`"
             )
             raise IndexMismatchError(self.problem) from None
-        if _is_request_error(exc):  # our request is wrong: no retry can help
+        if is_request_error(exc):  # our request is wrong: no retry can help
             raise UpstreamError(f"Milvus at {self.shown_uri} refused {what}: {self._describe(exc)}") from None
         self._revive_embedded()
         reason = self._describe(exc)
         self._outage.failed(reason)
         return reason
-
-    def _refused_credentials(self, exc: Exception) -> UpstreamKeyError:
-        variable = self.config.milvus.token_env
-        given = "the token in" if self._token.reveal() else "no token: set one in"
-        self.problem = (
-            f"Milvus at {self.shown_uri} refused this server's credentials ({self._describe(exc)}); it was given"
-            f" {given} ${variable} (user:password or an API key)"
-        )
-        return UpstreamKeyError(self.problem)
-
-    def _describe(self, exc: Exception) -> str:
-        """What went wrong, in Milvus's words, without gRPC's debug text and never with the token."""
-        details = getattr(exc, "details", None)
-        message = getattr(exc, "message", None) or (details() if callable(details) else None) or str(exc)
-        return self._token.redact(_plain(str(message) or type(exc).__name__))[:300]
 
     def _query(
         self, name: str, expression: str, fields: Sequence[str], limit: int | None = None, *, level: str = ""
@@ -416,6 +305,16 @@ class MilvusCalls:
             self._call("upsert", lambda t: self._client.upsert(collection, rows, timeout=t), collection=collection)
             self._session_until = time.monotonic() + _OWN_WRITES_S
 
+    def _stamped_upsert(self, collection: str, rows: list[dict[str, Any]], timeout_s: float) -> int:
+        """Upsert ``rows`` (one request, not retried) and return the timestamp Milvus gave the write.
+
+        ``MilvusClient.upsert`` drops that timestamp from its answer; its connection's own
+        upsert returns it. Every replica's writes are stamped by Milvus's one clock, and a
+        Strong read sees exactly those stamped before it began (``claims.py`` builds on it).
+        """
+        result = self._client._get_connection().upsert_rows(collection, rows, timeout=timeout_s)
+        return int(result.timestamp)
+
     def _delete(self, name: str, expression: str) -> None:
         collection = self._names[name]
         self._call(
@@ -477,16 +376,6 @@ class MilvusCalls:
             raise IndexClosedError(f"{self.description} is closed")
 
 
-def _without_credentials(uri: str) -> str:
-    """``uri`` with any user:password part masked, for errors and logs."""
-    parts = urlsplit(uri)
-    if parts.username is None and parts.password is None:
-        return uri
-    host = parts.hostname or ""
-    netloc = f"***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
 class _ReadLevel:
     """Context manager: the reads of this thread use ``level`` inside the block."""
 
@@ -502,14 +391,6 @@ class _ReadLevel:
         self._forced.level = self._saved
 
 
-def _lite_server(key: str) -> str | None:
-    """The socket of the milvus-lite process serving the file at ``key``, started if none runs."""
-    from milvus_lite.server_manager import server_manager_instance as lite  # noqa: PLC0415
-
-    socket: str | None = lite.start_and_get_uri(key)
-    return socket
-
-
 class _NoAnswer(Exception):
     """A request that did not answer within what was left of its call's budget."""
 
@@ -521,106 +402,3 @@ def _attempt(request: Callable[[float], T], timeout_s: float, wait_s: float) -> 
         return future.result(timeout=wait_s)
     except FutureTimeout:
         raise _NoAnswer(f"no answer within {wait_s:.1f} s") from None
-
-
-class _Outage:
-    """Whether Milvus is answering, told in the log once per change: when it stops, and when it answers again."""
-
-    def __init__(self, shown_uri: str) -> None:
-        self._uri = shown_uri
-        self._lock = threading.Lock()
-        self._since: float | None = None  # monotonic start of the outage under way, if one is
-        self._failures = 0
-
-    def failed(self, reason: str) -> None:
-        with self._lock:
-            self._failures += 1
-            if self._since is not None:
-                return
-            self._since = time.monotonic()
-        logger.warning(
-            "Milvus at %s is not answering (%s): calls are retried, health is NOT_SERVING", self._uri, reason
-        )
-
-    def ended(self) -> None:
-        if self._since is None:  # nearly always: no lock on the fast path
-            return
-        with self._lock:
-            if self._since is None:
-                return
-            lasted, failures = time.monotonic() - self._since, self._failures
-            self._since, self._failures = None, 0
-        logger.warning(
-            "Milvus at %s answers again after %.1f s; %d requests failed meanwhile", self._uri, lasted, failures
-        )
-
-
-def _quiet_pymilvus() -> None:
-    """pymilvus logs every failed request at ERROR, and every failed reconnect at WARNING, each with a
-    traceback, to stderr through a handler of its own: ~500 of them per replica in a 2-minute outage.
-
-    Each failure reaches this engine, which tells it once (``_Outage``) or raises it to the caller.
-    """
-    for name in ("pymilvus", "pymilvus.milvus_client"):  # the two pymilvus gives a level of its own
-        logging.getLogger(name).setLevel(logging.CRITICAL)
-
-
-_RPC_BLOB = re.compile(r"<_\w*RpcError\b.*?>", re.DOTALL)  # grpc's repr of a failed call
-_DETAILS = re.compile(r'details = "([^"]*)"')
-_DEBUG = re.compile(r"[\s,;]*debug_error_string\s*=.*", re.DOTALL)
-
-
-def _plain(message: str) -> str:
-    """A Milvus or gRPC error message without gRPC's transport debris: a failed call's repr becomes its details."""
-
-    def details(blob: re.Match[str]) -> str:
-        found = _DETAILS.search(blob.group(0))
-        return found.group(1) if found else ""
-
-    cleaned = _DEBUG.sub("", _RPC_BLOB.sub(details, message))
-    return " ".join(cleaned.split()).strip(" ,;:") or "no answer"
-
-
-# Milvus's answers to credentials it does not accept: gRPC UNAUTHENTICATED / PERMISSION_DENIED
-# from its interceptor (2.3), or its own codes (merr: 1400 not authenticated, 1401 not permitted).
-_AUTH_CODES = frozenset({1400, 1401, 1402, 1403, 1404})
-_AUTH_WORDS = re.compile(
-    r"auth(entication|orization)? (check )?fail|unauthenticated|not authenticated|permission denied|privilege not",
-    re.IGNORECASE,
-)
-
-
-def _is_auth_error(exc: Exception) -> bool:
-    """Whether Milvus refused this server's credentials (a missing or wrong token): no retry can help.
-
-    gRPC's status codes are told by name: the core does not import grpc (pymilvus does).
-    """
-    code = getattr(exc, "code", None)
-    code = code() if callable(code) else code  # a grpc.RpcError's code is a method, a MilvusException's a value
-    if getattr(code, "name", None) in _AUTH_STATUSES or code in _AUTH_CODES:
-        return True
-    return bool(_AUTH_WORDS.search(str(getattr(exc, "message", None) or exc)))
-
-
-_AUTH_STATUSES = frozenset({"UNAUTHENTICATED", "PERMISSION_DENIED"})
-
-
-def _is_missing_collection(exc: Exception) -> bool:
-    from pymilvus.exceptions import MilvusException  # noqa: PLC0415
-
-    return isinstance(exc, MilvusException) and exc.code == _COLLECTION_NOT_FOUND
-
-
-_COLLECTION_NOT_FOUND = 100  # Milvus's ErrCollectionNotFound
-
-
-def _is_request_error(exc: Exception) -> bool:
-    """Whether Milvus (or pymilvus) refused the request itself: a bug here, not an outage to wait out."""
-    from pymilvus.exceptions import DataTypeNotMatchException, MilvusException, ParamError  # noqa: PLC0415
-
-    if isinstance(exc, (ParamError, DataTypeNotMatchException)):
-        return True
-    return isinstance(exc, MilvusException) and exc.code == _INVALID_PARAMETER
-
-
-_INVALID_PARAMETER = 1100  # Milvus's ErrParameterInvalid (a bad expression, a wrong field)

@@ -2,7 +2,8 @@
 
 Where each part lives, by job: ``calls.py`` (the connection, retries, read levels, faults
 told by their nature), ``schema.py`` (the collections, checked before anything is created,
-and the layout migration), ``repair.py`` (the explicit repair of a missing collection),
+and the layout migration), ``repair.py`` (the explicit repair of a missing collection), ``claims.py`` (same-bytes
+adds decided one at a time across replicas),
 ``expressions.py`` (keys,
 the filter index, expressions), ``rows.py`` (items read back), ``writes.py``
 (versioned writes), ``search.py`` (search plans, copies, blends), ``listing.py``,
@@ -80,8 +81,8 @@ class MilvusEngine(MilvusWrites, MilvusListing, MilvusConcepts, MilvusThumbnails
     """Items by id in Milvus collections, searchable by SDR overlap in each space. Thread-safe.
 
     Each part of the engine is a module of this package, one class each, stacked on
-    ``calls.MilvusCalls``. Across replicas, two concurrent adds of one photo under
-    SKIP may both be stored: the duplicate check and the add are atomic within one
-    process only (Milvus has no conditional insert); one after the other, the second
-    finds the first, whichever replica stored it (the check reads Strong).
+    ``calls.MilvusCalls``. Across replicas, concurrent adds of the same bytes under
+    SKIP or REPLACE are decided one after the other (``claims.py``); near copies are
+    serialised within one process only, and one after the other the second finds the
+    first, whichever replica stored it (the check reads Strong).
     """

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from ...errors import UpstreamError
 from ..engine import CopyQuery, Decide
 from ..values import SEMANTIC, Item, StoredItem
 from .calls import PHASH, THUMBS
+from .claims import Claim, MilvusClaims
 from .expressions import (
     check_json_sizes,
     concepts_json,
@@ -27,7 +28,6 @@ from .expressions import (
     to_signed,
     versions_in,
 )
-from .search import MilvusSearch
 from .thumbnails import thumb_batches, thumb_rows
 
 __all__ = ["MilvusWrites"]
@@ -35,8 +35,8 @@ __all__ = ["MilvusWrites"]
 logger = logging.getLogger(__name__)
 
 
-class MilvusWrites(MilvusSearch):
-    """Adds (deciding duplicates under this process's write lock) and removals."""
+class MilvusWrites(MilvusClaims):
+    """Adds (deciding duplicates under this process's write lock and claims on the photos' bytes) and removals."""
 
     def write(self, offered: Sequence[StoredItem], decide: Decide) -> None:
         """Decide, write the kept items and delete what the decision replaces, under this process's write lock.
@@ -44,22 +44,36 @@ class MilvusWrites(MilvusSearch):
         Each item is written as a new version (side rows first, its semantic row
         last), so a batch that fails part-way leaves every stored item as it was;
         the caller adds it again. Copies are looked for reading Strong, so the
-        decision sees every acknowledged add, this replica's or another's.
+        decision sees every acknowledged add, this replica's or another's; before
+        the first look, the bytes of every photo offered are claimed (``claims.py``),
+        so a replica adding the same bytes at the same moment waits for this decision.
         """
         for item in offered:
             check_json_sizes(item)
+        hashes = sorted({item.fingerprint.sha256 for item in offered if item.fingerprint is not None})
+        claims: list[Claim | None] = []  # taken at the first look for copies: only SKIP and REPLACE look
+
+        def find(query: CopyQuery) -> list[Item]:
+            if not claims:
+                claims.append(self._claim(hashes))
+            return self._strong_copies(query)
+
         with self._write_lock:
-            decided = decide(self._strong_copies)
-            if decided.store:
-                self._write(decided.store)
-            if decided.delete:  # after the new item is in: a failure here loses nothing acknowledged
-                self._delete_items([item_key(item_id) for item_id in decided.delete])
+            try:
+                decided = decide(find)
+                if decided.store:
+                    self._write(decided.store, lambda: self._check_lease(claims[0] if claims else None))
+                if decided.delete:  # after the new item is in: a failure here loses nothing acknowledged
+                    self._delete_items([item_key(item_id) for item_id in decided.delete])
+            finally:
+                if claims:
+                    self._release(claims[0])
 
     def _strong_copies(self, query: CopyQuery) -> list[Item]:
         with self._reading("Strong"):
             return self.copies(query, None)
 
-    def _write(self, kept: Sequence[StoredItem]) -> None:
+    def _write(self, kept: Sequence[StoredItem], before_commit: Callable[[], None] = lambda: None) -> None:
         keys = [item_key(item.id) for item in kept]
         seqs = self._next_seqs(len(kept))
         versions = list(zip(keys, seqs, kept, strict=True))
@@ -91,6 +105,7 @@ class MilvusWrites(MilvusSearch):
             }
             for (key, seq, item), (code, heavy) in zip(versions, semantic, strict=True)
         ]
+        before_commit()
         self._upsert(SEMANTIC, rows)  # the commit point: these versions are the items from here on
         if any(heavy for _, heavy in semantic):
             self._heavy[SEMANTIC] = (True, time.monotonic())
