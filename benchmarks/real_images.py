@@ -109,7 +109,7 @@ def ordinary_photos(originals: dict[str, bytes], count: int, side: int = ORDINAR
     for quadrant in range(4):
         for name, image in large:
             if len(found) >= count:
-                return found
+                break
             w, h = image.size
             left, top = (quadrant % 2) * w // 2, (quadrant // 2) * h // 2
             found[f"{name}#{quadrant}"] = _at_most(image.crop((left, top, left + w // 2, top + h // 2)), side)
