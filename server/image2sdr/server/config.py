@@ -265,7 +265,7 @@ class MilvusConfig(_Section):
     timeout_s: float = Field(10.0, gt=0.0, le=600.0)  # seconds one request may take
     retry_total_s: float = Field(15.0, ge=0.0, le=3600.0)  # seconds one call may take, retries included
     backoff_s: float = Field(0.5, ge=0.0, le=60.0)  # first retry delay; doubles per retry, full jitter
-    health_every_s: float = Field(5.0, gt=0.0, le=3600.0)  # seconds between health checks of Milvus (each second while it is down)
+    health_every_s: float = Field(5.0, gt=0.0, le=3600.0)  # seconds between checks of Milvus (1 s while down)
 
 
 class IndexConfig(_Section):
