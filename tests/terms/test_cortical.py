@@ -392,14 +392,15 @@ def remote_stub(both_remote: Server) -> Iterator[pb_grpc.Image2SdrStub]:
 
 
 def predicted(server: Server, concepts: list[tuple[str, float]], unknown: set[str]) -> list[int]:
-    """The merge of the fake retina's fingerprints, weighted by the concepts' confidences."""
+    """The merge of the fake retina's fingerprints, weighted by the concepts' confidences (``sdr.confidence_power``)."""
     sdr = server.encoder.config.sdr
+    merger = Merger(sdr.size, sdr.dimensions, sdr.tie_break_seed, sdr.normalization, sdr.confidence_power)
     weighted = []
     for name, confidence in concepts:
-        term, weight = (name[3:], -confidence) if name.startswith("no ") else (name, confidence)
+        weight = merger.concept_weight(confidence)
+        term, weight = (name[3:], -weight) if name.startswith("no ") else (name, weight)
         if term not in unknown:
             weighted.append(WeightedSdr(Sdr.from_positions(fingerprint(term), sdr.size, sdr.dimensions), weight))
-    merger = Merger(sdr.size, sdr.dimensions, sdr.tie_break_seed, sdr.normalization)
     return merger.merge(weighted, sdr.active_bits).sdr.positions.tolist()
 
 
@@ -415,9 +416,15 @@ def test_local_concepts_with_cortical_fingerprints(
     assert all(c.used for c in response.concepts if c.name != "animal")
     concepts = [(c.name, c.confidence) for c in response.concepts]
     assert list(response.sdr.active) == predicted(local_concepts, concepts, {"animal"})
-    # One bulk request, refused for naming an unknown word, then one request per term.
-    singles = ["/rest/expressions" if " " in name else "/rest/terms" for name in names]
-    assert [r.path for r in fake.requests] == ["/rest/expressions/bulk", *singles]
+    # One bulk request per max_bulk terms; the one refused for naming an unknown word, then one request per term.
+    chunk = local_concepts.encoder.config.terms.cortical.max_bulk
+    expected = []
+    for start in range(0, len(names), chunk):
+        part = names[start : start + chunk]
+        expected.append("/rest/expressions/bulk")
+        if "animal" in part:
+            expected += ["/rest/expressions" if " " in name else "/rest/terms" for name in part]
+    assert [r.path for r in fake.requests] == expected
     # Cached: the same photo again costs Cortical.io nothing.
     fake.requests.clear()
     again = local_stub.Encode(pb.EncodeRequest(image=photos["chelsea"]), timeout=TIMEOUT)
