@@ -97,10 +97,13 @@ class Keypoints:
 
 @dataclass(frozen=True)
 class ImageKeypoints:
-    """A query's keypoints: the picture as sent, and its mirror image (ORB does not see a mirrored copy)."""
+    """A query's keypoints: the picture as sent, and its mirror image (ORB does not see a mirrored copy).
+
+    A stored item asked by id has only its stored keypoints (``mirrored`` None).
+    """
 
     own: Keypoints
-    mirrored: Keypoints
+    mirrored: Keypoints | None = None
 
     def to_blob(self) -> bytes:
         return self.own.to_blob()
@@ -152,7 +155,7 @@ def from_blob(blob: bytes) -> Keypoints | None:
 def verify(query: ImageKeypoints, stored: Keypoints) -> Verdict:
     """Whether the query shows the stored picture: the picture as sent first, then its mirror image."""
     own = _verify(query.own, stored, mirrored=False)
-    if own.copy:
+    if own.copy or query.mirrored is None:
         return own
     mirror = _verify(query.mirrored, stored, mirrored=True)
     return mirror if mirror.copy or mirror.inliers > own.inliers else own

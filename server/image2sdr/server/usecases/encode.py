@@ -147,6 +147,7 @@ def stored_item(target: StoreAs, encoding: Encoding, max_concepts: int) -> Item:
         spaces={} if encoding.visual is None else {VISUAL: encoding.visual},
         fingerprint=encoding.fingerprint,
         thumbnail=encoding.thumbnail,
+        keypoints=encoding.keypoints,
     )
 
 
