@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -95,15 +95,30 @@ class Keypoints:
         return Keypoints(self.width, self.height, self.points[rows], self.descriptors[rows])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ImageKeypoints:
-    """A query's keypoints: the picture as sent, and its mirror image (ORB does not see a mirrored copy).
+    """A query's keypoints: the picture as sent, and its mirror image's (ORB does not see a mirrored copy).
 
-    A stored item asked by id has only its stored keypoints (``mirrored`` None).
+    The mirror image's are made from ``grey`` when first asked (most queries never
+    ask: a copy that is not mirrored verifies at once), which halves what a query costs.
+    A stored item asked by id has only its stored keypoints (no ``grey``: no mirror).
     """
 
     own: Keypoints
-    mirrored: Keypoints | None = None
+    grey: npt.NDArray[np.uint8] | None = field(default=None, repr=False)
+    _mirror: list[Keypoints] = field(default_factory=list, repr=False)
+
+    @property
+    def can_mirror(self) -> bool:
+        return self.grey is not None
+
+    @property
+    def mirrored(self) -> Keypoints | None:
+        if self.grey is None:
+            return None
+        if not self._mirror:  # two threads may both make it: the same keypoints, one kept
+            self._mirror.append(_orb(np.ascontiguousarray(self.grey[:, ::-1]), QUERY_FEATURES))
+        return self._mirror[0]
 
     def to_blob(self) -> bytes:
         return self.own.to_blob()
@@ -134,9 +149,9 @@ class Verdict:
 
 
 def extract(image: Image.Image, features: int = QUERY_FEATURES) -> ImageKeypoints:
-    """The keypoints of ``image`` and of its mirror image (up to ``features`` each)."""
+    """The keypoints of ``image`` (up to ``features``), and what its mirror image's are made from when asked."""
     grey = _grey(image)
-    return ImageKeypoints(_orb(grey, features), _orb(np.ascontiguousarray(grey[:, ::-1]), features))
+    return ImageKeypoints(_orb(grey, features), grey)
 
 
 def from_blob(blob: bytes) -> Keypoints | None:
@@ -155,9 +170,10 @@ def from_blob(blob: bytes) -> Keypoints | None:
 def verify(query: ImageKeypoints, stored: Keypoints) -> Verdict:
     """Whether the query shows the stored picture: the picture as sent first, then its mirror image."""
     own = _verify(query.own, stored, mirrored=False)
-    if own.copy or query.mirrored is None:
+    mirrored = None if own.copy else query.mirrored
+    if mirrored is None:
         return own
-    mirror = _verify(query.mirrored, stored, mirrored=True)
+    mirror = _verify(mirrored, stored, mirrored=True)
     return mirror if mirror.copy or mirror.inliers > own.inliers else own
 
 

@@ -135,7 +135,7 @@ def judge(
             verdicts[row] = replace(
                 score, kind=kind, stage=DuplicateStage.KEYPOINTS, inliers=verdict.inliers, transform=verdict.transform
             )
-        elif points.mirrored is not None:  # a look-alike the thresholds let through
+        elif points.can_mirror:  # a look-alike the thresholds let through
             verdicts[row] = None
     return verdicts
 
