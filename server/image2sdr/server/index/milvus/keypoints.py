@@ -8,6 +8,12 @@ no bytes field): about 4.6 KB a row.  A collection set from the release before
 keypoints has no ``points``; it is created at open, empty, and its items are judged
 without keypoints until they are added again.  Its vector field is there because
 Milvus 2.3 wants one: 8 zero bits.
+
+The collection is created by the first write that stores keypoints, not at open:
+creating one costs about 3 s on a Milvus server, and a collection set that only
+ever holds SDRs (or a test's) should not pay it.  Until a process has seen it
+exist, each read or delete asks Milvus whether it does (another replica may have
+made it); after that, nobody asks again.
 """
 
 from __future__ import annotations
@@ -28,15 +34,32 @@ _TEXT_CHARS = 8192  # base64 characters a row holds, at most: a blob of ~6 KB (k
 
 
 class MilvusKeypoints(MilvusRows):
-    """Creates the ``points`` collection at open when missing, writes and reads the keypoint rows."""
+    """Writes and reads the keypoint rows; creates the ``points`` collection with the first ones written."""
+
+    _points_seen = False  # whether this process knows ``points`` exists
 
     def _open(self) -> None:
         super()._open()  # schema.py's: the other collections, checked, created, migrated
         self._names[POINTS] = f"{self.config.milvus.collection}_{POINTS}"
-        if self._exists(POINTS):
+        self._points_seen = False
+        if self._has_points():
             self._load(POINTS)
-        else:
+
+    def _has_points(self) -> bool:
+        if not self._points_seen:
+            self._points_seen = self._exists(POINTS)
+        return self._points_seen
+
+    def _ensure_points(self) -> None:
+        """Create ``points`` if it is missing (under the write lock: one writer of this process at a time)."""
+        if self._has_points():
+            return
+        try:
             self._create(POINTS)
+        except UpstreamError:
+            if not self._exists(POINTS):  # not another replica's creation racing this one: a real failure
+                raise
+        self._points_seen = True
 
     def _schema(self, name: str) -> Any:
         if name != POINTS:
@@ -62,6 +85,8 @@ class MilvusKeypoints(MilvusRows):
         """The stored keypoint blobs of these items (ids without, or unknown, are absent): two queries per 1,000."""
         ids = {item_key(item_id): item_id for item_id in item_ids}
         found: dict[str, bytes] = {}
+        if not ids or not self._has_points():
+            return found
         for chunk in in_chunks(sorted(ids)):
             current = {
                 str(row["key"]): int(row["seq"]) for row in self._query(SEMANTIC, keys_in(chunk), ["key", "seq"])
@@ -75,12 +100,17 @@ class MilvusKeypoints(MilvusRows):
         return found
 
     def _write_keypoints(self, versions: Sequence[tuple[str, int, StoredItem]]) -> None:
-        """Before the semantic rows: these versions' keypoints."""
-        self._upsert(POINTS, point_rows(versions))
+        """Before the semantic rows: these versions' keypoints (the first ones create the collection)."""
+        rows = point_rows(versions)
+        if rows:
+            self._ensure_points()
+            self._upsert(POINTS, rows)
 
     def _drop_keypoints(self, keys: Sequence[str], current: dict[str, int] | None = None) -> None:
         """Delete the rows of these keys (all, or those of other versions than ``current``); best effort."""
         try:
+            if not self._has_points():
+                return
             for chunk in in_chunks(sorted(keys)):
                 rows = self._query(POINTS, keys_in(chunk), ["version", "key", "seq"])
                 old = [
