@@ -12,8 +12,17 @@ unpacks them with ``dpkg -x`` into a cache; nothing is installed):
   Touch's community photos).  ``gnome-backgrounds``, ``ukui-wallpapers`` and
   ``sway-backgrounds`` were looked at and hold no photographs (renders and patterns).
 - distractors: ``openclipart-png`` drawings, spread over all its categories.
-- copies: each original altered five ways (``real_images.ALTERATIONS``): half size +
-  JPEG quality 30, 85 % centre crop, mirror, brightness x1.3, rotation by 90 degrees.
+- copies: each original altered 15 ways: the five of ``real_images.ALTERATIONS`` (half
+  size + JPEG quality 30, 85 % centre crop, mirror, brightness x1.3, rotation by 90
+  degrees) and issue 27's harder ones (``HARDER``): rotation by 180 and by +-10 degrees
+  with a white fill, off-centre crops keeping 50 % and 30 % of the area, a 10 % frame,
+  a caption band over the lower fifth, a perspective tilt, greyscale, a screenshot-like
+  re-encode (0.7x, JPEG q75, shown at 1.1x).
+- hard negatives (``negatives``): different photos of one scene or one kind, stored
+  too: opencv-doc's stereo pairs, optical-flow and registration pairs, its chessboard
+  calibration series, frames of its three videos (bursts), and tuxpaint's cut-out
+  photos on white (product-like shots).  Each is asked FindDuplicates by its bytes;
+  any answer but itself is a false duplicate.
 
 The originals and distractors are stored (EncodeStream with add_to_index); each copy
 is then looked up.  Recall@1 per alteration (the original must be the single best
@@ -28,33 +37,113 @@ another photo (or a drawing).  Printed both per query (originals with at least o
 false duplicate) and per pair.  Then the threshold sweep the defaults were chosen
 from (the detector's rules applied to the same pHashes and visual SDRs in process).
 
+"before" is the thresholds alone (the rules without keypoints, in process, on the same
+pHashes and visual SDRs); "after" is FindDuplicates through the server, keypoints included.
+
 Usage: python benchmarks/bench_dupes.py [--distractors N] [--config FILE]
 """
 
 from __future__ import annotations
 
 import argparse
+import io
+import sqlite3
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import cv2
 import numpy as np
 import numpy.typing as npt
+from PIL import Image, ImageDraw, ImageOps
 from scipy import sparse
 
 sys.path.insert(0, str(Path(__file__).parent))
 import real_images
 
 from image2sdr.client import DuplicateThresholds, EncodeItem, Encoding, Image2SdrClient, ItemError, Sdr
+from image2sdr.server import keypoints
 from image2sdr.server.concepts.local import LocalConceptSource
 from image2sdr.server.config import Config, HttpConfig, ServiceConfig, load_config
 from image2sdr.server.imaging import decode_image
+from image2sdr.server.index.duplicates import VERIFY
+from image2sdr.server.index.faiss import STORE_FILE
 from image2sdr.server.serve import create_server
 
-ALTERATIONS = tuple(real_images.ALTERATIONS)
+
+def _jpeg(image: Image.Image, quality: int = 90) -> bytes:
+    out = io.BytesIO()
+    image.convert("RGB").save(out, "JPEG", quality=quality)
+    return out.getvalue()
+
+
+def _turned(degrees: float) -> Callable[[Image.Image], bytes]:
+    def turn(image: Image.Image) -> bytes:
+        return _jpeg(image.rotate(degrees, Image.Resampling.BICUBIC, expand=True, fillcolor=(255, 255, 255)))
+
+    return turn
+
+
+def _cropped(share: float) -> Callable[[Image.Image], bytes]:
+    """Off-centre: the top-right corner keeping ``share`` of the area (aspect kept)."""
+
+    def crop(image: Image.Image) -> bytes:
+        side = share**0.5
+        width, height = round(image.width * side), round(image.height * side)
+        return _jpeg(image.crop((image.width - width, 0, image.width, height)))
+
+    return crop
+
+
+def _framed(image: Image.Image) -> bytes:
+    return _jpeg(ImageOps.expand(image, border=round(0.1 * max(image.size)), fill=(24, 24, 24)))
+
+
+def _captioned(image: Image.Image) -> bytes:
+    marked = image.copy()
+    draw = ImageDraw.Draw(marked)
+    top = round(image.height * 0.8)
+    draw.rectangle((0, top, image.width, image.height), fill=(0, 0, 0))
+    draw.text((image.width // 20, top + image.height // 20), "SALE -50% www.example.com", fill=(255, 255, 255))
+    return _jpeg(marked)
+
+
+def _tilted(image: Image.Image) -> bytes:
+    w, h = image.size
+    source = np.float32([[0, 0], [w, 0], [w, h], [0, h]])
+    target = np.float32([[0.08 * w, 0.05 * h], [0.95 * w, 0], [w, h], [0, 0.95 * h]])
+    matrix = cv2.getPerspectiveTransform(source, target)
+    warped = cv2.warpPerspective(np.asarray(image), matrix, (w, h), borderValue=(255, 255, 255))
+    return _jpeg(Image.fromarray(warped))
+
+
+def _grey(image: Image.Image) -> bytes:
+    return _jpeg(image.convert("L"))
+
+
+def _screenshot(image: Image.Image) -> bytes:
+    small = image.resize((round(image.width * 0.7), round(image.height * 0.7)), Image.Resampling.BILINEAR)
+    with Image.open(io.BytesIO(_jpeg(small, 75))) as shot:
+        shown = shot.convert("RGB").resize((round(image.width * 1.1), round(image.height * 1.1)))
+    return _jpeg(shown, 85)
+
+
+HARDER: dict[str, Callable[[Image.Image], bytes]] = {
+    "rotate 180": _turned(180),
+    "rotate +10": _turned(10),
+    "rotate -10": _turned(-10),
+    "crop 50%": _cropped(0.5),
+    "crop 30%": _cropped(0.3),
+    "frame 10%": _framed,
+    "caption": _captioned,
+    "tilt": _tilted,
+    "greyscale": _grey,
+    "screenshot": _screenshot,
+}
+ALTERATIONS = (*real_images.ALTERATIONS, *HARDER)
 ROTATION = "rotate 90"
 KIND_ORDER = {"same_bytes": 0, "near_exact": 1, "transformed": 2}
 # The photographs of opencv-doc's examples: one of each pair of overlapping shots
@@ -127,6 +216,53 @@ PLASMA_PHOTOS = (
 
 
 # -- images ------------------------------------------------------------------------
+
+
+def alter(data: bytes, how: str) -> bytes:
+    if how in real_images.ALTERATIONS:
+        return real_images.alter(data, how)
+    with Image.open(io.BytesIO(data)) as image:
+        return HARDER[how](image.convert("RGB"))
+
+
+OPENCV_PAIRS = (
+    ("aero1.jpg", "aero3.jpg"),
+    ("aloeL.jpg", "aloeR.jpg"),
+    ("Blender_Suzanne1.jpg", "Blender_Suzanne2.jpg"),
+    ("basketball1.png", "basketball2.png"),
+    ("graf1.png", "graf3.png"),
+    ("left.jpg", "right.jpg"),
+    ("leuvenA.jpg", "leuvenB.jpg"),
+    ("rubberwhale1.png", "rubberwhale2.png"),
+)
+CHESSBOARDS = tuple(
+    f"{side}{n:02d}.jpg" for side in ("left", "right") for n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 11, 12, 13, 14)
+)
+VIDEOS = ("vtest.avi", "tree.avi", "Megamind.avi")
+
+
+def negatives() -> dict[str, bytes]:
+    """Different photos of one scene or one kind (see the module docstring), as their files' bytes or JPEGs."""
+    data = "usr/share/doc/opencv-doc/examples/data"
+    found: dict[str, bytes] = {}
+    for name in sorted({name for pair in OPENCV_PAIRS for name in pair} | set(CHESSBOARDS)):
+        if f"data/{name}" in OPENCV_PHOTOS:  # stored already as an original: its pair's other half is the negative
+            continue
+        (path,) = real_images.debian_files("opencv-doc", f"{data}/{name}")
+        found[f"scene/{name}"] = path.read_bytes()
+    for video in VIDEOS:
+        (path,) = real_images.debian_files("opencv-doc", f"{data}/{video}")
+        capture = cv2.VideoCapture(str(path))
+        for frame_number in range(80):
+            ok, frame = capture.read()
+            if not ok:
+                break
+            if frame_number % 10 == 0:  # a burst: frames a third of a second apart
+                found[f"burst/{video}/{frame_number:02d}"] = _jpeg(Image.fromarray(frame[:, :, ::-1]))
+        capture.release()
+    for photo in real_images.labelled_photos()[:80]:
+        found[f"white/{photo.name}"] = photo.image
+    return found
 
 
 def _largest(paths: Sequence[Path]) -> Path:
@@ -354,17 +490,18 @@ def choose(sweep: Sweep, phash_grid: Sequence[int], share_grid: Sequence[float],
 class Corpus:
     photos: dict[str, bytes]  # the originals, stored
     drawings: dict[str, bytes]  # distractors, stored
+    negatives: dict[str, bytes] = field(default_factory=dict)  # different shots of one scene or kind, stored
     copies: dict[str, bytes] = field(default_factory=dict)  # altered originals, looked up
     source: dict[str, str] = field(default_factory=dict)  # copy -> its original
     alteration: dict[str, str] = field(default_factory=dict)  # copy -> how it was altered
 
     @classmethod
     def build(cls, distractors: int) -> Corpus:
-        corpus = cls(originals(), real_images.clipart(distractors))
+        corpus = cls(originals(), real_images.clipart(distractors), negatives())
         for name, data in corpus.photos.items():
             for how in ALTERATIONS:
                 copy = f"{name}@{how}"
-                corpus.copies[copy] = real_images.alter(data, how)
+                corpus.copies[copy] = alter(data, how)
                 corpus.source[copy], corpus.alteration[copy] = name, how
         return corpus
 
@@ -380,7 +517,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.perf_counter()
     corpus = Corpus.build(args.distractors)
     print(
-        f"{len(corpus.photos)} originals, {len(corpus.drawings)} distractors, {len(corpus.copies)} copies "
+        f"{len(corpus.photos)} originals, {len(corpus.drawings)} distractors, {len(corpus.negatives)} hard "
+        f"negatives, {len(corpus.copies)} copies "
         f"({len(ALTERATIONS)} alterations); images ready in {time.perf_counter() - started:.0f} s"
     )
     base = load_config(args.config) if args.config else Config()
@@ -401,65 +539,87 @@ def main(argv: Sequence[str] | None = None) -> int:
             run(server.address, config, corpus, args.max_fp)
         finally:
             server.stop()
+        store = Path(data_dir) / "index" / STORE_FILE
+        if store.exists():
+            with sqlite3.connect(store) as connection:
+                count, mean, top = connection.execute(
+                    "SELECT count(*), avg(length(points)), max(length(points)) FROM item_keypoints"
+                ).fetchone()
+            print(f"\nkeypoints on disk: {count} items, {mean:.0f} bytes each on average, {top} at most")
     return 0
 
 
 def run(address: str, config: Config, corpus: Corpus, max_fp: float) -> None:
-    photos, drawings, copies = corpus.photos, corpus.drawings, corpus.copies
+    photos, drawings, copies, hard = corpus.photos, corpus.drawings, corpus.copies, corpus.negatives
     source, alteration = corpus.source, corpus.alteration
     encoded = Encoded()
     with Image2SdrClient(address, timeout=120, max_message_bytes=64 << 20) as client:
         started = time.perf_counter()
-        encode_all(client, photos | drawings, store=True, into=encoded)
+        encode_all(client, photos | drawings | hard, store=True, into=encoded)
+        stored_s = time.perf_counter() - started
         encode_all(client, copies, store=False, into=encoded)
         info = client.info()
         print(
-            f"stored {info.index_size} items ({info.index_visual_size} with a visual SDR), encoded the copies: "
-            f"{time.perf_counter() - started:.0f} s; visual channel: "
+            f"stored {info.index_size} items ({info.index_visual_size} with a visual SDR) in {stored_s:.0f} s, "
+            f"encoded the copies: {time.perf_counter() - started:.0f} s; visual channel: "
             f"{info.visual.version if info.visual else 'off'}\n"
         )
-        stored = list(photos | drawings)
+        stored = list(photos | drawings | hard)
 
         started = time.perf_counter()
         sweep = Sweep(pairs(encoded, list(copies), stored), pairs(encoded, list(photos), stored), source, alteration)
         phash_grid, share_grid = list(range(0, 22, 2)), [round(0.20 + 0.05 * i, 2) for i in range(15)]
         chosen = choose(sweep, phash_grid, share_grid, max_fp)
         defaults = info.duplicate_thresholds
+        applied = DuplicateThresholds(defaults.max_phash_distance, defaults.min_visual_share)
 
         vectors = features(config, photos | drawings | copies)
-        matrix = np.stack([vectors[name] for name in stored])
+        matrix = np.stack([vectors[name] for name in photos | drawings])
         rows: dict[str, dict[str, list[bool]]] = {
             m: {a: [] for a in ALTERATIONS}
             for m in ("semantic SDR", "visual SDR", "pHash alone", "dense cosine", "duplicate detector")
         }
+        seconds: list[float] = []
         for copy, data in copies.items():
             original, how = source[copy], alteration[copy]
             rows["semantic SDR"][how].append(similar_hit(client, encoded, copy, original, "semantic"))
             rows["visual SDR"][how].append(similar_hit(client, encoded, copy, original, "visual"))
             rows["pHash alone"][how].append(phash_hit(encoded, stored, copy, original))
-            rows["dense cosine"][how].append(dense_hit(vectors, matrix, stored, copy, original))
-            rows["duplicate detector"][how].append(detector_hit(client, data, original, chosen))
-        false_queries, false_pairs = 0, 0
-        for name in photos:
-            found = client.find_duplicates(id=name, k=100, thresholds=chosen)
-            false_queries += bool(found)
-            false_pairs += len(found)
+            rows["dense cosine"][how].append(dense_hit(vectors, matrix, list(photos | drawings), copy, original))
+            asked = time.perf_counter()
+            rows["duplicate detector"][how].append(detector_hit(client, data, original, applied))
+            seconds.append(time.perf_counter() - asked)
+        before = sweep.recall(applied.max_phash_distance, applied.min_visual_share)
+        unrelated_after = sum(
+            any(d.id != name for d in client.find_duplicates(image=photos[name], k=100, thresholds=applied))
+            for name in photos
+        )
+        false_after, hard_pairs_after = false_among(client, hard, applied)
     print(
         f"recall@1 per alteration ({len(photos)} copies each; the original must be the single best answer "
         f"among {len(stored)} stored images); measured in {time.perf_counter() - started:.0f} s"
     )
     print(f"{'':<22}" + "".join(f"{a:>12}" for a in ALTERATIONS))
     for method, hits in rows.items():
-        print(f"{method:<22}" + "".join(f"{np.mean(hits[a]):>12.3f}" for a in ALTERATIONS))
+        label = "FindDuplicates (after)" if method == "duplicate detector" else method
+        print(f"{label:<22}" + "".join(f"{np.mean(hits[a]):>12.3f}" for a in ALTERATIONS))
+    print(f"{'thresholds (before)':<22}" + "".join(f"{before[a]:>12.3f}" for a in ALTERATIONS))
     print(
-        f"\nduplicate detector at pHash <= {chosen.max_phash_distance}, visual share >= "
-        f"{chosen.min_visual_share:.2f} (the server's defaults now: {defaults.max_phash_distance}, "
-        f"{defaults.min_visual_share or 0:.2f}):"
+        f"\nFindDuplicates by image at the defaults (pHash <= {applied.max_phash_distance}, visual share >= "
+        f"{applied.min_visual_share:.2f}): p50 {np.median(seconds) * 1000:.1f} ms, p90 "
+        f"{np.percentile(seconds, 90) * 1000:.1f} ms per query through the server ({len(seconds)} queries)"
     )
+    unrelated_before, _ = sweep.false_positives(applied.max_phash_distance, applied.min_visual_share)
     print(
-        f"  false duplicates, each stored original asked by id: {false_queries} of {len(photos)} queries "
-        f"({false_queries / len(photos):.2%}), {false_pairs} of {len(photos) * (len(stored) - 1)} pairs "
-        f"({false_pairs / (len(photos) * (len(stored) - 1)):.4%})"
+        f"unrelated: each stored original asked by its bytes, an answer other than itself: before "
+        f"{unrelated_before:.2%}, after {unrelated_after} of {len(photos)} ({unrelated_after / len(photos):.2%})"
+    )
+    among, flagged_queries = false_before(encoded, list(hard), stored, applied)
+    tried = len(hard) * (len(stored) - 1)
+    print(
+        f"hard negatives ({len(hard)} images, each asked by its bytes among all {len(stored)} stored: {tried} "
+        f"pairs tried): false duplicates before {among}"
+        f" pairs ({flagged_queries} queries), after {hard_pairs_after} pairs ({false_after} queries)"
     )
     print(
         f"\nthreshold sweep (same rules, in process; FP queries: originals with a false duplicate; "
@@ -469,6 +629,57 @@ def run(address: str, config: Config, corpus: Corpus, max_fp: float) -> None:
     print("\nthe different images that look most alike (visual share of the first's bits, pHash bits apart):")
     for first, second, share, distance in closest_different(sweep.originals, 8):
         print(f"  {share:.3f}  {distance:>2}  {first}  ~  {second}")
+    stage_costs(config, copies)
+
+
+def false_before(
+    encoded: Encoded, hard: list[str], stored: list[str], thresholds: DuplicateThresholds
+) -> tuple[int, int]:
+    """(false pairs, queries with a false duplicate) of the hard negatives among all stored: thresholds alone."""
+    found = pairs(encoded, hard, stored)
+    marks = flagged(found, thresholds.max_phash_distance, thresholds.min_visual_share)
+    for i, name in enumerate(found.queries):
+        marks[i, stored.index(name)] = False
+    return int(marks.sum()), int(marks.any(axis=1).sum())
+
+
+def false_among(client: Image2SdrClient, hard: dict[str, bytes], thresholds: DuplicateThresholds) -> tuple[int, int]:
+    """(queries with a false duplicate, false pairs) among the hard negatives, each asked by its bytes."""
+    queries, found_pairs = 0, 0
+    for name, data in hard.items():
+        others = [d for d in client.find_duplicates(image=data, k=100, thresholds=thresholds) if d.id != name]
+        for duplicate in others:
+            print(f"  false duplicate: {name} ~ {duplicate.id} ({duplicate.stage}, {duplicate.inliers} inliers)")
+        queries += bool(others)
+        found_pairs += len(others)
+    return queries, found_pairs
+
+
+def stage_costs(config: Config, copies: dict[str, bytes], sample: int = 200) -> None:
+    """The keypoint stage's own cost, in process: a query's keypoints (decode threads), and one verification."""
+    names = list(copies)[:: max(1, len(copies) // sample)]
+    extract_ms, verify_ms = [], []
+    stored = [keypoints.from_blob(keypoints.extract(_decoded(config, copies[n])).to_blob()) for n in names[:16]]
+    for name in names:
+        image = _decoded(config, copies[name])
+        started = time.perf_counter()
+        points = keypoints.extract(image)
+        extract_ms.append((time.perf_counter() - started) * 1000)
+        for theirs in stored:
+            if theirs is not None:
+                started = time.perf_counter()
+                keypoints.verify(points, theirs)
+                verify_ms.append((time.perf_counter() - started) * 1000)
+    print(
+        f"\nkeypoint stage ({len(names)} copies, in process): extract p50 {np.median(extract_ms):.1f} ms "
+        f"(the picture and its mirror, on the decode threads), one verification p50 {np.median(verify_ms):.2f} ms; "
+        f"at most {VERIFY} verifications a query, whatever the index size"
+    )
+
+
+def _decoded(config: Config, data: bytes) -> Image.Image:
+    """The pixels as the encoder decodes them (a JPEG drafted down to the classifier's side)."""
+    return decode_image(data, config.image, 224).image
 
 
 if __name__ == "__main__":

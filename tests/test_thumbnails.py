@@ -144,7 +144,7 @@ def test_a_schema_4_store_opens_keeps_every_item_and_takes_thumbnails_from_then_
         index.add_many([Item("v4-new", first.sdr, thumbnail=b"added")])
         assert index.thumbnails(["v4-00", "v4-01", "v4-new"]) == {"v4-00": b"new", "v4-new": b"added"}
     assert _schema(directory) == (str(SCHEMA_VERSION), {*_schema(directory)[1]})
-    assert SCHEMA_VERSION == 5 and "item_thumbnails" in _schema(directory)[1]
+    assert SCHEMA_VERSION == 6 and "item_thumbnails" in _schema(directory)[1]
     with SdrIndex(directory, IndexConfig()) as index:  # opens again as any current store
         assert index.thumbnails(["v4-00", "v4-new"]) == {"v4-00": b"new", "v4-new": b"added"}
         index.remove("v4-00")

@@ -12,18 +12,23 @@ must equal the oracle too. What every engine refuses is tested once, above them
 from __future__ import annotations
 
 import hashlib
+import io
 import threading
 from collections.abc import Iterator
+from dataclasses import replace
 
 import numpy as np
 import pytest
+from PIL import Image
 
+from image2sdr.server import keypoints
 from image2sdr.server.errors import InvalidInputError, NotFoundError
 from image2sdr.server.fingerprints import Fingerprint
 from image2sdr.server.index import (
     SEMANTIC,
     VISUAL,
     DuplicateKind,
+    DuplicateStage,
     DuplicateThresholds,
     Item,
     ItemIndex,
@@ -33,7 +38,9 @@ from image2sdr.server.index import (
     SdrIndex,
 )
 from image2sdr.server.index.faiss.ivf import IvfBackend
+from image2sdr.server.index.milvus.keypoints import POINTS
 from image2sdr.server.sdr import Sdr
+from tests.helpers.images import sample_photo
 from tests.helpers.index import SIZE, brute_force, clustered_items, pairs, random_sdr, semantic_backend
 from tests.helpers.index_engines import Mirror, Stores
 
@@ -443,3 +450,51 @@ def test_thumbnails_of_many_items_large_and_small_are_read_at_once(mirror: Mirro
     wanted = {item.id: item.thumbnail for item in items if item.thumbnail is not None}
     assert mirror.index.thumbnails([item.id for item in items]) == wanted
     assert mirror.index.thumbnails(["large"]) == {"large": large}
+
+
+@pytest.fixture(scope="module")
+def photo_points() -> tuple[keypoints.ImageKeypoints, keypoints.ImageKeypoints, keypoints.ImageKeypoints]:
+    """Keypoints of a real photo, of its copy turned a quarter, and of another photo."""
+    found = []
+    for name, turn in (("chelsea", None), ("chelsea", Image.Transpose.ROTATE_90), ("coffee", None)):
+        with Image.open(io.BytesIO(sample_photo(name))) as image:
+            rgb = image.convert("RGB")
+        found.append(keypoints.extract(rgb if turn is None else rgb.transpose(turn)))
+    return found[0], found[1], found[2]
+
+
+def test_keypoints_decide_copies_both_ways_and_follow_their_item(
+    mirror: Mirror, photo_points: tuple[keypoints.ImageKeypoints, ...]
+) -> None:
+    original, turned, other = photo_points
+    look = random_sdr(np.random.default_rng(12), 300)
+    mirror.add_many([replace(_photo("kp-orig", 2000, look=look), keypoints=original)])
+    index = mirror.index
+    assert index.engine.keypoints(["kp-orig", PHOTOS[0].id]) == {"kp-orig": original.to_blob()}
+    assert index.get("kp-orig").keypoints is None  # reads never carry them
+
+    dim = _shifted(look, 0.2, seed=6)  # a look below the share: the thresholds alone miss it
+    assert index.find_duplicates(_fingerprint(2001), dim, k=5) == []
+    (found,) = index.find_duplicates(_fingerprint(2001), dim, k=5, points=turned)
+    assert (found.id, found.kind, found.stage) == ("kp-orig", DuplicateKind.TRANSFORMED, DuplicateStage.KEYPOINTS)
+    assert found.inliers >= keypoints.MIN_INLIERS and found.transform is not None
+    assert found.transform.rotation_degrees == pytest.approx(90, abs=2)
+
+    # The same look, another picture: the thresholds pass it, the keypoints do not.
+    assert [d.stage for d in index.find_duplicates(_fingerprint(2002), look, k=5)] == [DuplicateStage.VISUAL]
+    assert index.find_duplicates(_fingerprint(2002), look, k=5, points=other) == []
+
+    mirror.remove("kp-orig")
+    assert index.engine.keypoints(["kp-orig"]) == {}
+    if mirror.engine == "milvus-embedded":  # a set from before keypoints gains `points` with its first ones
+        mirror.add_many([replace(_photo("kp-again", 2003, look=look), keypoints=original)])
+        index.engine._client.drop_collection(index.engine._names[POINTS])
+        index = mirror.reopen()
+        assert index.engine.keypoints(["kp-again"]) == {}  # judged the old way until added again with them
+        assert [d.stage for d in index.find_duplicates(_fingerprint(2002), look, k=5, points=other)] == [
+            DuplicateStage.VISUAL
+        ]
+        mirror.add_many([replace(_photo("kp-again", 2003, look=look), keypoints=original)])
+        assert index.engine.keypoints(["kp-again"]) == {"kp-again": original.to_blob()}
+        mirror.add_many([_photo("kp-again", 2003, look=look)])  # a new version without: the old ones are not read
+        assert index.engine.keypoints(["kp-again"]) == {}

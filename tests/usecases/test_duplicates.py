@@ -81,13 +81,27 @@ def test_same_bytes_a_reencoded_and_a_mirrored_copy_are_found_a_different_photo_
     assert first.visual_overlap == len(stored.visual.active) and first.visual_share == pytest.approx(1.0)
     assert same.fingerprint == stored.fingerprint
     assert any(c.name == "cat" for c in first.concepts)
+    assert (first.stage, first.inliers, first.HasField("transform")) == (pb.DUPLICATE_STAGE_FILE_HASH, -1, False)
 
     smaller = copies_of(stub, image=half_size(photos["chelsea"])).duplicates
     assert [(d.id, d.kind) for d in smaller[:1]] == [("orig/chelsea", pb.DUPLICATE_KIND_NEAR_EXACT)]
+    assert smaller[0].stage == pb.DUPLICATE_STAGE_KEYPOINTS and smaller[0].inliers >= 12  # verified too
+    assert smaller[0].transform.scale == pytest.approx(1.0, abs=0.05)  # keypoints are found at one size
 
     flipped = copies_of(stub, image=mirrored(photos["chelsea"])).duplicates
     assert [(d.id, d.kind) for d in flipped[:1]] == [("orig/chelsea", pb.DUPLICATE_KIND_TRANSFORMED)]
     assert flipped[0].phash_distance > 8  # the pHash alone would not have found it
+    assert flipped[0].stage == pb.DUPLICATE_STAGE_KEYPOINTS and flipped[0].transform.mirrored
+
+    # A quarter turn: below the visual share, found by the keypoints, with its rotation.
+    turned = copies_of(stub, image=encode_jpeg(np.rot90(skdata.chelsea()))).duplicates
+    assert [(d.id, d.kind, d.stage) for d in turned[:1]] == [
+        ("orig/chelsea", pb.DUPLICATE_KIND_TRANSFORMED, pb.DUPLICATE_STAGE_KEYPOINTS)
+    ]
+    assert turned[0].inliers >= 12 and not turned[0].transform.mirrored
+    assert turned[0].transform.rotation_degrees == pytest.approx(90, abs=2)
+    box = turned[0].transform
+    assert (box.crop_left, box.crop_top, box.crop_right, box.crop_bottom) == pytest.approx((0, 0, 1, 1), abs=0.03)
 
     assert not copies_of(stub, image=photos["astronaut"]).duplicates
 

@@ -13,9 +13,11 @@ from ._types import (
     ConceptBackground,
     ConceptFit,
     ConceptSuggestion,
+    CopyTransform,
     CustomConcept,
     Duplicate,
     DuplicateKind,
+    DuplicateStage,
     DuplicateThresholds,
     Encoding,
     Explanation,
@@ -73,6 +75,12 @@ _ON_DUPLICATE: dict[str, pb.OnDuplicate] = {
     "keep": pb.ON_DUPLICATE_KEEP,
     "skip": pb.ON_DUPLICATE_SKIP,
     "replace": pb.ON_DUPLICATE_REPLACE,
+}
+_STAGES: dict[int, DuplicateStage] = {
+    pb.DUPLICATE_STAGE_FILE_HASH: "file_hash",
+    pb.DUPLICATE_STAGE_PHASH: "phash",
+    pb.DUPLICATE_STAGE_VISUAL: "visual",
+    pb.DUPLICATE_STAGE_KEYPOINTS: "keypoints",
 }
 _KINDS: dict[int, DuplicateKind] = {
     pb.DUPLICATE_KIND_SAME_BYTES: "same_bytes",
@@ -217,7 +225,15 @@ def duplicate_from_pb(message: pb.Duplicate) -> Duplicate:
         visual_share=message.visual_share,
         concepts=concepts_from_pb(message.concepts),
         metadata=dict(message.metadata),
+        stage=_STAGES.get(message.stage, ""),
+        inliers=message.inliers,
+        transform=_transform_from_pb(message.transform) if message.HasField("transform") else None,
     )
+
+
+def _transform_from_pb(message: pb.CopyTransform) -> CopyTransform:
+    crop = (message.crop_left, message.crop_top, message.crop_right, message.crop_bottom)
+    return CopyTransform(message.rotation_degrees, message.scale, crop, message.mirrored)
 
 
 def item_from_pb(message: pb.Item) -> Item:

@@ -16,9 +16,11 @@ __all__ = [
     "ConceptExample",
     "ConceptFit",
     "ConceptSuggestion",
+    "CopyTransform",
     "CustomConcept",
     "Duplicate",
     "DuplicateKind",
+    "DuplicateStage",
     "DuplicateThresholds",
     "EncodeItem",
     "Encoding",
@@ -49,6 +51,8 @@ Space = Literal["semantic", "visual", "blend"]
 OnDuplicate = Literal["keep", "skip", "replace"]
 # How a stored item copies an image, strongest first.
 DuplicateKind = Literal["same_bytes", "near_exact", "transformed"]
+# The cascade's stage that decided a copy ("" from a server before stages).
+DuplicateStage = Literal["file_hash", "phash", "visual", "keypoints", ""]
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,23 @@ class Duplicate:
     visual_share: float = 0.0  # visual_overlap as a share of the query's visual active bits
     concepts: tuple[Concept, ...] = ()
     metadata: Mapping[str, str] = field(default_factory=dict)
+    stage: DuplicateStage = ""  # the stage that decided it
+    inliers: int = -1  # keypoints one transform explains; -1 when keypoints were not compared
+    transform: CopyTransform | None = None  # set when the keypoints decided it
+
+
+@dataclass(frozen=True)
+class CopyTransform:
+    """How the stored picture maps onto the query, as the keypoints found it.
+
+    ``crop`` is (left, top, right, bottom) of the stored picture the query shows, as
+    fractions of its width and height: (0, 0, 1, 1) when all of it.
+    """
+
+    rotation_degrees: float  # counter-clockwise
+    scale: float  # query size / stored size
+    crop: tuple[float, float, float, float]
+    mirrored: bool = False
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,14 @@ class DuplicateKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     DUPLICATE_KIND_NEAR_EXACT: _ClassVar[DuplicateKind]
     DUPLICATE_KIND_TRANSFORMED: _ClassVar[DuplicateKind]
 
+class DuplicateStage(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DUPLICATE_STAGE_UNSPECIFIED: _ClassVar[DuplicateStage]
+    DUPLICATE_STAGE_FILE_HASH: _ClassVar[DuplicateStage]
+    DUPLICATE_STAGE_PHASH: _ClassVar[DuplicateStage]
+    DUPLICATE_STAGE_VISUAL: _ClassVar[DuplicateStage]
+    DUPLICATE_STAGE_KEYPOINTS: _ClassVar[DuplicateStage]
+
 class MapState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     MAP_STATE_UNSPECIFIED: _ClassVar[MapState]
@@ -48,6 +56,11 @@ DUPLICATE_KIND_UNSPECIFIED: DuplicateKind
 DUPLICATE_KIND_SAME_BYTES: DuplicateKind
 DUPLICATE_KIND_NEAR_EXACT: DuplicateKind
 DUPLICATE_KIND_TRANSFORMED: DuplicateKind
+DUPLICATE_STAGE_UNSPECIFIED: DuplicateStage
+DUPLICATE_STAGE_FILE_HASH: DuplicateStage
+DUPLICATE_STAGE_PHASH: DuplicateStage
+DUPLICATE_STAGE_VISUAL: DuplicateStage
+DUPLICATE_STAGE_KEYPOINTS: DuplicateStage
 MAP_STATE_UNSPECIFIED: MapState
 MAP_STATE_QUEUED: MapState
 MAP_STATE_RUNNING: MapState
@@ -310,8 +323,26 @@ class FindSimilarResponse(_message.Message):
     skipped_without_visual: int
     def __init__(self, matches: _Optional[_Iterable[_Union[Match, _Mapping]]] = ..., query: _Optional[_Union[Sdr, _Mapping]] = ..., visual_query: _Optional[_Union[Sdr, _Mapping]] = ..., skipped_without_visual: _Optional[int] = ...) -> None: ...
 
+class CopyTransform(_message.Message):
+    __slots__ = ("rotation_degrees", "scale", "crop_left", "crop_top", "crop_right", "crop_bottom", "mirrored")
+    ROTATION_DEGREES_FIELD_NUMBER: _ClassVar[int]
+    SCALE_FIELD_NUMBER: _ClassVar[int]
+    CROP_LEFT_FIELD_NUMBER: _ClassVar[int]
+    CROP_TOP_FIELD_NUMBER: _ClassVar[int]
+    CROP_RIGHT_FIELD_NUMBER: _ClassVar[int]
+    CROP_BOTTOM_FIELD_NUMBER: _ClassVar[int]
+    MIRRORED_FIELD_NUMBER: _ClassVar[int]
+    rotation_degrees: float
+    scale: float
+    crop_left: float
+    crop_top: float
+    crop_right: float
+    crop_bottom: float
+    mirrored: bool
+    def __init__(self, rotation_degrees: _Optional[float] = ..., scale: _Optional[float] = ..., crop_left: _Optional[float] = ..., crop_top: _Optional[float] = ..., crop_right: _Optional[float] = ..., crop_bottom: _Optional[float] = ..., mirrored: _Optional[bool] = ...) -> None: ...
+
 class Duplicate(_message.Message):
-    __slots__ = ("id", "kind", "phash_distance", "visual_overlap", "visual_share", "concepts", "metadata")
+    __slots__ = ("id", "kind", "phash_distance", "visual_overlap", "visual_share", "concepts", "metadata", "stage", "inliers", "transform")
     class MetadataEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -326,6 +357,9 @@ class Duplicate(_message.Message):
     VISUAL_SHARE_FIELD_NUMBER: _ClassVar[int]
     CONCEPTS_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    INLIERS_FIELD_NUMBER: _ClassVar[int]
+    TRANSFORM_FIELD_NUMBER: _ClassVar[int]
     id: str
     kind: DuplicateKind
     phash_distance: int
@@ -333,7 +367,10 @@ class Duplicate(_message.Message):
     visual_share: float
     concepts: _containers.RepeatedCompositeFieldContainer[Concept]
     metadata: _containers.ScalarMap[str, str]
-    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[DuplicateKind, str]] = ..., phash_distance: _Optional[int] = ..., visual_overlap: _Optional[int] = ..., visual_share: _Optional[float] = ..., concepts: _Optional[_Iterable[_Union[Concept, _Mapping]]] = ..., metadata: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    stage: DuplicateStage
+    inliers: int
+    transform: CopyTransform
+    def __init__(self, id: _Optional[str] = ..., kind: _Optional[_Union[DuplicateKind, str]] = ..., phash_distance: _Optional[int] = ..., visual_overlap: _Optional[int] = ..., visual_share: _Optional[float] = ..., concepts: _Optional[_Iterable[_Union[Concept, _Mapping]]] = ..., metadata: _Optional[_Mapping[str, str]] = ..., stage: _Optional[_Union[DuplicateStage, str]] = ..., inliers: _Optional[int] = ..., transform: _Optional[_Union[CopyTransform, _Mapping]] = ...) -> None: ...
 
 class FindDuplicatesRequest(_message.Message):
     __slots__ = ("image", "id", "thresholds", "k")

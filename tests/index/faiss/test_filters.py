@@ -131,7 +131,7 @@ def test_an_index_from_an_earlier_release_filters_lists_and_tags_its_items(
         assert index.list_items(1, where=where).items[0].id == "after-upgrade"
         assert gone.id not in [item.id for item in index.list_items(100, where=where).items]
     version, tables = _schema(directory)
-    assert version == str(SCHEMA_VERSION) == "5"
+    assert version == str(SCHEMA_VERSION) == "6"
     assert {"item_meta", "item_concepts", "custom_concepts"} <= tables
     with SdrIndex(directory, IndexConfig()) as index:  # opens again as any current store
         assert index.list_items(1, where=Filter(concepts=(ConceptCondition("dog", 0.99),))).total == 1

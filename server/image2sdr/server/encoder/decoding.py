@@ -1,7 +1,8 @@
-"""An image's first stage, on the decode threads: pixels, classifier input, fingerprint and thumbnail.
+"""An image's first stage, on the decode threads: pixels, classifier input, fingerprint, thumbnail, keypoints.
 
 The classifier's input (resized, cropped, scaled: ``LocalConceptSource.prepare``),
-the fingerprint and the thumbnail (when the image is stored) are made here while
+the fingerprint, the thumbnail (when the image is stored) and the keypoints (when
+it is stored or asked for its copies: ``keypoints.py``) are made here while
 the decoded image is at hand, on as many threads as ``image.decode_threads``,
 rather than on the one thread that then runs the classifier; an image that fails
 any of it fails alone (MemoryError included), and the batch goes on.
@@ -17,13 +18,22 @@ from ..concepts.local import PreparedImage
 from ..config import Config
 from ..fingerprints import Fingerprint, fingerprint
 from ..imaging import DecodedImage, decode_image
+from ..keypoints import ImageKeypoints, extract
 from ..thumbnails import Thumbnail, shrink
 from .values import EncodeOptions
 
-__all__ = ["Decoded", "Prepare", "timed_decode", "wants_thumbnail"]
+__all__ = ["Decoded", "Prepare", "Wanted", "timed_decode", "wanted"]
 
 # What the classifier makes of a decoded image before inference (None: it has nothing to make).
 Prepare = Callable[[DecodedImage], DecodedImage]
+
+
+@dataclass(frozen=True)
+class Wanted:
+    """What an image needs beside its pixels: a thumbnail (it will be stored), keypoints (stored, or a copy query)."""
+
+    thumbnail: bool = False
+    keypoints: bool = False
 
 
 @dataclass(frozen=True)
@@ -31,12 +41,13 @@ class Decoded:
     image: DecodedImage | Exception
     ms: float
     fingerprint: Fingerprint | None = None  # None when the image did not decode
-    fingerprint_ms: float = 0.0  # the fingerprint's and the thumbnail's
+    fingerprint_ms: float = 0.0  # the fingerprint's, the thumbnail's and the keypoints'
     thumbnail: Thumbnail | None = None  # its pixels; encoded when stored
+    keypoints: ImageKeypoints | None = None
 
 
-def timed_decode(data: bytes, config: Config, side: int | None, thumbnail: bool, prepare: Prepare | None) -> Decoded:
-    # The classifier's input, fingerprint and thumbnail are made here, on the decode threads.
+def timed_decode(data: bytes, config: Config, side: int | None, extras: Wanted, prepare: Prepare | None) -> Decoded:
+    # The classifier's input, fingerprint, thumbnail and keypoints are made here, on the decode threads.
     started = time.perf_counter()
     try:
         image = decode_image(data, config.image, side)
@@ -47,16 +58,20 @@ def timed_decode(data: bytes, config: Config, side: int | None, thumbnail: bool,
     decoded = time.perf_counter()
     try:
         found = fingerprint(data, image.image)
-        small = _thumbnail(image, config) if thumbnail else None
+        small = _thumbnail(image, config) if extras.thumbnail else None
+        points = extract(image.image) if extras.keypoints else None
     except Exception as exc:  # as for decoding: this image fails alone
         return Decoded(exc, (decoded - started) * 1000)
     if isinstance(image, PreparedImage) and image.reduced is not None:
         image = replace(image, reduced=None)  # not held while the batch waits for the classifier
-    return Decoded(image, (decoded - started) * 1000, found, (time.perf_counter() - decoded) * 1000, small)
+    return Decoded(image, (decoded - started) * 1000, found, (time.perf_counter() - decoded) * 1000, small, points)
 
 
-def wants_thumbnail(options: EncodeOptions | None) -> bool:
-    return options is not None and options.thumbnail
+def wanted(options: EncodeOptions | None) -> Wanted:
+    """A stored image gets a thumbnail and keypoints; a copy query keypoints alone."""
+    if options is None:
+        return Wanted()
+    return Wanted(thumbnail=options.thumbnail, keypoints=options.thumbnail or options.keypoints)
 
 
 def _thumbnail(image: DecodedImage, config: Config) -> Thumbnail | None:

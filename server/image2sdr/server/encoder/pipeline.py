@@ -25,12 +25,13 @@ from ..config import Config
 from ..errors import ConfigError, Image2SdrError, InvalidTermError, UpstreamError
 from ..fingerprints import Fingerprint
 from ..imaging import DecodedImage
+from ..keypoints import ImageKeypoints
 from ..merge import Merger, MergeResult, WeightedSdr
 from ..sdr import Sdr
 from ..terms.base import TermSource, normalize_term
 from ..terms.cache import CachedTermSource, TermCache
 from ..thumbnails import Thumbnail, check_format
-from .decoding import Decoded, Prepare, timed_decode, wants_thumbnail
+from .decoding import Decoded, Prepare, Wanted, timed_decode, wanted
 from .providers import appearance_for, classifier_of, close_provider, concept_source, term_source
 from .settings import Settings, resolve
 from .values import ConceptUse, EncodeOptions, Encoding, Outcome, StageTimings
@@ -53,6 +54,7 @@ class _Looks:
     fingerprint: Fingerprint | None
     thumbnail: Thumbnail | None = None
     visual: Sdr | None = None
+    keypoints: ImageKeypoints | None = None
     ranked: npt.NDArray[np.uint32] | None = None  # visual bits, strongest first (as many as the merge needs)
     appearance_ms: float = 0.0
 
@@ -118,7 +120,7 @@ class Encoder:
 
     def encode_batch(self, images: Sequence[bytes], options: EncodeOptions | None = None) -> list[Outcome]:
         """One result per image, in order: its Encoding or the error for that image alone."""
-        return self._encode_batch(images, options, [wants_thumbnail(options)] * len(images))
+        return self._encode_batch(images, options, [wanted(options)] * len(images))
 
     def encode_many(self, requests: Sequence[tuple[bytes, EncodeOptions | None]]) -> list[Outcome]:
         """One result per (image, options), in order; images that share their options form one batch.
@@ -130,11 +132,11 @@ class Encoder:
         """
         groups: dict[EncodeOptions, list[int]] = {}
         for slot, (_, options) in enumerate(requests):
-            # Whether an image is stored changes only its thumbnail: one batch still.
-            groups.setdefault(replace(options or EncodeOptions(), thumbnail=False), []).append(slot)
+            # Whether an image is stored changes only its thumbnail and keypoints: one batch still.
+            groups.setdefault(replace(options or EncodeOptions(), thumbnail=False, keypoints=False), []).append(slot)
         results: list[Outcome | None] = [None] * len(requests)
         for options, slots in groups.items():
-            thumbnails = [wants_thumbnail(requests[slot][1]) for slot in slots]
+            thumbnails = [wanted(requests[slot][1]) for slot in slots]
             try:
                 outcomes = self._encode_batch([requests[slot][0] for slot in slots], options, thumbnails)
             except Exception as exc:  # the options themselves are bad: each of their images says so
@@ -174,9 +176,9 @@ class Encoder:
     # -- stages --------------------------------------------------------------
 
     def _encode_batch(
-        self, images: Sequence[bytes], options: EncodeOptions | None, thumbnails: Sequence[bool]
+        self, images: Sequence[bytes], options: EncodeOptions | None, thumbnails: Sequence[Wanted]
     ) -> list[Outcome]:
-        """``encode_batch``, with each image's own word on its thumbnail.
+        """``encode_batch``, with each image's own word on its thumbnail and keypoints.
 
         Every image is handed to the decode threads at once, and the batch is then
         classified in steps (``_steps``): while the classifier runs on one step, the
@@ -187,8 +189,8 @@ class Encoder:
         side, prepare, config = self.concept_source.input_side, self._prepare, self.config
         # Each decode runs in the caller's context: it waits for the decode budget until the caller's deadline.
         pending = [
-            self._decoders.submit(contextvars.copy_context().run, timed_decode, data, config, side, wanted, prepare)
-            for data, wanted in zip(images, thumbnails, strict=True)
+            self._decoders.submit(contextvars.copy_context().run, timed_decode, data, config, side, extras, prepare)
+            for data, extras in zip(images, thumbnails, strict=True)
         ]
         for start, end in self._steps(len(images)):
             decoded, timed = _collect(pending, start, end, results)
@@ -282,7 +284,9 @@ class Encoder:
         looks: list[_Looks | Exception] = [
             feature
             if isinstance(feature, Exception)
-            else _Looks(decode.fingerprint, decode.thumbnail, appearance_ms=decode.fingerprint_ms)
+            else _Looks(
+                decode.fingerprint, decode.thumbnail, keypoints=decode.keypoints, appearance_ms=decode.fingerprint_ms
+            )
             for decode, feature in zip(timed, features, strict=True)
         ]
         rows = {row: feature for row, feature in enumerate(features) if isinstance(feature, np.ndarray)}
@@ -298,6 +302,7 @@ class Encoder:
                 timed[row].fingerprint,
                 timed[row].thumbnail,
                 visual,
+                timed[row].keypoints,
                 bits[: settings.visual_bits],
                 fingerprint_ms + share_ms,
             )
@@ -364,6 +369,7 @@ class Encoder:
             visual=look.visual if look is not None else None,
             fingerprint=look.fingerprint if look is not None else None,
             thumbnail=look.thumbnail if look is not None else None,
+            keypoints=look.keypoints if look is not None else None,
             merged=tuple(weighted),
             visual_bits=visual_bits,
             active_bits=settings.active_bits,

@@ -8,6 +8,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..fingerprints import Fingerprint
+from ..keypoints import ImageKeypoints
 from ..merge import WeightedSdr
 from ..sdr import Sdr
 from ..thumbnails import Thumbnail
@@ -26,6 +27,8 @@ class EncodeOptions:
     # Internal (not in the proto): the encoding will be stored, so make its thumbnail
     # (index.thumbnails). The service sets it for add_to_index; nothing else needs one.
     thumbnail: bool = False
+    # Internal too: make the image's keypoints (keypoints.py) although it is not stored (a FindDuplicates query).
+    keypoints: bool = False
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,8 @@ class Encoding:
     # For the index; its WebP or JPEG bytes are made when first read (None: index.thumbnails is 0,
     # or no image, or the encoding is not to be stored).
     thumbnail: Thumbnail | None = field(default=None, compare=False, repr=False)
+    # The image's keypoints, when it is stored or a copy query (EncodeOptions.thumbnail, .keypoints).
+    keypoints: ImageKeypoints | None = field(default=None, compare=False, repr=False)
 
     @property
     def used(self) -> tuple[ConceptUse, ...]:

@@ -32,6 +32,7 @@ class CopyQuery:
     visual: Sdr | None
     limits: DuplicateThresholds
     k: int  # candidates by look, about; every one by bytes and pHash
+    verify: int = 0  # and this many nearest by look whatever their share: the keypoints verify them
 
 
 # Candidate copies of an image among the stored items, unjudged: ``duplicates.rank`` decides.
@@ -104,6 +105,13 @@ class Engine(Protocol):
         """The thumbnails of these (distinct) ids that have one."""
         ...
 
+    def keypoints(self, item_ids: Sequence[str]) -> dict[str, bytes]:
+        """The stored keypoint blobs (``keypoints.py``) of these (distinct) ids that have one.
+
+        Called by ``decide`` under the engine's write lock too: it must not take that lock.
+        """
+        ...
+
     def count(self, space: str) -> int:
         """Items with an SDR in ``space``."""
         ...
@@ -127,10 +135,12 @@ class Engine(Protocol):
         """Candidate copies of an image (``FindCopies``); the item ``exclude`` left out."""
         ...
 
-    def copies_of(self, item_id: str, limits: DuplicateThresholds, k: int) -> tuple[Item, list[Item]] | None:
+    def copies_of(
+        self, item_id: str, limits: DuplicateThresholds, k: int, verify: int = 0
+    ) -> tuple[Item, list[Item]] | None:
         """A stored item and the candidate copies of its image, read together; None when unknown.
 
-        An item without a fingerprint comes back with no candidates.
+        An item without a fingerprint comes back with no candidates; ``verify`` as in ``CopyQuery``.
         """
         ...
 

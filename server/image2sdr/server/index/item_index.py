@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from ..config import IndexConfig
 from ..errors import IndexClosedError, NoFingerprintError, NoSdrInSpaceError, NotFoundError
 from ..fingerprints import Fingerprint
+from ..keypoints import ImageKeypoints, Keypoints, from_blob
 from ..sdr import Sdr
 from . import duplicates
 from .engine import CopyQuery, Engine, FindCopies, SnapshotHook, Write
@@ -125,9 +126,12 @@ class ItemIndex:
         outcomes: list[AddOutcome] = []
 
         def decide(find: FindCopies) -> Write:
-            def stored(fingerprint: Fingerprint, visual: Sdr | None) -> list[Duplicate]:
-                found = find(CopyQuery(fingerprint, visual, limits, self.config.max_k))
-                return duplicates.rank(fingerprint, visual, found, limits, self.config.max_k)
+            def stored(fingerprint: Fingerprint, visual: Sdr | None, points: ImageKeypoints | None) -> list[Duplicate]:
+                verify = duplicates.VERIFY if points is not None else 0
+                found = find(CopyQuery(fingerprint, visual, limits, self.config.max_k, verify))
+                return duplicates.rank(
+                    fingerprint, visual, found, limits, self.config.max_k, points=points, stored_points=self._keypoints
+                )
 
             decided, removed = duplicates.screen(prepared, on_duplicate, limits, stored, self.sdr_size)
             outcomes.extend(decided)
@@ -260,15 +264,22 @@ class ItemIndex:
         k: int = 10,
         *,
         exclude: str | None = None,
+        points: ImageKeypoints | None = None,
     ) -> list[Duplicate]:
-        """Stored copies of an image, strongest kind first, then closest; ``exclude`` is left out."""
+        """Stored copies of an image, strongest kind first, then closest; ``exclude`` is left out.
+
+        With the image's ``points`` the best candidates are verified by keypoints (``duplicates.py``).
+        """
         limits = self._rules.thresholds(thresholds)
         self._rules.search(k, 0, SEMANTIC)
         if visual is not None:
             self._rules.sdr(visual, "visual")
+        verify = duplicates.VERIFY if points is not None else 0
         with self._gate:
-            candidates = self.engine.copies(CopyQuery(fingerprint, visual, limits, k), exclude)
-        return duplicates.rank(fingerprint, visual, candidates, limits, k)
+            candidates = self.engine.copies(CopyQuery(fingerprint, visual, limits, k, verify), exclude)
+            return duplicates.rank(
+                fingerprint, visual, candidates, limits, k, points=points, stored_points=self._keypoints
+            )
 
     def duplicates_of(
         self, item_id: str, thresholds: DuplicateThresholds | None = None, k: int = 10
@@ -278,13 +289,30 @@ class ItemIndex:
         limits = self._rules.thresholds(thresholds)
         self._rules.search(k, 0, SEMANTIC)
         with self._gate:
-            found = self.engine.copies_of(item_id, limits, k)
-        if found is None:
-            raise _not_found(item_id)
-        item, candidates = found
-        if item.fingerprint is None:
-            raise NoFingerprintError(f"item {item_id!r} was added without an image: it has no fingerprint", field="id")
-        return item, duplicates.rank(item.fingerprint, item.spaces.get(VISUAL), candidates, limits, k)
+            found = self.engine.copies_of(item_id, limits, k, duplicates.VERIFY)
+            if found is None:
+                raise _not_found(item_id)
+            item, candidates = found
+            if item.fingerprint is None:
+                raise NoFingerprintError(
+                    f"item {item_id!r} was added without an image: it has no fingerprint", field="id"
+                )
+            own = self._keypoints([item_id]).get(item_id)
+            points = ImageKeypoints(own) if own is not None else None  # no mirror image: it only confirms
+            return item, duplicates.rank(
+                item.fingerprint,
+                item.spaces.get(VISUAL),
+                candidates,
+                limits,
+                k,
+                points=points,
+                stored_points=self._keypoints,
+            )
+
+    def _keypoints(self, item_ids: Sequence[str]) -> dict[str, Keypoints]:
+        """The stored keypoints of these ids, read back (another version's blob is none); the caller holds the gate."""
+        found = ((item_id, from_blob(blob)) for item_id, blob in self.engine.keypoints(list(item_ids)).items())
+        return {item_id: points for item_id, points in found if points is not None}
 
     def search_blend(
         self,

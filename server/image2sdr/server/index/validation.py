@@ -86,7 +86,7 @@ class ItemRules:
                 raise InvalidInputError("fingerprint must be a Fingerprint", field="fingerprint")
             thumbnail = check_thumbnail(item.thumbnail)
             last.pop(item.id, None)  # keep insertion order of the surviving occurrence
-            last[item.id] = StoredItem(item.id, sdrs, concepts, metadata, fingerprint, thumbnail)
+            last[item.id] = StoredItem(item.id, sdrs, concepts, metadata, fingerprint, thumbnail, item.keypoints)
         return list(last.values())
 
     def _sdrs(self, item: Item) -> dict[str, npt.NDArray[np.uint32]]:

@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 
 from ..fingerprints import Fingerprint
+from ..keypoints import ImageKeypoints, Transform
 from ..sdr import Sdr
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "ConceptCondition",
     "Duplicate",
     "DuplicateKind",
+    "DuplicateStage",
     "DuplicateThresholds",
     "Filter",
     "Item",
@@ -65,6 +67,8 @@ class Item:
     fingerprint: Fingerprint | None = None  # None: added by SDR alone, without an image
     # Given on add (None: none kept); items read back leave it None: ``ItemIndex.thumbnails`` reads it.
     thumbnail: bytes | None = field(default=None, compare=False, repr=False)
+    # Given on add (None: none kept; ``keypoints.py``); items read back leave it None: ``ItemIndex.keypoints``.
+    keypoints: ImageKeypoints | None = field(default=None, compare=False, repr=False)
 
     def in_space(self, space: str) -> Sdr | None:
         """This item's SDR in ``space``, or None when it has none there."""
@@ -96,6 +100,15 @@ class DuplicateKind(enum.Enum):
     TRANSFORMED = "transformed"  # visual overlap at least min_visual_share of the query's active bits
 
 
+class DuplicateStage(enum.Enum):
+    """The stage of the cascade that decided a copy (``duplicates.py``)."""
+
+    FILE_HASH = "file_hash"  # the same SHA-256: nothing else asked
+    PHASH = "phash"  # the pHash within the distance, judged without keypoints (either side has none)
+    VISUAL = "visual"  # the visual share reached, judged without keypoints
+    KEYPOINTS = "keypoints"  # one geometric transform explains enough matched keypoints (either way)
+
+
 @dataclass(frozen=True)
 class DuplicateThresholds:
     max_phash_distance: int  # bits of 64; a near-exact copy differs in at most this many
@@ -111,6 +124,9 @@ class Duplicate:
     phash_distance: int  # bits; -1 when the stored item has no fingerprint
     visual_overlap: int  # active bits shared in the visual space; -1 when either side has no visual SDR
     item: Item
+    stage: DuplicateStage = DuplicateStage.VISUAL  # the stage that decided it
+    inliers: int = -1  # keypoints one transform explains; -1 when they were not compared
+    transform: Transform | None = None  # stored picture -> query, when the keypoints decided
 
 
 class OnDuplicate(enum.Enum):
@@ -190,6 +206,7 @@ class StoredItem:
     metadata: Mapping[str, str]
     fingerprint: Fingerprint | None = None
     thumbnail: bytes | None = None  # WebP or JPEG bytes; None: keep none
+    keypoints: ImageKeypoints | None = None  # what is stored is ``keypoints.to_blob()``; None: keep none
 
     def as_item(self, sdr_size: int) -> Item:
         """The item as a read gives it back (no thumbnail: ``thumbnails`` reads those)."""

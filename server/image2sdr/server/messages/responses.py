@@ -15,7 +15,18 @@ from ..custom_concepts import Defined
 from ..encoder import ConceptUse, Encoding
 from ..explain import Explanation
 from ..fingerprints import Fingerprint
-from ..index.values import SEMANTIC, VISUAL, Duplicate, DuplicateKind, DuplicateThresholds, Item, ItemPage, Match
+from ..index.values import (
+    SEMANTIC,
+    VISUAL,
+    Duplicate,
+    DuplicateKind,
+    DuplicateStage,
+    DuplicateThresholds,
+    Item,
+    ItemPage,
+    Match,
+)
+from ..keypoints import Transform
 from ..maps.jobs import MapState, MapStatus
 from ..queries import TermOverlap
 from ..sdr import Sdr
@@ -45,6 +56,12 @@ _KINDS = {
     DuplicateKind.SAME_BYTES: pb.DUPLICATE_KIND_SAME_BYTES,
     DuplicateKind.NEAR_EXACT: pb.DUPLICATE_KIND_NEAR_EXACT,
     DuplicateKind.TRANSFORMED: pb.DUPLICATE_KIND_TRANSFORMED,
+}
+_STAGES = {
+    DuplicateStage.FILE_HASH: pb.DUPLICATE_STAGE_FILE_HASH,
+    DuplicateStage.PHASH: pb.DUPLICATE_STAGE_PHASH,
+    DuplicateStage.VISUAL: pb.DUPLICATE_STAGE_VISUAL,
+    DuplicateStage.KEYPOINTS: pb.DUPLICATE_STAGE_KEYPOINTS,
 }
 _MAP_STATES = {
     MapState.QUEUED: pb.MAP_STATE_QUEUED,
@@ -158,6 +175,22 @@ def _duplicate(duplicate: Duplicate, query_visual: Sdr | None) -> pb.Duplicate:
         visual_share=share,
         concepts=_stored_concepts(duplicate.item.concepts),
         metadata=dict(duplicate.item.metadata),
+        stage=_STAGES[duplicate.stage],
+        inliers=duplicate.inliers,
+        transform=_transform(duplicate.transform) if duplicate.transform is not None else None,
+    )
+
+
+def _transform(transform: Transform) -> pb.CopyTransform:
+    left, top, right, bottom = transform.crop
+    return pb.CopyTransform(
+        rotation_degrees=transform.rotation_degrees,
+        scale=transform.scale,
+        crop_left=left,
+        crop_top=top,
+        crop_right=right,
+        crop_bottom=bottom,
+        mirrored=transform.mirrored,
     )
 
 

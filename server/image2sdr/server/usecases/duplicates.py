@@ -1,9 +1,13 @@
-"""FindDuplicates: the stored copies of an image or of a stored item (same bytes, near-exact, transformed)."""
+"""FindDuplicates: the stored copies of an image or of a stored item (same bytes, near-exact, transformed).
+
+The cascade (file hash, pHash, visual SDR, then keypoints on the best candidates) is ``index/duplicates.py``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..encoder import EncodeOptions
 from ..errors import InvalidInputError, NoFingerprintError
 from ..fingerprints import Fingerprint
 from ..index.values import VISUAL, Duplicate, DuplicateThresholds
@@ -41,9 +45,10 @@ def find_duplicates(parts: Parts, request: DuplicatesRequest) -> DuplicatesAnswe
             raise
         fingerprint, visual = item.fingerprint, item.in_space(VISUAL)
     elif isinstance(query, ByImage):
-        encoding = parts.encoder.encode(query.image)
+        # Its keypoints are made on the decode threads, for the cascade's last stage.
+        encoding = parts.encoder.encode(query.image, EncodeOptions(keypoints=True))
         fingerprint, visual = encoding.fingerprint, encoding.visual
-        found = parts.index.find_duplicates(fingerprint, visual, applied, k)
+        found = parts.index.find_duplicates(fingerprint, visual, applied, k, points=encoding.keypoints)
     else:
         raise InvalidInputError("set one of image or id", field="query")
     return DuplicatesAnswer(found, applied, fingerprint, visual)

@@ -192,6 +192,7 @@ def stored_item(target: StoreAs, encoding: Encoding, max_concepts: int) -> Item:
         spaces={} if encoding.visual is None else {VISUAL: encoding.visual},
         fingerprint=encoding.fingerprint,
         thumbnail=None if encoding.thumbnail is None else encoding.thumbnail.data,  # encoded here, when stored
+        keypoints=encoding.keypoints,
     )
 
 

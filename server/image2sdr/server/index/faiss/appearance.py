@@ -47,6 +47,15 @@ def copy_labels(
             np.array([exclude], dtype=np.int64),
         )[0]
         labels.update(hits.labels.tolist())
+        if query.verify:  # the nearest by look, below the share too: the keypoints judge them
+            nearest = looks.search(
+                visual.positions,
+                np.array([visual.active], dtype=np.int64),
+                query.verify,
+                1,
+                np.array([exclude], dtype=np.int64),
+            )[0]
+            labels.update(nearest.labels.tolist())
     labels.discard(exclude)
     return labels
 

@@ -227,6 +227,10 @@ class FaissEngine:
         with self._lock.read():
             return self._store.thumbnails(item_ids)
 
+    def keypoints(self, item_ids: Sequence[str]) -> dict[str, bytes]:
+        # SQLite alone, no lock: a duplicate check asks under the write lock (``write``'s decide).
+        return self._store.keypoints(item_ids)
+
     def count(self, space: str) -> int:
         with self._lock.read():
             return self.backends.backend(space).live_count
@@ -283,7 +287,9 @@ class FaissEngine:
         with self._lock.read():
             return self._rows_as_items(self._copy_labels(query, self._label_of_id(exclude)))
 
-    def copies_of(self, item_id: str, limits: DuplicateThresholds, k: int) -> tuple[Item, list[Item]] | None:
+    def copies_of(
+        self, item_id: str, limits: DuplicateThresholds, k: int, verify: int = 0
+    ) -> tuple[Item, list[Item]] | None:
         with self._lock.read():
             row = self._store.get(item_id)
             if row is None:
@@ -291,7 +297,8 @@ class FaissEngine:
             item = self._item(row)
             if row.fingerprint is None:
                 return item, []
-            labels = self._copy_labels(CopyQuery(row.fingerprint, item.spaces.get(VISUAL), limits, k), row.label)
+            query = CopyQuery(row.fingerprint, item.spaces.get(VISUAL), limits, k, verify)
+            labels = self._copy_labels(query, row.label)
             return item, self._rows_as_items(labels)
 
     def search_blend(

@@ -17,6 +17,10 @@ Schema versions (``meta.schema_version``), each opened by every later release:
     5  ``item_thumbnails`` (one row per item stored with a thumbnail, by label):
        WebP or JPEG bytes, read apart from ``items`` so searches never load them.
        Upgraded from 4 by creating it, empty: older items have no thumbnail
+    6  ``item_keypoints`` (one row per item stored with keypoints, by label): the
+       versioned blob of ``keypoints.py`` (about 3.5 KB), read only for the few
+       candidates a duplicate check verifies.  Upgraded from 5 by creating it,
+       empty: older items have none and are judged without keypoints
 
 Every upgrade runs in one transaction, so an interrupted one leaves the old
 version intact.
@@ -37,7 +41,7 @@ __all__ = ["SCHEMA_VERSION", "check_space_names", "open_schema"]
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 _SCHEMA = (
     """
 CREATE TABLE IF NOT EXISTS items (
@@ -79,6 +83,12 @@ CREATE TABLE IF NOT EXISTS item_concepts (
 CREATE TABLE IF NOT EXISTS item_thumbnails (
     label INTEGER PRIMARY KEY,
     image BLOB NOT NULL  -- WebP or JPEG bytes
+)""",
+    # Keyed by label like the thumbnails, for the same reasons.
+    """
+CREATE TABLE IF NOT EXISTS item_keypoints (
+    label  INTEGER PRIMARY KEY,
+    points BLOB NOT NULL  -- keypoints.py's blob: a version byte, then coordinates and ORB descriptors
 )""",
     """
 CREATE TABLE IF NOT EXISTS custom_concepts (

@@ -168,6 +168,14 @@ class SqliteStore:
                     if item.thumbnail is not None
                 ],
             )
+            connection.executemany(
+                "INSERT INTO item_keypoints(label, points) VALUES (?, ?)",
+                [
+                    (int(label), item.keypoints.to_blob())
+                    for label, item in zip(labels, items, strict=True)
+                    if item.keypoints is not None
+                ],
+            )
             changes = self._bump(connection, next_label=first + len(rows))
             connection.execute("COMMIT")
         except BaseException:
@@ -192,7 +200,7 @@ class SqliteStore:
         return (int(removed[0]) if removed.size else None), changes
 
     def _delete_ids(self, connection: sqlite3.Connection, ids: Sequence[str]) -> npt.NDArray[np.int64]:
-        """Delete the items with ``ids``, their filter rows and thumbnails; their labels, ascending."""
+        """Delete the items with ``ids``, their filter rows, thumbnails and keypoints; their labels, ascending."""
         labels: list[int] = []
         metadata: list[Mapping[str, str]] = []
         concepts: list[Sequence[tuple[str, float]]] = []
@@ -211,6 +219,7 @@ class SqliteStore:
                 "DELETE FROM item_concepts WHERE name = ? AND label = ?", [(name, label) for name, label, _ in names]
             )
             connection.executemany("DELETE FROM item_thumbnails WHERE label = ?", [(label,) for label in labels])
+            connection.executemany("DELETE FROM item_keypoints WHERE label = ?", [(label,) for label in labels])
         return np.array(sorted(labels), dtype=np.int64)
 
     def _bump(self, connection: sqlite3.Connection, next_label: int | None = None) -> int:
@@ -287,6 +296,20 @@ class SqliteStore:
             query = (
                 "SELECT items.id, item_thumbnails.image FROM items "
                 f"JOIN item_thumbnails ON item_thumbnails.label = items.label WHERE items.id IN ({marks})"
+            )
+            found.update((str(row[0]), bytes(row[1])) for row in reader.execute(query, chunk))
+        return found
+
+    def keypoints(self, ids: Sequence[str]) -> dict[str, bytes]:
+        """The keypoint blobs of the items with ``ids`` that have one, by id."""
+        found: dict[str, bytes] = {}
+        reader = self._reader()
+        for start in range(0, len(ids), _SELECT_CHUNK):
+            chunk = list(ids[start : start + _SELECT_CHUNK])
+            marks = ",".join("?" * len(chunk))
+            query = (
+                "SELECT items.id, item_keypoints.points FROM items "
+                f"JOIN item_keypoints ON item_keypoints.label = items.label WHERE items.id IN ({marks})"
             )
             found.update((str(row[0]), bytes(row[1])) for row in reader.execute(query, chunk))
         return found

@@ -46,6 +46,8 @@ it. Rows of older versions are deleted after the commit, best effort.
                visual ones, written before the semantic row and read only for the current
                seq, so an add without a thumbnail leaves the item none. Collections of the
                release before thumbnails have no ``thumbs``; it is created at open, empty.
+    points     the keypoints of each item version that has them (``keypoints.py``), base64,
+               keyed "<key>.<seq>" like the visual rows; created by the first keypoints written.
 
 Filters (``where``) are Milvus expressions on the semantic row's ``concepts`` JSON,
 which holds, beside the concept terms and scores, a filter index: ``names`` maps a

@@ -207,14 +207,16 @@ class MilvusSearch(MilvusRows):
         skip = item_key(exclude) if exclude else None
         return [self._item(row) for row in self._copy_rows(query, skip).values()]
 
-    def copies_of(self, item_id: str, limits: DuplicateThresholds, k: int) -> tuple[Item, list[Item]] | None:
+    def copies_of(
+        self, item_id: str, limits: DuplicateThresholds, k: int, verify: int = 0
+    ) -> tuple[Item, list[Item]] | None:
         row = self._row(item_id)
         if row is None:
             return None
         item = self._item(row)
         if row.stored.fingerprint is None:
             return item, []
-        query = CopyQuery(row.stored.fingerprint, item.spaces.get(VISUAL), limits, k)
+        query = CopyQuery(row.stored.fingerprint, item.spaces.get(VISUAL), limits, k, verify)
         return item, [self._item(other) for other in self._copy_rows(query, item_key(item_id)).values()]
 
     def _copy_rows(self, query: CopyQuery, exclude: str | None) -> dict[str, Row]:
@@ -230,6 +232,8 @@ class MilvusSearch(MilvusRows):
             floor = visual_floor(visual, limits)
             scored, _ = self._scan(VISUAL, visual, lambda _, bound: bound < floor, exclude, self._first_fetch(query.k))
             keys.update(item_key(row.stored.id) for overlap, row in scored if overlap >= floor)
+            # The nearest by look, below the share too: the keypoints judge them (``duplicates.py``).
+            keys.update(item_key(row.stored.id) for _, row in scored[: query.verify])
         keys.discard(exclude or "")
         return self._rows(keys)
 

@@ -28,6 +28,7 @@ from .expressions import (
     to_signed,
     versions_in,
 )
+from .keypoints import MilvusKeypoints
 from .thumbnails import thumb_batches, thumb_rows
 
 __all__ = ["MilvusWrites"]
@@ -35,7 +36,7 @@ __all__ = ["MilvusWrites"]
 logger = logging.getLogger(__name__)
 
 
-class MilvusWrites(MilvusClaims):
+class MilvusWrites(MilvusClaims, MilvusKeypoints):
     """Adds (deciding duplicates under this process's write lock and claims on the photos' bytes) and removals."""
 
     def write(self, offered: Sequence[StoredItem], decide: Decide) -> None:
@@ -89,6 +90,7 @@ class MilvusWrites(MilvusClaims):
         )
         for batch in thumb_batches(thumb_rows(versions)):
             self._upsert(THUMBS, batch)
+        self._write_keypoints(versions)
         semantic = self._codes([item.sdrs[SEMANTIC] for item in kept])
         rows = [
             {
@@ -129,6 +131,7 @@ class MilvusWrites(MilvusClaims):
         there was nothing to delete.
         """
         current = dict(zip(keys, seqs, strict=True))
+        self._drop_keypoints(keys, current)
         try:
             for name in (*self._spaces[1:], PHASH, THUMBS):
                 primary = "row" if name == THUMBS else "version"
@@ -152,6 +155,7 @@ class MilvusWrites(MilvusClaims):
     def _delete_items(self, keys: Sequence[str]) -> None:
         for chunk in in_chunks(list(keys)):
             self._delete(SEMANTIC, keys_in(chunk))  # first: the items are gone from here on
+        self._drop_keypoints(keys)
         try:
             for chunk in in_chunks(list(keys)):
                 for name in (*self._spaces[1:], PHASH, THUMBS):
