@@ -8,6 +8,13 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from ._concept_types import (
+    ConceptBackground,
+    ConceptFit,
+    ConceptSuggestion,
+    CustomConcept,
+    StoredId,
+)
 from ._exceptions import Image2SdrError
 
 __all__ = [
@@ -45,6 +52,8 @@ __all__ = [
 ]
 
 ImageSource = bytes | str | os.PathLike[str]  # encoded image bytes, or the path of an image file
+# A custom concept's example: an image (bytes, or a file's path) or a stored item.
+ConceptExample = ImageSource | StoredId
 # Where find_similar looks: what the picture shows, how it looks, or both weighted.
 Space = Literal["semantic", "visual", "blend"]
 # What an add does when the index holds a copy already: store anyway, store nothing, or replace the copies.
@@ -306,74 +315,6 @@ class Info:
     duplicate_thresholds: DuplicateThresholds = DuplicateThresholds()  # the defaults, both set
     index_visual_size: int = 0  # stored items with a visual SDR
     custom_concepts: int = 0  # custom concepts defined (list_concepts)
-
-
-# -- custom concepts ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class StoredId:
-    """A stored item used as a custom concept's example (a ``str`` example is an image file's path)."""
-
-    id: str
-
-
-# A custom concept's example: an image (bytes, or a file's path) or a stored item.
-ConceptExample = ImageSource | StoredId
-
-
-@dataclass(frozen=True)
-class ConceptFit:
-    """How well a custom concept tells its own examples apart, each left out of it in turn."""
-
-    precision: float
-    recall: float
-    f1: float
-
-
-@dataclass(frozen=True)
-class ConceptBackground:
-    """What a custom concept does on the stored collection it was defined against (unlabelled items)."""
-
-    items: int  # stored items scored
-    flagged: float  # the share of them it says yes to
-    precision: float  # estimated share of those that show it: an upper bound, close only when it separates well
-    recall: float  # the positives' share at the threshold, each scored leave-one-out
-    prevalence: float  # estimated share of the collection that shows it
-
-
-@dataclass(frozen=True)
-class ConceptSuggestion:
-    """A stored item the concept was least sure of: label it, then define the concept again with it by id."""
-
-    id: str
-    confidence: float
-
-
-@dataclass(frozen=True)
-class CustomConcept:
-    """A concept taught by examples: an SDR of the bits common among the positives, rare among the negatives.
-
-    An image's score, in [0, 1], is the (weighted) share of the concept's bits its SDRs
-    hold; its confidence is ``1 / (1 + exp(-(score - threshold) / scale))``, 0.5 at the
-    threshold.
-    """
-
-    name: str
-    sdr: Sdr  # in the semantic space
-    visual: Sdr | None  # in the visual space; None when an example had no visual SDR
-    threshold: float  # the score at which the concept is present
-    scale: float
-    positives: int  # examples given
-    negatives: int
-    fit: ConceptFit  # leave-one-out on the examples
-    updated_ms: int  # when it was (re)defined, Unix milliseconds
-    background: ConceptBackground | None = None  # on the stored collection; None: too few items stored
-    suggestions: tuple[ConceptSuggestion, ...] = ()  # least sure first: label these to refine it
-    # The stored items given as examples (images given are not kept): define it again with
-    # these plus the labelled suggestions to refine it.
-    positive_ids: tuple[str, ...] = ()
-    negative_ids: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
