@@ -18,6 +18,7 @@ from PIL import Image
 from image2sdr.server.concepts.base import Concept
 from image2sdr.server.config import Config
 from image2sdr.server.encoder import ConceptUse, EncodeOptions, Encoder
+from image2sdr.server.encoder.decoding import Wanted, timed_decode
 from image2sdr.server.errors import (
     ImageDecodeError,
     ImageTooSmallError,
@@ -282,3 +283,11 @@ def test_stored_concepts_fit_the_index_limit_leaving_out_the_weakest_names(encod
     assert rocket is not None
     custom = encoder.with_custom(encoding, [(ConceptUse("launch pad", 0.9, used=True), rocket)])
     assert list(custom.stored_concepts(10)) == [*names[:9], ("launch pad", 0.9)]
+
+
+def test_keypoints_only_for_images_to_store_and_only_when_kept(photos: dict[str, bytes]) -> None:
+    kept, off = Config(), Config.model_validate({"index": {"keypoints": False}})
+    stored = timed_decode(photos["chelsea"], kept, None, Wanted(thumbnail=True, keypoints=True), None)
+    assert stored.keypoints is not None and len(stored.keypoints.own) > 0
+    assert timed_decode(photos["chelsea"], kept, None, Wanted(), None).keypoints is None  # a plain encode
+    assert timed_decode(photos["chelsea"], off, None, Wanted(thumbnail=True, keypoints=True), None).keypoints is None

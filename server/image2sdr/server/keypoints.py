@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import math
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -99,18 +99,29 @@ class Keypoints:
         return Keypoints(self.width, self.height, self.points[rows], self.descriptors[rows])
 
 
-@dataclass(frozen=True, eq=False)
 class ImageKeypoints:
-    """A query's keypoints: the picture as sent, and its mirror image's (ORB does not see a mirrored copy).
+    """A picture's keypoints: as sent, and its mirror image's (ORB does not see a mirrored copy).
 
-    The mirror image's are made from ``grey`` when first asked (most queries never
-    ask: a copy that is not mirrored verifies at once), which halves what a query costs.
+    Both are detected from ``grey`` when first asked: the decode threads only make the
+    small grey picture, and ORB (~5 ms) runs where the keypoints are used, which for a
+    stream's stored images is its storing thread, off the path of the next batch; the
+    mirror image's are made only when a verification asks (most copies verify at once).
     A stored item asked by id has only its stored keypoints (no ``grey``: no mirror).
     """
 
-    own: Keypoints
-    grey: npt.NDArray[np.uint8] | None = field(default=None, repr=False)
-    _mirror: list[Keypoints] = field(default_factory=list, repr=False)
+    def __init__(self, own: Keypoints | None = None, grey: npt.NDArray[np.uint8] | None = None) -> None:
+        if own is None and grey is None:
+            raise ValueError("ImageKeypoints needs keypoints or a picture to find them in")
+        self.grey = grey
+        self._own = own
+        self._mirror: Keypoints | None = None
+
+    @property
+    def own(self) -> Keypoints:
+        if self._own is None:  # two threads may both make it: the same keypoints, one kept
+            assert self.grey is not None
+            self._own = _orb(self.grey, QUERY_FEATURES)
+        return self._own
 
     @property
     def can_mirror(self) -> bool:
@@ -120,9 +131,9 @@ class ImageKeypoints:
     def mirrored(self) -> Keypoints | None:
         if self.grey is None:
             return None
-        if not self._mirror:  # two threads may both make it: the same keypoints, one kept
-            self._mirror.append(_orb(np.ascontiguousarray(self.grey[:, ::-1]), QUERY_FEATURES))
-        return self._mirror[0]
+        if self._mirror is None:
+            self._mirror = _orb(np.ascontiguousarray(self.grey[:, ::-1]), QUERY_FEATURES)
+        return self._mirror
 
     def to_blob(self) -> bytes:
         return self.own.to_blob()
@@ -152,10 +163,9 @@ class Verdict:
     transform: Transform | None = None
 
 
-def extract(image: Image.Image, features: int = QUERY_FEATURES) -> ImageKeypoints:
-    """The keypoints of ``image`` (up to ``features``), and what its mirror image's are made from when asked."""
-    grey = _grey(image)
-    return ImageKeypoints(_orb(grey, features), grey)
+def extract(image: Image.Image) -> ImageKeypoints:
+    """The keypoints of ``image`` (up to ``QUERY_FEATURES``, and its mirror image's), detected when first read."""
+    return ImageKeypoints(grey=_grey(image))
 
 
 def from_blob(blob: bytes) -> Keypoints | None:

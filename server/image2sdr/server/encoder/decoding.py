@@ -59,7 +59,7 @@ def timed_decode(data: bytes, config: Config, side: int | None, extras: Wanted, 
     try:
         found = fingerprint(data, image.image)
         small = _thumbnail(image, config) if extras.thumbnail else None
-        points = extract(image.image) if extras.keypoints else None
+        points = extract(image.image) if extras.keypoints and config.index.keypoints else None
     except Exception as exc:  # as for decoding: this image fails alone
         return Decoded(exc, (decoded - started) * 1000)
     if isinstance(image, PreparedImage) and image.reduced is not None:
