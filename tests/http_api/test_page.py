@@ -368,6 +368,7 @@ def test_copies_are_grouped_and_keep_one_removes_the_others(page: Page, base_url
     expect(group.get_by_test_id("group-kind")).to_have_text("2 copies: same bytes")
     expect(group.get_by_test_id("group-member")).to_have_count(2)
     expect(group.get_by_test_id("member-detail").nth(1)).to_contain_text("pHash 0 bits apart")
+    expect(group.get_by_test_id("member-detail").nth(1)).to_contain_text("decided by the file hash")
     kept = group.get_by_test_id("group-member").first.get_attribute("data-id")
     other = "copy-b" if kept == "copy-a" else "copy-a"
     group.get_by_test_id("keep-one").first.click()
@@ -379,4 +380,19 @@ def test_copies_are_grouped_and_keep_one_removes_the_others(page: Page, base_url
     expect(page.get_by_test_id("undo")).to_be_hidden()
     assert page.request.get(f"{base_url}/v1/items/{other}").status == 404
     for item_id in (kept, "alone"):
+        assert page.request.delete(f"{base_url}/v1/items/{item_id}").ok
+
+
+def test_a_rotated_copy_says_the_keypoints_decided_it_and_how(page: Page, base_url: str) -> None:
+    page.goto(f"{base_url}/")
+    photo = skdata.astronaut()
+    for item_id, pixels in (("upright", photo), ("turned", photo.transpose(1, 0, 2)[::-1])):  # a quarter turn
+        _add(page, base_url, item_id, encode_jpeg(pixels))
+    page.get_by_test_id("duplicates-button").click()
+    group = page.get_by_test_id("duplicate-group")
+    expect(group).to_have_count(1)
+    detail = group.get_by_test_id("member-detail").nth(1)
+    expect(detail).to_contain_text("decided by keypoints: ")
+    expect(detail).to_contain_text("turned ")
+    for item_id in ("upright", "turned"):
         assert page.request.delete(f"{base_url}/v1/items/{item_id}").ok

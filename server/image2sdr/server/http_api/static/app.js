@@ -658,6 +658,18 @@ async function inParallel(values, work) {
 
 const KINDS = { DUPLICATE_KIND_SAME_BYTES: "same bytes", DUPLICATE_KIND_NEAR_EXACT: "near-exact copy", DUPLICATE_KIND_TRANSFORMED: "transformed copy" };
 
+const STAGES = { DUPLICATE_STAGE_FILE_HASH: "the file hash", DUPLICATE_STAGE_PHASH: "the pHash", DUPLICATE_STAGE_VISUAL: "the visual SDR", DUPLICATE_STAGE_KEYPOINTS: "keypoints" };
+
+/** Which stage of the cascade called it a copy, and for keypoints what they found (a user sees why). */
+function decidedBy(copy) {
+  const stage = STAGES[copy.stage] || "the thresholds";
+  if (copy.stage !== "DUPLICATE_STAGE_KEYPOINTS" || !copy.transform) return `decided by ${stage}`;
+  const t = copy.transform;
+  const turned = Math.round(t.rotationDegrees || 0);
+  const kept = Math.round(((t.cropRight ?? 1) - (t.cropLeft ?? 0)) * ((t.cropBottom ?? 1) - (t.cropTop ?? 0)) * 100);
+  return `decided by keypoints: ${copy.inliers} agree${turned ? `, turned ${turned}°` : ""}${t.mirrored ? ", mirrored" : ""}${kept < 100 ? `, ${kept} % of it shown` : ""}`;
+}
+
 function groupCard(id, copies) {
   const li = element("li", { "data-testid": "duplicate-group", "data-id": id });
   const strongest = KINDS[copies[0].kind] || String(copies[0].kind || "copy").toLowerCase();
@@ -668,7 +680,7 @@ function groupCard(id, copies) {
     const phash = (copy.phashDistance ?? 0) < 0 ? "no fingerprint" : `pHash ${copy.phashDistance ?? 0} bits apart`;
     const visual = (copy.visualOverlap ?? 0) < 0 ? "no visual SDR" : `${Math.round((copy.visualShare ?? 0) * 100)} % visual bits shared`;
     const kind = KINDS[copy.kind] || String(copy.kind || "");
-    members.append(memberCard(copy.id, `${kind} · ${phash} · ${visual}`, [id, ...copies.map((c) => c.id)]));
+    members.append(memberCard(copy.id, `${kind} · ${decidedBy(copy)} · ${phash} · ${visual}`, [id, ...copies.map((c) => c.id)]));
   }
   li.append(members);
   return li;
