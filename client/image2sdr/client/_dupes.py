@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from ._types import DuplicateKind, DuplicateThresholds, Encoding, Sdr
+from ._types import DuplicateKind, DuplicateStage, DuplicateThresholds, Encoding, Sdr
 
 __all__ = ["Group", "Link", "groups", "links_among", "one_link_per_pair"]
 
@@ -22,13 +22,19 @@ _STRENGTH: dict[DuplicateKind, int] = {"same_bytes": 0, "near_exact": 1, "transf
 
 @dataclass(frozen=True)
 class Link:
-    """``copy`` copies ``original`` (``kind``); -1 / 0.0 where a side had no pHash / visual SDR."""
+    """``copy`` copies ``original`` (``kind``); -1 / 0.0 where a side had no pHash / visual SDR.
+
+    ``stage`` is the cascade's stage that decided it and ``inliers`` the keypoints one
+    transform explains (-1: not compared, as among files: keypoints are the server's).
+    """
 
     original: str
     copy: str
     kind: DuplicateKind
     phash_distance: int
     visual_share: float
+    stage: DuplicateStage = ""
+    inliers: int = -1
 
 
 @dataclass(frozen=True)
@@ -74,15 +80,16 @@ def _link(first: str, a: _Looks, second: str, b: _Looks, thresholds: DuplicateTh
     # Either image may be the query: the larger share decides, as either upload would have found the other.
     share = max(shared / a.visual_bits if a.visual_bits else 0.0, shared / b.visual_bits if b.visual_bits else 0.0)
     kind: DuplicateKind
+    stage: DuplicateStage
     if a.sha256 is not None and a.sha256 == b.sha256:
-        kind = "same_bytes"
+        kind, stage = "same_bytes", "file_hash"
     elif 0 <= distance <= (thresholds.max_phash_distance or 0):
-        kind = "near_exact"
+        kind, stage = "near_exact", "phash"
     elif a.visual_bits and b.visual_bits and share >= (thresholds.min_visual_share or 0.0):
-        kind = "transformed"
+        kind, stage = "transformed", "visual"
     else:
         return None
-    return Link(first, second, kind, distance, share)
+    return Link(first, second, kind, distance, share, stage)
 
 
 def links_among(encoded: Sequence[tuple[str, Encoding]], thresholds: DuplicateThresholds) -> list[Link]:

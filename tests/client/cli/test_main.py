@@ -199,8 +199,8 @@ def test_cli_dupes_groups_the_copies_in_a_folder_and_in_the_index(
     assert not servicer.items  # nothing stored
     assert cli.main(["dupes", str(folder), "--server", address]) == 0
     header, *rows = capsys.readouterr().out.splitlines()
-    assert header.split() == ["GROUP", "ITEM", "KIND", "PHASH", "VISUAL", "COPY", "OF"]
-    assert rows[1].split() == ["1", "c.png", "same_bytes", "0", "1.00", "a.png"]
+    assert header.split() == ["GROUP", "ITEM", "KIND", "STAGE", "PHASH", "VISUAL", "COPY", "OF"]
+    assert rows[1].split() == ["1", "c.png", "same_bytes", "file_hash", "0", "1.00", "a.png"]
     # --index: the stored items of the folder, each asked for its copies in the whole index.
     servicer.store(tiny_png, "elsewhere/a.png")
     servicer.store(tiny_png, "a.png")

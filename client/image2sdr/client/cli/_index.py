@@ -11,6 +11,7 @@ from .._client import MAX_IDS_PER_CALL, Image2SdrClient
 from .._dupes import Group, Link, groups, links_among, one_link_per_pair
 from .._exceptions import InvalidArgument, NotFound, ResourceExhausted
 from .._types import (
+    Duplicate,
     DuplicateThresholds,
     EncodeItem,
     Encoding,
@@ -139,7 +140,7 @@ def _run_dupes(args: argparse.Namespace) -> int:
         print_json({"groups": [_group_json(group) for group in found], "not_compared": missing})
     else:
         rows = [_dupe_row(number, group, name) for number, group in enumerate(found, 1) for name in group.members]
-        print_table(["GROUP", "ITEM", "KIND", "PHASH", "VISUAL", "COPY OF"], rows)
+        print_table(["GROUP", "ITEM", "KIND", "STAGE", "PHASH", "VISUAL", "COPY OF"], rows)
         copies = sum(len(group.members) for group in found)
         print(f"{len(found)} groups, {copies} images in them, of {len(names)} compared", file=sys.stderr)
         for name, reason in missing.items():
@@ -185,7 +186,7 @@ def _stored_links(
         except InvalidArgument as exc:  # stored without an image: nothing to compare
             missing[item_id] = exc.message
             continue
-        links += [Link(item_id, c.id, c.kind, c.phash_distance, c.visual_share) for c in copies]
+        links += [_link(item_id, c) for c in copies]
     return [item_id for item_id in stored if item_id not in missing], links, missing
 
 
@@ -210,18 +211,23 @@ def _index_links(
             missing[item.id] = exc.message
             continue
         listed.append(item.id)
-        links += [Link(item.id, c.id, c.kind, c.phash_distance, c.visual_share) for c in copies]
+        links += [_link(item.id, c) for c in copies]
     # Oldest first, so that a group starts with the item stored first and the rest read as its copies.
     return listed[::-1], one_link_per_pair(links), missing
+
+
+def _link(asked: str, copy: Duplicate) -> Link:
+    return Link(asked, copy.id, copy.kind, copy.phash_distance, copy.visual_share, copy.stage, copy.inliers)
 
 
 def _dupe_row(number: int, group: Group, name: str) -> list[str]:
     link = group.strongest(name) if name != group.members[0] else None
     if link is None:
-        return [str(number), name, "-", "", "", ""]
+        return [str(number), name, "-", "", "", "", ""]
     other = link.original if link.copy == name else link.copy
     distance = "-" if link.phash_distance < 0 else str(link.phash_distance)
-    return [str(number), name, link.kind, distance, f"{link.visual_share:.2f}", other]
+    stage = f"keypoints ({link.inliers})" if link.stage == "keypoints" else (link.stage or "-")
+    return [str(number), name, link.kind, stage, distance, f"{link.visual_share:.2f}", other]
 
 
 def _group_json(group: Group) -> dict[str, Any]:
