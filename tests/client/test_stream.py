@@ -137,14 +137,17 @@ def test_a_server_that_does_not_come_back_loses_the_held_frames_explicitly_in_or
     finally:
         server.start()  # on the same port, for the tests after this one
 
-    assert [int(result.request_id) for result in results] == read == list(range(stopped_at + 1))
+    # Every frame read gets one result, in order. The client may read a frame or two past the
+    # stop before it sees the break (the window allows it); never past the window.
+    assert [int(result.request_id) for result in results] == read == list(range(len(read)))
+    assert stopped_at < len(read) <= stopped_at + 1 + WINDOW
     answered = [result for result in results if isinstance(result, Encoding)]
     lost = results[len(answered) :]
     assert lost and all(isinstance(result, LostFrame) and result.reason == "unavailable" for result in lost)
     assert all(result.sdr == expected[images[i]] for i, result in enumerate(answered))
-    assert [result.position for result in lost] == list(range(len(answered), stopped_at + 1))
-    assert lost[-1].item.image == images[stopped_at]  # the frame itself comes back, to be sent later
-    assert stream.stats.lost == len(lost) and stream.stats.read == stopped_at + 1  # no frame read past the break
+    assert [result.position for result in lost] == list(range(len(answered), len(read)))
+    assert lost[-1].item.image == images[read[-1]]  # the frame itself comes back, to be sent later
+    assert stream.stats.lost == len(lost) and stream.stats.read == len(read)  # nothing read is unaccounted for
 
 
 def test_frames_that_must_not_go_twice_are_lost_in_their_places_and_the_rest_go_on(
