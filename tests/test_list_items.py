@@ -148,7 +148,8 @@ def test_cli_dupes_index_alone_groups_a_photo_and_its_reencoded_copy(
     assert cli.main(["dupes", "--index", "--server", server.address]) == 0
     captured = capsys.readouterr()
     header, *rows = captured.out.splitlines()
-    assert header.split() == ["GROUP", "ITEM", "KIND", "PHASH", "VISUAL", "COPY", "OF"]
+    assert header.split() == ["GROUP", "ITEM", "KIND", "STAGE", "PHASH", "VISUAL", "COPY", "OF"]
     assert [row.split()[:3] for row in rows] == [["1", "chelsea.jpg", "-"], ["1", "chelsea-small.jpg", "near_exact"]]
+    assert " keypoints (" in rows[1]  # both stored with keypoints: the geometry confirmed the pHash's candidate
     assert rows[1].split()[-1] == "chelsea.jpg"
     assert "1 groups, 2 images in them, of 3 compared" in captured.err
