@@ -288,28 +288,22 @@ class SqliteStore:
 
     def thumbnails(self, ids: Sequence[str]) -> dict[str, bytes]:
         """The thumbnails of the items with ``ids`` that have one, by id."""
-        found: dict[str, bytes] = {}
-        reader = self._reader()
-        for start in range(0, len(ids), _SELECT_CHUNK):
-            chunk = list(ids[start : start + _SELECT_CHUNK])
-            marks = ",".join("?" * len(chunk))
-            query = (
-                "SELECT items.id, item_thumbnails.image FROM items "
-                f"JOIN item_thumbnails ON item_thumbnails.label = items.label WHERE items.id IN ({marks})"
-            )
-            found.update((str(row[0]), bytes(row[1])) for row in reader.execute(query, chunk))
-        return found
+        return self._blobs("item_thumbnails", "image", ids)
 
     def keypoints(self, ids: Sequence[str]) -> dict[str, bytes]:
         """The keypoint blobs of the items with ``ids`` that have one, by id."""
+        return self._blobs("item_keypoints", "points", ids)
+
+    def _blobs(self, table: str, column: str, ids: Sequence[str]) -> dict[str, bytes]:
+        # ``table`` and ``column`` are this module's own names, never a caller's.
         found: dict[str, bytes] = {}
         reader = self._reader()
         for start in range(0, len(ids), _SELECT_CHUNK):
             chunk = list(ids[start : start + _SELECT_CHUNK])
             marks = ",".join("?" * len(chunk))
             query = (
-                "SELECT items.id, item_keypoints.points FROM items "
-                f"JOIN item_keypoints ON item_keypoints.label = items.label WHERE items.id IN ({marks})"
+                f"SELECT items.id, {table}.{column} FROM items "
+                f"JOIN {table} ON {table}.label = items.label WHERE items.id IN ({marks})"
             )
             found.update((str(row[0]), bytes(row[1])) for row in reader.execute(query, chunk))
         return found
